@@ -1,0 +1,489 @@
+"""Derivation: a spec -> per-layer rules and the output delta, all derived by SymPy.
+
+Nothing here knows a derivative by heart. For each activation f(z) we take `diff(f, z)`,
+simplify it, and look for an equivalent form in the layer's output a = f(z) (sigmoid'
+= a(1 - a), tanh' = 1 - a²), accepted only when it checks out numerically at many points
+and is no dearer to compute. The output delta ∂ℓ/∂z is derived from the loss and the output
+activation together and simplified; when it collapses to ŷ − y that is SymPy's result, not
+a table lookup. Rules are cached per activation and per (loss, output activation) pair: the
+network is never differentiated as one expression; the dense-layer algebra is shared.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import mpmath
+import sympy as sp
+
+from . import expr as expr_mod
+from . import ops
+from .errors import DerivationError, ExpressionError, SpecError
+from .functions import sigmoid, stabilize
+from .ops import a, y, z
+from .spec import OpSpec, Spec, load_spec
+
+# where a candidate rewrite is checked (0 and small values hit piecewise boundaries)
+CHECK_POINTS = (-7.5, -3.2, -1.3, -0.6, -0.15, -0.01, 0, 0.01, 0.2, 0.7, 1.1, 2.9, 6.3)
+CHECK_DIGITS = 30
+CHECK_TOL = sp.Float("1e-20", CHECK_DIGITS)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def cost(e: sp.Expr) -> int:
+    """NumPy operations needed to evaluate e: the measure for picking among equal forms.
+
+    A subtraction is one operation (not a negation plus an addition) and powers weigh more
+    than products, so a*(1 - a) (2) beats a - a**2 (3).
+    """
+    if e.is_Atom:
+        return 0
+    if e.is_Add:
+        terms = [_unsigned(t) for t in e.args]
+        negs = all(t.could_extract_minus_sign() for t in e.args)
+        return len(terms) - 1 + int(negs) + sum(cost(t) for t in terms)
+    if e.is_Mul:
+        coeff, factors = e.as_coeff_mul()
+        n = len(factors) - 1 + (0 if abs(coeff) == 1 else 1) + (1 if coeff == -1 else 0)
+        return n + sum(cost(f) for f in factors)
+    if e.is_Pow:
+        if e.exp == 2:
+            return 2 + cost(e.base)
+        if e.exp == -1:
+            return 1 + cost(e.base)
+        return 4 + cost(e.base) + cost(e.exp)
+    if isinstance(e, sp.Piecewise):
+        return 1 + sum(cost(x) + cost(c) for x, c in e.args)
+    if isinstance(e, sp.Abs | sp.sign | sp.Max | sp.Min) or e.is_Relational:
+        return 1 + sum(cost(x) for x in e.args)
+    if isinstance(e, sp.Function):
+        return 8 + sum(cost(x) for x in e.args)
+    return 1 + sum(cost(x) for x in e.args)
+
+
+def _unsigned(t: sp.Expr) -> sp.Expr:
+    return -t if t.could_extract_minus_sign() else t
+
+
+def absorb_sign(e: sp.Expr) -> sp.Expr:
+    """-a*(a - 1) -> a*(1 - a): move a leading minus into a sum factor, bottom-up."""
+    if e.is_Atom:
+        return e
+    e = e.func(*[absorb_sign(x) for x in e.args])
+    if e.is_Mul:
+        coeff, factors = e.as_coeff_mul()
+        factors = list(factors)
+        sums = [i for i, f in enumerate(factors) if f.is_Add]
+        if coeff.is_negative and sums:
+            coeff, factors[sums[0]] = -coeff, -factors[sums[0]]
+            sums = sums[1:]
+        minus = [i for i in sums if str(factors[i]).startswith("-")]
+        for i, j in zip(
+            minus[::2], minus[1::2], strict=False
+        ):  # (y - a)(a - 1) -> (a - y)(1 - a)
+            factors[i], factors[j] = -factors[i], -factors[j]
+        return sp.Mul(coeff, *factors)
+    return e
+
+
+def heaviside_to_piecewise(e: sp.Expr) -> sp.Expr:
+    """Heaviside(u) -> 0 for u <= 0, else 1: the subgradient 0 at the kink, as JAX uses."""
+    return e.replace(
+        lambda n: isinstance(n, sp.Heaviside),
+        lambda n: sp.Piecewise((0, n.args[0] <= 0), (1, True)),
+    )
+
+
+def tidy(e: sp.Expr) -> sp.Expr:
+    """The cheapest of a few simplified forms of e (ties: fewest operations, then text)."""
+    e = heaviside_to_piecewise(e)
+    forms = {e}
+    for fn in (
+        sp.simplify,
+        sp.factor,
+        sp.cancel,
+        sp.expand,
+        lambda x: sp.factor(sp.cancel(x)),
+    ):
+        try:
+            forms.add(heaviside_to_piecewise(fn(e)))
+        except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
+            pass
+    forms = {absorb_sign(f) for f in forms} | forms
+    forms = {f for f in forms if not f.has(sp.nan, sp.zoo)}
+    return min(forms, key=_rank)
+
+
+def _rank(e: sp.Expr) -> tuple:
+    """Order among equivalent forms: cheapest, then fewest sums that start with a minus."""
+    minus = sum(
+        1 for t in sp.preorder_traversal(e) if t.is_Add and str(t).startswith("-")
+    )
+    return (cost(e) + (20 if unstable(e) else 0), minus, sp.count_ops(e), sp.srepr(e))
+
+
+def unstable(e: sp.Expr) -> bool:
+    """e can overflow for large |z|: an exp of a possibly positive argument, or cosh/sinh."""
+    for node in sp.preorder_traversal(e):
+        if isinstance(node, sp.cosh | sp.sinh):
+            return True
+        if isinstance(node, sp.exp) and not node.args[0].is_nonpositive:
+            return True
+    return False
+
+
+def _value(e: sp.Expr, subs: dict[sp.Symbol, object]) -> complex | None:
+    try:
+        v = e.xreplace({k: sp.Float(x, CHECK_DIGITS) for k, x in subs.items()}).evalf(
+            CHECK_DIGITS
+        )
+        c = complex(v)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    if c != c or c.imag != 0 or abs(c.real) == float("inf"):
+        return None
+    return c
+
+
+def same_values(
+    lhs: sp.Expr, rhs: sp.Expr, points: list[dict[sp.Symbol, object]]
+) -> bool:
+    """lhs and rhs agree at every point, to CHECK_DIGITS digits (NaN or complex: no)."""
+    with mpmath.workdps(CHECK_DIGITS):
+        for subs in points:
+            u, v = _value(lhs, subs), _value(rhs, subs)
+            if u is None or v is None:
+                return False
+            if abs(u - v) > 1e-20 + 1e-20 * abs(v):
+                return False
+    return True
+
+
+# ------------------------------------------------------------------ activations
+
+
+@dataclass(frozen=True)
+class ActivationRule:
+    """An activation and its derived derivative.
+
+    Attributes:
+        f: the definition f(z).
+        raw: diff(f, z) as SymPy returns it.
+        dz: the derivative simplified, in z.
+        df: the derivative used by the code: in a (the layer output) when `in_a`, else dz.
+        forward: f(z) rewritten into stable functions, for printing.
+    """
+
+    name: str
+    title: str
+    f: sp.Expr
+    raw: sp.Expr
+    dz: sp.Expr
+    df: sp.Expr
+    in_a: bool
+    forward: sp.Expr
+    vector: bool = False  # softmax
+
+    @property
+    def needs_z(self) -> bool:
+        return not self.vector and not self.in_a
+
+
+def _inverse_candidates(f: sp.Expr) -> list[sp.Expr]:
+    """Expressions z(a) that may invert a = f(z) (checked later, so wrong branches are fine)."""
+    if f.has(sp.erf, sp.Abs, sp.sign, sp.Max, sp.Min, sp.Piecewise):
+        return []  # solve either fails or returns conditions; not worth the time
+    try:
+        sols = sp.solve(sp.Eq(a, f), z)
+    except (NotImplementedError, ValueError, TypeError):
+        return []
+    return sols[:4]
+
+
+def _in_a_candidates(f: sp.Expr, dz: sp.Expr, raw: sp.Expr) -> list[sp.Expr]:
+    cands: list[sp.Expr] = []
+    # derivative written with f itself inside (tanh' = 1 - tanh(z)**2): put a in its place
+    for d in (raw, dz):
+        c = d.subs(f, a)
+        if not c.has(z):
+            cands.append(c)
+    if f.has(sp.Piecewise, sp.Abs, sp.Max, sp.Min):
+        pw = sp.piecewise_fold(f.rewrite(sp.Piecewise))
+        if isinstance(pw, sp.Piecewise):
+            cands += _piecewise_in_a(pw)
+    for inv in _inverse_candidates(f):
+        cands += [raw.subs(z, inv), dz.subs(z, inv)]
+    return cands
+
+
+def logistic_form(e: sp.Expr) -> sp.Expr | None:
+    """e with e^{z} and e^{-z} written through s = σ(z) (e^{-z} = (1 - s)/s): no overflow."""
+    e = e.rewrite(sp.exp)
+    if not e.has(sp.exp):
+        return None
+    s = sp.Dummy("s")
+    out = e.subs(sp.exp(-z), (1 - s) / s).subs(sp.exp(z), s / (1 - s))
+    if out.has(sp.exp):
+        return None
+    return tidy(out).xreplace({s: sigmoid(z)})
+
+
+def _piecewise_in_a(f: sp.Piecewise) -> list[sp.Expr]:
+    """Branch by branch: invert each branch, and map each condition z <op> c to a <op> f(c)."""
+    pieces = []
+    for e, cond in f.args:
+        d = sp.diff(e, z)
+        if d.has(z):
+            try:
+                sols = sp.solve(sp.Eq(a, e), z)
+            except (NotImplementedError, ValueError, TypeError):
+                return []
+            if len(sols) != 1:
+                return []
+            d = d.subs(z, sols[0])
+        d = tidy(d)
+        if cond is sp.true:
+            pieces.append((d, True))
+            continue
+        if not (cond.is_Relational and cond.lhs == z and not cond.rhs.free_symbols):
+            return []
+        pieces.append((d, cond.func(a, f.subs(z, cond.rhs))))
+    return [sp.Piecewise(*pieces)]
+
+
+def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
+    raw = heaviside_to_piecewise(sp.diff(f, z))
+    if raw.has(sp.Derivative, sp.Subs):
+        raise DerivationError(f"activation {name!r} has no closed-form derivative")
+    points = _defined(raw, [{z: p} for p in CHECK_POINTS])
+    # in z: the simplest form that checks out, preferring overflow-free ones
+    z_forms = [raw, tidy(raw)]
+    logistic = logistic_form(raw)
+    if logistic is not None:
+        z_forms.append(logistic)
+    dz = min(
+        (d for d in z_forms if same_values(_plain(d), raw, points)),
+        key=_rank,
+        default=raw,
+    )
+    # in a: valid at every check point (wrong solve branches fail here), and no dearer
+    valid = [
+        c
+        for c in {tidy(c) for c in _in_a_candidates(f, dz, raw) if not c.has(z)}
+        if not c.has(sp.nan, sp.zoo) and same_values(c.xreplace({a: f}), raw, points)
+    ]
+    best = min(valid, key=_rank, default=None)
+    in_a = best is not None and cost(best) <= cost(dz)
+    df = best if in_a else dz
+    return ActivationRule(name, title, f, raw, dz, df, in_a, stabilize(f))
+
+
+def _plain(e: sp.Expr) -> sp.Expr:
+    """e with the stable functions written back in exp/log, for numeric checks."""
+    return e.rewrite(sp.exp) if e.has(sigmoid) else e
+
+
+def _defined(e: sp.Expr, points: list[dict]) -> list[dict]:
+    """The points where e has a finite real value (a kink may be undefined in raw form)."""
+    return [p for p in points if _value(e, p) is not None]
+
+
+@functools.cache
+def activation_rule(op: OpSpec) -> ActivationRule:
+    """The derived rule for a (built-in or custom) activation; cached."""
+    if op.name == ops.SOFTMAX and not op.custom:
+        return ActivationRule(
+            ops.SOFTMAX, "softmax", z, sp.S.Zero, sp.S.Zero, sp.S.Zero, True, z, True
+        )
+    return _activation_rule(op.name, _title(op, ops.ACTIVATIONS), activation_expr(op))
+
+
+def _title(op: OpSpec, table: dict[str, ops.OpDef]) -> str:
+    if op.custom:
+        return f"{op.name} (custom)"
+    base = table[op.name].title or op.name
+    if op.params:
+        base += " (" + ", ".join(f"{k}={v:g}" for k, v in op.params) + ")"
+    return base
+
+
+def activation_expr(op: OpSpec) -> sp.Expr:
+    params = {k: expr_mod.number(v) for k, v in op.params}
+    if op.custom:
+        try:
+            return expr_mod.parse(op.expr or "", {"z": z}, params)
+        except ExpressionError as exc:
+            raise SpecError([op.loc.problem(f"expression rejected: {exc}")]) from None
+    return ops.ACTIVATIONS[op.name].build(**params)
+
+
+def loss_expr(op: OpSpec) -> sp.Expr:
+    params = {k: expr_mod.number(v) for k, v in op.params}
+    if op.custom:
+        try:
+            return expr_mod.parse(op.expr or "", {"yhat": a, "y": y}, params)
+        except ExpressionError as exc:
+            raise SpecError([op.loc.problem(f"expression rejected: {exc}")]) from None
+    return ops.LOSSES[op.name].build(**params)
+
+
+# ------------------------------------------------------------------ output delta
+
+
+@dataclass(frozen=True)
+class OutputRule:
+    """The loss on the output activation and the derived output delta δ = ∂ℓ/∂z.
+
+    Attributes:
+        loss: ℓ(a, y) per output unit.
+        dl_da: ∂ℓ/∂a.
+        da_dz: the output activation's derivative (in a where possible).
+        product: ∂ℓ/∂a · ∂a/∂z before simplification.
+        delta: δ simplified, in a and y (and z where the activation needs it).
+        collapsed: δ is a constant multiple of (a - y).
+        jvp: softmax with a loss that does not collapse: δ = h - a ⊙ Σ_k h_k with h = `delta`.
+        forward: ℓ rewritten for a stable forward pass, in z, a, y (and `ls`, the log-softmax).
+    """
+
+    loss_name: str
+    loss_title: str
+    loss: sp.Expr
+    dl_da: sp.Expr
+    da_dz: sp.Expr
+    product: sp.Expr
+    delta: sp.Expr
+    collapsed: bool
+    jvp: bool
+    forward: sp.Expr
+
+
+LS = sp.Symbol("ls", real=True)  # log-softmax of the output, elementwise
+
+
+def _is_collapse(delta: sp.Expr) -> bool:
+    if delta.has(sp.Piecewise):
+        return False
+    try:
+        q = sp.cancel(sp.together(delta / (a - y)))
+    except (sp.PolynomialError, TypeError, ValueError):
+        return False
+    return q != 0 and not (q.free_symbols & {a, y, z})
+
+
+def _stable_loss(loss: sp.Expr, act: ActivationRule) -> sp.Expr:
+    """Rewrite each log(u(a)) through a = f(z) when that gives an overflow-free form."""
+
+    def rewrite(node: sp.Expr) -> sp.Expr:
+        inner = node.args[0]
+        if act.vector:
+            return LS if inner == a else node
+        cand = stabilize(sp.log(inner.subs(a, act.f)))
+        return cand if not cand.has(sp.log, sp.exp) else node
+
+    out = loss.replace(lambda n: isinstance(n, sp.log) and n.args[0].has(a), rewrite)
+    return out
+
+
+@functools.cache
+def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
+    """Derive δ = ∂ℓ/∂z for a loss on an output activation; cached per pair."""
+    loss = loss_expr(loss_op)
+    title = _title(loss_op, ops.LOSSES)
+    act = activation_rule(act_op)
+    dl_da = heaviside_to_piecewise(sp.diff(loss, a))
+    simplex = not loss_op.custom and ops.LOSSES[loss_op.name].simplex_targets
+    if act.vector:
+        delta, product, jvp = _softmax_delta(loss, simplex)
+        da_dz = sp.S.Zero
+    else:
+        da_dz = act.df
+        product = sp.Mul(dl_da, da_dz, evaluate=False)
+        delta = tidy(sp.together(dl_da * da_dz))
+        jvp = False
+    collapsed = not jvp and _is_collapse(delta)
+    if collapsed:
+        q = sp.cancel(sp.together(delta / (a - y)))
+        delta = q * (a - y)
+    forward = _stable_loss(loss, act)
+    return OutputRule(
+        loss_op.name, title, loss, dl_da, da_dz, product, delta, collapsed, jvp, forward
+    )
+
+
+SOFTMAX_K = 3  # classes in the concrete softmax derivation
+
+
+def _softmax_delta(loss: sp.Expr, simplex: bool) -> tuple[sp.Expr, sp.Expr, bool]:
+    """δ_1 = ∂/∂z_1 Σ_k ℓ(softmax(z)_k, y_k) for K = 3, rewritten in a and simplified.
+
+    With targets on the simplex (Σ y = 1, categorical cross-entropy) the constraint is
+    substituted; if δ_1 then depends on a_1 and y_1 only, it is elementwise (ŷ − y for
+    cross-entropy). Otherwise the Jacobian-vector form δ = h − a ⊙ Σ_k h_k is used, with
+    h = a · ∂ℓ/∂a derived elementwise.
+    """
+    K = SOFTMAX_K
+    zs = sp.symbols(f"z1:{K + 1}", real=True)
+    as_ = sp.symbols(f"a1:{K + 1}", positive=True)
+    ys = sp.symbols(f"y1:{K + 1}", real=True)
+    s = sp.Symbol("s", positive=True)
+    total = sum(sp.exp(zk) for zk in zs)
+    L = sum(
+        loss.subs({a: sp.exp(zk) / total, y: yk}) for zk, yk in zip(zs, ys, strict=True)
+    )
+    d1 = sp.diff(L, zs[0])
+    d1 = d1.subs({sp.exp(zk): ak * s for zk, ak in zip(zs, as_, strict=True)})
+    d1 = d1.subs(as_[-1], 1 - sum(as_[:-1]))  # Σ a = 1
+    if simplex:
+        d1 = d1.subs(ys[-1], 1 - sum(ys[:-1]))
+    try:
+        d1 = sp.factor(sp.cancel(sp.expand_log(d1, force=True)))
+    except (sp.PolynomialError, NotImplementedError):
+        d1 = sp.simplify(d1)
+    if d1.free_symbols <= {as_[0], ys[0]}:
+        delta = tidy(d1.subs({as_[0]: a, ys[0]: y}))
+        return delta, delta, False
+    h = tidy(sp.together(a * sp.diff(loss, a)))
+    return h, h, True
+
+
+# ------------------------------------------------------------------ network
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """Layer l (1-based) of the network: sizes and its activation rule."""
+
+    index: int
+    fan_in: int
+    units: int
+    activation: ActivationRule
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """Everything derived for a spec: what the printers and templates need."""
+
+    spec: Spec
+    layers: tuple[LayerRule, ...]
+    output: OutputRule
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+
+def derive(spec: Spec | str) -> Derivation:
+    """Derive the gradient rules of a spec (a Spec or a path to a YAML file)."""
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    sizes = spec.sizes
+    layers = tuple(
+        LayerRule(i + 1, sizes[i], sizes[i + 1], activation_rule(layer.activation))
+        for i, layer in enumerate(spec.layers)
+    )
+    out_act = spec.layers[-1].activation
+    output = output_rule(spec.loss, out_act)
+    return Derivation(spec, layers, output)

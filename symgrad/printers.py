@@ -1,0 +1,219 @@
+"""Printers: SymPy rules -> NumPy code and -> readable text.
+
+`NumPyCode` only adds `_print_<Class>` methods to SymPy's NumPyPrinter: `np.` prefixes,
+exact decimal literals, folded numeric constants, `np.where` for piecewise rules (with
+typed constants so float32 stays float32), and the stable helpers of the generated module
+(`_sigmoid`, `_erf`, `np.logaddexp`). `text` gives the unicode form used in comments.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.str import StrPrinter
+
+from .functions import log_softmax, sigmoid, softplus
+
+DTYPE = "dt"  # name of the scalar type in generated functions (e.g. np.float32)
+
+
+def number_text(value: sp.Expr) -> str:
+    """A short exact-enough literal: 1/10 -> 0.1; 1/3 -> 0.3333333333333333."""
+    f = float(value)
+    if f.is_integer() and abs(f) < 1e15:
+        return str(int(f))
+    return repr(f)
+
+
+class NumPyCode(NumPyPrinter):
+    """Prints expressions over array symbols (A1, Z1, Y) as vectorized NumPy."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            {"fully_qualified_modules": True, "allow_unknown_functions": False}
+        )
+        self.helpers: set[str] = set()  # module helpers the printed code calls
+
+    def _module_format(self, fqn: str, register: bool = True) -> str:
+        fqn = super()._module_format(fqn, register=False)
+        return "np." + fqn[len("numpy.") :] if fqn.startswith("numpy.") else fqn
+
+    # numbers: exact decimals, constants folded
+    def _print_Rational(self, expr: sp.Rational) -> str:
+        return number_text(expr)
+
+    def _print_Integer(self, expr: sp.Integer) -> str:
+        return str(int(expr))
+
+    def _print_Float(self, expr: sp.Float) -> str:
+        return number_text(expr)
+
+    def _print_NumberSymbol(self, expr: sp.Expr) -> str:
+        return number_text(expr)
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        consts = [f for f in expr.args if not f.free_symbols]
+        if len(consts) > 1 or (consts and not consts[0].is_Integer):
+            c = sp.Mul(*consts)
+            rest = sp.Mul(*[f for f in expr.args if f.free_symbols])
+            if c == -1:
+                return "-" + self.parenthesize(rest, PRECEDENCE["Mul"])
+            return f"{number_text(c)} * {self.parenthesize(rest, PRECEDENCE['Mul'])}"
+        return super()._print_Mul(expr)
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        base = self.parenthesize(expr.base, PRECEDENCE["Pow"])
+        if not expr.free_symbols:
+            return number_text(expr)
+        if expr.exp == -1:
+            return f"1 / {base}"
+        if expr.exp == sp.S.Half:
+            return f"np.sqrt({self._print(expr.base)})"
+        if expr.exp == -sp.S.Half:
+            return f"1 / np.sqrt({self._print(expr.base)})"
+        if expr.exp.is_Integer and expr.exp < 0:
+            return f"1 / {base}**{-int(expr.exp)}"
+        return f"{base}**{self.parenthesize(expr.exp, PRECEDENCE['Pow'])}"
+
+    def _print_Abs(self, expr: sp.Abs) -> str:
+        return f"np.abs({self._print(expr.args[0])})"
+
+    def _print_Max(self, expr: sp.Max) -> str:
+        return self._fold("np.maximum", expr.args)
+
+    def _print_Min(self, expr: sp.Min) -> str:
+        return self._fold("np.minimum", expr.args)
+
+    def _fold(self, fn: str, args: tuple) -> str:
+        # array arguments first, so the result takes the array's dtype
+        args = sorted(args, key=lambda x: not x.free_symbols)
+        out = self._print(args[0])
+        for arg in args[1:]:
+            out = f"{fn}({out}, {self._print(arg)})"
+        return out
+
+    def _print_Relational(self, expr: sp.core.relational.Relational) -> str:
+        ops = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+        return f"{self._print(expr.lhs)} {ops[expr.rel_op]} {self._print(expr.rhs)}"
+
+    def _print_And(self, expr: sp.And) -> str:
+        return "(" + " & ".join(f"({self._print(x)})" for x in expr.args) + ")"
+
+    def _print_Or(self, expr: sp.Or) -> str:
+        return "(" + " | ".join(f"({self._print(x)})" for x in expr.args) + ")"
+
+    def _print_Not(self, expr: sp.Not) -> str:
+        return f"(~{self._print(expr.args[0])})"
+
+    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
+        pieces = list(expr.args)
+        if pieces[-1][1] is not sp.true:
+            pieces.append((sp.nan, sp.true))
+        # 0 where a condition holds, else 1: a boolean mask (float * bool keeps the dtype)
+        if len(pieces) == 2 and pieces[0][0] == 0 and pieces[1][0] == 1:
+            return self._print(pieces[0][1].negated)
+        if len(pieces) == 2 and pieces[0][0] == 1 and pieces[1][0] == 0:
+            return self._print(pieces[0][1])
+        pieces = [(_clamped(v, c), c) for v, c in pieces]
+        all_const = all(not v.free_symbols for v, _ in pieces)
+        out = self._branch(pieces[-1][0], all_const)
+        for value, cond in reversed(pieces[:-1]):
+            out = f"np.where({self._print(cond)}, {self._branch(value, all_const)}, {out})"
+        return out
+
+    def _branch(self, value: sp.Expr, typed: bool) -> str:
+        text = self._print(value)
+        if typed:
+            self.helpers.add(DTYPE)
+            return f"{DTYPE}({text})"
+        return text
+
+    # stable functions of the generated module
+    def _print_sigmoid(self, expr: sigmoid) -> str:
+        self.helpers.add("_sigmoid")
+        return f"_sigmoid({self._print(expr.args[0])})"
+
+    def _print_softplus(self, expr: softplus) -> str:
+        return f"np.logaddexp(0, {self._print(expr.args[0])})"
+
+    def _print_log_softmax(self, expr: log_softmax) -> str:
+        self.helpers.add("_log_softmax")
+        return f"_log_softmax({self._print(expr.args[0])})"
+
+    def _print_erf(self, expr: sp.erf) -> str:
+        self.helpers.add("_erf")
+        return f"_erf({self._print(expr.args[0])})"
+
+    def _print_sign(self, expr: sp.sign) -> str:
+        return f"np.sign({self._print(expr.args[0])})"
+
+
+def _clamped(value: sp.Expr, cond: sp.Basic) -> sp.Expr:
+    """Evaluate a branch only inside its own domain: np.where computes every branch
+    everywhere, and exp(z) of the z <= 0 branch would overflow where z is large."""
+    if not (
+        value.has(sp.exp, sp.cosh, sp.sinh) and getattr(cond, "is_Relational", False)
+    ):
+        return value
+    lhs, rhs = cond.lhs, cond.rhs
+    if not (lhs.is_Symbol and not rhs.free_symbols):
+        return value
+    bound = sp.Min(lhs, rhs) if cond.rel_op in ("<", "<=") else sp.Max(lhs, rhs)
+    return value.xreplace({lhs: bound})
+
+
+def code(expr: sp.Expr, names: dict[sp.Symbol, str], printer: NumPyCode) -> str:
+    """NumPy code for expr, with each symbol renamed to its array (z -> Z2)."""
+    renamed = expr.xreplace({s: sp.Symbol(n, real=True) for s, n in names.items()})
+    return printer.doprint(renamed)
+
+
+class _Text(StrPrinter):
+    """Unicode math for comments and the terminal: a², σ(z), ŷ."""
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        sup = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+        if expr.exp.is_Integer and expr.exp > 0:
+            base = self.parenthesize(expr.base, PRECEDENCE["Pow"])
+            return base + str(int(expr.exp)).translate(sup)
+        if expr.exp == sp.S.Half:
+            return f"√({self._print(expr.base)})"
+        return super()._print_Pow(expr, rational)
+
+    def _print_sigmoid(self, expr: sigmoid) -> str:
+        return f"σ({self._print(expr.args[0])})"
+
+    def _print_softplus(self, expr: softplus) -> str:
+        return f"softplus({self._print(expr.args[0])})"
+
+    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
+        parts = []
+        for value, cond in expr.args:
+            parts.append(
+                self._print(value)
+                + ("" if cond is sp.true else f" if {self._print(cond)}")
+            )
+        return "{" + "; else ".join(parts) + "}"
+
+    def _print_Relational(self, expr: sp.core.relational.Relational) -> str:
+        op = {"<=": "≤", ">=": "≥"}.get(expr.rel_op, expr.rel_op)
+        return f"{self._print(expr.lhs)} {op} {self._print(expr.rhs)}"
+
+    def _print_Abs(self, expr: sp.Abs) -> str:
+        return f"|{self._print(expr.args[0])}|"
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        return super()._print_Mul(expr).replace("*", "·")
+
+    def _as_ordered_terms(self, expr: sp.Expr, order: str | None = None) -> list:
+        # ŷ - y rather than -y + ŷ: positive terms first, SymPy's order otherwise
+        terms = super()._as_ordered_terms(expr, order=order)
+        return sorted(terms, key=lambda t: t.could_extract_minus_sign())
+
+
+def text(expr: sp.Expr, names: dict[sp.Symbol, str] | None = None) -> str:
+    """Readable unicode for expr (for comments, docstrings and the terminal)."""
+    if names:
+        expr = expr.xreplace({s: sp.Symbol(n, real=True) for s, n in names.items()})
+    return _Text().doprint(expr)

@@ -1,0 +1,370 @@
+"""Rendering: a Derivation -> the source of a standalone NumPy module, formatted and written.
+
+Python builds the template context (every name, every printed expression, every comment);
+the Jinja2 templates in templates/ only lay it out. The source is formatted with black in
+process and written atomically: a temporary file in the target directory, then a rename,
+so a failed run leaves any existing file untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+
+import black
+import jinja2
+import sympy as sp
+
+from . import naming as nm
+from . import ops
+from .derive import Derivation
+from .errors import SymgradError
+from .ops import a, y, z
+from .printers import DTYPE, NumPyCode, code, number_text, text
+
+COMMENT_WIDTH = 80
+
+
+def _template_dir() -> Path:
+    """templates/ in a source checkout; the symgrad.templates package when installed."""
+    here = Path(__file__).resolve().parent.parent / "templates"
+    if (here / "module.py.jinja").is_file():
+        return here
+    return Path(str(resources.files("symgrad.templates")))
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_template_dir())),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+
+
+@dataclass(frozen=True)
+class LayerCtx:
+    l: int  # noqa: E741 - the layer index, as in the math
+    W: str  # noqa: N815
+    b: str
+    Z: str  # noqa: N815
+    A: str  # noqa: N815
+    inp: str
+    fan_in: int
+    units: int
+    forward: str
+    title: str
+    init: str
+    init_note: str
+
+
+@dataclass(frozen=True)
+class OutputCtx:
+    Z: str  # noqa: N815
+    A: str  # noqa: N815
+    LS: str  # noqa: N815
+    loss_code: str
+    uses_log_softmax: bool
+    loss_uses_a: bool  # the loss needs the output activation (not only Z)
+
+
+@dataclass(frozen=True)
+class Line:
+    code: str
+    comment: str = ""
+
+
+def _init_for(spec_init: str, act_name: str) -> str:
+    if spec_init != "auto":
+        return spec_init
+    return "he_normal" if act_name in ops.RELU_FAMILY else "glorot_uniform"
+
+
+def _comment_lines(comment: str, code_line: str) -> list[Line]:
+    """A comment wrapped above its code line."""
+    wrapped = textwrap.wrap(comment, COMMENT_WIDTH, subsequent_indent="  ")
+    return [Line(f"# {w}") for w in wrapped] + [Line(code_line)]
+
+
+def context(d: Derivation) -> dict[str, object]:
+    """Everything the module template needs, printed and named."""
+    spec = d.spec
+    fwd_printer, bwd_printer = NumPyCode(), NumPyCode()
+    out_rule = d.output
+    out_act = d.layers[-1].activation
+
+    layers = []
+    for rule in d.layers:
+        l = rule.index  # noqa: E741
+        act = rule.activation
+        names = {z: nm.Z(l)}
+        if act.vector:
+            fwd_printer.helpers.add("_softmax")
+            forward = f"_softmax({nm.Z(l)})"
+        else:
+            forward = code(act.forward, names, fwd_printer)
+        init = _init_for(spec.init, act.name)
+        layers.append(
+            LayerCtx(
+                l,
+                nm.W(l),
+                nm.b(l),
+                nm.Z(l),
+                nm.A(l),
+                nm.A(l - 1),
+                rule.fan_in,
+                rule.units,
+                forward,
+                act.title,
+                init,
+                f"{init} ({act.title})",
+            )
+        )
+    # an identity layer's output is its pre-activation
+    layers = [
+        lc if lc.forward != lc.Z else LayerCtx(**{**lc.__dict__, "A": lc.Z})
+        for lc in layers
+    ]
+    layers = [
+        LayerCtx(**{**lc.__dict__, "inp": layers[i - 1].A}) if i else lc
+        for i, lc in enumerate(layers)
+    ]
+    last = layers[-1]
+    out_names = {z: last.Z, a: last.A, y: nm.TARGET}
+    loss_expr = out_rule.forward.xreplace(
+        {sp.Symbol("ls", real=True): sp.Symbol(nm.LOG_SOFTMAX, real=True)}
+    )
+    loss_code = code(loss_expr, out_names, fwd_printer)
+    if nm.LOG_SOFTMAX in loss_code:
+        fwd_printer.helpers.add("_log_softmax")
+    out = OutputCtx(
+        last.Z,
+        last.A,
+        nm.LOG_SOFTMAX,
+        loss_code,
+        nm.LOG_SOFTMAX in loss_code,
+        loss_expr.has(a) or last.A == last.Z,
+    )
+
+    backward, equations = _backward(d, layers, bwd_printer)
+    helpers = fwd_printer.helpers | bwd_printer.helpers
+    params_names = tuple(k for lc in layers for k in (lc.W, lc.b))
+    opt = spec.optimizer
+    optimizer = {
+        "name": opt.name,
+        **{
+            {"learning_rate": "lr"}.get(k, k): (
+                v if isinstance(v, bool) else number_text(sp.Float(v))
+            )
+            for k, v in opt.params
+        },
+    }
+    loss_name = spec.loss.name
+    predict_kind = (
+        "argmax"
+        if out_act.vector
+        else (
+            "threshold"
+            if loss_name == "binary_crossentropy"
+            or (out_act.name == "sigmoid" and spec.loss.custom)
+            else "none"
+        )
+    )
+    return {
+        "name": spec.name,
+        "version": _version(),
+        "source": Path(spec.source).name,
+        "network_line": " → ".join(
+            [str(spec.input)] + [f"{r.units} ({r.activation.title})" for r in d.layers]
+        ),
+        "loss_line": f"{out_rule.loss_title}, summed over outputs, mean over the batch"
+        + (f", plus {spec.l2:g}/2 · Σ‖W‖²" if spec.l2 else ""),
+        "optimizer_line": opt.name
+        + " ("
+        + ", ".join(f"{k}={v}" for k, v in opt.params)
+        + ")",
+        "equations": equations,
+        "sizes": repr(tuple(spec.sizes)),
+        "n_in": spec.input,
+        "n_out": spec.sizes[-1],
+        "loss_name": loss_name,
+        "optimizer_repr": repr(dict([("name", opt.name), *opt.params])),
+        "l2": spec.l2 > 0,
+        "l2_text": number_text(sp.Float(spec.l2)) if spec.l2 else "0.0",
+        "l2_sum": " + ".join(f"np.sum({lc.W} * {lc.W})" for lc in layers),
+        "param_names": repr(params_names),
+        "params_tuple": ", ".join(params_names),
+        "helpers": sorted(helpers),
+        "erf_source": _erf_source() if "_erf" in helpers else "",
+        "layers": layers,
+        "out": out,
+        "keep_dt_forward": DTYPE in fwd_printer.helpers,
+        "keep_dt_backward": DTYPE in helpers,
+        "integer_labels": out_act.vector,
+        "target_note": (
+            "one-hot rows, or integer class labels of shape (m,)"
+            if out_act.vector
+            else (
+                "targets in [0, 1]"
+                if predict_kind == "threshold"
+                else "real-valued targets"
+            )
+        ),
+        "backward": backward,
+        "grads_dict": "{" + ", ".join(f'"{k}": d{k}' for k in params_names) + "}",
+        "predict_kind": predict_kind,
+        "predict_doc": {
+            "argmax": "The predicted class index per example, shape (m,).",
+            "threshold": "0/1 predictions (Ŷ ≥ 0.5), shape (m, n_out).",
+            "none": "The network's output Ŷ (same as forward).",
+        }[predict_kind],
+        "optimizer": optimizer,
+        "state_doc": {
+            "sgd": "the step count",
+            "momentum": "the step count and a velocity per parameter",
+            "adam": "the step count and both moment estimates per parameter",
+        }[opt.name],
+    }
+
+
+def _backward(
+    d: Derivation, layers: list[LayerCtx], printer: NumPyCode
+) -> tuple[list[Line], list[str]]:
+    """The backward pass as code lines with their equations, and the docstring summary."""
+    out = d.output
+    n = d.depth
+    last = layers[-1]
+    act = d.layers[-1].activation
+    names = {z: last.Z, a: last.A, y: nm.TARGET}
+    lines: list[Line] = []
+    eqs: list[str] = []
+    loss_title = out.loss_title.split(" (")[0]
+    if out.jvp:
+        h = code(out.delta, names, printer)
+        lines += _comment_lines(
+            f"h = ŷ ⊙ ∂ℓ/∂ŷ = {text(out.delta, {a: 'ŷ'})}; softmax's Jacobian gives"
+            f" δ{n} = h − ŷ ⊙ Σₖ hₖ",
+            f"H = {h}",
+        )
+        lines.append(Line(f"D{n} = (H - {last.A} * H.sum(axis=1, keepdims=True)) / m"))
+        eqs.append(
+            f"δ{n} = (h − Ŷ ⊙ Σₖ hₖ) / m,  h = Ŷ ⊙ ∂ℓ/∂Ŷ = {text(out.delta, {a: 'Ŷ', y: 'Y'})}"
+        )
+    else:
+        delta = code(out.delta, names, printer)
+        shown = text(out.delta, {a: "ŷ"})
+        why = (
+            f"{loss_title} on {act.title}: SymPy simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to {shown}"
+            if out.collapsed
+            else f"{loss_title} on {act.title}: ∂ℓ/∂ŷ · ∂ŷ/∂z = {shown}"
+        )
+        lines += _comment_lines(
+            f"δ{n} = ∂L/∂Z{n} = ({shown}) / m; {why}", f"D{n} = ({delta}) / m"
+        )
+        eqs.append(
+            f"δ{n} = ({text(out.delta, {a: 'Ŷ', y: 'Y'})}) / m"
+            + ("   (collapsed)" if out.collapsed else "")
+        )
+    l2 = d.spec.l2 > 0
+    for lc in reversed(layers):
+        l = lc.l  # noqa: E741
+        reg = f" + L2 * {lc.W}" if l2 else ""
+        lines += _comment_lines(
+            f"∂L/∂W{l} = {lc.inp}ᵀ δ{l}"
+            + (f" + l2·W{l}" if l2 else "")
+            + f";  ∂L/∂b{l} = Σₙ δ{l}",
+            f"d{lc.W} = {lc.inp}.T @ D{l}{reg}",
+        )
+        lines.append(Line(f"d{lc.b} = D{l}.sum(axis=0)"))
+        eqs.append(
+            f"∂L/∂W{l} = {lc.inp}ᵀ δ{l}"
+            + (f" + l2·W{l}" if l2 else "")
+            + f",   ∂L/∂b{l} = Σₙ δ{l}"
+        )
+        if l == 1:
+            break
+        below = layers[l - 2]
+        below_act = d.layers[l - 2].activation
+        fprime = below_act.df
+        rule_text = f"{below_act.name}'(z) = {text(fprime)}"
+        if fprime == 1:
+            lines += _comment_lines(
+                f"δ{l - 1} = δ{l} W{l}ᵀ  ({rule_text})", f"D{l - 1} = D{l} @ {lc.W}.T"
+            )
+            eqs.append(f"δ{l - 1} = δ{l} W{l}ᵀ")
+        else:
+            fp = code(fprime, {a: below.A, z: below.Z}, printer)
+            lines += _comment_lines(
+                f"δ{l - 1} = (δ{l} W{l}ᵀ) ⊙ f'(Z{l - 1}),  {rule_text}",
+                f"D{l - 1} = (D{l} @ {lc.W}.T) * ({fp})",
+            )
+            eqs.append(f"δ{l - 1} = (δ{l} W{l}ᵀ) ⊙ f'(Z{l - 1}),   {rule_text}")
+    return lines, _wrap_equations(eqs)
+
+
+def _wrap_equations(eqs: list[str]) -> list[str]:
+    out: list[str] = []
+    for eq in eqs:
+        out += textwrap.wrap(eq, COMMENT_WIDTH - 4, subsequent_indent="    ")
+    return out
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+ERF_TERMS = 56  # Kummer series terms: the tail is below 1e-17 relative for |x| < 2.5
+ERF_DEPTH = 32  # continued fraction: erfc(x ≥ 2.5) to 1e-13 relative, so erf to 1 ulp
+
+
+def _erf_source() -> str:
+    series, c = [], Fraction(1)
+    for n in range(ERF_TERMS):  # c_n = 2^n / (2n + 1)!!, exactly, then rounded once
+        series.append(repr(float(c)))
+        c = c * 2 / (2 * n + 3)
+    template = environment().get_template("erf.py.jinja")
+    return template.render(erf_series=series, erf_depth=ERF_DEPTH).strip()
+
+
+def render(d: Derivation) -> str:
+    """The formatted source of the generated module."""
+    source = environment().get_template("module.py.jinja").render(**context(d))
+    try:
+        return black.format_str(source, mode=black.Mode())
+    except black.InvalidInput as exc:  # a template bug, not the user's
+        raise RuntimeError(f"generated code does not parse: {exc}") from exc
+
+
+def write_atomic(path: Path, content: str) -> None:
+    """Write content to path via a temporary file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def output_path(name: str, out_dir: str | os.PathLike[str] | None) -> Path:
+    directory = Path(out_dir) if out_dir is not None else Path("generated")
+    if directory.exists() and not directory.is_dir():
+        raise SymgradError(f"{directory}: output directory is a file")
+    path = directory / f"{name}.py"
+    if path.resolve().parent != directory.resolve():
+        raise SymgradError(f"{name!r} would be written outside {directory}")
+    return path

@@ -1,0 +1,678 @@
+"""Spec loading: a YAML file -> validated, frozen dataclasses that remember their lines.
+
+The YAML is composed (never constructed into Python objects by tag) with a safe loader
+that refuses aliases and deep nesting, so a hostile document cannot run code or expand
+exponentially. Every problem in the file is collected and raised together as a SpecError.
+"""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import ops
+from .errors import ExpressionError, Problem, SpecError, echo
+
+MAX_BYTES = 256 * 1024
+MAX_DEPTH = 20
+MAX_NODES = 20_000  # values after expanding aliases: an alias bomb stops here
+MAX_LAYERS = 1000
+MAX_UNITS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where a value sits in the spec file."""
+
+    file: str
+    line: int = 0
+    col: int = 0
+    path: str = ""
+
+    def problem(self, message: str, hint: str = "") -> Problem:
+        return Problem(self.file, self.line, self.col, self.path, message, hint)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """An activation or loss as the spec names it: built-in (expr None) or custom."""
+
+    name: str
+    params: tuple[tuple[str, float], ...] = ()
+    expr: str | None = None
+    loc: Loc = field(default=Loc("<spec>"), compare=False)
+
+    @property
+    def custom(self) -> bool:
+        return self.expr is not None
+
+    def param(self, key: str) -> float:
+        return dict(self.params)[key]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    units: int
+    activation: OpSpec
+    loc: Loc = field(default=Loc("<spec>"), compare=False)
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    params: tuple[tuple[str, float | bool], ...]
+
+    def param(self, key: str) -> float | bool:
+        return dict(self.params)[key]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated network spec (format v1)."""
+
+    name: str
+    input: int
+    layers: tuple[LayerSpec, ...]
+    loss: OpSpec
+    l2: float = 0.0
+    optimizer: OptimizerSpec = OptimizerSpec("sgd", (("learning_rate", 0.01),))
+    init: str = "auto"
+    source: str = "<spec>"
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (self.input, *(layer.units for layer in self.layers))
+
+
+# ------------------------------------------------------------------ YAML layer
+
+
+class _Loader(yaml.SafeLoader):
+    """A safe loader that refuses deep nesting (aliases are bounded by _Reader)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    None,
+                    None,
+                    f"the document is nested deeper than {MAX_DEPTH} levels",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+@dataclass
+class _Node:
+    """A YAML value with its location."""
+
+    value: Any  # dict[str, _Node] | list[_Node] | scalar
+    loc: Loc
+    key_locs: dict[str, Loc] = field(default_factory=dict)
+
+
+class _Reader:
+    """Turns a composed YAML node tree into _Nodes, collecting problems."""
+
+    def __init__(self, file: str, loader: _Loader) -> None:
+        self.file = file
+        self.loader = loader
+        self.problems: list[Problem] = []
+        self.count = 0
+
+    def loc(self, node: yaml.Node, path: str) -> Loc:
+        mark = node.start_mark
+        return Loc(self.file, mark.line + 1, mark.column + 1, path)
+
+    def read(self, node: yaml.Node, path: str) -> _Node:
+        loc = self.loc(node, path)
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _TooBig(loc)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, _Node] = {}
+            key_locs: dict[str, Loc] = {}
+            for key_node, value_node in node.value:
+                key = self.scalar(key_node, path)
+                child = f"{path}.{key}" if path else str(key)
+                if not isinstance(key, str):
+                    self.problems.append(
+                        self.loc(key_node, child).problem(
+                            f"keys must be names, found {echo(key)}"
+                        )
+                    )
+                    continue
+                if key in out:
+                    self.problems.append(
+                        self.loc(key_node, child).problem(
+                            f"duplicate key {key!r}", "keep one of them"
+                        )
+                    )
+                    continue
+                key_locs[key] = self.loc(key_node, child)
+                out[key] = self.read(value_node, child)
+            return _Node(out, loc, key_locs)
+        if isinstance(node, yaml.SequenceNode):
+            return _Node(
+                [self.read(item, f"{path}[{i}]") for i, item in enumerate(node.value)],
+                loc,
+            )
+        return _Node(self.scalar(node, path), loc)
+
+    def scalar(self, node: yaml.Node, path: str) -> Any:  # noqa: ANN401
+        if not isinstance(node, yaml.ScalarNode):
+            return node  # a mapping or list used as a key: reported by the caller
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            self.problems.append(
+                self.loc(node, path).problem(
+                    f"unsupported value ({str(exc.problem or exc).strip()[:80]})"
+                )
+            )
+            return None
+
+
+class _TooBig(Exception):
+    def __init__(self, loc: Loc) -> None:
+        self.loc = loc
+
+
+def _read_text(path: Path) -> str:
+    shown = str(path)
+    where = Loc(shown)
+    if not path.exists():
+        raise SpecError([where.problem("no such file", "check the path")])
+    if path.is_dir():
+        raise SpecError(
+            [where.problem("is a directory, not a spec file", "name a .yaml file")]
+        )
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise SpecError(
+                [
+                    where.problem(
+                        f"file is {size} bytes; a spec may be at most {MAX_BYTES}"
+                    )
+                ]
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(
+            [where.problem(f"cannot read the file: {exc.strerror}")]
+        ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            [
+                Loc(shown, line).problem(
+                    f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                    "save the file as UTF-8",
+                )
+            ]
+        ) from None
+
+
+def _compose(text: str, file: str) -> tuple[_Node | None, list[Problem]]:
+    if len(text.encode("utf-8")) > MAX_BYTES:
+        return None, [Loc(file).problem(f"spec is larger than {MAX_BYTES} bytes")]
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, [
+                Loc(file, 1, 1).problem(
+                    "the spec is empty", "start from examples/xor.yaml or the README"
+                )
+            ]
+        reader = _Reader(file, loader)
+        tree = reader.read(root, "")
+        return tree, reader.problems
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        message = (exc.problem or "malformed YAML").strip()
+        if exc.context:
+            message = f"{exc.context.strip()}: {message}"
+        return None, [Loc(file, line, col).problem(f"malformed YAML: {message}")]
+    except yaml.YAMLError as exc:
+        return None, [Loc(file).problem(f"malformed YAML: {str(exc)[:120]}")]
+    except _TooBig as exc:
+        return None, [
+            Loc(file, exc.loc.line, exc.loc.col).problem(
+                f"the document expands to more than {MAX_NODES} values (aliases?)",
+                "a spec is small: write it out without nested aliases",
+            )
+        ]
+    except RecursionError:
+        return None, [Loc(file).problem("the document is nested too deeply")]
+    finally:
+        loader.dispose()
+
+
+# ------------------------------------------------------------------ validation
+
+TOP_KEYS = ("name", "input", "layers", "loss", "l2", "optimizer", "init")
+LAYER_KEYS = ("units", "activation")
+
+
+def _suggest(word: object, choices: list[str] | tuple[str, ...]) -> str:
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the text {echo(value)}"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    return f"a {type(value).__name__}"
+
+
+class _Validator:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def err(self, loc: Loc, message: str, hint: str = "") -> None:
+        self.problems.append(loc.problem(message, hint))
+
+    def keys(
+        self, node: _Node, allowed: tuple[str, ...], required: tuple[str, ...]
+    ) -> None:
+        for key, loc in node.key_locs.items():
+            if key not in allowed:
+                hint = _suggest(key, allowed) or "allowed keys: " + ", ".join(allowed)
+                self.err(loc, f"unknown key {key!r}", hint)
+        for key in required:
+            if key not in node.value:
+                self.err(
+                    Loc(
+                        self.file,
+                        node.loc.line,
+                        node.loc.col,
+                        node.loc.path or "(top level)",
+                    ),
+                    f"missing required key {key!r}",
+                )
+
+    def integer(self, node: _Node, what: str, low: int, high: int) -> int | None:
+        v = node.value
+        if isinstance(v, bool) or not isinstance(v, int):
+            hint = f"write a whole number such as {low if low > 1 else 1}"
+            if isinstance(v, float) and v.is_integer():
+                hint = f"write {int(v)} without the decimal point"
+            self.err(node.loc, f"{what} must be an integer, found {_kind(v)}", hint)
+            return None
+        if not low <= v <= high:
+            self.err(node.loc, f"{what} must be between {low} and {high}, found {v}")
+            return None
+        return v
+
+    def real(self, node: _Node, what: str, low: float | None = None) -> float | None:
+        v = node.value
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            self.err(node.loc, f"{what} must be a number, found {_kind(v)}")
+            return None
+        v = float(v)
+        if v != v or v in (float("inf"), float("-inf")):
+            self.err(node.loc, f"{what} must be a finite number, found {v}")
+            return None
+        if low is not None and v < low:
+            self.err(node.loc, f"{what} must be at least {low:g}, found {v:g}")
+            return None
+        return v
+
+    def name(self, node: _Node) -> str | None:
+        v = node.value
+        if not isinstance(v, str):
+            self.err(
+                node.loc, f"name must be text, found {_kind(v)}", "e.g. name: my_net"
+            )
+            return None
+        if not v.isidentifier() or not v.isascii():
+            self.err(
+                node.loc,
+                f"name {echo(v)} is not a Python identifier (it names the module file)",
+                "use letters, digits and underscores, not starting with a digit",
+            )
+            return None
+        if keyword.iskeyword(v) or keyword.issoftkeyword(v):
+            self.err(node.loc, f"name {v!r} is a Python keyword", f"e.g. {v}_net")
+            return None
+        if len(v) > 100:
+            self.err(node.loc, "name is longer than 100 characters")
+            return None
+        return v
+
+    def op(self, node: _Node, table: dict[str, ops.OpDef], kind: str) -> OpSpec | None:
+        """An activation or loss: a name, {name, params...} or {name, expr, params...}."""
+        v = node.value
+        if isinstance(v, str):
+            name_node, params, expr_node = node, {}, None
+        elif isinstance(v, dict):
+            if "name" not in v:
+                self.err(
+                    node.loc,
+                    f"a {kind} mapping needs a 'name'",
+                    f"e.g. {{name: {kind}_name}}",
+                )
+                return None
+            name_node = v["name"]
+            expr_node = v.get("expr")
+            params = {k: n for k, n in v.items() if k not in ("name", "expr")}
+        else:
+            self.err(
+                node.loc,
+                f"{kind} must be a name or a mapping, found {_kind(v)}",
+                f"known: {', '.join(sorted(table))}",
+            )
+            return None
+        name = name_node.value
+        if not isinstance(name, str) or not name:
+            self.err(name_node.loc, f"{kind} name must be text, found {_kind(name)}")
+            return None
+        if expr_node is not None:
+            return self.custom_op(node, name, expr_node, params, kind)
+        canon = ops.canonical(name)
+        if canon not in table:
+            choices = sorted(
+                [*table, *(k for k, c in ops.ALIASES.items() if c in table)]
+            )
+            hint = _suggest(name, choices) or f"known: {', '.join(choices)}"
+            self.err(name_node.loc, f"unknown {kind} {echo(name)}", hint)
+            return None
+        opdef = table[canon]
+        values: dict[str, float] = dict(opdef.params)
+        ok = True
+        for key, pnode in params.items():
+            ploc = node.key_locs.get(key, pnode.loc)
+            if key not in opdef.params:
+                allowed = list(opdef.params)
+                hint = _suggest(key, allowed) or (
+                    f"{canon} takes: {', '.join(allowed)}"
+                    if allowed
+                    else f"{canon} takes none"
+                )
+                self.err(ploc, f"unknown parameter {key!r} for {kind} {canon!r}", hint)
+                ok = False
+                continue
+            value = self.real(pnode, f"{canon} parameter {key}")
+            if value is None:
+                ok = False
+            elif (
+                key in ("alpha", "delta") and value < 0 or key == "delta" and value == 0
+            ):
+                self.err(pnode.loc, f"{key} must be positive, found {value:g}")
+                ok = False
+            else:
+                values[key] = value
+        if not ok:
+            return None
+        return OpSpec(canon, tuple(values.items()), None, node.loc)
+
+    def custom_op(
+        self,
+        node: _Node,
+        name: str,
+        expr_node: _Node,
+        params: dict[str, _Node],
+        kind: str,
+    ) -> OpSpec | None:
+        from . import expr as expr_mod  # SymPy is only needed for custom expressions
+
+        if not name.isidentifier():
+            self.err(
+                node.value["name"].loc,
+                f"custom {kind} name {echo(name)} is not an identifier",
+            )
+            return None
+        canon = ops.canonical(name)
+        table = ops.ACTIVATIONS if kind == "activation" else ops.LOSSES
+        if canon in table:
+            self.err(
+                node.value["name"].loc,
+                f"{name!r} is a built-in {kind}; a custom expression needs its own name",
+                f"e.g. my_{name}",
+            )
+            return None
+        variables = ("z",) if kind == "activation" else ("yhat", "y")
+        values: dict[str, float] = {}
+        ok = True
+        for key, pnode in params.items():
+            ploc = node.key_locs.get(key, pnode.loc)
+            if (
+                not key.isidentifier()
+                or key in variables
+                or key in expr_mod.FUNCTIONS
+                or key in expr_mod.CONSTANTS
+            ):
+                self.err(
+                    ploc, f"parameter name {key!r} is not usable", "pick another name"
+                )
+                ok = False
+                continue
+            value = self.real(pnode, f"parameter {key}")
+            ok = ok and value is not None
+            if value is not None:
+                values[key] = value
+        text = expr_node.value
+        if not isinstance(text, str):
+            self.err(
+                expr_node.loc, f"expr must be text, found {_kind(text)}", "quote it"
+            )
+            return None
+        if not ok:
+            return None
+        symbols = {v: getattr(ops, "a" if v == "yhat" else v) for v in variables}
+        try:
+            expr_mod.parse(
+                text, symbols, {k: expr_mod.number(v) for k, v in values.items()}
+            )
+        except ExpressionError as exc:
+            self.err(expr_node.loc, f"expression rejected: {exc}")
+            return None
+        return OpSpec(name, tuple(values.items()), text, node.loc)
+
+    def optimizer(self, node: _Node | None) -> OptimizerSpec | None:
+        if node is None:
+            return OptimizerSpec("sgd", tuple(ops.OPTIMIZERS["sgd"].items()))
+        v = node.value
+        if isinstance(v, str):
+            name_node, params = node, {}
+        elif isinstance(v, dict) and "name" in v:
+            name_node = v["name"]
+            params = {k: n for k, n in v.items() if k != "name"}
+        else:
+            self.err(
+                node.loc,
+                f"optimizer must be a name or a mapping with a name, found {_kind(v)}",
+                "e.g. optimizer: {name: adam, learning_rate: 0.001}",
+            )
+            return None
+        name = name_node.value
+        if name not in ops.OPTIMIZERS:
+            hint = _suggest(name, list(ops.OPTIMIZERS)) or "known: " + ", ".join(
+                ops.OPTIMIZERS
+            )
+            self.err(name_node.loc, f"unknown optimizer {echo(name)}", hint)
+            return None
+        values = dict(ops.OPTIMIZERS[name])
+        for key, pnode in params.items():
+            ploc = node.key_locs.get(key, pnode.loc)
+            if key not in values:
+                hint = (
+                    _suggest(key, list(values)) or f"{name} takes: {', '.join(values)}"
+                )
+                self.err(
+                    ploc, f"unknown parameter {key!r} for optimizer {name!r}", hint
+                )
+                continue
+            if isinstance(values[key], bool):
+                if not isinstance(pnode.value, bool):
+                    self.err(
+                        pnode.loc,
+                        f"{key} must be true or false, found {_kind(pnode.value)}",
+                    )
+                else:
+                    values[key] = pnode.value
+                continue
+            value = self.real(pnode, f"{name} parameter {key}", 0.0)
+            if value is None:
+                continue
+            if key in ("learning_rate", "eps") and value <= 0:
+                self.err(pnode.loc, f"{key} must be positive, found {value:g}")
+            elif key in ("beta1", "beta2", "momentum") and not value < 1:
+                self.err(pnode.loc, f"{key} must be in [0, 1), found {value:g}")
+            else:
+                values[key] = value
+        return OptimizerSpec(name, tuple(values.items()))
+
+    def spec(self, root: _Node) -> Spec | None:
+        if not isinstance(root.value, dict):
+            self.err(
+                root.loc,
+                "a spec must be a mapping of keys (name, input, layers, loss),"
+                f" found {_kind(root.value)}",
+            )
+            return None
+        self.keys(root, TOP_KEYS, ("name", "input", "layers", "loss"))
+        top = root.value
+        name = self.name(top["name"]) if "name" in top else None
+        n_in = (
+            self.integer(top["input"], "input", 1, MAX_UNITS)
+            if "input" in top
+            else None
+        )
+        layers = self.layers(top["layers"]) if "layers" in top else None
+        loss = self.op(top["loss"], ops.LOSSES, "loss") if "loss" in top else None
+        l2 = self.real(top["l2"], "l2", 0.0) if "l2" in top else 0.0
+        optimizer = self.optimizer(top.get("optimizer"))
+        init = "auto"
+        if "init" in top:
+            v = top["init"].value
+            if v not in ops.INITS:
+                hint = _suggest(v, ops.INITS) or "known: " + ", ".join(ops.INITS)
+                self.err(top["init"].loc, f"unknown init {echo(v)}", hint)
+            else:
+                init = v
+        if layers and loss:
+            self.output_checks(layers, loss)
+        if self.problems or None in (name, n_in, layers, loss, l2, optimizer):
+            return None
+        return Spec(name, n_in, layers, loss, l2, optimizer, init, self.file)  # type: ignore[arg-type]
+
+    def layers(self, node: _Node) -> tuple[LayerSpec, ...] | None:
+        if not isinstance(node.value, list):
+            self.err(
+                node.loc,
+                f"layers must be a list, found {_kind(node.value)}",
+                "each item: {units: N, activation: NAME}",
+            )
+            return None
+        if not node.value:
+            self.err(node.loc, "layers is empty; a network needs at least one layer")
+            return None
+        if len(node.value) > MAX_LAYERS:
+            self.err(
+                node.loc,
+                f"at most {MAX_LAYERS} layers are supported, found {len(node.value)}",
+            )
+            return None
+        out = []
+        for i, item in enumerate(node.value):
+            if not isinstance(item.value, dict):
+                self.err(
+                    item.loc,
+                    f"a layer must be a mapping, found {_kind(item.value)}",
+                    "e.g. {units: 8, activation: relu}",
+                )
+                continue
+            self.keys(item, LAYER_KEYS, LAYER_KEYS)
+            units = (
+                self.integer(item.value["units"], "units", 1, MAX_UNITS)
+                if "units" in item.value
+                else None
+            )
+            act = (
+                self.op(item.value["activation"], ops.ACTIVATIONS, "activation")
+                if "activation" in item.value
+                else None
+            )
+            if act and act.name == ops.SOFTMAX and i != len(node.value) - 1:
+                self.err(
+                    act.loc,
+                    "softmax is only supported on the output (last) layer",
+                    "use relu or tanh in hidden layers",
+                )
+            if units is not None and act is not None:
+                out.append(LayerSpec(units, act, item.loc))
+        return tuple(out) if len(out) == len(node.value) else None
+
+    def output_checks(self, layers: tuple[LayerSpec, ...], loss: OpSpec) -> None:
+        out = layers[-1].activation
+        if loss.custom:
+            return
+        opdef = ops.LOSSES[loss.name]
+        if opdef.needs_softmax and out.name != ops.SOFTMAX:
+            self.err(
+                loss.loc,
+                f"{loss.name} needs a softmax output layer, found {out.name!r}",
+                "set the last layer's activation to softmax",
+            )
+        if opdef.needs_unit_interval and not out.custom:
+            lo, hi = ops.ACTIVATIONS[out.name].output_range
+            if lo is None or hi is None or lo < 0 or hi > 1:
+                self.err(
+                    loss.loc,
+                    f"{loss.name} needs predictions in (0, 1), found output activation"
+                    f" {out.name!r}",
+                    "use a sigmoid output layer",
+                )
+
+
+def load_spec(source: str | os.PathLike[str]) -> Spec:
+    """Read and validate a spec file.
+
+    Raises:
+        SpecError: with every problem found, each with file:line:col and key path.
+    """
+    path = Path(source)
+    return parse_spec(_read_text(path), str(source))
+
+
+def parse_spec(text: str, file: str = "<spec>") -> Spec:
+    """Validate spec text; `file` is only used in messages."""
+    tree, problems = _compose(text, file)
+    if tree is None:
+        raise SpecError(problems)
+    validator = _Validator(file)
+    validator.problems.extend(problems)
+    spec = validator.spec(tree)
+    if validator.problems or spec is None:
+        raise SpecError(validator.problems)
+    return spec

@@ -1,0 +1,1 @@
+"""Jinja2 templates of symgrad's generated modules (shipped in the wheel as symgrad.templates)."""
