@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         default="generated",
         help="directory for <name>.py (default: generated; created if missing)",
     )
-    gen.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    gen.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     return parser
 
 

@@ -120,6 +120,12 @@ class _Node:
     key_locs: dict[str, Loc] = field(default_factory=dict)
 
 
+_PLAIN_TAGS = {
+    f"tag:yaml.org,2002:{t}"
+    for t in ("str", "int", "float", "bool", "null", "map", "seq")
+}
+
+
 class _Reader:
     """Turns a composed YAML node tree into _Nodes, collecting problems."""
 
@@ -138,6 +144,14 @@ class _Reader:
         self.count += 1
         if self.count > MAX_NODES:
             raise _TooBig(loc)
+        if node.tag not in _PLAIN_TAGS:
+            self.problems.append(
+                loc.problem(
+                    f"YAML tag {echo(node.tag)} is not allowed in a spec",
+                    "write plain values: names, numbers, lists and mappings",
+                )
+            )
+            return _Node(None, loc)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, _Node] = {}
             key_locs: dict[str, Loc] = {}
@@ -320,30 +334,36 @@ class _Validator:
                     f"missing required key {key!r}",
                 )
 
-    def integer(self, node: _Node, what: str, low: int, high: int) -> int | None:
+    def integer(self, node: _Node, low: int, high: int) -> int | None:
         v = node.value
         if isinstance(v, bool) or not isinstance(v, int):
-            hint = f"write a whole number such as {low if low > 1 else 1}"
+            hint = ""
             if isinstance(v, float) and v.is_integer():
-                hint = f"write {int(v)} without the decimal point"
-            self.err(node.loc, f"{what} must be an integer, found {_kind(v)}", hint)
+                hint = f"write {int(v)}, without the decimal point"
+            elif isinstance(v, float) and v == v and abs(v) < 1e15:
+                hint = f"write {max(low, int(v // 1))} or {max(low, int(v // 1) + 1)}"
+            self.err(
+                node.loc,
+                f"expected an integer from {low} to {high}, found {_kind(v)}",
+                hint,
+            )
             return None
         if not low <= v <= high:
-            self.err(node.loc, f"{what} must be between {low} and {high}, found {v}")
+            self.err(node.loc, f"expected an integer from {low} to {high}, found {v}")
             return None
         return v
 
-    def real(self, node: _Node, what: str, low: float | None = None) -> float | None:
+    def real(self, node: _Node, low: float | None = None) -> float | None:
         v = node.value
         if isinstance(v, bool) or not isinstance(v, int | float):
-            self.err(node.loc, f"{what} must be a number, found {_kind(v)}")
+            self.err(node.loc, f"expected a number, found {_kind(v)}")
             return None
         v = float(v)
         if v != v or v in (float("inf"), float("-inf")):
-            self.err(node.loc, f"{what} must be a finite number, found {v}")
+            self.err(node.loc, f"expected a finite number, found {v}")
             return None
         if low is not None and v < low:
-            self.err(node.loc, f"{what} must be at least {low:g}, found {v:g}")
+            self.err(node.loc, f"expected a number ≥ {low:g}, found {v:g}")
             return None
         return v
 
@@ -421,7 +441,7 @@ class _Validator:
                 self.err(ploc, f"unknown parameter {key!r} for {kind} {canon!r}", hint)
                 ok = False
                 continue
-            value = self.real(pnode, f"{canon} parameter {key}")
+            value = self.real(pnode)
             if value is None:
                 ok = False
             elif (
@@ -476,7 +496,7 @@ class _Validator:
                 )
                 ok = False
                 continue
-            value = self.real(pnode, f"parameter {key}")
+            value = self.real(pnode)
             ok = ok and value is not None
             if value is not None:
                 values[key] = value
@@ -541,7 +561,7 @@ class _Validator:
                 else:
                     values[key] = pnode.value
                 continue
-            value = self.real(pnode, f"{name} parameter {key}", 0.0)
+            value = self.real(pnode, 0.0)
             if value is None:
                 continue
             if key in ("learning_rate", "eps") and value <= 0:
@@ -563,14 +583,10 @@ class _Validator:
         self.keys(root, TOP_KEYS, ("name", "input", "layers", "loss"))
         top = root.value
         name = self.name(top["name"]) if "name" in top else None
-        n_in = (
-            self.integer(top["input"], "input", 1, MAX_UNITS)
-            if "input" in top
-            else None
-        )
+        n_in = self.integer(top["input"], 1, MAX_UNITS) if "input" in top else None
         layers = self.layers(top["layers"]) if "layers" in top else None
         loss = self.op(top["loss"], ops.LOSSES, "loss") if "loss" in top else None
-        l2 = self.real(top["l2"], "l2", 0.0) if "l2" in top else 0.0
+        l2 = self.real(top["l2"], 0.0) if "l2" in top else 0.0
         optimizer = self.optimizer(top.get("optimizer"))
         init = "auto"
         if "init" in top:
@@ -614,7 +630,7 @@ class _Validator:
                 continue
             self.keys(item, LAYER_KEYS, LAYER_KEYS)
             units = (
-                self.integer(item.value["units"], "units", 1, MAX_UNITS)
+                self.integer(item.value["units"], 1, MAX_UNITS)
                 if "units" in item.value
                 else None
             )
@@ -674,5 +690,5 @@ def parse_spec(text: str, file: str = "<spec>") -> Spec:
     validator.problems.extend(problems)
     spec = validator.spec(tree)
     if validator.problems or spec is None:
-        raise SpecError(validator.problems)
+        raise SpecError(sorted(validator.problems, key=lambda p: (p.line, p.col)))
     return spec

@@ -1,0 +1,59 @@
+"""The safe expression parser: what it builds, and what it refuses (quickly, without eval)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sympy as sp
+
+from symgrad.errors import ExpressionError
+from symgrad.expr import parse
+from symgrad.ops import a, y, z
+
+Z = {"z": z}
+
+
+def test_builds_the_expression() -> None:
+    assert parse("z / (1 + abs(z))", Z) == z / (1 + sp.Abs(z))
+    assert parse("log(1 + exp(z))", Z) == sp.log(1 + sp.exp(z))
+    assert parse("0.1 * z", Z) == sp.Rational(1, 10) * z
+    assert parse("z * k", Z, {"k": sp.Integer(3)}) == 3 * z
+    assert parse("-(y*log(yhat) + (1-y)*log(1-yhat))", {"yhat": a, "y": y}) == -(
+        y * sp.log(a) + (1 - y) * sp.log(1 - a)
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("__import__('os').system('echo hi') or z", "boolean operator"),
+        ("z.__class__", "attribute access"),
+        ("exec('1') + z", "unknown function 'exec'"),
+        ("open('f') + z", "unknown function 'open'"),
+        ("(lambda: 1)() + z", "this call"),
+        ("z[0]", "indexing"),
+        ("9**9**9 + z", "constant exponent"),
+        ("2**(0*z + 999999)", "constant exponent"),
+        ("z ** 100", "constant exponent"),
+        ("10**1000000 * z", "constant exponent"),
+        ("1e7 * z", "larger than"),
+        ("'text' + z", "only numbers"),
+        ("x + 1", "unknown name 'x'"),
+        ("1 + 2", "does not use z"),
+        ("z +", "not a valid expression"),
+        ("z if z > 0 else 0", "conditional"),
+        ("z > 0", "comparison"),
+        ("z / 0", "division by zero"),
+        ("exp(z, 2)", "takes 1 argument"),
+        ("max(z)", "takes 2 arguments"),
+        ("z" + " + z" * 400, "characters long"),
+        ("-" * 60 + "z", "nested deeper"),
+        ("exp(" * 50 + "z" + ")" * 50, "nested deeper"),
+    ],
+)
+def test_rejections(text: str, message: str) -> None:
+    start = time.perf_counter()
+    with pytest.raises(ExpressionError, match=message.replace("(", r"\(")):
+        parse(text, Z)
+    assert time.perf_counter() - start < 1
