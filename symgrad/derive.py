@@ -90,7 +90,12 @@ def absorb_sign(e: sp.Expr) -> sp.Expr:
 
 
 def heaviside_to_piecewise(e: sp.Expr) -> sp.Expr:
-    """Heaviside(u) -> 0 for u <= 0, else 1: the subgradient 0 at the kink, as JAX uses."""
+    """Heaviside(u) -> 0 for u <= 0, else 1: the subgradient 0 at the kink, as JAX uses.
+
+    DiracDelta (the derivative of a jump, e.g. of sign) is 0 almost everywhere, which is
+    also what autodiff frameworks use.
+    """
+    e = e.replace(lambda n: isinstance(n, sp.DiracDelta), lambda n: sp.S.Zero)
     return e.replace(
         lambda n: isinstance(n, sp.Heaviside),
         lambda n: sp.Piecewise((0, n.args[0] <= 0), (1, True)),
@@ -406,7 +411,7 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
     collapsed = not jvp and _is_collapse(delta)
     if collapsed:
         q = sp.cancel(sp.together(delta / (a - y)))
-        delta = q * (a - y)
+        delta = a - y if q == 1 else sp.Mul(q, a - y, evaluate=False)
     forward = _stable_loss(loss, act)
     return OutputRule(
         loss_op.name, title, loss, dl_da, da_dz, product, delta, collapsed, jvp, forward
@@ -485,5 +490,27 @@ def derive(spec: Spec | str) -> Derivation:
         for i, layer in enumerate(spec.layers)
     )
     out_act = spec.layers[-1].activation
+    _check_output_range(spec.loss, out_act, layers[-1].activation)
     output = output_rule(spec.loss, out_act)
     return Derivation(spec, layers, output)
+
+
+RANGE_POINTS = tuple(range(-10, 11)) + (-0.5, 0.5)
+
+
+def _check_output_range(loss: OpSpec, out: OpSpec, rule: ActivationRule) -> None:
+    """A loss that needs predictions in (0, 1) on a custom output: sample the activation."""
+    if loss.custom or not out.custom or not ops.LOSSES[loss.name].needs_unit_interval:
+        return
+    for p in RANGE_POINTS:
+        v = rule.f.xreplace({z: sp.Float(p, 50)}).evalf(50)
+        if not (v.is_real and 0 < v < 1):
+            raise SpecError(
+                [
+                    loss.loc.problem(
+                        f"{loss.name} needs predictions in (0, 1), but the output activation"
+                        f" {out.name!r} gives {sp.N(v, 6)} at z = {p}",
+                        "use a sigmoid output layer or a loss for real-valued outputs",
+                    )
+                ]
+            )

@@ -164,7 +164,7 @@ class _Builder:
                 )
             if base == 0 and exponent < 0:
                 raise ExpressionError("division by zero")
-        elif not base.free_symbols and (not base.is_Rational or base <= 0):
+        elif not base.free_symbols and not base.is_positive:
             raise ExpressionError(
                 "a variable exponent needs a positive number as its base"
             )
