@@ -1,0 +1,53 @@
+"""pytest setup for symgrad's tests: the ``catalogue`` marker and the ``generate`` fixture."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+# The helpers below are plain modules in tests/; make them importable under any
+# --import-mode (importlib mode does not put tests/ on sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "catalogue: extended activation/loss catalogue (elu, softplus, silu, gelu, "
+        "softsign, mae, huber); implemented in a later issue",
+    )
+
+
+@pytest.fixture(scope="session")
+def _generated(tmp_path_factory: pytest.TempPathFactory):
+    return {}, tmp_path_factory.mktemp("generated")
+
+
+@pytest.fixture
+def generate(_generated, tmp_path: Path) -> Callable[..., ModuleType]:
+    """Return ``build(spec, *, fresh=False) -> module``.
+
+    ``build`` writes the spec dict as YAML, runs ``symgrad.generate`` and imports the
+    written ``<name>.py`` under a unique module name. Modules are stateless, so by
+    default one module per distinct spec is generated per session and shared between
+    tests; ``fresh=True`` generates a new one under this test's ``tmp_path``.
+    """
+    cache, session_dir = _generated
+
+    def build(spec: Mapping[str, Any], *, fresh: bool = False) -> ModuleType:
+        if fresh:
+            return harness.generate_module(spec, tmp_path)
+        key = yaml.safe_dump(dict(spec), sort_keys=True)
+        if key not in cache:
+            cache[key] = harness.generate_module(spec, session_dir)
+        return cache[key]
+
+    return build
