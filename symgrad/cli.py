@@ -55,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         help="directory for <name>.py (default: generated; created if missing)",
     )
     gen.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
     )
     return parser
 

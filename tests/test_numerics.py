@@ -3,10 +3,9 @@ and match JAX's stable implementations (NumPy warnings are errors in this suite)
 
 from __future__ import annotations
 
+import jax_reference as ref
 import numpy as np
 import pytest
-
-import jax_reference as ref
 from harness import generate_module
 
 ACTIVATIONS = [
