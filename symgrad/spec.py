@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import keyword
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,6 +384,13 @@ class _Validator:
             return None
         if keyword.iskeyword(v) or keyword.issoftkeyword(v):
             self.err(node.loc, f"name {v!r} is a Python keyword", f"e.g. {v}_net")
+            return None
+        if v in sys.stdlib_module_names or v in ("numpy", "symgrad"):
+            self.err(
+                node.loc,
+                f"name {v!r} would shadow the module {v!r} where the generated file is imported",
+                f"e.g. {v}_net",
+            )
             return None
         if len(v) > 100:
             self.err(node.loc, "name is longer than 100 characters")

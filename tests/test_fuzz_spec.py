@@ -6,6 +6,7 @@ import copy
 import string
 
 import yaml
+from harness import check_against_reference, generate_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -138,3 +139,14 @@ def test_mutations_generate_or_fail_cleanly(text) -> None:
         compile(render(derive(loaded)), "generated.py", "exec")
     except SymgradError:
         pass
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(valid_specs())
+def test_random_valid_specs_match_jax(tmp_path_factory, spec) -> None:
+    module = generate_module(spec, tmp_path_factory.mktemp("fuzz"))
+    check_against_reference(module, spec)

@@ -73,6 +73,8 @@ def test_alias_and_parameters() -> None:
         (GOOD.replace("input: 3", "input: -2"), "input: expected an integer from 1"),
         (GOOD.replace("name: net", "name: 3net"), "not a Python identifier"),
         (GOOD.replace("name: net", "name: import"), "is a Python keyword"),
+        (GOOD.replace("name: net", "name: numpy"), "would shadow the module 'numpy'"),
+        (GOOD.replace("name: net", "name: random"), "would shadow the module 'random'"),
         (GOOD.replace("name: net", "name: ../evil"), "not a Python identifier"),
         (
             GOOD.replace("layers:", "layerz:"),
