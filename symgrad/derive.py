@@ -386,10 +386,12 @@ def _stable_loss(loss: sp.Expr, act: ActivationRule) -> sp.Expr:
         if act.vector:
             return LS if inner == a else node
         cand = stabilize(sp.log(inner.subs(a, act.f)))
-        return cand if not cand.has(sp.log, sp.exp) else node
+        risky = cand.has(sp.exp) or any(n.free_symbols for n in cand.atoms(sp.log))
+        return node if risky else cand
 
-    out = loss.replace(lambda n: isinstance(n, sp.log) and n.args[0].has(a), rewrite)
-    return out
+    if not act.vector:
+        loss = stabilize(loss)  # e.g. log cosh r, overflow-free in r = ŷ - y
+    return loss.replace(lambda n: isinstance(n, sp.log) and n.args[0].has(a), rewrite)
 
 
 @functools.cache

@@ -7,6 +7,7 @@ Derivation works on plain SymPy (exp, log); before an expression is printed as c
     log(1 + e^{u})    -> softplus(u)       (printed as np.logaddexp(0, u))
     log(sigmoid(u))   -> -softplus(-u)
     log(1 - sigmoid(u)) -> -softplus(u)
+    log(cosh(u))      -> |u| + softplus(-2|u|) - log 2
 
 Each function knows its derivative (`fdiff`), so a stabilized expression is still a
 valid SymPy expression.
@@ -75,6 +76,9 @@ def _stable_node(node: sp.Expr) -> sp.Expr:
         arg = node.args[0]
         if isinstance(arg, sigmoid):  # log σ(u) = -softplus(-u)
             return -softplus(-arg.args[0])
+        if isinstance(arg, sp.cosh):  # log cosh u = |u| + softplus(-2|u|) - log 2
+            u = sp.Abs(arg.args[0])
+            return u + softplus(-2 * u) - sp.log(2)
         if arg.has(sigmoid) and not arg.has(sp.exp):
             sig = next(iter(arg.atoms(sigmoid)))
             if _is_zero(arg - (1 - sig)):  # log(1 - σ(u)) = -softplus(u)

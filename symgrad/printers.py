@@ -53,6 +53,8 @@ class NumPyCode(NumPyPrinter):
         return number_text(expr)
 
     def _print_Mul(self, expr: sp.Mul) -> str:
+        if not expr.free_symbols:
+            return number_text(expr)
         consts = [f for f in expr.args if not f.free_symbols]
         if len(consts) > 1 or (consts and not consts[0].is_Integer):
             c = sp.Mul(*consts)

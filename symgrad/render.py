@@ -181,15 +181,19 @@ def context(d: Derivation) -> dict[str, object]:
         "name": spec.name,
         "version": _version(),
         "source": Path(spec.source).name,
-        "network_line": " → ".join(
-            [str(spec.input)] + [f"{r.units} ({r.activation.title})" for r in d.layers]
+        "network_line": _wrap(
+            " → ".join(
+                [str(spec.input)]
+                + [f"{r.units} ({r.activation.title})" for r in d.layers]
+            )
         ),
-        "loss_line": f"{out_rule.loss_title}, summed over outputs, mean over the batch"
-        + (f", plus {spec.l2:g}/2 · Σ‖W‖²" if spec.l2 else ""),
-        "optimizer_line": opt.name
-        + " ("
-        + ", ".join(f"{k}={v}" for k, v in opt.params)
-        + ")",
+        "loss_line": _wrap(
+            f"{out_rule.loss_title}, summed over outputs, mean over the batch"
+            + (f", plus {spec.l2:g}/2 · Σ‖W‖²" if spec.l2 else "")
+        ),
+        "optimizer_line": _wrap(
+            opt.name + " (" + ", ".join(f"{k}={v}" for k, v in opt.params) + ")"
+        ),
         "equations": equations,
         "sizes": repr(tuple(spec.sizes)),
         "n_in": spec.input,
@@ -307,6 +311,13 @@ def _backward(
             )
             eqs.append(f"δ{l - 1} = (δ{l} W{l}ᵀ) ⊙ f'(Z{l - 1}),   {rule_text}")
     return lines, _wrap_equations(eqs)
+
+
+def _wrap(line: str) -> str:
+    """A docstring line wrapped to the comment width, continuation lines indented."""
+    return "\n    ".join(
+        textwrap.wrap(line, COMMENT_WIDTH - 12, break_on_hyphens=False)
+    )
 
 
 def _wrap_equations(eqs: list[str]) -> list[str]:
