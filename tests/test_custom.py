@@ -103,3 +103,24 @@ def test_custom_bce_on_sigmoid_generates_the_collapsed_delta(tmp_path: Path) -> 
     assert (
         "np.logaddexp(0, -Z2)" in source
     )  # the forward loss is computed from the logits
+
+
+def test_custom_log_cosh_loss_is_finite_at_huge_residuals(tmp_path: Path) -> None:
+    spec = {
+        "name": "logcosh",
+        "input": 1,
+        "layers": [{"units": 1, "activation": "identity"}],
+        "loss": {"name": "log_cosh", "expr": "log(cosh(yhat - y))"},
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    path = symgrad.generate(tmp_path / "s.yaml", tmp_path)
+    module_spec = importlib.util.spec_from_file_location("logcosh_extreme", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    params = {"W1": np.array([[1.0]]), "b1": np.zeros(1)}
+    X = np.array([[-1000.0], [0.0], [2000.0]])
+    loss, grads = module.loss_and_grad(params, X, np.zeros((3, 1)))
+    # log cosh r = |r| - log 2 + log(1 + e^{-2|r|}); its derivative is tanh r
+    expected = (1000 - np.log(2) + 0 + 2000 - np.log(2)) / 3
+    assert np.isclose(loss, expected, rtol=1e-15)
+    assert np.allclose(grads["W1"], [[(-1000 * -1 + 0 + 2000 * 1) / 3]], rtol=1e-15)
