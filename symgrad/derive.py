@@ -106,13 +106,11 @@ def tidy(e: sp.Expr) -> sp.Expr:
     """The cheapest of a few simplified forms of e (ties: fewest operations, then text)."""
     e = heaviside_to_piecewise(e)
     forms = {e}
-    for fn in (
-        sp.simplify,
-        sp.factor,
-        sp.cancel,
-        sp.expand,
-        lambda x: sp.factor(sp.cancel(x)),
-    ):
+    rational = not e.atoms(sp.Function, sp.Piecewise) and all(
+        p.exp.is_Integer for p in e.atoms(sp.Pow)
+    )
+    steps = (sp.factor, sp.cancel, sp.expand, lambda x: sp.factor(sp.cancel(x)))
+    for fn in steps if rational else (sp.simplify, *steps):  # simplify is the slow one
         try:
             forms.add(heaviside_to_piecewise(fn(e)))
         except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
@@ -208,7 +206,8 @@ def _inverse_candidates(f: sp.Expr) -> list[sp.Expr]:
     return sols[:4]
 
 
-def _in_a_candidates(f: sp.Expr, dz: sp.Expr, raw: sp.Expr) -> list[sp.Expr]:
+def _direct_in_a(f: sp.Expr, dz: sp.Expr, raw: sp.Expr) -> list[sp.Expr]:
+    """The cheap candidates, tried before solve(): substitution and piecewise branches."""
     cands: list[sp.Expr] = []
     # derivative written with f itself inside (tanh' = 1 - tanh(z)**2): put a in its place
     for d in (raw, dz):
@@ -219,6 +218,12 @@ def _in_a_candidates(f: sp.Expr, dz: sp.Expr, raw: sp.Expr) -> list[sp.Expr]:
         pw = sp.piecewise_fold(f.rewrite(sp.Piecewise))
         if isinstance(pw, sp.Piecewise):
             cands += _piecewise_in_a(pw)
+    return cands
+
+
+def _solved_in_a(f: sp.Expr, dz: sp.Expr, raw: sp.Expr) -> list[sp.Expr]:
+    """Candidates through z = f⁻¹(a) from solve(); its branches may be wrong (checked)."""
+    cands: list[sp.Expr] = []
     for inv in _inverse_candidates(f):
         cands += [raw.subs(z, inv), dz.subs(z, inv)]
     return cands
@@ -274,13 +279,19 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
         key=_rank,
         default=raw,
     )
-    # in a: valid at every check point (wrong solve branches fail here), and no dearer
-    valid = [
-        c
-        for c in {tidy(c) for c in _in_a_candidates(f, dz, raw) if not c.has(z)}
-        if not c.has(sp.nan, sp.zoo) and same_values(c.xreplace({a: f}), raw, points)
-    ]
-    best = min(valid, key=_rank, default=None)
+    # in a: valid at every check point (wrong solve branches fail here), and no dearer;
+    # solve() is slow, so it is only asked when substitution found nothing
+    best = None
+    for candidates in (_direct_in_a, _solved_in_a):
+        valid = [
+            c
+            for c in {tidy(c) for c in candidates(f, dz, raw) if not c.has(z)}
+            if not c.has(sp.nan, sp.zoo)
+            and same_values(c.xreplace({a: f}), raw, points)
+        ]
+        best = min(valid, key=_rank, default=None)
+        if best is not None:
+            break
     in_a = best is not None and cost(best) <= cost(dz)
     df = best if in_a else dz
     return ActivationRule(name, title, f, raw, dz, df, in_a, stabilize(f))
