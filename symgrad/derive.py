@@ -492,6 +492,24 @@ class Derivation:
     def depth(self) -> int:
         return len(self.layers)
 
+    def layer(self, l: int) -> LayerRule:
+        """Layer l, counted from 1 as W1 and W^{[1]} are: sizes and the derived rule."""
+        if not 1 <= l <= self.depth:
+            raise IndexError(f"no layer {l}: the layers are 1 to {self.depth}")
+        return self.layers[l - 1]
+
+    def _repr_latex_(self) -> str:
+        """Jupyter: the batch backward pass as one LaTeX block."""
+        from .report import latex_summary
+
+        return latex_summary(self)
+
+    def _repr_markdown_(self) -> str:
+        """Jupyter: the whole derivation, as `symgrad latex --format markdown` prints it."""
+        from .report import render_report
+
+        return render_report(self, "markdown")
+
 
 def derive(spec: Spec | str) -> Derivation:
     """Derive the gradient rules of a spec (a Spec or a path to a YAML file)."""
