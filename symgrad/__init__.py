@@ -11,8 +11,10 @@ __version__ = "0.1.0"
 import os
 from pathlib import Path
 
+from .check import CheckResult, check_gradients
 from .derive import Derivation, derive
 from .errors import DerivationError, ExpressionError, SpecError, SymgradError
+from .report import render_report
 from .spec import Spec, load_spec, parse_spec
 
 
@@ -35,14 +37,17 @@ def generate(
 
 
 __all__ = [
+    "CheckResult",
     "Derivation",
     "DerivationError",
     "ExpressionError",
     "Spec",
     "SpecError",
     "SymgradError",
+    "check_gradients",
     "derive",
     "generate",
     "load_spec",
     "parse_spec",
+    "render_report",
 ]

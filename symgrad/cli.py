@@ -1,4 +1,8 @@
-"""The command line: `symgrad generate SPEC [-o DIR]`.
+"""The command line: `symgrad generate | latex | check SPEC`.
+
+`generate` writes the NumPy training module and prints a short summary of what was derived;
+`latex` prints the derivation (LaTeX, Markdown or terminal text); `check` compares the
+generated gradients with finite differences and exits 1 on a mismatch.
 
 User errors (a bad spec, a rejected expression, an unwritable directory) print as one
 line each, `FILE:LINE:COL: key.path: message (hint)`, and exit with code 2; `--debug`
@@ -9,24 +13,74 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import SpecError, SymgradError
 
-EXIT_USER_ERROR = 2
+if TYPE_CHECKING:
+    from .derive import Derivation
 
-EPILOG = """examples:
+EXIT_MISMATCH = 1
+EXIT_USER_ERROR = 2
+HELP_WIDTH = 80
+
+GENERATE_EXAMPLES = """examples:
   symgrad generate examples/xor.yaml            # writes generated/xor.py
   symgrad generate my_net.yaml -o build/models  # writes build/models/<name>.py
+  symgrad generate my_net.yaml --quiet          # no summary, for scripts
 """
+LATEX_EXAMPLES = """examples:
+  symgrad latex examples/xor.yaml --format text           # read it in the terminal
+  symgrad latex my_net.yaml --format markdown -o NOTES.md   # $$ blocks: GitHub, Jupyter
+  symgrad latex my_net.yaml --standalone -o net.tex && pdflatex net.tex
+  symgrad latex my_net.yaml > derivation.tex                # a fragment to \\input
+"""
+CHECK_EXAMPLES = """examples:
+  symgrad check examples/xor.yaml             # exit 0: the gradients match
+  symgrad check my_net.yaml --seed 3 -m 32    # other random data, a larger batch
+"""
+EPILOG = """examples:
+  symgrad generate examples/xor.yaml            # writes generated/xor.py
+  symgrad latex examples/xor.yaml -f text       # the derivation, in the terminal
+  symgrad check examples/xor.yaml               # gradients against finite differences
+
+Run `symgrad COMMAND --help` for the options of each command.
+"""
+
+
+def _subparser(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    cmd = sub.add_parser(
+        name,
+        help=help,
+        description=textwrap.fill(description, HELP_WIDTH),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmd.add_argument("spec", metavar="SPEC", help="the network spec (YAML)")
+    # --debug is accepted after the command too
+    cmd.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+    return cmd
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symgrad",
-        description="Derive neural-network gradients with SymPy and generate a standalone, "
-        "vectorized NumPy training module from a YAML spec.",
+        description=textwrap.fill(
+            "Derive neural-network gradients with SymPy and generate a standalone, "
+            "vectorized NumPy training module from a YAML spec.",
+            HELP_WIDTH,
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -37,16 +91,17 @@ def _parser() -> argparse.ArgumentParser:
         help="show a traceback for errors (for bug reports)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    gen = sub.add_parser(
+
+    gen = _subparser(
+        sub,
         "generate",
-        help="write the NumPy training module of a spec",
-        description="Derive the gradients of SPEC with SymPy and write <name>.py, a "
+        "write the NumPy training module of a spec",
+        "Derive the gradients of SPEC with SymPy and write <name>.py, a "
         "NumPy-only training module (init_params, forward, loss, loss_and_grad, "
-        "predict, init_state, step, fit).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "predict, init_state, step, fit). Prints the layers, the parameter count and "
+        "the derived output delta.",
+        GENERATE_EXAMPLES,
     )
-    gen.add_argument("spec", metavar="SPEC", help="the network spec (YAML)")
     gen.add_argument(
         "-o",
         "--out-dir",
@@ -55,20 +110,159 @@ def _parser() -> argparse.ArgumentParser:
         help="directory for <name>.py (default: generated; created if missing)",
     )
     gen.add_argument(
-        "--debug",
+        "-q", "--quiet", action="store_true", help="print nothing when all goes well"
+    )
+
+    tex = _subparser(
+        sub,
+        "latex",
+        "print the derivation (LaTeX, Markdown or text)",
+        "Print the derivation of SPEC's gradients the way a textbook derives "
+        "backpropagation: the output layer's chain rule with each factor derived, "
+        "the output delta (and its collapse to ŷ − y), the bias, each hidden layer with "
+        "its activation's derivative, the matrix and batch forms, the optimizer's "
+        "update rule, the loss, and saturation where sigmoid or tanh is used.",
+        LATEX_EXAMPLES,
+    )
+    tex.add_argument(
+        "-f",
+        "--format",
+        choices=("latex", "markdown", "text"),
+        default="latex",
+        help="latex (default: a fragment; see --standalone), markdown ($$ blocks, "
+        "for GitHub and Jupyter) or text (unicode, for a terminal)",
+    )
+    tex.add_argument(
+        "--standalone",
         action="store_true",
-        default=argparse.SUPPRESS,
-        help=argparse.SUPPRESS,
+        help="with --format latex: a complete document that pdflatex compiles",
+    )
+    tex.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE instead of standard output",
+    )
+
+    chk = _subparser(
+        sub,
+        "check",
+        "compare the generated gradients with finite differences",
+        "Generate SPEC's module in a temporary directory, compare every parameter's "
+        "gradient from loss_and_grad with central finite differences of loss on seeded "
+        "random data (targets valid for the loss), and print the largest error per "
+        "parameter. Exit status 0 when all match, 1 on a mismatch.",
+        CHECK_EXAMPLES,
+    )
+    chk.add_argument(
+        "-m",
+        "--examples",
+        type=int,
+        default=8,
+        metavar="M",
+        help="random examples in the batch (default: 8)",
+    )
+    chk.add_argument(
+        "--seed", type=int, default=0, help="seed of the random data (default: 0)"
+    )
+    chk.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        metavar="TOL",
+        help="largest acceptable error (default: 1e-05)",
     )
     return parser
 
 
+def _print(text: str, file: object = None) -> None:
+    """print, degrading unicode to escapes on a terminal that cannot show it."""
+    stream = file or sys.stdout
+    try:
+        print(text, file=stream)  # type: ignore[arg-type]
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        safe = text.encode(encoding, errors="backslashreplace").decode(encoding)
+        print(safe, file=stream)  # type: ignore[arg-type]
+
+
+def summary(d: Derivation, path: Path) -> str:
+    """What `generate` prints: network, parameter count, output delta, file."""
+    from .ops import a
+    from .printers import text
+
+    spec, out = d.spec, d.output
+    sizes = spec.sizes
+    count = sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))
+    network = " → ".join(
+        [str(spec.input)] + [f"{r.units} ({r.activation.title})" for r in d.layers]
+    )
+    loss = spec.loss.name if spec.loss.custom else out.loss_title
+    if out.jvp:
+        delta = f"δ = h − ŷ ⊙ Σₖ hₖ with h = {text(out.delta, {a: 'ŷ'})}"
+    else:
+        delta = f"δ = {text(out.delta, {a: 'ŷ'})}"
+        if out.collapsed:
+            delta += " (collapsed)"
+    return "\n".join(
+        [
+            f"{spec.name}: {network}; {count:,} parameters",
+            f"loss: {loss}; output delta {delta}",
+            f"wrote {path}",
+        ]
+    )
+
+
 def _generate(args: argparse.Namespace) -> int:
     from . import generate
+    from .derive import derive
+    from .spec import load_spec
 
-    path = generate(args.spec, args.out_dir)
-    print(f"wrote {path}")
+    spec = load_spec(args.spec)
+    path = generate(spec, args.out_dir)
+    if not args.quiet:
+        _print(summary(derive(spec), path))
     return 0
+
+
+def _latex(args: argparse.Namespace) -> int:
+    from .derive import derive
+    from .render import write_atomic
+    from .report import render_report
+
+    if args.standalone and args.format != "latex":
+        raise SymgradError(
+            f"--standalone makes a LaTeX document; it does not apply to --format "
+            f"{args.format}"
+        )
+    document = render_report(derive(args.spec), args.format, standalone=args.standalone)
+    if args.output is None:
+        _print(document.rstrip("\n"))
+        return 0
+    path = Path(args.output)
+    if path.is_dir():
+        raise SymgradError(f"{path}: is a directory (-o takes a file name)")
+    write_atomic(path, document)
+    _print(f"wrote {path}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import TOLERANCE, check_gradients
+
+    if args.examples < 1:
+        raise SymgradError(f"--examples must be at least 1, found {args.examples}")
+    tolerance = TOLERANCE if args.tolerance is None else args.tolerance
+    if not tolerance > 0:
+        raise SymgradError(f"--tolerance must be positive, found {args.tolerance}")
+    result = check_gradients(
+        args.spec, examples=args.examples, seed=args.seed, tolerance=tolerance
+    )
+    _print(result.table())
+    return 0 if result.ok else EXIT_MISMATCH
+
+
+COMMANDS = {"generate": _generate, "latex": _latex, "check": _check}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,22 +273,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
-        return _generate(args)
+        return COMMANDS[args.command](args)
     except SpecError as exc:
         if args.debug:
             raise
         for problem in exc.problems:
-            print(f"symgrad: error: {problem}", file=sys.stderr)
+            _print(f"symgrad: error: {problem}", file=sys.stderr)
         return EXIT_USER_ERROR
     except SymgradError as exc:
         if args.debug:
             raise
-        print(f"symgrad: error: {exc}", file=sys.stderr)
+        _print(f"symgrad: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:
         if args.debug:
             raise
-        print(f"symgrad: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        _print(f"symgrad: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130

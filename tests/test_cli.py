@@ -78,3 +78,55 @@ def test_debug_shows_traceback(tmp_path) -> None:
         check=False,
     )
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_help_of_every_command_has_examples(capsys) -> None:
+    for argv in (["latex", "--help"], ["check", "--help"], ["--help"]):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            assert exc.code == 0
+    out = capsys.readouterr().out
+    assert "symgrad latex examples/xor.yaml --format text" in out
+    assert "--standalone" in out and "markdown" in out
+    assert "symgrad check examples/xor.yaml" in out
+    assert "Exit status 0 when all match, 1 on a mismatch" in out
+
+
+def test_generate_prints_a_summary_unless_quiet(tmp_path, capsys) -> None:
+    assert main(["generate", str(XOR), "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "xor: 2 → 8 (tanh) → 1 (sigmoid); 33 parameters",
+        "loss: binary cross-entropy; output delta δ = ŷ - y (collapsed)",
+        f"wrote {tmp_path / 'xor.py'}",
+    ]
+    assert main(["generate", str(XOR), "-o", str(tmp_path), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_latex_prints_or_writes_each_format(tmp_path, capsys) -> None:
+    assert main(["latex", str(XOR), "--format", "text"]) == 0
+    assert "          = a·(1 - a)\n" in capsys.readouterr().out
+    target = tmp_path / "notes" / "xor.md"
+    assert main(["latex", str(XOR), "-f", "markdown", "-o", str(target)]) == 0
+    assert capsys.readouterr().out == f"wrote {target}\n"
+    assert target.read_text(encoding="utf-8").startswith("# The derivation of xor")
+    assert main(["latex", str(XOR), "--standalone", "-o", str(tmp_path / "x.tex")]) == 0
+    assert (tmp_path / "x.tex").read_text().startswith(r"\documentclass")
+
+
+def test_latex_user_errors_are_one_line(tmp_path, capsys) -> None:
+    assert main(["latex", str(XOR), "--format", "text", "--standalone"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "symgrad: error: --standalone makes a LaTeX document; it does not apply to "
+        "--format text"
+    ]
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(XOR.read_text().replace("activation: tanh", "activation: tahn"))
+    assert main(["latex", str(spec)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.yaml:6:17: layers[0].activation" in err[0]
+    assert main(["latex", str(XOR), "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err

@@ -1,0 +1,258 @@
+"""Gradient check: does a generated module's `loss_and_grad` agree with finite differences?
+
+`check_gradients(spec)` generates the module into a temporary directory, imports it, and
+compares each parameter's gradient with central differences of the module's own `loss`,
+on seeded random inputs and targets that suit the loss (one-hot rows for a softmax output,
+0/1 labels for binary cross-entropy or a custom loss on a sigmoid, normal values
+otherwise). It is what to run after writing a custom activation or loss: the derivation
+is SymPy's, but the check is independent of it.
+
+The error of an entry is |g − fd| / max(|g|, |fd|, FLOOR): relative for gradients of
+ordinary size, absolute below FLOOR, where a central difference's rounding noise
+(~1e-11 at h = 1e-5) would otherwise look like a large relative error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from . import ops
+from .derive import Derivation, derive
+from .render import output_path, render, write_atomic
+from .spec import Spec, load_spec
+
+STEP = 1e-5  # central difference step: balances truncation (h²) and rounding (ε/h)
+FLOOR = 1e-4  # below this, gradients are compared absolutely
+TOLERANCE = 1e-5
+EXAMPLES = 8
+MAX_ENTRIES = 50  # entries checked per parameter (a seeded sample of larger ones)
+
+
+@dataclass(frozen=True)
+class ParamCheck:
+    """The comparison for one parameter."""
+
+    name: str
+    shape: tuple[int, ...]
+    checked: int
+    max_abs_error: float
+    max_rel_error: float
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of a gradient check; `ok` when every error is within tolerance."""
+
+    name: str
+    examples: int
+    seed: int
+    step: float
+    tolerance: float
+    targets: str
+    loss: float
+    params: tuple[ParamCheck, ...]
+
+    def failed(self, p: ParamCheck) -> bool:
+        return not p.max_rel_error <= self.tolerance  # NaN fails
+
+    @property
+    def ok(self) -> bool:
+        return math.isfinite(self.loss) and not any(self.failed(p) for p in self.params)
+
+    @property
+    def max_rel_error(self) -> float:
+        return max((p.max_rel_error for p in self.params), default=0.0)
+
+    def table(self) -> str:
+        """The per-parameter table and a verdict line, as `symgrad check` prints them."""
+        head = (
+            f"symgrad check: {self.name}: loss_and_grad against central differences "
+            f"(h = {self.step:g})\n{self.examples} random examples (seed {self.seed}, "
+            f"{self.targets} targets), loss {self.loss:.6g}"
+        )
+        rows = [("parameter", "shape", "checked", "max abs error", "max rel error", "")]
+        for p in self.params:
+            rows.append(
+                (
+                    p.name,
+                    str(p.shape),
+                    str(p.checked),
+                    f"{p.max_abs_error:.2e}",
+                    f"{p.max_rel_error:.2e}",
+                    "MISMATCH" if self.failed(p) else "ok",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [head, ""]
+        for r in rows:
+            cells = [
+                c.ljust(w) if i < 2 or i == 5 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ]
+            lines.append("  ".join(cells).rstrip())
+        lines.append("")
+        if not math.isfinite(self.loss):
+            lines.append(
+                "MISMATCH: the loss is not finite on the random data "
+                "(does the loss accept these targets?)"
+            )
+        elif self.ok:
+            lines.append(
+                f"ok: all {len(self.params)} gradients match finite differences "
+                f"(max relative error {self.max_rel_error:.1e} ≤ {self.tolerance:g})"
+            )
+        else:
+            bad = ", ".join(p.name for p in self.params if self.failed(p))
+            lines.append(
+                f"MISMATCH: {bad} differ from finite differences "
+                f"(max relative error {self.max_rel_error:.2g} > {self.tolerance:g})"
+            )
+        return "\n".join(lines)
+
+
+def target_kind(d: Derivation) -> str:
+    """Which targets are valid for the loss: 'one-hot', '0/1' or 'normal'."""
+    act = d.layers[-1].activation
+    if act.vector:
+        return "one-hot"
+    loss = d.spec.loss
+    if loss.name == "binary_crossentropy":
+        return "0/1"
+    if loss.custom and not act.title.endswith("(custom)"):
+        low, high = ops.ACTIVATIONS[act.name].output_range
+        if low is not None and high is not None and 0 <= low and high <= 1:
+            return "0/1"  # a custom loss on a (0, 1) output: likely a cross-entropy
+    return "normal"
+
+
+def random_batch(
+    n_in: int, n_out: int, m: int, kind: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    X = rng.standard_normal((m, n_in))
+    if kind == "one-hot":
+        Y = np.eye(n_out)[rng.integers(0, n_out, m)]
+    elif kind == "0/1":
+        Y = rng.integers(0, 2, (m, n_out)).astype(np.float64)
+    else:
+        Y = rng.standard_normal((m, n_out))
+    return X, Y
+
+
+def compare_module(
+    module: Any,  # noqa: ANN401 - a generated module (or a stand-in with its API)
+    *,
+    targets: str = "normal",
+    examples: int = EXAMPLES,
+    seed: int = 0,
+    step: float = STEP,
+    tolerance: float = TOLERANCE,
+    max_entries: int = MAX_ENTRIES,
+) -> CheckResult:
+    """Compare a module's loss_and_grad with central differences of its loss.
+
+    Args:
+        module: anything with the generated module's NAME, LAYER_SIZES, init_params,
+            loss and loss_and_grad.
+        targets: "one-hot", "0/1" or "normal" (see `target_kind`).
+        examples: batch size of the random data.
+        seed: seeds the parameters, the data and the sampled entries.
+        step: the finite-difference step h.
+        tolerance: the largest acceptable error (see the module docstring).
+        max_entries: entries checked per parameter.
+
+    Returns:
+        The per-parameter errors; `.ok` tells whether they are all within tolerance.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = tuple(module.LAYER_SIZES)
+    X, Y = random_batch(sizes[0], sizes[-1], examples, targets, rng)
+    params = module.init_params(seed=seed, dtype=np.float64)
+    for key in params:
+        if key.startswith("b"):  # zero biases would hide a bias that is ignored
+            params[key] = 0.1 * rng.standard_normal(params[key].shape)
+    loss, grads = module.loss_and_grad(params, X, Y)
+    rows = []
+    for key in params:
+        value = params[key]
+        grad = np.asarray(grads[key], dtype=np.float64)
+        entries = list(itertools.product(*(range(s) for s in value.shape)))
+        if len(entries) > max_entries:
+            picks = rng.choice(len(entries), max_entries, replace=False)
+            entries = [entries[i] for i in sorted(picks)]
+        abs_err, rel_err = 0.0, 0.0
+        for idx in entries:
+            original = value[idx]
+            value[idx] = original + step
+            up = module.loss(params, X, Y)
+            value[idx] = original - step
+            down = module.loss(params, X, Y)
+            value[idx] = original
+            fd = (up - down) / (2 * step)
+            g = float(grad[idx]) if grad.shape == value.shape else float("nan")
+            err = abs(g - fd)
+            if not np.isfinite(err):
+                abs_err = rel_err = float("nan")
+                break
+            abs_err = max(abs_err, err)
+            rel_err = max(rel_err, err / max(abs(g), abs(fd), FLOOR))
+        rows.append(ParamCheck(key, value.shape, len(entries), abs_err, rel_err))
+    return CheckResult(
+        str(module.NAME),
+        examples,
+        seed,
+        step,
+        tolerance,
+        targets,
+        float(loss),
+        tuple(rows),
+    )
+
+
+def import_path(path: Path, name: str) -> ModuleType:
+    """Import a generated module from a file, without touching sys.modules."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_gradients(
+    spec: str | os.PathLike[str] | Spec,
+    *,
+    examples: int = EXAMPLES,
+    seed: int = 0,
+    tolerance: float = TOLERANCE,
+) -> CheckResult:
+    """Generate the spec's module in a temporary directory and check its gradients.
+
+    Args:
+        spec: a spec file (YAML) or a loaded Spec.
+        examples: batch size of the random data.
+        seed: seeds the parameters, the data and the sampled entries.
+        tolerance: the largest acceptable error.
+    """
+    loaded = spec if isinstance(spec, Spec) else load_spec(spec)
+    d = derive(loaded)
+    with tempfile.TemporaryDirectory(prefix="symgrad-check-") as tmp:
+        path = output_path(loaded.name, tmp)
+        write_atomic(path, render(d))
+        module = import_path(path, f"_symgrad_check_{loaded.name}")
+    return compare_module(
+        module,
+        targets=target_kind(d),
+        examples=examples,
+        seed=seed,
+        tolerance=tolerance,
+    )
