@@ -200,7 +200,7 @@ def fn_name(rule: ActivationRule) -> Math:
         return M(r"\tanh", "tanh")
     if rule.name == "identity":
         return M(r"\operatorname{id}", "id")
-    return Math(rf"\operatorname{{{_tex_escape(rule.name)}}}", rule.name)
+    return Math(rf"\operatorname{{{_tex_name(rule.name)}}}", rule.name)
 
 
 def apply(f: Math, arg: Math, prime: bool = False) -> Math:
@@ -1389,11 +1389,18 @@ def _tex_escape(s: str) -> str:
             out.append(_TEX_SPECIAL[c])
         elif c in _TEX_UNICODE:
             out.append(_TEX_UNICODE[c])
-        elif ord(c) < 128 or c.isalpha() and ord(c) < 256:
+        elif ord(c) < 128 or (c.isalpha() and ord(c) < 256):
             out.append(c)
         else:
             out.append("?")
     return "".join(out)
+
+
+def _tex_name(name: str) -> str:
+    """An identifier inside math mode (\\operatorname): ASCII only, underscores escaped."""
+    return "".join(
+        c if c.isascii() and c.isalnum() else r"\_" if c == "_" else "?" for c in name
+    )
 
 
 def _tex_inline(part: Inline) -> str:

@@ -50,6 +50,15 @@ layers:
 loss: mse
 """
 
+UNICODE_NAMES = """name: uni
+input: 2
+layers:
+  - units: 3
+    activation: {name: σ_act, expr: "z / (1 + z**2)"}
+  - {units: 1, activation: identity}
+loss: {name: l_ö, expr: "(yhat - y)**2"}
+"""
+
 
 def derivation(tmp_path: Path, spec: str) -> symgrad.Derivation:
     path = tmp_path / "spec.yaml"
@@ -278,7 +287,7 @@ def pdflatex() -> str:
 
 
 @pytest.mark.parametrize(
-    "spec", [XOR, IRIS, CUSTOM, MSE_SOFTMAX], ids=lambda s: s[6:16]
+    "spec", [XOR, IRIS, CUSTOM, MSE_SOFTMAX, UNICODE_NAMES], ids=lambda s: s[6:16]
 )
 def test_standalone_document_compiles_with_pdflatex(tmp_path, spec) -> None:
     exe = pdflatex()
