@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import os
 import sys
 import tempfile
 import time
@@ -478,7 +479,7 @@ def main(example: Example, argv: list[str] | None = None) -> Results:
             path,
             title=f"{example.title}: {results.epochs} epochs, batch {example.batch_size}",
         )
-        print(f"wrote {path}")
+        print(f"wrote {os.path.relpath(path)}")
     return results
 
 

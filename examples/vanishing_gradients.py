@@ -19,6 +19,7 @@ docs/img/vanishing_gradients.png.
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 import realdata as rd
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
                 title=f"8 dense layers on breast cancer, plain SGD (lr 0.02), batch "
                 f"{BATCH_SIZE}: sigmoid vs ReLU hidden units",
             )
-            print(f"wrote {args.plot}")
+            print(f"wrote {os.path.relpath(args.plot)}")
         else:
             rd.warn('matplotlib is not installed: pip install "symgrad[plot]" to draw')
     return histories

@@ -5,6 +5,11 @@ when their extras (compare, plot) are installed and are skipped, by name, when n
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -201,3 +206,151 @@ def test_example_plot_option(script: str, tmp_path: Path, capsys) -> None:
     png = tmp_path / "curves.png"
     rd.main(example(script), ["--quick", "--no-compare", "--plot", str(png)])
     assert png.stat().st_size > 1000
+
+
+# --- the README's tutorial runs as shown --------------------------------------------------
+
+README = ROOT / "README.md"
+TUTORIAL = "## Tutorial: from a spec to a trained model"
+NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+# Runs the tutorial's python blocks in one interpreter, in order, from the directory given
+# as the working directory (the repository root, as a reader types them); writes each
+# block's stdout. A block that plots is left out unless argv[3] == "plot".
+DRIVER = """
+import contextlib, io, json, sys
+sys.path.insert(0, ".")
+blocks, plot = json.load(open(sys.argv[1])), sys.argv[3] == "plot"
+namespace, outputs = {"__name__": "__main__"}, []
+for code in blocks:
+    if "plot_history(" in code and not plot:
+        outputs.append(None)
+        continue
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        exec(compile(code, "README.md", "exec"), namespace)
+    outputs.append(buffer.getvalue())
+json.dump(outputs, open(sys.argv[2], "w"))
+"""
+
+
+def tutorial_blocks() -> list[tuple[str, str]]:
+    """(language, text) of every fenced block of the tutorial section, in order."""
+    text = README.read_text()
+    start = text.index(TUTORIAL)
+    end = text.find("\n## ", start + len(TUTORIAL))
+    section = text[start : end if end >= 0 else len(text)]
+    return re.findall(r"^```(\w*)\n(.*?)^```$", section, flags=re.S | re.M)
+
+
+def tutorial_steps() -> tuple[list[tuple[str, str]], list[tuple[str, str | None]]]:
+    """The console commands with their shown output, and the python blocks with the
+    text block that follows each (None when none does)."""
+    blocks = tutorial_blocks()
+    commands, programs = [], []
+    for i, (language, text) in enumerate(blocks):
+        if language == "console":
+            for chunk in re.split(r"^\$ ", text, flags=re.M)[1:]:
+                command, _, output = chunk.partition("\n")
+                commands.append((command, output))
+        elif language == "python":
+            follows = blocks[i + 1] if i + 1 < len(blocks) else ("", "")
+            programs.append((text, follows[1] if follows[0] == "text" else None))
+    return commands, programs
+
+
+def run_tutorial(directory: Path, *, plot: bool) -> list[tuple[str, str, str]]:
+    """Run the tutorial in a fresh copy of the files it uses; returns (step, shown,
+    printed) for every command and python block run."""
+    (directory / "examples").mkdir()
+    shutil.copy(EXAMPLES / "iris.yaml", directory / "examples")
+    shutil.copytree(EXAMPLES / "data", directory / "examples" / "data")
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    commands, programs = tutorial_steps()
+    results = []
+    for command, shown in commands:
+        done = subprocess.run(
+            command,
+            shell=True,
+            cwd=directory,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, f"$ {command}\n{done.stdout}{done.stderr}"
+        results.append((f"$ {command}", shown, done.stdout + done.stderr))
+    blocks, outputs = directory / "blocks.json", directory / "outputs.json"
+    blocks.write_text(json.dumps([code for code, _ in programs]))
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, blocks, outputs, "plot" if plot else "no"],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for (code, shown), printed in zip(
+        programs, json.loads(outputs.read_text()), strict=True
+    ):
+        if printed is not None:
+            results.append((code, shown or "", printed))
+    return results
+
+
+def same_output(printed: str, shown: str) -> bool:
+    """Equal text; integers equal; other numbers equal to the last digit shown (±1.5
+    units, for rounding), except round-off-sized ones (< 1e-6, such as a finite-difference
+    error), which differ between machines and only have to stay that small."""
+    if NUMBER.sub("#", printed.strip()) != NUMBER.sub("#", shown.strip()):
+        return False
+    pairs = zip(NUMBER.findall(printed), NUMBER.findall(shown), strict=True)
+    return all(_same_number(a, b) for a, b in pairs)
+
+
+def _same_number(printed: str, shown: str) -> bool:
+    a, b = float(printed), float(shown)
+    mantissa, _, exponent = shown.lower().partition("e")
+    if "." not in mantissa and not exponent:
+        return printed == shown
+    if abs(b) < 1e-6:
+        return abs(a) < 1e-6
+    decimals = len(mantissa.partition(".")[2])
+    unit = 10.0 ** (int(exponent or 0) - decimals)
+    return abs(a - b) <= 1.5 * unit
+
+
+def check_tutorial(directory: Path, *, plot: bool) -> None:
+    for step, shown, printed in run_tutorial(directory, plot=plot):
+        assert same_output(printed, shown), (
+            f"README tutorial step\n{step}\nnow prints\n{printed}\nbut the README "
+            f"shows\n{shown}\nupdate the README (python tests/test_examples.py prints "
+            "every step's current output)"
+        )
+
+
+def test_tutorial_spec_is_examples_iris_yaml() -> None:
+    yaml_blocks = [text for language, text in tutorial_blocks() if language == "yaml"]
+    assert yaml_blocks == [(EXAMPLES / "iris.yaml").read_text()]
+
+
+def test_tutorial_runs_as_shown(tmp_path: Path) -> None:
+    commands, programs = tutorial_steps()
+    assert commands and programs
+    check_tutorial(tmp_path, plot=False)
+
+
+def test_tutorial_plot_step(tmp_path: Path) -> None:
+    pytest.importorskip(
+        "matplotlib", reason='the plot extra: pip install "symgrad[plot]"'
+    )
+    check_tutorial(tmp_path, plot=True)
+    assert (tmp_path / "iris_training.png").stat().st_size > 1000
+
+
+if __name__ == "__main__":
+    # print what every tutorial step prints now, to paste into the README
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as temporary:
+        for step, _, printed in run_tutorial(Path(temporary), plot=True):
+            print(f"----- {step.splitlines()[0]}\n{printed}")
