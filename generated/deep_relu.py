@@ -53,15 +53,36 @@ PARAM_NAMES = (
     "W8",
     "b8",
 )
+PARAM_SHAPES = {
+    "W1": (30, 32),
+    "b1": (32,),
+    "W2": (32, 32),
+    "b2": (32,),
+    "W3": (32, 32),
+    "b3": (32,),
+    "W4": (32, 32),
+    "b4": (32,),
+    "W5": (32, 32),
+    "b5": (32,),
+    "W6": (32, 32),
+    "b6": (32,),
+    "W7": (32, 32),
+    "b7": (32,),
+    "W8": (32, 1),
+    "b8": (1,),
+}
 # Set to False to skip the NaN/inf scan of X and Y in every call (shapes are always checked).
 CHECK_FINITE = True
 
 
-def _sigmoid(z):
-    # 1 / (1 + e^-z) without overflow: e^-|z| never overflows, and for z < 0
-    # the form e^z / (1 + e^z) keeps full relative precision
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1, e) / (1 + e)
+def _sigmoid(z, out=None):
+    # 1 / (1 + e^-z) keeps full relative precision for every z; below about -88
+    # (float32) or -709 (float64) e^-z overflows to inf and 1 / (1 + inf) = 0 is the
+    # correctly rounded result, so that overflow is not an error
+    with np.errstate(over="ignore"):
+        out = np.exp(np.negative(z, out=out), out=out)
+    out += 1
+    return np.reciprocal(out, out=out)
 
 
 def init_params(seed=0, dtype=np.float64):
@@ -101,24 +122,33 @@ def init_params(seed=0, dtype=np.float64):
 
 
 def _check_params(params):
+    """The params' dtype, after checking their keys, shapes and dtype."""
+    try:
+        if {k: v.shape for k, v in params.items()} == PARAM_SHAPES:
+            dtypes = {v.dtype for v in params.values()}
+            if dtypes == {np.dtype(np.float32)} or dtypes == {np.dtype(np.float64)}:
+                return dtypes.pop()
+    except AttributeError:
+        pass
+    # something is wrong: find what, and say so
     if not isinstance(params, dict) or set(params) != set(PARAM_NAMES):
         found = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(
             f"params must be a dict with keys {list(PARAM_NAMES)}, found {found}"
         )
-    for i in range(1, len(LAYER_SIZES)):
-        for key, shape in (
-            (f"W{i}", LAYER_SIZES[i - 1 : i + 1]),
-            (f"b{i}", LAYER_SIZES[i : i + 1]),
-        ):
-            if np.shape(params[key]) != shape:
-                raise ValueError(
-                    f"params[{key!r}] must have shape {shape}, found {np.shape(params[key])}"
-                )
-    dtype = params["W1"].dtype
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"params must be float32 or float64, found {dtype}")
-    return dtype
+    for key, shape in PARAM_SHAPES.items():
+        if np.shape(params[key]) != shape:
+            raise ValueError(
+                f"params[{key!r}] must have shape {shape}, found {np.shape(params[key])}"
+            )
+        if not isinstance(params[key], np.ndarray):
+            raise ValueError(
+                f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
+            )
+    dtypes = sorted({str(v.dtype) for v in params.values()})
+    raise ValueError(
+        f"params must be all float32 or all float64, found {', '.join(dtypes)}"
+    )
 
 
 def _inputs(params, X):
@@ -294,18 +324,248 @@ def predict(params, X):
     return (A >= 0.5).astype(np.int64)
 
 
+def save_params(path, params):
+    """Write params to an .npz file (np.savez adds the suffix if path has none)."""
+    _check_params(params)
+    np.savez(path, **{k: params[k] for k in PARAM_NAMES})
+
+
+def load_params(path):
+    """Params written by save_params, checked against this network's shapes."""
+    with np.load(path, allow_pickle=False) as saved:
+        params = {k: saved[k] for k in saved.files}
+    _check_params(params)
+    return {k: params[k] for k in PARAM_NAMES}
+
+
 def init_state(params):
-    """Optimizer state for `step`: the step count."""
-    return {"t": 0}
+    """Optimizer state for `step`: the step count.
+
+    It also keeps the gradient arrays ("grads") and, per batch size, the work arrays
+    of a step ("buffers", made by the first step with that size).
+    """
+    _check_params(params)
+    return {
+        "t": 0,
+        "grads": {k: np.zeros_like(params[k]) for k in PARAM_NAMES},
+        "buffers": {},
+    }
+
+
+def _work(state, m, dtype):
+    """The work arrays of `step` for a batch of m examples: made once, then reused."""
+    work = state["buffers"].get(m)
+    if work is None or work["ones"].dtype != dtype:
+        work = state["buffers"][m] = {
+            "Z1": np.empty((m, 32), dtype),
+            "Z2": np.empty((m, 32), dtype),
+            "Z3": np.empty((m, 32), dtype),
+            "Z4": np.empty((m, 32), dtype),
+            "Z5": np.empty((m, 32), dtype),
+            "Z6": np.empty((m, 32), dtype),
+            "Z7": np.empty((m, 32), dtype),
+            "Z8": np.empty((m, 1), dtype),
+            "A8": np.empty((m, 1), dtype),
+            "D8": np.empty((m, 1), dtype),
+            "D7": np.empty((m, 32), dtype),
+            "D6": np.empty((m, 32), dtype),
+            "D5": np.empty((m, 32), dtype),
+            "D4": np.empty((m, 32), dtype),
+            "D3": np.empty((m, 32), dtype),
+            "D2": np.empty((m, 32), dtype),
+            "D1": np.empty((m, 32), dtype),
+            "T1": np.empty((m, 32), dtype),
+            "T2": np.empty((m, 32), dtype),
+            "T3": np.empty((m, 32), dtype),
+            "T4": np.empty((m, 32), dtype),
+            "T5": np.empty((m, 32), dtype),
+            "T6": np.empty((m, 32), dtype),
+            "T7": np.empty((m, 32), dtype),
+            "T8": np.empty((m, 1), dtype),
+            "U8": np.empty((m, 1), dtype),
+            "ones": np.ones(m, dtype),
+        }
+    return work
 
 
 def step(params, state, X, Y):
-    """One sgd update of params, in place; returns the loss before it."""
-    L, grads = loss_and_grad(params, X, Y)
-    state["t"] += 1
+    """One sgd update of params, in place; returns the loss before it.
+
+    The numbers of loss_and_grad followed by the update, computed with in-place NumPy
+    calls in the arrays of `state` (see init_state): a step allocates nothing new.
+    """
+    X = _inputs(params, X)
+    if X.shape[0] == 0:
+        raise ValueError(f"step needs at least one example, found X of shape {X.shape}")
+    return _step(params, state, X, _targets(Y, X.shape[0], X.dtype))
+
+
+def _step(params, state, X, Y):
+    # step on checked arrays: X (m, 30) and Y (m, 1), both of the params' dtype
+    m = X.shape[0]
+    W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
+        params[k] for k in PARAM_NAMES
+    )
+    dW1, db1, dW2, db2, dW3, db3, dW4, db4, dW5, db5, dW6, db6, dW7, db7, dW8, db8 = (
+        state["grads"].values()
+    )
+    if dW1.dtype != X.dtype:
+        raise ValueError(f"state was made for {dW1.dtype} params, found {X.dtype}")
+    (
+        Z1,
+        Z2,
+        Z3,
+        Z4,
+        Z5,
+        Z6,
+        Z7,
+        Z8,
+        A8,
+        D8,
+        D7,
+        D6,
+        D5,
+        D4,
+        D3,
+        D2,
+        D1,
+        T1,
+        T2,
+        T3,
+        T4,
+        T5,
+        T6,
+        T7,
+        T8,
+        U8,
+        ones,
+    ) = _work(state, m, X.dtype).values()
     lr = 0.02
-    for k in PARAM_NAMES:
-        params[k] -= lr * grads[k]  # p ← p − η ∂L/∂p
+    scale = (
+        lr / m
+    )  # δ carries η/m, so the products below give η ∂L/∂W, ready to subtract
+
+    np.matmul(X, W1, out=Z1)  # Z1 = X W1 + b1
+    Z1 += b1
+    # A1 = relu(Z1), computed in Z1's array
+    A1 = np.maximum(Z1, 0, out=Z1)
+    np.matmul(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
+    Z2 += b2
+    # A2 = relu(Z2), computed in Z2's array
+    A2 = np.maximum(Z2, 0, out=Z2)
+    np.matmul(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
+    Z3 += b3
+    # A3 = relu(Z3), computed in Z3's array
+    A3 = np.maximum(Z3, 0, out=Z3)
+    np.matmul(A3, W4, out=Z4)  # Z4 = A3 W4 + b4
+    Z4 += b4
+    # A4 = relu(Z4), computed in Z4's array
+    A4 = np.maximum(Z4, 0, out=Z4)
+    np.matmul(A4, W5, out=Z5)  # Z5 = A4 W5 + b5
+    Z5 += b5
+    # A5 = relu(Z5), computed in Z5's array
+    A5 = np.maximum(Z5, 0, out=Z5)
+    np.matmul(A5, W6, out=Z6)  # Z6 = A5 W6 + b6
+    Z6 += b6
+    # A6 = relu(Z6), computed in Z6's array
+    A6 = np.maximum(Z6, 0, out=Z6)
+    np.matmul(A6, W7, out=Z7)  # Z7 = A6 W7 + b7
+    Z7 += b7
+    # A7 = relu(Z7), computed in Z7's array
+    A7 = np.maximum(Z7, 0, out=Z7)
+    np.matmul(A7, W8, out=Z8)  # Z8 = A7 W8 + b8
+    Z8 += b8
+    # A8 = sigmoid(Z8)
+    _sigmoid(Z8, out=A8)
+    # L: the terms of loss(), each product summed by one np.vdot
+    np.negative(Z8, out=T8)
+    np.logaddexp(0, T8, out=T8)
+    L = float(np.vdot(Y, T8))
+    np.subtract(1, Y, out=T8)
+    np.logaddexp(0, Z8, out=U8)
+    L += float(np.vdot(T8, U8))
+    L /= m
+    # δ8 = ∂L/∂Z8 = (ŷ - y) / m; binary cross-entropy on sigmoid: SymPy simplified
+    #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
+    np.subtract(A8, Y, out=D8)
+    D8 *= scale
+    # ∂L/∂W8 = A7ᵀ δ8;  ∂L/∂b8 = Σₙ δ8
+    np.matmul(A7.T, D8, out=dW8)
+    np.matmul(ones, D8, out=db8)  # Σₙ as 1ᵀδ: faster than sum
+    # δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),  relu'(z) = {0 if a ≤ 0; else 1}
+    np.matmul(D8, W8.T, out=D7)
+    np.greater(A7, 0, out=T7)
+    D7 *= T7
+    # ∂L/∂W7 = A6ᵀ δ7;  ∂L/∂b7 = Σₙ δ7
+    np.matmul(A6.T, D7, out=dW7)
+    np.matmul(ones, D7, out=db7)  # Σₙ as 1ᵀδ: faster than sum
+    # δ6 = (δ7 W7ᵀ) ⊙ f'(Z6),  relu'(z) = {0 if a ≤ 0; else 1}
+    np.matmul(D7, W7.T, out=D6)
+    np.greater(A6, 0, out=T6)
+    D6 *= T6
+    # ∂L/∂W6 = A5ᵀ δ6;  ∂L/∂b6 = Σₙ δ6
+    np.matmul(A5.T, D6, out=dW6)
+    np.matmul(ones, D6, out=db6)  # Σₙ as 1ᵀδ: faster than sum
+    # δ5 = (δ6 W6ᵀ) ⊙ f'(Z5),  relu'(z) = {0 if a ≤ 0; else 1}
+    np.matmul(D6, W6.T, out=D5)
+    np.greater(A5, 0, out=T5)
+    D5 *= T5
+    # ∂L/∂W5 = A4ᵀ δ5;  ∂L/∂b5 = Σₙ δ5
+    np.matmul(A4.T, D5, out=dW5)
+    np.matmul(ones, D5, out=db5)  # Σₙ as 1ᵀδ: faster than sum
+    # δ4 = (δ5 W5ᵀ) ⊙ f'(Z4),  relu'(z) = {0 if a ≤ 0; else 1}
+    np.matmul(D5, W5.T, out=D4)
+    np.greater(A4, 0, out=T4)
+    D4 *= T4
+    # ∂L/∂W4 = A3ᵀ δ4;  ∂L/∂b4 = Σₙ δ4
+    np.matmul(A3.T, D4, out=dW4)
+    np.matmul(ones, D4, out=db4)  # Σₙ as 1ᵀδ: faster than sum
+    # δ3 = (δ4 W4ᵀ) ⊙ f'(Z3),  relu'(z) = {0 if a ≤ 0; else 1}
+    np.matmul(D4, W4.T, out=D3)
+    np.greater(A3, 0, out=T3)
+    D3 *= T3
+    # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
+    np.matmul(A2.T, D3, out=dW3)
+    np.matmul(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
+    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  relu'(z) = {0 if a ≤ 0; else 1}
+    np.matmul(D3, W3.T, out=D2)
+    np.greater(A2, 0, out=T2)
+    D2 *= T2
+    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
+    np.matmul(A1.T, D2, out=dW2)
+    np.matmul(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
+    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
+    np.matmul(D2, W2.T, out=D1)
+    np.greater(A1, 0, out=T1)
+    D1 *= T1
+    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
+    np.matmul(X.T, D1, out=dW1)
+    np.matmul(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
+
+    for p, g in zip(
+        (W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8),
+        (
+            dW1,
+            db1,
+            dW2,
+            db2,
+            dW3,
+            db3,
+            dW4,
+            db4,
+            dW5,
+            db5,
+            dW6,
+            db6,
+            dW7,
+            db7,
+            dW8,
+            db8,
+        ),
+        strict=True,
+    ):
+        p -= g  # p ← p − η ∂L/∂p  (η is in g already)
+    state["t"] += 1
     return L
 
 
@@ -333,12 +593,14 @@ def fit(
     of the batch losses, weighted by batch size;
     history["accuracy"] is measured on all of X after the epoch. With
     validation_data=(X_val, Y_val), "val_loss" and "val_accuracy" are recorded too.
+    verbose prints one line per epoch. Pass the `state` of an earlier call to go on
+    training with its optimizer state.
     """
     X = _inputs(params, X)
     n = X.shape[0]
-    Y = np.asarray(Y)
-    if Y.shape[0] != n:
-        raise ValueError(f"X has {n} examples but Y has {Y.shape[0]}")
+    if np.shape(Y)[:1] != (n,):
+        raise ValueError(f"X has {n} examples but Y has shape {np.shape(Y)}")
+    Y = _targets(Y, n, X.dtype)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, found {epochs!r}")
     if (
@@ -351,18 +613,30 @@ def fit(
         state = init_state(params)
     history = {"loss": [], "accuracy": []}
     if validation_data is not None:
+        X_val, Y_val = validation_data
+        X_val = _inputs(params, X_val)
+        Y_val = _targets(Y_val, X_val.shape[0], X.dtype)
         history["val_loss"] = []
         history["val_accuracy"] = []
+    batches = {}  # batch size -> the arrays a batch is gathered into
     for epoch in range(epochs):
         order = np.random.default_rng(seed + epoch).permutation(n)
         total = 0.0
         for start in range(0, n, batch_size):
             batch = order[start : start + batch_size]
-            total += step(params, state, X[batch], Y[batch]) * len(batch)
+            size = len(batch)
+            if size not in batches:
+                batches[size] = (
+                    np.empty((size, 30), X.dtype),
+                    np.empty((size, 1), X.dtype),
+                )
+            X_batch, Y_batch = batches[size]
+            np.take(X, batch, axis=0, out=X_batch)
+            np.take(Y, batch, axis=0, out=Y_batch)
+            total += _step(params, state, X_batch, Y_batch) * size
         history["loss"].append(total / max(n, 1))
         history["accuracy"].append(_accuracy(params, X, Y))
         if validation_data is not None:
-            X_val, Y_val = validation_data
             history["val_loss"].append(loss(params, X_val, Y_val))
             history["val_accuracy"].append(_accuracy(params, X_val, Y_val))
         if verbose:

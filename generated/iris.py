@@ -29,6 +29,7 @@ OPTIMIZER = {
 }
 L2 = 0.0
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
+PARAM_SHAPES = {"W1": (4, 16), "b1": (16,), "W2": (16, 3), "b2": (3,)}
 # Set to False to skip the NaN/inf scan of X and Y in every call (shapes are always checked).
 CHECK_FINITE = True
 
@@ -64,24 +65,33 @@ def init_params(seed=0, dtype=np.float64):
 
 
 def _check_params(params):
+    """The params' dtype, after checking their keys, shapes and dtype."""
+    try:
+        if {k: v.shape for k, v in params.items()} == PARAM_SHAPES:
+            dtypes = {v.dtype for v in params.values()}
+            if dtypes == {np.dtype(np.float32)} or dtypes == {np.dtype(np.float64)}:
+                return dtypes.pop()
+    except AttributeError:
+        pass
+    # something is wrong: find what, and say so
     if not isinstance(params, dict) or set(params) != set(PARAM_NAMES):
         found = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(
             f"params must be a dict with keys {list(PARAM_NAMES)}, found {found}"
         )
-    for i in range(1, len(LAYER_SIZES)):
-        for key, shape in (
-            (f"W{i}", LAYER_SIZES[i - 1 : i + 1]),
-            (f"b{i}", LAYER_SIZES[i : i + 1]),
-        ):
-            if np.shape(params[key]) != shape:
-                raise ValueError(
-                    f"params[{key!r}] must have shape {shape}, found {np.shape(params[key])}"
-                )
-    dtype = params["W1"].dtype
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"params must be float32 or float64, found {dtype}")
-    return dtype
+    for key, shape in PARAM_SHAPES.items():
+        if np.shape(params[key]) != shape:
+            raise ValueError(
+                f"params[{key!r}] must have shape {shape}, found {np.shape(params[key])}"
+            )
+        if not isinstance(params[key], np.ndarray):
+            raise ValueError(
+                f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
+            )
+    dtypes = sorted({str(v.dtype) for v in params.values()})
+    raise ValueError(
+        f"params must be all float32 or all float64, found {', '.join(dtypes)}"
+    )
 
 
 def _inputs(params, X):
@@ -174,30 +184,129 @@ def predict(params, X):
     return A.argmax(axis=1)
 
 
+def save_params(path, params):
+    """Write params to an .npz file (np.savez adds the suffix if path has none)."""
+    _check_params(params)
+    np.savez(path, **{k: params[k] for k in PARAM_NAMES})
+
+
+def load_params(path):
+    """Params written by save_params, checked against this network's shapes."""
+    with np.load(path, allow_pickle=False) as saved:
+        params = {k: saved[k] for k in saved.files}
+    _check_params(params)
+    return {k: params[k] for k in PARAM_NAMES}
+
+
 def init_state(params):
-    """Optimizer state for `step`: the step count and both moment estimates per parameter."""
+    """Optimizer state for `step`: the step count and both moment estimates per parameter.
+
+    It also keeps the gradient arrays ("grads") and, per batch size, the work arrays
+    of a step ("buffers", made by the first step with that size).
+    """
+    _check_params(params)
     return {
         "t": 0,
-        "m": {k: np.zeros_like(v) for k, v in params.items()},
-        "v": {k: np.zeros_like(v) for k, v in params.items()},
+        "m": {k: np.zeros_like(params[k]) for k in PARAM_NAMES},
+        "v": {k: np.zeros_like(params[k]) for k in PARAM_NAMES},
+        "grads": {k: np.zeros_like(params[k]) for k in PARAM_NAMES},
+        "buffers": {},
     }
 
 
+def _work(state, m, dtype):
+    """The work arrays of `step` for a batch of m examples: made once, then reused."""
+    work = state["buffers"].get(m)
+    if work is None or work["ones"].dtype != dtype:
+        work = state["buffers"][m] = {
+            "Z1": np.empty((m, 16), dtype),
+            "Z2": np.empty((m, 3), dtype),
+            "A2": np.empty((m, 3), dtype),
+            "R2": np.empty((m, 1), dtype),
+            "D2": np.empty((m, 3), dtype),
+            "D1": np.empty((m, 16), dtype),
+            "T1": np.empty((m, 16), dtype),
+            "ones": np.ones(m, dtype),
+        }
+    return work
+
+
 def step(params, state, X, Y):
-    """One adam update of params, in place; returns the loss before it."""
-    L, grads = loss_and_grad(params, X, Y)
-    state["t"] += 1
+    """One adam update of params, in place; returns the loss before it.
+
+    The numbers of loss_and_grad followed by the update, computed with in-place NumPy
+    calls in the arrays of `state` (see init_state): a step allocates nothing new.
+    """
+    X = _inputs(params, X)
+    if X.shape[0] == 0:
+        raise ValueError(f"step needs at least one example, found X of shape {X.shape}")
+    return _step(params, state, X, _targets(Y, X.shape[0], X.dtype))
+
+
+def _step(params, state, X, Y):
+    # step on checked arrays: X (m, 4) and Y (m, 3), both of the params' dtype
+    m = X.shape[0]
+    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
+    dW1, db1, dW2, db2 = state["grads"].values()
+    if dW1.dtype != X.dtype:
+        raise ValueError(f"state was made for {dW1.dtype} params, found {X.dtype}")
+    Z1, Z2, A2, R2, D2, D1, T1, ones = _work(state, m, X.dtype).values()
+    scale = 1 / m
+
+    np.matmul(X, W1, out=Z1)  # Z1 = X W1 + b1
+    Z1 += b1
+    # A1 = relu(Z1), computed in Z1's array
+    A1 = np.maximum(Z1, 0, out=Z1)
+    np.matmul(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
+    Z2 += b2
+    # softmax: subtracting the row max keeps exp() from overflowing
+    np.max(Z2, axis=1, keepdims=True, out=R2)
+    Z2 -= R2
+    np.exp(Z2, out=A2)
+    np.sum(A2, axis=1, keepdims=True, out=R2)
+    A2 /= R2  # A2 = softmax(Z2)
+    np.log(R2, out=R2)
+    LS = np.subtract(Z2, R2, out=Z2)  # log-softmax(Z2), in Z2's array
+    # L: the terms of loss(), each product summed by one np.vdot
+    L = -float(np.vdot(LS, Y))
+    L /= m
+    # δ2 = ∂L/∂Z2 = (ŷ - y) / m; categorical cross-entropy on softmax: SymPy
+    #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
+    np.subtract(A2, Y, out=D2)
+    D2 *= scale
+    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
+    np.matmul(A1.T, D2, out=dW2)
+    np.matmul(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
+    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
+    np.matmul(D2, W2.T, out=D1)
+    np.greater(A1, 0, out=T1)
+    D1 *= T1
+    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
+    np.matmul(X.T, D1, out=dW1)
+    np.matmul(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
+
     lr, beta1, beta2, eps = 0.01, 0.9, 0.999, 1e-08
+    state["t"] += 1
     t = state["t"]
     step_size = lr / (1 - beta1**t)  # bias corrections, as torch.optim.Adam
     root_correction = (1 - beta2**t) ** 0.5
-    for k in PARAM_NAMES:
-        g, m1, m2 = grads[k], state["m"][k], state["v"][k]
-        m1 *= beta1
-        m1 += (1 - beta1) * g  # m ← β₁ m + (1 − β₁) g
+    moments = zip(state["m"].values(), state["v"].values(), strict=True)
+    for p, g, (m1, m2) in zip(
+        (W1, b1, W2, b2), (dW1, db1, dW2, db2), moments, strict=True
+    ):
+        m1 *= beta1 / (1 - beta1)
+        m1 += g
+        m1 *= 1 - beta1  # m ← β₁ m + (1 − β₁) g, factored so that g stays intact
+        np.square(g, out=g)
+        g *= 1 - beta2
         m2 *= beta2
-        m2 += (1 - beta2) * g * g  # v ← β₂ v + (1 − β₂) g²
-        params[k] -= step_size * m1 / (np.sqrt(m2) / root_correction + eps)
+        m2 += g  # v ← β₂ v + (1 − β₂) g²
+        np.sqrt(m2, out=g)
+        g /= root_correction
+        g += eps
+        np.divide(m1, g, out=g)
+        g *= step_size
+        p -= g  # p ← p − η m̂ / (√v̂ + ε),  m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
     return L
 
 
@@ -226,12 +335,14 @@ def fit(
     of the batch losses, weighted by batch size;
     history["accuracy"] is measured on all of X after the epoch. With
     validation_data=(X_val, Y_val), "val_loss" and "val_accuracy" are recorded too.
+    verbose prints one line per epoch. Pass the `state` of an earlier call to go on
+    training with its optimizer state.
     """
     X = _inputs(params, X)
     n = X.shape[0]
-    Y = np.asarray(Y)
-    if Y.shape[0] != n:
-        raise ValueError(f"X has {n} examples but Y has {Y.shape[0]}")
+    if np.shape(Y)[:1] != (n,):
+        raise ValueError(f"X has {n} examples but Y has shape {np.shape(Y)}")
+    Y = _targets(Y, n, X.dtype)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, found {epochs!r}")
     if (
@@ -244,18 +355,30 @@ def fit(
         state = init_state(params)
     history = {"loss": [], "accuracy": []}
     if validation_data is not None:
+        X_val, Y_val = validation_data
+        X_val = _inputs(params, X_val)
+        Y_val = _targets(Y_val, X_val.shape[0], X.dtype)
         history["val_loss"] = []
         history["val_accuracy"] = []
+    batches = {}  # batch size -> the arrays a batch is gathered into
     for epoch in range(epochs):
         order = np.random.default_rng(seed + epoch).permutation(n)
         total = 0.0
         for start in range(0, n, batch_size):
             batch = order[start : start + batch_size]
-            total += step(params, state, X[batch], Y[batch]) * len(batch)
+            size = len(batch)
+            if size not in batches:
+                batches[size] = (
+                    np.empty((size, 4), X.dtype),
+                    np.empty((size, 3), X.dtype),
+                )
+            X_batch, Y_batch = batches[size]
+            np.take(X, batch, axis=0, out=X_batch)
+            np.take(Y, batch, axis=0, out=Y_batch)
+            total += _step(params, state, X_batch, Y_batch) * size
         history["loss"].append(total / max(n, 1))
         history["accuracy"].append(_accuracy(params, X, Y))
         if validation_data is not None:
-            X_val, Y_val = validation_data
             history["val_loss"].append(loss(params, X_val, Y_val))
             history["val_accuracy"].append(_accuracy(params, X_val, Y_val))
         if verbose:

@@ -20,8 +20,8 @@ import black
 import jinja2
 import sympy as sp
 
+from . import inplace, ops
 from . import naming as nm
-from . import ops
 from .derive import Derivation
 from .errors import SymgradError
 from .ops import a, y, z
@@ -154,9 +154,17 @@ def context(d: Derivation) -> dict[str, object]:
     )
 
     backward, equations = _backward(d, layers, bwd_printer)
-    helpers = fwd_printer.helpers | bwd_printer.helpers
-    params_names = tuple(k for lc in layers for k in (lc.W, lc.b))
     opt = spec.optimizer
+    step_printer = NumPyCode()
+    step = inplace.step_code(
+        d,
+        _equation_comments(backward),
+        step_printer,
+        l2=spec.l2 > 0,
+        l2_in_grads=spec.l2 > 0 and opt.name != "sgd",
+    )
+    helpers = fwd_printer.helpers | bwd_printer.helpers | step_printer.helpers
+    params_names = tuple(k for lc in layers for k in (lc.W, lc.b))
     optimizer = {
         "name": opt.name,
         **{
@@ -204,6 +212,18 @@ def context(d: Derivation) -> dict[str, object]:
         "l2_text": number_text(sp.Float(spec.l2)) if spec.l2 else "0.0",
         "l2_sum": " + ".join(f"np.sum({lc.W} * {lc.W})" for lc in layers),
         "param_names": repr(params_names),
+        "param_shapes": repr(
+            {
+                k: (lc.fan_in, lc.units) if k == lc.W else (lc.units,)
+                for lc in layers
+                for k in (lc.W, lc.b)
+            }
+        ),
+        "step": step,
+        "grads_tuple": ", ".join(f"d{k}" for k in params_names),
+        "work_tuple": ", ".join(name for name, _ in step.work),
+        "weights_tuple": ", ".join(lc.W for lc in layers)
+        + ("," if len(layers) == 1 else ""),
         "params_tuple": ", ".join(params_names),
         "helpers": sorted(helpers),
         "erf_source": _erf_source() if "_erf" in helpers else "",
@@ -236,6 +256,21 @@ def context(d: Derivation) -> dict[str, object]:
             "adam": "the step count and both moment estimates per parameter",
         }[opt.name],
     }
+
+
+def _equation_comments(backward: list[Line]) -> dict[str, list[str]]:
+    """The comment lines above each backward line, by the name the line assigns."""
+    comments: dict[str, list[str]] = {}
+    pending: list[str] = []
+    for line in backward:
+        if line.code.startswith("#"):
+            pending.append(line.code)
+            continue
+        if line.comment:
+            pending.append(f"# {line.comment}")
+        comments[line.code.split(" = ")[0]] = pending
+        pending = []
+    return comments
 
 
 def _backward(

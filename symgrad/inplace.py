@@ -1,0 +1,551 @@
+"""In-place NumPy code for the lean training step: a SymPy expression -> ufunc calls with out=.
+
+`loss_and_grad` prints each derived expression as one NumPy expression, so every operation
+in it allocates a fresh array. The step evaluates the same expressions into arrays made
+once per batch size instead: `Emitter.into(expr, dest)` walks the expression and writes one
+NumPy call per node, each with `out=`; 1 - a² into T2 becomes
+
+    np.square(A2, out=T2)
+    np.subtract(1, T2, out=T2)
+
+Recognised nodes: sums, products and quotients, constant powers, the unary ufuncs (exp,
+log, tanh, ...), sigmoid and softplus, max/min, comparisons (a 0/1 mask written straight
+into a float array) and two-piece rules with constant values (relu', leaky_relu'). Any
+other node — np.where with expressions in its branches, _erf, boolean logic — falls back to
+`dest[...] = <the printed node>`: correct for every expression the derivation produces,
+only not allocation-free. The operations are those of the printed form; only the grouping
+of an n-ary sum or product may differ, so results agree to rounding.
+
+Scratch arrays come from a `Scratch` pool per layer width (T2, U2, ...); the caller makes
+the ones a step used. `owner` names an input whose array is also `dest` (A1 = tanh(A1) in
+place): it must occur at most once, and it is read before dest is first written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from . import naming as nm
+from .derive import LS, Derivation
+from .functions import sigmoid, softplus
+from .ops import a, y, z
+from .printers import DTYPE, NumPyCode, number_text
+
+UFUNCS: dict[type, str] = {
+    sp.exp: "exp",
+    sp.log: "log",
+    sp.tanh: "tanh",
+    sp.sinh: "sinh",
+    sp.cosh: "cosh",
+    sp.sin: "sin",
+    sp.cos: "cos",
+    sp.atan: "arctan",
+    sp.Abs: "abs",
+    sp.sign: "sign",
+}
+COMPARE = {
+    "<": "less",
+    "<=": "less_equal",
+    ">": "greater",
+    ">=": "greater_equal",
+    "==": "equal",
+    "!=": "not_equal",
+}
+AUGMENTED = {"add": "+=", "subtract": "-=", "multiply": "*=", "divide": "/="}
+INVERSE = {"add": "subtract", "multiply": "divide"}
+
+
+def array(name: str) -> sp.Symbol:
+    """The symbol that stands for the array `name` in an expression."""
+    return sp.Symbol(name, real=True)
+
+
+@dataclass
+class Scratch:
+    """Scratch arrays of one shape: T2, U2, V2, ... for layer 2, taken and given back."""
+
+    suffix: str
+    free: list[str] = field(default_factory=list)
+    made: list[str] = field(default_factory=list)
+
+    def take(self) -> str:
+        if self.free:
+            return self.free.pop()
+        name = (
+            "TUVSPQ"[len(self.made)] + self.suffix
+            if len(self.made) < 6
+            else (f"T{self.suffix}_{len(self.made)}")
+        )
+        self.made.append(name)
+        return name
+
+    def give(self, name: str) -> None:
+        self.free.append(name)
+
+
+def _count(expr: sp.Expr, sym: sp.Symbol) -> int:
+    return sum(1 for node in sp.preorder_traversal(expr) if node == sym)
+
+
+class Emitter:
+    """Writes in-place NumPy lines for expressions over named arrays and Python scalars.
+
+    Args:
+        printer: prints constants and fallback nodes; its `helpers` collects what the
+            lines call (`_sigmoid`, `dt`).
+        scalars: symbols that are Python numbers at run time (`scale`): folded with
+            constants, never arrays.
+    """
+
+    def __init__(self, printer: NumPyCode, scalars: Iterable[sp.Symbol] = ()) -> None:
+        self.printer = printer
+        self.scalars = set(scalars)
+        self.lines: list[str] = []
+        self.pool: Scratch = Scratch("")
+        self.owner: sp.Symbol | None = None
+
+    # -------------------------------------------------------------- entry points
+
+    def into(
+        self,
+        expr: sp.Expr,
+        dest: str,
+        pool: Scratch,
+        owner: sp.Symbol | None = None,
+    ) -> list[str]:
+        """Lines that leave the value of expr in the array dest."""
+        if owner is not None and _count(expr, owner) > 1:
+            raise ValueError(f"{owner} occurs more than once in {expr}: not in place")
+        self.lines, self.pool, self.owner = [], pool, owner
+        self._into(expr, dest)
+        return self.lines
+
+    def total(self, expr: sp.Expr, pool: Scratch, target: str, size: str) -> list[str]:
+        """Lines that set the Python float `target` to the sum of expr over all entries.
+
+        A sum of products is summed term by term: c·u·v as c·np.vdot(u, v), c·u² as
+        c·np.vdot(u, u), c·u as c·u.sum() and a constant c as c·size, with u and v
+        evaluated into scratch arrays where they are not plain arrays.
+        """
+        self.lines, self.pool, self.owner = [], pool, None
+        for i, term in enumerate(sp.Add.make_args(expr)):
+            coeff, arrays = self._split_scalar(term)
+            taken: list[str] = []
+            if not arrays:
+                value = size
+            elif len(arrays) == 1 and arrays[0].is_Pow and arrays[0].exp == 2:
+                u = self._operand(arrays[0].base, taken)
+                value = f"np.vdot({u}, {u})"
+            elif len(arrays) == 1:
+                value = f"{self._operand(arrays[0], taken)}.sum()"
+            else:
+                u = self._operand(sp.Mul(*arrays[:-1]), taken)
+                v = self._operand(arrays[-1], taken)
+                value = f"np.vdot({u}, {v})"
+            for name in taken:
+                self.pool.give(name)
+            value = f"float({value})"
+            if coeff == -1:
+                value = f"-{value}"
+            elif coeff != 1:
+                value = f"{self._scalar_text(coeff)} * {value}"
+            self.lines.append(f"{target} {'+=' if i else '='} {value}")
+        return self.lines
+
+    # -------------------------------------------------------------- helpers
+
+    def _is_scalar(self, e: sp.Expr) -> bool:
+        return not (e.free_symbols - self.scalars)
+
+    def _is_atom(self, e: sp.Expr) -> bool:
+        return e.is_Symbol or self._is_scalar(e)
+
+    def _scalar_text(self, e: sp.Expr) -> str:
+        if e.is_Symbol:
+            return e.name
+        if not e.free_symbols:
+            return number_text(e)
+        text = self.printer.doprint(e)
+        return f"({text})" if e.is_Add else text
+
+    def _text(self, e: sp.Expr) -> str:
+        return e.name if e.is_Symbol else self._scalar_text(e)
+
+    def _split_scalar(self, term: sp.Expr) -> tuple[sp.Expr, list[sp.Expr]]:
+        """term = scalar · Π arrays."""
+        factors = sp.Mul.make_args(term)
+        scalar = sp.Mul(*[f for f in factors if self._is_scalar(f)])
+        return scalar, [f for f in factors if not self._is_scalar(f)]
+
+    def _has_owner(self, e: sp.Expr) -> bool:
+        return self.owner is not None and e.has(self.owner)
+
+    def _emit(self, ufunc: str, args: list[str], dest: str) -> None:
+        if len(args) == 2 and args[0] == dest and ufunc in AUGMENTED:
+            self.lines.append(f"{dest} {AUGMENTED[ufunc]} {args[1]}")
+        else:
+            self.lines.append(f"np.{ufunc}({', '.join(args)}, out={dest})")
+
+    def _operand(self, e: sp.Expr, taken: list[str]) -> str:
+        """e as an argument: its own name or number, else evaluated into a scratch array."""
+        if self._is_atom(e):
+            return self._text(e)
+        name = self.pool.take()
+        taken.append(name)
+        self._into(e, name)
+        return name
+
+    # -------------------------------------------------------------- nodes
+
+    def _into(self, e: sp.Expr, dest: str) -> None:
+        if e.is_Symbol and not self._is_scalar(e):
+            if e.name != dest:
+                self.lines.append(f"np.copyto({dest}, {e.name})")
+        elif self._is_scalar(e):
+            self.lines.append(f"{dest}.fill({self._scalar_text(e)})")
+        elif e.is_Add:
+            items = [
+                (True, -t) if t.could_extract_minus_sign() else (False, t)
+                for t in e.args
+            ]
+            self._fold("add", items, dest)
+        elif e.is_Mul:
+            self._mul(e, dest)
+        elif e.is_Pow:
+            self._pow(e, dest)
+        elif type(e) in UFUNCS:
+            self._unary(UFUNCS[type(e)], e.args[0], dest)
+        elif isinstance(e, sigmoid):
+            self.printer.helpers.add("_sigmoid")
+            x = self._first(e.args[0], dest)
+            self.lines.append(f"_sigmoid({x}, out={dest})")
+        elif isinstance(e, softplus):  # log(1 + e^x), as np.logaddexp(0, x)
+            x = self._first(e.args[0], dest)
+            self.lines.append(f"np.logaddexp(0, {x}, out={dest})")
+        elif isinstance(e, sp.Max | sp.Min) and len(e.args) == 2:
+            args = sorted(e.args, key=self._is_scalar)  # the array first, as printed
+            self._binary("maximum" if isinstance(e, sp.Max) else "minimum", *args, dest)
+        elif e.is_Relational and e.rel_op in COMPARE:
+            self._binary(COMPARE[e.rel_op], e.lhs, e.rhs, dest)  # 0/1 in a float array
+        elif isinstance(e, sp.Piecewise) and self._two_constants(e):
+            self._mask(e, dest)
+        else:
+            self.lines.append(f"{dest}[...] = {self.printer.doprint(e)}")
+
+    def _first(self, e: sp.Expr, dest: str) -> str:
+        """The only operand of a unary node: evaluated into dest unless an atom."""
+        if self._is_atom(e):
+            return self._text(e)
+        self._into(e, dest)
+        return dest
+
+    def _unary(self, ufunc: str, x: sp.Expr, dest: str) -> None:
+        self._emit(ufunc, [self._first(x, dest)], dest)
+
+    def _binary(self, ufunc: str, x: sp.Expr, y: sp.Expr, dest: str) -> None:
+        # one compound operand goes to dest first: the one holding the owner, so that
+        # it is read before dest is written; any other compound one to a scratch array
+        taken: list[str] = []
+        compound = [e for e in (x, y) if not self._is_atom(e)]
+        first = next((e for e in compound if self._has_owner(e)), None)
+        if first is None and compound and self.owner not in (x, y):
+            first = compound[0]
+        if first is not None:
+            self._into(first, dest)
+        texts = [dest if e is first else self._operand(e, taken) for e in (x, y)]
+        self._emit(ufunc, texts, dest)
+        for name in taken:
+            self.pool.give(name)
+
+    def _mul(self, e: sp.Mul, dest: str) -> None:
+        items = []
+        for f in e.args:
+            if f.is_Pow and f.exp.is_Number and f.exp.is_negative:
+                items.append((True, sp.Pow(f.base, -f.exp)))
+            else:
+                items.append((False, f))
+        self._fold("multiply", items, dest)
+
+    def _fold(self, op: str, items: list[tuple[bool, sp.Expr]], dest: str) -> None:
+        """dest = items combined with op (add, multiply); an inverted item is subtracted
+        or divided. Scalars are merged into one item, applied last."""
+        identity = sp.S.Zero if op == "add" else sp.S.One
+        scalar, arrays = identity, []
+        for inv, t in items:
+            if self._is_scalar(t):
+                if op == "add":
+                    scalar += -t if inv else t
+                else:
+                    scalar *= 1 / t if inv else t
+            else:
+                arrays.append((inv, t))
+        negate = False
+        if op == "multiply" and scalar == -1:
+            scalar, negate = sp.S.One, True
+        rest = list(arrays)
+        if scalar != identity:
+            if op == "add" and scalar.could_extract_minus_sign():
+                rest.append((True, -scalar))
+            else:
+                rest.append((False, scalar))
+        # the first item: the one holding the owner, else a compound one, else an array
+        start = next((it for it in arrays if self._has_owner(it[1])), None)
+        if start is None:
+            start = next((it for it in arrays if not self._is_atom(it[1])), arrays[0])
+        rest.remove(start)
+        inverse = INVERSE[op]
+        taken: list[str] = []
+        if not rest and self._is_atom(start[1]):  # -a or 1/a: one array and a sign
+            src = self._text(start[1])
+            unary = ["negative" if op == "add" else "reciprocal"] if start[0] else []
+            unary += ["negative"] if negate else []
+            if not unary:
+                self.lines.append(f"np.copyto({dest}, {src})")
+            for ufunc in unary:
+                self._emit(ufunc, [src], dest)
+                src = dest
+            return
+        if not self._is_atom(start[1]):
+            self._into(start[1], dest)
+            flipped = start[0]  # dest holds the item; the running value is its inverse
+        else:
+            inv2, e2 = rest.pop(0)
+            a, b = self._text(start[1]), self._operand(e2, taken)
+            if start[0] == inv2:
+                self._emit(op, [a, b], dest)
+                flipped = start[0]
+            elif inv2:
+                self._emit(inverse, [a, b], dest)
+                flipped = False
+            else:
+                self._emit(inverse, [b, a], dest)
+                flipped = False
+        for inv, t in rest:
+            b = self._operand(t, taken)
+            if not flipped:
+                self._emit(inverse if inv else op, [dest, b], dest)
+            elif inv:  # running value -dest (1/dest): minus b is -(dest + b)
+                self._emit(op, [dest, b], dest)
+            else:  # plus b is b - dest
+                self._emit(inverse, [b, dest], dest)
+                flipped = False
+        for name in taken:
+            self.pool.give(name)
+        if flipped:
+            self._emit("negative" if op == "add" else "reciprocal", [dest], dest)
+        if negate:
+            self._emit("negative", [dest], dest)
+
+    def _pow(self, e: sp.Pow, dest: str) -> None:
+        base, exp = e.args
+        if not exp.is_Number:
+            self._binary("power", base, exp, dest)
+        elif exp == 2:
+            self._unary("square", base, dest)
+        elif exp == sp.S.Half:
+            self._unary("sqrt", base, dest)
+        elif exp == -1:
+            self._unary("reciprocal", base, dest)
+        elif exp.is_negative:
+            self._into(sp.Pow(base, -exp), dest)
+            self._emit("reciprocal", [dest], dest)
+        else:
+            self._binary("power", base, exp, dest)
+
+    def _two_constants(self, e: sp.Piecewise) -> bool:
+        """{c0 if condition; else c1} with constant c0, c1 and a comparison."""
+        if len(e.args) != 2 or e.args[1][1] is not sp.true:
+            return False
+        (c0, cond), (c1, _) = e.args
+        return (
+            self._is_scalar(c0)
+            and self._is_scalar(c1)
+            and cond.is_Relational
+            and cond.rel_op in COMPARE
+        )
+
+    def _mask(self, e: sp.Piecewise, dest: str) -> None:
+        (c0, cond), (c1, _) = e.args
+        if c0 == 0 and c1 == 1:
+            cond, c0, c1 = cond.negated, sp.S.One, sp.S.Zero
+        self._into(cond, dest)  # 1 where the condition holds, else 0
+        if c0 - c1 != 1:
+            self._emit("multiply", [dest, self._scalar_text(c0 - c1)], dest)
+        if c1 != 0:
+            self._emit("add", [dest, self._scalar_text(c1)], dest)
+
+
+# ------------------------------------------------------------------ the step
+
+
+SCALE = array("scale")  # the Python float δ is scaled by: η/m for sgd, else 1/m
+
+
+@dataclass(frozen=True)
+class StepCode:
+    """The body of the generated `_step`, between unpacking its arrays and the update.
+
+    Attributes:
+        lines: code and comment lines: forward pass, loss `L`, backward pass into the
+            gradient arrays dW1, db1, ...
+        work: (name, shape) of each work array, in the order `_work` makes them.
+        uses_dt: the lines use `dt`, the scalar type of the batch.
+    """
+
+    lines: list[str]
+    work: list[tuple[str, str]]
+    uses_dt: bool
+
+
+def step_code(
+    d: Derivation,
+    comments: dict[str, list[str]],
+    printer: NumPyCode,
+    *,
+    l2: bool,
+    l2_in_grads: bool,
+) -> StepCode:
+    """In-place lines for one training step of the derived network.
+
+    Args:
+        d: the derivation.
+        comments: the equation comments of loss_and_grad's backward lines, by the name
+            each line assigns (D3, dW3, db3, H): the step repeats them over its own lines.
+        printer: prints constants and fallback expressions (collects helpers).
+        l2: the loss has the l2 term (module constant L2).
+        l2_in_grads: add l2·W to each dW (momentum, adam); sgd applies it as weight decay.
+    """
+    em = Emitter(printer, [SCALE])
+    n = d.depth
+    out = d.output
+    out_act = d.layers[-1].activation
+    work: list[tuple[str, str]] = []
+    pools: dict[int, Scratch] = {}
+    lines: list[str] = []
+    outputs = {0: "X"}  # the array holding each layer's output A^l
+
+    def pool(l: int) -> Scratch:  # noqa: E741
+        return pools.setdefault(l, Scratch(str(l)))
+
+    def add_work(name: str, width: int | str) -> str:
+        work.append((name, f"(m, {width})"))
+        return name
+
+    loss = out.forward.xreplace({LS: array(nm.LOG_SOFTMAX)})
+    # the output pre-activation is still needed after its activation when the loss or
+    # the delta reads it (binary cross-entropy from logits)
+    z_after_output = loss.has(z) or out.delta.has(z)
+    for rule in d.layers:
+        l, act = rule.index, rule.activation  # noqa: E741
+        last = l == n
+        Z = add_work(nm.Z(l), rule.units)
+        inp = outputs[l - 1]
+        lines += [
+            f"np.matmul({inp}, {nm.W(l)}, out={Z})  # Z{l} = {inp} W{l} + b{l}",
+            f"{Z} += {nm.b(l)}",
+        ]
+        if act.vector:
+            outputs[l] = _softmax_lines(lines, add_work, l, rule.units, loss)
+            continue
+        f = act.forward.xreplace({z: array(Z)})
+        if f == array(Z):  # identity: the output is the pre-activation
+            outputs[l] = Z
+            continue
+        keep_z = z_after_output if last else act.needs_z
+        A = nm.A(l)
+        if not keep_z and _count(f, array(Z)) <= 1:
+            # in place: only A^l is needed from here on
+            code = em.into(f, Z, pool(l), owner=array(Z))
+            lines.append(f"# {A} = {act.name}({Z}), computed in {Z}'s array")
+            if len(code) == 1 and code[0].endswith(f"out={Z})"):
+                lines.append(f"{A} = {code[0]}")
+            else:
+                lines += code + [f"{A} = {Z}"]
+        else:
+            add_work(A, rule.units)
+            lines.append(f"# {A} = {act.name}({Z})")
+            lines += em.into(f, A, pool(l))
+        outputs[l] = A
+
+    # the loss, from the output arrays
+    names = {a: array(outputs[n]), y: array(nm.TARGET), z: array(nm.Z(n))}
+    if out_act.vector and loss.has(z):
+        raise RuntimeError("a softmax output's loss must not read Z: it is overwritten")
+    lines.append("# L: the terms of loss(), each product summed by one np.vdot")
+    lines += em.total(loss.xreplace(names), pool(n), "L", nm.TARGET + ".size")
+    lines.append("L /= m")
+    if l2:
+        squares = " + ".join(
+            f"np.vdot({nm.W(r.index)}, {nm.W(r.index)})" for r in d.layers
+        )
+        lines.append(f"L += 0.5 * L2 * float({squares})")
+
+    # the backward pass
+    D = add_work(nm.D(n), d.layers[-1].units)
+    delta = out.delta.xreplace(names)
+    if out.jvp:
+        lines += comments.get("H", [])
+        lines += em.into(delta, D, pool(n))
+        lines += comments.get(D, [])
+        T = pool(n).take()
+        lines += [
+            f"np.sum({D}, axis=1, keepdims=True, out=R{n})",
+            f"np.multiply({outputs[n]}, R{n}, out={T})",
+            f"{D} -= {T}",
+            f"{D} *= scale",
+        ]
+        pool(n).give(T)
+    else:
+        lines += comments.get(D, [])
+        lines += em.into(delta * SCALE, D, pool(n))
+    for rule in reversed(d.layers):
+        l = rule.index  # noqa: E741
+        D, inp = nm.D(l), outputs[l - 1]
+        lines += comments.get(nm.dW(l), [])
+        lines.append(f"np.matmul({inp}.T, {D}, out={nm.dW(l)})")
+        if l2_in_grads:
+            lines.append(f"{nm.dW(l)} += L2 * {nm.W(l)}")
+        lines += comments.get(nm.db(l), [])
+        lines.append(
+            f"np.matmul(ones, {D}, out={nm.db(l)})  # Σₙ as 1ᵀδ: faster than sum"
+        )
+        if l == 1:
+            break
+        below = d.layers[l - 2].activation
+        Dp = add_work(nm.D(l - 1), d.layers[l - 2].units)
+        lines += comments.get(Dp, [])
+        lines.append(f"np.matmul({D}, {nm.W(l)}.T, out={Dp})")
+        if below.df != 1:
+            fprime = below.df.xreplace(
+                {a: array(outputs[l - 1]), z: array(nm.Z(l - 1))}
+            )
+            lines += em.into(array(Dp) * fprime, Dp, pool(l - 1), owner=array(Dp))
+    for l, p in sorted(pools.items()):  # noqa: E741
+        work += [(name, f"(m, {d.layers[l - 1].units})") for name in p.made]
+    work.append(("ones", "m"))
+    return StepCode(lines, work, DTYPE in printer.helpers)
+
+
+def _softmax_lines(
+    lines: list[str], add_work, l: int, units: int, loss: sp.Expr
+) -> str:  # noqa: E741
+    """Softmax (and log-softmax, when the loss reads it) of Z^l, in place."""
+    Z, A, R = nm.Z(l), add_work(nm.A(l), units), add_work(f"R{l}", 1)
+    lines += [
+        "# softmax: subtracting the row max keeps exp() from overflowing",
+        f"np.max({Z}, axis=1, keepdims=True, out={R})",
+        f"{Z} -= {R}",
+        f"np.exp({Z}, out={A})",
+        f"np.sum({A}, axis=1, keepdims=True, out={R})",
+        f"{A} /= {R}  # {A} = softmax({Z})",
+    ]
+    if loss.has(array(nm.LOG_SOFTMAX)):
+        lines += [
+            f"np.log({R}, out={R})",
+            f"{nm.LOG_SOFTMAX} = np.subtract({Z}, {R}, out={Z})"
+            f"  # log-softmax({Z}), in {Z}'s array",
+        ]
+    return A
