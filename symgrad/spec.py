@@ -543,7 +543,7 @@ class _Validator:
             )
             return None
         name = name_node.value
-        if name not in ops.OPTIMIZERS:
+        if not isinstance(name, str) or name not in ops.OPTIMIZERS:
             hint = _suggest(name, list(ops.OPTIMIZERS)) or "known: " + ", ".join(
                 ops.OPTIMIZERS
             )
