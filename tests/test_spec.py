@@ -89,6 +89,10 @@ def test_alias_and_parameters() -> None:
             GOOD + "optimizer: {name: adam, lr: 0.1}\n",
             "unknown parameter 'lr' for optimizer",
         ),
+        (
+            GOOD + "optimizer: {name: []}\n",
+            "unknown optimizer []",
+        ),  # found by hypothesis
         (GOOD + "l2: -1\n", "l2: expected a number ≥ 0"),
         (GOOD + "init: xavier\n", "unknown init 'xavier'"),
         (
