@@ -247,7 +247,6 @@ def _work(state, m, dtype):
         work = state["buffers"][m] = {
             "Z1": np.empty((m, 16), dtype),
             "Z2": np.empty((m, 8), dtype),
-            "A2": np.empty((m, 8), dtype),
             "Z3": np.empty((m, 3), dtype),
             "A3": np.empty((m, 3), dtype),
             "R3": np.empty((m, 1), dtype),
@@ -280,7 +279,7 @@ def _step(params, state, X, Y):
     dW1, db1, dW2, db2, dW3, db3 = state["grads"].values()
     if dW1.dtype != X.dtype:
         raise ValueError(f"state was made for {dW1.dtype} params, found {X.dtype}")
-    Z1, Z2, A2, Z3, A3, R3, D3, D2, D1, T1, T2, ones = _work(state, m, X.dtype).values()
+    Z1, Z2, Z3, A3, R3, D3, D2, D1, T1, T2, ones = _work(state, m, X.dtype).values()
     scale = 1 / m
 
     np.matmul(X, W1, out=Z1)  # Z1 = X W1 + b1
@@ -289,8 +288,12 @@ def _step(params, state, X, Y):
     A1 = np.maximum(Z1, 0, out=Z1)
     np.matmul(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
     Z2 += b2
-    # A2 = leaky_relu(Z2)
-    A2[...] = np.where(Z2 <= 0, 0.1 * Z2, Z2)
+    # A2 = leaky_relu(Z2), computed in Z2's array
+    np.less_equal(Z2, 0, out=T2)
+    T2 *= -0.9
+    T2 += 1
+    Z2 *= T2
+    A2 = Z2
     np.matmul(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
     Z3 += b3
     # softmax: subtracting the row max keeps exp() from overflowing

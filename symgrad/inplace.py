@@ -86,8 +86,17 @@ class Scratch:
         self.free.append(name)
 
 
-def _count(expr: sp.Expr, sym: sp.Symbol) -> int:
-    return sum(1 for node in sp.preorder_traversal(expr) if node == sym)
+class _OwnerOverwritten(Exception):
+    """An expression would read its owner after the owner's array was overwritten."""
+
+
+def _common_factor(e: sp.Piecewise) -> sp.Expr | None:
+    """u·{c0 if cond; else c1} for {c0·u if cond; else c1·u} (leaky ReLU), else None."""
+    coeffs, rests = zip(*(value.as_coeff_Mul() for value, _ in e.args), strict=True)
+    if len(set(rests)) != 1 or not rests[0].free_symbols:
+        return None
+    pieces = [(c, cond) for c, (_, cond) in zip(coeffs, e.args, strict=True)]
+    return sp.Mul(rests[0], sp.Piecewise(*pieces), evaluate=False)
 
 
 class Emitter:
@@ -106,6 +115,7 @@ class Emitter:
         self.lines: list[str] = []
         self.pool: Scratch = Scratch("")
         self.owner: sp.Symbol | None = None
+        self.written = False  # the owner's array has been written
 
     # -------------------------------------------------------------- entry points
 
@@ -115,12 +125,20 @@ class Emitter:
         dest: str,
         pool: Scratch,
         owner: sp.Symbol | None = None,
-    ) -> list[str]:
-        """Lines that leave the value of expr in the array dest."""
-        if owner is not None and _count(expr, owner) > 1:
-            raise ValueError(f"{owner} occurs more than once in {expr}: not in place")
-        self.lines, self.pool, self.owner = [], pool, owner
-        self._into(expr, dest)
+    ) -> list[str] | None:
+        """Lines that leave the value of expr in the array dest.
+
+        With an owner (an input whose array is dest), None when no order of the lines
+        reads the owner before its array is first written: evaluate elsewhere then.
+        """
+        self.lines, self.pool, self.owner, self.written = [], pool, owner, False
+        try:
+            self._into(expr, dest)
+        except _OwnerOverwritten:
+            for name in pool.made:
+                if name not in pool.free:
+                    pool.give(name)
+            return None
         return self.lines
 
     def total(self, expr: sp.Expr, pool: Scratch, target: str, size: str) -> list[str]:
@@ -130,7 +148,7 @@ class Emitter:
         c·np.vdot(u, u), c·u as c·u.sum() and a constant c as c·size, with u and v
         evaluated into scratch arrays where they are not plain arrays.
         """
-        self.lines, self.pool, self.owner = [], pool, None
+        self.lines, self.pool, self.owner, self.written = [], pool, None, False
         for i, term in enumerate(sp.Add.make_args(expr)):
             coeff, arrays = self._split_scalar(term)
             taken: list[str] = []
@@ -172,7 +190,14 @@ class Emitter:
         return f"({text})" if e.is_Add else text
 
     def _text(self, e: sp.Expr) -> str:
+        if e == self.owner and self.written:
+            raise _OwnerOverwritten
         return e.name if e.is_Symbol else self._scalar_text(e)
+
+    def _line(self, line: str, dest: str) -> None:
+        self.lines.append(line)
+        if self.owner is not None and dest == self.owner.name:
+            self.written = True
 
     def _split_scalar(self, term: sp.Expr) -> tuple[sp.Expr, list[sp.Expr]]:
         """term = scalar · Π arrays."""
@@ -185,9 +210,9 @@ class Emitter:
 
     def _emit(self, ufunc: str, args: list[str], dest: str) -> None:
         if len(args) == 2 and args[0] == dest and ufunc in AUGMENTED:
-            self.lines.append(f"{dest} {AUGMENTED[ufunc]} {args[1]}")
+            self._line(f"{dest} {AUGMENTED[ufunc]} {args[1]}", dest)
         else:
-            self.lines.append(f"np.{ufunc}({', '.join(args)}, out={dest})")
+            self._line(f"np.{ufunc}({', '.join(args)}, out={dest})", dest)
 
     def _operand(self, e: sp.Expr, taken: list[str]) -> str:
         """e as an argument: its own name or number, else evaluated into a scratch array."""
@@ -203,9 +228,9 @@ class Emitter:
     def _into(self, e: sp.Expr, dest: str) -> None:
         if e.is_Symbol and not self._is_scalar(e):
             if e.name != dest:
-                self.lines.append(f"np.copyto({dest}, {e.name})")
+                self._line(f"np.copyto({dest}, {self._text(e)})", dest)
         elif self._is_scalar(e):
-            self.lines.append(f"{dest}.fill({self._scalar_text(e)})")
+            self._line(f"{dest}.fill({self._scalar_text(e)})", dest)
         elif e.is_Add:
             items = [
                 (True, -t) if t.could_extract_minus_sign() else (False, t)
@@ -221,10 +246,10 @@ class Emitter:
         elif isinstance(e, sigmoid):
             self.printer.helpers.add("_sigmoid")
             x = self._first(e.args[0], dest)
-            self.lines.append(f"_sigmoid({x}, out={dest})")
+            self._line(f"_sigmoid({x}, out={dest})", dest)
         elif isinstance(e, softplus):  # log(1 + e^x), as np.logaddexp(0, x)
             x = self._first(e.args[0], dest)
-            self.lines.append(f"np.logaddexp(0, {x}, out={dest})")
+            self._line(f"np.logaddexp(0, {x}, out={dest})", dest)
         elif isinstance(e, sp.Max | sp.Min) and len(e.args) == 2:
             args = sorted(e.args, key=self._is_scalar)  # the array first, as printed
             self._binary("maximum" if isinstance(e, sp.Max) else "minimum", *args, dest)
@@ -232,8 +257,12 @@ class Emitter:
             self._binary(COMPARE[e.rel_op], e.lhs, e.rhs, dest)  # 0/1 in a float array
         elif isinstance(e, sp.Piecewise) and self._two_constants(e):
             self._mask(e, dest)
+        elif isinstance(e, sp.Piecewise) and _common_factor(e) is not None:
+            self._into(_common_factor(e), dest)  # {c0 u if ...; else c1 u} = u {c0; c1}
         else:
-            self.lines.append(f"{dest}[...] = {self.printer.doprint(e)}")
+            if self._has_owner(e) and self.written:
+                raise _OwnerOverwritten
+            self._line(f"{dest}[...] = {self.printer.doprint(e)}", dest)
 
     def _first(self, e: sp.Expr, dest: str) -> str:
         """The only operand of a unary node: evaluated into dest unless an atom."""
@@ -246,16 +275,24 @@ class Emitter:
         self._emit(ufunc, [self._first(x, dest)], dest)
 
     def _binary(self, ufunc: str, x: sp.Expr, y: sp.Expr, dest: str) -> None:
-        # one compound operand goes to dest first: the one holding the owner, so that
-        # it is read before dest is written; any other compound one to a scratch array
+        # one compound operand goes to dest (the one holding the owner, if any), any
+        # other one first to a scratch array; plain operands are read last, so that a
+        # read of the owner after its array was written is caught
         taken: list[str] = []
         compound = [e for e in (x, y) if not self._is_atom(e)]
         first = next((e for e in compound if self._has_owner(e)), None)
         if first is None and compound and self.owner not in (x, y):
             first = compound[0]
+        texts: list[str | None] = [
+            None if e is first or self._is_atom(e) else self._operand(e, taken)
+            for e in (x, y)
+        ]
         if first is not None:
             self._into(first, dest)
-        texts = [dest if e is first else self._operand(e, taken) for e in (x, y)]
+        texts = [
+            t if t is not None else dest if e is first else self._text(e)
+            for t, e in zip(texts, (x, y), strict=True)
+        ]
         self._emit(ufunc, texts, dest)
         for name in taken:
             self.pool.give(name)
@@ -456,9 +493,9 @@ def step_code(
             continue
         keep_z = z_after_output if last else act.needs_z
         A = nm.A(l)
-        if not keep_z and _count(f, array(Z)) <= 1:
-            # in place: only A^l is needed from here on
-            code = em.into(f, Z, pool(l), owner=array(Z))
+        # in place when only A^l is needed from here on, and the lines allow it
+        code = None if keep_z else em.into(f, Z, pool(l), owner=array(Z))
+        if code is not None:
             lines.append(f"# {A} = {act.name}({Z}), computed in {Z}'s array")
             if len(code) == 1 and code[0].endswith(f"out={Z})"):
                 lines.append(f"{A} = {code[0]}")
@@ -522,7 +559,12 @@ def step_code(
             fprime = below.df.xreplace(
                 {a: array(outputs[l - 1]), z: array(nm.Z(l - 1))}
             )
-            lines += em.into(array(Dp) * fprime, Dp, pool(l - 1), owner=array(Dp))
+            code = em.into(array(Dp) * fprime, Dp, pool(l - 1), owner=array(Dp))
+            if code is None:  # f' into a scratch array, then the product
+                T = pool(l - 1).take()
+                code = em.into(fprime, T, pool(l - 1)) + [f"{Dp} *= {T}"]
+                pool(l - 1).give(T)
+            lines += code
     for l, p in sorted(pools.items()):  # noqa: E741
         work += [(name, f"(m, {d.layers[l - 1].units})") for name in p.made]
     work.append(("ones", "m"))

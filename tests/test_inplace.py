@@ -1,0 +1,177 @@
+"""symgrad.inplace: in-place NumPy lines compute what the printed expression computes."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from symgrad.functions import sigmoid, softplus
+from symgrad.inplace import Emitter, Scratch, array
+from symgrad.printers import NumPyCode
+
+Z, A, Y, D = (array(n) for n in ("Z", "A", "Y", "D"))
+SCALE = array("scale")
+
+
+def _sigmoid(z, out=None):
+    with np.errstate(over="ignore"):
+        out = np.exp(np.negative(z, out=out), out=out)
+    out += 1
+    return np.reciprocal(out, out=out)
+
+
+def run(lines: list[str], arrays: dict[str, np.ndarray]) -> dict[str, object]:
+    env = {
+        "np": np,
+        "_sigmoid": _sigmoid,
+        "_erf": np.vectorize(math.erf),
+        "dt": np.float64,
+        "scale": 0.37,
+        **{k: v.copy() for k, v in arrays.items()},
+    }
+    exec("\n".join(lines), env)
+    return env
+
+
+def printed(expr: sp.Expr, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The reference value: SymPy's own lambdify, independent of symgrad's printer."""
+    symbols = sorted(expr.free_symbols, key=str)
+    functions = {
+        "erf": np.vectorize(math.erf),
+        "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+        "softplus": lambda x: np.logaddexp(0, x),
+    }
+    f = sp.lambdify(symbols, expr, modules=[functions, "numpy"])
+    env = run([], arrays)
+    with np.errstate(all="ignore"):
+        value = f(*[env[s.name] for s in symbols])
+    return np.broadcast_to(np.asarray(value, dtype=np.float64), (5, 4))
+
+
+def inputs(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shape = (5, 4)
+    arrays = {k: rng.uniform(-2, 2, shape) for k in ("Z", "Y", "D")}
+    arrays["A"] = rng.uniform(0.05, 0.95, shape)
+    for name in ("O", "T", "U", "V", "S", "P", "Q"):
+        arrays[name] = np.full(shape, np.nan)
+    return arrays
+
+
+CASES = [
+    (A * (1 - A), "O", None, ["np.subtract(1, A, out=O)", "O *= A"]),
+    (1 - A**2, "A", A, ["np.square(A, out=A)", "np.subtract(1, A, out=A)"]),
+    (sp.tanh(Z), "Z", Z, ["np.tanh(Z, out=Z)"]),
+    (sp.Max(0, Z), "Z", Z, ["np.maximum(Z, 0, out=Z)"]),
+    (sigmoid(Z), "Z", Z, ["_sigmoid(Z, out=Z)"]),
+    (softplus(Z), "Z", Z, ["np.logaddexp(0, Z, out=Z)"]),
+    (sp.Piecewise((0, A <= 0), (1, True)), "O", None, ["np.greater(A, 0, out=O)"]),
+    (
+        D * sp.Piecewise((0, A <= 0), (1, True)),
+        "D",
+        D,
+        ["np.greater(A, 0, out=T)", "D *= T"],
+    ),
+    (
+        sp.Piecewise((Z / 10, Z <= 0), (Z, True)),  # leaky ReLU, in place
+        "Z",
+        Z,
+        ["np.less_equal(Z, 0, out=T)", "T *= -0.9", "T += 1", "Z *= T"],
+    ),
+    (D * A * (1 - A), "D", D, ["D *= A", "np.subtract(1, A, out=T)", "D *= T"]),
+    (SCALE * (A - Y), "D", None, ["np.subtract(A, Y, out=D)", "D *= scale"]),
+    (SCALE * (A - Y) / 2, "D", None, ["np.subtract(A, Y, out=D)", "D *= 0.5 * scale"]),
+    (-A - Y, "O", None, ["np.add(A, Y, out=O)", "np.negative(O, out=O)"]),
+    (1 / (1 + sp.exp(-Z)), "O", None, None),
+    (Z / (sp.Abs(Z) + 1), "O", None, None),
+    ((Z * (1 - sigmoid(Z)) + 1) * sigmoid(Z), "O", None, None),
+    (sp.Piecewise((A + 1, A <= 0), (1, True)), "O", None, None),  # np.where fallback
+    (Z * sp.exp(-(Z**2) / 2) + sp.erf(Z), "O", None, None),  # _erf fallback
+    (Y * softplus(-Z) + (1 - Y) * softplus(Z), "O", None, None),
+    (2**Z + Z**3 - sp.sqrt(A) / A**2, "O", None, None),
+    (sp.Piecewise((sp.exp(Z), Z < 0), (Z**2 + 1, True)), "O", None, None),
+    (sp.Min(Z, A) * sp.sign(Z) + sp.atan(Z) * sp.cos(Z), "O", None, None),
+]
+
+
+@pytest.mark.parametrize("expr, dest, owner, expected", CASES, ids=lambda x: str(x))
+def test_lines_compute_the_printed_expression(expr, dest, owner, expected):
+    arrays = inputs()
+    lines = Emitter(NumPyCode(), [SCALE]).into(expr, dest, Scratch(""), owner)
+    assert lines is not None
+    if expected is not None:
+        assert lines == expected
+    env = run(lines, arrays)
+    np.testing.assert_allclose(env[dest], printed(expr, arrays), rtol=1e-14, atol=1e-15)
+
+
+def test_owner_read_after_its_array_is_written_is_refused():
+    # exp(Z) goes to Z's array first; Z² would then read the overwritten Z
+    expr = sp.exp(Z) + Z**2
+    assert Emitter(NumPyCode()).into(expr, "Z", Scratch(""), owner=Z) is None
+    lines = Emitter(NumPyCode()).into(expr, "O", Scratch(""))
+    arrays = inputs()
+    np.testing.assert_allclose(
+        run(lines, arrays)["O"], printed(expr, arrays), rtol=1e-14
+    )
+
+
+def _random_expr(rng: random.Random, depth: int) -> sp.Expr:
+    if depth == 0 or rng.random() < 0.2:
+        return rng.choice([Z, A, Y, sp.Rational(rng.randint(1, 9), rng.randint(1, 4))])
+    kind = rng.randrange(9)
+    x = _random_expr(rng, depth - 1)
+    if kind == 0:
+        return x + _random_expr(rng, depth - 1)
+    if kind == 1:
+        return x * _random_expr(rng, depth - 1)
+    if kind == 2:
+        return x - _random_expr(rng, depth - 1)
+    if kind == 3:
+        return x / (2 + A * A + _random_expr(rng, depth - 1) ** 2)
+    if kind == 4:
+        return rng.choice([sp.tanh, sigmoid, softplus, sp.sin, sp.atan, sp.Abs])(x)
+    if kind == 5:
+        return x ** rng.choice([2, 3, -1, -2])
+    if kind == 6:
+        return sp.Max(x, _random_expr(rng, depth - 1))
+    if kind == 7:
+        return sp.Piecewise((rng.choice([0, sp.Rational(1, 3)]), x <= 0), (1, True))
+    return sp.Piecewise((x, A <= sp.Rational(1, 2)), (Z * 3, True))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_expressions_in_place_or_refused(seed):
+    rng = random.Random(seed)
+    expr = _random_expr(rng, 4)
+    if not expr.free_symbols & {Z, A, Y}:
+        expr = expr + Z
+    arrays = inputs(seed)
+    with np.errstate(all="ignore"):
+        want = printed(expr, arrays)
+        for dest, owner in (("O", None), ("Z", Z)):
+            lines = Emitter(NumPyCode()).into(expr, dest, Scratch(""), owner)
+            if lines is None:
+                assert owner is not None
+                continue
+            got = run(lines, arrays)[dest]
+            np.testing.assert_allclose(
+                got, want, rtol=1e-12, atol=1e-12, err_msg=str(lines)
+            )
+
+
+def test_total_sums_products_with_vdot():
+    pool = Scratch("3")
+    em = Emitter(NumPyCode())
+    assert em.total(-A * Y, pool, "L", "Y.size") == ["L = -float(np.vdot(A, Y))"]
+    lines = em.total((A - Y) ** 2 / 2, pool, "L", "Y.size")
+    assert lines == ["np.subtract(A, Y, out=T3)", "L = 0.5 * float(np.vdot(T3, T3))"]
+    expr = Y * softplus(-Z) + (1 - Y) * softplus(Z) + sp.log(2)
+    lines = em.total(expr, pool, "L", "Y.size")
+    arrays = {**inputs(), "T3": np.empty((5, 4)), "U3": np.empty((5, 4))}
+    assert pool.made == ["T3", "U3"]
+    np.testing.assert_allclose(run(lines, arrays)["L"], printed(expr, arrays).sum())

@@ -1,0 +1,369 @@
+"""The lean step: the numbers of loss_and_grad plus the update, in place, allocation-free.
+
+The step evaluates the derived expressions with in-place NumPy calls (symgrad/inplace.py),
+falling back to the printed expression for nodes it does not recognise. These tests run it
+over every activation and loss the registry has, custom expressions included, against
+loss_and_grad followed by the optimizer's formula written out here, with batch sizes that
+change between steps (one set of work arrays per size).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import itertools
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import symgrad
+
+_count = itertools.count()
+_modules: dict[str, object] = {}
+
+
+def build(spec: dict, directory: Path):
+    """Generate and import the module of a spec dict (cached per spec)."""
+    key = yaml.safe_dump(spec, sort_keys=True)
+    if key not in _modules:
+        n = next(_count)
+        path = directory / f"spec{n}.yaml"
+        path.write_text(key)
+        out = symgrad.generate(path, directory / f"out{n}")
+        module_spec = importlib.util.spec_from_file_location(f"_step_{n}", out)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        _modules[key] = module
+    return _modules[key]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("step")
+
+
+SGD = {"name": "sgd", "learning_rate": 0.1}
+MOMENTUM = {"name": "momentum", "learning_rate": 0.05, "momentum": 0.8}
+NESTEROV = {**MOMENTUM, "nesterov": True}
+ADAM = {"name": "adam", "learning_rate": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-7}
+OPTIMIZERS = [SGD, MOMENTUM, NESTEROV, ADAM]
+CCE, BCE = "categorical_crossentropy", "binary_crossentropy"
+
+HIDDEN = [
+    "identity",
+    "sigmoid",
+    "tanh",
+    "relu",
+    {"name": "leaky_relu", "alpha": 0.1},
+    "elu",
+    "softplus",
+    "silu",
+    "gelu",
+    "softsign",
+    {"name": "xabsx", "expr": "z * abs(z)"},  # derivative in z, through a fallback
+    {"name": "mysigmoid", "expr": "1 / (1 + exp(-z))"},
+    {"name": "bent", "expr": "(sqrt(z*z + 1) - 1) / 2 + z"},
+]
+OUTPUTS = [  # (units, activation, loss)
+    (2, "sigmoid", BCE),
+    (1, "sigmoid", BCE),
+    (3, "softmax", CCE),
+    (3, "softmax", "mse"),  # the Jacobian-vector form of the delta
+    (2, "identity", "mse"),
+    (2, "identity", "mae"),
+    (2, "identity", {"name": "huber", "delta": 0.5}),
+    (2, "sigmoid", "mse"),
+    (2, "relu", "mse"),
+    (2, "elu", "mse"),
+    (2, "tanh", {"name": "logcosh", "expr": "log(cosh(yhat - y))"}),
+    (2, "identity", {"name": "quartic", "expr": "(yhat - y)**4 / 4 + abs(yhat)"}),
+]
+
+
+def _specs():
+    specs = []
+    for i, act in enumerate(HIDDEN):
+        layers = [(5, act), (4, "tanh"), (3, "softmax")]
+        specs.append((layers, CCE, OPTIMIZERS[i % 4], 0.01 * (i % 2)))
+    for i, (units, act, loss) in enumerate(OUTPUTS):
+        specs.append(
+            ([(5, "tanh"), (units, act)], loss, OPTIMIZERS[i % 4], 0.02 * (i % 2))
+        )
+    specs.append(
+        ([(4, "relu"), (4, "relu"), (4, "relu"), (1, "identity")], "mse", SGD, 0.1)
+    )
+    return [
+        pytest.param(
+            {
+                "name": f"net{i}",
+                "input": 3,
+                "layers": [{"units": u, "activation": a} for u, a in layers],
+                "loss": loss,
+                "optimizer": opt,
+                "l2": l2,
+            },
+            id=f"{_id(layers[0][1])}-{_id(layers[-1][1])}-{_id(loss)}-{_opt_id(opt)}"
+            + ("-l2" if l2 else ""),
+        )
+        for i, (layers, loss, opt, l2) in enumerate(specs)
+    ]
+
+
+def _id(x) -> str:
+    return x if isinstance(x, str) else x["name"]
+
+
+def _opt_id(opt) -> str:
+    return "nesterov" if opt.get("nesterov") else opt["name"]
+
+
+def targets(spec: dict, m: int, rng, dtype):
+    units = spec["layers"][-1]["units"]
+    if spec["loss"] == CCE:
+        return rng.integers(0, units, m)  # integer labels: converted inside
+    if spec["loss"] == BCE:
+        return rng.integers(0, 2, (m, units)).astype(dtype)
+    return rng.uniform(0.0, 1.0, (m, units)).astype(dtype)
+
+
+def problem(module, spec: dict, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    params = module.init_params(seed, dtype=dtype)
+    for value in params.values():  # non-zero biases, weights off their init
+        value += (0.3 * rng.standard_normal(value.shape)).astype(dtype)
+    return params, rng
+
+
+class Reference:
+    """loss_and_grad, then the update with torch.optim's formulas, written out."""
+
+    def __init__(self, opt: dict, params: dict):
+        self.opt = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, **opt}
+        self.t = 0
+        self.buf = {k: np.zeros_like(v) for k, v in params.items()}
+        self.sq = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def step(self, module, params, X, Y):
+        o = self.opt
+        L, grads = module.loss_and_grad(params, X, Y)
+        self.t += 1
+        lr = o["learning_rate"]
+        for k, g in grads.items():
+            if o["name"] == "sgd":
+                params[k] -= lr * g
+            elif o["name"] == "momentum":
+                self.buf[k] = o["momentum"] * self.buf[k] + g
+                d = (
+                    g + o["momentum"] * self.buf[k]
+                    if o.get("nesterov")
+                    else self.buf[k]
+                )
+                params[k] -= lr * d
+            else:
+                b1, b2 = o["beta1"], o["beta2"]
+                self.buf[k] = b1 * self.buf[k] + (1 - b1) * g
+                self.sq[k] = b2 * self.sq[k] + (1 - b2) * g * g
+                m_hat = self.buf[k] / (1 - b1**self.t)
+                v_hat = self.sq[k] / (1 - b2**self.t)
+                params[k] -= lr * m_hat / (np.sqrt(v_hat) + o["eps"])
+        return L
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+BATCHES = [7, 3, 7, 2, 3]  # a size seen before reuses its arrays
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("spec", _specs())
+def test_step_is_loss_and_grad_then_the_update(workdir, spec, dtype, tol):
+    module = build(spec, workdir)
+    params, rng = problem(module, spec, dtype)
+    ref_params = copy.deepcopy(params)
+    state = module.init_state(params)
+    ref = Reference(spec["optimizer"], ref_params)
+    for m in BATCHES:
+        X = rng.standard_normal((m, spec["input"])).astype(dtype)
+        Y = targets(spec, m, rng, dtype)
+        L = module.step(params, state, X, Y)
+        L_ref = ref.step(module, ref_params, X, Y)
+        assert isinstance(L, float)
+        assert rel(L, L_ref) <= tol, (L, L_ref)
+        for k in params:
+            assert params[k].dtype == dtype, k
+            assert rel(params[k], ref_params[k]) <= tol, (k, params[k], ref_params[k])
+    assert sorted(state["buffers"]) == [2, 3, 7]
+    for work in state["buffers"].values():
+        assert {w.dtype for w in work.values()} == {np.dtype(dtype)}
+
+
+NO_ALLOCATION = [  # the specs whose every expression has an in-place form
+    ("tiny", [(16, "sigmoid"), (1, "sigmoid")], BCE, SGD),
+    ("mnist", [(32, "relu"), (16, "relu"), (10, "softmax")], CCE, SGD),
+    ("wide", [(32, "tanh"), (32, "tanh"), (10, "softmax")], CCE, MOMENTUM),
+    (
+        "regress",
+        [(8, {"name": "leaky_relu", "alpha": 0.2}), (2, "identity")],
+        "mse",
+        ADAM,
+    ),
+    ("swish", [(8, "silu"), (8, "softplus"), (3, "softmax")], CCE, NESTEROV),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "layers, loss, opt", [pytest.param(*c[1:], id=c[0]) for c in NO_ALLOCATION]
+)
+def test_step_allocates_no_arrays_after_the_first(workdir, layers, loss, opt, dtype):
+    spec = {
+        "name": "alloc",
+        "input": 20,
+        "layers": [{"units": u, "activation": a} for u, a in layers],
+        "loss": loss,
+        "optimizer": opt,
+    }
+    module = build(spec, workdir)
+    params, rng = problem(module, spec, dtype)
+    m = 65536  # big enough that any temporary array stands out, see below
+    X = rng.standard_normal((m, 20)).astype(dtype)
+    Y = targets(spec, m, rng, dtype)
+    if loss == CCE:
+        Y = np.eye(layers[-1][0], dtype=dtype)[Y]  # labels would be one-hot encoded
+    state = module.init_state(params)
+    module.step(params, state, X, Y)  # makes the work arrays
+    module.CHECK_FINITE = False  # the NaN scan makes a boolean array
+    try:
+        tracemalloc.start()
+        for _ in range(3):
+            module.step(params, state, X, Y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        module.CHECK_FINITE = True
+    # NumPy's buffered iterator (Z += b broadcasts; a comparison casts into a float
+    # mask) takes one buffer of np.getbufsize() elements per call, Python a few kB
+    itemsize = np.dtype(dtype).itemsize
+    allowance = 2 * np.getbufsize() * itemsize + 16 * 1024
+    smallest_array = m * min(u for u, _ in layers) * itemsize
+    assert allowance < smallest_array
+    assert peak < allowance, f"a step allocated up to {peak} bytes"
+
+
+def test_step_code_is_in_place_for_the_common_activations(workdir):
+    spec = {
+        "name": "lean",
+        "input": 4,
+        "layers": [
+            {"units": 6, "activation": "relu"},
+            {"units": 6, "activation": "tanh"},
+            {"units": 6, "activation": "sigmoid"},
+            {"units": 3, "activation": "softmax"},
+        ],
+        "loss": CCE,
+    }
+    module = build(spec, workdir)
+    source = Path(module.__file__).read_text()
+    body = source[source.index("def _step(") : source.index("def _accuracy(")]
+    assert "np.where" not in body and "[...] =" not in body
+    assert "A1 = np.maximum(Z1, 0, out=Z1)" in body
+    assert "A2 = np.tanh(Z2, out=Z2)" in body
+    assert "A3 = _sigmoid(Z3, out=Z3)" in body
+    # each backward line keeps the equation comment of loss_and_grad
+    assert "# δ4 = ∂L/∂Z4 = (ŷ - y) / m" in body
+    assert "# δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  tanh'(z) = 1 - a²" in body
+    for line in body.splitlines():
+        code = line.split("#")[0]
+        assert " @ " not in code, line  # every product writes into its array
+
+
+def test_step_checks_its_inputs(workdir):
+    spec = {
+        "name": "checks",
+        "input": 3,
+        "layers": [
+            {"units": 4, "activation": "tanh"},
+            {"units": 2, "activation": "softmax"},
+        ],
+        "loss": CCE,
+    }
+    module = build(spec, workdir)
+    params = module.init_params(0)
+    state = module.init_state(params)
+    X, Y = np.ones((5, 3)), np.array([0, 1, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"X must have shape \(m, 3\), found \(5, 2\)"):
+        module.step(params, state, X[:, :2], Y)
+    with pytest.raises(ValueError, match=r"labels must be 5 integers"):
+        module.step(params, state, X, Y[:4])
+    with pytest.raises(ValueError, match=r"params\['b1'\] must have shape \(4,\)"):
+        module.step({**params, "b1": np.zeros(1)}, state, X, Y)
+    with pytest.raises(
+        ValueError, match="all float32 or all float64, found float32, float64"
+    ):
+        module.step({**params, "b2": params["b2"].astype(np.float32)}, state, X, Y)
+    bad = X.copy()
+    bad[1, 1] = np.inf
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        module.step(params, state, bad, Y)
+    with pytest.raises(ValueError, match="at least one example"):
+        module.step(params, state, X[:0], Y[:0])
+    f32 = {k: v.astype(np.float32) for k, v in params.items()}
+    with pytest.raises(
+        ValueError, match="state was made for float64 params, found float32"
+    ):
+        module.step(f32, state, X, Y)
+    assert state["t"] == 0  # nothing was updated
+    np.testing.assert_array_equal(params["W1"], module.init_params(0)["W1"])
+
+
+def test_loss_and_grad_returns_fresh_arrays_after_steps(workdir):
+    spec = {
+        "name": "fresh",
+        "input": 3,
+        "layers": [
+            {"units": 4, "activation": "relu"},
+            {"units": 1, "activation": "sigmoid"},
+        ],
+        "loss": BCE,
+    }
+    module = build(spec, workdir)
+    params, rng = problem(module, spec, np.float64)
+    X, Y = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
+    state = module.init_state(params)
+    module.step(params, state, X, Y)
+    _, g1 = module.loss_and_grad(params, X, Y)
+    kept = copy.deepcopy(g1)
+    module.step(params, state, X, Y)
+    _, g2 = module.loss_and_grad(params, X, Y)
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], kept[k])  # not overwritten
+        assert g1[k] is not g2[k] and g1[k] is not state["grads"][k]
+
+
+def test_save_and_load_params(workdir, tmp_path):
+    spec = {
+        "name": "saved",
+        "input": 3,
+        "layers": [
+            {"units": 4, "activation": "tanh"},
+            {"units": 2, "activation": "identity"},
+        ],
+        "loss": "mse",
+    }
+    module = build(spec, workdir)
+    params = module.init_params(3, dtype=np.float32)
+    module.save_params(tmp_path / "p", params)  # np.savez adds .npz
+    loaded = module.load_params(tmp_path / "p.npz")
+    assert list(loaded) == list(module.PARAM_NAMES)
+    for k in params:
+        assert loaded[k].dtype == np.float32
+        np.testing.assert_array_equal(loaded[k], params[k])
+    np.savez(tmp_path / "wrong.npz", **{**params, "W2": np.zeros((2, 4), np.float32)})
+    with pytest.raises(ValueError, match=r"params\['W2'\] must have shape \(4, 2\)"):
+        module.load_params(tmp_path / "wrong.npz")
