@@ -131,13 +131,12 @@ def init_params(seed=0, dtype=np.float64):
 def _check_params(params):
     """The params' dtype, after checking their keys, shapes and dtype."""
     try:
-        if {k: v.shape for k, v in params.items()} == PARAM_SHAPES:
-            dtypes = {v.dtype for v in params.values()}
-            if dtypes == {np.dtype(np.float32)} or dtypes == {np.dtype(np.float64)}:
-                return dtypes.pop()
-    except AttributeError:
+        signature = [(v.shape, v.dtype) for v in params.values()]
+        if signature in _SIGNATURES and list(params) == _NAMES:
+            return signature[0][1]
+    except (AttributeError, TypeError):
         pass
-    # something is wrong: find what, and say so
+    # not the usual case: find what is wrong, and say so
     if not isinstance(params, dict) or set(params) != set(PARAM_NAMES):
         found = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(
@@ -152,10 +151,18 @@ def _check_params(params):
             raise ValueError(
                 f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
             )
-    dtypes = sorted({str(v.dtype) for v in params.values()})
-    raise ValueError(
-        f"params must be all float32 or all float64, found {', '.join(dtypes)}"
-    )
+    dtypes = {v.dtype for v in params.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        found = ", ".join(sorted(str(d) for d in dtypes))
+        raise ValueError(f"params must be all float32 or all float64, found {found}")
+    return dtypes.pop()  # keys in another order
+
+
+_NAMES = list(PARAM_NAMES)
+_SIGNATURES = [  # (shape, dtype) of each param, in order: the usual, valid params
+    [(shape, np.dtype(dtype)) for shape in PARAM_SHAPES.values()]
+    for dtype in (np.float32, np.float64)
+]
 
 
 def _inputs(params, X):
@@ -391,6 +398,10 @@ def _work(state, m, dtype):
             "T8": np.empty((m, 1), dtype),
             "U8": np.empty((m, 1), dtype),
             "ones": np.ones(m, dtype),
+            "scale": np.array(0.02 / m, dtype),
+            "exp_max": np.floor(np.log(np.finfo(dtype).max)).astype(dtype),
+            "one": np.ones((), dtype),
+            "zero": np.zeros((), dtype),
         }
     return work
 
@@ -410,175 +421,190 @@ def step(params, state, X, Y):
 def _step(params, state, X, Y):
     # step on checked arrays: X (m, 30) and Y (m, 1), both of the params' dtype
     m = X.shape[0]
-    W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
-        params[k] for k in PARAM_NAMES
+    grads = state["grads"]
+    if grads["W1"].dtype != X.dtype:
+        raise ValueError(
+            f"state was made for {grads['W1'].dtype} params, found {X.dtype}"
+        )
+    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
+    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
+    W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
+    W4, b4, dW4, db4 = params["W4"], params["b4"], grads["W4"], grads["b4"]
+    W5, b5, dW5, db5 = params["W5"], params["b5"], grads["W5"], grads["b5"]
+    W6, b6, dW6, db6 = params["W6"], params["b6"], grads["W6"], grads["b6"]
+    W7, b7, dW7, db7 = params["W7"], params["b7"], grads["W7"], grads["b7"]
+    W8, b8, dW8, db8 = params["W8"], params["b8"], grads["W8"], grads["b8"]
+    work = _work(state, m, X.dtype)
+    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
+    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
+    Z3, D3, T3 = work["Z3"], work["D3"], work["T3"]
+    Z4, D4, T4 = work["Z4"], work["D4"], work["T4"]
+    Z5, D5, T5 = work["Z5"], work["D5"], work["T5"]
+    Z6, D6, T6 = work["Z6"], work["D6"], work["T6"]
+    Z7, D7, T7 = work["Z7"], work["D7"], work["T7"]
+    Z8, A8, D8, T8, U8 = work["Z8"], work["A8"], work["D8"], work["T8"], work["U8"]
+    ones, scale, exp_max, one, zero = (
+        work["ones"],
+        work["scale"],
+        work["exp_max"],
+        work["one"],
+        work["zero"],
     )
-    dW1, db1, dW2, db2, dW3, db3, dW4, db4, dW5, db5, dW6, db6, dW7, db7, dW8, db8 = (
-        state["grads"].values()
-    )
-    if dW1.dtype != X.dtype:
-        raise ValueError(f"state was made for {dW1.dtype} params, found {X.dtype}")
-    (
-        Z1,
-        Z2,
-        Z3,
-        Z4,
-        Z5,
-        Z6,
-        Z7,
-        Z8,
-        A8,
-        D8,
-        D7,
-        D6,
-        D5,
-        D4,
-        D3,
-        D2,
-        D1,
-        T1,
-        T2,
-        T3,
-        T4,
-        T5,
-        T6,
-        T7,
-        T8,
-        U8,
-        ones,
-    ) = _work(state, m, X.dtype).values()
-    lr = 0.02
-    scale = (
-        lr / m
-    )  # δ carries η/m, so the products below give η ∂L/∂W, ready to subtract
+    # scale = η/m: δ carries the learning rate, so dW = η ∂L/∂W, ready to subtract
 
-    np.matmul(X, W1, out=Z1)  # Z1 = X W1 + b1
+    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1
     # A1 = sigmoid(Z1), computed in Z1's array
-    A1 = _sigmoid(Z1, out=Z1)
-    np.matmul(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
+    np.negative(Z1, out=Z1)
+    np.minimum(Z1, exp_max, out=Z1)  # e^-x stays finite
+    np.exp(Z1, out=Z1)
+    Z1 += one
+    A1 = np.reciprocal(Z1, out=Z1)
+    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
     Z2 += b2
     # A2 = sigmoid(Z2), computed in Z2's array
-    A2 = _sigmoid(Z2, out=Z2)
-    np.matmul(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
+    np.negative(Z2, out=Z2)
+    np.minimum(Z2, exp_max, out=Z2)  # e^-x stays finite
+    np.exp(Z2, out=Z2)
+    Z2 += one
+    A2 = np.reciprocal(Z2, out=Z2)
+    np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
     Z3 += b3
     # A3 = sigmoid(Z3), computed in Z3's array
-    A3 = _sigmoid(Z3, out=Z3)
-    np.matmul(A3, W4, out=Z4)  # Z4 = A3 W4 + b4
+    np.negative(Z3, out=Z3)
+    np.minimum(Z3, exp_max, out=Z3)  # e^-x stays finite
+    np.exp(Z3, out=Z3)
+    Z3 += one
+    A3 = np.reciprocal(Z3, out=Z3)
+    np.dot(A3, W4, out=Z4)  # Z4 = A3 W4 + b4
     Z4 += b4
     # A4 = sigmoid(Z4), computed in Z4's array
-    A4 = _sigmoid(Z4, out=Z4)
-    np.matmul(A4, W5, out=Z5)  # Z5 = A4 W5 + b5
+    np.negative(Z4, out=Z4)
+    np.minimum(Z4, exp_max, out=Z4)  # e^-x stays finite
+    np.exp(Z4, out=Z4)
+    Z4 += one
+    A4 = np.reciprocal(Z4, out=Z4)
+    np.dot(A4, W5, out=Z5)  # Z5 = A4 W5 + b5
     Z5 += b5
     # A5 = sigmoid(Z5), computed in Z5's array
-    A5 = _sigmoid(Z5, out=Z5)
-    np.matmul(A5, W6, out=Z6)  # Z6 = A5 W6 + b6
+    np.negative(Z5, out=Z5)
+    np.minimum(Z5, exp_max, out=Z5)  # e^-x stays finite
+    np.exp(Z5, out=Z5)
+    Z5 += one
+    A5 = np.reciprocal(Z5, out=Z5)
+    np.dot(A5, W6, out=Z6)  # Z6 = A5 W6 + b6
     Z6 += b6
     # A6 = sigmoid(Z6), computed in Z6's array
-    A6 = _sigmoid(Z6, out=Z6)
-    np.matmul(A6, W7, out=Z7)  # Z7 = A6 W7 + b7
+    np.negative(Z6, out=Z6)
+    np.minimum(Z6, exp_max, out=Z6)  # e^-x stays finite
+    np.exp(Z6, out=Z6)
+    Z6 += one
+    A6 = np.reciprocal(Z6, out=Z6)
+    np.dot(A6, W7, out=Z7)  # Z7 = A6 W7 + b7
     Z7 += b7
     # A7 = sigmoid(Z7), computed in Z7's array
-    A7 = _sigmoid(Z7, out=Z7)
-    np.matmul(A7, W8, out=Z8)  # Z8 = A7 W8 + b8
+    np.negative(Z7, out=Z7)
+    np.minimum(Z7, exp_max, out=Z7)  # e^-x stays finite
+    np.exp(Z7, out=Z7)
+    Z7 += one
+    A7 = np.reciprocal(Z7, out=Z7)
+    np.dot(A7, W8, out=Z8)  # Z8 = A7 W8 + b8
     Z8 += b8
     # A8 = sigmoid(Z8)
-    _sigmoid(Z8, out=A8)
+    np.negative(Z8, out=A8)
+    np.minimum(A8, exp_max, out=A8)  # e^-x stays finite
+    np.exp(A8, out=A8)
+    A8 += one
+    np.reciprocal(A8, out=A8)
     # L: the terms of loss(), each product summed by one np.vdot
     np.negative(Z8, out=T8)
-    np.logaddexp(0, T8, out=T8)
-    L = float(np.vdot(Y, T8))
-    np.subtract(1, Y, out=T8)
-    np.logaddexp(0, Z8, out=U8)
-    L += float(np.vdot(T8, U8))
-    L /= m
+    np.logaddexp(zero, T8, out=T8)
+    L = np.vdot(Y, T8)
+    np.subtract(one, Y, out=T8)
+    np.logaddexp(zero, Z8, out=U8)
+    L += np.vdot(T8, U8)
+    L = float(L) / m
     # δ8 = ∂L/∂Z8 = (ŷ - y) / m; binary cross-entropy on sigmoid: SymPy simplified
     #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
     np.subtract(A8, Y, out=D8)
     D8 *= scale
     # ∂L/∂W8 = A7ᵀ δ8;  ∂L/∂b8 = Σₙ δ8
-    np.matmul(A7.T, D8, out=dW8)
-    np.matmul(ones, D8, out=db8)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(A7.T, D8, out=dW8)
+    np.dot(ones, D8, out=db8)  # Σₙ as 1ᵀδ: faster than sum
     # δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),  sigmoid'(z) = a·(1 - a)
-    np.matmul(D8, W8.T, out=D7)
+    np.multiply(D8, W8.T, out=D7)
     D7 *= A7
-    np.subtract(1, A7, out=T7)
+    np.subtract(one, A7, out=T7)
     D7 *= T7
     # ∂L/∂W7 = A6ᵀ δ7;  ∂L/∂b7 = Σₙ δ7
-    np.matmul(A6.T, D7, out=dW7)
-    np.matmul(ones, D7, out=db7)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(A6.T, D7, out=dW7)
+    np.dot(ones, D7, out=db7)  # Σₙ as 1ᵀδ: faster than sum
     # δ6 = (δ7 W7ᵀ) ⊙ f'(Z6),  sigmoid'(z) = a·(1 - a)
-    np.matmul(D7, W7.T, out=D6)
+    np.dot(D7, W7.T, out=D6)
     D6 *= A6
-    np.subtract(1, A6, out=T6)
+    np.subtract(one, A6, out=T6)
     D6 *= T6
     # ∂L/∂W6 = A5ᵀ δ6;  ∂L/∂b6 = Σₙ δ6
-    np.matmul(A5.T, D6, out=dW6)
-    np.matmul(ones, D6, out=db6)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(A5.T, D6, out=dW6)
+    np.dot(ones, D6, out=db6)  # Σₙ as 1ᵀδ: faster than sum
     # δ5 = (δ6 W6ᵀ) ⊙ f'(Z5),  sigmoid'(z) = a·(1 - a)
-    np.matmul(D6, W6.T, out=D5)
+    np.dot(D6, W6.T, out=D5)
     D5 *= A5
-    np.subtract(1, A5, out=T5)
+    np.subtract(one, A5, out=T5)
     D5 *= T5
     # ∂L/∂W5 = A4ᵀ δ5;  ∂L/∂b5 = Σₙ δ5
-    np.matmul(A4.T, D5, out=dW5)
-    np.matmul(ones, D5, out=db5)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(A4.T, D5, out=dW5)
+    np.dot(ones, D5, out=db5)  # Σₙ as 1ᵀδ: faster than sum
     # δ4 = (δ5 W5ᵀ) ⊙ f'(Z4),  sigmoid'(z) = a·(1 - a)
-    np.matmul(D5, W5.T, out=D4)
+    np.dot(D5, W5.T, out=D4)
     D4 *= A4
-    np.subtract(1, A4, out=T4)
+    np.subtract(one, A4, out=T4)
     D4 *= T4
     # ∂L/∂W4 = A3ᵀ δ4;  ∂L/∂b4 = Σₙ δ4
-    np.matmul(A3.T, D4, out=dW4)
-    np.matmul(ones, D4, out=db4)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(A3.T, D4, out=dW4)
+    np.dot(ones, D4, out=db4)  # Σₙ as 1ᵀδ: faster than sum
     # δ3 = (δ4 W4ᵀ) ⊙ f'(Z3),  sigmoid'(z) = a·(1 - a)
-    np.matmul(D4, W4.T, out=D3)
+    np.dot(D4, W4.T, out=D3)
     D3 *= A3
-    np.subtract(1, A3, out=T3)
+    np.subtract(one, A3, out=T3)
     D3 *= T3
     # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
-    np.matmul(A2.T, D3, out=dW3)
-    np.matmul(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(A2.T, D3, out=dW3)
+    np.dot(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
     # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  sigmoid'(z) = a·(1 - a)
-    np.matmul(D3, W3.T, out=D2)
+    np.dot(D3, W3.T, out=D2)
     D2 *= A2
-    np.subtract(1, A2, out=T2)
+    np.subtract(one, A2, out=T2)
     D2 *= T2
     # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.matmul(A1.T, D2, out=dW2)
-    np.matmul(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(A1.T, D2, out=dW2)
+    np.dot(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
     # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  sigmoid'(z) = a·(1 - a)
-    np.matmul(D2, W2.T, out=D1)
+    np.dot(D2, W2.T, out=D1)
     D1 *= A1
-    np.subtract(1, A1, out=T1)
+    np.subtract(one, A1, out=T1)
     D1 *= T1
     # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.matmul(X.T, D1, out=dW1)
-    np.matmul(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(X.T, D1, out=dW1)
+    np.dot(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
 
-    for p, g in zip(
-        (W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8),
-        (
-            dW1,
-            db1,
-            dW2,
-            db2,
-            dW3,
-            db3,
-            dW4,
-            db4,
-            dW5,
-            db5,
-            dW6,
-            db6,
-            dW7,
-            db7,
-            dW8,
-            db8,
-        ),
-        strict=True,
-    ):
-        p -= g  # p ← p − η ∂L/∂p  (η is in g already)
+    # p ← p − η ∂L/∂p  (η is in the gradients already)
+    W1 -= dW1
+    b1 -= db1
+    W2 -= dW2
+    b2 -= db2
+    W3 -= dW3
+    b3 -= db3
+    W4 -= dW4
+    b4 -= db4
+    W5 -= dW5
+    b5 -= db5
+    W6 -= dW6
+    b6 -= db6
+    W7 -= dW7
+    b7 -= db7
+    W8 -= dW8
+    b8 -= db8
     state["t"] += 1
     return L
 

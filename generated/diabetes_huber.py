@@ -55,13 +55,12 @@ def init_params(seed=0, dtype=np.float64):
 def _check_params(params):
     """The params' dtype, after checking their keys, shapes and dtype."""
     try:
-        if {k: v.shape for k, v in params.items()} == PARAM_SHAPES:
-            dtypes = {v.dtype for v in params.values()}
-            if dtypes == {np.dtype(np.float32)} or dtypes == {np.dtype(np.float64)}:
-                return dtypes.pop()
-    except AttributeError:
+        signature = [(v.shape, v.dtype) for v in params.values()]
+        if signature in _SIGNATURES and list(params) == _NAMES:
+            return signature[0][1]
+    except (AttributeError, TypeError):
         pass
-    # something is wrong: find what, and say so
+    # not the usual case: find what is wrong, and say so
     if not isinstance(params, dict) or set(params) != set(PARAM_NAMES):
         found = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(
@@ -76,10 +75,18 @@ def _check_params(params):
             raise ValueError(
                 f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
             )
-    dtypes = sorted({str(v.dtype) for v in params.values()})
-    raise ValueError(
-        f"params must be all float32 or all float64, found {', '.join(dtypes)}"
-    )
+    dtypes = {v.dtype for v in params.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        found = ", ".join(sorted(str(d) for d in dtypes))
+        raise ValueError(f"params must be all float32 or all float64, found {found}")
+    return dtypes.pop()  # keys in another order
+
+
+_NAMES = list(PARAM_NAMES)
+_SIGNATURES = [  # (shape, dtype) of each param, in order: the usual, valid params
+    [(shape, np.dtype(dtype)) for shape in PARAM_SHAPES.values()]
+    for dtype in (np.float32, np.float64)
+]
 
 
 def _inputs(params, X):
@@ -223,6 +230,8 @@ def _work(state, m, dtype):
             "T1": np.empty((m, 16), dtype),
             "T2": np.empty((m, 1), dtype),
             "ones": np.ones(m, dtype),
+            "scale": np.array(1 / m, dtype),
+            "zero": np.zeros((), dtype),
         }
     return work
 
@@ -242,41 +251,48 @@ def step(params, state, X, Y):
 def _step(params, state, X, Y):
     # step on checked arrays: X (m, 10) and Y (m, 1), both of the params' dtype
     m = X.shape[0]
-    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
-    dW1, db1, dW2, db2 = state["grads"].values()
-    if dW1.dtype != X.dtype:
-        raise ValueError(f"state was made for {dW1.dtype} params, found {X.dtype}")
-    Z1, Z2, D2, D1, T1, T2, ones = _work(state, m, X.dtype).values()
-    scale = 1 / m
+    grads = state["grads"]
+    if grads["W1"].dtype != X.dtype:
+        raise ValueError(
+            f"state was made for {grads['W1'].dtype} params, found {X.dtype}"
+        )
+    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
+    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
+    work = _work(state, m, X.dtype)
+    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
+    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
+    ones, scale, zero = work["ones"], work["scale"], work["zero"]
+    # scale = 1/m, zero and one: typed 0-d arrays (cheaper operands than Python numbers)
 
-    np.matmul(X, W1, out=Z1)  # Z1 = X W1 + b1
+    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1
     # A1 = relu(Z1), computed in Z1's array
-    A1 = np.maximum(Z1, 0, out=Z1)
-    np.matmul(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
+    A1 = np.maximum(Z1, zero, out=Z1)
+    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
     Z2 += b2
     # L: the terms of loss(), each product summed by one np.vdot
     T2[...] = np.where(np.abs(Y - Z2) <= 1, 0.5 * (-Y + Z2) ** 2, np.abs(Y - Z2) - 0.5)
-    L = float(T2.sum())
-    L /= m
+    L = T2.sum()
+    L = float(L) / m
     # δ2 = ∂L/∂Z2 = ({ŷ - y if |y - ŷ| ≤ 1; else sign(ŷ - y)}) / m; Huber on identity:
     #   ∂ℓ/∂ŷ · ∂ŷ/∂z = {ŷ - y if |y - ŷ| ≤ 1; else sign(ŷ - y)}
     D2[...] = np.where(np.abs(Y - Z2) <= 1, -Y + Z2, np.sign(-Y + Z2))
     D2 *= scale
     # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.matmul(A1.T, D2, out=dW2)
-    np.matmul(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(A1.T, D2, out=dW2)
+    np.dot(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
     # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.matmul(D2, W2.T, out=D1)
-    np.greater(A1, 0, out=T1)
+    np.multiply(D2, W2.T, out=D1)
+    np.greater(A1, zero, out=T1)
     D1 *= T1
     # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.matmul(X.T, D1, out=dW1)
-    np.matmul(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(X.T, D1, out=dW1)
+    np.dot(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
 
     lr, mu = 0.01, 0.9
-    velocity = state["velocity"].values()
-    for p, g, v in zip((W1, b1, W2, b2), (dW1, db1, dW2, db2), velocity, strict=True):
+    velocity = state["velocity"]
+    for k in PARAM_NAMES:
+        p, g, v = params[k], grads[k], velocity[k]
         v *= mu
         v += g  # v ← μ v + ∂L/∂p  (torch.optim.SGD's momentum buffer)
         g *= lr

@@ -79,13 +79,12 @@ def init_params(seed=0, dtype=np.float64):
 def _check_params(params):
     """The params' dtype, after checking their keys, shapes and dtype."""
     try:
-        if {k: v.shape for k, v in params.items()} == PARAM_SHAPES:
-            dtypes = {v.dtype for v in params.values()}
-            if dtypes == {np.dtype(np.float32)} or dtypes == {np.dtype(np.float64)}:
-                return dtypes.pop()
-    except AttributeError:
+        signature = [(v.shape, v.dtype) for v in params.values()]
+        if signature in _SIGNATURES and list(params) == _NAMES:
+            return signature[0][1]
+    except (AttributeError, TypeError):
         pass
-    # something is wrong: find what, and say so
+    # not the usual case: find what is wrong, and say so
     if not isinstance(params, dict) or set(params) != set(PARAM_NAMES):
         found = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(
@@ -100,10 +99,18 @@ def _check_params(params):
             raise ValueError(
                 f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
             )
-    dtypes = sorted({str(v.dtype) for v in params.values()})
-    raise ValueError(
-        f"params must be all float32 or all float64, found {', '.join(dtypes)}"
-    )
+    dtypes = {v.dtype for v in params.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        found = ", ".join(sorted(str(d) for d in dtypes))
+        raise ValueError(f"params must be all float32 or all float64, found {found}")
+    return dtypes.pop()  # keys in another order
+
+
+_NAMES = list(PARAM_NAMES)
+_SIGNATURES = [  # (shape, dtype) of each param, in order: the usual, valid params
+    [(shape, np.dtype(dtype)) for shape in PARAM_SHAPES.values()]
+    for dtype in (np.float32, np.float64)
+]
 
 
 def _inputs(params, X):
@@ -250,12 +257,16 @@ def _work(state, m, dtype):
             "Z3": np.empty((m, 3), dtype),
             "A3": np.empty((m, 3), dtype),
             "R3": np.empty((m, 1), dtype),
+            "ones_3": np.ones((3, 1), dtype),
             "D3": np.empty((m, 3), dtype),
             "D2": np.empty((m, 8), dtype),
             "D1": np.empty((m, 16), dtype),
             "T1": np.empty((m, 16), dtype),
             "T2": np.empty((m, 8), dtype),
             "ones": np.ones(m, dtype),
+            "scale": np.array(1 / m, dtype),
+            "one": np.ones((), dtype),
+            "zero": np.zeros((), dtype),
         }
     return work
 
@@ -275,75 +286,88 @@ def step(params, state, X, Y):
 def _step(params, state, X, Y):
     # step on checked arrays: X (m, 4) and Y (m, 3), both of the params' dtype
     m = X.shape[0]
-    W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
-    dW1, db1, dW2, db2, dW3, db3 = state["grads"].values()
-    if dW1.dtype != X.dtype:
-        raise ValueError(f"state was made for {dW1.dtype} params, found {X.dtype}")
-    Z1, Z2, Z3, A3, R3, D3, D2, D1, T1, T2, ones = _work(state, m, X.dtype).values()
-    scale = 1 / m
+    grads = state["grads"]
+    if grads["W1"].dtype != X.dtype:
+        raise ValueError(
+            f"state was made for {grads['W1'].dtype} params, found {X.dtype}"
+        )
+    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
+    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
+    W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
+    work = _work(state, m, X.dtype)
+    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
+    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
+    Z3, A3, R3, ones_3, D3 = (
+        work["Z3"],
+        work["A3"],
+        work["R3"],
+        work["ones_3"],
+        work["D3"],
+    )
+    ones, scale, one, zero = work["ones"], work["scale"], work["one"], work["zero"]
+    # scale = 1/m, zero and one: typed 0-d arrays (cheaper operands than Python numbers)
 
-    np.matmul(X, W1, out=Z1)  # Z1 = X W1 + b1
+    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1
     # A1 = relu(Z1), computed in Z1's array
-    A1 = np.maximum(Z1, 0, out=Z1)
-    np.matmul(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
+    A1 = np.maximum(Z1, zero, out=Z1)
+    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
     Z2 += b2
     # A2 = leaky_relu(Z2), computed in Z2's array
-    np.less_equal(Z2, 0, out=T2)
+    np.less_equal(Z2, zero, out=T2)
     T2 *= -0.9
-    T2 += 1
+    T2 += one
     Z2 *= T2
     A2 = Z2
-    np.matmul(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
+    np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
     Z3 += b3
     # softmax: subtracting the row max keeps exp() from overflowing
-    np.max(Z3, axis=1, keepdims=True, out=R3)
+    np.maximum.reduce(Z3, axis=1, keepdims=True, out=R3)
     Z3 -= R3
     np.exp(Z3, out=A3)
-    np.sum(A3, axis=1, keepdims=True, out=R3)
+    np.dot(A3, ones_3, out=R3)  # row sums, as a product: faster than sum
     A3 /= R3  # A3 = softmax(Z3)
     np.log(R3, out=R3)
     LS = np.subtract(Z3, R3, out=Z3)  # log-softmax(Z3), in Z3's array
     # L: the terms of loss(), each product summed by one np.vdot
-    L = -float(np.vdot(LS, Y))
-    L /= m
+    L = -np.vdot(LS, Y)
+    L = float(L) / m
     L += 0.5 * L2 * float(np.vdot(W1, W1) + np.vdot(W2, W2) + np.vdot(W3, W3))
     # δ3 = ∂L/∂Z3 = (ŷ - y) / m; categorical cross-entropy on softmax: SymPy
     #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
     np.subtract(A3, Y, out=D3)
     D3 *= scale
     # ∂L/∂W3 = A2ᵀ δ3 + l2·W3;  ∂L/∂b3 = Σₙ δ3
-    np.matmul(A2.T, D3, out=dW3)
+    np.dot(A2.T, D3, out=dW3)
     dW3 += L2 * W3
-    np.matmul(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
     # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  leaky_relu'(z) = {1/10 if a ≤ 0; else 1}
-    np.matmul(D3, W3.T, out=D2)
-    np.less_equal(A2, 0, out=T2)
+    np.dot(D3, W3.T, out=D2)
+    np.less_equal(A2, zero, out=T2)
     T2 *= -0.9
-    T2 += 1
+    T2 += one
     D2 *= T2
     # ∂L/∂W2 = A1ᵀ δ2 + l2·W2;  ∂L/∂b2 = Σₙ δ2
-    np.matmul(A1.T, D2, out=dW2)
+    np.dot(A1.T, D2, out=dW2)
     dW2 += L2 * W2
-    np.matmul(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
     # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.matmul(D2, W2.T, out=D1)
-    np.greater(A1, 0, out=T1)
+    np.dot(D2, W2.T, out=D1)
+    np.greater(A1, zero, out=T1)
     D1 *= T1
     # ∂L/∂W1 = Xᵀ δ1 + l2·W1;  ∂L/∂b1 = Σₙ δ1
-    np.matmul(X.T, D1, out=dW1)
+    np.dot(X.T, D1, out=dW1)
     dW1 += L2 * W1
-    np.matmul(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
 
     lr, beta1, beta2, eps = 0.01, 0.9, 0.999, 1e-08
     state["t"] += 1
     t = state["t"]
     step_size = lr / (1 - beta1**t)  # bias corrections, as torch.optim.Adam
     root_correction = (1 - beta2**t) ** 0.5
-    moments = zip(state["m"].values(), state["v"].values(), strict=True)
-    for p, g, (m1, m2) in zip(
-        (W1, b1, W2, b2, W3, b3), (dW1, db1, dW2, db2, dW3, db3), moments, strict=True
-    ):
+    moment1, moment2 = state["m"], state["v"]
+    for k in PARAM_NAMES:
+        p, g, m1, m2 = params[k], grads[k], moment1[k], moment2[k]
         m1 *= beta1 / (1 - beta1)
         m1 += g
         m1 *= 1 - beta1  # m ← β₁ m + (1 − β₁) g, factored so that g stays intact

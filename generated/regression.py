@@ -79,13 +79,12 @@ def init_params(seed=0, dtype=np.float64):
 def _check_params(params):
     """The params' dtype, after checking their keys, shapes and dtype."""
     try:
-        if {k: v.shape for k, v in params.items()} == PARAM_SHAPES:
-            dtypes = {v.dtype for v in params.values()}
-            if dtypes == {np.dtype(np.float32)} or dtypes == {np.dtype(np.float64)}:
-                return dtypes.pop()
-    except AttributeError:
+        signature = [(v.shape, v.dtype) for v in params.values()]
+        if signature in _SIGNATURES and list(params) == _NAMES:
+            return signature[0][1]
+    except (AttributeError, TypeError):
         pass
-    # something is wrong: find what, and say so
+    # not the usual case: find what is wrong, and say so
     if not isinstance(params, dict) or set(params) != set(PARAM_NAMES):
         found = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(
@@ -100,10 +99,18 @@ def _check_params(params):
             raise ValueError(
                 f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
             )
-    dtypes = sorted({str(v.dtype) for v in params.values()})
-    raise ValueError(
-        f"params must be all float32 or all float64, found {', '.join(dtypes)}"
-    )
+    dtypes = {v.dtype for v in params.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        found = ", ".join(sorted(str(d) for d in dtypes))
+        raise ValueError(f"params must be all float32 or all float64, found {found}")
+    return dtypes.pop()  # keys in another order
+
+
+_NAMES = list(PARAM_NAMES)
+_SIGNATURES = [  # (shape, dtype) of each param, in order: the usual, valid params
+    [(shape, np.dtype(dtype)) for shape in PARAM_SHAPES.values()]
+    for dtype in (np.float32, np.float64)
+]
 
 
 def _inputs(params, X):
@@ -243,6 +250,9 @@ def _work(state, m, dtype):
             "T2": np.empty((m, 16), dtype),
             "T3": np.empty((m, 1), dtype),
             "ones": np.ones(m, dtype),
+            "scale": np.array(1 / m, dtype),
+            "exp_max": np.floor(np.log(np.finfo(dtype).max)).astype(dtype),
+            "one": np.ones((), dtype),
         }
     return work
 
@@ -262,56 +272,72 @@ def step(params, state, X, Y):
 def _step(params, state, X, Y):
     # step on checked arrays: X (m, 8) and Y (m, 1), both of the params' dtype
     m = X.shape[0]
-    W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
-    dW1, db1, dW2, db2, dW3, db3 = state["grads"].values()
-    if dW1.dtype != X.dtype:
-        raise ValueError(f"state was made for {dW1.dtype} params, found {X.dtype}")
-    Z1, Z2, Z3, D3, D2, D1, T1, T2, T3, ones = _work(state, m, X.dtype).values()
-    scale = 1 / m
+    grads = state["grads"]
+    if grads["W1"].dtype != X.dtype:
+        raise ValueError(
+            f"state was made for {grads['W1'].dtype} params, found {X.dtype}"
+        )
+    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
+    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
+    W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
+    work = _work(state, m, X.dtype)
+    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
+    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
+    Z3, D3, T3 = work["Z3"], work["D3"], work["T3"]
+    ones, scale, exp_max, one = (
+        work["ones"],
+        work["scale"],
+        work["exp_max"],
+        work["one"],
+    )
+    # scale = 1/m, zero and one: typed 0-d arrays (cheaper operands than Python numbers)
 
-    np.matmul(X, W1, out=Z1)  # Z1 = X W1 + b1
+    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1
     # A1 = tanh(Z1), computed in Z1's array
     A1 = np.tanh(Z1, out=Z1)
-    np.matmul(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
+    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
     Z2 += b2
     # A2 = sigmoid(Z2), computed in Z2's array
-    A2 = _sigmoid(Z2, out=Z2)
-    np.matmul(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
+    np.negative(Z2, out=Z2)
+    np.minimum(Z2, exp_max, out=Z2)  # e^-x stays finite
+    np.exp(Z2, out=Z2)
+    Z2 += one
+    A2 = np.reciprocal(Z2, out=Z2)
+    np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
     Z3 += b3
     # L: the terms of loss(), each product summed by one np.vdot
     np.subtract(Z3, Y, out=T3)
-    L = 0.5 * float(np.vdot(T3, T3))
-    L /= m
+    L = 0.5 * np.vdot(T3, T3)
+    L = float(L) / m
     # δ3 = ∂L/∂Z3 = (ŷ - y) / m; mean squared error on identity: SymPy simplified
     #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
     np.subtract(Z3, Y, out=D3)
     D3 *= scale
     # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
-    np.matmul(A2.T, D3, out=dW3)
-    np.matmul(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(A2.T, D3, out=dW3)
+    np.dot(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
     # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  sigmoid'(z) = a·(1 - a)
-    np.matmul(D3, W3.T, out=D2)
+    np.multiply(D3, W3.T, out=D2)
     D2 *= A2
-    np.subtract(1, A2, out=T2)
+    np.subtract(one, A2, out=T2)
     D2 *= T2
     # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.matmul(A1.T, D2, out=dW2)
-    np.matmul(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(A1.T, D2, out=dW2)
+    np.dot(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
     # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  tanh'(z) = 1 - a²
-    np.matmul(D2, W2.T, out=D1)
+    np.dot(D2, W2.T, out=D1)
     np.square(A1, out=T1)
-    np.subtract(1, T1, out=T1)
+    np.subtract(one, T1, out=T1)
     D1 *= T1
     # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.matmul(X.T, D1, out=dW1)
-    np.matmul(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(X.T, D1, out=dW1)
+    np.dot(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
 
     lr, mu = 0.05, 0.9
-    velocity = state["velocity"].values()
-    for p, g, v in zip(
-        (W1, b1, W2, b2, W3, b3), (dW1, db1, dW2, db2, dW3, db3), velocity, strict=True
-    ):
+    velocity = state["velocity"]
+    for k in PARAM_NAMES:
+        p, g, v = params[k], grads[k], velocity[k]
         v *= mu
         v += g  # v ← μ v + ∂L/∂p  (torch.optim.SGD's momentum buffer)
         g *= lr

@@ -66,13 +66,12 @@ def init_params(seed=0, dtype=np.float64):
 def _check_params(params):
     """The params' dtype, after checking their keys, shapes and dtype."""
     try:
-        if {k: v.shape for k, v in params.items()} == PARAM_SHAPES:
-            dtypes = {v.dtype for v in params.values()}
-            if dtypes == {np.dtype(np.float32)} or dtypes == {np.dtype(np.float64)}:
-                return dtypes.pop()
-    except AttributeError:
+        signature = [(v.shape, v.dtype) for v in params.values()]
+        if signature in _SIGNATURES and list(params) == _NAMES:
+            return signature[0][1]
+    except (AttributeError, TypeError):
         pass
-    # something is wrong: find what, and say so
+    # not the usual case: find what is wrong, and say so
     if not isinstance(params, dict) or set(params) != set(PARAM_NAMES):
         found = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(
@@ -87,10 +86,18 @@ def _check_params(params):
             raise ValueError(
                 f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
             )
-    dtypes = sorted({str(v.dtype) for v in params.values()})
-    raise ValueError(
-        f"params must be all float32 or all float64, found {', '.join(dtypes)}"
-    )
+    dtypes = {v.dtype for v in params.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        found = ", ".join(sorted(str(d) for d in dtypes))
+        raise ValueError(f"params must be all float32 or all float64, found {found}")
+    return dtypes.pop()  # keys in another order
+
+
+_NAMES = list(PARAM_NAMES)
+_SIGNATURES = [  # (shape, dtype) of each param, in order: the usual, valid params
+    [(shape, np.dtype(dtype)) for shape in PARAM_SHAPES.values()]
+    for dtype in (np.float32, np.float64)
+]
 
 
 def _inputs(params, X):
@@ -221,6 +228,10 @@ def _work(state, m, dtype):
             "T2": np.empty((m, 1), dtype),
             "U2": np.empty((m, 1), dtype),
             "ones": np.ones(m, dtype),
+            "scale": np.array(1 / m, dtype),
+            "exp_max": np.floor(np.log(np.finfo(dtype).max)).astype(dtype),
+            "one": np.ones((), dtype),
+            "zero": np.zeros((), dtype),
         }
     return work
 
@@ -240,54 +251,69 @@ def step(params, state, X, Y):
 def _step(params, state, X, Y):
     # step on checked arrays: X (m, 2) and Y (m, 1), both of the params' dtype
     m = X.shape[0]
-    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
-    dW1, db1, dW2, db2 = state["grads"].values()
-    if dW1.dtype != X.dtype:
-        raise ValueError(f"state was made for {dW1.dtype} params, found {X.dtype}")
-    Z1, Z2, A2, D2, D1, T1, T2, U2, ones = _work(state, m, X.dtype).values()
-    scale = 1 / m
+    grads = state["grads"]
+    if grads["W1"].dtype != X.dtype:
+        raise ValueError(
+            f"state was made for {grads['W1'].dtype} params, found {X.dtype}"
+        )
+    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
+    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
+    work = _work(state, m, X.dtype)
+    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
+    Z2, A2, D2, T2, U2 = work["Z2"], work["A2"], work["D2"], work["T2"], work["U2"]
+    ones, scale, exp_max, one, zero = (
+        work["ones"],
+        work["scale"],
+        work["exp_max"],
+        work["one"],
+        work["zero"],
+    )
+    # scale = 1/m, zero and one: typed 0-d arrays (cheaper operands than Python numbers)
 
-    np.matmul(X, W1, out=Z1)  # Z1 = X W1 + b1
+    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1
     # A1 = tanh(Z1), computed in Z1's array
     A1 = np.tanh(Z1, out=Z1)
-    np.matmul(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
+    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
     Z2 += b2
     # A2 = sigmoid(Z2)
-    _sigmoid(Z2, out=A2)
+    np.negative(Z2, out=A2)
+    np.minimum(A2, exp_max, out=A2)  # e^-x stays finite
+    np.exp(A2, out=A2)
+    A2 += one
+    np.reciprocal(A2, out=A2)
     # L: the terms of loss(), each product summed by one np.vdot
     np.negative(Z2, out=T2)
-    np.logaddexp(0, T2, out=T2)
-    L = float(np.vdot(Y, T2))
-    np.subtract(1, Y, out=T2)
-    np.logaddexp(0, Z2, out=U2)
-    L += float(np.vdot(T2, U2))
-    L /= m
+    np.logaddexp(zero, T2, out=T2)
+    L = np.vdot(Y, T2)
+    np.subtract(one, Y, out=T2)
+    np.logaddexp(zero, Z2, out=U2)
+    L += np.vdot(T2, U2)
+    L = float(L) / m
     # δ2 = ∂L/∂Z2 = (ŷ - y) / m; binary cross-entropy on sigmoid: SymPy simplified
     #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
     np.subtract(A2, Y, out=D2)
     D2 *= scale
     # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.matmul(A1.T, D2, out=dW2)
-    np.matmul(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(A1.T, D2, out=dW2)
+    np.dot(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
     # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  tanh'(z) = 1 - a²
-    np.matmul(D2, W2.T, out=D1)
+    np.multiply(D2, W2.T, out=D1)
     np.square(A1, out=T1)
-    np.subtract(1, T1, out=T1)
+    np.subtract(one, T1, out=T1)
     D1 *= T1
     # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.matmul(X.T, D1, out=dW1)
-    np.matmul(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
+    np.dot(X.T, D1, out=dW1)
+    np.dot(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
 
     lr, beta1, beta2, eps = 0.05, 0.9, 0.999, 1e-08
     state["t"] += 1
     t = state["t"]
     step_size = lr / (1 - beta1**t)  # bias corrections, as torch.optim.Adam
     root_correction = (1 - beta2**t) ** 0.5
-    moments = zip(state["m"].values(), state["v"].values(), strict=True)
-    for p, g, (m1, m2) in zip(
-        (W1, b1, W2, b2), (dW1, db1, dW2, db2), moments, strict=True
-    ):
+    moment1, moment2 = state["m"], state["v"]
+    for k in PARAM_NAMES:
+        p, g, m1, m2 = params[k], grads[k], moment1[k], moment2[k]
         m1 *= beta1 / (1 - beta1)
         m1 += g
         m1 *= 1 - beta1  # m ← β₁ m + (1 − β₁) g, factored so that g stays intact

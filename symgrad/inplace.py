@@ -34,6 +34,7 @@ from .functions import sigmoid, softplus
 from .ops import a, y, z
 from .printers import DTYPE, NumPyCode, number_text
 
+EXP_MAX = sp.Symbol("EXP_MAX")  # key of `constants`: log of the largest float, floored
 UFUNCS: dict[type, str] = {
     sp.exp: "exp",
     sp.log: "log",
@@ -107,11 +108,22 @@ class Emitter:
             lines call (`_sigmoid`, `dt`).
         scalars: symbols that are Python numbers at run time (`scale`): folded with
             constants, never arrays.
+        constants: names of typed 0-d arrays to use for these numbers as operands (a
+            ufunc with a typed array operand skips the conversion of a Python scalar,
+            which costs as much as a small ufunc); EXP_MAX names log(max float), floored,
+            which the sigmoid needs; without it sigmoid calls the module's _sigmoid.
     """
 
-    def __init__(self, printer: NumPyCode, scalars: Iterable[sp.Symbol] = ()) -> None:
+    def __init__(
+        self,
+        printer: NumPyCode,
+        scalars: Iterable[sp.Symbol] = (),
+        constants: dict[sp.Expr, str] | None = None,
+    ) -> None:
         self.printer = printer
         self.scalars = set(scalars)
+        self.constants = dict(constants or {})
+        self.used: set[str] = set()  # the named constants the lines read
         self.lines: list[str] = []
         self.pool: Scratch = Scratch("")
         self.owner: sp.Symbol | None = None
@@ -142,7 +154,7 @@ class Emitter:
         return self.lines
 
     def total(self, expr: sp.Expr, pool: Scratch, target: str, size: str) -> list[str]:
-        """Lines that set the Python float `target` to the sum of expr over all entries.
+        """Lines that set `target` to the sum of expr over all entries (a NumPy scalar).
 
         A sum of products is summed term by term: c·u·v as c·np.vdot(u, v), c·u² as
         c·np.vdot(u, u), c·u as c·u.sum() and a constant c as c·size, with u and v
@@ -165,7 +177,6 @@ class Emitter:
                 value = f"np.vdot({u}, {v})"
             for name in taken:
                 self.pool.give(name)
-            value = f"float({value})"
             if coeff == -1:
                 value = f"-{value}"
             elif coeff != 1:
@@ -192,6 +203,9 @@ class Emitter:
     def _text(self, e: sp.Expr) -> str:
         if e == self.owner and self.written:
             raise _OwnerOverwritten
+        if e in self.constants:
+            self.used.add(self.constants[e])
+            return self.constants[e]
         return e.name if e.is_Symbol else self._scalar_text(e)
 
     def _line(self, line: str, dest: str) -> None:
@@ -243,13 +257,23 @@ class Emitter:
             self._pow(e, dest)
         elif type(e) in UFUNCS:
             self._unary(UFUNCS[type(e)], e.args[0], dest)
+        elif isinstance(e, sigmoid) and EXP_MAX in self.constants:
+            # 1 / (1 + e^-x): full relative precision; capping -x where e^-x would
+            # overflow changes only results below the smallest normal number
+            x = self._first(e.args[0], dest)
+            self._emit("negative", [x], dest)
+            self._emit("minimum", [dest, self._text(EXP_MAX)], dest)
+            self.lines[-1] += "  # e^-x stays finite"
+            self._emit("exp", [dest], dest)
+            self._emit("add", [dest, self._text(sp.S.One)], dest)
+            self._emit("reciprocal", [dest], dest)
         elif isinstance(e, sigmoid):
             self.printer.helpers.add("_sigmoid")
             x = self._first(e.args[0], dest)
             self._line(f"_sigmoid({x}, out={dest})", dest)
         elif isinstance(e, softplus):  # log(1 + e^x), as np.logaddexp(0, x)
             x = self._first(e.args[0], dest)
-            self._line(f"np.logaddexp(0, {x}, out={dest})", dest)
+            self._emit("logaddexp", [self._text(sp.S.Zero), x], dest)
         elif isinstance(e, sp.Max | sp.Min) and len(e.args) == 2:
             args = sorted(e.args, key=self._is_scalar)  # the array first, as printed
             self._binary("maximum" if isinstance(e, sp.Max) else "minimum", *args, dest)
@@ -410,15 +434,20 @@ class Emitter:
             cond, c0, c1 = cond.negated, sp.S.One, sp.S.Zero
         self._into(cond, dest)  # 1 where the condition holds, else 0
         if c0 - c1 != 1:
-            self._emit("multiply", [dest, self._scalar_text(c0 - c1)], dest)
+            self._emit("multiply", [dest, self._text(c0 - c1)], dest)
         if c1 != 0:
-            self._emit("add", [dest, self._scalar_text(c1)], dest)
+            self._emit("add", [dest, self._text(c1)], dest)
 
 
 # ------------------------------------------------------------------ the step
 
 
-SCALE = array("scale")  # the Python float δ is scaled by: η/m for sgd, else 1/m
+SCALE = array("scale")  # what δ is scaled by: η/m for sgd, else 1/m
+CONSTANTS = {  # typed 0-d arrays in the work arrays: name -> how `_work` makes it
+    "zero": "np.zeros((), dtype)",
+    "one": "np.ones((), dtype)",
+    "exp_max": "np.floor(np.log(np.finfo(dtype).max)).astype(dtype)",
+}
 
 
 @dataclass(frozen=True)
@@ -428,12 +457,15 @@ class StepCode:
     Attributes:
         lines: code and comment lines: forward pass, loss `L`, backward pass into the
             gradient arrays dW1, db1, ...
-        work: (name, shape) of each work array, in the order `_work` makes them.
+        work: (name, expression that makes it) of each work array and typed constant,
+            in the order `_work` makes them; `m` and `dtype` are the batch's.
+        unpack: lines that name the work arrays from the dict `work`, a layer a line.
         uses_dt: the lines use `dt`, the scalar type of the batch.
     """
 
     lines: list[str]
     work: list[tuple[str, str]]
+    unpack: list[str]
     uses_dt: bool
 
 
@@ -442,6 +474,7 @@ def step_code(
     comments: dict[str, list[str]],
     printer: NumPyCode,
     *,
+    scale: str,
     l2: bool,
     l2_in_grads: bool,
 ) -> StepCode:
@@ -452,10 +485,15 @@ def step_code(
         comments: the equation comments of loss_and_grad's backward lines, by the name
             each line assigns (D3, dW3, db3, H): the step repeats them over its own lines.
         printer: prints constants and fallback expressions (collects helpers).
+        scale: what the output delta is scaled by, as code in m (`0.01 / m`).
         l2: the loss has the l2 term (module constant L2).
         l2_in_grads: add l2·W to each dW (momentum, adam); sgd applies it as weight decay.
     """
-    em = Emitter(printer, [SCALE])
+    em = Emitter(
+        printer,
+        [SCALE],
+        {sp.S.Zero: "zero", sp.S.One: "one", EXP_MAX: "exp_max", SCALE: "scale"},
+    )
     n = d.depth
     out = d.output
     out_act = d.layers[-1].activation
@@ -468,8 +506,13 @@ def step_code(
         return pools.setdefault(l, Scratch(str(l)))
 
     def add_work(name: str, width: int | str) -> str:
-        work.append((name, f"(m, {width})"))
+        work.append((name, f"np.empty((m, {width}), dtype)"))
         return name
+
+    def layer_names(l: int) -> set[str]:  # noqa: E741
+        """The work arrays of layer l."""
+        own = {nm.Z(l), nm.A(l), nm.D(l), f"R{l}", f"ones_{l}"}
+        return own | set(pools[l].made if l in pools else ())
 
     loss = out.forward.xreplace({LS: array(nm.LOG_SOFTMAX)})
     # the output pre-activation is still needed after its activation when the loss or
@@ -481,11 +524,11 @@ def step_code(
         Z = add_work(nm.Z(l), rule.units)
         inp = outputs[l - 1]
         lines += [
-            f"np.matmul({inp}, {nm.W(l)}, out={Z})  # Z{l} = {inp} W{l} + b{l}",
+            f"np.dot({inp}, {nm.W(l)}, out={Z})  # Z{l} = {inp} W{l} + b{l}",
             f"{Z} += {nm.b(l)}",
         ]
         if act.vector:
-            outputs[l] = _softmax_lines(lines, add_work, l, rule.units, loss)
+            outputs[l] = _softmax_lines(lines, work, l, rule.units, loss)
             continue
         f = act.forward.xreplace({z: array(Z)})
         if f == array(Z):  # identity: the output is the pre-activation
@@ -497,8 +540,8 @@ def step_code(
         code = None if keep_z else em.into(f, Z, pool(l), owner=array(Z))
         if code is not None:
             lines.append(f"# {A} = {act.name}({Z}), computed in {Z}'s array")
-            if len(code) == 1 and code[0].endswith(f"out={Z})"):
-                lines.append(f"{A} = {code[0]}")
+            if code[-1].endswith(f"out={Z})"):
+                lines += code[:-1] + [f"{A} = {code[-1]}"]
             else:
                 lines += code + [f"{A} = {Z}"]
         else:
@@ -513,7 +556,7 @@ def step_code(
         raise RuntimeError("a softmax output's loss must not read Z: it is overwritten")
     lines.append("# L: the terms of loss(), each product summed by one np.vdot")
     lines += em.total(loss.xreplace(names), pool(n), "L", nm.TARGET + ".size")
-    lines.append("L /= m")
+    lines.append("L = float(L) / m")
     if l2:
         squares = " + ".join(
             f"np.vdot({nm.W(r.index)}, {nm.W(r.index)})" for r in d.layers
@@ -529,7 +572,7 @@ def step_code(
         lines += comments.get(D, [])
         T = pool(n).take()
         lines += [
-            f"np.sum({D}, axis=1, keepdims=True, out=R{n})",
+            f"np.dot({D}, ones_{n}, out=R{n})",
             f"np.multiply({outputs[n]}, R{n}, out={T})",
             f"{D} -= {T}",
             f"{D} *= scale",
@@ -542,19 +585,22 @@ def step_code(
         l = rule.index  # noqa: E741
         D, inp = nm.D(l), outputs[l - 1]
         lines += comments.get(nm.dW(l), [])
-        lines.append(f"np.matmul({inp}.T, {D}, out={nm.dW(l)})")
+        lines.append(f"np.dot({inp}.T, {D}, out={nm.dW(l)})")
         if l2_in_grads:
             lines.append(f"{nm.dW(l)} += L2 * {nm.W(l)}")
         lines += comments.get(nm.db(l), [])
-        lines.append(
-            f"np.matmul(ones, {D}, out={nm.db(l)})  # Σₙ as 1ᵀδ: faster than sum"
-        )
+        lines.append(f"np.dot(ones, {D}, out={nm.db(l)})  # Σₙ as 1ᵀδ: faster than sum")
         if l == 1:
             break
         below = d.layers[l - 2].activation
         Dp = add_work(nm.D(l - 1), d.layers[l - 2].units)
         lines += comments.get(Dp, [])
-        lines.append(f"np.matmul({D}, {nm.W(l)}.T, out={Dp})")
+        if (
+            rule.units == 1
+        ):  # a product over one unit: the outer product, by broadcasting
+            lines.append(f"np.multiply({D}, {nm.W(l)}.T, out={Dp})")
+        else:
+            lines.append(f"np.dot({D}, {nm.W(l)}.T, out={Dp})")
         if below.df != 1:
             fprime = below.df.xreplace(
                 {a: array(outputs[l - 1]), z: array(nm.Z(l - 1))}
@@ -566,22 +612,43 @@ def step_code(
                 pool(l - 1).give(T)
             lines += code
     for l, p in sorted(pools.items()):  # noqa: E741
-        work += [(name, f"(m, {d.layers[l - 1].units})") for name in p.made]
-    work.append(("ones", "m"))
-    return StepCode(lines, work, DTYPE in printer.helpers)
+        units = d.layers[l - 1].units
+        work += [(name, f"np.empty((m, {units}), dtype)") for name in p.made]
+    work.append(("ones", "np.ones(m, dtype)"))  # Σₙ δ as the product 1ᵀδ
+    work.append(("scale", f"np.array({scale}, dtype)"))
+    work += [(name, CONSTANTS[name]) for name in sorted(em.used) if name in CONSTANTS]
+    layer_of = {name: l for l in range(1, n + 1) for name in layer_names(l)}
+    return StepCode(lines, work, _unpack(work, layer_of), DTYPE in printer.helpers)
+
+
+def _unpack(work: list[tuple[str, str]], layer_of: dict[str, int]) -> list[str]:
+    """Lines that give each work array its name: one line per layer, then the rest."""
+    by_layer: dict[int, list[str]] = {}
+    for name, _ in work:
+        by_layer.setdefault(layer_of.get(name, 0), []).append(name)
+    order = sorted(by_layer, key=lambda l: (l == 0, l))  # noqa: E741
+    return [
+        f"{', '.join(names)} = {', '.join(f'work[{name!r}]' for name in names)}"
+        for names in (by_layer[l] for l in order)  # noqa: E741
+    ]
 
 
 def _softmax_lines(
-    lines: list[str], add_work, l: int, units: int, loss: sp.Expr
+    lines: list[str], work: list[tuple[str, str]], l: int, units: int, loss: sp.Expr
 ) -> str:  # noqa: E741
     """Softmax (and log-softmax, when the loss reads it) of Z^l, in place."""
-    Z, A, R = nm.Z(l), add_work(nm.A(l), units), add_work(f"R{l}", 1)
+    Z, A, R, ones = nm.Z(l), nm.A(l), f"R{l}", f"ones_{l}"
+    work += [
+        (A, f"np.empty((m, {units}), dtype)"),
+        (R, "np.empty((m, 1), dtype)"),
+        (ones, f"np.ones(({units}, 1), dtype)"),
+    ]
     lines += [
         "# softmax: subtracting the row max keeps exp() from overflowing",
-        f"np.max({Z}, axis=1, keepdims=True, out={R})",
+        f"np.maximum.reduce({Z}, axis=1, keepdims=True, out={R})",
         f"{Z} -= {R}",
         f"np.exp({Z}, out={A})",
-        f"np.sum({A}, axis=1, keepdims=True, out={R})",
+        f"np.dot({A}, {ones}, out={R})  # row sums, as a product: faster than sum",
         f"{A} /= {R}  # {A} = softmax({Z})",
     ]
     if loss.has(array(nm.LOG_SOFTMAX)):

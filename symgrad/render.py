@@ -155,16 +155,6 @@ def context(d: Derivation) -> dict[str, object]:
 
     backward, equations = _backward(d, layers, bwd_printer)
     opt = spec.optimizer
-    step_printer = NumPyCode()
-    step = inplace.step_code(
-        d,
-        _equation_comments(backward),
-        step_printer,
-        l2=spec.l2 > 0,
-        l2_in_grads=spec.l2 > 0 and opt.name != "sgd",
-    )
-    helpers = fwd_printer.helpers | bwd_printer.helpers | step_printer.helpers
-    params_names = tuple(k for lc in layers for k in (lc.W, lc.b))
     optimizer = {
         "name": opt.name,
         **{
@@ -174,6 +164,17 @@ def context(d: Derivation) -> dict[str, object]:
             for k, v in opt.params
         },
     }
+    step_printer = NumPyCode()
+    step = inplace.step_code(
+        d,
+        _equation_comments(backward),
+        step_printer,
+        scale=f"{optimizer['lr']} / m" if opt.name == "sgd" else "1 / m",
+        l2=spec.l2 > 0,
+        l2_in_grads=spec.l2 > 0 and opt.name != "sgd",
+    )
+    helpers = fwd_printer.helpers | bwd_printer.helpers | step_printer.helpers
+    params_names = tuple(k for lc in layers for k in (lc.W, lc.b))
     loss_name = spec.loss.name
     predict_kind = (
         "argmax"
@@ -220,11 +221,8 @@ def context(d: Derivation) -> dict[str, object]:
             }
         ),
         "step": step,
-        "grads_tuple": ", ".join(f"d{k}" for k in params_names),
-        "work_tuple": ", ".join(name for name, _ in step.work),
-        "weights_tuple": ", ".join(lc.W for lc in layers)
-        + ("," if len(layers) == 1 else ""),
         "params_tuple": ", ".join(params_names),
+        "param_names_list": list(params_names),
         "helpers": sorted(helpers),
         "erf_source": _erf_source() if "_erf" in helpers else "",
         "layers": layers,

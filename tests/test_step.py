@@ -272,15 +272,16 @@ def test_step_code_is_in_place_for_the_common_activations(workdir):
     source = Path(module.__file__).read_text()
     body = source[source.index("def _step(") : source.index("def _accuracy(")]
     assert "np.where" not in body and "[...] =" not in body
-    assert "A1 = np.maximum(Z1, 0, out=Z1)" in body
+    assert "A1 = np.maximum(Z1, zero, out=Z1)" in body
     assert "A2 = np.tanh(Z2, out=Z2)" in body
-    assert "A3 = _sigmoid(Z3, out=Z3)" in body
+    assert "A3 = np.reciprocal(Z3, out=Z3)" in body  # 1 / (1 + e^-z), in place
     # each backward line keeps the equation comment of loss_and_grad
     assert "# δ4 = ∂L/∂Z4 = (ŷ - y) / m" in body
     assert "# δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  tanh'(z) = 1 - a²" in body
     for line in body.splitlines():
         code = line.split("#")[0]
         assert " @ " not in code, line  # every product writes into its array
+        assert "np.matmul" not in code, line  # np.dot(out=) has half the overhead
 
 
 def test_step_checks_its_inputs(workdir):
