@@ -303,7 +303,7 @@ def _step(params, state, X, Y):
     dW2 += L2 * W2
     np.dot(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
     # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  tanh'(z) = 1 - a²
-    np.multiply(D2, W2.T, out=D1)
+    np.dot(D2, W2.T, out=D1)
     np.square(A1, out=T1)
     np.subtract(one, T1, out=T1)
     D1 *= T1

@@ -365,12 +365,19 @@ def _work(state, m, dtype):
     if work is None or work["ones"].dtype != dtype:
         work = state["buffers"][m] = {
             "Z1": np.empty((m, 32), dtype),
+            "M1": np.empty((m, 32), dtype),
             "Z2": np.empty((m, 32), dtype),
+            "M2": np.empty((m, 32), dtype),
             "Z3": np.empty((m, 32), dtype),
+            "M3": np.empty((m, 32), dtype),
             "Z4": np.empty((m, 32), dtype),
+            "M4": np.empty((m, 32), dtype),
             "Z5": np.empty((m, 32), dtype),
+            "M5": np.empty((m, 32), dtype),
             "Z6": np.empty((m, 32), dtype),
+            "M6": np.empty((m, 32), dtype),
             "Z7": np.empty((m, 32), dtype),
+            "M7": np.empty((m, 32), dtype),
             "Z8": np.empty((m, 1), dtype),
             "A8": np.empty((m, 1), dtype),
             "D8": np.empty((m, 1), dtype),
@@ -381,13 +388,6 @@ def _work(state, m, dtype):
             "D3": np.empty((m, 32), dtype),
             "D2": np.empty((m, 32), dtype),
             "D1": np.empty((m, 32), dtype),
-            "T1": np.empty((m, 32), dtype),
-            "T2": np.empty((m, 32), dtype),
-            "T3": np.empty((m, 32), dtype),
-            "T4": np.empty((m, 32), dtype),
-            "T5": np.empty((m, 32), dtype),
-            "T6": np.empty((m, 32), dtype),
-            "T7": np.empty((m, 32), dtype),
             "T8": np.empty((m, 1), dtype),
             "U8": np.empty((m, 1), dtype),
             "ones": np.ones(m, dtype),
@@ -428,13 +428,13 @@ def _step(params, state, X, Y):
     W7, b7, dW7, db7 = params["W7"], params["b7"], grads["W7"], grads["b7"]
     W8, b8, dW8, db8 = params["W8"], params["b8"], grads["W8"], grads["b8"]
     work = _work(state, m, X.dtype)
-    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
-    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
-    Z3, D3, T3 = work["Z3"], work["D3"], work["T3"]
-    Z4, D4, T4 = work["Z4"], work["D4"], work["T4"]
-    Z5, D5, T5 = work["Z5"], work["D5"], work["T5"]
-    Z6, D6, T6 = work["Z6"], work["D6"], work["T6"]
-    Z7, D7, T7 = work["Z7"], work["D7"], work["T7"]
+    Z1, M1, D1 = work["Z1"], work["M1"], work["D1"]
+    Z2, M2, D2 = work["Z2"], work["M2"], work["D2"]
+    Z3, M3, D3 = work["Z3"], work["M3"], work["D3"]
+    Z4, M4, D4 = work["Z4"], work["M4"], work["D4"]
+    Z5, M5, D5 = work["Z5"], work["M5"], work["D5"]
+    Z6, M6, D6 = work["Z6"], work["M6"], work["D6"]
+    Z7, M7, D7 = work["Z7"], work["M7"], work["D7"]
     Z8, A8, D8, T8, U8 = work["Z8"], work["A8"], work["D8"], work["T8"], work["U8"]
     ones, scale, exp_max, one, zero = (
         work["ones"],
@@ -447,32 +447,39 @@ def _step(params, state, X, Y):
 
     np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1
-    # A1 = relu(Z1), computed in Z1's array
-    A1 = np.maximum(Z1, zero, out=Z1)
+    # A1 = relu(Z1) = Z1·M1, M1 = relu'(Z1)
+    np.greater(Z1, zero, out=M1)
+    A1 = np.multiply(Z1, M1, out=Z1)
     np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
     Z2 += b2
-    # A2 = relu(Z2), computed in Z2's array
-    A2 = np.maximum(Z2, zero, out=Z2)
+    # A2 = relu(Z2) = Z2·M2, M2 = relu'(Z2)
+    np.greater(Z2, zero, out=M2)
+    A2 = np.multiply(Z2, M2, out=Z2)
     np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
     Z3 += b3
-    # A3 = relu(Z3), computed in Z3's array
-    A3 = np.maximum(Z3, zero, out=Z3)
+    # A3 = relu(Z3) = Z3·M3, M3 = relu'(Z3)
+    np.greater(Z3, zero, out=M3)
+    A3 = np.multiply(Z3, M3, out=Z3)
     np.dot(A3, W4, out=Z4)  # Z4 = A3 W4 + b4
     Z4 += b4
-    # A4 = relu(Z4), computed in Z4's array
-    A4 = np.maximum(Z4, zero, out=Z4)
+    # A4 = relu(Z4) = Z4·M4, M4 = relu'(Z4)
+    np.greater(Z4, zero, out=M4)
+    A4 = np.multiply(Z4, M4, out=Z4)
     np.dot(A4, W5, out=Z5)  # Z5 = A4 W5 + b5
     Z5 += b5
-    # A5 = relu(Z5), computed in Z5's array
-    A5 = np.maximum(Z5, zero, out=Z5)
+    # A5 = relu(Z5) = Z5·M5, M5 = relu'(Z5)
+    np.greater(Z5, zero, out=M5)
+    A5 = np.multiply(Z5, M5, out=Z5)
     np.dot(A5, W6, out=Z6)  # Z6 = A5 W6 + b6
     Z6 += b6
-    # A6 = relu(Z6), computed in Z6's array
-    A6 = np.maximum(Z6, zero, out=Z6)
+    # A6 = relu(Z6) = Z6·M6, M6 = relu'(Z6)
+    np.greater(Z6, zero, out=M6)
+    A6 = np.multiply(Z6, M6, out=Z6)
     np.dot(A6, W7, out=Z7)  # Z7 = A6 W7 + b7
     Z7 += b7
-    # A7 = relu(Z7), computed in Z7's array
-    A7 = np.maximum(Z7, zero, out=Z7)
+    # A7 = relu(Z7) = Z7·M7, M7 = relu'(Z7)
+    np.greater(Z7, zero, out=M7)
+    A7 = np.multiply(Z7, M7, out=Z7)
     np.dot(A7, W8, out=Z8)  # Z8 = A7 W8 + b8
     Z8 += b8
     # A8 = sigmoid(Z8)
@@ -497,51 +504,44 @@ def _step(params, state, X, Y):
     np.dot(A7.T, D8, out=dW8)
     np.dot(ones, D8, out=db8)  # Σₙ as 1ᵀδ: faster than sum
     # δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.multiply(D8, W8.T, out=D7)
-    np.greater(A7, zero, out=T7)
-    D7 *= T7
+    np.dot(D8, W8.T, out=D7)
+    D7 *= M7
     # ∂L/∂W7 = A6ᵀ δ7;  ∂L/∂b7 = Σₙ δ7
     np.dot(A6.T, D7, out=dW7)
     np.dot(ones, D7, out=db7)  # Σₙ as 1ᵀδ: faster than sum
     # δ6 = (δ7 W7ᵀ) ⊙ f'(Z6),  relu'(z) = {0 if a ≤ 0; else 1}
     np.dot(D7, W7.T, out=D6)
-    np.greater(A6, zero, out=T6)
-    D6 *= T6
+    D6 *= M6
     # ∂L/∂W6 = A5ᵀ δ6;  ∂L/∂b6 = Σₙ δ6
     np.dot(A5.T, D6, out=dW6)
     np.dot(ones, D6, out=db6)  # Σₙ as 1ᵀδ: faster than sum
     # δ5 = (δ6 W6ᵀ) ⊙ f'(Z5),  relu'(z) = {0 if a ≤ 0; else 1}
     np.dot(D6, W6.T, out=D5)
-    np.greater(A5, zero, out=T5)
-    D5 *= T5
+    D5 *= M5
     # ∂L/∂W5 = A4ᵀ δ5;  ∂L/∂b5 = Σₙ δ5
     np.dot(A4.T, D5, out=dW5)
     np.dot(ones, D5, out=db5)  # Σₙ as 1ᵀδ: faster than sum
     # δ4 = (δ5 W5ᵀ) ⊙ f'(Z4),  relu'(z) = {0 if a ≤ 0; else 1}
     np.dot(D5, W5.T, out=D4)
-    np.greater(A4, zero, out=T4)
-    D4 *= T4
+    D4 *= M4
     # ∂L/∂W4 = A3ᵀ δ4;  ∂L/∂b4 = Σₙ δ4
     np.dot(A3.T, D4, out=dW4)
     np.dot(ones, D4, out=db4)  # Σₙ as 1ᵀδ: faster than sum
     # δ3 = (δ4 W4ᵀ) ⊙ f'(Z3),  relu'(z) = {0 if a ≤ 0; else 1}
     np.dot(D4, W4.T, out=D3)
-    np.greater(A3, zero, out=T3)
-    D3 *= T3
+    D3 *= M3
     # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
     np.dot(A2.T, D3, out=dW3)
     np.dot(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
     # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  relu'(z) = {0 if a ≤ 0; else 1}
     np.dot(D3, W3.T, out=D2)
-    np.greater(A2, zero, out=T2)
-    D2 *= T2
+    D2 *= M2
     # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
     np.dot(A1.T, D2, out=dW2)
     np.dot(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
     # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
     np.dot(D2, W2.T, out=D1)
-    np.greater(A1, zero, out=T1)
-    D1 *= T1
+    D1 *= M1
     # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
     np.dot(X.T, D1, out=dW1)
     np.dot(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum

@@ -532,7 +532,7 @@ def _step(params, state, X, Y):
     np.dot(A7.T, D8, out=dW8)
     np.dot(ones, D8, out=db8)  # Σₙ as 1ᵀδ: faster than sum
     # δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),  sigmoid'(z) = a·(1 - a)
-    np.multiply(D8, W8.T, out=D7)
+    np.dot(D8, W8.T, out=D7)
     D7 *= A7
     np.subtract(one, A7, out=T7)
     D7 *= T7

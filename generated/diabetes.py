@@ -207,10 +207,10 @@ def _work(state, m, dtype):
     if work is None or work["ones"].dtype != dtype:
         work = state["buffers"][m] = {
             "Z1": np.empty((m, 16), dtype),
+            "M1": np.empty((m, 16), dtype),
             "Z2": np.empty((m, 1), dtype),
             "D2": np.empty((m, 1), dtype),
             "D1": np.empty((m, 16), dtype),
-            "T1": np.empty((m, 16), dtype),
             "T2": np.empty((m, 1), dtype),
             "ones": np.ones(m, dtype),
             "scale": np.array(1 / m, dtype),
@@ -242,15 +242,16 @@ def _step(params, state, X, Y):
     W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
     W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
     work = _work(state, m, X.dtype)
-    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
+    Z1, M1, D1 = work["Z1"], work["M1"], work["D1"]
     Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
     ones, scale, zero = work["ones"], work["scale"], work["zero"]
     # scale = 1/m, zero and one: typed 0-d arrays (cheaper operands than Python numbers)
 
     np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1
-    # A1 = relu(Z1), computed in Z1's array
-    A1 = np.maximum(Z1, zero, out=Z1)
+    # A1 = relu(Z1) = Z1·M1, M1 = relu'(Z1)
+    np.greater(Z1, zero, out=M1)
+    A1 = np.multiply(Z1, M1, out=Z1)
     np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
     Z2 += b2
     # L: the terms of loss(), each product summed by one np.vdot
@@ -265,9 +266,8 @@ def _step(params, state, X, Y):
     np.dot(A1.T, D2, out=dW2)
     np.dot(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
     # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.multiply(D2, W2.T, out=D1)
-    np.greater(A1, zero, out=T1)
-    D1 *= T1
+    np.dot(D2, W2.T, out=D1)
+    D1 *= M1
     # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
     np.dot(X.T, D1, out=dW1)
     np.dot(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum

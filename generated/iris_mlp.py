@@ -253,7 +253,9 @@ def _work(state, m, dtype):
     if work is None or work["ones"].dtype != dtype:
         work = state["buffers"][m] = {
             "Z1": np.empty((m, 16), dtype),
+            "M1": np.empty((m, 16), dtype),
             "Z2": np.empty((m, 8), dtype),
+            "M2": np.empty((m, 8), dtype),
             "Z3": np.empty((m, 3), dtype),
             "A3": np.empty((m, 3), dtype),
             "R3": np.empty((m, 1), dtype),
@@ -261,8 +263,6 @@ def _work(state, m, dtype):
             "D3": np.empty((m, 3), dtype),
             "D2": np.empty((m, 8), dtype),
             "D1": np.empty((m, 16), dtype),
-            "T1": np.empty((m, 16), dtype),
-            "T2": np.empty((m, 8), dtype),
             "ones": np.ones(m, dtype),
             "scale": np.array(1 / m, dtype),
             "one": np.ones((), dtype),
@@ -295,8 +295,8 @@ def _step(params, state, X, Y):
     W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
     W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
     work = _work(state, m, X.dtype)
-    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
-    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
+    Z1, M1, D1 = work["Z1"], work["M1"], work["D1"]
+    Z2, M2, D2 = work["Z2"], work["M2"], work["D2"]
     Z3, A3, R3, ones_3, D3 = (
         work["Z3"],
         work["A3"],
@@ -309,16 +309,16 @@ def _step(params, state, X, Y):
 
     np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1
-    # A1 = relu(Z1), computed in Z1's array
-    A1 = np.maximum(Z1, zero, out=Z1)
+    # A1 = relu(Z1) = Z1·M1, M1 = relu'(Z1)
+    np.greater(Z1, zero, out=M1)
+    A1 = np.multiply(Z1, M1, out=Z1)
     np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
     Z2 += b2
-    # A2 = leaky_relu(Z2), computed in Z2's array
-    np.less_equal(Z2, zero, out=T2)
-    T2 *= -0.9
-    T2 += one
-    Z2 *= T2
-    A2 = Z2
+    # A2 = leaky_relu(Z2) = Z2·M2, M2 = leaky_relu'(Z2)
+    np.less_equal(Z2, zero, out=M2)
+    M2 *= -0.9
+    M2 += one
+    A2 = np.multiply(Z2, M2, out=Z2)
     np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
     Z3 += b3
     # softmax: subtracting the row max keeps exp() from overflowing
@@ -343,18 +343,14 @@ def _step(params, state, X, Y):
     np.dot(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
     # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  leaky_relu'(z) = {1/10 if a ≤ 0; else 1}
     np.dot(D3, W3.T, out=D2)
-    np.less_equal(A2, zero, out=T2)
-    T2 *= -0.9
-    T2 += one
-    D2 *= T2
+    D2 *= M2
     # ∂L/∂W2 = A1ᵀ δ2 + l2·W2;  ∂L/∂b2 = Σₙ δ2
     np.dot(A1.T, D2, out=dW2)
     dW2 += L2 * W2
     np.dot(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
     # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
     np.dot(D2, W2.T, out=D1)
-    np.greater(A1, zero, out=T1)
-    D1 *= T1
+    D1 *= M1
     # ∂L/∂W1 = Xᵀ δ1 + l2·W1;  ∂L/∂b1 = Σₙ δ1
     np.dot(X.T, D1, out=dW1)
     dW1 += L2 * W1

@@ -318,7 +318,7 @@ def _step(params, state, X, Y):
     np.dot(A2.T, D3, out=dW3)
     np.dot(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
     # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  sigmoid'(z) = a·(1 - a)
-    np.multiply(D3, W3.T, out=D2)
+    np.dot(D3, W3.T, out=D2)
     D2 *= A2
     np.subtract(one, A2, out=T2)
     D2 *= T2

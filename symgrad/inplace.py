@@ -23,13 +23,14 @@ place): it must occur at most once, and it is read before dest is first written.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import sympy as sp
 
 from . import naming as nm
-from .derive import LS, Derivation
+from .derive import LS, ActivationRule, Derivation
 from .functions import sigmoid, softplus
 from .ops import a, y, z
 from .printers import DTYPE, NumPyCode, number_text
@@ -501,6 +502,7 @@ def step_code(
     pools: dict[int, Scratch] = {}
     lines: list[str] = []
     outputs = {0: "X"}  # the array holding each layer's output A^l
+    masks: dict[int, str] = {}  # layer -> its f'(Z), kept from the forward pass
 
     def pool(l: int) -> Scratch:  # noqa: E741
         return pools.setdefault(l, Scratch(str(l)))
@@ -511,7 +513,7 @@ def step_code(
 
     def layer_names(l: int) -> set[str]:  # noqa: E741
         """The work arrays of layer l."""
-        own = {nm.Z(l), nm.A(l), nm.D(l), f"R{l}", f"ones_{l}"}
+        own = {nm.Z(l), nm.A(l), nm.D(l), f"R{l}", f"ones_{l}", f"M{l}"}
         return own | set(pools[l].made if l in pools else ())
 
     loss = out.forward.xreplace({LS: array(nm.LOG_SOFTMAX)})
@@ -536,6 +538,15 @@ def step_code(
             continue
         keep_z = z_after_output if last else act.needs_z
         A = nm.A(l)
+        g = None if last else mask_factor(act)
+        if g is not None:  # f(z) = z·g(z), g piecewise constant and g = f'
+            M = add_work(f"M{l}", rule.units)
+            masks[l] = M
+            lines.append(f"# {A} = {act.name}({Z}) = {Z}·{M}, {M} = {act.name}'({Z})")
+            lines += em.into(g.xreplace({z: array(Z)}), M, pool(l))
+            lines.append(f"{A} = np.multiply({Z}, {M}, out={Z})")
+            outputs[l] = A
+            continue
         # in place when only A^l is needed from here on, and the lines allow it
         code = None if keep_z else em.into(f, Z, pool(l), owner=array(Z))
         if code is not None:
@@ -595,13 +606,10 @@ def step_code(
         below = d.layers[l - 2].activation
         Dp = add_work(nm.D(l - 1), d.layers[l - 2].units)
         lines += comments.get(Dp, [])
-        if (
-            rule.units == 1
-        ):  # a product over one unit: the outer product, by broadcasting
-            lines.append(f"np.multiply({D}, {nm.W(l)}.T, out={Dp})")
-        else:
-            lines.append(f"np.dot({D}, {nm.W(l)}.T, out={Dp})")
-        if below.df != 1:
+        lines.append(f"np.dot({D}, {nm.W(l)}.T, out={Dp})")
+        if l - 1 in masks:  # f'(Z) is the mask the forward pass multiplied by
+            lines.append(f"{Dp} *= {masks[l - 1]}")
+        elif below.df != 1:
             fprime = below.df.xreplace(
                 {a: array(outputs[l - 1]), z: array(nm.Z(l - 1))}
             )
@@ -619,6 +627,37 @@ def step_code(
     work += [(name, CONSTANTS[name]) for name in sorted(em.used) if name in CONSTANTS]
     layer_of = {name: l for l in range(1, n + 1) for name in layer_names(l)}
     return StepCode(lines, work, _unpack(work, layer_of), DTYPE in printer.helpers)
+
+
+@functools.cache
+def mask_factor(act: ActivationRule) -> sp.Expr | None:
+    """g(z) when f(z) = z·g(z) with g piecewise constant and f' = g (ReLU, leaky ReLU).
+
+    Then the forward pass can compute the mask g(Z) once, take A = Z·g(Z), and keep it
+    for the backward pass, where δ ⊙ f'(Z) is δ ⊙ g(Z): one product, no second mask.
+    (Z·g(Z) differs from max(Z, 0) only in the sign of zeros, and at Z = -inf.)
+    """
+    f = (
+        act.forward.rewrite(sp.Piecewise)
+        if act.forward.has(sp.Max, sp.Min)
+        else act.forward
+    )
+    f = sp.piecewise_fold(f)
+    if not isinstance(f, sp.Piecewise):
+        return None
+    pieces = []
+    for value, cond in f.args:
+        c = sp.cancel(value / z) if value != 0 else sp.S.Zero
+        if c.free_symbols:
+            return None
+        pieces.append((c, cond))
+    g = sp.Piecewise(*pieces)
+    if not all(
+        (g.subs(z, p) - act.df.subs({a: f.subs(z, p), z: p})).equals(0)
+        for p in (-2.5, -1, sp.Rational(-1, 3), 0, sp.Rational(1, 7), 1, 3)
+    ):
+        return None
+    return g
 
 
 def _unpack(work: list[tuple[str, str]], layer_of: dict[str, int]) -> list[str]:

@@ -272,7 +272,10 @@ def test_step_code_is_in_place_for_the_common_activations(workdir):
     source = Path(module.__file__).read_text()
     body = source[source.index("def _step(") : source.index("def _accuracy(")]
     assert "np.where" not in body and "[...] =" not in body
-    assert "A1 = np.maximum(Z1, zero, out=Z1)" in body
+    # relu: the mask relu'(Z1) is made once, for A1 = Z1·M1 and for δ1 ⊙ relu'(Z1)
+    assert "np.greater(Z1, zero, out=M1)" in body
+    assert "A1 = np.multiply(Z1, M1, out=Z1)" in body
+    assert "D1 *= M1" in body
     assert "A2 = np.tanh(Z2, out=Z2)" in body
     assert "A3 = np.reciprocal(Z3, out=Z3)" in body  # 1 / (1 + e^-z), in place
     # each backward line keeps the equation comment of loss_and_grad
