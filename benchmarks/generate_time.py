@@ -1,0 +1,94 @@
+"""Wall time of `symgrad generate` in a fresh process, for deep specs.
+
+    python benchmarks/generate_time.py [--layers 50 100] [--widths 8 8192] [--repeat 3]
+
+Each spec has `layers` hidden layers of `width` units (alternating tanh and relu, so two
+activation rules are derived and then reused from the cache) and a 10-unit softmax output
+with categorical cross-entropy. The time is that of the whole command, interpreter start
+and imports included, in a new process; the best of `--repeat` runs is shown (the others
+measure the machine's noise). `--profile` prints where the time goes in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+
+def spec(layers: int, width: int) -> dict:
+    hidden = [
+        {"units": width, "activation": "tanh" if i % 2 == 0 else "relu"}
+        for i in range(layers)
+    ]
+    return {
+        "name": f"deep_{layers}x{width}",
+        "input": width,
+        "layers": hidden + [{"units": 10, "activation": "softmax"}],
+        "loss": "categorical_crossentropy",
+        "optimizer": {"name": "sgd", "learning_rate": 0.01},
+    }
+
+
+def time_generate(path: Path, out: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "symgrad", "generate", "-q", str(path), "-o", str(out)],
+        check=True,
+    )
+    return time.perf_counter() - t0
+
+
+def measure(
+    layers=(50, 100), widths=(8, 8192), repeat=3
+) -> dict[tuple[int, int], float]:
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in layers:
+            for width in widths:
+                path = Path(tmp) / f"deep_{n}x{width}.yaml"
+                path.write_text(yaml.safe_dump(spec(n, width), sort_keys=False))
+                out[n, width] = min(
+                    time_generate(path, Path(tmp)) for _ in range(repeat)
+                )
+    return out
+
+
+def profile(layers: int, width: int) -> None:
+    import symgrad
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "deep.yaml"
+        path.write_text(yaml.safe_dump(spec(layers, width), sort_keys=False))
+        profiler = cProfile.Profile()
+        profiler.enable()
+        symgrad.generate(path, tmp)
+        profiler.disable()
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", nargs="+", type=int, default=[50, 100])
+    parser.add_argument("--widths", nargs="+", type=int, default=[8, 8192])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    if args.profile:
+        profile(args.layers[0], args.widths[0])
+        return {}
+    times = measure(args.layers, args.widths, args.repeat)
+    for (n, width), seconds in times.items():
+        print(f"{n:4d} layers × {width:5d} units: {seconds:.2f} s")
+    return times
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""The train steps compared by the benchmarks, one maker per implementation.
+
+Every maker takes a config and a dtype and returns a `run()` that does one training step
+(forward, loss, backward, sgd update) on a fixed batch and returns the loss as a Python
+float, as a training loop that logs its loss does. All start from the same parameters
+(the generated module's init_params) and use the same batch.
+
+- generated: the symgrad module's `step` (CHECK_FINITE off unless asked: the frameworks
+  do not scan their inputs either).
+- numpy: backprop written by hand the plain way: every expression allocates.
+- torch: PyTorch eager on the CPU (2 threads), torch.optim.SGD.
+- jax: the whole step (value_and_grad and the update) under one jax.jit, params donated.
+- floor: only the 3L − 1 matrix products the step needs, into preallocated arrays.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SPECS = HERE / "specs"
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    sizes: tuple[int, ...]
+    hidden: str  # sigmoid | relu | tanh
+    output: str  # sigmoid (+ binary cross-entropy) | softmax (+ categorical)
+    batch: int
+    lr: float
+
+    @property
+    def spec(self) -> Path:
+        return SPECS / f"{self.name}.yaml"
+
+
+CONFIGS = {
+    "tiny": Config("tiny", (2, 16, 1), "sigmoid", "sigmoid", 32, 0.1),
+    "mnist": Config("mnist", (784, 256, 128, 10), "relu", "softmax", 128, 0.01),
+    "wide": Config("wide", (1024, 1024, 1024, 10), "tanh", "softmax", 512, 0.01),
+}
+
+
+def load_module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def problem(cfg: Config, module, dtype, batches: int = 1):
+    """Initial params (from the generated module) and `batches` batches of (X, Y)."""
+    rng = np.random.default_rng(0)
+    params = module.init_params(seed=0, dtype=dtype)
+    data = []
+    for _ in range(batches):
+        X = rng.standard_normal((cfg.batch, cfg.sizes[0])).astype(dtype)
+        n_out = cfg.sizes[-1]
+        if cfg.output == "softmax":
+            Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, cfg.batch)]
+        else:
+            Y = rng.integers(0, 2, (cfg.batch, n_out)).astype(dtype)
+        data.append((X, Y))
+    return params, data
+
+
+# ---------------------------------------------------------------- generated
+
+
+def make_generated(cfg, module, dtype, data_batches=1, check_finite=False):
+    params, data = problem(cfg, module, dtype, data_batches)
+    module.CHECK_FINITE = check_finite
+    state = module.init_state(params)
+    step = module.step
+    batches = itertools.cycle(data)
+
+    def run():
+        X, Y = next(batches)
+        return step(params, state, X, Y)
+
+    return run
+
+
+# ---------------------------------------------------------------- hand-written NumPy
+
+
+def make_numpy(cfg, module, dtype, data_batches=1):
+    params, data = problem(cfg, module, dtype, data_batches)
+    batches = itertools.cycle(data)
+    L = len(cfg.sizes) - 1
+    Ws = [params[f"W{l}"] for l in range(1, L + 1)]
+    bs = [params[f"b{l}"] for l in range(1, L + 1)]
+    lr, m = cfg.lr, cfg.batch
+
+    def act(z):
+        if cfg.hidden == "sigmoid":
+            return 1 / (1 + np.exp(-z))
+        if cfg.hidden == "relu":
+            return np.maximum(z, 0)
+        return np.tanh(z)
+
+    def act_grad(a):
+        if cfg.hidden == "sigmoid":
+            return a * (1 - a)
+        if cfg.hidden == "relu":
+            return a > 0
+        return 1 - a * a
+
+    def run():
+        X, Y = next(batches)
+        As = [X]
+        for l in range(L - 1):
+            As.append(act(As[-1] @ Ws[l] + bs[l]))
+        z = As[-1] @ Ws[-1] + bs[-1]
+        if cfg.output == "softmax":
+            shifted = z - z.max(axis=1, keepdims=True)
+            log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            loss = -np.sum(Y * log_softmax) / m
+            delta = (np.exp(log_softmax) - Y) / m
+        else:  # binary cross-entropy from the logits
+            loss = np.sum(np.logaddexp(0, z) - Y * z) / m
+            delta = (1 / (1 + np.exp(-z)) - Y) / m
+        for l in range(L - 1, -1, -1):
+            dW = As[l].T @ delta
+            db = delta.sum(axis=0)
+            if l:
+                delta = (delta @ Ws[l].T) * act_grad(As[l])
+            Ws[l] -= lr * dW
+            bs[l] -= lr * db
+        return float(loss)
+
+    return run
+
+
+# ---------------------------------------------------------------- PyTorch eager
+
+
+def make_torch(cfg, module, dtype, data_batches=1):
+    import torch
+
+    torch.set_num_threads(2)
+    params, data = problem(cfg, module, dtype, data_batches)
+    batches = itertools.cycle(
+        [(torch.from_numpy(X), torch.from_numpy(Y)) for X, Y in data]
+    )
+    L = len(cfg.sizes) - 1
+    tensors = [torch.tensor(params[k], requires_grad=True) for k in module.PARAM_NAMES]
+    Ws, bs = tensors[0::2], tensors[1::2]
+    opt = torch.optim.SGD(tensors, lr=cfg.lr)
+    act = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}[cfg.hidden]
+    m = cfg.batch
+
+    def run():
+        X, Y = next(batches)
+        opt.zero_grad()
+        a = X
+        for l in range(L - 1):
+            a = act(a @ Ws[l] + bs[l])
+        z = a @ Ws[-1] + bs[-1]
+        if cfg.output == "softmax":
+            loss = -(Y * torch.log_softmax(z, dim=1)).sum() / m
+        else:
+            loss = (
+                torch.nn.functional.binary_cross_entropy_with_logits(
+                    z, Y, reduction="sum"
+                )
+                / m
+            )
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return run
+
+
+# ---------------------------------------------------------------- JAX jit
+
+
+def make_jax(cfg, module, dtype, data_batches=1):
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    params, data = problem(cfg, module, dtype, data_batches)
+    batches = itertools.cycle([(jnp.asarray(X), jnp.asarray(Y)) for X, Y in data])
+    L = len(cfg.sizes) - 1
+    names = module.PARAM_NAMES
+    act = {"sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "tanh": jnp.tanh}[cfg.hidden]
+    m, lr = cfg.batch, cfg.lr
+
+    def loss_fn(p, X, Y):
+        a = X
+        for l in range(1, L):
+            a = act(a @ p[f"W{l}"] + p[f"b{l}"])
+        z = a @ p[f"W{L}"] + p[f"b{L}"]
+        if cfg.output == "softmax":
+            return -jnp.sum(Y * jax.nn.log_softmax(z, axis=1)) / m
+        return jnp.sum(jnp.logaddexp(0, z) - Y * z) / m
+
+    def step(p, X, Y):
+        loss, grads = jax.value_and_grad(loss_fn)(p, X, Y)
+        return jax.tree.map(lambda w, g: w - lr * g, p, grads), loss
+
+    jitted = jax.jit(step, donate_argnums=0)
+    state = [{k: jnp.asarray(params[k]) for k in names}]
+
+    def run():
+        X, Y = next(batches)
+        state[0], loss = jitted(state[0], X, Y)
+        return float(loss)
+
+    return run
+
+
+# ---------------------------------------------------------------- the GEMM floor
+
+
+def make_floor(cfg, module, dtype, data_batches=1):
+    """forward A^{l-1} W^l per layer; backward A^{l-1}ᵀ δ^l per layer, δ^l W^lᵀ for l > 1."""
+    params, data = problem(cfg, module, dtype)
+    X = data[0][0]
+    L = len(cfg.sizes) - 1
+    rng = np.random.default_rng(1)
+    Ws = [params[f"W{l}"] for l in range(1, L + 1)]
+    As = [X] + [np.empty((cfg.batch, n), dtype) for n in cfg.sizes[1:]]
+    Ds = [None] + [
+        (0.01 * rng.standard_normal((cfg.batch, n))).astype(dtype)
+        for n in cfg.sizes[1:]
+    ]
+    dWs = [np.empty_like(W) for W in Ws]
+
+    def run():
+        for l in range(L):
+            np.dot(As[l], Ws[l], out=As[l + 1])
+        for l in range(L, 0, -1):
+            np.dot(As[l - 1].T, Ds[l], out=dWs[l - 1])
+            if l > 1:
+                np.dot(Ds[l], Ws[l - 1].T, out=Ds[l - 1])
+        return 0.0
+
+    return run
+
+
+MAKERS = {
+    "generated": make_generated,
+    "numpy": make_numpy,
+    "torch": make_torch,
+    "jax": make_jax,
+    "floor": make_floor,
+}

@@ -1,0 +1,94 @@
+"""All benchmarks, printed as the Markdown tables of README.md's Performance section.
+
+    python benchmarks/run.py [--rounds 15] [--quick]
+
+Runs train_step.py (one process, all implementations interleaved), peak_rss.py (a process
+per implementation) and generate_time.py (a fresh process per run), then prints the
+tables. --quick: a few rounds, to check that everything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generate_time  # noqa: E402
+import peak_rss  # noqa: E402
+import train_step  # noqa: E402
+
+COLUMNS = ["generated", "generated+check", "numpy", "torch", "jax", "floor"]
+HEADERS = {
+    "generated": "generated",
+    "generated+check": "generated, CHECK_FINITE on",
+    "numpy": "hand NumPy",
+    "torch": "PyTorch eager",
+    "jax": "JAX jit",
+    "floor": "GEMM floor",
+}
+
+
+def machine() -> str:
+    import jax
+    import torch
+
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"Python {platform.python_version()}, NumPy {np.__version__}, "
+        f"PyTorch {torch.__version__}, JAX {jax.__version__}"
+    )
+
+
+def step_table(rows) -> str:
+    head = "| config | dtype | " + " | ".join(HEADERS[c] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for cfg, dtype, med in rows:
+        gen = med["generated"]
+        cells = []
+        for c in COLUMNS:
+            text = train_step.fmt(med[c])
+            if c != "generated":
+                text += f" ({gen / med[c]:.2f}×)"
+            cells.append(text)
+        lines.append(f"| {cfg} | {dtype} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    rounds = 3 if args.quick else args.rounds
+    extra = ["--block", "0.02", "--warmup", "0.02"] if args.quick else []
+    rows = train_step.main(["--rounds", str(rounds), *extra])
+    rss = peak_rss.run_in_own_process(20 if args.quick else 100)
+    gen = generate_time.measure(repeat=1 if args.quick else 3)
+
+    print()
+    print(f"Machine: {machine()}")
+    print()
+    print("Train step (forward, loss, backward, sgd update), median time per step;")
+    print("in parentheses the generated step's time divided by that column's:")
+    print()
+    print(step_table(rows))
+    print()
+    print("| peak RSS, 100 mnist steps (float32) | " + " | ".join(rss) + " |")
+    print("|---|" + "---|" * len(rss))
+    print("| MiB | " + " | ".join(f"{v:.0f}" for v in rss.values()) + " |")
+    print()
+    print("| `symgrad generate`, fresh process | width 8 | width 8192 |")
+    print("|---|---|---|")
+    for layers in sorted({n for n, _ in gen}):
+        print(
+            f"| {layers} layers | {gen[layers, 8]:.2f} s | {gen[layers, 8192]:.2f} s |"
+        )
+
+
+if __name__ == "__main__":
+    main()

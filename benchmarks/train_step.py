@@ -1,0 +1,127 @@
+"""Time one training step: the generated module against NumPy, PyTorch, JAX and the GEMM floor.
+
+    python benchmarks/train_step.py [--configs tiny mnist wide] [--dtypes float32 float64]
+
+One process. The generated module is written to a temporary directory from
+benchmarks/specs/<config>.yaml. Implementations are timed in rounds, round-robin, so
+that a slow spell of the machine hits all of them alike; each round times a block of
+steps lasting about `--block` seconds, and the table shows the median over rounds of the
+time per step, and the generated step's ratio to each of the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import impls  # noqa: E402
+
+ORDER = ["generated", "generated+check", "numpy", "torch", "jax", "floor"]
+
+
+def generate(cfg: impls.Config, out: Path) -> Path:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "symgrad",
+            "generate",
+            "-q",
+            str(cfg.spec),
+            "-o",
+            str(out),
+        ],
+        check=True,
+    )
+    return out / f"bench_{cfg.name}.py"
+
+
+def makers(cfg, path: Path, dtype, only):
+    # two copies of the module: CHECK_FINITE is a module global
+    module = impls.load_module(path, f"{path.stem}_unchecked")
+    checked = impls.load_module(path, f"{path.stem}_checked")
+    out = {}
+    for name in only:
+        if name == "generated+check":
+            out[name] = impls.make_generated(cfg, checked, dtype, check_finite=True)
+        else:
+            out[name] = impls.MAKERS[name](cfg, module, dtype)
+    return out
+
+
+def calibrate(run, seconds: float) -> int:
+    """Steps per block: about `seconds` long, at least 1."""
+    run()
+    n, t0 = 1, time.perf_counter()
+    while True:
+        for _ in range(n):
+            run()
+        elapsed = time.perf_counter() - t0
+        if elapsed > seconds / 10 or n > 1e6:
+            return max(1, int(n * seconds / max(elapsed, 1e-9)))
+        n *= 4
+        t0 = time.perf_counter()
+
+
+def measure(runs: dict, rounds: int, block: float, warmup: float) -> dict[str, float]:
+    sizes = {name: calibrate(run, block) for name, run in runs.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            n = sizes[name]
+            # untimed steps first: the thread pools of the implementation timed before
+            # stop spinning, and this one's are awake, as in a training loop
+            for _ in range(max(1, int(n * warmup / block))):
+                run()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                run()
+            times[name].append((time.perf_counter() - t0) / n)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def fmt(seconds: float) -> str:
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def main(argv=None) -> list[tuple]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=list(impls.CONFIGS))
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--impls", nargs="+", default=ORDER)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--block", type=float, default=0.05, help="seconds per block")
+    parser.add_argument(
+        "--warmup", type=float, default=0.3, help="untimed seconds before each block"
+    )
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for cfg_name in args.configs:
+            cfg = impls.CONFIGS[cfg_name]
+            path = generate(cfg, Path(tmp))
+            for dtype_name in args.dtypes:
+                runs = makers(cfg, path, np.dtype(dtype_name), args.impls)
+                med = measure(runs, args.rounds, args.block, args.warmup)
+                rows.append((cfg_name, dtype_name, med))
+                gen = med.get("generated")
+                line = "  ".join(
+                    f"{k} {fmt(v)}"
+                    + (f" ({gen / v:.2f}×)" if gen and k != "generated" else "")
+                    for k, v in med.items()
+                )
+                print(f"{cfg_name:5s} {dtype_name}: {line}", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
