@@ -230,6 +230,7 @@ def _work(state, m, dtype):
         work = state["buffers"][m] = {
             "Z1": np.empty((m, 16), dtype),
             "Z2": np.empty((m, 1), dtype),
+            "P2": np.empty((m, 1), dtype),
             "A2": np.empty((m, 1), dtype),
             "D2": np.empty((m, 1), dtype),
             "D1": np.empty((m, 16), dtype),
@@ -238,7 +239,6 @@ def _work(state, m, dtype):
             "U2": np.empty((m, 1), dtype),
             "ones": np.ones(m, dtype),
             "scale": np.array(1 / m, dtype),
-            "exp_max": np.floor(np.log(np.finfo(dtype).max)).astype(dtype),
             "one": np.ones((), dtype),
             "zero": np.zeros((), dtype),
         }
@@ -269,14 +269,15 @@ def _step(params, state, X, Y):
     W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
     work = _work(state, m, X.dtype)
     Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
-    Z2, A2, D2, T2, U2 = work["Z2"], work["A2"], work["D2"], work["T2"], work["U2"]
-    ones, scale, exp_max, one, zero = (
-        work["ones"],
-        work["scale"],
-        work["exp_max"],
-        work["one"],
-        work["zero"],
+    Z2, P2, A2, D2, T2, U2 = (
+        work["Z2"],
+        work["P2"],
+        work["A2"],
+        work["D2"],
+        work["T2"],
+        work["U2"],
     )
+    ones, scale, one, zero = work["ones"], work["scale"], work["one"], work["zero"]
     # scale = 1/m, zero and one: typed 0-d arrays (cheaper operands than Python numbers)
 
     np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
@@ -285,16 +286,13 @@ def _step(params, state, X, Y):
     A1 = np.tanh(Z1, out=Z1)
     np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
     Z2 += b2
-    # A2 = sigmoid(Z2)
-    np.negative(Z2, out=A2)
-    np.minimum(A2, exp_max, out=A2)  # e^-x stays finite
+    # A2 = sigmoid(Z2) = exp(-P2), P2 = softplus(-Z2) (in the loss)
+    np.negative(Z2, out=P2)
+    np.logaddexp(zero, P2, out=P2)
+    np.negative(P2, out=A2)
     np.exp(A2, out=A2)
-    A2 += one
-    np.reciprocal(A2, out=A2)
     # L: the terms of loss(), each product summed by one np.vdot
-    np.negative(Z2, out=T2)
-    np.logaddexp(zero, T2, out=T2)
-    L = np.vdot(Y, T2)
+    L = np.vdot(P2, Y)
     np.subtract(one, Y, out=T2)
     np.logaddexp(zero, Z2, out=U2)
     L += np.vdot(T2, U2)

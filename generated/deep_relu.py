@@ -385,6 +385,7 @@ def _work(state, m, dtype):
             "Z7": np.empty((m, 32), dtype),
             "M7": np.empty((m, 32), dtype),
             "Z8": np.empty((m, 1), dtype),
+            "P8": np.empty((m, 1), dtype),
             "A8": np.empty((m, 1), dtype),
             "D8": np.empty((m, 1), dtype),
             "D7": np.empty((m, 32), dtype),
@@ -398,7 +399,6 @@ def _work(state, m, dtype):
             "U8": np.empty((m, 1), dtype),
             "ones": np.ones(m, dtype),
             "scale": np.array(0.02 / m, dtype),
-            "exp_max": np.floor(np.log(np.finfo(dtype).max)).astype(dtype),
             "one": np.ones((), dtype),
             "zero": np.zeros((), dtype),
         }
@@ -441,14 +441,15 @@ def _step(params, state, X, Y):
     Z5, M5, D5 = work["Z5"], work["M5"], work["D5"]
     Z6, M6, D6 = work["Z6"], work["M6"], work["D6"]
     Z7, M7, D7 = work["Z7"], work["M7"], work["D7"]
-    Z8, A8, D8, T8, U8 = work["Z8"], work["A8"], work["D8"], work["T8"], work["U8"]
-    ones, scale, exp_max, one, zero = (
-        work["ones"],
-        work["scale"],
-        work["exp_max"],
-        work["one"],
-        work["zero"],
+    Z8, P8, A8, D8, T8, U8 = (
+        work["Z8"],
+        work["P8"],
+        work["A8"],
+        work["D8"],
+        work["T8"],
+        work["U8"],
     )
+    ones, scale, one, zero = work["ones"], work["scale"], work["one"], work["zero"]
     # scale = η/m: δ carries the learning rate, so dW = η ∂L/∂W, ready to subtract
 
     np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
@@ -488,16 +489,13 @@ def _step(params, state, X, Y):
     A7 = np.multiply(Z7, M7, out=Z7)
     np.dot(A7, W8, out=Z8)  # Z8 = A7 W8 + b8
     Z8 += b8
-    # A8 = sigmoid(Z8)
-    np.negative(Z8, out=A8)
-    np.minimum(A8, exp_max, out=A8)  # e^-x stays finite
+    # A8 = sigmoid(Z8) = exp(-P8), P8 = softplus(-Z8) (in the loss)
+    np.negative(Z8, out=P8)
+    np.logaddexp(zero, P8, out=P8)
+    np.negative(P8, out=A8)
     np.exp(A8, out=A8)
-    A8 += one
-    np.reciprocal(A8, out=A8)
     # L: the terms of loss(), each product summed by one np.vdot
-    np.negative(Z8, out=T8)
-    np.logaddexp(zero, T8, out=T8)
-    L = np.vdot(Y, T8)
+    L = np.vdot(P8, Y)
     np.subtract(one, Y, out=T8)
     np.logaddexp(zero, Z8, out=U8)
     L += np.vdot(T8, U8)

@@ -385,6 +385,7 @@ def _work(state, m, dtype):
             "Z6": np.empty((m, 32), dtype),
             "Z7": np.empty((m, 32), dtype),
             "Z8": np.empty((m, 1), dtype),
+            "P8": np.empty((m, 1), dtype),
             "A8": np.empty((m, 1), dtype),
             "D8": np.empty((m, 1), dtype),
             "D7": np.empty((m, 32), dtype),
@@ -448,7 +449,14 @@ def _step(params, state, X, Y):
     Z5, D5, T5 = work["Z5"], work["D5"], work["T5"]
     Z6, D6, T6 = work["Z6"], work["D6"], work["T6"]
     Z7, D7, T7 = work["Z7"], work["D7"], work["T7"]
-    Z8, A8, D8, T8, U8 = work["Z8"], work["A8"], work["D8"], work["T8"], work["U8"]
+    Z8, P8, A8, D8, T8, U8 = (
+        work["Z8"],
+        work["P8"],
+        work["A8"],
+        work["D8"],
+        work["T8"],
+        work["U8"],
+    )
     ones, scale, exp_max, one, zero = (
         work["ones"],
         work["scale"],
@@ -516,16 +524,13 @@ def _step(params, state, X, Y):
     A7 = np.reciprocal(Z7, out=Z7)
     np.dot(A7, W8, out=Z8)  # Z8 = A7 W8 + b8
     Z8 += b8
-    # A8 = sigmoid(Z8)
-    np.negative(Z8, out=A8)
-    np.minimum(A8, exp_max, out=A8)  # e^-x stays finite
+    # A8 = sigmoid(Z8) = exp(-P8), P8 = softplus(-Z8) (in the loss)
+    np.negative(Z8, out=P8)
+    np.logaddexp(zero, P8, out=P8)
+    np.negative(P8, out=A8)
     np.exp(A8, out=A8)
-    A8 += one
-    np.reciprocal(A8, out=A8)
     # L: the terms of loss(), each product summed by one np.vdot
-    np.negative(Z8, out=T8)
-    np.logaddexp(zero, T8, out=T8)
-    L = np.vdot(Y, T8)
+    L = np.vdot(P8, Y)
     np.subtract(one, Y, out=T8)
     np.logaddexp(zero, Z8, out=U8)
     L += np.vdot(T8, U8)

@@ -513,7 +513,7 @@ def step_code(
 
     def layer_names(l: int) -> set[str]:  # noqa: E741
         """The work arrays of layer l."""
-        own = {nm.Z(l), nm.A(l), nm.D(l), f"R{l}", f"ones_{l}", f"M{l}"}
+        own = {nm.Z(l), nm.A(l), nm.D(l), f"R{l}", f"ones_{l}", f"M{l}", f"P{l}"}
         return own | set(pools[l].made if l in pools else ())
 
     loss = out.forward.xreplace({LS: array(nm.LOG_SOFTMAX)})
@@ -538,6 +538,20 @@ def step_code(
             continue
         keep_z = z_after_output if last else act.needs_z
         A = nm.A(l)
+        if last and act.forward == sigmoid(z) and loss.has(softplus(-z)):
+            # σ(Z) = exp(-softplus(-Z)), and softplus(-Z) is a term of the loss (binary
+            # cross-entropy from the logits): computed once, for both. (σ's relative
+            # error is then |Z|·ε, not ε: immaterial in δ = σ(Z) - Y.)
+            P = add_work(f"P{l}", rule.units)
+            add_work(A, rule.units)
+            lines.append(
+                f"# {A} = sigmoid({Z}) = exp(-{P}), {P} = softplus(-{Z}) (in the loss)"
+            )
+            lines += em.into(softplus(-array(Z)), P, pool(l))
+            lines += [f"np.negative({P}, out={A})", f"np.exp({A}, out={A})"]
+            loss = loss.xreplace({softplus(-z): array(P)})
+            outputs[l] = A
+            continue
         g = None if last else mask_factor(act)
         if g is not None:  # f(z) = z·g(z), g piecewise constant and g = f'
             M = add_work(f"M{l}", rule.units)

@@ -373,3 +373,38 @@ def test_save_and_load_params(workdir, tmp_path):
     np.savez(tmp_path / "wrong.npz", **{**params, "W2": np.zeros((2, 4), np.float32)})
     with pytest.raises(ValueError, match=r"params\['W2'\] must have shape \(4, 2\)"):
         module.load_params(tmp_path / "wrong.npz")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_binary_cross_entropy_step_at_saturated_logits(workdir, dtype):
+    # the output sigmoid reuses the loss's softplus(-Z): exp(-softplus(-Z)) must stay
+    # exact enough, and quiet (no overflow warning: warnings are errors here), at |Z| ≫ 1
+    spec = {
+        "name": "satbce",
+        "input": 2,
+        "layers": [
+            {"units": 3, "activation": "tanh"},
+            {"units": 2, "activation": "sigmoid"},
+        ],
+        "loss": BCE,
+        "optimizer": SGD,
+    }
+    module = build(spec, workdir)
+    source = Path(module.__file__).read_text()
+    body = source[source.index("def _step(") : source.index("def _accuracy(")]
+    assert "# A2 = sigmoid(Z2) = exp(-P2), P2 = softplus(-Z2) (in the loss)" in body
+    params = module.init_params(0, dtype=dtype)
+    params["W2"][...] = np.array([[400.0, -400.0], [400.0, 400.0], [0.0, 0.0]], dtype)
+    X = np.array([[3.0, 0.0], [-3.0, 0.0], [3.0, -3.0], [0.2, 0.1]], dtype)
+    Y = np.array([[1, 0], [1, 1], [0, 0], [0, 1]], dtype)
+    Yhat = module.forward(params, X)
+    assert ((Yhat == 0) | (Yhat == 1)).sum() >= 3  # saturated in this dtype
+    reference = copy.deepcopy(params)
+    state = module.init_state(params)
+    L = module.step(params, state, X, Y)
+    L_ref, grads = module.loss_and_grad(reference, X, Y)
+    assert np.isfinite(L) and L > 10
+    assert rel(L, L_ref) <= (1e-12 if dtype == np.float64 else 1e-6)
+    for k in params:
+        expected = reference[k] - SGD["learning_rate"] * grads[k]
+        assert rel(params[k], expected) <= (1e-12 if dtype == np.float64 else 1e-5), k
