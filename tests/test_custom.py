@@ -3,13 +3,13 @@ central finite differences of the generated module's own loss."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from harness import import_path
 
 import symgrad
 
@@ -60,10 +60,7 @@ def build(tmp_path: Path, act: str, loss: str):
     }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
     path = symgrad.generate(tmp_path / "s.yaml", tmp_path)
-    module_spec = importlib.util.spec_from_file_location(f"custom{next(_ids)}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return import_path(path, f"custom{next(_ids)}")
 
 
 def fd_error(module) -> float:
@@ -114,9 +111,7 @@ def test_custom_log_cosh_loss_is_finite_at_huge_residuals(tmp_path: Path) -> Non
     }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
     path = symgrad.generate(tmp_path / "s.yaml", tmp_path)
-    module_spec = importlib.util.spec_from_file_location("logcosh_extreme", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = import_path(path, "logcosh_extreme")
     params = {"W1": np.array([[1.0]]), "b1": np.zeros(1)}
     X = np.array([[-1000.0], [0.0], [2000.0]])
     loss, grads = module.loss_and_grad(params, X, np.zeros((3, 1)))

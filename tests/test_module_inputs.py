@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from harness import import_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"gen_{name}", ROOT / "generated" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_path(ROOT / "generated" / f"{name}.py", f"gen_{name}")
 
 
 @pytest.fixture()
