@@ -2,16 +2,21 @@
 
     python benchmarks/train_step.py [--configs tiny mnist wide] [--dtypes float32 float64]
 
-One process. The generated module is written to a temporary directory from
-benchmarks/specs/<config>.yaml. Implementations are timed in rounds, round-robin, so
-that a slow spell of the machine hits all of them alike; each round times a block of
-steps lasting about `--block` seconds, and the table shows the median over rounds of the
-time per step, and the generated step's ratio to each of the others.
+All implementations of a config run in one process, timed in rounds, round-robin, so
+that a slow spell of the machine hits all of them alike; each round runs every
+implementation untimed for `--warmup` seconds (the thread pools of the one before go
+quiet, its own wake up, as in a training loop) and then times a block of steps lasting
+about `--block` seconds. The table shows the median over rounds of the time per step,
+and the generated step's time divided by each of the others'. Each config gets a fresh
+process: on this 2-core VM, one config's run (PyTorch and JAX thread pools both used)
+was seen to leave the next one's GEMMs ~1.4× slower for a while. The generated module
+is written to a temporary directory from benchmarks/specs/<config>.yaml.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -93,6 +98,28 @@ def fmt(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
 
+def run_config(cfg_name: str, dtypes, names, rounds, block, warmup) -> list[tuple]:
+    """All implementations of one config, interleaved in this process."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = impls.CONFIGS[cfg_name]
+        path = generate(cfg, Path(tmp))
+        for dtype_name in dtypes:
+            runs = makers(cfg, path, np.dtype(dtype_name), names)
+            rows.append((cfg_name, dtype_name, measure(runs, rounds, block, warmup)))
+    return rows
+
+
+def show(row: tuple) -> None:
+    cfg_name, dtype_name, med = row
+    gen = med.get("generated")
+    line = "  ".join(
+        f"{k} {fmt(v)}" + (f" ({gen / v:.2f}×)" if gen and k != "generated" else "")
+        for k, v in med.items()
+    )
+    print(f"{cfg_name:5s} {dtype_name}: {line}", flush=True)
+
+
 def main(argv=None) -> list[tuple]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", default=list(impls.CONFIGS))
@@ -103,23 +130,23 @@ def main(argv=None) -> list[tuple]:
     parser.add_argument(
         "--warmup", type=float, default=0.3, help="untimed seconds before each block"
     )
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    settings = [args.dtypes, args.impls, args.rounds, args.block, args.warmup]
+    if args.json:  # a worker: one config, in this process
+        (cfg_name,) = args.configs
+        print(json.dumps(run_config(cfg_name, *settings)))
+        return []
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for cfg_name in args.configs:
-            cfg = impls.CONFIGS[cfg_name]
-            path = generate(cfg, Path(tmp))
-            for dtype_name in args.dtypes:
-                runs = makers(cfg, path, np.dtype(dtype_name), args.impls)
-                med = measure(runs, args.rounds, args.block, args.warmup)
-                rows.append((cfg_name, dtype_name, med))
-                gen = med.get("generated")
-                line = "  ".join(
-                    f"{k} {fmt(v)}"
-                    + (f" ({gen / v:.2f}×)" if gen and k != "generated" else "")
-                    for k, v in med.items()
-                )
-                print(f"{cfg_name:5s} {dtype_name}: {line}", flush=True)
+    for cfg_name in args.configs:  # each config in a fresh process (see the docstring)
+        worker = [sys.executable, __file__, "--json", "--configs", cfg_name]
+        worker += ["--dtypes", *args.dtypes, "--impls", *args.impls]
+        worker += ["--rounds", str(args.rounds), "--block", str(args.block)]
+        worker += ["--warmup", str(args.warmup)]
+        out = subprocess.run(worker, capture_output=True, text=True, check=True).stdout
+        for row in json.loads(out.strip().splitlines()[-1]):
+            rows.append(tuple(row))
+            show(rows[-1])
     return rows
 
 
