@@ -367,7 +367,8 @@ def init_state(params):
     _check_params(params)
     return {
         "t": 0,
-        "grads": {k: np.zeros_like(params[k]) for k in PARAM_NAMES},
+        # C order: np.dot(..., out=) writes only into C-contiguous arrays
+        "grads": {k: np.zeros(params[k].shape, params[k].dtype) for k in PARAM_NAMES},
         "buffers": {},
     }
 

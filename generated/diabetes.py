@@ -202,7 +202,8 @@ def init_state(params):
     return {
         "t": 0,
         "velocity": {k: np.zeros_like(params[k]) for k in PARAM_NAMES},
-        "grads": {k: np.zeros_like(params[k]) for k in PARAM_NAMES},
+        # C order: np.dot(..., out=) writes only into C-contiguous arrays
+        "grads": {k: np.zeros(params[k].shape, params[k].dtype) for k in PARAM_NAMES},
         "buffers": {},
     }
 

@@ -328,6 +328,33 @@ def test_step_checks_its_inputs(workdir):
     np.testing.assert_array_equal(params["W1"], module.init_params(0)["W1"])
 
 
+def test_fortran_ordered_and_strided_inputs(workdir):
+    spec = {
+        "name": "orders",
+        "input": 3,
+        "layers": [
+            {"units": 4, "activation": "tanh"},
+            {"units": 2, "activation": "identity"},
+        ],
+        "loss": "mse",
+        "optimizer": MOMENTUM,
+    }
+    module = build(spec, workdir)
+    params = {k: np.asfortranarray(v) for k, v in module.init_params(0).items()}
+    reference = copy.deepcopy(params)
+    state, ref = module.init_state(params), Reference(MOMENTUM, reference)
+    rng = np.random.default_rng(0)
+    for m in (1, 6):  # a batch of one, then a strided view of a Fortran array
+        X = np.asfortranarray(rng.standard_normal((m, 6)))[:, ::2]
+        Y = rng.standard_normal((m, 2))
+        assert (
+            rel(module.step(params, state, X, Y), ref.step(module, reference, X, Y))
+            < 1e-12
+        )
+    for k in params:
+        assert rel(params[k], reference[k]) < 1e-12, k
+
+
 def test_loss_and_grad_returns_fresh_arrays_after_steps(workdir):
     spec = {
         "name": "fresh",
