@@ -452,6 +452,7 @@ def _step(params, state, X, Y):
     )
     ones, scale, one, zero = work["ones"], work["scale"], work["one"], work["zero"]
     # scale = η/m: δ carries the learning rate, so dW = η ∂L/∂W, ready to subtract
+    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
 
     np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1

@@ -252,7 +252,8 @@ def _step(params, state, X, Y):
     Z1, M1, D1 = work["Z1"], work["M1"], work["D1"]
     Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
     ones, scale, zero = work["ones"], work["scale"], work["zero"]
-    # scale = 1/m, zero and one: typed 0-d arrays (cheaper operands than Python numbers)
+    # scale = 1/m
+    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
 
     np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1

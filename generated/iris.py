@@ -280,7 +280,8 @@ def _step(params, state, X, Y):
         work["D2"],
     )
     ones, scale, zero = work["ones"], work["scale"], work["zero"]
-    # scale = 1/m, zero and one: typed 0-d arrays (cheaper operands than Python numbers)
+    # scale = 1/m
+    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
 
     np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1

@@ -297,7 +297,8 @@ def _step(params, state, X, Y):
         work["exp_max"],
         work["one"],
     )
-    # scale = 1/m, zero and one: typed 0-d arrays (cheaper operands than Python numbers)
+    # scale = 1/m
+    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
 
     np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
     Z1 += b1
