@@ -11,7 +11,11 @@ network is never differentiated as one expression; the dense-layer algebra is sh
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import mpmath
@@ -31,6 +35,35 @@ CHECK_TOL = sp.Float("1e-20", CHECK_DIGITS)
 
 
 # ------------------------------------------------------------------ helpers
+
+SEARCH_SECONDS = 2.0  # budget for looking for a form in a (solve/simplify can run away)
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block after `seconds` (main thread on Unix; elsewhere no limit)."""
+    usable = (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def cost(e: sp.Expr) -> int:
@@ -283,12 +316,16 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
     # solve() is slow, so it is only asked when substitution found nothing
     best = None
     for candidates in (_direct_in_a, _solved_in_a):
-        valid = [
-            c
-            for c in {tidy(c) for c in candidates(f, dz, raw) if not c.has(z)}
-            if not c.has(sp.nan, sp.zoo)
-            and same_values(c.xreplace({a: f}), raw, points)
-        ]
+        try:
+            with time_limit(SEARCH_SECONDS):
+                valid = [
+                    c
+                    for c in {tidy(c) for c in candidates(f, dz, raw) if not c.has(z)}
+                    if not c.has(sp.nan, sp.zoo)
+                    and same_values(c.xreplace({a: f}), raw, points)
+                ]
+        except _OutOfTime:  # e.g. solve() on a cubic: keep the form in z
+            valid = []
         best = min(valid, key=_rank, default=None)
         if best is not None:
             break

@@ -113,10 +113,11 @@ class NumPyCode(NumPyPrinter):
         if pieces[-1][1] is not sp.true:
             pieces.append((sp.nan, sp.true))
         # 0 where a condition holds, else 1: a boolean mask (float * bool keeps the dtype)
+        # (parenthesized: inside a product, 2*A > 0 would compare 2*A with 0)
         if len(pieces) == 2 and pieces[0][0] == 0 and pieces[1][0] == 1:
-            return self._print(pieces[0][1].negated)
+            return f"({self._print(pieces[0][1].negated)})"
         if len(pieces) == 2 and pieces[0][0] == 1 and pieces[1][0] == 0:
-            return self._print(pieces[0][1])
+            return f"({self._print(pieces[0][1])})"
         pieces = [(_clamped(v, c), c) for v, c in pieces]
         all_const = all(not v.free_symbols for v, _ in pieces)
         out = self._branch(pieces[-1][0], all_const)

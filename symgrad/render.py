@@ -340,10 +340,20 @@ def _backward(
             fp = code(fprime, {a: below.A, z: below.Z}, printer)
             lines += _comment_lines(
                 f"δ{l - 1} = (δ{l} W{l}ᵀ) ⊙ f'(Z{l - 1}),  {rule_text}",
-                f"D{l - 1} = (D{l} @ {lc.W}.T) * ({fp})",
+                f"D{l - 1} = (D{l} @ {lc.W}.T) * {_parenthesized(fp)}",
             )
             eqs.append(f"δ{l - 1} = (δ{l} W{l}ᵀ) ⊙ f'(Z{l - 1}),   {rule_text}")
     return lines, _wrap_equations(eqs)
+
+
+def _parenthesized(code: str) -> str:
+    """code in parentheses, unless one pair already encloses all of it."""
+    depth = 0
+    for i, ch in enumerate(code):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and i < len(code) - 1:
+            return f"({code})"
+    return code if code.startswith("(") else f"({code})"
 
 
 def _wrap(line: str) -> str:

@@ -28,6 +28,8 @@ ACTIVATIONS = [
     "erf(z)",
     "sigmoid(z)*z",
     "relu(z) + 0.1*z",
+    "2*relu(z)",  # a 0/1 mask inside a product: printed (A > 0), not 2*A > 0
+    "z**3/(1 + z*z)",  # solve() on a cubic runs away: the search is cut off, z is kept
     "max(z, 0.5*z)",
     "min(z, 1)",
     "z**3/3",
