@@ -416,14 +416,15 @@ class OutputRule:
 LS = sp.Symbol("ls", real=True)  # log-softmax of the output, elementwise
 
 
-def _is_collapse(delta: sp.Expr) -> bool:
+def _collapse_factor(delta: sp.Expr) -> sp.Expr | None:
+    """The constant q with delta = q·(a - y), or None when delta is not of that form."""
     if delta.has(sp.Piecewise):
-        return False
+        return None
     try:
         q = sp.cancel(sp.together(delta / (a - y)))
     except (sp.PolynomialError, TypeError, ValueError):
-        return False
-    return q != 0 and not (q.free_symbols & {a, y, z})
+        return None
+    return q if q != 0 and not (q.free_symbols & {a, y, z}) else None
 
 
 def _stable_loss(loss: sp.Expr, act: ActivationRule) -> sp.Expr:
@@ -458,9 +459,9 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         product = sp.Mul(dl_da, da_dz, evaluate=False)
         delta = tidy(sp.together(dl_da * da_dz))
         jvp = False
-    collapsed = not jvp and _is_collapse(delta)
+    q = None if jvp else _collapse_factor(delta)
+    collapsed = q is not None
     if collapsed:
-        q = sp.cancel(sp.together(delta / (a - y)))
         delta = a - y if q == 1 else sp.Mul(q, a - y, evaluate=False)
     forward = _stable_loss(loss, act)
     return OutputRule(
