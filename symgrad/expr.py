@@ -18,7 +18,8 @@ from .errors import ExpressionError, echo
 MAX_LENGTH = 500  # characters
 MAX_DEPTH = 40  # nested nodes
 MAX_NODES = 400
-MAX_LITERAL = 1e6  # absolute value of a number literal
+MAX_LITERAL = 1e6  # absolute value of a number literal or a named parameter
+MIN_LITERAL = 1e-12  # smallest nonzero absolute value (5e-324 would underflow in code)
 MAX_EXPONENT = 64  # absolute value of a constant exponent
 
 
@@ -60,12 +61,31 @@ _BINOPS = {
 }
 
 
-def number(value: float | int) -> sp.Rational:
-    """An exact SymPy number for a spec number: 0.1 becomes 1/10, as its decimal text says."""
+def check_number(value: object) -> None:
+    """Refuse a literal or parameter value outside the bounds code can hold exactly.
+
+    Raises:
+        ExpressionError: not a number, not finite, or |value| outside
+            [MIN_LITERAL, MAX_LITERAL] (0 is allowed).
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ExpressionError(f"expected a number, found {echo(value)}")
     if value != value or value in (float("inf"), float("-inf")):
         raise ExpressionError(f"expected a finite number, found {value!r}")
+    if abs(value) > MAX_LITERAL:
+        raise ExpressionError(
+            f"number {echo(value)} is larger than {MAX_LITERAL:g} in magnitude"
+        )
+    if value and abs(value) < MIN_LITERAL:
+        raise ExpressionError(
+            f"number {echo(value)} is smaller than {MIN_LITERAL:g} in magnitude"
+            " (write 0 if you mean zero)"
+        )
+
+
+def number(value: float | int) -> sp.Rational:
+    """An exact SymPy number for a spec number: 0.1 becomes 1/10, as its decimal text says."""
+    check_number(value)
     return sp.Rational(repr(value)) if isinstance(value, float) else sp.Integer(value)
 
 
@@ -127,10 +147,6 @@ class _Builder:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ExpressionError(
                     f"only numbers are allowed as literals, found {echo(value)}"
-                )
-            if abs(value) > MAX_LITERAL:
-                raise ExpressionError(
-                    f"number {echo(value)} is larger than {MAX_LITERAL:g}"
                 )
             return number(value)
         if isinstance(node, ast.Name):
