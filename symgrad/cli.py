@@ -205,10 +205,12 @@ def summary(d: Derivation, path: Path) -> str:
         delta = f"δ = {text(out.delta, {a: 'ŷ'})}"
         if out.collapsed:
             delta += " (collapsed)"
+    warnings = [f"warning: {note}" for note in d.notes]
     return "\n".join(
         [
             f"{spec.name}: {network}; {count:,} parameters",
             f"loss: {loss}; output delta {delta}",
+            *warnings,
             f"wrote {path}",
         ]
     )

@@ -11,76 +11,59 @@ network is never differentiated as one expression; the dense-layer algebra is sh
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import signal
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-import mpmath
 import sympy as sp
 
 from . import expr as expr_mod
-from . import ops
+from . import ops, stability
 from .errors import DerivationError, ExpressionError, SpecError
-from .functions import sigmoid, stabilize
+from .functions import numeric, sigmoid, softplus, stabilize, symbolize, variables
 from .ops import a, y, z
 from .spec import OpSpec, Spec, load_spec
 
 # where a candidate rewrite is checked (0 and small values hit piecewise boundaries)
 CHECK_POINTS = (-7.5, -3.2, -1.3, -0.6, -0.15, -0.01, 0, 0.01, 0.2, 0.7, 1.1, 2.9, 6.3)
-CHECK_DIGITS = 30
+CHECK_DIGITS = 50
 CHECK_TOL = sp.Float("1e-20", CHECK_DIGITS)
 
 
 # ------------------------------------------------------------------ helpers
+#
+# Every search below is bounded by what it works on, never by the clock: tidy() tries a
+# fixed list of rewrites and skips the polynomial ones on expressions too large or of too
+# high a degree for them; inverses are taken by peeling one layer at a time or by the
+# quadratic formula, never by solve(). The same spec gives the same rules on an idle
+# machine, a loaded one, in a thread or a subprocess.
 
-SEARCH_SECONDS = 2.0  # budget for looking for a form in a (solve/simplify can run away)
-
-
-class _OutOfTime(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt the block after `seconds` (main thread on Unix; elsewhere no limit)."""
-    usable = (
-        hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise _OutOfTime
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+MAX_TIDY_OPS = 150  # count_ops above which tidy() keeps an expression as it is
+MAX_TIDY_DEGREE = 24  # polynomial degree above which factor/cancel/expand are skipped
 
 
 def cost(e: sp.Expr) -> int:
     """NumPy operations needed to evaluate e: the measure for picking among equal forms.
 
     A subtraction is one operation (not a negation plus an addition) and powers weigh more
-    than products, so a*(1 - a) (2) beats a - a**2 (3).
+    than products, so a*(1 - a) (2) beats a - a**2 (3). Constants (coefficients included)
+    are folded when printed: they cost nothing.
     """
-    if e.is_Atom:
+    if e.is_Atom or not variables(e):
         return 0
     if e.is_Add:
         terms = [_unsigned(t) for t in e.args]
         negs = all(t.could_extract_minus_sign() for t in e.args)
         return len(terms) - 1 + int(negs) + sum(cost(t) for t in terms)
     if e.is_Mul:
-        coeff, factors = e.as_coeff_mul()
-        n = len(factors) - 1 + (0 if abs(coeff) == 1 else 1) + (1 if coeff == -1 else 0)
+        consts = [f for f in e.args if not variables(f)]
+        factors = [f for f in e.args if variables(f)]
+        coeff = sp.Mul(*consts)
+        n = (
+            len(factors)
+            - 1
+            + (0 if coeff in (1, -1) else 1)
+            + (1 if coeff == -1 else 0)
+        )
         return n + sum(cost(f) for f in factors)
     if e.is_Pow:
         if e.exp == 2:
@@ -95,6 +78,11 @@ def cost(e: sp.Expr) -> int:
     if isinstance(e, sp.Function):
         return 8 + sum(cost(x) for x in e.args)
     return 1 + sum(cost(x) for x in e.args)
+
+
+def _leads_with_minus(t: sp.Expr) -> bool:
+    """The sum t prints with a leading minus (-a + 1), without printing it."""
+    return t.as_ordered_terms()[0].could_extract_minus_sign()
 
 
 def _unsigned(t: sp.Expr) -> sp.Expr:
@@ -113,7 +101,7 @@ def absorb_sign(e: sp.Expr) -> sp.Expr:
         if coeff.is_negative and sums:
             coeff, factors[sums[0]] = -coeff, -factors[sums[0]]
             sums = sums[1:]
-        minus = [i for i in sums if str(factors[i]).startswith("-")]
+        minus = [i for i in sums if _leads_with_minus(factors[i])]
         for i, j in zip(
             minus[::2], minus[1::2], strict=False
         ):  # (y - a)(a - 1) -> (a - y)(1 - a)
@@ -135,19 +123,28 @@ def heaviside_to_piecewise(e: sp.Expr) -> sp.Expr:
     )
 
 
+def affordable(e: sp.Expr) -> bool:
+    """e is small enough, and of low enough degree, for SymPy's polynomial algorithms."""
+    return sp.count_ops(e) <= MAX_TIDY_OPS and expr_mod.degree(e) <= MAX_TIDY_DEGREE
+
+
+TIDY_STEPS = (sp.factor, sp.cancel, sp.expand, lambda x: sp.factor(sp.cancel(x)))
+
+
 def tidy(e: sp.Expr) -> sp.Expr:
-    """The cheapest of a few simplified forms of e (ties: fewest operations, then text)."""
+    """The cheapest of a few rewritten forms of e (ties: fewest operations, then text).
+
+    The rewrites are a fixed list of polynomial normal forms (factor, cancel, expand),
+    tried only where `affordable`; SymPy's simplify(), whose work has no bound, is not used.
+    """
     e = heaviside_to_piecewise(e)
     forms = {e}
-    rational = not e.atoms(sp.Function, sp.Piecewise) and all(
-        p.exp.is_Integer for p in e.atoms(sp.Pow)
-    )
-    steps = (sp.factor, sp.cancel, sp.expand, lambda x: sp.factor(sp.cancel(x)))
-    for fn in steps if rational else (sp.simplify, *steps):  # simplify is the slow one
-        try:
-            forms.add(heaviside_to_piecewise(fn(e)))
-        except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
-            pass
+    if affordable(e):
+        for fn in TIDY_STEPS:
+            try:
+                forms.add(heaviside_to_piecewise(fn(e)))
+            except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
+                pass
     forms = {absorb_sign(f) for f in forms} | forms
     forms = {f for f in forms if not f.has(sp.nan, sp.zoo)}
     return min(forms, key=_rank)
@@ -156,7 +153,7 @@ def tidy(e: sp.Expr) -> sp.Expr:
 def _rank(e: sp.Expr) -> tuple:
     """Order among equivalent forms: cheapest, then fewest sums that start with a minus."""
     minus = sum(
-        1 for t in sp.preorder_traversal(e) if t.is_Add and str(t).startswith("-")
+        1 for t in sp.preorder_traversal(e) if t.is_Add and _leads_with_minus(t)
     )
     return (cost(e) + (20 if unstable(e) else 0), minus, sp.count_ops(e), sp.srepr(e))
 
@@ -172,30 +169,184 @@ def unstable(e: sp.Expr) -> bool:
 
 
 def _value(e: sp.Expr, subs: dict[sp.Symbol, object]) -> complex | None:
-    try:
-        v = e.xreplace({k: sp.Float(x, CHECK_DIGITS) for k, x in subs.items()}).evalf(
-            CHECK_DIGITS
-        )
-        c = complex(v)
-    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
-        return None
-    if c != c or c.imag != 0 or abs(c.real) == float("inf"):
-        return None
-    return c
+    """e at one point, in CHECK_DIGITS-digit arithmetic (None: not a finite real)."""
+    return _values(e, [subs])[0]
+
+
+def _values(e: sp.Expr, points: list[dict[sp.Symbol, object]]) -> list[complex | None]:
+    symbols = sorted({k for p in points for k in p}, key=str)
+    value = stability.evaluator(e, symbols, CHECK_DIGITS)
+    out = []
+    for p in points:
+        c = value([p[k] for k in symbols])
+        out.append(c if c is not None and c.imag == 0 else None)
+    return out
 
 
 def same_values(
     lhs: sp.Expr, rhs: sp.Expr, points: list[dict[sp.Symbol, object]]
 ) -> bool:
     """lhs and rhs agree at every point, to CHECK_DIGITS digits (NaN or complex: no)."""
-    with mpmath.workdps(CHECK_DIGITS):
-        for subs in points:
-            u, v = _value(lhs, subs), _value(rhs, subs)
-            if u is None or v is None:
-                return False
-            if abs(u - v) > 1e-20 + 1e-20 * abs(v):
-                return False
+    for u, v in zip(_values(lhs, points), _values(rhs, points), strict=True):
+        if u is None or v is None or abs(u - v) > 1e-20 + 1e-20 * abs(v):
+            return False
     return True
+
+
+def _sigmoid_rewrite(e: sp.Expr) -> sp.Expr:
+    return e.rewrite(sp.exp) if e.has(sigmoid, softplus) else e
+
+
+# ------------------------------------------------------------------ inverses
+
+
+def _peel(e: sp.Expr, target: sp.Expr) -> sp.Expr | None:
+    """z with e(z) = target, when z occurs once in e: undo one layer at a time."""
+    while e != z:
+        if e.is_Add or e.is_Mul:
+            inner = [t for t in e.args if t.has(z)]
+            if len(inner) != 1:
+                return None
+            rest = e.func(*[t for t in e.args if not t.has(z)])
+            target = target - rest if e.is_Add else target / rest
+            e = inner[0]
+        elif e.is_Pow and not e.exp.has(z):
+            target, e = target ** (1 / e.exp), e.base
+        elif e.is_Pow and not e.base.has(z) and e.base.is_positive:
+            target, e = sp.log(target) / sp.log(e.base), e.exp
+        elif type(e) in INVERSES and len(e.args) == 1:
+            target, e = INVERSES[type(e)](target), e.args[0]
+        else:
+            return None
+    return target
+
+
+INVERSES = {
+    sp.exp: sp.log,
+    sp.log: sp.exp,
+    sp.tanh: sp.atanh,
+    sp.sinh: sp.asinh,
+    sp.atan: sp.tan,
+    sigmoid: lambda t: sp.log(t / (1 - t)),
+    softplus: lambda t: sp.log(sp.exp(t) - 1),
+}
+
+
+def _inverses(e: sp.Expr) -> list[sp.Expr]:
+    """Expressions z(a) that may invert a = e(z); branches may be wrong (checked later)."""
+    peeled = _peel(e, a)
+    if peeled is not None:
+        return [peeled]
+    if not e.is_rational_function(z) or not affordable(e):
+        return []
+    num, den = sp.fraction(sp.cancel(e))
+    try:
+        poly = sp.Poly(sp.expand(num - a * den), z)
+    except sp.PolynomialError:
+        return []
+    if not 1 <= poly.degree() <= 2:
+        return []
+    return list(sp.roots(poly, multiple=True))  # the quadratic formula: bounded
+
+
+def _affine_cores(f: sp.Expr) -> list[tuple[sp.Expr, sp.Expr, sp.Expr]]:
+    """(T, p, q) with f = p + q·T for a function call T in f: T = (a - p)/q.
+
+    A·tanh(Bz) gives T = tanh(Bz) = a/A; (1 + tanh z)/2 gives tanh z = 2a - 1.
+    """
+    t = sp.Dummy("t")
+    cores = []
+    for node in sorted(f.atoms(sp.Function), key=sp.default_sort_key):
+        if not node.has(z):
+            continue
+        g = f.xreplace({node: t})
+        if g.has(z):
+            continue
+        q = sp.diff(g, t)
+        if q.has(t) or q == 0:
+            continue
+        cores.append((node, sp.expand(g - q * t), q))
+    return cores
+
+
+# ------------------------------------------------------------------ kinks
+
+
+def _condition_set(cond: sp.Basic) -> sp.Set | None:
+    """The set of z where cond holds, when every comparison in it is linear in z."""
+    if cond is sp.true:
+        return sp.S.Reals
+    if cond is sp.false:
+        return sp.S.EmptySet
+    for rel in cond.atoms(sp.core.relational.Relational):
+        diff = rel.lhs - rel.rhs
+        if variables(diff) - {z}:
+            return None
+        try:
+            if sp.Poly(diff, z).degree() > 1:
+                return None
+        except sp.PolynomialError:
+            return None
+    try:
+        return cond.as_set()
+    except (NotImplementedError, TypeError, ValueError):
+        return None
+
+
+def pieces(f: sp.Expr) -> list[tuple[sp.Expr, sp.Interval]] | None:
+    """f as expressions on intervals of z, left to right (isolated points dropped).
+
+    abs, sign, max, min and Piecewise are rewritten into one Piecewise first; None when f
+    has none of them, or a condition that is not linear in z.
+    """
+    if not f.has(sp.Abs, sp.sign, sp.Max, sp.Min, sp.Heaviside, sp.Piecewise):
+        return None
+    pw = sp.piecewise_fold(f.rewrite(sp.Piecewise))
+    if not isinstance(pw, sp.Piecewise):
+        return None
+    remaining: sp.Set = sp.S.Reals
+    found: list[tuple[sp.Expr, sp.Interval]] = []
+    for value, cond in pw.args:
+        where = _condition_set(numeric(cond))
+        if where is None:
+            return None
+        part = sp.Intersection(where, remaining)
+        remaining = sp.Complement(remaining, where)
+        for interval in part.args if isinstance(part, sp.Union) else (part,):
+            if isinstance(interval, sp.Interval) and interval.measure > 0:
+                found.append((value, interval))
+            elif not (isinstance(interval, sp.FiniteSet) or interval is sp.S.EmptySet):
+                return None
+    found.sort(key=lambda p: p[1].start)
+    return found
+
+
+def _equal(u: sp.Expr, v: sp.Expr) -> bool:
+    if u == v:
+        return True
+    try:
+        return affordable(u - v) and sp.cancel(sp.together(u - v)) == 0
+    except (sp.PolynomialError, TypeError, ValueError):
+        return False
+
+
+def piecewise_rule(parts: list[tuple[sp.Expr, sp.Expr]]) -> sp.Expr:
+    """Values on consecutive intervals -> a Piecewise (v1, z <= c1), ..., (vn, True).
+
+    Each boundary belongs to the interval on its left: at a kink the rule gives the
+    one-sided derivative from the left (relu'(0) = 0, leaky_relu'(0) = α). Neighbours
+    with equal values are merged, so no branch is unreachable or repeated.
+    """
+    merged: list[tuple[sp.Expr, sp.Expr]] = []
+    for value, end in parts:
+        if merged and _equal(merged[-1][0], value):
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((value, end))
+    if len(merged) == 1:
+        return merged[0][0]
+    branches = [(v, sp.Le(z, end)) for v, end in merged[:-1]]
+    return sp.Piecewise(*branches, (merged[-1][0], True))
 
 
 # ------------------------------------------------------------------ activations
@@ -211,6 +362,7 @@ class ActivationRule:
         dz: the derivative simplified, in z.
         df: the derivative used by the code: in a (the layer output) when `in_a`, else dz.
         forward: f(z) rewritten into stable functions, for printing.
+        notes: where no form checked out finite at extreme inputs, what was seen.
     """
 
     name: str
@@ -222,44 +374,145 @@ class ActivationRule:
     in_a: bool
     forward: sp.Expr
     vector: bool = False  # softmax
+    notes: tuple[str, ...] = ()
 
     @property
     def needs_z(self) -> bool:
         return not self.vector and not self.in_a
 
 
-def _inverse_candidates(f: sp.Expr) -> list[sp.Expr]:
-    """Expressions z(a) that may invert a = f(z) (checked later, so wrong branches are fine)."""
-    if f.has(sp.erf, sp.Abs, sp.sign, sp.Max, sp.Min, sp.Piecewise):
-        return []  # solve either fails or returns conditions; not worth the time
-    try:
-        sols = sp.solve(sp.Eq(a, f), z)
-    except (NotImplementedError, ValueError, TypeError):
-        return []
-    return sols[:4]
+def _derivative(work: sp.Expr) -> tuple[sp.Expr, list[tuple[sp.Expr, sp.Interval]]]:
+    """f' with the left derivative at kinks, and f's pieces (empty: f is one piece)."""
+    parts = pieces(work)
+    if not parts:
+        return heaviside_to_piecewise(sp.diff(work, z)), []
+    rule = piecewise_rule([(sp.diff(v, z), iv.end) for v, iv in parts])
+    return rule, parts
 
 
-def _direct_in_a(f: sp.Expr, dz: sp.Expr, raw: sp.Expr) -> list[sp.Expr]:
-    """The cheap candidates, tried before solve(): substitution and piecewise branches."""
+def _forms_in_a(
+    work: sp.Expr, forms: list[sp.Expr], parts: list[tuple[sp.Expr, sp.Interval]]
+) -> list[sp.Expr]:
+    """Candidate forms of f' in a = f(z): substitution, affine cores, inverses, pieces."""
+    if parts:
+        return _piecewise_in_a(work, parts)
     cands: list[sp.Expr] = []
-    # derivative written with f itself inside (tanh' = 1 - tanh(z)**2): put a in its place
-    for d in (raw, dz):
-        c = d.subs(f, a)
-        if not c.has(z):
-            cands.append(c)
-    if f.has(sp.Piecewise, sp.Abs, sp.Max, sp.Min):
-        pw = sp.piecewise_fold(f.rewrite(sp.Piecewise))
-        if isinstance(pw, sp.Piecewise):
-            cands += _piecewise_in_a(pw)
-    return cands
+    cores = _affine_cores(work)
+    inverses = _inverses(work)
+    for d in forms:
+        cands.append(d.subs(work, a))  # tanh' = 1 - tanh²: f itself inside
+        for node, p, q in cores:
+            cands.append(d.xreplace({node: (a - p) / q}))
+        for inv in inverses:
+            cands.append(_sigmoid_rewrite(d).subs(z, inv))
+    return [c for c in cands if not c.has(z)]
 
 
-def _solved_in_a(f: sp.Expr, dz: sp.Expr, raw: sp.Expr) -> list[sp.Expr]:
-    """Candidates through z = f⁻¹(a) from solve(); its branches may be wrong (checked)."""
-    cands: list[sp.Expr] = []
-    for inv in _inverse_candidates(f):
-        cands += [raw.subs(z, inv), dz.subs(z, inv)]
-    return cands
+def _piecewise_in_a(
+    work: sp.Expr, parts: list[tuple[sp.Expr, sp.Interval]]
+) -> list[sp.Expr]:
+    """Branch by branch: each piece's derivative in a; z <= c becomes a <= f(c)."""
+    values = []
+    for value, interval in parts:
+        d = sp.diff(value, z)
+        if d.has(z):
+            found = [
+                tidy(c)
+                for c in _forms_in_a(value, [d, tidy(d)], [])
+                if not c.has(sp.nan, sp.zoo)
+            ]
+            if not found:
+                return []
+            d = min(found, key=_rank)
+        else:
+            d = tidy(d)
+        end = interval.end
+        values.append((d, work.subs(z, end) if end.is_finite else end))
+    rule = piecewise_rule(values)
+    return [rule.xreplace({z: a})] if isinstance(rule, sp.Piecewise) else [rule]
+
+
+def _check_points(e: sp.Expr, breaks: set[sp.Expr]) -> list[dict]:
+    """The check points where e has a finite real value, away from f's kinks."""
+    pts = [{z: p} for p in CHECK_POINTS if sp.Rational(repr(p)) not in breaks]
+    return [p for p in pts if _value(e, p) is not None]
+
+
+def _pick_stable(
+    forms: list[sp.Expr],
+    reference: sp.Expr,
+    inputs: dict[sp.Symbol, sp.Expr],
+    points: list[dict[sp.Symbol, float]] | None = None,
+) -> tuple[sp.Expr, list[str]]:
+    """The cheapest form that is finite and right at extreme z, else the cheapest form.
+
+    Returns the form and, when none passed, where the cheapest failed.
+    """
+    if points is None:
+        free = variables(reference) | {
+            s for e in forms for s in variables(e) if s not in inputs
+        }
+        targets = TARGETS if y in free else (None,)
+        points = [
+            {z: v, **({y: t} if t is not None else {})}
+            for v in stability.EXTREMES
+            for t in targets
+        ]
+    ranked = sorted(set(forms), key=_rank)
+    first: list[str] = []
+    for form in ranked:
+        missed = stability.failures(form, reference, points, inputs)
+        if not missed:
+            return form, []
+        first = first or missed
+    return ranked[0], first
+
+
+def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
+    raw = heaviside_to_piecewise(sp.diff(f, z))
+    if raw.has(sp.Derivative, sp.Subs):
+        raise DerivationError(f"activation {name!r} has no closed-form derivative")
+    work = stabilize(
+        f
+    )  # σ, softplus as functions: their derivatives stay overflow-free
+    d, parts = _derivative(work)
+    breaks = {iv.end for _, iv in parts} | {iv.start for _, iv in parts}
+    points = _check_points(raw, breaks)
+    if not same_values(d, raw, points):
+        raise DerivationError(
+            f"activation {name!r}: the piecewise derivative does not match SymPy's"
+            " (please report this spec)"
+        )
+    # in z: every form that checks out, the cheapest finite one at extreme inputs
+    forms = [d, tidy(d)]
+    logistic = logistic_form(d)
+    if logistic is not None:
+        forms.append(logistic)
+    z_forms = [form for form in forms if same_values(form, d, points)] or [d]
+    forward = stabilize(f)
+    dz, z_missed = _pick_stable(z_forms, d, {})
+    # in a: valid at every check point (wrong inverse branches fail here), finite at
+    # extreme inputs, and no dearer than the form in z
+    budget = cost(dz)
+    in_a_forms = [
+        c
+        for c in {tidy(c) for c in _forms_in_a(work, z_forms, parts)}
+        if not c.has(z, sp.nan, sp.zoo)
+        and cost(c) <= budget
+        and same_values(c.xreplace({a: work}), d, points)
+    ]
+    best, a_missed = (
+        _pick_stable(in_a_forms, d, {a: forward}) if in_a_forms else (None, ["none"])
+    )
+    in_a = best is not None and not a_missed
+    df = best if in_a else dz
+    notes = () if in_a or not z_missed else (_missed_note(name, z_missed),)
+    return ActivationRule(name, title, f, raw, dz, df, in_a, forward, notes=notes)
+
+
+def _missed_note(what: str, missed: list[str]) -> str:
+    shown = ", ".join(missed[:3]) + (", ..." if len(missed) > 3 else "")
+    return f"{what}: no overflow-free form found (not finite or inexact at {shown})"
 
 
 def logistic_form(e: sp.Expr) -> sp.Expr | None:
@@ -272,76 +525,6 @@ def logistic_form(e: sp.Expr) -> sp.Expr | None:
     if out.has(sp.exp):
         return None
     return tidy(out).xreplace({s: sigmoid(z)})
-
-
-def _piecewise_in_a(f: sp.Piecewise) -> list[sp.Expr]:
-    """Branch by branch: invert each branch, and map each condition z <op> c to a <op> f(c)."""
-    pieces = []
-    for e, cond in f.args:
-        d = sp.diff(e, z)
-        if d.has(z):
-            try:
-                sols = sp.solve(sp.Eq(a, e), z)
-            except (NotImplementedError, ValueError, TypeError):
-                return []
-            if len(sols) != 1:
-                return []
-            d = d.subs(z, sols[0])
-        d = tidy(d)
-        if cond is sp.true:
-            pieces.append((d, True))
-            continue
-        if not (cond.is_Relational and cond.lhs == z and not cond.rhs.free_symbols):
-            return []
-        pieces.append((d, cond.func(a, f.subs(z, cond.rhs))))
-    return [sp.Piecewise(*pieces)]
-
-
-def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
-    raw = heaviside_to_piecewise(sp.diff(f, z))
-    if raw.has(sp.Derivative, sp.Subs):
-        raise DerivationError(f"activation {name!r} has no closed-form derivative")
-    points = _defined(raw, [{z: p} for p in CHECK_POINTS])
-    # in z: the simplest form that checks out, preferring overflow-free ones
-    z_forms = [raw, tidy(raw)]
-    logistic = logistic_form(raw)
-    if logistic is not None:
-        z_forms.append(logistic)
-    dz = min(
-        (d for d in z_forms if same_values(_plain(d), raw, points)),
-        key=_rank,
-        default=raw,
-    )
-    # in a: valid at every check point (wrong solve branches fail here), and no dearer;
-    # solve() is slow, so it is only asked when substitution found nothing
-    best = None
-    for candidates in (_direct_in_a, _solved_in_a):
-        try:
-            with time_limit(SEARCH_SECONDS):
-                valid = [
-                    c
-                    for c in {tidy(c) for c in candidates(f, dz, raw) if not c.has(z)}
-                    if not c.has(sp.nan, sp.zoo)
-                    and same_values(c.xreplace({a: f}), raw, points)
-                ]
-        except _OutOfTime:  # e.g. solve() on a cubic: keep the form in z
-            valid = []
-        best = min(valid, key=_rank, default=None)
-        if best is not None:
-            break
-    in_a = best is not None and cost(best) <= cost(dz)
-    df = best if in_a else dz
-    return ActivationRule(name, title, f, raw, dz, df, in_a, stabilize(f))
-
-
-def _plain(e: sp.Expr) -> sp.Expr:
-    """e with the stable functions written back in exp/log, for numeric checks."""
-    return e.rewrite(sp.exp) if e.has(sigmoid) else e
-
-
-def _defined(e: sp.Expr, points: list[dict]) -> list[dict]:
-    """The points where e has a finite real value (a kink may be undefined in raw form)."""
-    return [p for p in points if _value(e, p) is not None]
 
 
 @functools.cache
@@ -364,23 +547,25 @@ def _title(op: OpSpec, table: dict[str, ops.OpDef]) -> str:
 
 
 def activation_expr(op: OpSpec) -> sp.Expr:
-    params = {k: expr_mod.number(v) for k, v in op.params}
-    if op.custom:
-        try:
-            return expr_mod.parse(op.expr or "", {"z": z}, params)
-        except ExpressionError as exc:
-            raise SpecError([op.loc.problem(f"expression rejected: {exc}")]) from None
-    return ops.ACTIVATIONS[op.name].build(**params)
+    """f(z) of an activation, its numbers that are not simple kept as Coefficients."""
+    return symbolize(_parsed(op, {"z": z}, ops.ACTIVATIONS))
 
 
 def loss_expr(op: OpSpec) -> sp.Expr:
-    params = {k: expr_mod.number(v) for k, v in op.params}
-    if op.custom:
-        try:
-            return expr_mod.parse(op.expr or "", {"yhat": a, "y": y}, params)
-        except ExpressionError as exc:
-            raise SpecError([op.loc.problem(f"expression rejected: {exc}")]) from None
-    return ops.LOSSES[op.name].build(**params)
+    """ℓ(a, y) of a loss, its numbers that are not simple kept as Coefficients."""
+    return symbolize(_parsed(op, {"yhat": a, "y": y}, ops.LOSSES))
+
+
+def _parsed(
+    op: OpSpec, variables: dict[str, sp.Symbol], table: dict[str, ops.OpDef]
+) -> sp.Expr:
+    try:
+        params = {k: expr_mod.number(v) for k, v in op.params}
+        if op.custom:
+            return expr_mod.parse(op.expr or "", variables, params)
+    except ExpressionError as exc:
+        raise SpecError([op.loc.problem(f"expression rejected: {exc}")]) from None
+    return table[op.name].build(**params)
 
 
 # ------------------------------------------------------------------ output delta
@@ -411,6 +596,7 @@ class OutputRule:
     collapsed: bool
     jvp: bool
     forward: sp.Expr
+    notes: tuple[str, ...] = ()
 
 
 LS = sp.Symbol("ls", real=True)  # log-softmax of the output, elementwise
@@ -418,13 +604,13 @@ LS = sp.Symbol("ls", real=True)  # log-softmax of the output, elementwise
 
 def _collapse_factor(delta: sp.Expr) -> sp.Expr | None:
     """The constant q with delta = q·(a - y), or None when delta is not of that form."""
-    if delta.has(sp.Piecewise):
+    if delta.has(sp.Piecewise) or not affordable(delta):
         return None
     try:
         q = sp.cancel(sp.together(delta / (a - y)))
     except (sp.PolynomialError, TypeError, ValueError):
         return None
-    return q if q != 0 and not (q.free_symbols & {a, y, z}) else None
+    return q if q != 0 and not (variables(q) & {a, y, z}) else None
 
 
 def _stable_loss(loss: sp.Expr, act: ActivationRule) -> sp.Expr:
@@ -435,12 +621,15 @@ def _stable_loss(loss: sp.Expr, act: ActivationRule) -> sp.Expr:
         if act.vector:
             return LS if inner == a else node
         cand = stabilize(sp.log(inner.subs(a, act.f)))
-        risky = cand.has(sp.exp) or any(n.free_symbols for n in cand.atoms(sp.log))
+        risky = cand.has(sp.exp) or any(variables(n) for n in cand.atoms(sp.log))
         return node if risky else cand
 
     if not act.vector:
         loss = stabilize(loss)  # e.g. log cosh r, overflow-free in r = ŷ - y
     return loss.replace(lambda n: isinstance(n, sp.log) and n.args[0].has(a), rewrite)
+
+
+TARGETS = (0.0, 0.25, 1.0)  # targets y at which output deltas and losses are checked
 
 
 @functools.cache
@@ -451,21 +640,49 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
     act = activation_rule(act_op)
     dl_da = heaviside_to_piecewise(sp.diff(loss, a))
     simplex = not loss_op.custom and ops.LOSSES[loss_op.name].simplex_targets
+    notes: list[str] = []
+    points = [{z: v, y: t} for v in stability.EXTREMES for t in TARGETS]
     if act.vector:
         delta, product, jvp = _softmax_delta(loss, simplex)
         da_dz = sp.S.Zero
     else:
         da_dz = act.df
         product = sp.Mul(dl_da, da_dz, evaluate=False)
-        delta = tidy(sp.together(dl_da * da_dz))
         jvp = False
+        # the same δ from the loss as written and from its stable form (softplus ...)
+        stable_dl = heaviside_to_piecewise(sp.diff(stabilize(loss), a))
+        deltas = {tidy(sp.together(d * da_dz)) for d in (dl_da, stable_dl)}
+        delta = min(deltas, key=_rank)
     q = None if jvp else _collapse_factor(delta)
     collapsed = q is not None
     if collapsed:
         delta = a - y if q == 1 else sp.Mul(q, a - y, evaluate=False)
+    elif not act.vector:
+        # written through z = f⁻¹(a) where that is finite and (1 - a) or log(a) is not
+        exact = (dl_da * act.dz).xreplace({a: act.forward})
+        in_z = {stabilize(d.xreplace({a: act.forward})) for d in deltas}
+        delta, missed = _pick_stable([*deltas, *in_z], exact, {a: act.forward})
+        if missed:
+            notes.append(_missed_note(f"output delta of {loss_op.name}", missed))
     forward = _stable_loss(loss, act)
+    if not act.vector:
+        missed = stability.failures(
+            forward, loss.xreplace({a: act.forward}), points, {a: act.forward}
+        )
+        if missed:
+            notes.append(_missed_note(f"loss {loss_op.name}", missed))
     return OutputRule(
-        loss_op.name, title, loss, dl_da, da_dz, product, delta, collapsed, jvp, forward
+        loss_op.name,
+        title,
+        loss,
+        dl_da,
+        da_dz,
+        product,
+        delta,
+        collapsed,
+        jvp,
+        forward,
+        tuple(notes),
     )
 
 
@@ -530,6 +747,12 @@ class Derivation:
     def depth(self) -> int:
         return len(self.layers)
 
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Where no overflow-free form was found: what the generate summary warns of."""
+        seen = dict.fromkeys(n for r in self.layers for n in r.activation.notes)
+        return (*seen, *self.output.notes)
+
     def layer(self, l: int) -> LayerRule:
         """Layer l, counted from 1 as W1 and W^{[1]} are: sizes and the derived rule."""
         if not 1 <= l <= self.depth:
@@ -555,13 +778,30 @@ def derive(spec: Spec | str) -> Derivation:
         spec = load_spec(spec)
     sizes = spec.sizes
     layers = tuple(
-        LayerRule(i + 1, sizes[i], sizes[i + 1], activation_rule(layer.activation))
+        LayerRule(
+            i + 1, sizes[i], sizes[i + 1], _guarded(activation_rule, layer.activation)
+        )
         for i, layer in enumerate(spec.layers)
     )
     out_act = spec.layers[-1].activation
     _check_output_range(spec.loss, out_act, layers[-1].activation)
-    output = output_rule(spec.loss, out_act)
+    output = _guarded(output_rule, spec.loss, out_act)
     return Derivation(spec, layers, output)
+
+
+def _guarded(rule: object, op: OpSpec, *more: OpSpec) -> object:
+    """rule(op, ...), with SymPy's own limits (recursion, memory) as a spec error on op."""
+    try:
+        return rule(op, *more)  # type: ignore[operator]
+    except (RecursionError, MemoryError):
+        raise SpecError(
+            [
+                op.loc.problem(
+                    f"{op.name!r} is too large to derive (SymPy ran out of room)",
+                    "write a smaller expression: fewer nested functions and powers",
+                )
+            ]
+        ) from None
 
 
 RANGE_POINTS = tuple(range(-10, 11)) + (-0.5, 0.5)
@@ -572,7 +812,7 @@ def _check_output_range(loss: OpSpec, out: OpSpec, rule: ActivationRule) -> None
     if loss.custom or not out.custom or not ops.LOSSES[loss.name].needs_unit_interval:
         return
     for p in RANGE_POINTS:
-        v = rule.f.xreplace({z: sp.Float(p, 50)}).evalf(50)
+        v = stability.plain(rule.f).xreplace({z: sp.Float(p, 50)}).evalf(50)
         if not (v.is_real and 0 < v < 1):
             raise SpecError(
                 [

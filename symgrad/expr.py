@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import sympy as sp
 
 from .errors import ExpressionError, echo
+from .functions import sigmoid
 
 MAX_LENGTH = 500  # characters
 MAX_DEPTH = 40  # nested nodes
@@ -21,10 +22,11 @@ MAX_NODES = 400
 MAX_LITERAL = 1e6  # absolute value of a number literal or a named parameter
 MIN_LITERAL = 1e-12  # smallest nonzero absolute value (5e-324 would underflow in code)
 MAX_EXPONENT = 64  # absolute value of a constant exponent
-
-
-def _sigmoid(x: sp.Expr) -> sp.Expr:
-    return 1 / (1 + sp.exp(-x))
+# what the derivation will cost, checked once the expression is built:
+MAX_DEGREE = 64  # polynomial degree, counting nested powers: ((z+1)**8)**16 is 128
+MAX_NESTING = 6  # functions applied to functions: exp(tanh(sigmoid(z))) is 3
+MAX_KINKS = 8  # abs, sign, max, min, relu: each can double the pieces of a rule
+KINKS = (sp.Abs, sp.sign, sp.Max, sp.Min)
 
 
 def _relu(x: sp.Expr) -> sp.Expr:
@@ -45,7 +47,7 @@ FUNCTIONS: dict[str, tuple[int, object]] = {
     "cos": (1, sp.cos),
     "atan": (1, sp.atan),
     "erf": (1, sp.erf),
-    "sigmoid": (1, _sigmoid),
+    "sigmoid": (1, sigmoid),
     "relu": (1, _relu),
     "max": (2, sp.Max),
     "min": (2, sp.Min),
@@ -124,7 +126,71 @@ def parse(
         raise ExpressionError(
             "expression is undefined (it simplifies to nan or infinity)"
         )
+    check_cost(expr)
     return expr
+
+
+def degree(e: sp.Expr) -> int:
+    """An upper bound of e's polynomial degree, with each function call one generator.
+
+    exp(k·u) counts as degree |k| (SymPy's polynomial code sees exp(u)**k), so
+    exp(64*z) / (1 + exp(z)) is as dear as a degree-64 polynomial.
+    """
+    if e.is_Atom:
+        return 1 if e.free_symbols else 0
+    if e.is_Add:
+        return max(degree(t) for t in e.args)
+    if e.is_Mul:
+        return sum(degree(f) for f in e.args)
+    if e.is_Pow:
+        inner = degree(e.base)
+        if e.exp.is_Rational:
+            return abs(int(e.exp.p)) * inner
+        return inner + degree(e.exp)
+    if isinstance(e, sp.exp):
+        k = e.args[0].as_coeff_Mul()[0]
+        return max(1, abs(int(k.p))) if k.is_Rational else 1
+    return 1 if e.free_symbols else 0
+
+
+def nesting(e: sp.Expr) -> int:
+    """How deeply function calls nest in e (z**2 + 1: 0; exp(tanh(z)): 2)."""
+    if e.is_Atom:
+        return 0
+    inner = max((nesting(x) for x in e.args), default=0)
+    return inner + 1 if isinstance(e, sp.Function) else inner
+
+
+def check_cost(expr: sp.Expr) -> None:
+    """Refuse an expression whose derivation would not finish in seconds.
+
+    Raises:
+        ExpressionError: naming the limit and what was found.
+    """
+    for p in expr.atoms(sp.Pow):
+        if p.exp.is_Rational and abs(p.exp) > MAX_EXPONENT:
+            raise ExpressionError(
+                f"the power {echo(str(p))} has exponent {p.exp} once nested powers are"
+                f" combined; at most {MAX_EXPONENT} is allowed"
+            )
+    found = degree(expr)
+    if found > MAX_DEGREE:
+        raise ExpressionError(
+            f"expression has polynomial degree up to {found} (nested powers multiply);"
+            f" at most {MAX_DEGREE} is allowed, or the derivation would not finish"
+        )
+    found = nesting(expr)
+    if found > MAX_NESTING:
+        raise ExpressionError(
+            f"functions are nested {found} deep; at most {MAX_NESTING} is allowed"
+            " (each level multiplies the size of the derivative)"
+        )
+    found = sum(1 for n in sp.preorder_traversal(expr) if isinstance(n, KINKS))
+    if found > MAX_KINKS:
+        raise ExpressionError(
+            f"expression has {found} abs/sign/max/min/relu; at most {MAX_KINKS} are"
+            " allowed (each can double the pieces of its derivative)"
+        )
 
 
 class _Builder:
@@ -187,11 +253,15 @@ class _Builder:
         return base**exponent
 
     def _call(self, node: ast.Call, depth: int) -> sp.Expr:
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            name = node.func.id if isinstance(node.func, ast.Name) else "this call"
-            known = ", ".join(sorted(FUNCTIONS))
+        known = ", ".join(sorted(FUNCTIONS))
+        if not isinstance(node.func, ast.Name):
             raise ExpressionError(
-                f"unknown function {echo(name)}; known functions: {known}"
+                f"only the functions {known} can be called, by name;"
+                f" found a call of {echo(ast.unparse(node.func))}"
+            )
+        if node.func.id not in FUNCTIONS:
+            raise ExpressionError(
+                f"unknown function {echo(node.func.id)}; known functions: {known}"
             )
         if node.keywords:
             raise ExpressionError(f"{node.func.id}() takes no keyword arguments")
@@ -203,6 +273,18 @@ class _Builder:
             )
         args = [self.build(arg, depth + 1) for arg in node.args]
         return fn(*args)  # type: ignore[operator]
+
+
+OPERATORS = {
+    ast.BitXor: "^",
+    ast.BitAnd: "&",
+    ast.BitOr: "|",
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.MatMult: "@",
+}
 
 
 def _describe(node: ast.AST) -> str:
@@ -218,5 +300,7 @@ def _describe(node: ast.AST) -> str:
         if isinstance(node, kind):
             return text
     if isinstance(node, ast.BinOp):
-        return f"the operator {type(node.op).__name__}"
+        symbol = OPERATORS.get(type(node.op), type(node.op).__name__)
+        hint = " (for a power write a**b)" if isinstance(node.op, ast.BitXor) else ""
+        return f"the operator {symbol}{hint}"
     return f"a {type(node).__name__} node"

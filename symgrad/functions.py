@@ -11,11 +11,88 @@ Derivation works on plain SymPy (exp, log); before an expression is printed as c
 
 Each function knows its derivative (`fdiff`), so a stabilized expression is still a
 valid SymPy expression.
+
+`Coefficient` is a spec number that is not small and simple (1.7159, 0.6667, 1e-3): it
+stays a positive symbol through differentiation and simplification — SymPy would otherwise
+treat exp(6667 z/10000) as the 6667th power of exp(z/10000) and factor for minutes — and
+prints as its own decimal text in code, comments and LaTeX.
 """
 
 from __future__ import annotations
 
+import functools
+
 import sympy as sp
+
+_COEFFICIENTS: dict[str, sp.Rational] = {}  # symbol name -> exact value
+
+
+class Coefficient(sp.Symbol):
+    """A positive spec number, symbolic in the derivation; prints as its decimal value."""
+
+    def __new__(cls, value: sp.Rational) -> Coefficient:
+        value = sp.Rational(value)
+        if not value > 0:
+            raise ValueError(f"a coefficient is positive, found {value}")
+        name = f"c_{value.p}_{value.q}"
+        _COEFFICIENTS[name] = value
+        return super().__new__(cls, name, positive=True)
+
+    @property
+    def value(self) -> sp.Rational:
+        return _COEFFICIENTS[self.name]
+
+    def _sympystr(self, printer: object) -> str:
+        return decimal_text(self.value)
+
+    def _latex(self, printer: object) -> str:
+        return decimal_text(self.value)
+
+    def _numpycode(self, printer: object) -> str:
+        return decimal_text(self.value)
+
+    _pythoncode = _numpycode
+
+
+def decimal_text(value: sp.Rational) -> str:
+    """The shortest text of a number: the decimal a spec wrote (1.7159), else its float."""
+    f = float(value)
+    if f.is_integer() and abs(f) < 1e15:
+        return str(int(f))
+    return repr(f)
+
+
+SIMPLE_DENOMINATOR = 16  # rationals p/q with q <= 16 and |p| <= 64 stay exact numbers
+SIMPLE_NUMERATOR = 64
+
+
+def symbolize(e: sp.Expr) -> sp.Expr:
+    """e with every number that is not small and simple replaced by a Coefficient."""
+
+    def simple(r: sp.Rational) -> bool:
+        return r.q <= SIMPLE_DENOMINATOR and abs(r.p) <= SIMPLE_NUMERATOR
+
+    def swap(r: sp.Rational) -> sp.Expr:
+        return Coefficient(r) if r > 0 else -Coefficient(-r)
+
+    numbers = {
+        r for r in e.atoms(sp.Rational) if not simple(r) and not isinstance(r, bool)
+    }
+    # exponents of powers stay numbers (z**(3/2) is not a generator problem)
+    exponents = {p.exp for p in e.atoms(sp.Pow) if p.exp.is_Rational}
+    return e.xreplace({r: swap(r) for r in numbers - exponents})
+
+
+def numeric(e: sp.Expr) -> sp.Expr:
+    """e with every Coefficient replaced by its exact value."""
+    found = {c for c in e.free_symbols if isinstance(c, Coefficient)}
+    return e.xreplace({c: c.value for c in found}) if found else e
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def variables(e: sp.Expr) -> frozenset[sp.Symbol]:
+    """The free symbols of e that are not Coefficients (z, a, y, arrays); memoized."""
+    return frozenset(s for s in e.free_symbols if not isinstance(s, Coefficient))
 
 
 class sigmoid(sp.Function):  # noqa: N801 - SymPy functions are lower case
@@ -74,6 +151,14 @@ def _stable_node(node: sp.Expr) -> sp.Expr:
     """A stable form of one node, or the node itself when no rule applies."""
     if isinstance(node, sp.log):
         arg = node.args[0]
+        if arg.has(sp.tanh) and not arg.has(sigmoid):  # tanh u = 2σ(2u) - 1
+            logistic = arg.replace(
+                lambda n: isinstance(n, sp.tanh),
+                lambda n: 2 * sigmoid(2 * n.args[0]) - 1,
+            )
+            new = _stable_node(sp.log(sp.expand(logistic)))
+            if not isinstance(new, sp.log):
+                return new
         if isinstance(arg, sigmoid):  # log σ(u) = -softplus(-u)
             return -softplus(-arg.args[0])
         if isinstance(arg, sp.cosh):  # log cosh u = |u| + softplus(-2|u|) - log 2

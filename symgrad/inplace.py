@@ -31,7 +31,7 @@ import sympy as sp
 
 from . import naming as nm
 from .derive import LS, ActivationRule, Derivation
-from .functions import sigmoid, softplus
+from .functions import numeric, sigmoid, softplus
 from .ops import a, y, z
 from .printers import DTYPE, NumPyCode, number_text
 
@@ -146,7 +146,7 @@ class Emitter:
         """
         self.lines, self.pool, self.owner, self.written = [], pool, owner, False
         try:
-            self._into(expr, dest)
+            self._into(numeric(expr), dest)
         except _OwnerOverwritten:
             for name in pool.made:
                 if name not in pool.free:
@@ -162,7 +162,7 @@ class Emitter:
         evaluated into scratch arrays where they are not plain arrays.
         """
         self.lines, self.pool, self.owner, self.written = [], pool, None, False
-        for i, term in enumerate(sp.Add.make_args(expr)):
+        for i, term in enumerate(sp.Add.make_args(numeric(expr))):
             coeff, arrays = self._split_scalar(term)
             taken: list[str] = []
             if not arrays:
@@ -651,11 +651,8 @@ def mask_factor(act: ActivationRule) -> sp.Expr | None:
     for the backward pass, where δ ⊙ f'(Z) is δ ⊙ g(Z): one product, no second mask.
     (Z·g(Z) differs from max(Z, 0) only in the sign of zeros, and at Z = -inf.)
     """
-    f = (
-        act.forward.rewrite(sp.Piecewise)
-        if act.forward.has(sp.Max, sp.Min)
-        else act.forward
-    )
+    forward, df = numeric(act.forward), numeric(act.df)
+    f = forward.rewrite(sp.Piecewise) if forward.has(sp.Max, sp.Min) else forward
     f = sp.piecewise_fold(f)
     if not isinstance(f, sp.Piecewise):
         return None
@@ -667,7 +664,7 @@ def mask_factor(act: ActivationRule) -> sp.Expr | None:
         pieces.append((c, cond))
     g = sp.Piecewise(*pieces)
     if not all(
-        (g.subs(z, p) - act.df.subs({a: f.subs(z, p), z: p})).equals(0)
+        (g.subs(z, p) - df.subs({a: f.subs(z, p), z: p})).equals(0)
         for p in (-2.5, -1, sp.Rational(-1, 3), 0, sp.Rational(1, 7), 1, 3)
     ):
         return None

@@ -8,22 +8,36 @@ typed constants so float32 stays float32), and the stable helpers of the generat
 
 from __future__ import annotations
 
+import math
+
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from .functions import log_softmax, sigmoid, softplus
+from .errors import DerivationError
+from .functions import log_softmax, numeric, sigmoid, softplus, variables
 
 DTYPE = "dt"  # name of the scalar type in generated functions (e.g. np.float32)
 
 
 def number_text(value: sp.Expr) -> str:
-    """A short exact-enough literal: 1/10 -> 0.1; 1/3 -> 0.3333333333333333."""
-    f = float(value)
-    if f.is_integer() and abs(f) < 1e15:
-        return str(int(f))
-    return repr(f)
+    """A short exact-enough literal: 1/10 -> 0.1; 1/3 -> 0.3333333333333333.
+
+    Coefficients are replaced by their values first.
+
+    Raises:
+        DerivationError: the constant overflows a float64, or underflows to 0 (a large
+            coefficient to a large power: the spec's numbers are to blame, not the code).
+    """
+    exact = numeric(value)
+    f = float(exact)
+    if not math.isfinite(f) or (f == 0 and exact != 0):
+        raise DerivationError(
+            f"the derived code needs the constant {sp.N(exact, 6)}, which a float64"
+            " cannot hold: use smaller coefficients or exponents"
+        )
+    return str(int(f)) if f.is_integer() and abs(f) < 1e15 else repr(f)
 
 
 class NumPyCode(NumPyPrinter):
@@ -43,6 +57,11 @@ class NumPyCode(NumPyPrinter):
     def _print_Rational(self, expr: sp.Rational) -> str:
         return number_text(expr)
 
+    def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
+        if not variables(expr):  # coefficients only: one folded number
+            return number_text(expr)
+        return super()._print_Add(expr, order)
+
     def _print_Integer(self, expr: sp.Integer) -> str:
         return str(int(expr))
 
@@ -53,21 +72,21 @@ class NumPyCode(NumPyPrinter):
         return number_text(expr)
 
     def _print_Mul(self, expr: sp.Mul) -> str:
-        if not expr.free_symbols:
+        if not variables(expr):
             return number_text(expr)
-        consts = [f for f in expr.args if not f.free_symbols]
+        consts = [f for f in expr.args if not variables(f)]
         if len(consts) > 1 or (consts and not consts[0].is_Integer):
-            c = sp.Mul(*consts)
-            rest = sp.Mul(*[f for f in expr.args if f.free_symbols])
+            c = numeric(sp.Mul(*consts))
+            rest = sp.Mul(*[f for f in expr.args if variables(f)])
             if c == -1:
                 return "-" + self.parenthesize(rest, PRECEDENCE["Mul"])
             return f"{number_text(c)} * {self.parenthesize(rest, PRECEDENCE['Mul'])}"
         return super()._print_Mul(expr)
 
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
-        base = self.parenthesize(expr.base, PRECEDENCE["Pow"])
-        if not expr.free_symbols:
+        if not variables(expr):
             return number_text(expr)
+        base = self.parenthesize(expr.base, PRECEDENCE["Pow"])
         if expr.exp == -1:
             return f"1 / {base}"
         if expr.exp == sp.S.Half:
@@ -119,7 +138,7 @@ class NumPyCode(NumPyPrinter):
         if len(pieces) == 2 and pieces[0][0] == 1 and pieces[1][0] == 0:
             return f"({self._print(pieces[0][1])})"
         pieces = [(_clamped(v, c), c) for v, c in pieces]
-        all_const = all(not v.free_symbols for v, _ in pieces)
+        all_const = all(not variables(v) for v, _ in pieces)
         out = self._branch(pieces[-1][0], all_const)
         for value, cond in reversed(pieces[:-1]):
             out = f"np.where({self._print(cond)}, {self._branch(value, all_const)}, {out})"

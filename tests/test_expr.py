@@ -31,7 +31,7 @@ def test_builds_the_expression() -> None:
         ("z.__class__", "attribute access"),
         ("exec('1') + z", "unknown function 'exec'"),
         ("open('f') + z", "unknown function 'open'"),
-        ("(lambda: 1)() + z", "this call"),
+        ("(lambda: 1)() + z", "found a call of"),
         ("z[0]", "indexing"),
         ("9**9**9 + z", "constant exponent"),
         ("2**(0*z + 999999)", "constant exponent"),

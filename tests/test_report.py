@@ -167,7 +167,7 @@ def test_custom_expressions_are_printed(tmp_path) -> None:
     out = render_report(d, "text")
     assert "The custom activation my_softsign is" in out
     assert "    my_softsign(z) = z/(|z| + 1)\n" in out
-    assert "= {(a - 1)² if a ≥ 0; else (a + 1)²}" in out
+    assert "= {(a + 1)² if a ≤ 0; else (a - 1)²}" in out  # the left piece owns 0
     assert "The custom loss my_bce is the spec's expression" in out
     assert "-(y*log(yhat) + (1 - y)*log(1 - yhat))" in out
     assert "        = ŷⱼ - yⱼ   (collapsed)\n" in out  # same path as the built-in BCE

@@ -1,0 +1,174 @@
+"""Numeric checks of derived forms as the generated code will compute them.
+
+Equal forms of a derivative are not equal in floating point: exp(z)/(1 + exp(z)) is NaN
+from z = 710 where σ(z) is 1, and (1 - a) is 0 where σ(-z) is not. derive.py offers several
+equal forms of each expression the code uses; this module prints each with the module's
+own printer, evaluates the printed NumPy code in float64 and float32 at extreme inputs
+(|z| up to 1000), and compares it with the value of the plain mathematical expression in
+50-digit arithmetic. A form passes where it is finite and close wherever the true value is
+finite in that dtype.
+
+The printed code evaluated here is the code derive.py's SymPy trees print to — numbers,
+names of our own and NumPy calls; no spec text reaches it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+
+import mpmath
+import numpy as np
+import sympy as sp
+
+from .functions import Coefficient, numeric, sigmoid, softplus
+from .printers import DTYPE, NumPyCode
+
+EXTREMES = (-1000.0, -100.0, -30.0, -3.0, -0.5, 0.5, 3.0, 30.0, 100.0, 1000.0)
+DIGITS = 50
+# a form is accepted where |printed - exact| <= TOL * max(1, |exact|)
+TOL = {np.float64: 1e-7, np.float32: 2e-2}
+DTYPES = (np.float64, np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # the generated module's _sigmoid: 1 / (1 + e^-x); overflow of e^-x gives exactly 0
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x))
+
+
+_erf = np.vectorize(math.erf, otypes=[float])
+
+
+def _namespace(dtype: type) -> dict[str, object]:
+    def erf(x: np.ndarray) -> np.ndarray:
+        return _erf(x).astype(dtype)
+
+    return {"np": np, "_sigmoid": _sigmoid, "_erf": erf, DTYPE: dtype}
+
+
+def printed(expr: sp.Expr, env: Mapping[sp.Symbol, np.ndarray], dtype: type) -> object:
+    """expr printed as the module prints it and evaluated with NumPy on env's arrays."""
+    names = {s: f"V{i}" for i, s in enumerate(sorted(env, key=str))}
+    renamed = expr.xreplace({s: sp.Symbol(n, real=True) for s, n in names.items()})
+    source = NumPyCode().doprint(renamed)
+    scope = _namespace(dtype)
+    scope.update({names[s]: np.asarray(v, dtype=dtype) for s, v in env.items()})
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            return eval(source, scope)  # noqa: S307 - printed from our own SymPy tree
+        except (ArithmeticError, ValueError, TypeError):
+            return None
+
+
+def plain(expr: sp.Expr) -> sp.Expr:
+    """expr in exp/log only, with coefficient values (for SymPy's own evaluation)."""
+    return (
+        numeric(expr).rewrite(sp.exp) if expr.has(sigmoid, softplus) else numeric(expr)
+    )
+
+
+def _mp_sigmoid(x: mpmath.mpf) -> mpmath.mpf:
+    return 1 / (1 + mpmath.exp(-x))
+
+
+def _mp_softplus(x: mpmath.mpf) -> mpmath.mpf:
+    return mpmath.log1p(mpmath.exp(x)) if x < 0 else x + mpmath.log1p(mpmath.exp(-x))
+
+
+MP_FUNCTIONS = {"sigmoid": _mp_sigmoid, "softplus": _mp_softplus}
+
+
+def evaluator(
+    expr: sp.Expr, symbols: Sequence[sp.Symbol], digits: int = DIGITS
+) -> Callable[[Sequence[float]], complex | None]:
+    """A function of the symbols' values giving expr in `digits`-digit arithmetic.
+
+    The precision is fixed, not adaptive (SymPy's evalf raises it without bound to
+    resolve 1 + erf(-707), and substituting numbers into a large tree asks SymPy's
+    assumptions at every node): the work depends only on the expression. Coefficients
+    are passed in as arguments; None means undefined, infinite or complex.
+    """
+    coeffs = sorted(
+        (c for c in expr.free_symbols if isinstance(c, Coefficient)), key=str
+    )
+    args = [*symbols, *coeffs]
+    fn = sp.lambdify(args, expr, modules=[MP_FUNCTIONS, "mpmath"])
+    fixed = [mpmath.mpf(c.value.p) / c.value.q for c in coeffs]
+
+    def value(point: Sequence[float]) -> complex | None:
+        with mpmath.workdps(digits):
+            try:
+                c = complex(fn(*(mpmath.mpf(v) for v in point), *fixed))
+            except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+                return None
+        if c != c or abs(c) == math.inf:
+            return None
+        return c
+
+    return value
+
+
+def exact(
+    expr: sp.Expr, points: Sequence[Mapping[sp.Symbol, float]]
+) -> list[float | None]:
+    """expr at each point in 50-digit arithmetic (None: undefined or complex there)."""
+    symbols = sorted({k for p in points for k in p}, key=str)
+    value = evaluator(expr, symbols)
+    out: list[float | None] = []
+    for point in points:
+        c = value([point[k] for k in symbols])
+        out.append(c.real if c is not None and c.imag == 0 else None)
+    return out
+
+
+def failures(
+    candidate: sp.Expr,
+    reference: sp.Expr,
+    points: Sequence[Mapping[sp.Symbol, float]],
+    inputs: Mapping[sp.Symbol, sp.Expr] | None = None,
+) -> list[str]:
+    """Where the printed candidate misses the exact reference, as 'z = 1000 (float32)'.
+
+    Args:
+        candidate: the form the code would use; may contain symbols of `inputs`.
+        reference: the same function, any form, in the points' symbols only.
+        points: values of the free symbols of `reference`.
+        inputs: symbols the code computes before it (a = f(z)): each is evaluated by
+            printing its expression, in the same dtype, as the module would.
+    """
+    inputs = dict(inputs or {})
+    wanted = np.array(
+        [np.nan if w is None else w for w in exact(reference, points)], dtype=np.float64
+    )
+    symbols = sorted({k for p in points for k in p}, key=str)
+    missed: list[str] = []
+    for dtype in DTYPES:
+        big = float(np.finfo(dtype).max) / 16
+        env = {k: np.array([p[k] for p in points], dtype=dtype) for k in symbols}
+        for sym, e in inputs.items():
+            env[sym] = _as_array(printed(e, env, dtype), len(points), dtype)
+        got = _as_array(printed(candidate, env, dtype), len(points), np.float64)
+        with np.errstate(all="ignore"):
+            due = np.isfinite(wanted) & (np.abs(wanted) <= big)
+            close = np.abs(got - wanted) <= TOL[dtype] * np.maximum(1.0, np.abs(wanted))
+        bad = due & ~(np.isfinite(got) & close)
+        for i in np.flatnonzero(bad):
+            at = ", ".join(f"{k} = {points[i][k]:g}" for k in symbols)
+            missed.append(f"{at} ({np.dtype(dtype).name})")
+    return missed
+
+
+def _as_array(value: object, n: int, dtype: type) -> np.ndarray:
+    """A printed expression's value as n numbers (NaN where it could not be computed)."""
+    if value is None:
+        return np.full(n, np.nan, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            out = np.broadcast_to(np.asarray(value), (n,)).astype(dtype)
+        except (TypeError, ValueError):
+            return np.full(n, np.nan, dtype=dtype)
+    return out
