@@ -57,8 +57,8 @@ def write_text(path: str | os.PathLike[str], content: str) -> None:
     if st is not None and (not stat.S_ISREG(st.st_mode) or _is_stream_name(path)):
         if stat.S_ISSOCK(st.st_mode):
             raise SymgradError(f"{path}: is a socket; name a file, a FIFO or a device")
-        try:
-            with open(path, "wb") as fh:
+        try:  # append: no truncation of a stream redirected with >> (FIFOs ignore it)
+            with open(path, "ab") as fh:
                 fh.write(data)
         except OSError as exc:
             raise _named(exc, path) from None
@@ -70,10 +70,13 @@ def write_text(path: str | os.PathLike[str], content: str) -> None:
 
 
 def _is_stream_name(path: Path) -> bool:
-    """/dev/stdout, /proc/self/fd/1 and the like: the caller's stream, even when it is a
-    redirected regular file (replacing that file would not reach the open descriptor).
-    """
-    return Path(os.path.abspath(path)).parts[1:2] in (("dev",), ("proc",))
+    """/dev/stdout, /proc/self/fd/1 and the like: links to the caller's streams, written
+    through even when the stream is a redirected regular file (a new file in its place
+    would not reach the shell's descriptor). /dev/shm/x, a plain file, is not one."""
+    return os.path.islink(path) and Path(os.path.abspath(path)).parts[1:2] in (
+        ("dev",),
+        ("proc",),
+    )
 
 
 def _replace(target: Path, data: bytes, mode: int | None, shown: Path) -> None:

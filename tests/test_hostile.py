@@ -362,3 +362,19 @@ def test_a_read_only_directory_names_the_target(tmp_path, capsys) -> None:
         out.chmod(0o755)
     err = capsys.readouterr().err
     assert err == f"symgrad: error: {out / 'xor.py'}: Permission denied\n"
+
+
+def test_dev_stdout_redirected_to_a_file_appends_to_it(tmp_path) -> None:
+    log = tmp_path / "log.txt"
+    log.write_text("before\n")
+    with open(log, "a") as fh:
+        subprocess.run(
+            [sys.executable, "-m", "symgrad", "latex", str(XOR), "-f", "text"]
+            + ["-o", "/dev/stdout"],
+            stdout=fh,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    text = log.read_text(encoding="utf-8")
+    assert text.startswith("before\nThe derivation of xor") and "wrote" not in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt"]
