@@ -899,9 +899,11 @@ def parse_spec(text: str, file: str = "<spec>") -> Spec:
 def as_spec(source: SpecSource) -> Spec:
     """A Spec from whatever names one: a Spec, a path, YAML text or a dict.
 
-    A str is a path unless it contains a newline or a ':' and is not an existing file;
-    then it is YAML text (shown as ``<string>`` in messages). A dict (any Mapping) is
-    validated like a file, with key paths in the messages and ``<dict>`` as the file.
+    A str is a path unless it contains a newline or a mapping's ':' (followed by a space
+    or the end) and is not an existing file; then it is YAML text (``<string>`` in
+    messages). So ``"spec:v2.yaml"`` is a path, ``"{name: x, ...}"`` is text. A dict
+    (any Mapping) is validated like a file, with key paths in the messages and
+    ``<dict>`` as the file.
 
     Raises:
         SpecError: with every problem found.
@@ -911,9 +913,8 @@ def as_spec(source: SpecSource) -> Spec:
         return source
     if isinstance(source, Mapping):
         return parse_mapping(source)
-    if isinstance(source, str) and ("\n" in source or ":" in source):
-        if not _is_file(source):
-            return parse_spec(source, "<string>")
+    if isinstance(source, str) and _YAML_COLON.search(source) and not _is_file(source):
+        return parse_spec(source, "<string>")
     if isinstance(source, str | os.PathLike):
         return load_spec(source)
     raise TypeError(
@@ -950,6 +951,9 @@ def _validated(tree: _Node | None, problems: list[Problem], file: str) -> Spec:
     if validator.problems or spec is None:
         raise SpecError(sorted(validator.problems, key=lambda p: (p.line, p.col)))
     return spec
+
+
+_YAML_COLON = re.compile(r"\n|:(?:\s|$)")
 
 
 def _is_file(text: str) -> bool:

@@ -367,6 +367,11 @@ def test_as_spec_takes_a_spec_a_path_text_or_a_dict(tmp_path) -> None:
     assert as_spec(data) == replace(spec, source="<dict>")
     with pytest.raises(SpecError, match="no such file"):
         as_spec(str(tmp_path / "missing.yaml"))
+    with pytest.raises(SpecError, match="missing:v2.yaml: no such file"):
+        as_spec(str(tmp_path / "missing:v2.yaml"))
+    flow = "{name: net, input: 3, layers: [{units: 2, activation: softmax}]}"
+    with pytest.raises(SpecError, match="<string>:1:1: .*missing required key 'loss'"):
+        as_spec(flow)
     with pytest.raises(TypeError, match="found int"):
         as_spec(3)  # type: ignore[arg-type]
     # an existing file whose name has a ':' is still a file
