@@ -6,7 +6,8 @@ generated gradients with finite differences and exits 1 on a mismatch.
 
 User errors (a bad spec, a rejected expression, an unwritable directory) print as one
 line each, `FILE:LINE:COL: key.path: message (hint)`, and exit with code 2; `--debug`
-shows the traceback instead.
+shows the traceback as well (the exit code stays). Control characters in anything echoed
+(file names, keys) are printed as escapes.
 """
 
 from __future__ import annotations
