@@ -4,35 +4,41 @@ The pipeline, one stage per module: spec (YAML -> Spec) -> derive (SymPy rules) 
 printers (NumPy / text) -> render (Jinja2 + black -> file). `generate` runs all of it.
 """
 
-from __future__ import annotations
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 __version__ = "0.1.0"
-
-import os
-from pathlib import Path
 
 from .check import CheckResult, check_gradients
 from .derive import Derivation, derive
 from .errors import DerivationError, ExpressionError, SpecError, SymgradError
 from .report import render_report
-from .spec import Spec, load_spec, parse_spec
+from .spec import Spec, as_spec, load_spec, parse_spec
+
+if _TYPE_CHECKING:  # for the annotations only: the namespace stays the API
+    import os
+    from pathlib import Path
+
+    from .spec import SpecSource
 
 
 def generate(
-    spec: str | os.PathLike[str] | Spec, out_dir: str | os.PathLike[str] | None = None
-) -> Path:
+    spec: "SpecSource",
+    out_dir: "str | os.PathLike[str] | None" = None,
+) -> "Path":
     """Generate the training module for a spec; returns the path written.
 
     Args:
-        spec: a spec file (YAML) or a loaded Spec.
+        spec: a Spec, a spec file (str or PathLike), YAML text or a dict (see
+            `as_spec`).
         out_dir: where <name>.py goes; default ./generated.
     """
-    from .render import output_path, render, write_atomic
+    from .files import write_text
+    from .render import output_path, render
 
-    loaded = spec if isinstance(spec, Spec) else load_spec(spec)
+    loaded = as_spec(spec)
     derivation = derive(loaded)
     path = output_path(loaded.name, out_dir)
-    write_atomic(path, render(derivation))
+    write_text(path, render(derivation))
     return path
 
 
@@ -44,6 +50,8 @@ __all__ = [
     "Spec",
     "SpecError",
     "SymgradError",
+    "__version__",
+    "as_spec",
     "check_gradients",
     "derive",
     "generate",

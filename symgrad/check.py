@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +27,17 @@ import numpy as np
 
 from . import ops
 from .derive import Derivation, derive
-from .render import output_path, render, write_atomic
-from .spec import Spec, load_spec
+from .errors import SymgradError
+from .files import write_text
+from .render import output_path, render
+from .spec import SpecSource, as_spec
 
 STEP = 1e-5  # central difference step: balances truncation (h²) and rounding (ε/h)
 FLOOR = 1e-4  # below this, gradients are compared absolutely
 TOLERANCE = 1e-5
 EXAMPLES = 8
 MAX_ENTRIES = 50  # entries checked per parameter (a seeded sample of larger ones)
+MAX_MEMORY = 2**31  # bytes the check may allocate (an estimate, made before allocating)
 
 
 @dataclass(frozen=True)
@@ -228,8 +230,27 @@ def import_path(path: Path, name: str) -> ModuleType:
     return module
 
 
+def _parameters(sizes: tuple[int, ...]) -> int:
+    return sum((n + 1) * k for n, k in itertools.pairwise(sizes))
+
+
+def memory_estimate(sizes: tuple[int, ...], examples: int) -> int:
+    """Bytes a check allocates, roughly: float64 parameters, gradients and the random
+    parameters' temporaries (3 per parameter), and per example the inputs, the
+    pre-activations, activations and deltas of every layer (4 per unit)."""
+    return 8 * (3 * _parameters(sizes) + 4 * examples * sum(sizes))
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # unreachable
+
+
 def check_gradients(
-    spec: str | os.PathLike[str] | Spec,
+    spec: SpecSource,
     *,
     examples: int = EXAMPLES,
     seed: int = 0,
@@ -238,16 +259,24 @@ def check_gradients(
     """Generate the spec's module in a temporary directory and check its gradients.
 
     Args:
-        spec: a spec file (YAML) or a loaded Spec.
+        spec: a Spec, a spec file, YAML text or a dict (see `symgrad.as_spec`).
         examples: batch size of the random data.
         seed: seeds the parameters, the data and the sampled entries.
         tolerance: the largest acceptable error.
     """
-    loaded = spec if isinstance(spec, Spec) else load_spec(spec)
+    loaded = as_spec(spec)
+    need = memory_estimate(loaded.sizes, examples)
+    if need > MAX_MEMORY:
+        raise SymgradError(
+            f"checking {loaded.name} on {examples} examples needs about "
+            f"{_bytes(need)} of memory ({_parameters(loaded.sizes):,} parameters); "
+            f"symgrad check allocates at most {_bytes(MAX_MEMORY)} (check a narrower "
+            "copy of the spec: the derivation does not depend on the widths)"
+        )
     d = derive(loaded)
     with tempfile.TemporaryDirectory(prefix="symgrad-check-") as tmp:
         path = output_path(loaded.name, tmp)
-        write_atomic(path, render(d))
+        write_text(path, render(d))
         module = import_path(path, f"_symgrad_check_{loaded.name}")
     return compare_module(
         module,

@@ -6,7 +6,8 @@ generated gradients with finite differences and exits 1 on a mismatch.
 
 User errors (a bad spec, a rejected expression, an unwritable directory) print as one
 line each, `FILE:LINE:COL: key.path: message (hint)`, and exit with code 2; `--debug`
-shows the traceback instead.
+shows the traceback as well (the exit code stays). Control characters in anything echoed
+(file names, keys) are printed as escapes.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import argparse
 import os
 import sys
 import textwrap
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import SpecError, SymgradError
+from .errors import SpecError, SymgradError, printable
 
 if TYPE_CHECKING:
     from .derive import Derivation
@@ -211,7 +213,7 @@ def summary(d: Derivation, path: Path) -> str:
             f"{spec.name}: {network}; {count:,} parameters",
             f"loss: {loss}; output delta {delta}",
             *warnings,
-            f"wrote {path}",
+            f"wrote {printable(str(path))}",
         ]
     )
 
@@ -230,7 +232,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _latex(args: argparse.Namespace) -> int:
     from .derive import derive
-    from .render import write_atomic
+    from .files import write_text
     from .report import render_report
 
     if args.standalone and args.format != "latex":
@@ -238,15 +240,21 @@ def _latex(args: argparse.Namespace) -> int:
             f"--standalone makes a LaTeX document; it does not apply to --format "
             f"{args.format}"
         )
-    document = render_report(derive(args.spec), args.format, standalone=args.standalone)
+    document = render_report(
+        derive(Path(args.spec)), args.format, standalone=args.standalone
+    )
+    if args.format != "latex":  # (LaTeX escapes for itself: a control character is ?)
+        # no control character from the spec (its file name) reaches the terminal
+        document = "\n".join(printable(line) for line in document.split("\n"))
     if args.output is None:
         _print(document.rstrip("\n"))
         return 0
     path = Path(args.output)
     if path.is_dir():
         raise SymgradError(f"{path}: is a directory (-o takes a file name)")
-    write_atomic(path, document)
-    _print(f"wrote {path}")
+    write_text(path, document)
+    if not _is_stdout(path):
+        _print(f"wrote {printable(str(path))}")
     return 0
 
 
@@ -259,10 +267,18 @@ def _check(args: argparse.Namespace) -> int:
     if not tolerance > 0:
         raise SymgradError(f"--tolerance must be positive, found {args.tolerance}")
     result = check_gradients(
-        args.spec, examples=args.examples, seed=args.seed, tolerance=tolerance
+        Path(args.spec), examples=args.examples, seed=args.seed, tolerance=tolerance
     )
     _print(result.table())
     return 0 if result.ok else EXIT_MISMATCH
+
+
+def _is_stdout(path: Path) -> bool:
+    """-o names the terminal or pipe that standard output already goes to."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 COMMANDS = {"generate": _generate, "latex": _latex, "check": _check}
@@ -278,27 +294,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SpecError as exc:
-        if args.debug:
-            raise
+        _traceback(args)
         for problem in exc.problems:
             _print(f"symgrad: error: {problem}", file=sys.stderr)
         return EXIT_USER_ERROR
     except SymgradError as exc:
-        if args.debug:
-            raise
-        _print(f"symgrad: error: {exc}", file=sys.stderr)
+        _traceback(args)
+        _print(f"symgrad: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # e.g. `symgrad latex spec.yaml | head`: not an error
         # as the Python docs advise: point stdout at devnull so the exit flush is quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:
-        if args.debug:
-            raise
-        _print(f"symgrad: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        _traceback(args)
+        where = f"{exc.filename}: " if exc.filename else ""
+        text = exc.strerror or str(exc) or type(exc).__name__
+        _print(f"symgrad: error: {printable(where + text)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+def _traceback(args: argparse.Namespace) -> None:
+    """With --debug, the traceback of the error being handled (the exit code stays)."""
+    if args.debug:
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from . import ops, stability
 from .errors import DerivationError, ExpressionError, SpecError
 from .functions import numeric, sigmoid, softplus, stabilize, symbolize, variables
 from .ops import a, y, z
-from .spec import OpSpec, Spec, load_spec
+from .spec import OpSpec, Spec, SpecSource, as_spec
 
 # where a candidate rewrite is checked (0 and small values hit piecewise boundaries)
 CHECK_POINTS = (-7.5, -3.2, -1.3, -0.6, -0.15, -0.01, 0, 0.01, 0.2, 0.7, 1.1, 2.9, 6.3)
@@ -759,6 +759,24 @@ class Derivation:
             raise IndexError(f"no layer {l}: the layers are 1 to {self.depth}")
         return self.layers[l - 1]
 
+    def __repr__(self) -> str:
+        """One line: the network and the output delta, e.g. `<Derivation xor: 2 → 8
+        (tanh) → 1 (sigmoid); binary cross-entropy, δ = ŷ − y (collapsed)>`."""
+        from .printers import text
+
+        out = self.output
+        network = " → ".join(
+            [str(self.spec.input)]
+            + [f"{r.units} ({r.activation.title})" for r in self.layers]
+        )
+        loss = self.spec.loss.name if self.spec.loss.custom else out.loss_title
+        delta = text(out.delta, {a: "ŷ"}).replace(" - ", " − ")
+        if out.jvp:
+            delta = f"h = {delta}, δ = h − ŷ ⊙ Σₖ hₖ"
+        else:
+            delta = f"δ = {delta}" + (" (collapsed)" if out.collapsed else "")
+        return f"<Derivation {self.spec.name}: {network}; {loss}, {delta}>"
+
     def _repr_latex_(self) -> str:
         """Jupyter: the batch backward pass as one LaTeX block."""
         from .report import latex_summary
@@ -772,10 +790,9 @@ class Derivation:
         return render_report(self, "markdown")
 
 
-def derive(spec: Spec | str) -> Derivation:
-    """Derive the gradient rules of a spec (a Spec or a path to a YAML file)."""
-    if not isinstance(spec, Spec):
-        spec = load_spec(spec)
+def derive(spec: SpecSource) -> Derivation:
+    """Derive the gradient rules of a spec: a Spec, a path, YAML text or a dict."""
+    spec = as_spec(spec)
     sizes = spec.sizes
     layers = tuple(
         LayerRule(

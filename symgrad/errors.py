@@ -6,14 +6,38 @@ all of them can be collected and reported at once; the CLI prints each on one li
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 MAX_ECHO = 40  # characters of user input echoed back in a message
 
 
+def printable(text: str) -> str:
+    """text with every character a terminal could act on (ESC, CR, bidi overrides, ...)
+    written as a Python escape, so a message shows user input and cannot drive the
+    terminal."""
+    if text.isprintable():
+        return text
+    return "".join(_escape(c) if _is_control(c) else c for c in text)
+
+
+def _is_control(c: str) -> bool:
+    # control, format (bidi overrides), unassigned, private use, line/para separators;
+    # not spaces such as NBSP, which show as spaces
+    return unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def echo(value: object) -> str:
-    """Repr of user input, cut so that a message never echoes unbounded text."""
-    text = repr(value)
+    """Repr of user input, escaped and cut so that a message never echoes raw or
+    unbounded text."""
+    text = printable(repr(value))
     return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + "..."
 
 
@@ -37,7 +61,7 @@ class Problem:
             if self.path
             else f"{where}: {self.message}"
         )
-        return f"{text} ({self.hint})" if self.hint else text
+        return printable(f"{text} ({self.hint})" if self.hint else text)
 
 
 class SymgradError(Exception):

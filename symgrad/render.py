@@ -3,13 +3,12 @@
 Python builds the template context (every name, every printed expression, every comment);
 the Jinja2 templates in templates/ only lay it out. The source is formatted with black in
 process and written atomically: a temporary file in the target directory, then a rename,
-so a failed run leaves any existing file untouched.
+so a failed run leaves any existing file untouched (symgrad.files).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import textwrap
 from dataclasses import dataclass
 from fractions import Fraction
@@ -189,7 +188,7 @@ def context(d: Derivation) -> dict[str, object]:
     return {
         "name": spec.name,
         "version": _version(),
-        "source": Path(spec.source).name,
+        "source": docstring_text(Path(spec.source).name),
         "network_line": _wrap(
             " → ".join(
                 [str(spec.input)]
@@ -389,29 +388,35 @@ def _erf_source() -> str:
     return template.render(erf_series=series, erf_depth=ERF_DEPTH).strip()
 
 
+def docstring_text(text: str) -> str:
+    """text as it may appear inside the module's triple-quoted docstring.
+
+    Outside text (the spec's file name) must not end the docstring or be read as an
+    escape: a quote, a backslash or a character that is not printable is written as
+    ``<U+XXXX>``; everything else, non-ASCII letters included, stays as it is.
+    """
+    return "".join(
+        c if c.isprintable() and c not in '"\\' else f"<U+{ord(c):04X}>" for c in text
+    )
+
+
 def render(d: Derivation) -> str:
-    """The formatted source of the generated module."""
+    """The formatted source of the generated module.
+
+    Raises:
+        RuntimeError: the template produced code that black or compile() rejects; that
+            is a bug in symgrad, and nothing has been written.
+    """
     source = environment().get_template("module.py.jinja").render(**context(d))
     try:
-        return black.format_str(source, mode=black.Mode())
-    except black.InvalidInput as exc:  # a template bug, not the user's
-        raise RuntimeError(f"generated code does not parse: {exc}") from exc
-
-
-def write_atomic(path: Path, content: str) -> None:
-    """Write content to path via a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        formatted = black.format_str(source, mode=black.Mode())
+        compile(formatted, f"{d.spec.name}.py", "exec", dont_inherit=True)
+    except (black.InvalidInput, SyntaxError, ValueError) as exc:
+        raise RuntimeError(
+            f"symgrad bug: the module generated for {d.spec.name!r} does not compile "
+            f"({exc}); nothing was written. Please report it with the spec."
+        ) from exc
+    return formatted
 
 
 def output_path(name: str, out_dir: str | os.PathLike[str] | None) -> Path:

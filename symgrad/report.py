@@ -1389,7 +1389,7 @@ def _tex_escape(s: str) -> str:
             out.append(_TEX_SPECIAL[c])
         elif c in _TEX_UNICODE:
             out.append(_TEX_UNICODE[c])
-        elif ord(c) < 128 or (c.isalpha() and ord(c) < 256):
+        elif " " <= c <= "~" or (c.isalpha() and ord(c) < 256):
             out.append(c)
         else:
             out.append("?")

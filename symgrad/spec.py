@@ -8,22 +8,26 @@ exponentially. Every problem in the file is collected and raised together as a S
 from __future__ import annotations
 
 import difflib
+import functools
 import keyword
+import numbers
 import os
+import re
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import ops
+from . import files, ops
 from .errors import ExpressionError, Problem, SpecError, echo
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 20
 MAX_NODES = 20_000  # values after expanding aliases: an alias bomb stops here
-MAX_LAYERS = 1000
+MAX_LAYERS = 100  # generation time grows with depth (black): ~4 s here (README)
 MAX_UNITS = 1_000_000
 
 
@@ -91,6 +95,10 @@ class Spec:
         return (self.input, *(layer.units for layer in self.layers))
 
 
+# what names a spec in the API: the Spec, a path, YAML text or a dict (see as_spec)
+SpecSource = Spec | str | os.PathLike[str] | Mapping[str, Any]
+
+
 # ------------------------------------------------------------------ YAML layer
 
 
@@ -112,6 +120,37 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
 
+# YAML 1.2 core schema numbers instead of PyYAML's YAML 1.1 ones: 1e-3 is a number (1.1
+# wants 1.0e-3), 1:30 is text (1.1 reads 90, base 60), 010 is ten (1.1: eight)
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_CORE_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_CORE_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_INT, _CORE_INT, list("-+0123456789"))
+_Loader.add_implicit_resolver(_FLOAT, _CORE_FLOAT, list("-+.0123456789"))
+
+
+def _core_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    if not _CORE_INT.match(text):  # an explicit !!int on other text
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{echo(text)} is not an integer", node.start_mark
+        )
+    return int(text, 10)
+
+
+_Loader.add_constructor(_INT, _core_int)
+
+
 @dataclass
 class _Node:
     """A YAML value with its location."""
@@ -121,6 +160,7 @@ class _Node:
     key_locs: dict[str, Loc] = field(default_factory=dict)
 
 
+_MERGE = "tag:yaml.org,2002:merge"
 _PLAIN_TAGS = {
     f"tag:yaml.org,2002:{t}"
     for t in ("str", "int", "float", "bool", "null", "map", "seq")
@@ -156,16 +196,31 @@ class _Reader:
         if isinstance(node, yaml.MappingNode):
             out: dict[str, _Node] = {}
             key_locs: dict[str, Loc] = {}
-            for key_node, value_node in node.value:
-                key = self.scalar(key_node, path)
-                child = f"{path}.{key}" if path else str(key)
-                if not isinstance(key, str):
+            explicit, merged = self.pairs(node, path)
+            for key_node, value_node in explicit + merged:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    kind = (
+                        "a list"
+                        if isinstance(key_node, yaml.SequenceNode)
+                        else ("a mapping")
+                    )
                     self.problems.append(
-                        self.loc(key_node, child).problem(
-                            f"keys must be names, found {echo(key)}"
+                        self.loc(key_node, path).problem(
+                            f"keys must be names, found {kind}"
                         )
                     )
                     continue
+                key = self.scalar(key_node, path)
+                if not isinstance(key, str):
+                    self.problems.append(
+                        self.loc(key_node, path).problem(
+                            f"keys must be names, found {_kind(key)}"
+                        )
+                    )
+                    continue
+                child = f"{path}.{key}" if path else key
+                if key in out and (key_node, value_node) in merged:
+                    continue  # a merged key (<<) that the mapping sets itself
                 if key in out:
                     self.problems.append(
                         self.loc(key_node, child).problem(
@@ -182,6 +237,34 @@ class _Reader:
                 loc,
             )
         return _Node(self.scalar(node, path), loc)
+
+    def pairs(
+        self, node: yaml.MappingNode, path: str
+    ) -> tuple[list[tuple[yaml.Node, yaml.Node]], list[tuple[yaml.Node, yaml.Node]]]:
+        """The mapping's own (key, value) pairs, and those its merge keys (<<: *anchor,
+        <<: [*a, *b]) bring in, earlier sources first (YAML's merge rule)."""
+        explicit, merged = [], []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE:
+                explicit.append((key_node, value_node))
+                continue
+            sources = (
+                value_node.value
+                if isinstance(value_node, yaml.SequenceNode)
+                else [value_node]
+            )
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    self.problems.append(
+                        self.loc(source, path).problem(
+                            "a merge key (<<) takes a mapping or a list of mappings",
+                            "e.g. <<: *first_layer",
+                        )
+                    )
+                    continue
+                own, inherited = self.pairs(source, path)
+                merged += own + inherited
+        return explicit, merged
 
     def scalar(self, node: yaml.Node, path: str) -> Any:  # noqa: ANN401
         if not isinstance(node, yaml.ScalarNode):
@@ -212,20 +295,20 @@ def _read_text(path: Path) -> str:
             [where.problem("is a directory, not a spec file", "name a .yaml file")]
         )
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise SpecError(
-                [
-                    where.problem(
-                        f"file is {size} bytes; a spec may be at most {MAX_BYTES}"
-                    )
-                ]
-            )
-        data = path.read_bytes()
+        # at most MAX_BYTES + 1: pipes and devices report size 0, /dev/zero never ends
+        data = files.read_bounded(path, MAX_BYTES)
     except OSError as exc:
         raise SpecError(
-            [where.problem(f"cannot read the file: {exc.strerror}")]
+            [where.problem(f"cannot read the file: {exc.strerror or exc}")]
         ) from None
+    if len(data) > MAX_BYTES:
+        raise SpecError(
+            [
+                where.problem(
+                    f"the file is larger than {MAX_BYTES} bytes, a spec's limit"
+                )
+            ]
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -240,9 +323,34 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+# what the YAML reader refuses (its NON_PRINTABLE), found first so that the message has a
+# line and column instead of a ReaderError; BOM aside, none belongs in a spec
+_NOT_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _control_character(text: str, file: str) -> Problem | None:
+    found = _NOT_PRINTABLE.search(text)
+    if found is None:
+        return None
+    start = found.start()
+    line = text.count("\n", 0, start) + 1
+    col = start - (text.rfind("\n", 0, start) + 1) + 1
+    code = ord(found.group())
+    name = {0: "NUL", 0x1B: "ESC", 0x7F: "DEL"}.get(code, "control character")
+    return Loc(file, line, col).problem(
+        f"{name} (U+{code:04X}) is not allowed in a spec, even in a comment",
+        "remove it; in a quoted string write it as an escape",
+    )
+
+
 def _compose(text: str, file: str) -> tuple[_Node | None, list[Problem]]:
-    if len(text.encode("utf-8")) > MAX_BYTES:
+    if len(text) > MAX_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         return None, [Loc(file).problem(f"spec is larger than {MAX_BYTES} bytes")]
+    bad = _control_character(text, file)
+    if bad is not None:
+        return None, [bad]
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
@@ -283,11 +391,49 @@ TOP_KEYS = ("name", "input", "layers", "loss", "l2", "optimizer", "init")
 LAYER_KEYS = ("units", "activation")
 
 
-def _suggest(word: object, choices: list[str] | tuple[str, ...]) -> str:
+# module names that mean something beside the generated file: run on startup (site),
+# collected by pytest, read by setuptools or the import system
+RESERVED_MODULES = frozenset(("conftest", "sitecustomize", "usercustomize", "setup"))
+
+
+def _test_module(name: str) -> bool:
+    """pytest collects test_*.py and *_test.py as test files."""
+    return name.startswith("test_") or name.endswith("_test") or name == "test"
+
+
+# names other libraries use for a choice here, and the one they mean
+SYNONYMS = {
+    "xavier": "glorot_uniform",
+    "xavier_uniform": "glorot_uniform",
+    "glorot": "glorot_uniform",
+    "he": "he_normal",
+    "kaiming": "he_normal",
+    "kaiming_normal": "he_normal",
+    "crossentropy": "categorical_crossentropy",
+    "cross_entropy": "categorical_crossentropy",
+    "ce": "categorical_crossentropy",
+    "bce": "binary_crossentropy",
+    "l2": "mse",
+    "l1": "mae",
+}
+
+
+def _suggest(
+    word: object,
+    choices: list[str] | tuple[str, ...],
+    fits: Callable[[str], bool] = lambda _: True,
+) -> str:
+    """'did you mean X?' for a close or synonymous choice, preferring one that fits."""
     if not isinstance(word, str):
         return ""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else ""
+    close = difflib.get_close_matches(word, list(choices), n=5, cutoff=0.6)
+    synonym = SYNONYMS.get(word.lower().replace("-", "_"))
+    if synonym in choices:
+        close = [synonym, *(c for c in close if c != synonym)]
+    if not close:
+        return ""
+    best = next((c for c in close if fits(c)), close[0])
+    return f"did you mean {best!r}?"
 
 
 def _kind(value: object) -> str:
@@ -306,6 +452,19 @@ def _kind(value: object) -> str:
     if isinstance(value, int):
         return f"the integer {value}"
     return f"a {type(value).__name__}"
+
+
+def _loss_fits(output: OpSpec, loss: str) -> bool:
+    """Whether a built-in loss suits the output activation (see output_checks)."""
+    opdef = ops.LOSSES.get(ops.canonical(loss))
+    if opdef is None or output.custom:
+        return opdef is not None
+    if opdef.needs_softmax != (output.name == ops.SOFTMAX):
+        return False
+    if opdef.needs_unit_interval:
+        lo, hi = ops.ACTIVATIONS[output.name].output_range
+        return lo is not None and hi is not None and lo >= 0 and hi <= 1
+    return True
 
 
 class _Validator:
@@ -368,6 +527,21 @@ class _Validator:
             return None
         return v
 
+    def parameter(self, node: _Node) -> float | None:
+        """An activation or loss parameter: a number that generated code holds exactly
+        (the bounds of a literal in a custom expression, expr.check_number)."""
+        from .expr import check_number  # no SymPy at import: expr imports it
+
+        value = self.real(node)
+        if value is None:
+            return None
+        try:
+            check_number(value)
+        except ExpressionError as exc:
+            self.err(node.loc, str(exc))
+            return None
+        return value
+
     def name(self, node: _Node) -> str | None:
         v = node.value
         if not isinstance(v, str):
@@ -385,6 +559,14 @@ class _Validator:
         if keyword.iskeyword(v) or keyword.issoftkeyword(v):
             self.err(node.loc, f"name {v!r} is a Python keyword", f"e.g. {v}_net")
             return None
+        if v.startswith("__") or v in RESERVED_MODULES or _test_module(v):
+            self.err(
+                node.loc,
+                f"name {v!r} is reserved: Python, pytest or setuptools treat a module "
+                f"{v}.py specially",
+                f"e.g. {v.strip('_').removeprefix('test_').removesuffix('_test')}_net",
+            )
+            return None
         if v in sys.stdlib_module_names or v in ("numpy", "symgrad"):
             self.err(
                 node.loc,
@@ -397,8 +579,18 @@ class _Validator:
             return None
         return v
 
-    def op(self, node: _Node, table: dict[str, ops.OpDef], kind: str) -> OpSpec | None:
-        """An activation or loss: a name, {name, params...} or {name, expr, params...}."""
+    def op(
+        self,
+        node: _Node,
+        table: dict[str, ops.OpDef],
+        kind: str,
+        output: OpSpec | None = None,
+    ) -> OpSpec | None:
+        """An activation or loss: a name, {name, params...} or {name, expr, params...}.
+
+        `output` is the output layer's activation, for a loss: a suggestion for a
+        misspelt loss prefers one that suits it.
+        """
         v = node.value
         if isinstance(v, str):
             name_node, params, expr_node = node, {}, None
@@ -431,7 +623,8 @@ class _Validator:
             choices = sorted(
                 [*table, *(k for k, c in ops.ALIASES.items() if c in table)]
             )
-            hint = _suggest(name, choices) or f"known: {', '.join(choices)}"
+            fits = functools.partial(_loss_fits, output) if output else lambda _: True
+            hint = _suggest(name, choices, fits) or f"known: {', '.join(choices)}"
             self.err(name_node.loc, f"unknown {kind} {echo(name)}", hint)
             return None
         opdef = table[canon]
@@ -449,7 +642,7 @@ class _Validator:
                 self.err(ploc, f"unknown parameter {key!r} for {kind} {canon!r}", hint)
                 ok = False
                 continue
-            value = self.real(pnode)
+            value = self.parameter(pnode)
             if value is None:
                 ok = False
             elif (
@@ -504,7 +697,7 @@ class _Validator:
                 )
                 ok = False
                 continue
-            value = self.real(pnode)
+            value = self.parameter(pnode)
             ok = ok and value is not None
             if value is not None:
                 values[key] = value
@@ -593,7 +786,10 @@ class _Validator:
         name = self.name(top["name"]) if "name" in top else None
         n_in = self.integer(top["input"], 1, MAX_UNITS) if "input" in top else None
         layers = self.layers(top["layers"]) if "layers" in top else None
-        loss = self.op(top["loss"], ops.LOSSES, "loss") if "loss" in top else None
+        output = layers[-1].activation if layers else None
+        loss = (
+            self.op(top["loss"], ops.LOSSES, "loss", output) if "loss" in top else None
+        )
         l2 = self.real(top["l2"], 0.0) if "l2" in top else 0.0
         optimizer = self.optimizer(top.get("optimizer"))
         init = "auto"
@@ -625,6 +821,7 @@ class _Validator:
             self.err(
                 node.loc,
                 f"at most {MAX_LAYERS} layers are supported, found {len(node.value)}",
+                "generation time grows with depth: about 4 s for 100 layers",
             )
             return None
         out = []
@@ -690,8 +887,62 @@ def load_spec(source: str | os.PathLike[str]) -> Spec:
 
 
 def parse_spec(text: str, file: str = "<spec>") -> Spec:
-    """Validate spec text; `file` is only used in messages."""
+    """Validate spec text (YAML); `file` is only used in messages.
+
+    Raises:
+        SpecError: with every problem found, each with file:line:col and key path.
+    """
     tree, problems = _compose(text, file)
+    return _validated(tree, problems, file)
+
+
+def as_spec(source: SpecSource) -> Spec:
+    """A Spec from whatever names one: a Spec, a path, YAML text or a dict.
+
+    A str is a path unless it contains a newline or a mapping's ':' (followed by a space
+    or the end) and is not an existing file; then it is YAML text (``<string>`` in
+    messages). So ``"spec:v2.yaml"`` is a path, ``"{name: x, ...}"`` is text. A dict
+    (any Mapping) is validated like a file, with key paths in the messages and
+    ``<dict>`` as the file.
+
+    Raises:
+        SpecError: with every problem found.
+        TypeError: source is none of these.
+    """
+    if isinstance(source, Spec):
+        return source
+    if isinstance(source, Mapping):
+        return parse_mapping(source)
+    if isinstance(source, str) and _YAML_COLON.search(source) and not _is_file(source):
+        return parse_spec(source, "<string>")
+    if isinstance(source, str | os.PathLike):
+        return load_spec(source)
+    raise TypeError(
+        "expected a Spec, a path, YAML text or a dict, found "
+        f"{type(source).__name__}"
+    )
+
+
+def parse_mapping(data: Mapping[str, Any], file: str = "<dict>") -> Spec:
+    """Validate a spec given as a dict (as YAML would read it); `file` names it in
+    messages.
+
+    Raises:
+        SpecError: with every problem found, each with its key path.
+    """
+    reader = _PythonReader(file)
+    try:
+        tree = reader.read(data, "", 1)
+    except _TooBig:
+        return _validated(
+            None,
+            [Loc(file).problem(f"the spec has more than {MAX_NODES} values")],
+            file,
+        )
+    return _validated(tree, reader.problems, file)
+
+
+def _validated(tree: _Node | None, problems: list[Problem], file: str) -> Spec:
     if tree is None:
         raise SpecError(problems)
     validator = _Validator(file)
@@ -700,3 +951,67 @@ def parse_spec(text: str, file: str = "<spec>") -> Spec:
     if validator.problems or spec is None:
         raise SpecError(sorted(validator.problems, key=lambda p: (p.line, p.col)))
     return spec
+
+
+_YAML_COLON = re.compile(r"\n|:(?:\s|$)")
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return os.path.isfile(text)
+    except (OSError, ValueError):  # too long for a path, or a NUL in it
+        return False
+
+
+class _PythonReader:
+    """Python values -> _Nodes (no line numbers: locations are key paths)."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+        self.count = 0
+
+    def read(self, value: object, path: str, depth: int) -> _Node:
+        loc = Loc(self.file, 0, 0, path)
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _TooBig(loc)
+        if depth > MAX_DEPTH:
+            self.problems.append(
+                loc.problem(f"the spec is nested deeper than {MAX_DEPTH} levels")
+            )
+            return _Node(None, loc)
+        if isinstance(value, Mapping):
+            out: dict[str, _Node] = {}
+            key_locs: dict[str, Loc] = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    self.problems.append(
+                        loc.problem(f"keys must be names, found {_kind(key)}")
+                    )
+                    continue
+                child = f"{path}.{key}" if path else key
+                key_locs[key] = Loc(self.file, 0, 0, child)
+                out[key] = self.read(item, child, depth + 1)
+            return _Node(out, loc, key_locs)
+        if isinstance(value, list | tuple):
+            return _Node(
+                [
+                    self.read(item, f"{path}[{i}]", depth + 1)
+                    for i, item in enumerate(value)
+                ],
+                loc,
+            )
+        if value is None or isinstance(value, bool | str):
+            return _Node(value, loc)
+        if isinstance(value, numbers.Integral):
+            return _Node(int(value), loc)
+        if isinstance(value, numbers.Real):
+            return _Node(float(value), loc)
+        self.problems.append(
+            loc.problem(
+                f"unsupported value of type {type(value).__name__}",
+                "use names, numbers, lists and dicts",
+            )
+        )
+        return _Node(None, loc)

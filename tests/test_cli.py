@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,32 @@ def test_latex_user_errors_are_one_line(tmp_path, capsys) -> None:
     assert len(err) == 1 and "bad.yaml:6:17: layers[0].activation" in err[0]
     assert main(["latex", str(XOR), "-o", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_debug_keeps_the_exit_code_of_a_user_error(tmp_path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(XOR.read_text().replace("activation: tanh", "activation: tahn"))
+    for argv in (["--debug", "generate", str(spec)], ["check", str(spec), "--debug"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "symgrad", *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's symgrad
+        )
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" in result.stderr and "SpecError" in result.stderr
+        assert result.stderr.rstrip().endswith("(did you mean 'tanh'?)")
+
+
+def test_errors_print_control_characters_escaped(tmp_path, capsys) -> None:
+    spec = tmp_path / "x\x1b[2J.yaml"
+    assert main(["generate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "x\\x1b[2J.yaml: no such file" in err
+
+
+def test_spec_argument_is_always_a_path(tmp_path, capsys) -> None:
+    assert main(["latex", "name: xor\ninput: 2"]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -177,3 +177,249 @@ def test_deep_nesting_fails_cleanly() -> None:
 def test_messages_do_not_echo_unbounded_input() -> None:
     found = problems(GOOD.replace("activation: tanh", "activation: " + "x" * 100_000))
     assert all(len(p) < 400 for p in found)
+
+
+# ------------------------------------------------------------------ issue 10: numbers
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1e-3", 0.001), ("1E+5", 1e5), ("2.5e-2", 0.025), (".5", 0.5), ("3", 3.0)],
+)
+def test_yaml_1_2_floats_are_numbers(text: str, value: float) -> None:
+    spec = parse_spec(GOOD + f"optimizer: {{name: sgd, learning_rate: {text}}}\n")
+    assert spec.optimizer.param("learning_rate") == value
+    assert parse_spec(GOOD + f"l2: {text}\n").l2 == value
+
+
+def test_no_sexagesimal_or_octal_integers() -> None:
+    found = problems(GOOD.replace("input: 3", "input: 1:30"))
+    assert found == [
+        "s.yaml:2:8: input: expected an integer from 1 to 1000000, found the text '1:30'"
+    ]
+    assert parse_spec(GOOD.replace("input: 3", "input: 010")).input == 10
+    assert parse_spec(GOOD.replace("input: 3", "input: 0x10")).input == 16
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        ("s: 1.0e+200", "layers[0].activation.s: number 1e+200 is larger than 1e+06"),
+        ("s: 5.0e-324", "layers[0].activation.s: number 5e-324 is smaller than 1e-12"),
+        (
+            "s: -2.0e+7",
+            "layers[0].activation.s: number -20000000.0 is larger than 1e+06",
+        ),
+    ],
+)
+def test_custom_parameters_have_the_literal_bounds(param: str, message: str) -> None:
+    text = GOOD.replace(
+        "activation: tanh", f"activation: {{name: scaled, expr: 's*s*z', {param}}}"
+    )
+    found = problems(text)
+    col = text.splitlines()[4].index(param.split()[1]) + 1
+    assert len(found) == 1 and found[0].startswith(f"s.yaml:5:{col}: {message}")
+    assert "expression rejected" not in found[0]
+
+
+@pytest.mark.parametrize(
+    "activation",
+    ["{name: leaky_relu, alpha: 1.0e+300}", "{name: elu, alpha: 1.0e-300}"],
+)
+def test_built_in_parameters_have_the_literal_bounds(activation: str) -> None:
+    found = problems(GOOD.replace("activation: tanh", f"activation: {activation}"))
+    assert len(found) == 1 and "layers[0].activation.alpha: number" in found[0]
+    assert found[0].startswith("s.yaml:5:")
+
+
+def test_optimizer_eps_keeps_its_range() -> None:
+    spec = parse_spec(
+        GOOD + "optimizer: {name: adam, eps: 1e-8, learning_rate: 1e-4}\n"
+    )
+    assert spec.optimizer.param("eps") == 1e-8
+
+
+# ------------------------------------------------------------------ issue 10: YAML
+
+
+def test_merge_keys_are_supported() -> None:
+    spec = parse_spec(textwrap.dedent("""\
+        name: net
+        input: 3
+        layers:
+          - &hidden {units: 4, activation: tanh}
+          - <<: *hidden
+            units: 5
+          - <<: [*hidden]
+            units: 2
+            activation: softmax
+        loss: categorical_crossentropy
+        """))
+    assert spec.sizes == (3, 4, 5, 2)
+    assert [x.activation.name for x in spec.layers] == ["tanh", "tanh", "softmax"]
+
+
+def test_a_bad_merge_is_one_problem() -> None:
+    found = problems(GOOD.replace("  - units: 4\n", "  - <<: 3\n    units: 4\n"))
+    assert found == [
+        "s.yaml:4:9: layers[0]: a merge key (<<) takes a mapping or a list of mappings"
+        " (e.g. <<: *first_layer)"
+    ]
+
+
+def test_a_list_used_as_a_key_is_a_short_message() -> None:
+    found = problems(GOOD + "? [" + ", ".join(["1"] * 20_000) + "]\n: 3\n")
+    assert found == ["s.yaml:9:3: keys must be names, found a list"]
+
+
+def test_control_characters_in_keys_are_shown_escaped() -> None:
+    found = problems(GOOD + '"\\e[2J\\u202ekey": 1\n')
+    assert found == [
+        "s.yaml:9:1: \\x1b[2J\\u202ekey: unknown key '\\x1b[2J\\u202ekey' (allowed"
+        " keys: name, input, layers, loss, l2, optimizer, init)"
+    ]
+
+
+def test_echo_escapes_control_characters() -> None:
+    from symgrad.errors import echo, printable
+
+    assert echo("a\x1b[31m") == "'a\\x1b[31m'"
+    assert printable("ok\x1b\u202e\u2028é\u00a0") == "ok\\x1b\\u202e\\u2028é\u00a0"
+
+
+# ------------------------------------------------------------------ issue 10: hints
+
+
+@pytest.mark.parametrize(
+    ("output", "loss", "hint"),
+    [
+        ("softmax", "crossentropy", "did you mean 'categorical_crossentropy'?"),
+        ("sigmoid", "crossentropy", "did you mean 'binary_crossentropy'?"),
+        ("sigmoid", "bce", "did you mean 'binary_crossentropy'?"),
+        ("identity", "l2", "did you mean 'mse'?"),
+    ],
+)
+def test_loss_suggestions_suit_the_output_layer(output, loss, hint) -> None:
+    text = GOOD.replace("activation: softmax", f"activation: {output}").replace(
+        "loss: categorical_crossentropy", f"loss: {loss}"
+    )
+    assert problems(text) == [f"s.yaml:8:7: loss: unknown loss {loss!r} ({hint})"]
+
+
+@pytest.mark.parametrize(
+    ("init", "meant"),
+    [
+        ("xavier", "glorot_uniform"),
+        ("he", "he_normal"),
+        ("kaiming", "he_normal"),
+        ("Xavier", "glorot_uniform"),
+    ],
+)
+def test_init_synonyms_are_suggested(init: str, meant: str) -> None:
+    assert problems(GOOD + f"init: {init}\n") == [
+        f"s.yaml:9:7: init: unknown init {init!r} (did you mean {meant!r}?)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "__init__",
+        "__main__",
+        "__x",
+        "conftest",
+        "sitecustomize",
+        "usercustomize",
+        "setup",
+        "test_net",
+        "net_test",
+    ],
+)
+def test_module_names_that_mean_something_are_refused(name: str) -> None:
+    found = problems(GOOD.replace("name: net", f"name: {name}"))
+    assert len(found) == 1 and f"name: name {name!r} is reserved" in found[0]
+
+
+# ------------------------------------------------------------------ issue 10: API
+
+
+def test_as_spec_takes_a_spec_a_path_text_or_a_dict(tmp_path) -> None:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from symgrad import as_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD)
+    spec = parse_spec(GOOD, str(path))
+    assert as_spec(spec) is spec
+    assert as_spec(path) == as_spec(str(path)) == spec
+    assert as_spec(GOOD) == replace(spec, source="<string>")
+    data = {
+        "name": "net",
+        "input": 3,
+        "layers": [
+            {"units": 4, "activation": "tanh"},
+            {"units": 2, "activation": "softmax"},
+        ],
+        "loss": "categorical_crossentropy",
+    }
+    assert as_spec(data) == replace(spec, source="<dict>")
+    with pytest.raises(SpecError, match="no such file"):
+        as_spec(str(tmp_path / "missing.yaml"))
+    with pytest.raises(SpecError, match="missing:v2.yaml: no such file"):
+        as_spec(str(tmp_path / "missing:v2.yaml"))
+    flow = "{name: net, input: 3, layers: [{units: 2, activation: softmax}]}"
+    with pytest.raises(SpecError, match="<string>:1:1: .*missing required key 'loss'"):
+        as_spec(flow)
+    with pytest.raises(TypeError, match="found int"):
+        as_spec(3)  # type: ignore[arg-type]
+    # an existing file whose name has a ':' is still a file
+    odd = tmp_path / "a:b.yaml"
+    odd.write_text(GOOD)
+    assert as_spec(str(odd)).source == str(odd)
+    assert Path(as_spec(odd).source) == odd
+
+
+def test_a_dict_is_validated_with_key_paths() -> None:
+    from symgrad import as_spec
+
+    bad = {
+        "name": "net",
+        "input": 3.5,
+        "layers": [{"units": 4, "activation": "sigmod"}, {1: 2}],
+        "loss": "mse",
+        "extra": object(),
+    }
+    with pytest.raises(SpecError) as info:
+        as_spec(bad)
+    assert sorted(str(p) for p in info.value.problems) == [
+        "<dict>: extra: unknown key 'extra' (allowed keys: name, input, layers, loss,"
+        " l2, optimizer, init)",
+        "<dict>: extra: unsupported value of type object (use names, numbers, lists"
+        " and dicts)",
+        "<dict>: input: expected an integer from 1 to 1000000, found the number 3.5"
+        " (write 3 or 4)",
+        "<dict>: layers[0].activation: unknown activation 'sigmod' (did you mean"
+        " 'sigmoid'?)",
+        "<dict>: layers[1]: keys must be names, found the integer 1",
+        "<dict>: layers[1]: missing required key 'activation'",
+        "<dict>: layers[1]: missing required key 'units'",
+    ]
+
+
+def test_the_layer_limit_is_the_documented_one() -> None:
+    from pathlib import Path
+
+    from symgrad.spec import MAX_LAYERS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"may have at most {MAX_LAYERS} layers" in " ".join(readme.split())
+    layer = "  - {units: 2, activation: tanh}\n"
+    ok = f"name: net\ninput: 2\nlayers:\n{layer * MAX_LAYERS}loss: mse\n"
+    assert len(parse_spec(ok).layers) == MAX_LAYERS
+    found = problems(ok.replace("loss:", layer + "loss:"))
+    assert found == [
+        f"s.yaml:4:3: layers: at most {MAX_LAYERS} layers are supported, found"
+        f" {MAX_LAYERS + 1} (generation time grows with depth: about 4 s for 100 layers)"
+    ]
