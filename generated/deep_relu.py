@@ -466,11 +466,7 @@ def _check_step(params, state):
     The usual case is one comparison; anything else goes through _state_error.
     """
     try:
-        found = [
-            (k, v.shape, v.dtype, v.flags.writeable)
-            for arrays in (params,)
-            for k, v in arrays.items()
-        ]
+        found = [(k, v.shape, v.dtype, v.flags.writeable) for k, v in params.items()]
         t = state["t"]
         if (
             found in _STEP_SIGNATURES

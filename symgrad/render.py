@@ -231,11 +231,12 @@ def context(d: Derivation) -> dict[str, object]:
         "keep_dt_backward": DTYPE in helpers,
         "integer_labels": out_act.vector,
         # what _targets checks beyond shape and NaN/inf: the targets a loss's derivation
-        # assumes (cross-entropy), or nothing (the other losses take any real target)
+        # assumes (cross-entropy), or nothing (the other losses, custom ones included:
+        # a custom loss never has a built-in name, take any real target)
         "target_check": {
             "binary_crossentropy": "unit_interval",
             "categorical_crossentropy": "simplex",
-        }.get(loss_name, ""),  # a custom loss never has a built-in name
+        }.get(loss_name, ""),
         "target_note": _target_note(loss_name, spec.loss.custom, out_act.vector),
         "moments": {"sgd": [], "momentum": ["velocity"], "adam": ["m", "v"]}[opt.name],
         "backward": backward,
