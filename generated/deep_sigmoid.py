@@ -71,7 +71,8 @@ PARAM_SHAPES = {
     "W8": (32, 1),
     "b8": (1,),
 }
-# Set to False to skip the NaN/inf scan of X and Y in every call (shapes are always checked).
+# Set to False to skip the scans of X's and Y's values in every call: NaN/inf, and the
+# target range the loss assumes (shapes and types are always checked).
 CHECK_FINITE = True
 
 
@@ -137,19 +138,22 @@ def _check_params(params):
     except (AttributeError, TypeError):
         pass
     # not the usual case: find what is wrong, and say so
-    if not isinstance(params, dict) or set(params) != set(PARAM_NAMES):
-        found = sorted(params) if isinstance(params, dict) else type(params).__name__
+    if not isinstance(params, dict):
+        raise TypeError(
+            f"params must be a dict with keys {list(PARAM_NAMES)}, found {type(params).__name__}"
+        )
+    if set(params) != set(PARAM_NAMES):
         raise ValueError(
-            f"params must be a dict with keys {list(PARAM_NAMES)}, found {found}"
+            f"params must be a dict with keys {list(PARAM_NAMES)}, found {sorted(params, key=str)}"
         )
     for key, shape in PARAM_SHAPES.items():
-        if np.shape(params[key]) != shape:
-            raise ValueError(
-                f"params[{key!r}] must have shape {shape}, found {np.shape(params[key])}"
-            )
         if not isinstance(params[key], np.ndarray):
-            raise ValueError(
+            raise TypeError(
                 f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
+            )
+        if params[key].shape != shape:
+            raise ValueError(
+                f"params[{key!r}] must have shape {shape}, found {params[key].shape}"
             )
     dtypes = {v.dtype for v in params.values()}
     if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
@@ -171,10 +175,26 @@ def _finite(a):
     return np.isfinite(np.vdot(a, a)) or np.isfinite(a).all()
 
 
+def _real(a, name, dtype):
+    """a as an array of dtype, if it holds real numbers (a TypeError if not)."""
+    a = np.asarray(a)
+    if a.dtype != dtype:
+        if a.dtype.kind not in "biuf":  # complex parts would be dropped, strings parsed
+            raise TypeError(
+                f"{name} must hold real numbers (bool, int or float), found dtype {a.dtype}: "
+                f"convert it first, e.g. np.asarray({name}, dtype=float)"
+            )
+        a = a.astype(dtype)
+    return a
+
+
 def _inputs(params, X):
     """X as a (m, 30) array of the params' dtype."""
-    dtype = _check_params(params)
-    X = np.asarray(X, dtype=dtype)
+    return _features(X, _check_params(params))
+
+
+def _features(X, dtype):
+    X = _real(X, "X", dtype)
     if X.ndim != 2 or X.shape[1] != LAYER_SIZES[0]:
         raise ValueError(f"X must have shape (m, {LAYER_SIZES[0]}), found {X.shape}")
     if CHECK_FINITE and not _finite(X):
@@ -185,18 +205,45 @@ def _inputs(params, X):
 
 
 def _targets(Y, m, dtype):
-    """Y as a (m, 1) array: targets in [0, 1]."""
+    """Y as a (m, 1) array of dtype, for m ≥ 1 examples.
+
+    Y may be targets in [0, 1]: 0/1 labels or probabilities.
+    """
+    if m == 0:
+        raise ValueError(
+            f"X has no examples (shape (0, {LAYER_SIZES[0]})): "
+            "the loss is a mean over at least one example"
+        )
     Y = np.asarray(Y)
+    if Y.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Y must hold real numbers (bool, int or float), found dtype {Y.dtype}"
+        )
     if Y.ndim == 1:
         Y = Y[:, None]
-    Y = Y.astype(dtype, copy=False)
     if Y.shape != (m, LAYER_SIZES[-1]):
         raise ValueError(f"Y must have shape ({m}, {LAYER_SIZES[-1]}), found {Y.shape}")
-    if CHECK_FINITE and not _finite(Y):
+    Y = Y.astype(dtype, copy=False)
+    # in [0, 1] implies finite: one check for both (the ufuncs' reduce: Y.min() is slower)
+    if CHECK_FINITE and not (_min(Y, axis=None) >= 0 and _max(Y, axis=None) <= 1):
+        _refuse_targets(Y)
+    return Y
+
+
+_min, _max = np.minimum.reduce, np.maximum.reduce
+
+
+def _refuse_targets(Y):
+    # the targets failed the check of _targets: say which entry, and why it matters
+    if not np.isfinite(Y).all():
         raise ValueError(
             "Y contains NaN or inf (set CHECK_FINITE = False to skip this check)"
         )
-    return Y
+    i, j = np.argwhere((Y < 0) | (Y > 1))[0]
+    raise ValueError(
+        "binary cross-entropy takes targets in [0, 1] (0/1 labels or probabilities), "
+        f"found Y[{i}, {j}] = {Y[i, j]}"
+    )
 
 
 def forward(params, X):
@@ -351,18 +398,50 @@ def save_params(path, params):
 
 
 def load_params(path):
-    """Params written by save_params, checked against this network's shapes."""
-    with np.load(path, allow_pickle=False) as saved:
-        params = {k: saved[k] for k in saved.files}
-    _check_params(params)
+    """Params written by save_params, checked against this network's shapes.
+
+    A file that is not such an archive is a ValueError that names it.
+    """
+    with open(path, "rb") as file:  # np.load(path) leaves it open when the zip is bad
+        head = file.read(6)
+        if not head.startswith(b"PK"):  # a zip archive, as np.savez writes
+            found = (
+                "an empty file"
+                if not head
+                else (
+                    "a .npy file (one array)"
+                    if head == b"\x93NUMPY"
+                    else f"a file starting {head!r}"
+                )
+            )
+            raise ValueError(
+                f"{path}: expected an .npz archive written by save_params, found {found}"
+            )
+        file.seek(0)
+        try:
+            with np.load(file, allow_pickle=False) as saved:
+                params = {k: saved[k] for k in saved.files}
+        except MemoryError:
+            raise
+        except (
+            Exception
+        ) as exc:  # zipfile's BadZipFile, EOFError, a pickled member, ...
+            raise ValueError(
+                f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})"
+            ) from exc
+    try:
+        _check_params(params)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{path}: {exc}") from None
     return {k: params[k] for k in PARAM_NAMES}
 
 
 def init_state(params):
     """Optimizer state for `step`: the step count.
 
-    It also keeps the gradient arrays ("grads") and, per batch size, the work arrays
-    of a step ("buffers", made by the first step with that size).
+    It also keeps the gradient arrays ("grads") and the work arrays of a step
+    ("buffers", made by the first step with a batch size; the three most recently
+    used sizes are kept).
     """
     _check_params(params)
     return {
@@ -373,11 +452,121 @@ def init_state(params):
     }
 
 
+_STATE_KEYS_OF = (
+    {  # the keys of each optimizer's state, to name the one a state is from
+        "sgd": {"t", "grads", "buffers"},
+        "momentum": {"t", "velocity", "grads", "buffers"},
+        "adam": {"t", "m", "v", "grads", "buffers"},
+    }
+)
+_STATE_KEYS = _STATE_KEYS_OF[OPTIMIZER["name"]]
+_STEP_SIGNATURES = [  # (key, shape, dtype, writeable) of params, in order
+    [(k, shape, np.dtype(dtype), True) for k, shape in PARAM_SHAPES.items()] * 1
+    for dtype in (np.float32, np.float64)
+]
+_BATCH_SIZES_KEPT = 3  # fit's full and partial batch, and one more
+
+
+def _check_step(params, state):
+    """The params' dtype, after checking that step can update params and state.
+
+    The usual case is one comparison; anything else goes through _state_error.
+    """
+    try:
+        found = [(k, v.shape, v.dtype, v.flags.writeable) for k, v in params.items()]
+        t = state["t"]
+        if (
+            found in _STEP_SIGNATURES
+            and state.keys() == _STATE_KEYS
+            and type(t) is int
+            and t >= 0
+        ):
+            return found[0][2]
+    except (AttributeError, KeyError, TypeError):
+        pass
+    dtype = _check_params(params)
+    error = _state_error(params, state, dtype)
+    if error is not None:
+        raise error
+    return dtype
+
+
+def _state_error(params, state, dtype):
+    """Why step cannot update params and state in place, as an exception; else None.
+
+    step writes into every array of params, into state["t"] and into the arrays of
+    state (gradients with np.dot(out=), which needs C order). All are checked before
+    the first write, so that a step that fails changes nothing.
+    """
+    for k in PARAM_NAMES:
+        if not params[k].flags.writeable:
+            return ValueError(
+                f"params[{k!r}] is read-only: step updates it in place (pass a writeable copy)"
+            )
+    if not isinstance(state, dict):
+        return TypeError(
+            f"state must be a dict made by init_state(params), found {type(state).__name__}"
+        )
+    if state.keys() != _STATE_KEYS:
+        found = sorted(state, key=str)
+        others = [name for name, keys in _STATE_KEYS_OF.items() if state.keys() == keys]
+        origin = f" (the keys of the {others[0]} optimizer's state)" if others else ""
+        return ValueError(
+            f"state must be made for this module's optimizer, {OPTIMIZER['name']}, with keys "
+            f"{sorted(_STATE_KEYS)}; found keys {found}{origin}: make it with init_state(params)"
+        )
+    t = state["t"]
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+        return TypeError(
+            f"state['t'] must be an int (the step count), found {type(t).__name__}"
+        )
+    if t < 0:
+        return ValueError(f"state['t'] must be ≥ 0 (the step count), found {t}")
+    if not isinstance(state["buffers"], dict):
+        return TypeError(
+            f"state['buffers'] must be a dict, found {type(state['buffers']).__name__}"
+        )
+    for key in sorted(_STATE_KEYS - {"t", "buffers"}):  # the dicts of arrays
+        arrays = state[key]
+        if not isinstance(arrays, dict):
+            return TypeError(
+                f"state[{key!r}] must be a dict of arrays, found {type(arrays).__name__}"
+            )
+        if arrays.keys() != set(PARAM_NAMES):
+            found = sorted(arrays, key=str)
+            return ValueError(
+                f"state[{key!r}] must have the keys {list(PARAM_NAMES)}, found {found}"
+            )
+        for k, shape in PARAM_SHAPES.items():
+            a, where = arrays[k], f"state[{key!r}][{k!r}]"
+            if not isinstance(a, np.ndarray):
+                return TypeError(
+                    f"{where} must be a NumPy array, found {type(a).__name__}"
+                )
+            if a.shape != shape:
+                return ValueError(f"{where} must have shape {shape}, found {a.shape}")
+            if a.dtype != dtype:
+                return ValueError(
+                    f"state was made for {a.dtype} params, found {dtype} params ({where})"
+                )
+            if not a.flags.writeable:
+                return ValueError(f"{where} is read-only: step updates it in place")
+            if key == "grads" and not a.flags.c_contiguous:
+                return ValueError(
+                    f"{where} must be C-contiguous: np.dot(out=) writes only into C-ordered arrays"
+                )
+    return None
+
+
 def _work(state, m, dtype):
     """The work arrays of `step` for a batch of m examples: made once, then reused."""
-    work = state["buffers"].get(m)
+    # taken out and put back last: the dict runs from the least to the most recently used
+    buffers = state["buffers"]
+    work = buffers.pop(m, None)
     if work is None or work["ones"].dtype != dtype:
-        work = state["buffers"][m] = {
+        while len(buffers) >= _BATCH_SIZES_KEPT:
+            del buffers[next(iter(buffers))]  # the least recently used size
+        work = {
             "Z1": np.empty((m, 32), dtype),
             "Z2": np.empty((m, 32), dtype),
             "Z3": np.empty((m, 32), dtype),
@@ -411,6 +600,7 @@ def _work(state, m, dtype):
             "one": np.ones((), dtype),
             "zero": np.zeros((), dtype),
         }
+    buffers[m] = work
     return work
 
 
@@ -419,21 +609,28 @@ def step(params, state, X, Y):
 
     The numbers of loss_and_grad followed by the update, computed with in-place NumPy
     calls in the arrays of `state` (see init_state): a step allocates nothing new.
+    Params and state are checked before anything is written: a step that raises has
+    changed neither (the gradient and work arrays excepted, which hold nothing between
+    steps).
     """
-    X = _inputs(params, X)
-    if X.shape[0] == 0:
-        raise ValueError(f"step needs at least one example, found X of shape {X.shape}")
-    return _step(params, state, X, _targets(Y, X.shape[0], X.dtype))
+    dtype = _check_step(params, state)
+    X = _features(X, dtype)
+    Y = _targets(Y, X.shape[0], dtype)
+    try:
+        return _step(params, state, X, Y)
+    except (AttributeError, TypeError, ValueError):
+        # the cheap check skips the gradient arrays and the buffers: np.dot(out=) refused
+        # one, or the buffers are not a dict, before anything was updated; say which
+        error = _state_error(params, state, dtype)
+        if error is None:
+            raise
+        raise error from None
 
 
 def _step(params, state, X, Y):
     # step on checked arrays: X (m, 30) and Y (m, 1), both of the params' dtype
     m = X.shape[0]
     grads = state["grads"]
-    if grads["W1"].dtype != X.dtype:
-        raise ValueError(
-            f"state was made for {grads['W1'].dtype} params, found {X.dtype}"
-        )
     W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
     W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
     W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
@@ -627,6 +824,23 @@ def _accuracy(params, X, Y):
     return float(np.mean(predict(params, X) == Y))
 
 
+def _whole(value, name, low):
+    """value as an int ≥ low: any integer (Python's, NumPy's, ...) but a bool."""
+    try:
+        number = None if isinstance(value, bool) else type(value).__index__(value)
+    except (AttributeError, TypeError):
+        number = None
+    what = "a non-negative int" if low == 0 else "a positive int"
+    if number is None:
+        why = " (the batches are drawn from default_rng(seed + epoch): a seed repeats a run)"
+        raise TypeError(
+            f"{name} must be {what}, found {value!r}{why if name == 'seed' else ''}"
+        )
+    if number < low:
+        raise ValueError(f"{name} must be {what}, found {number}")
+    return number
+
+
 def fit(
     params,
     X,
@@ -649,21 +863,19 @@ def fit(
     verbose prints one line per epoch. Pass the `state` of an earlier call to go on
     training with its optimizer state.
     """
+    epochs = _whole(epochs, "epochs", 0)
+    batch_size = _whole(batch_size, "batch_size", 1)
+    seed = _whole(seed, "seed", 0)
     X = _inputs(params, X)
     n = X.shape[0]
     if np.shape(Y)[:1] != (n,):
         raise ValueError(f"X has {n} examples but Y has shape {np.shape(Y)}")
     Y = _targets(Y, n, X.dtype)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, found {epochs!r}")
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int)
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int, found {batch_size!r}")
     if state is None:
         state = init_state(params)
+    error = _state_error(params, state, _check_step(params, state))  # the gradients too
+    if error is not None:
+        raise error
     history = {"loss": [], "accuracy": []}
     if validation_data is not None:
         X_val, Y_val = validation_data

@@ -229,15 +229,15 @@ def context(d: Derivation) -> dict[str, object]:
         "keep_dt_forward": DTYPE in fwd_printer.helpers,
         "keep_dt_backward": DTYPE in helpers,
         "integer_labels": out_act.vector,
-        "target_note": (
-            "one-hot rows, or integer class labels of shape (m,)"
-            if out_act.vector
-            else (
-                "targets in [0, 1]"
-                if predict_kind == "threshold"
-                else "real-valued targets"
-            )
-        ),
+        # what _targets checks beyond shape and NaN/inf: the targets a loss's derivation
+        # assumes (cross-entropy), or nothing (the other losses, custom ones included:
+        # a custom loss never has a built-in name, take any real target)
+        "target_check": {
+            "binary_crossentropy": "unit_interval",
+            "categorical_crossentropy": "simplex",
+        }.get(loss_name, ""),
+        "target_note": _target_note(loss_name, spec.loss.custom, out_act.vector),
+        "moments": {"sgd": [], "momentum": ["velocity"], "adam": ["m", "v"]}[opt.name],
         "backward": backward,
         "grads_dict": "{" + ", ".join(f'"{k}": d{k}' for k in params_names) + "}",
         "predict_kind": predict_kind,
@@ -253,6 +253,19 @@ def context(d: Derivation) -> dict[str, object]:
             "adam": "the step count and both moment estimates per parameter",
         }[opt.name],
     }
+
+
+def _target_note(loss_name: str, custom: bool, labels: bool) -> str:
+    """The targets a generated module's loss takes, for the docstring of _targets."""
+    if custom:
+        note = "real targets, as the custom loss takes them (checked for NaN/inf only)"
+    elif loss_name == "binary_crossentropy":
+        note = "targets in [0, 1]: 0/1 labels or probabilities"
+    elif loss_name == "categorical_crossentropy":
+        note = "rows on the simplex (entries >= 0, summing to 1)"
+    else:
+        note = "real targets"
+    return note + (", or integer class labels of shape (m,)" if labels else "")
 
 
 def _equation_comments(backward: list[Line]) -> dict[str, list[str]]:

@@ -160,19 +160,30 @@ def test_regression_history_and_float32(modules):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, error, message",
     [
-        ({"epochs": -1, "batch_size": 4}, "epochs must be a non-negative int"),
-        ({"epochs": 1, "batch_size": 0}, "batch_size must be a positive int"),
-        ({"epochs": 1.5, "batch_size": 4}, "epochs must be a non-negative int"),
-        ({"epochs": 1, "batch_size": True}, "batch_size must be a positive int"),
+        ({"epochs": -1, "batch_size": 4}, ValueError, "epochs must be a non-negative"),
+        ({"epochs": 1, "batch_size": 0}, ValueError, "batch_size must be a positive"),
+        ({"epochs": 1.5, "batch_size": 4}, TypeError, "epochs must be a non-negative"),
+        ({"epochs": 2.0, "batch_size": 4}, TypeError, "found 2.0"),
+        ({"epochs": 1, "batch_size": True}, TypeError, "batch_size must be a positive"),
+        ({"epochs": 1, "batch_size": "4"}, TypeError, "found '4'"),
+        (
+            {"epochs": 1, "batch_size": 4, "seed": None},
+            TypeError,
+            "a seed repeats a run",
+        ),
+        ({"epochs": 1, "batch_size": 4, "seed": -1}, ValueError, "seed must be a non-"),
+        ({"epochs": 1, "batch_size": 4, "seed": np.bool_(1)}, TypeError, "seed must"),
     ],
 )
-def test_fit_refuses_bad_settings(modules, kwargs, message):
+def test_fit_refuses_bad_settings(modules, kwargs, error, message):
     module = modules["reg"]
     X, Y = data("reg", 10)
-    with pytest.raises(ValueError, match=message):
-        module.fit(module.init_params(0), X, Y, **kwargs)
+    params = module.init_params(0)
+    with pytest.raises(error, match=message):
+        module.fit(params, X, Y, **kwargs)
+    np.testing.assert_array_equal(params["W1"], module.init_params(0)["W1"])
     with pytest.raises(ValueError, match="X has 10 examples but Y has shape"):
         module.fit(module.init_params(0), X, Y[:9], epochs=1, batch_size=4)
 
@@ -192,3 +203,57 @@ def test_the_examples_modules_have_save_and_load(tmp_path):
         text = path.read_text()
         assert "def save_params(path, params):" in text, path.name
         assert "def load_params(path):" in text, path.name
+
+
+def test_fit_takes_any_integer_for_its_counts(modules):
+    module = modules["clf"]
+    X, Y = data("clf", 23)
+    a, b = module.init_params(0), module.init_params(0)
+    h1 = module.fit(a, X, Y, epochs=2, batch_size=5, seed=3)
+    h2 = module.fit(
+        b, X, Y, epochs=np.int64(2), batch_size=np.uint8(5), seed=np.int32(3)
+    )
+    assert h1 == h2 and len(h2["loss"]) == 2
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_fit_refuses_an_empty_training_or_validation_set(modules):
+    module = modules["clf"]
+    X, Y = data("clf", 10)
+    params = module.init_params(0)
+    with pytest.raises(ValueError, match=r"X has no examples \(shape \(0, 3\)\)"):
+        module.fit(params, X[:0], Y[:0], epochs=1, batch_size=4)
+    with pytest.raises(ValueError, match="X has no examples"):
+        module.fit(params, X, Y, epochs=1, batch_size=4, validation_data=(X[:0], Y[:0]))
+    np.testing.assert_array_equal(params["W1"], module.init_params(0)["W1"])
+
+
+def test_fit_refuses_a_state_of_another_optimizer_before_training(modules):
+    clf, binary = modules["clf"], modules["binary"]  # adam, momentum
+    X, Y = data("clf", 10)
+    params = clf.init_params(0)
+    momentum_state = binary.init_state(binary.init_params(0))
+    with pytest.raises(
+        ValueError,
+        match=r"optimizer, adam, .*the keys of the momentum optimizer's state",
+    ):
+        clf.fit(params, X, Y, epochs=1, batch_size=4, state=momentum_state)
+    np.testing.assert_array_equal(params["W1"], clf.init_params(0)["W1"])
+
+
+def test_fit_keeps_the_arrays_of_its_full_and_partial_batch(modules):
+    # 23 examples in batches of 5: sizes 5 and 3 alternate every epoch; their work
+    # arrays are made once and reused, and the state holds a bounded number of sizes
+    module = modules["reg"]
+    X, Y = data("reg", 23)
+    params = module.init_params(0)
+    state = module.init_state(params)
+    for m in (1, 2, 4):  # earlier sizes, least recently used first
+        module.step(params, state, X[:m], Y[:m])
+    module.fit(params, X, Y, epochs=1, batch_size=5, state=state)
+    assert list(state["buffers"]) == [4, 5, 3]  # 1 and 2 were dropped
+    kept = {m: state["buffers"][m] for m in (5, 3)}
+    module.fit(params, X, Y, epochs=3, batch_size=5, state=state)
+    assert list(state["buffers"]) == [4, 5, 3]
+    assert all(state["buffers"][m] is kept[m] for m in kept)  # not made again

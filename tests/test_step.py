@@ -435,3 +435,159 @@ def test_binary_cross_entropy_step_at_saturated_logits(workdir, dtype):
     for k in params:
         expected = reference[k] - SGD["learning_rate"] * grads[k]
         assert rel(params[k], expected) <= (1e-12 if dtype == np.float64 else 1e-5), k
+
+
+ALL_OR_NOTHING = {
+    "name": "atomic",
+    "input": 2,
+    "layers": [
+        {"units": 4, "activation": "tanh"},
+        {"units": 1, "activation": "sigmoid"},
+    ],
+    "loss": BCE,
+    "optimizer": ADAM,
+}
+
+
+def _xor_batch():
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
+    return X, np.array([0.0, 1.0, 1.0, 0.0])
+
+
+def _snapshot(params, state) -> dict:
+    """Everything a step may change and must not when it fails (not the scratch)."""
+    kept = {k: v for k, v in state.items() if k not in ("grads", "buffers")}
+    return copy.deepcopy({"params": params, "state": kept})
+
+
+def _assert_unchanged(before: dict, params, state) -> None:
+    after = _snapshot(params, state)
+    assert after["state"]["t"] == before["state"]["t"]
+    for part in ("params", "state"):
+        for key, value in before[part].items():
+            if isinstance(value, dict):
+                for k in value:
+                    np.testing.assert_array_equal(after[part][key][k], value[k])
+            elif isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(after[part][key], value)
+
+
+def test_a_read_only_parameter_fails_the_step_before_any_update(workdir):
+    module = build(ALL_OR_NOTHING, workdir)
+    params, rng = problem(module, ALL_OR_NOTHING, np.float64)
+    state = module.init_state(params)
+    reference = copy.deepcopy(params)
+    ref = Reference(ADAM, reference)
+    X, Y = _xor_batch()
+    module.step(params, state, X, Y)  # a valid step first: the checks are cached
+    ref.step(module, reference, X, Y)
+    params["b2"].flags.writeable = False  # in place: the cache must not hide it
+    before = _snapshot(params, state)
+    with pytest.raises(ValueError, match=r"params\['b2'\] is read-only"):
+        module.step(params, state, X, Y)
+    _assert_unchanged(before, params, state)
+    params["b2"] = params["b2"].copy()  # fixed: the retry applies the update once
+    L = module.step(params, state, X, Y)
+    assert state["t"] == 2
+    assert rel(L, ref.step(module, reference, X, Y)) < 1e-12
+    for k in params:
+        assert rel(params[k], reference[k]) < 1e-12, k
+
+
+def test_a_state_of_another_optimizer_is_refused_before_any_update(workdir):
+    adam = build(ALL_OR_NOTHING, workdir)
+    sgd = build({**ALL_OR_NOTHING, "optimizer": SGD}, workdir)
+    X, Y = _xor_batch()
+    for module, other, name in ((adam, sgd, "sgd"), (sgd, adam, "adam")):
+        params = module.init_params(0)
+        state = other.init_state(params)
+        before = _snapshot(params, state)
+        with pytest.raises(
+            ValueError, match=f"found keys .* \\(the keys of the {name} optimizer's"
+        ):
+            module.step(params, state, X, Y)
+        _assert_unchanged(before, params, state)
+        state = module.init_state(params)
+        module.step(params, state, X, Y)
+        assert state["t"] == 1
+
+
+@pytest.mark.parametrize(
+    "spoil, error, message",
+    [
+        (lambda s: s["m"].update(W1=s["m"]["W1"].T), ValueError, r"\['m'\]\['W1'\]"),
+        (
+            lambda s: s["v"]["b1"].setflags(write=False),
+            ValueError,
+            r"state\['v'\]\['b1'\] is read-only",
+        ),
+        (
+            lambda s: s["m"].update(b2=s["m"]["b2"].astype(np.float32)),
+            ValueError,
+            "state was made for float32 params, found float64",
+        ),
+        (lambda s: s["v"].pop("W2"), ValueError, r"state\['v'\] must have the keys"),
+        (lambda s: s["m"].update(W2=[[0.0]] * 4), TypeError, "must be a NumPy array"),
+        (lambda s: s.update(t=1.0), TypeError, r"state\['t'\] must be an int"),
+        (lambda s: s.update(t=-1), ValueError, r"state\['t'\] must be ≥ 0"),
+        (lambda s: s.update(buffers=None), TypeError, r"state\['buffers'\]"),
+        # the gradient arrays are not in the cheap check: np.dot(out=) refuses them
+        # before any update, and the step names the array
+        (
+            lambda s: s["grads"].update(W1=np.asfortranarray(s["grads"]["W1"])),
+            ValueError,
+            r"state\['grads'\]\['W1'\] must be C-contiguous",
+        ),
+        (
+            lambda s: s["grads"]["W2"].setflags(write=False),
+            ValueError,
+            r"state\['grads'\]\['W2'\] is read-only",
+        ),
+        (
+            lambda s: s["grads"].update(b1=np.zeros(4, np.float32)),
+            ValueError,
+            r"state was made for float32 params, .*\['grads'\]\['b1'\]",
+        ),
+    ],
+    ids=lambda x: x if isinstance(x, str) else "",
+)
+def test_a_spoiled_state_fails_the_step_before_any_update(
+    workdir, spoil, error, message
+):
+    module = build(ALL_OR_NOTHING, workdir)
+    params, _ = problem(module, ALL_OR_NOTHING, np.float64)
+    state = module.init_state(params)
+    X, Y = _xor_batch()
+    module.step(params, state, X, Y)
+    spoil(state)
+    before = _snapshot(params, state)
+    with pytest.raises(error, match=message):
+        module.step(params, state, X, Y)
+    _assert_unchanged(before, params, state)
+    with pytest.raises(error, match=message):  # fit checks the state before training
+        module.fit(params, X, Y, epochs=1, batch_size=2, state=state)
+    _assert_unchanged(before, params, state)
+
+
+def test_a_state_that_is_not_a_dict_is_a_type_error(workdir):
+    module = build(ALL_OR_NOTHING, workdir)
+    params = module.init_params(0)
+    with pytest.raises(TypeError, match="state must be a dict made by init_state"):
+        module.step(params, [module.init_state(params)], *_xor_batch())
+
+
+def test_the_work_arrays_of_the_most_recent_batch_sizes_are_kept(workdir):
+    module = build(ALL_OR_NOTHING, workdir)
+    params, rng = problem(module, ALL_OR_NOTHING, np.float64)
+    state = module.init_state(params)
+    X = rng.standard_normal((12, 2))
+    Y = rng.integers(0, 2, 12)
+    for m in range(1, 11):  # ten sizes: only the last three are kept
+        module.step(params, state, X[:m], Y[:m])
+        assert len(state["buffers"]) == min(m, 3)
+    assert list(state["buffers"]) == [8, 9, 10]
+    kept = state["buffers"][8]
+    module.step(params, state, X[:8], Y[:8])  # used again: now the most recent
+    module.step(params, state, X[:11], Y[:11])  # a new size drops 9, not 8
+    assert list(state["buffers"]) == [10, 8, 11]
+    assert state["buffers"][8] is kept
