@@ -14,19 +14,27 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import sympy as sp
 
 from . import expr as expr_mod
 from . import ops, stability
 from .errors import DerivationError, ExpressionError, SpecError
-from .functions import numeric, sigmoid, softplus, stabilize, symbolize, variables
+from .functions import (
+    avoid,
+    numeric,
+    sigmoid,
+    softplus,
+    stabilize,
+    symbolize,
+    variables,
+)
 from .ops import a, y, z
 from .spec import OpSpec, Spec, SpecSource, as_spec
 
 # where a candidate rewrite is checked (0 and small values hit piecewise boundaries)
 CHECK_POINTS = (-7.5, -3.2, -1.3, -0.6, -0.15, -0.01, 0, 0.01, 0.2, 0.7, 1.1, 2.9, 6.3)
 CHECK_DIGITS = 50
-CHECK_TOL = sp.Float("1e-20", CHECK_DIGITS)
 
 
 # ------------------------------------------------------------------ helpers
@@ -137,6 +145,11 @@ def tidy(e: sp.Expr) -> sp.Expr:
     The rewrites are a fixed list of polynomial normal forms (factor, cancel, expand),
     tried only where `affordable`; SymPy's simplify(), whose work has no bound, is not used.
     """
+    return min(tidy_forms(e), key=_rank)
+
+
+def tidy_forms(e: sp.Expr) -> set[sp.Expr]:
+    """e and its rewritten forms (see tidy): equal, but not equally finite in floats."""
     e = heaviside_to_piecewise(e)
     forms = {e}
     if affordable(e):
@@ -146,8 +159,7 @@ def tidy(e: sp.Expr) -> sp.Expr:
             except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
                 pass
     forms = {absorb_sign(f) for f in forms} | forms
-    forms = {f for f in forms if not f.has(sp.nan, sp.zoo)}
-    return min(forms, key=_rank)
+    return {f for f in forms if not f.has(sp.nan, sp.zoo)} or {e}
 
 
 def _rank(e: sp.Expr) -> tuple:
@@ -427,7 +439,10 @@ def _piecewise_in_a(
         else:
             d = tidy(d)
         end = interval.end
-        values.append((d, work.subs(z, end) if end.is_finite else end))
+        mapped = work.subs(z, end) if end.is_finite else end
+        if not (mapped.is_extended_real and not variables(mapped)):
+            return []  # f undefined at the boundary (0/0): no rule in a
+        values.append((d, mapped))
     rule = piecewise_rule(values)
     return [rule.xreplace({z: a})] if isinstance(rule, sp.Piecewise) else [rule]
 
@@ -472,9 +487,8 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
     raw = heaviside_to_piecewise(sp.diff(f, z))
     if raw.has(sp.Derivative, sp.Subs):
         raise DerivationError(f"activation {name!r} has no closed-form derivative")
-    work = stabilize(
-        f
-    )  # σ, softplus as functions: their derivatives stay overflow-free
+    # σ and softplus as functions: their derivatives stay overflow-free
+    work = stabilize(f)
     d, parts = _derivative(work)
     breaks = {iv.end for _, iv in parts} | {iv.start for _, iv in parts}
     points = _check_points(raw, breaks)
@@ -485,12 +499,14 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
         )
     # in z: every form that checks out, the cheapest finite one at extreme inputs
     forms = [d, tidy(d)]
-    logistic = logistic_form(d)
-    if logistic is not None:
-        forms.append(logistic)
+    forms += logistic_forms(d)
     z_forms = [form for form in forms if same_values(form, d, points)] or [d]
-    forward = stabilize(f)
     dz, z_missed = _pick_stable(z_forms, d, {})
+    # the forward pass likewise: e^z/(e^z - 1) is finite through σ(z) where e^z is not
+    f_forms = [work]
+    f_points = _check_points(work, breaks)
+    f_forms += [g for g in logistic_forms(work) if same_values(g, work, f_points)]
+    forward, f_missed = _pick_stable(f_forms, work, {})
     # in a: valid at every check point (wrong inverse branches fail here), finite at
     # extreme inputs, and no dearer than the form in z
     budget = cost(dz)
@@ -505,9 +521,77 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
         _pick_stable(in_a_forms, d, {a: forward}) if in_a_forms else (None, ["none"])
     )
     in_a = best is not None and not a_missed
+    if in_a and _singular_at(best, {a: forward}, sorted(breaks | {sp.S.Zero})):
+        in_a = False  # 0/0 at a point inputs hit: guard the form in z instead
+    special = sorted(breaks | {sp.S.Zero})
+    forward = removable(forward, work, special)
+    dz = removable(dz, d, special)
     df = best if in_a else dz
-    notes = () if in_a or not z_missed else (_missed_note(name, z_missed),)
+    notes = () if in_a or not z_missed else (_missed_note(f"{name}'", z_missed),)
+    if f_missed:
+        notes = (_missed_note(name, f_missed), *notes)
     return ActivationRule(name, title, f, raw, dz, df, in_a, forward, notes=notes)
+
+
+LIMIT_DIGITS = 120  # working precision of the one-sided limits at a 0/0 point
+LIMIT_STEPS = (sp.Rational(1, 10**30), sp.Rational(1, 10**40))
+
+
+def _singular_at(
+    form: sp.Expr, inputs: dict[sp.Symbol, sp.Expr], where: list[sp.Expr]
+) -> list[sp.Expr]:
+    """The points of `where` at which the printed form is not finite (float64)."""
+    points = [{z: float(p)} for p in where if p.is_finite]
+    if not points:
+        return []
+    env = {z: np.array([p[z] for p in points])}
+    for sym, e in inputs.items():
+        env[sym] = stability.as_array(
+            stability.printed(e, env, np.float64), len(points), np.float64
+        )
+    got = stability.as_array(
+        stability.printed(form, env, np.float64), len(points), np.float64
+    )
+    return [
+        sp.Rational(repr(p[z]))
+        for p, v in zip(points, got, strict=True)
+        if not np.isfinite(v)
+    ]
+
+
+def removable(form: sp.Expr, exact: sp.Expr, where: list[sp.Expr]) -> sp.Expr:
+    """form with its limit at each point of `where` where it is 0/0 but continuous.
+
+    Inputs hit z = 0 exactly (a zero input and a zero bias): sin(z)/z, or a derivative
+    (z·cos z − sin z)/z², must give their limits there, not NaN. The limit is taken
+    numerically from both sides at fixed precision; where the two sides disagree (a
+    real singularity or a jump) the form is kept as it is. The form is then evaluated
+    at a safe point instead of p, so NumPy never divides by zero there.
+    """
+    for p in _singular_at(form, {}, where):
+        value = stability.evaluator(exact, [z], LIMIT_DIGITS)
+        sides = [value([float(p + s * h)]) for h in LIMIT_STEPS for s in (-1, 1)]
+        if any(v is None or v.imag != 0 for v in sides):
+            continue
+        reals = [v.real for v in sides]
+        scale = max(1.0, max(abs(v) for v in reals))
+        if max(reals) - min(reals) > 1e-12 * scale:
+            continue
+        limit = reals[-1] if abs(reals[-1]) > 1e-20 * scale else 0.0  # 0, not h/3
+        safe = next(
+            (
+                c
+                for c in sorted(CHECK_POINTS, key=lambda c: (abs(c - float(p)), c))
+                if c != p and not _singular_at(form, {}, [sp.Rational(repr(c))])
+            ),
+            None,
+        )
+        if safe is None:
+            continue
+        guarded = form.xreplace({z: avoid(z, p, sp.Rational(repr(safe)))})
+        at_p = sp.Rational(repr(limit)) if limit else sp.S.Zero  # prints as repr(limit)
+        form = sp.Piecewise((at_p, sp.Eq(z, p)), (guarded, True))
+    return form
 
 
 def _missed_note(what: str, missed: list[str]) -> str:
@@ -515,16 +599,19 @@ def _missed_note(what: str, missed: list[str]) -> str:
     return f"{what}: no overflow-free form found (not finite or inexact at {shown})"
 
 
-def logistic_form(e: sp.Expr) -> sp.Expr | None:
-    """e with e^{z} and e^{-z} written through s = σ(z) (e^{-z} = (1 - s)/s): no overflow."""
+def logistic_forms(e: sp.Expr) -> list[sp.Expr]:
+    """e with e^{z} and e^{-z} written through s = σ(z) (e^{-z} = (1 - s)/s), in its
+    rewritten forms: σ never overflows, and one of the forms may cancel what would."""
     e = e.rewrite(sp.exp)
     if not e.has(sp.exp):
-        return None
+        return []
     s = sp.Dummy("s")
     out = e.subs(sp.exp(-z), (1 - s) / s).subs(sp.exp(z), s / (1 - s))
     if out.has(sp.exp):
-        return None
-    return tidy(out).xreplace({s: sigmoid(z)})
+        return []
+    return sorted(
+        (f.xreplace({s: sigmoid(z)}) for f in tidy_forms(out)), key=sp.default_sort_key
+    )
 
 
 @functools.cache

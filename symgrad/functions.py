@@ -124,6 +124,23 @@ class softplus(sp.Function):  # noqa: N801
         return rf"\operatorname{{softplus}}\left({arg}\right)"
 
 
+class avoid(sp.Function):  # noqa: N801
+    """avoid(x, p, s): x, except s where x == p; a 0/0 point is never evaluated.
+
+    Printed as np.where(x == p, s, x) in code and as plain x in text and LaTeX: the
+    Piecewise around it gives the limit at p, this keeps NumPy from dividing by 0 there.
+    """
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.S.One if argindex == 1 else sp.S.Zero
+
+    def _sympystr(self, printer: sp.printing.str.StrPrinter) -> str:
+        return printer._print(self.args[0])
+
+    def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
+        return printer._print(self.args[0])
+
+
 class log_softmax(sp.Function):  # noqa: N801
     """Row-wise log-softmax of the output pre-activations: z_j - log sum_k e^{z_k}."""
 

@@ -16,7 +16,7 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from .errors import DerivationError
-from .functions import log_softmax, numeric, sigmoid, softplus, variables
+from .functions import avoid, log_softmax, numeric, sigmoid, softplus, variables
 
 DTYPE = "dt"  # name of the scalar type in generated functions (e.g. np.float32)
 
@@ -32,7 +32,7 @@ def number_text(value: sp.Expr) -> str:
     """
     exact = numeric(value)
     f = float(exact)
-    if not math.isfinite(f) or (f == 0 and exact != 0):
+    if not math.isfinite(f) or (f == 0 and exact.is_zero is False):
         raise DerivationError(
             f"the derived code needs the constant {sp.N(exact, 6)}, which a float64"
             " cannot hold: use smaller coefficients or exponents"
@@ -158,6 +158,10 @@ class NumPyCode(NumPyPrinter):
 
     def _print_softplus(self, expr: softplus) -> str:
         return f"np.logaddexp(0, {self._print(expr.args[0])})"
+
+    def _print_avoid(self, expr: avoid) -> str:
+        x, p, safe = (self._print(arg) for arg in expr.args)
+        return f"np.where({x} == {p}, {safe}, {x})"
 
     def _print_log_softmax(self, expr: log_softmax) -> str:
         self.helpers.add("_log_softmax")

@@ -1238,15 +1238,27 @@ def _saturation_section(d: Derivation) -> Section | None:
         ]
     names = " and ".join(r for r in SATURATING if r in seen)
     verb = "saturate" if len(seen) > 1 else "saturates"
+    shrink = []
+    if "sigmoid" in seen:
+        shrink.append(
+            "sigmoid's derivative is at most 1/4 (at z = 0), so every sigmoid layer "
+            "shrinks the delta at least fourfold even where it is not saturated, and a "
+            "deep sigmoid stack shrinks it geometrically"
+        )
+    if "tanh" in seen:
+        shrink.append(
+            "tanh's peak derivative is 1 (at z = 0): tanh by itself does not shrink "
+            "the delta; what does is saturation — pre-activations of large |z|, from "
+            "large weights or inputs — and products with weight matrices whose norm "
+            "is below 1"
+        )
     blocks.append(
         P(
             f"So {names} {verb}: where |z| is large the output sits near its bound, "
             "the derivative is close to 0, and a delta that passes back through such a "
-            "layer is multiplied by almost nothing. Every saturating hidden layer scales "
-            "the delta by at most its peak derivative"
-            + (" (1/4 for sigmoid)" if "sigmoid" in seen else "")
-            + ", so in a deep stack the gradients of the first layers shrink "
-            "(vanishing gradients)."
+            "layer is multiplied by almost nothing. Beyond that, "
+            + "; ".join(shrink)
+            + ". In a deep stack the gradients of the first layers then vanish."
         )
     )
     relu = activation_rule(OpSpec("relu"))

@@ -55,11 +55,14 @@ def printed(expr: sp.Expr, env: Mapping[sp.Symbol, np.ndarray], dtype: type) -> 
     source = NumPyCode().doprint(renamed)
     scope = _namespace(dtype)
     scope.update({names[s]: np.asarray(v, dtype=dtype) for s, v in env.items()})
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
+    # a form that overflows, divides by zero or makes NaN on the way warns in the
+    # module (and fails tests run with warnings as errors), even where its value ends
+    # up right: such a form fails here (underflow to 0 is fine)
+    with warnings.catch_warnings(), np.errstate(all="raise", under="ignore"):
+        warnings.simplefilter("error")
         try:
             return eval(source, scope)  # noqa: S307 - printed from our own SymPy tree
-        except (ArithmeticError, ValueError, TypeError):
+        except (ArithmeticError, ValueError, TypeError, RuntimeWarning):
             return None
 
 
@@ -78,7 +81,11 @@ def _mp_softplus(x: mpmath.mpf) -> mpmath.mpf:
     return mpmath.log1p(mpmath.exp(x)) if x < 0 else x + mpmath.log1p(mpmath.exp(-x))
 
 
-MP_FUNCTIONS = {"sigmoid": _mp_sigmoid, "softplus": _mp_softplus}
+def _mp_avoid(x: mpmath.mpf, p: mpmath.mpf, safe: mpmath.mpf) -> mpmath.mpf:
+    return safe if x == p else x
+
+
+MP_FUNCTIONS = {"sigmoid": _mp_sigmoid, "softplus": _mp_softplus, "avoid": _mp_avoid}
 
 
 def evaluator(
@@ -149,8 +156,8 @@ def failures(
         big = float(np.finfo(dtype).max) / 16
         env = {k: np.array([p[k] for p in points], dtype=dtype) for k in symbols}
         for sym, e in inputs.items():
-            env[sym] = _as_array(printed(e, env, dtype), len(points), dtype)
-        got = _as_array(printed(candidate, env, dtype), len(points), np.float64)
+            env[sym] = as_array(printed(e, env, dtype), len(points), dtype)
+        got = as_array(printed(candidate, env, dtype), len(points), np.float64)
         with np.errstate(all="ignore"):
             due = np.isfinite(wanted) & (np.abs(wanted) <= big)
             close = np.abs(got - wanted) <= TOL[dtype] * np.maximum(1.0, np.abs(wanted))
@@ -161,7 +168,7 @@ def failures(
     return missed
 
 
-def _as_array(value: object, n: int, dtype: type) -> np.ndarray:
+def as_array(value: object, n: int, dtype: type) -> np.ndarray:
     """A printed expression's value as n numbers (NaN where it could not be computed)."""
     if value is None:
         return np.full(n, np.nan, dtype=dtype)

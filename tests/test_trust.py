@@ -61,6 +61,18 @@ ACTIVATIONS = {
         lambda z: mpmath.sign(z) * mpmath.log1p(abs(z)),
     ),
     "leaky_max": ("max(z, 0.25*z)", {}, lambda z: max(z, z / 4)),
+    # 0/0 at z = 0, which a zero input with a zero bias hits exactly: the limit there
+    "sinc": ("sin(z)/z", {}, mpmath.sinc),
+    "tanh_over_z": (
+        "tanh(z)/z + z",
+        {},
+        lambda z: (mpmath.tanh(z) / z if z else mpmath.mpf(1)) + z,
+    ),
+    "expm1_ratio": (
+        "z**2/(exp(z) - 1) + z",
+        {},
+        lambda z: (z**2 / mpmath.expm1(z) if z else mpmath.mpf(0)) + z,
+    ),
 }
 
 # name -> (loss expression, parameters, output activation, loss in mpmath of (z, y))
@@ -388,3 +400,16 @@ def test_refusals_name_the_expression():
         symgrad.derive(_hostile_spec(HOSTILE["power_tower"][0]))
     (problem,) = info.value.problems
     assert problem.line == 4 and "layers[0].activation" in problem.path
+
+
+def test_saturation_remarks_say_what_shrinks_the_delta():
+    tanh_net = symgrad.derive(
+        "name: t\ninput: 2\nlayers:\n  - {units: 4, activation: tanh}\n"
+        "  - {units: 4, activation: sigmoid}\n  - {units: 1, activation: sigmoid}\n"
+        "loss: binary_crossentropy\n"
+    )
+    text = " ".join(symgrad.render_report(tanh_net, "text").split())
+    # SymPy's values, printed in the section: tanh'(0) = 1, sigmoid'(0) = 1/4
+    assert "tanh'(0) = 1" in text and "σ'(0) = 1/4" in text
+    assert "tanh by itself does not shrink the delta" in text
+    assert "at least fourfold" in text
