@@ -285,24 +285,76 @@ def _affine_cores(f: sp.Expr) -> list[tuple[sp.Expr, sp.Expr, sp.Expr]]:
 
 
 def _condition_set(cond: sp.Basic) -> sp.Set | None:
-    """The set of z where cond holds, when every comparison in it is linear in z."""
+    """The set of z where cond holds: comparisons linear in z, or monotone in one z.
+
+    a·(e^z − 1) <= 0 (from min(0, a·(e^z − 1))) is peeled to its root z = 0 and checked
+    on both sides; anything else (z² <= 1, a second z) gives None.
+    """
     if cond is sp.true:
         return sp.S.Reals
     if cond is sp.false:
         return sp.S.EmptySet
+    swaps = {}
     for rel in cond.atoms(sp.core.relational.Relational):
         diff = rel.lhs - rel.rhs
         if variables(diff) - {z}:
             return None
         try:
-            if sp.Poly(diff, z).degree() > 1:
-                return None
+            if sp.Poly(diff, z).degree() <= 1:
+                continue
         except sp.PolynomialError:
+            pass
+        half_line = _monotone_set(rel, diff)
+        if half_line is None:
             return None
+        swaps[rel] = half_line
     try:
+        if swaps:  # each nonlinear comparison by the half-line it holds on
+            return _combine(cond, swaps)
         return cond.as_set()
     except (NotImplementedError, TypeError, ValueError):
         return None
+
+
+def _monotone_set(rel: sp.Basic, diff: sp.Expr) -> sp.Set | None:
+    """The half-line where rel holds, when diff has one root, found by peeling."""
+    if not isinstance(rel, sp.Lt | sp.Le | sp.Gt | sp.Ge):
+        return None
+    root = _peel(diff, sp.S.Zero)
+    if root is None or not root.is_extended_real or variables(root):
+        return None
+    c = sp.Rational(repr(float(root)))
+    if sp.Abs(root - c) > sp.Rational(1, 10**12):
+        return None
+    holds = stability.evaluator(rel.lhs - rel.rhs, [z], CHECK_DIGITS)
+
+    def sign(x: float) -> int:
+        v = holds([x])
+        return 0 if v is None or v.imag else (1 if v.real > 0 else -1)
+
+    offsets = (1e-9, 1e-3, 0.1, 1.0, 10.0, 100.0)
+    left = {sign(float(c) - h) for h in offsets}
+    right = {sign(float(c) + h) for h in offsets}
+    if len(left) != 1 or len(right) != 1 or left == right or 0 in left | right:
+        return None
+    below = rel.func(left.pop(), 0) is sp.true
+    at = rel.func(0, 0) is sp.true
+    if below:
+        return sp.Interval(-sp.oo, c, right_open=not at)
+    return sp.Interval(c, sp.oo, left_open=not at)
+
+
+def _combine(cond: sp.Basic, sets: dict[sp.Basic, sp.Set]) -> sp.Set:
+    """The set of a boolean combination of comparisons, each given by its set."""
+    if cond in sets:
+        return sets[cond]
+    if isinstance(cond, sp.And):
+        return sp.Intersection(*(_combine(c, sets) for c in cond.args))
+    if isinstance(cond, sp.Or):
+        return sp.Union(*(_combine(c, sets) for c in cond.args))
+    if isinstance(cond, sp.Not):
+        return sp.Complement(sp.S.Reals, _combine(cond.args[0], sets))
+    return cond.as_set()
 
 
 def pieces(f: sp.Expr) -> list[tuple[sp.Expr, sp.Interval]] | None:
@@ -447,6 +499,10 @@ def _piecewise_in_a(
     return [rule.xreplace({z: a})] if isinstance(rule, sp.Piecewise) else [rule]
 
 
+def _defined_at(e: sp.Expr, points: list[dict]) -> list[dict]:
+    return [p for p, v in zip(points, _values(e, points), strict=True) if v is not None]
+
+
 def _check_points(e: sp.Expr, breaks: set[sp.Expr]) -> list[dict]:
     """The check points where e has a finite real value, away from f's kinks."""
     pts = [{z: p} for p in CHECK_POINTS if sp.Rational(repr(p)) not in breaks]
@@ -504,6 +560,11 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
     dz, z_missed = _pick_stable(z_forms, d, {})
     # the forward pass likewise: e^z/(e^z - 1) is finite through σ(z) where e^z is not
     f_forms = [work]
+    if parts:  # branch by branch: np.where evaluates each inside its own interval
+        branched = piecewise_rule([(v, iv.end) for v, iv in parts])
+        at_breaks = [{z: float(c)} for c in sorted(breaks) if c.is_finite]
+        if same_values(branched, work, _defined_at(work, at_breaks)):
+            f_forms.append(branched)
     f_points = _check_points(work, breaks)
     f_forms += [g for g in logistic_forms(work) if same_values(g, work, f_points)]
     forward, f_missed = _pick_stable(f_forms, work, {})

@@ -154,10 +154,11 @@ def failures(
     missed: list[str] = []
     for dtype in DTYPES:
         big = float(np.finfo(dtype).max) / 16
-        env = {k: np.array([p[k] for p in points], dtype=dtype) for k in symbols}
-        for sym, e in inputs.items():
-            env[sym] = as_array(printed(e, env, dtype), len(points), dtype)
-        got = as_array(printed(candidate, env, dtype), len(points), np.float64)
+        got = _evaluate(candidate, inputs, points, symbols, dtype)
+        if np.isnan(got).all() and len(points) > 1:  # one bad point spoils the batch
+            got = np.concatenate(
+                [_evaluate(candidate, inputs, [p], symbols, dtype) for p in points]
+            )
         with np.errstate(all="ignore"):
             due = np.isfinite(wanted) & (np.abs(wanted) <= big)
             close = np.abs(got - wanted) <= TOL[dtype] * np.maximum(1.0, np.abs(wanted))
@@ -166,6 +167,20 @@ def failures(
             at = ", ".join(f"{k} = {points[i][k]:g}" for k in symbols)
             missed.append(f"{at} ({np.dtype(dtype).name})")
     return missed
+
+
+def _evaluate(
+    candidate: sp.Expr,
+    inputs: Mapping[sp.Symbol, sp.Expr],
+    points: Sequence[Mapping[sp.Symbol, float]],
+    symbols: list[sp.Symbol],
+    dtype: type,
+) -> np.ndarray:
+    """The printed candidate at the points, its inputs computed first (NaN: failed)."""
+    env = {k: np.array([p[k] for p in points], dtype=dtype) for k in symbols}
+    for sym, e in inputs.items():
+        env[sym] = as_array(printed(e, env, dtype), len(points), dtype)
+    return as_array(printed(candidate, env, dtype), len(points), np.float64)
 
 
 def as_array(value: object, n: int, dtype: type) -> np.ndarray:

@@ -61,6 +61,18 @@ ACTIVATIONS = {
         lambda z: mpmath.sign(z) * mpmath.log1p(abs(z)),
     ),
     "leaky_max": ("max(z, 0.25*z)", {}, lambda z: max(z, z / 4)),
+    # a condition that is not linear in z: min(0, a(e^z - 1)) <= 0 where z <= 0
+    "selu": (
+        "l*max(z, 0) + l*min(0, s*(exp(z) - 1))",
+        {"l": 1.0507009873554805, "s": 1.6732632423543772},
+        lambda z: mpmath.mpf("1.0507009873554805")
+        * (z if z > 0 else mpmath.mpf("1.6732632423543772") * mpmath.expm1(z)),
+    ),
+    "hard_sigmoid": (
+        "max(0, min(1, 0.2*z + 0.5))",
+        {},
+        lambda z: max(mpmath.mpf(0), min(mpmath.mpf(1), z / 5 + mpmath.mpf(1) / 2)),
+    ),
     # 0/0 at z = 0, which a zero input with a zero bias hits exactly: the limit there
     "sinc": ("sin(z)/z", {}, mpmath.sinc),
     "tanh_over_z": (
@@ -139,7 +151,7 @@ def test_custom_activation_derivative_at_extreme_inputs(tmp_path, name, dtype):
     weights = _unit_params(module, dtype)
     with mp.workdps(50):
         for x in EXTREMES:
-            if name in ("signed_log", "leaky_max") and x == 0:
+            if name in ("signed_log", "leaky_max", "selu") and x == 0:
                 continue  # the kink: tested one-sided below
             want = f(mpmath.mpf(x)) * mpmath.diff(f, mpmath.mpf(x))
             if abs(want) > 1e30:
@@ -196,6 +208,7 @@ def test_custom_loss_delta_at_extreme_logits(tmp_path, name, dtype):
         ("abs(z)", -1.0),
         ("sign(z)*log(1 + abs(z))", 1.0),  # smooth at 0: slope 1, not sign(0)² = 0
         ("min(z, 0) + 3*max(z, 0)", 1.0),
+        ("2*max(z, 0) + 2*min(0, 1.5*(exp(z) - 1))", 3.0),  # selu-like: 2·1.5·e⁰
     ],
 )
 def test_derivative_at_a_kink_is_the_left_one(tmp_path, expr, slope):
