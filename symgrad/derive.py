@@ -131,9 +131,42 @@ def heaviside_to_piecewise(e: sp.Expr) -> sp.Expr:
     )
 
 
+MAX_TIDY_TERMS = 400  # terms of e multiplied out, above which it is not expanded
+
+
 def affordable(e: sp.Expr) -> bool:
-    """e is small enough, and of low enough degree, for SymPy's polynomial algorithms."""
-    return sp.count_ops(e) <= MAX_TIDY_OPS and expr_mod.degree(e) <= MAX_TIDY_DEGREE
+    """e is small enough, and of low enough degree, for SymPy's polynomial algorithms.
+
+    Size alone is not enough: a product of six 4-term sums is small, but multiplied out
+    (which expand, cancel and factor all do) it has 4096 terms.
+    """
+    return (
+        sp.count_ops(e) <= MAX_TIDY_OPS
+        and expr_mod.degree(e) <= MAX_TIDY_DEGREE
+        and expanded_terms(e) <= MAX_TIDY_TERMS
+    )
+
+
+def expanded_terms(e: sp.Expr) -> int:
+    """An upper bound of the terms of e multiplied out (functions and atoms: 1)."""
+    cap = MAX_TIDY_TERMS + 1
+    if e.is_Add:
+        return min(cap, sum(expanded_terms(t) for t in e.args))
+    if e.is_Mul:
+        out = 1
+        for f in e.args:
+            out = min(cap, out * expanded_terms(f))
+        return out
+    if e.is_Pow:
+        inner = expanded_terms(e.base)
+        if inner == 1:
+            return 1
+        if e.exp.is_Rational and e.exp.p != 0:
+            return min(cap, inner ** min(abs(int(e.exp.p)), 16))  # p/q: q-th root
+        return cap  # a symbolic power of a sum: SymPy may expand it in any way
+    if isinstance(e, sp.Piecewise):
+        return min(cap, sum(expanded_terms(v) for v, _ in e.args))
+    return 1
 
 
 TIDY_STEPS = (sp.factor, sp.cancel, sp.expand, lambda x: sp.factor(sp.cancel(x)))
@@ -153,11 +186,14 @@ def tidy_forms(e: sp.Expr) -> set[sp.Expr]:
     e = heaviside_to_piecewise(e)
     forms = {e}
     if affordable(e):
+        budget = max(MAX_TIDY_OPS, 2 * sp.count_ops(e))
         for fn in TIDY_STEPS:
             try:
-                forms.add(heaviside_to_piecewise(fn(e)))
+                form = heaviside_to_piecewise(fn(e))
             except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
-                pass
+                continue
+            if sp.count_ops(form) <= budget:  # a blown-up form is never the cheapest
+                forms.add(form)
     forms = {absorb_sign(f) for f in forms} | forms
     return {f for f in forms if not f.has(sp.nan, sp.zoo)} or {e}
 

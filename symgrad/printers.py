@@ -137,7 +137,7 @@ class NumPyCode(NumPyPrinter):
             return f"({self._print(pieces[0][1].negated)})"
         if len(pieces) == 2 and pieces[0][0] == 1 and pieces[1][0] == 0:
             return f"({self._print(pieces[0][1])})"
-        pieces = [(_clamped(v, c), c) for v, c in pieces]
+        pieces = _clamped_pieces(pieces)
         all_const = all(not variables(v) for v, _ in pieces)
         out = self._branch(pieces[-1][0], all_const)
         for value, cond in reversed(pieces[:-1]):
@@ -175,18 +175,41 @@ class NumPyCode(NumPyPrinter):
         return f"np.sign({self._print(expr.args[0])})"
 
 
-def _clamped(value: sp.Expr, cond: sp.Basic) -> sp.Expr:
-    """Evaluate a branch only inside its own domain: np.where computes every branch
-    everywhere, and exp(z) of the z <= 0 branch would overflow where z is large."""
-    if not (
-        value.has(sp.exp, sp.cosh, sp.sinh) and getattr(cond, "is_Relational", False)
-    ):
-        return value
-    lhs, rhs = cond.lhs, cond.rhs
-    if not (lhs.is_Symbol and not rhs.free_symbols):
-        return value
-    bound = sp.Min(lhs, rhs) if cond.rel_op in ("<", "<=") else sp.Max(lhs, rhs)
-    return value.xreplace({lhs: bound})
+def _clamped_pieces(pieces: list[tuple[sp.Expr, sp.Basic]]) -> list:
+    """Evaluate each branch only inside its own domain: np.where computes every branch
+    everywhere, and exp(z) of the z <= 0 branch would overflow where z is large.
+
+    For a chain z <= c1, z <= c2, ..., else (as derive writes piecewise rules) branch k
+    lives on (c_{k-1}, c_k] and the last on (c_n, ∞): each exp, cosh or sinh branch gets
+    z clamped into that interval. A branch with z >= c is clamped from below.
+    """
+    out = []
+    symbol, lower = None, None  # the chain's variable; z > lower for the later branches
+    for value, cond in pieces:
+        lo, hi = lower, None
+        chained = (
+            getattr(cond, "is_Relational", False)
+            and cond.lhs.is_Symbol
+            and not cond.rhs.free_symbols
+            and symbol in (None, cond.lhs)
+        )
+        if chained and cond.rel_op in ("<", "<="):
+            symbol, hi = cond.lhs, cond.rhs
+            lower = cond.rhs if lower is None else sp.Max(lower, cond.rhs)
+        elif chained and cond.rel_op in (">", ">="):
+            symbol, lo = cond.lhs, cond.rhs
+            lower = None  # what is left lies below: not tracked
+        elif cond is not sp.true:
+            symbol, lower, lo = sp.Dummy(), None, None  # unknown: clamp no further
+        if symbol is not None and value.has(sp.exp, sp.cosh, sp.sinh):
+            bound = symbol
+            if lo is not None:
+                bound = sp.Max(bound, lo)
+            if hi is not None:
+                bound = sp.Min(bound, hi)
+            value = value.xreplace({symbol: bound})
+        out.append((value, cond))
+    return out
 
 
 def code(expr: sp.Expr, names: dict[sp.Symbol, str], printer: NumPyCode) -> str:
