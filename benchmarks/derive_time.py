@@ -134,6 +134,7 @@ def main() -> None:
         seconds, shown = run(spec, kind, args.repeat)
         shown = shown if len(shown) <= 70 else shown[:67] + "..."
         shown = shown.replace("|", "\\|")
+        name = name.replace("|", "\\|")
         print(f"| {kind}: {name} | {seconds:.2f} s | `{shown}` |", flush=True)
 
 

@@ -235,7 +235,14 @@ class _Builder:
             return _BINOPS[type(node.op)](left, right)
         if isinstance(node, ast.Call):
             return self._call(node, depth)
-        raise ExpressionError(f"{_describe(node)} is not allowed in an expression")
+        hint = (
+            " (for a power write a**b, not a^b)"
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitXor)
+            else ""
+        )
+        raise ExpressionError(
+            f"{_describe(node)} is not allowed in an expression{hint}"
+        )
 
     def _power(self, base: sp.Expr, exponent: sp.Expr) -> sp.Expr:
         if not exponent.free_symbols:
@@ -300,7 +307,5 @@ def _describe(node: ast.AST) -> str:
         if isinstance(node, kind):
             return text
     if isinstance(node, ast.BinOp):
-        symbol = OPERATORS.get(type(node.op), type(node.op).__name__)
-        hint = " (for a power write a**b)" if isinstance(node.op, ast.BitXor) else ""
-        return f"the operator {symbol}{hint}"
+        return f"the operator {OPERATORS.get(type(node.op), type(node.op).__name__)}"
     return f"a {type(node).__name__} node"

@@ -8,7 +8,7 @@ import pytest
 import sympy as sp
 
 from symgrad.errors import ExpressionError
-from symgrad.expr import parse
+from symgrad.expr import number, parse
 from symgrad.ops import a, y, z
 
 Z = {"z": z}
@@ -57,3 +57,32 @@ def test_rejections(text: str, message: str) -> None:
     with pytest.raises(ExpressionError, match=message.replace("(", r"\(")):
         parse(text, Z)
     assert time.perf_counter() - start < 1
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "z^2",
+            "the operator ^ is not allowed in an expression (for a power write a**b",
+        ),
+        (
+            "__import__('os').system('id') + z",
+            "found a call of \"__import__('os').system\"",
+        ),
+        ("z // 2", "the operator // is not allowed"),
+        ("((z + 1)**64)**64", "exponent 4096"),
+        ("(z**8 + 1)**16", "polynomial degree up to 128"),
+        ("tanh(tanh(tanh(tanh(tanh(tanh(tanh(z)))))))", "nested 7 deep"),
+    ],
+)
+def test_messages_say_what_to_write(text: str, message: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        parse(text, {"z": z})
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("value", [5e-324, 1e-13, -1e-200, 1e200, 2e6])
+def test_parameters_have_the_bounds_of_literals(value: float) -> None:
+    with pytest.raises(ExpressionError, match="in magnitude"):
+        parse("s*z", {"z": z}, {"s": number(value)})
