@@ -1352,9 +1352,12 @@ def build(d: Derivation) -> Report:
 
 
 def _source_name(source: str) -> str:
+    """The spec's file name, with anything a terminal could act on escaped."""
     from pathlib import Path
 
-    return Path(source).name
+    from .errors import printable
+
+    return printable(Path(source).name)
 
 
 # ------------------------------------------------------------------ LaTeX

@@ -431,3 +431,11 @@ def test_saturation_remarks_say_what_shrinks_the_delta():
     assert "tanh'(0) = 1" in text and "σ'(0) = 1/4" in text
     assert "tanh by itself does not shrink the delta" in text
     assert "at least fourfold" in text
+
+
+def test_report_escapes_the_file_name_from_python(tmp_path):
+    path = tmp_path / "net\x1b[31m\u202e.yaml"
+    path.write_text((ROOT / "examples" / "xor.yaml").read_text())
+    for fmt in ("text", "markdown"):
+        out = symgrad.render_report(symgrad.derive(path), fmt)
+        assert "\x1b" not in out and "\u202e" not in out
