@@ -326,13 +326,7 @@ def test_hostile_expressions_derive_or_are_refused_cleanly(tmp_path, case):
     path = tmp_path / "h.yaml"
     path.write_text(_hostile_spec(item))
     # a hang guard, not a performance assertion: each of these took minutes before
-    proc = subprocess.run(
-        [sys.executable, "-m", "symgrad", "generate", str(path), "-o", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    proc = _cli_generate(path, tmp_path, timeout=120)
     if refused is None:
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "h.py").is_file()
@@ -392,23 +386,28 @@ def test_same_rules_in_a_worker_thread_and_the_callers_timer_is_left_alone():
     assert 0 < remaining <= 100.0 and not fired  # still counting down, never reset
 
 
+def _cli_generate(path: Path, out: Path, timeout: float) -> subprocess.CompletedProcess:
+    """`python -m symgrad generate path -o out` with this checkout's symgrad."""
+    return subprocess.run(
+        [sys.executable, "-m", "symgrad", "generate", str(path), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
 def test_summary_warns_where_no_finite_form_exists(tmp_path):
-    # exp(z)·z has no overflow-free derivative: f itself overflows, but f' = (1 + z)e^z
-    # is checked where it is finite, and cosh is not rewritten away
+    # exp(-z²)·cosh(z)² is finite everywhere, but every form of it the derivation knows
+    # computes cosh(z)², which overflows for |z| > 355: the summary says so
     path = tmp_path / "w.yaml"
     path.write_text(
         "name: w\ninput: 1\nlayers:\n"
         '  - {units: 1, activation: {name: bump, expr: "exp(-z*z)*cosh(z)**2"}}\n'
         "loss: mse\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "symgrad", "generate", str(path), "-o", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    proc = _cli_generate(path, tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "no overflow-free form" in proc.stdout + proc.stderr
 
