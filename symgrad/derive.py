@@ -618,9 +618,9 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
         _pick_stable(in_a_forms, d, {a: forward}) if in_a_forms else (None, ["none"])
     )
     in_a = best is not None and not a_missed
-    if in_a and _singular_at(best, {a: forward}, sorted(breaks | {sp.S.Zero})):
-        in_a = False  # 0/0 at a point inputs hit: guard the form in z instead
-    special = sorted(breaks | {sp.S.Zero})
+    special = sorted(breaks | {sp.S.Zero})  # points that inputs hit exactly
+    if in_a and _singular_at(best, {a: forward}, special):
+        in_a = False  # 0/0 there: the form in z, guarded below, is used instead
     forward = removable(forward, work, special)
     dz = removable(dz, d, special)
     df = best if in_a else dz
