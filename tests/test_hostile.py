@@ -112,7 +112,11 @@ def test_latex_escapes_the_file_name(tmp_path) -> None:
     spec.write_text(XOR.read_text())
     doc = symgrad.render_report(symgrad.derive(spec), "latex")
     line = next(x for x in doc.splitlines() if "Derived by symgrad" in x)
-    assert r"\texttt{a?\$\%\_\{\}\textbackslash{}end\{document\}?.yaml}" in line
+    # control characters as Python escapes (as on the terminal), then TeX-escaped
+    assert (
+        r"\texttt{a\textbackslash{}x01\$\%\_\{\}\textbackslash{}end\{document\}"
+        r"\textbackslash{}x7f.yaml}" in line
+    )
     assert not any(ord(c) < 32 or ord(c) == 127 for c in doc.replace("\n", ""))
 
 
