@@ -2,9 +2,10 @@
 
     python benchmarks/generate_time.py [--layers 50 100] [--widths 8 8192] [--repeat 3]
 
-Each spec has `layers` hidden layers of `width` units (alternating tanh and relu, so two
-activation rules are derived and then reused from the cache) and a 10-unit softmax output
-with categorical cross-entropy. The time is that of the whole command, interpreter start
+Each spec has `layers` layers in all: `layers` − 1 hidden layers of `width` units
+(alternating tanh and relu, so two activation rules are derived and then reused from the
+cache) and a 10-unit softmax output with categorical cross-entropy (100 layers is the
+spec's limit). The time is that of the whole command, interpreter start
 and imports included, in a new process; the best of `--repeat` runs is shown (the others
 measure the machine's noise). `--profile` prints where the time goes in one run.
 """
@@ -24,9 +25,10 @@ import yaml
 
 
 def spec(layers: int, width: int) -> dict:
+    """`layers` layers in all (the spec's limit counts the output layer too)."""
     hidden = [
         {"units": width, "activation": "tanh" if i % 2 == 0 else "relu"}
-        for i in range(layers)
+        for i in range(layers - 1)
     ]
     return {
         "name": f"deep_{layers}x{width}",
