@@ -216,26 +216,20 @@ def unstable(e: sp.Expr) -> bool:
     return False
 
 
-def _value(e: sp.Expr, subs: dict[sp.Symbol, object]) -> complex | None:
+def _value(e: sp.Expr, subs: dict[sp.Symbol, object]) -> float | None:
     """e at one point, in CHECK_DIGITS-digit arithmetic (None: not a finite real)."""
-    return _values(e, [subs])[0]
-
-
-def _values(e: sp.Expr, points: list[dict[sp.Symbol, object]]) -> list[complex | None]:
-    symbols = sorted({k for p in points for k in p}, key=str)
-    value = stability.evaluator(e, symbols, CHECK_DIGITS)
-    out = []
-    for p in points:
-        c = value([p[k] for k in symbols])
-        out.append(c if c is not None and c.imag == 0 else None)
-    return out
+    return stability.exact(e, [subs], CHECK_DIGITS)[0]
 
 
 def same_values(
     lhs: sp.Expr, rhs: sp.Expr, points: list[dict[sp.Symbol, object]]
 ) -> bool:
     """lhs and rhs agree at every point, to CHECK_DIGITS digits (NaN or complex: no)."""
-    for u, v in zip(_values(lhs, points), _values(rhs, points), strict=True):
+    for u, v in zip(
+        stability.exact(lhs, points, CHECK_DIGITS),
+        stability.exact(rhs, points, CHECK_DIGITS),
+        strict=True,
+    ):
         if u is None or v is None or abs(u - v) > 1e-20 + 1e-20 * abs(v):
             return False
     return True
@@ -536,7 +530,8 @@ def _piecewise_in_a(
 
 
 def _defined_at(e: sp.Expr, points: list[dict]) -> list[dict]:
-    return [p for p, v in zip(points, _values(e, points), strict=True) if v is not None]
+    values = stability.exact(e, points, CHECK_DIGITS)
+    return [p for p, v in zip(points, values, strict=True) if v is not None]
 
 
 def _check_points(e: sp.Expr, breaks: set[sp.Expr]) -> list[dict]:
@@ -641,14 +636,7 @@ def _singular_at(
     points = [{z: float(p)} for p in where if p.is_finite]
     if not points:
         return []
-    env = {z: np.array([p[z] for p in points])}
-    for sym, e in inputs.items():
-        env[sym] = stability.as_array(
-            stability.printed(e, env, np.float64), len(points), np.float64
-        )
-    got = stability.as_array(
-        stability.printed(form, env, np.float64), len(points), np.float64
-    )
+    got = stability.evaluate(form, inputs, points, np.float64)
     return [
         sp.Rational(repr(p[z]))
         for p, v in zip(points, got, strict=True)
@@ -1012,14 +1000,15 @@ def _check_output_range(loss: OpSpec, out: OpSpec, rule: ActivationRule) -> None
     """A loss that needs predictions in (0, 1) on a custom output: sample the activation."""
     if loss.custom or not out.custom or not ops.LOSSES[loss.name].needs_unit_interval:
         return
-    for p in RANGE_POINTS:
-        v = stability.plain(rule.f).xreplace({z: sp.Float(p, 50)}).evalf(50)
-        if not (v.is_real and 0 < v < 1):
+    values = stability.exact(rule.f, [{z: p} for p in RANGE_POINTS])
+    for p, v in zip(RANGE_POINTS, values, strict=True):
+        if v is None or not 0 < v < 1:
+            shown = "no real value" if v is None else f"{v:.6g}"
             raise SpecError(
                 [
                     loss.loc.problem(
                         f"{loss.name} needs predictions in (0, 1), but the output activation"
-                        f" {out.name!r} gives {sp.N(v, 6)} at z = {p}",
+                        f" {out.name!r} gives {shown} at z = {p}",
                         "use a sigmoid output layer or a loss for real-valued outputs",
                     )
                 ]

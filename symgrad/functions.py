@@ -54,7 +54,7 @@ class Coefficient(sp.Symbol):
     _pythoncode = _numpycode
 
 
-def decimal_text(value: sp.Rational) -> str:
+def decimal_text(value: sp.Rational | float) -> str:
     """The shortest text of a number: the decimal a spec wrote (1.7159), else its float."""
     f = float(value)
     if f.is_integer() and abs(f) < 1e15:

@@ -16,7 +16,15 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from .errors import DerivationError
-from .functions import avoid, log_softmax, numeric, sigmoid, softplus, variables
+from .functions import (
+    avoid,
+    decimal_text,
+    log_softmax,
+    numeric,
+    sigmoid,
+    softplus,
+    variables,
+)
 
 DTYPE = "dt"  # name of the scalar type in generated functions (e.g. np.float32)
 
@@ -37,7 +45,7 @@ def number_text(value: sp.Expr) -> str:
             f"the derived code needs the constant {sp.N(exact, 6)}, which a float64"
             " cannot hold: use smaller coefficients or exponents"
         )
-    return str(int(f)) if f.is_integer() and abs(f) < 1e15 else repr(f)
+    return decimal_text(f)
 
 
 class NumPyCode(NumPyPrinter):

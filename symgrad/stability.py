@@ -22,7 +22,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .functions import Coefficient, numeric, sigmoid, softplus
+from .functions import Coefficient
 from .printers import DTYPE, NumPyCode
 
 EXTREMES = (-1000.0, -100.0, -30.0, -3.0, -0.5, 0.5, 3.0, 30.0, 100.0, 1000.0)
@@ -64,13 +64,6 @@ def printed(expr: sp.Expr, env: Mapping[sp.Symbol, np.ndarray], dtype: type) -> 
             return eval(source, scope)  # noqa: S307 - printed from our own SymPy tree
         except (ArithmeticError, ValueError, TypeError, RuntimeWarning):
             return None
-
-
-def plain(expr: sp.Expr) -> sp.Expr:
-    """expr in exp/log only, with coefficient values (for SymPy's own evaluation)."""
-    return (
-        numeric(expr).rewrite(sp.exp) if expr.has(sigmoid, softplus) else numeric(expr)
-    )
 
 
 def _mp_sigmoid(x: mpmath.mpf) -> mpmath.mpf:
@@ -119,11 +112,11 @@ def evaluator(
 
 
 def exact(
-    expr: sp.Expr, points: Sequence[Mapping[sp.Symbol, float]]
+    expr: sp.Expr, points: Sequence[Mapping[sp.Symbol, float]], digits: int = DIGITS
 ) -> list[float | None]:
-    """expr at each point in 50-digit arithmetic (None: undefined or complex there)."""
+    """expr at each point in `digits`-digit arithmetic (None: undefined or complex)."""
     symbols = sorted({k for p in points for k in p}, key=str)
-    value = evaluator(expr, symbols)
+    value = evaluator(expr, symbols, digits)
     out: list[float | None] = []
     for point in points:
         c = value([point[k] for k in symbols])
@@ -154,11 +147,7 @@ def failures(
     missed: list[str] = []
     for dtype in DTYPES:
         big = float(np.finfo(dtype).max) / 16
-        got = _evaluate(candidate, inputs, points, symbols, dtype)
-        if np.isnan(got).all() and len(points) > 1:  # one bad point spoils the batch
-            got = np.concatenate(
-                [_evaluate(candidate, inputs, [p], symbols, dtype) for p in points]
-            )
+        got = evaluate(candidate, inputs, points, dtype)
         with np.errstate(all="ignore"):
             due = np.isfinite(wanted) & (np.abs(wanted) <= big)
             close = np.abs(got - wanted) <= TOL[dtype] * np.maximum(1.0, np.abs(wanted))
@@ -169,14 +158,30 @@ def failures(
     return missed
 
 
+def evaluate(
+    candidate: sp.Expr,
+    inputs: Mapping[sp.Symbol, sp.Expr],
+    points: Sequence[Mapping[sp.Symbol, float]],
+    dtype: type,
+) -> np.ndarray:
+    """The printed candidate at the points, its inputs computed first (NaN: failed).
+
+    All points are evaluated as one array; when that fails (one point that overflows
+    or divides by zero spoils the batch), each point is evaluated on its own.
+    """
+    got = _evaluate(candidate, inputs, points, dtype)
+    if np.isnan(got).all() and len(points) > 1:
+        got = np.concatenate([_evaluate(candidate, inputs, [p], dtype) for p in points])
+    return got
+
+
 def _evaluate(
     candidate: sp.Expr,
     inputs: Mapping[sp.Symbol, sp.Expr],
     points: Sequence[Mapping[sp.Symbol, float]],
-    symbols: list[sp.Symbol],
     dtype: type,
 ) -> np.ndarray:
-    """The printed candidate at the points, its inputs computed first (NaN: failed)."""
+    symbols = sorted({k for p in points for k in p}, key=str)
     env = {k: np.array([p[k] for p in points], dtype=dtype) for k in symbols}
     for sym, e in inputs.items():
         env[sym] = as_array(printed(e, env, dtype), len(points), dtype)
