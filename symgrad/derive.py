@@ -216,11 +216,6 @@ def unstable(e: sp.Expr) -> bool:
     return False
 
 
-def _value(e: sp.Expr, subs: dict[sp.Symbol, object]) -> float | None:
-    """e at one point, in CHECK_DIGITS-digit arithmetic (None: not a finite real)."""
-    return stability.exact(e, [subs], CHECK_DIGITS)[0]
-
-
 def same_values(
     lhs: sp.Expr, rhs: sp.Expr, points: list[dict[sp.Symbol, object]]
 ) -> bool:
@@ -530,6 +525,7 @@ def _piecewise_in_a(
 
 
 def _defined_at(e: sp.Expr, points: list[dict]) -> list[dict]:
+    """The points where e has a finite real value."""
     values = stability.exact(e, points, CHECK_DIGITS)
     return [p for p, v in zip(points, values, strict=True) if v is not None]
 
@@ -537,7 +533,7 @@ def _defined_at(e: sp.Expr, points: list[dict]) -> list[dict]:
 def _check_points(e: sp.Expr, breaks: set[sp.Expr]) -> list[dict]:
     """The check points where e has a finite real value, away from f's kinks."""
     pts = [{z: p} for p in CHECK_POINTS if sp.Rational(repr(p)) not in breaks]
-    return [p for p in pts if _value(e, p) is not None]
+    return _defined_at(e, pts)
 
 
 def _pick_stable(
