@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from . import ops
 from .derive import Derivation, derive
 from .errors import SymgradError
 from .files import write_text
@@ -123,18 +122,8 @@ class CheckResult:
 
 
 def target_kind(d: Derivation) -> str:
-    """Which targets are valid for the loss: 'one-hot', '0/1' or 'normal'."""
-    act = d.layers[-1].activation
-    if act.vector:
-        return "one-hot"
-    loss = d.spec.loss
-    if loss.name == "binary_crossentropy":
-        return "0/1"
-    if loss.custom and not act.title.endswith("(custom)"):
-        low, high = ops.ACTIVATIONS[act.name].output_range
-        if low is not None and high is not None and 0 <= low and high <= 1:
-            return "0/1"  # a custom loss on a (0, 1) output: likely a cross-entropy
-    return "normal"
+    """Which targets are valid for the loss: 'one-hot', '0/1' or 'normal' (d.task)."""
+    return {"classes": "one-hot", "binary": "0/1"}.get(d.task, "normal")
 
 
 def random_batch(

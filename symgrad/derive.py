@@ -11,6 +11,7 @@ network is never differentiated as one expression; the dense-layer algebra is sh
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -464,6 +465,8 @@ class ActivationRule:
     forward: sp.Expr
     vector: bool = False  # softmax
     notes: tuple[str, ...] = ()
+    custom: bool = False  # written as an expression in the spec
+    unit_range: bool = False  # every output lies in [0, 1] (a probability)
 
     @property
     def needs_z(self) -> bool:
@@ -700,9 +703,32 @@ def activation_rule(op: OpSpec) -> ActivationRule:
     """The derived rule for a (built-in or custom) activation; cached."""
     if op.name == ops.SOFTMAX and not op.custom:
         return ActivationRule(
-            ops.SOFTMAX, "softmax", z, sp.S.Zero, sp.S.Zero, sp.S.Zero, True, z, True
+            ops.SOFTMAX,
+            "softmax",
+            z,
+            sp.S.Zero,
+            sp.S.Zero,
+            sp.S.Zero,
+            True,
+            z,
+            True,
+            unit_range=True,
         )
-    return _activation_rule(op.name, _title(op, ops.ACTIVATIONS), activation_expr(op))
+    rule = _activation_rule(op.name, _title(op, ops.ACTIVATIONS), activation_expr(op))
+    return dataclasses.replace(
+        rule, custom=op.custom, unit_range=_in_unit_range(op, rule)
+    )
+
+
+def _in_unit_range(op: OpSpec, rule: ActivationRule) -> bool:
+    """The activation's outputs lie in [0, 1]: registered so, or, for a custom one,
+    sampled so at the range points and at extreme inputs."""
+    if not op.custom:
+        low, high = ops.ACTIVATIONS[op.name].output_range
+        return low is not None and high is not None and 0 <= low and high <= 1
+    points = sorted(set(RANGE_POINTS) | set(stability.EXTREMES))
+    values = stability.exact(rule.f, [{z: p} for p in points])
+    return all(v is not None and 0 <= v <= 1 for v in values)
 
 
 def _title(op: OpSpec, table: dict[str, ops.OpDef]) -> str:
@@ -914,6 +940,25 @@ class Derivation:
     @property
     def depth(self) -> int:
         return len(self.layers)
+
+    @property
+    def task(self) -> str:
+        """What the network predicts, decided here once for every printer:
+
+        - "classes": a softmax output. predict gives class indices, fit reports
+          accuracy, targets are one-hot rows (or integer labels);
+        - "binary": outputs in [0, 1] under binary cross-entropy or a custom loss
+          (a custom loss on probabilities is taken to be a likelihood). predict gives
+          0/1 at the threshold 0.5, fit reports accuracy, targets are 0/1;
+        - "values": anything else. predict gives Ŷ, targets are real numbers.
+        """
+        out = self.layers[-1].activation
+        if out.vector:
+            return "classes"
+        loss = self.spec.loss
+        if loss.name == "binary_crossentropy" and not loss.custom:
+            return "binary"
+        return "binary" if loss.custom and out.unit_range else "values"
 
     @property
     def notes(self) -> tuple[str, ...]:

@@ -175,16 +175,7 @@ def context(d: Derivation) -> dict[str, object]:
     helpers = fwd_printer.helpers | bwd_printer.helpers | step_printer.helpers
     params_names = tuple(k for lc in layers for k in (lc.W, lc.b))
     loss_name = spec.loss.name
-    predict_kind = (
-        "argmax"
-        if out_act.vector
-        else (
-            "threshold"
-            if loss_name == "binary_crossentropy"
-            or (out_act.name == "sigmoid" and spec.loss.custom)
-            else "none"
-        )
-    )
+    predict_kind = {"classes": "argmax", "binary": "threshold"}.get(d.task, "none")
     return {
         "name": spec.name,
         "version": _version(),

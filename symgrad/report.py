@@ -252,7 +252,7 @@ def _activation_blocks(rule: ActivationRule, where: str) -> list[Block]:
     f = fn_name(rule)
     fz, fpz = apply(f, M("z")), apply(f, M("z"), prime=True)
     intro: list[Inline] = [f"{where} The {rule.title} activation is"]
-    if rule.title.endswith("(custom)"):
+    if rule.custom:
         intro = [f"{where} The custom activation ", Code(rule.name), " is"]
     steps = [
         Math(
@@ -1007,14 +1007,7 @@ def _loss_phrase(d: Derivation) -> list[Inline]:
 
 
 def _predict_kind(d: Derivation) -> str:
-    act = d.layers[-1].activation
-    if act.vector:
-        return "argmax"
-    if d.spec.loss.name == "binary_crossentropy" or (
-        act.name == "sigmoid" and d.spec.loss.custom
-    ):
-        return "threshold"
-    return "none"
+    return {"classes": "argmax", "binary": "threshold"}.get(d.task, "none")
 
 
 def _targets_note(d: Derivation) -> str:

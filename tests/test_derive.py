@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sympy as sp
 
 from symgrad.derive import activation_rule, output_rule
@@ -81,3 +82,46 @@ def test_bce_forward_loss_is_written_from_logits() -> None:
 def test_custom_softplus_activation_gets_the_stable_form() -> None:
     rule = activation_rule(OpSpec("my_softplus", (), "log(1 + exp(z))"))
     assert not rule.forward.has(sp.exp) and not rule.forward.has(sp.log)
+
+
+TASK_CASES = [
+    # (output activation, loss, task): one rule for predict, fit, check and the report
+    ("softmax", "categorical_crossentropy", "classes"),
+    ("sigmoid", "binary_crossentropy", "binary"),
+    ("sigmoid", "mse", "values"),
+    ("tanh", {"name": "sq", "expr": "(yhat - y)**2"}, "values"),
+    (
+        "sigmoid",
+        {"name": "bce", "expr": "-(y*log(yhat) + (1-y)*log(1-yhat))"},
+        "binary",
+    ),
+    # a custom sigmoid is a probability as much as the built-in one (it was not, once)
+    (
+        {"name": "sig", "expr": "1/(1 + exp(-z))"},
+        {"name": "bce", "expr": "-(y*log(yhat) + (1-y)*log(1-yhat))"},
+        "binary",
+    ),
+    ({"name": "sig", "expr": "1/(1 + exp(-z))"}, "binary_crossentropy", "binary"),
+    (
+        {"name": "wave", "expr": "sin(z)"},
+        {"name": "sq", "expr": "(yhat-y)**2"},
+        "values",
+    ),
+    ("identity", "mse", "values"),
+]
+
+
+@pytest.mark.parametrize(("output", "loss", "task"), TASK_CASES)
+def test_the_task_is_decided_once_by_one_rule(output, loss, task) -> None:
+    import symgrad
+
+    spec = {
+        "name": "t",
+        "input": 2,
+        "layers": [
+            {"units": 3, "activation": "tanh"},
+            {"units": 2, "activation": output},
+        ],
+        "loss": loss,
+    }
+    assert symgrad.derive(spec).task == task
