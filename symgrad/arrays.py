@@ -1,0 +1,122 @@
+"""Array-level SymPy nodes: what a Plan's statements say beyond elementwise math.
+
+A Plan statement is a SymPy expression over array symbols (Z1, A1, Y, W2, ...). Elementwise
+math is plain SymPy (broadcasting as NumPy does: a (n,) row vector or an (m, 1) column
+broadcasts against an (m, n) array). What is not elementwise is one of these nodes, and
+every printer has a `_print_<Class>` method for each:
+
+    MatProduct(A, B)        A @ B
+    Transposed(A)        Aᵀ (inside a MatProduct)
+    RowSum(e)           Σ over each row's entries, kept as a column (m, 1)
+    RowMean(e), RowMax(e)
+    ColSum(e)           Σ over the batch (the rows): shape (n,)
+    ColMean(e)
+    Total(e)            Σ over every entry: a scalar
+
+Derivations of functions with reductions (norms) do not know which axis they reduce: they
+are written for one group of values (one example's features, or for batchnorm one
+feature's batch) with GroupSum, GroupMean and GroupMax; `on_axis` turns those into the row
+or column nodes when the Plan places the layer.
+
+None of these nodes is differentiated by SymPy: derivations replace reductions by symbols
+first (see derive.py), and matrix products appear only in Plan statements.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+
+class ArrayNode(sp.Function):
+    """Base of the array-level nodes: real-valued, never evaluated by SymPy."""
+
+    is_real = True
+
+    @classmethod
+    def eval(cls, *args: sp.Expr) -> None:  # keep the node as it is
+        return None
+
+
+class MatProduct(ArrayNode):
+    """A @ B. (The node commutes with others: a product of arrays in a Plan is
+    elementwise; the order of A and B is its arguments'.)"""
+
+    nargs = 2
+
+
+class Transposed(ArrayNode):
+    """Aᵀ, a matrix operand of MatProduct."""
+
+    nargs = 1
+
+
+class Reduction(ArrayNode):
+    """A sum, mean or max over one axis of an (m, n) array; `axis` and `keepdims` as
+    NumPy's (a row reduction keeps its dimension so that it broadcasts back)."""
+
+    nargs = 1
+    axis: int | None = None
+    keepdims: bool = False
+    op: str = ""
+
+
+class RowSum(Reduction):
+    axis, keepdims, op = 1, True, "sum"
+
+
+class RowMean(Reduction):
+    axis, keepdims, op = 1, True, "mean"
+
+
+class RowMax(Reduction):
+    axis, keepdims, op = 1, True, "max"
+
+
+class ColSum(Reduction):
+    axis, keepdims, op = 0, False, "sum"
+
+
+class ColMean(Reduction):
+    axis, keepdims, op = 0, False, "mean"
+
+
+class ColMax(Reduction):
+    axis, keepdims, op = 0, False, "max"
+
+
+class Total(Reduction):
+    """Σ over every entry: a scalar."""
+
+    axis, keepdims, op = None, False, "sum"
+
+
+class GroupReduction(ArrayNode):
+    """A reduction over the group a norm acts on, before the Plan gives it an axis."""
+
+    nargs = 1
+    op: str = ""
+
+
+class GroupSum(GroupReduction):
+    op = "sum"
+
+
+class GroupMean(GroupReduction):
+    op = "mean"
+
+
+class GroupMax(GroupReduction):
+    op = "max"
+
+
+ROW = {"sum": RowSum, "mean": RowMean, "max": RowMax}
+COL = {"sum": ColSum, "mean": ColMean, "max": ColMax}
+
+
+def on_axis(e: sp.Expr, axis: int) -> sp.Expr:
+    """e with each group reduction made a row (axis 1) or column (axis 0) reduction."""
+    table = ROW if axis == 1 else COL
+    return e.replace(
+        lambda n: isinstance(n, GroupReduction),
+        lambda n: table[n.op](n.args[0]),
+    )
