@@ -163,11 +163,5 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-OPTIMIZERS: dict[str, dict[str, float | bool]] = {
-    # defaults follow torch.optim
-    "sgd": {"learning_rate": 0.01},
-    "momentum": {"learning_rate": 0.01, "momentum": 0.9, "nesterov": False},
-    "adam": {"learning_rate": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
-}
 INITS = ("auto", "glorot_uniform", "he_normal")
 RELU_FAMILY = ("relu", "leaky_relu", "elu")  # "auto" init uses He for these

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from . import files, ops
+from . import files, ops, optimizers
 from .errors import ExpressionError, Problem, SpecError, echo
 
 MAX_BYTES = 256 * 1024
@@ -721,7 +721,9 @@ class _Validator:
 
     def optimizer(self, node: _Node | None) -> OptimizerSpec | None:
         if node is None:
-            return OptimizerSpec("sgd", tuple(ops.OPTIMIZERS["sgd"].items()))
+            return OptimizerSpec(
+                "sgd", tuple(optimizers.OPTIMIZERS["sgd"].defaults().items())
+            )
         v = node.value
         if isinstance(v, str):
             name_node, params = node, {}
@@ -736,13 +738,14 @@ class _Validator:
             )
             return None
         name = name_node.value
-        if not isinstance(name, str) or name not in ops.OPTIMIZERS:
-            hint = _suggest(name, list(ops.OPTIMIZERS)) or "known: " + ", ".join(
-                ops.OPTIMIZERS
+        if not isinstance(name, str) or name not in optimizers.OPTIMIZERS:
+            hint = _suggest(name, list(optimizers.OPTIMIZERS)) or "known: " + ", ".join(
+                optimizers.OPTIMIZERS
             )
             self.err(name_node.loc, f"unknown optimizer {echo(name)}", hint)
             return None
-        values = dict(ops.OPTIMIZERS[name])
+        definition = optimizers.OPTIMIZERS[name]
+        values = definition.defaults()
         for key, pnode in params.items():
             ploc = node.key_locs.get(key, pnode.loc)
             if key not in values:
@@ -765,10 +768,9 @@ class _Validator:
             value = self.real(pnode, 0.0)
             if value is None:
                 continue
-            if key in ("learning_rate", "eps") and value <= 0:
-                self.err(pnode.loc, f"{key} must be positive, found {value:g}")
-            elif key in ("beta1", "beta2", "momentum") and not value < 1:
-                self.err(pnode.loc, f"{key} must be in [0, 1), found {value:g}")
+            problem = definition.setting(key).problem(value)
+            if problem:
+                self.err(pnode.loc, f"{problem}, found {value:g}")
             else:
                 values[key] = value
         return OptimizerSpec(name, tuple(values.items()))

@@ -1,0 +1,234 @@
+"""The registry of optimizers: definitions only — settings, their bounds, state, update rule.
+
+An optimizer is registered once, as ops.py registers activations. Its update rule is a
+list of statements over one parameter p, its gradient g (of the batch loss, l2 included),
+its state arrays (momentum's velocity v, adam's moments m and v) and per-step scalars
+computed from the step count t (after the increment). Every consumer reads the same
+statements: the plan turns them into the in-place step and the array-API update, the
+report prints them, the spec validator takes its defaults and bounds from here.
+
+Defaults and update rules follow torch.optim (SGD with momentum and dampening 0, Adam
+with its bias corrections), so a generated module can be checked against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+p = sp.Symbol("p", real=True)  # a parameter
+g = sp.Symbol("g", real=True)  # its gradient
+t = sp.Symbol("t", positive=True, integer=True)  # the step count, after the increment
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A number or switch of an optimizer, with its bounds and its names in the math.
+
+    low/high bound a number (None: unbounded); `*_open` excludes the bound.
+    """
+
+    name: str
+    default: float | bool
+    tex: str
+    text: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    @property
+    def symbol(self) -> sp.Symbol:
+        return sp.Symbol(self.name, real=True)
+
+    def problem(self, value: float) -> str | None:
+        """Why value is not allowed, or None."""
+        if isinstance(self.default, bool):
+            return None
+        below = self.low is not None and (
+            value < self.low or (self.low_open and value == self.low)
+        )
+        above = self.high is not None and (
+            value > self.high or (self.high_open and value == self.high)
+        )
+        if not (below or above):
+            return None
+        if self.high is None:
+            return f"{self.name} must be {'positive' if self.low_open else '≥ 0'}"
+        left = "(" if self.low_open else "["
+        right = ")" if self.high_open else "]"
+        return f"{self.name} must be in {left}{self.low:g}, {self.high:g}{right}"
+
+
+@dataclass(frozen=True)
+class StateArray:
+    """A per-parameter array of the optimizer's state, kept between steps (zeros at 0)."""
+
+    key: str  # its key in the state dict: state[key][param name]
+    symbol: sp.Symbol
+    tex: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Assign:
+    """target ← expr: one statement of an update rule (scalar or elementwise)."""
+
+    target: sp.Symbol
+    expr: sp.Expr
+    note: str = ""  # what it is, in words (for the report and the code comment)
+
+
+@dataclass(frozen=True)
+class OptimizerDef:
+    """A registered optimizer.
+
+    Attributes:
+        settings: its numbers and switches, in the order a spec lists them.
+        state: its per-parameter arrays.
+        scalars: given the settings, per-step scalars (functions of t) the rule uses.
+        rule: given the settings, the statements that update p (and the state) from g.
+        folds_learning_rate: the rule is p ← p − η g and nothing else reads g: the step
+            may scale the gradients by η as it computes them, and subtract them as they
+            are (one pass less over every parameter); l2 is then applied as a decay of p.
+    """
+
+    name: str
+    title: str
+    settings: tuple[Setting, ...]
+    state: tuple[StateArray, ...] = ()
+    scalars: Callable[[dict[str, sp.Expr]], list[Assign]] = lambda s: []
+    rule: Callable[[dict[str, sp.Expr]], list[Assign]] = lambda s: []
+    folds_learning_rate: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    def defaults(self) -> dict[str, float | bool]:
+        return {s.name: s.default for s in self.settings}
+
+    def setting(self, name: str) -> Setting:
+        return next(s for s in self.settings if s.name == name)
+
+
+OPTIMIZERS: dict[str, OptimizerDef] = {}
+
+
+def register(opt: OptimizerDef) -> OptimizerDef:
+    OPTIMIZERS[opt.name] = opt
+    return opt
+
+
+def statements(
+    name: str, values: dict[str, float | bool]
+) -> tuple[list[Assign], list[Assign]]:
+    """The per-step scalars and the update rule of an optimizer with these settings.
+
+    Numbers stay symbols (the rule reads η, β₁, ... by name); switches (nesterov) choose
+    the rule.
+    """
+    opt = OPTIMIZERS[name]
+    args: dict[str, sp.Expr] = {
+        s.name: (values[s.name] if isinstance(s.default, bool) else s.symbol)  # type: ignore[misc]
+        for s in opt.settings
+    }
+    return opt.scalars(args), opt.rule(args)
+
+
+LEARNING_RATE = Setting(
+    "learning_rate", 0.01, r"\eta", "η", low=0.0, high=None, low_open=True
+)
+
+# ---------------------------------------------------------------------- sgd
+
+register(
+    OptimizerDef(
+        "sgd",
+        "stochastic gradient descent",
+        (LEARNING_RATE,),
+        rule=lambda s: [Assign(p, p - s["learning_rate"] * g)],
+        folds_learning_rate=True,
+    )
+)
+
+# ----------------------------------------------------------------- momentum
+
+_velocity = StateArray("velocity", sp.Symbol("velocity", real=True), "v", "v")
+
+
+def _momentum_rule(s: dict[str, sp.Expr]) -> list[Assign]:
+    v, lr, mu = _velocity.symbol, s["learning_rate"], s["momentum"]
+    step = lr * (g + mu * v) if s["nesterov"] is True else lr * v
+    return [
+        Assign(v, mu * v + g, "torch.optim.SGD's momentum buffer"),
+        Assign(p, p - step, "Nesterov" if s["nesterov"] is True else ""),
+    ]
+
+
+register(
+    OptimizerDef(
+        "momentum",
+        "gradient descent with momentum",
+        (
+            LEARNING_RATE,
+            Setting("momentum", 0.9, r"\mu", "μ", low=0.0, high=1.0, high_open=True),
+            Setting("nesterov", False, "", ""),
+        ),
+        state=(_velocity,),
+        rule=_momentum_rule,
+    )
+)
+
+# --------------------------------------------------------------------- adam
+
+_m = StateArray("m", sp.Symbol("moment1", real=True), r"\mathbf{m}", "m")
+_v = StateArray("v", sp.Symbol("moment2", real=True), r"\mathbf{v}", "v")
+step_size = sp.Symbol("step_size", positive=True)  # η / (1 − β₁ᵗ)
+root_correction = sp.Symbol("root_correction", positive=True)  # √(1 − β₂ᵗ)
+
+
+def _adam_scalars(s: dict[str, sp.Expr]) -> list[Assign]:
+    return [
+        Assign(step_size, s["learning_rate"] / (1 - s["beta1"] ** t), "η / (1 − β₁ᵗ)"),
+        Assign(root_correction, sp.sqrt(1 - s["beta2"] ** t), "√(1 − β₂ᵗ)"),
+    ]
+
+
+def _adam_rule(s: dict[str, sp.Expr]) -> list[Assign]:
+    m, v, b1, b2 = _m.symbol, _v.symbol, s["beta1"], s["beta2"]
+    return [
+        Assign(m, b1 * m + (1 - b1) * g, "first moment"),
+        Assign(v, b2 * v + (1 - b2) * g**2, "second moment"),
+        Assign(
+            p,
+            p - step_size * m / (sp.sqrt(v) / root_correction + s["eps"]),
+            "η m̂ / (√v̂ + ε), m̂ = m / (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ)",
+        ),
+    ]
+
+
+register(
+    OptimizerDef(
+        "adam",
+        "Adam",
+        (
+            Setting(
+                "learning_rate", 0.001, r"\eta", "η", low=0.0, high=None, low_open=True
+            ),
+            Setting(
+                "beta1", 0.9, r"\beta_{1}", "β₁", low=0.0, high=1.0, high_open=True
+            ),
+            Setting(
+                "beta2", 0.999, r"\beta_{2}", "β₂", low=0.0, high=1.0, high_open=True
+            ),
+            Setting("eps", 1e-8, r"\epsilon", "ε", low=0.0, high=None, low_open=True),
+        ),
+        state=(_m, _v),
+        scalars=_adam_scalars,
+        rule=_adam_rule,
+        notes=(
+            "the bias corrections as torch.optim.Adam computes them: "
+            "p ← p − (η / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)",
+        ),
+    )
+)
