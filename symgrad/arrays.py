@@ -42,6 +42,7 @@ class MatProduct(ArrayNode):
     elementwise; the order of A and B is its arguments'.)"""
 
     nargs = 2
+    precedence = 49  # just below a product's: parenthesized inside one, as @ needs
 
 
 class Transposed(ArrayNode):
@@ -50,7 +51,7 @@ class Transposed(ArrayNode):
     nargs = 1
 
 
-class Reduction(ArrayNode):
+class ReductionBase(ArrayNode):
     """A sum, mean or max over one axis of an (m, n) array; `axis` and `keepdims` as
     NumPy's (a row reduction keeps its dimension so that it broadcasts back)."""
 
@@ -60,52 +61,52 @@ class Reduction(ArrayNode):
     op: str = ""
 
 
-class RowSum(Reduction):
+class RowSum(ReductionBase):
     axis, keepdims, op = 1, True, "sum"
 
 
-class RowMean(Reduction):
+class RowMean(ReductionBase):
     axis, keepdims, op = 1, True, "mean"
 
 
-class RowMax(Reduction):
+class RowMax(ReductionBase):
     axis, keepdims, op = 1, True, "max"
 
 
-class ColSum(Reduction):
+class ColSum(ReductionBase):
     axis, keepdims, op = 0, False, "sum"
 
 
-class ColMean(Reduction):
+class ColMean(ReductionBase):
     axis, keepdims, op = 0, False, "mean"
 
 
-class ColMax(Reduction):
+class ColMax(ReductionBase):
     axis, keepdims, op = 0, False, "max"
 
 
-class Total(Reduction):
+class Total(ReductionBase):
     """Σ over every entry: a scalar."""
 
     axis, keepdims, op = None, False, "sum"
 
 
-class GroupReduction(ArrayNode):
+class GroupReductionBase(ArrayNode):
     """A reduction over the group a norm acts on, before the Plan gives it an axis."""
 
     nargs = 1
     op: str = ""
 
 
-class GroupSum(GroupReduction):
+class GroupSum(GroupReductionBase):
     op = "sum"
 
 
-class GroupMean(GroupReduction):
+class GroupMean(GroupReductionBase):
     op = "mean"
 
 
-class GroupMax(GroupReduction):
+class GroupMax(GroupReductionBase):
     op = "max"
 
 
@@ -117,6 +118,6 @@ def on_axis(e: sp.Expr, axis: int) -> sp.Expr:
     """e with each group reduction made a row (axis 1) or column (axis 0) reduction."""
     table = ROW if axis == 1 else COL
     return e.replace(
-        lambda n: isinstance(n, GroupReduction),
+        lambda n: isinstance(n, GroupReductionBase),
         lambda n: table[n.op](n.args[0]),
     )

@@ -1,9 +1,75 @@
 """Every generated identifier, in one place: the same names appear in code, comments and LaTeX.
 
-Layers are numbered from 1; layer 0 is the input X.
+Layers are numbered from 1; layer 0 is the input X. A value of the computation has a
+*role* (pre-activation, activation, mask, delta, ...) and a layer; `value(role, l)` gives
+its name in code (Z1), `value_tex` in LaTeX (Z^{[1]}) and `value_text` in comments and
+the terminal (Z1, δ1). Parameters and their gradients are named here too.
+
+The in-place step keeps values in work arrays named by the role of what they hold over
+the step, never by one value they held once (`h1` holds layer 1's pre-activation and
+then its activation):
+
+    h{l}, h{l}_2, ...   layer l's values in the forward pass
+    g{l}, g{l}_2, ...   its gradients in the backward pass
+    r{l}, ...           its row statistics, one number per example (m, 1)
+    mask{l}             f'(Z) as 0/1, kept from the forward pass for the backward pass
+    tmp{l}, tmp{l}_2    scratch for one expression at a time
+    ones, ones_{n}      vectors of ones: Σₙ over the batch and Σⱼ over a row as products
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Role:
+    """How a value of one role is written; each format takes the layer as {l}."""
+
+    code: str
+    tex: str
+    text: str
+    what: str  # a few words: what the value is
+    family: str  # the work arrays it lives in (in place): h, g, r or mask
+
+
+ROLES: dict[str, Role] = {
+    "z": Role("Z{l}", "Z^{{[{l}]}}", "Z{l}", "pre-activation", "h"),
+    "a": Role("A{l}", "A^{{[{l}]}}", "A{l}", "activation", "h"),
+    "mask": Role("M{l}", "M^{{[{l}]}}", "M{l}", "f'(Z) as 0/1", "mask"),
+    "softplus": Role(
+        "SP{l}",
+        r"\operatorname{{softplus}}(-Z^{{[{l}]}})",
+        "SP{l}",
+        "softplus(−Z)",
+        "h",
+    ),
+    "rowmax": Role("Zmax{l}", r"\max_j Z^{{[{l}]}}", "Zmax{l}", "row max of Z", "r"),
+    "shifted": Role("S{l}", "S^{{[{l}]}}", "S{l}", "Z minus its row max", "h"),
+    "exp": Role("E{l}", "E^{{[{l}]}}", "E{l}", "e^S", "h"),
+    "expsum": Role("Esum{l}", r"\Sigma_j E^{{[{l}]}}", "Esum{l}", "row sums of E", "r"),
+    "logsum": Role(
+        "logEsum{l}", r"\log \Sigma_j E^{{[{l}]}}", "logEsum{l}", "log of Esum", "r"
+    ),
+    "logsoftmax": Role("LS{l}", r"\log \hat{{Y}}", "LS{l}", "log-softmax of Z", "h"),
+    "h": Role("H{l}", "H^{{[{l}]}}", "H{l}", "Ŷ ⊙ ∂ℓ/∂Ŷ", "g"),
+    "hsum": Role("Hsum{l}", r"\Sigma_k H^{{[{l}]}}", "Hsum{l}", "row sums of H", "r"),
+    "delta": Role("D{l}", r"\delta^{{[{l}]}}", "δ{l}", "∂L/∂Z", "g"),
+    "back": Role("G{l}", r"\delta^{{[{l}]}}_A", "G{l}", "∂L/∂A", "g"),
+}
+
+
+def value(role: str, l: int) -> str:  # noqa: E741 - the layer index, as in the math
+    """The code name of a value: value("z", 2) == "Z2"."""
+    return ROLES[role].code.format(l=l)
+
+
+def value_tex(role: str, l: int) -> str:  # noqa: E741
+    return ROLES[role].tex.format(l=l)
+
+
+def value_text(role: str, l: int) -> str:  # noqa: E741
+    return ROLES[role].text.format(l=l)
 
 
 def W(l: int) -> str:  # noqa: N802 - the math's name
@@ -16,31 +82,64 @@ def b(l: int) -> str:
 
 def Z(l: int) -> str:  # noqa: N802
     """Pre-activation Z^l = A^{l-1} W^l + b^l, shape (m, n_l)."""
-    return f"Z{l}"
+    return value("z", l)
 
 
 def A(l: int) -> str:  # noqa: N802
     """Activation A^l = f(Z^l); A^0 is the input."""
-    return "X" if l == 0 else f"A{l}"
+    return INPUT if l == 0 else value("a", l)
 
 
 def D(l: int) -> str:  # noqa: N802
     """Delta δ^l = ∂L/∂Z^l (already divided by the batch size m)."""
-    return f"D{l}"
+    return value("delta", l)
+
+
+def grad(param: str) -> str:
+    """The gradient of a parameter in code: dW1, db1."""
+    return f"d{param}"
 
 
 def dW(l: int) -> str:  # noqa: N802
-    return f"dW{l}"
+    return grad(W(l))
 
 
 def db(l: int) -> str:
-    return f"db{l}"
+    return grad(b(l))
 
 
+INPUT = "X"
 TARGET = "Y"
-LOG_SOFTMAX = "LS"  # log-softmax of the output pre-activation
+LOSS = "L"
+LOG_SOFTMAX = "LS"  # log-softmax of the output pre-activation (derive's symbol `ls`)
+BATCH = "m"  # the number of examples in a batch
+SCALE = "scale"  # what the output delta is multiplied by: 1/m, or η/m in sgd's step
+L2 = "L2"  # the module constant: the l2 coefficient
+L2_GRAD = "l2_grad"  # the l2 coefficient as the gradient statements read it
+
+# work arrays of the in-place step (see the module docstring)
+FAMILIES = {
+    "h": "layer {l}'s values (forward pass)",
+    "g": "layer {l}'s gradients (backward pass)",
+    "r": "layer {l}'s row statistics, one per example",
+    "mask": "f'(Z{l}) as 0/1",
+    "tmp": "scratch",
+}
+
+
+def buffer(family: str, l: int, k: int = 1) -> str:  # noqa: E741
+    """The k-th work array of a family for layer l: h1, h1_2, g3, tmp2_3."""
+    return f"{family}{l}" + (f"_{k}" if k > 1 else "")
+
+
+ONES_BATCH = "ones"  # (m,): Σ over the batch as the product 1ᵀ D
+
+
+def ones_row(n: int) -> str:
+    """(n, 1) ones: Σⱼ over a row of n entries as the product E·1."""
+    return f"ones_{n}"
 
 
 # LaTeX counterparts (superscript [l] marks the layer, as in most course notes)
-def tex(name: str, l: int | None = None) -> str:
+def tex(name: str, l: int | None = None) -> str:  # noqa: E741
     return name if l is None else f"{name}^{{[{l}]}}"

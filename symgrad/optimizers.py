@@ -153,7 +153,7 @@ register(
 
 # ----------------------------------------------------------------- momentum
 
-_velocity = StateArray("velocity", sp.Symbol("velocity", real=True), "v", "v")
+_velocity = StateArray("velocity", sp.Symbol("v", real=True), "v", "v")
 
 
 def _momentum_rule(s: dict[str, sp.Expr]) -> list[Assign]:
@@ -181,8 +181,8 @@ register(
 
 # --------------------------------------------------------------------- adam
 
-_m = StateArray("m", sp.Symbol("moment1", real=True), r"\mathbf{m}", "m")
-_v = StateArray("v", sp.Symbol("moment2", real=True), r"\mathbf{v}", "v")
+_m = StateArray("m", sp.Symbol("m1", real=True), r"\mathbf{m}", "m")
+_v = StateArray("v", sp.Symbol("m2", real=True), r"\mathbf{v}", "v")
 step_size = sp.Symbol("step_size", positive=True)  # η / (1 − β₁ᵗ)
 root_correction = sp.Symbol("root_correction", positive=True)  # √(1 − β₂ᵗ)
 

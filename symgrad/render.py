@@ -19,12 +19,12 @@ import black
 import jinja2
 import sympy as sp
 
-from . import inplace, ops
 from . import naming as nm
+from . import ops
 from .derive import Derivation
 from .errors import SymgradError
 from .ops import a, y, z
-from .printers import DTYPE, NumPyCode, code, number_text, text
+from .printers import DTYPE, NumPyCode, code, inplace, number_text, text
 
 COMMENT_WIDTH = 80
 

@@ -1,4 +1,4 @@
-"""symgrad.inplace: in-place NumPy lines compute what the printed expression computes."""
+"""symgrad.printers.inplace: in-place NumPy lines compute what the printed expression computes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from symgrad.arrays import ColSum, MatProduct, RowMax, RowMean, RowSum, Transposed
 from symgrad.functions import sigmoid, softplus
-from symgrad.inplace import Emitter, Scratch, array
 from symgrad.printers import NumPyCode
+from symgrad.printers.inplace import Emitter, Scratch, array
 
 Z, A, Y, D = (array(n) for n in ("Z", "A", "Y", "D"))
 SCALE = array("scale")
@@ -57,7 +58,7 @@ def inputs(seed: int = 0) -> dict[str, np.ndarray]:
     shape = (5, 4)
     arrays = {k: rng.uniform(-2, 2, shape) for k in ("Z", "Y", "D")}
     arrays["A"] = rng.uniform(0.05, 0.95, shape)
-    for name in ("O", "T", "U", "V", "S", "P", "Q"):
+    for name in ("O", "tmp", "tmp_2", "tmp_3", "tmp_4", "tmp_5", "tmp_6"):
         arrays[name] = np.full(shape, np.nan)
     return arrays
 
@@ -74,15 +75,15 @@ CASES = [
         D * sp.Piecewise((0, A <= 0), (1, True)),
         "D",
         D,
-        ["np.greater(A, 0, out=T)", "D *= T"],
+        ["np.greater(A, 0, out=tmp)", "D *= tmp"],
     ),
     (
         sp.Piecewise((Z / 10, Z <= 0), (Z, True)),  # leaky ReLU, in place
         "Z",
         Z,
-        ["np.less_equal(Z, 0, out=T)", "T *= -0.9", "T += 1", "Z *= T"],
+        ["np.less_equal(Z, 0, out=tmp)", "tmp *= -0.9", "tmp += 1", "Z *= tmp"],
     ),
-    (D * A * (1 - A), "D", D, ["D *= A", "np.subtract(1, A, out=T)", "D *= T"]),
+    (D * A * (1 - A), "D", D, ["D *= A", "np.subtract(1, A, out=tmp)", "D *= tmp"]),
     (SCALE * (A - Y), "D", None, ["np.subtract(A, Y, out=D)", "D *= scale"]),
     (SCALE * (A - Y) / 2, "D", None, ["np.subtract(A, Y, out=D)", "D *= 0.5 * scale"]),
     (-A - Y, "O", None, ["np.add(A, Y, out=O)", "np.negative(O, out=O)"]),
@@ -169,9 +170,107 @@ def test_total_sums_products_with_vdot():
     em = Emitter(NumPyCode())
     assert em.total(-A * Y, pool, "L", "Y.size") == ["L = -np.vdot(A, Y)"]
     lines = em.total((A - Y) ** 2 / 2, pool, "L", "Y.size")
-    assert lines == ["np.subtract(A, Y, out=T3)", "L = 0.5 * np.vdot(T3, T3)"]
+    assert lines == ["np.subtract(A, Y, out=tmp3)", "L = 0.5 * np.vdot(tmp3, tmp3)"]
     expr = Y * softplus(-Z) + (1 - Y) * softplus(Z) + sp.log(2)
     lines = em.total(expr, pool, "L", "Y.size")
-    arrays = {**inputs(), "T3": np.empty((5, 4)), "U3": np.empty((5, 4))}
-    assert pool.made == ["T3", "U3"]
+    arrays = {**inputs(), "tmp3": np.empty((5, 4)), "tmp3_2": np.empty((5, 4))}
+    assert pool.made == ["tmp3", "tmp3_2"]
     np.testing.assert_allclose(run(lines, arrays)["L"], printed(expr, arrays).sum())
+
+
+# -- array nodes of a plan: products and reductions, written with out= -----------------
+
+W = array("W")  # (4, 4): a weight matrix
+ARRAY_FUNCTIONS = {  # the nodes' meaning, as NumPy computes it (the reference)
+    "MatProduct": np.dot,
+    "Transposed": np.transpose,
+    "RowSum": lambda x: np.sum(x, axis=1, keepdims=True),
+    "RowMean": lambda x: np.mean(x, axis=1, keepdims=True),
+    "RowMax": lambda x: np.max(x, axis=1, keepdims=True),
+    "ColSum": lambda x: np.sum(x, axis=0),
+}
+
+
+def _reference(expr: sp.Expr, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    symbols = sorted(expr.free_symbols, key=str)
+    f = sp.lambdify(symbols, expr, modules=[ARRAY_FUNCTIONS, "numpy"])
+    return f(*[arrays[s.name] for s in symbols])
+
+
+def _array_inputs() -> dict[str, np.ndarray]:
+    arrays = inputs()
+    arrays["W"] = np.random.default_rng(3).uniform(-1, 1, (4, 4))
+    arrays["ones"] = np.ones(5)
+    arrays["ones_4"] = np.ones((4, 1))
+    arrays["R"] = np.full((5, 1), np.nan)
+    arrays["c"] = np.full(4, np.nan)
+    return arrays
+
+
+ARRAY_CASES = [
+    # (expr, dest, owner, expected lines)
+    (MatProduct(Z, W) + A, "O", None, ["np.dot(Z, W, out=O)", "O += A"]),
+    (MatProduct(D, Transposed(W)) * A, "D", None, ["np.dot(D, W.T, out=D)", "D *= A"]),
+    (RowSum(Z), "R", None, ["np.dot(Z, ones_4, out=R)"]),
+    (RowMean(Z), "R", None, ["np.dot(Z, ones_4, out=R)", "R /= 4"]),
+    (RowMax(Z), "R", None, ["np.maximum.reduce(Z, axis=1, keepdims=True, out=R)"]),
+    (ColSum(D), "c", None, ["np.dot(ones, D, out=c)"]),
+    (
+        ColSum(D * A),
+        "c",
+        None,
+        ["np.multiply(A, D, out=tmp)", "np.dot(ones, tmp, out=c)"],
+    ),
+    (RowSum(Z * A - Y), "R", None, None),
+]
+
+
+@pytest.mark.parametrize("expr, dest, owner, expected", ARRAY_CASES, ids=str)
+def test_array_nodes_are_written_in_place(expr, dest, owner, expected):
+    arrays = _array_inputs()
+    em = Emitter(NumPyCode())
+    em.shapes = {k: v.shape for k, v in arrays.items()}
+    want = _reference(expr, arrays)
+    lines = em.into(expr, dest, Scratch(""), owner)
+    if expected is not None:
+        assert lines == expected
+    np.testing.assert_allclose(run(lines, arrays)[dest], want, rtol=1e-14)
+
+
+def test_a_reduction_inside_an_expression_is_the_plans_to_lift():
+    # its value has another shape than the statement's scratch arrays
+    with pytest.raises(ValueError, match="RowSum inside an expression"):
+        Emitter(NumPyCode()).into(Z - A * RowSum(Z), "O", Scratch(""))
+
+
+def test_an_update_without_scratch_is_factored_and_donors_lend_their_arrays():
+    # the optimizer's update runs over parameters of every shape: no scratch array;
+    # m1 ← β m1 + (1 − β) g is m1 = (1 − β)(m1 β/(1 − β) + g), and g, read for the
+    # last time, holds (1 − β₂) g² for the second moment
+    beta, beta2 = sp.Rational(9, 10), sp.Rational(999, 1000)
+    m1, m2, g = array("m1"), array("m2"), array("g")
+    arrays = {
+        k: np.random.default_rng(i).uniform(0.1, 1, (3, 2))
+        for i, k in enumerate(("m1", "m2", "g"))
+    }
+    em = Emitter(NumPyCode())
+    first = em.into(beta * m1 + (1 - beta) * g, "m1", Scratch("", new=False), owner=m1)
+    assert first == ["m1 *= 9", "m1 += g", "m1 *= 0.1"]  # β/(1 − β), then 1 − β
+    second = em.into(
+        beta2 * m2 + (1 - beta2) * g**2,
+        "m2",
+        Scratch("", new=False),
+        owner=m2,
+        donors=[g],
+    )
+    assert "np.square(g, out=g)" in second
+    env = run(first + second, arrays)
+    np.testing.assert_allclose(
+        env["m1"], 0.9 * arrays["m1"] + 0.1 * arrays["g"], rtol=1e-14
+    )
+    want2 = 0.999 * arrays["m2"] + 0.001 * arrays["g"] ** 2
+    np.testing.assert_allclose(env["m2"], want2, rtol=1e-14)
+    with pytest.raises(ValueError, match="no scratch"):  # the caller's bug, loudly
+        em.into(
+            m1 * sp.exp(m2) + g * sp.exp(m1), "m1", Scratch("", new=False), owner=m1
+        )

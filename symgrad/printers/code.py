@@ -13,10 +13,10 @@ import math
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
-from sympy.printing.str import StrPrinter
 
-from .errors import DerivationError
-from .functions import (
+from ..arrays import MatProduct, ReductionBase, Transposed
+from ..errors import DerivationError
+from ..functions import (
     avoid,
     decimal_text,
     log_softmax,
@@ -182,6 +182,29 @@ class NumPyCode(NumPyPrinter):
     def _print_sign(self, expr: sp.sign) -> str:
         return f"np.sign({self._print(expr.args[0])})"
 
+    # array nodes of a plan (arrays.py)
+    def _print_MatProduct(self, expr: MatProduct) -> str:
+        left, right = (self.parenthesize(x, PRECEDENCE["Mul"]) for x in expr.args)
+        return f"{left} @ {right}"
+
+    def _print_Transposed(self, expr: Transposed) -> str:
+        return self.parenthesize(expr.args[0], PRECEDENCE["Atom"] - 1) + ".T"
+
+    def _print_ReductionBase(self, expr: ReductionBase) -> str:
+        arg = expr.args[0]
+        if expr.axis is None:
+            return f"float(np.sum({self._print(arg)}))"
+        keep = ", keepdims=True" if expr.keepdims else ""
+        if arg.is_Symbol:  # the method: A.sum(axis=0)
+            return f"{self._print(arg)}.{expr.op}(axis={expr.axis}{keep})"
+        fn = {"sum": "np.sum", "mean": "np.mean", "max": "np.max"}[expr.op]
+        return f"{fn}({self._print(arg)}, axis={expr.axis}{keep})"
+
+    def _as_ordered_terms(self, expr: sp.Expr, order: str | None = None) -> list:
+        # X @ W + b: a matrix product first, as the math writes it
+        terms = super()._as_ordered_terms(expr, order=order)
+        return sorted(terms, key=lambda t: not t.has(MatProduct))
+
 
 def _clamped_pieces(pieces: list[tuple[sp.Expr, sp.Basic]]) -> list:
     """Evaluate each branch only inside its own domain: np.where computes every branch
@@ -224,53 +247,3 @@ def code(expr: sp.Expr, names: dict[sp.Symbol, str], printer: NumPyCode) -> str:
     """NumPy code for expr, with each symbol renamed to its array (z -> Z2)."""
     renamed = expr.xreplace({s: sp.Symbol(n, real=True) for s, n in names.items()})
     return printer.doprint(renamed)
-
-
-class _Text(StrPrinter):
-    """Unicode math for comments and the terminal: a², σ(z), ŷ."""
-
-    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
-        sup = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
-        if expr.exp.is_Integer and expr.exp > 0:
-            base = self.parenthesize(expr.base, PRECEDENCE["Pow"])
-            return base + str(int(expr.exp)).translate(sup)
-        if expr.exp == sp.S.Half:
-            return f"√({self._print(expr.base)})"
-        return super()._print_Pow(expr, rational)
-
-    def _print_sigmoid(self, expr: sigmoid) -> str:
-        return f"σ({self._print(expr.args[0])})"
-
-    def _print_softplus(self, expr: softplus) -> str:
-        return f"softplus({self._print(expr.args[0])})"
-
-    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
-        parts = []
-        for value, cond in expr.args:
-            parts.append(
-                self._print(value)
-                + ("" if cond is sp.true else f" if {self._print(cond)}")
-            )
-        return "{" + "; else ".join(parts) + "}"
-
-    def _print_Relational(self, expr: sp.core.relational.Relational) -> str:
-        op = {"<=": "≤", ">=": "≥"}.get(expr.rel_op, expr.rel_op)
-        return f"{self._print(expr.lhs)} {op} {self._print(expr.rhs)}"
-
-    def _print_Abs(self, expr: sp.Abs) -> str:
-        return f"|{self._print(expr.args[0])}|"
-
-    def _print_Mul(self, expr: sp.Mul) -> str:
-        return super()._print_Mul(expr).replace("*", "·")
-
-    def _as_ordered_terms(self, expr: sp.Expr, order: str | None = None) -> list:
-        # ŷ - y rather than -y + ŷ: positive terms first, SymPy's order otherwise
-        terms = super()._as_ordered_terms(expr, order=order)
-        return sorted(terms, key=lambda t: t.could_extract_minus_sign())
-
-
-def text(expr: sp.Expr, names: dict[sp.Symbol, str] | None = None) -> str:
-    """Readable unicode for expr (for comments, docstrings and the terminal)."""
-    if names:
-        expr = expr.xreplace({s: sp.Symbol(n, real=True) for s, n in names.items()})
-    return _Text().doprint(expr)

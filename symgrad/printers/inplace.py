@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from . import naming as nm
-from .derive import LS, ActivationRule, Derivation
-from .functions import numeric, sigmoid, softplus
-from .ops import a, y, z
-from .printers import DTYPE, NumPyCode, number_text
+from .. import naming as nm
+from ..arrays import MatProduct, ReductionBase, Transposed
+from ..derive import LS, ActivationRule, Derivation
+from ..functions import numeric, sigmoid, softplus
+from ..naming import BATCH, ONES_BATCH, ones_row
+from ..ops import a, y, z
+from .code import DTYPE, NumPyCode, number_text
 
 EXP_MAX = sp.Symbol("EXP_MAX")  # key of `constants`: log of the largest float, floored
 UFUNCS: dict[type, str] = {
@@ -67,25 +69,36 @@ def array(name: str) -> sp.Symbol:
 
 @dataclass
 class Scratch:
-    """Scratch arrays of one shape: T2, U2, V2, ... for layer 2, taken and given back."""
+    """Scratch arrays of one shape: tmp2, tmp2_2, ... for layer 2, taken and given back."""
 
-    suffix: str
+    layer: int | str
     free: list[str] = field(default_factory=list)
     made: list[str] = field(default_factory=list)
+    new: bool = True  # may make new arrays (False: only what is given back)
+
+    @property
+    def spare(self) -> bool:
+        """An array can be taken now."""
+        return bool(self.free) or self.new
 
     def take(self) -> str:
         if self.free:
             return self.free.pop()
-        name = (
-            "TUVSPQ"[len(self.made)] + self.suffix
-            if len(self.made) < 6
-            else (f"T{self.suffix}_{len(self.made)}")
-        )
+        if not self.new:
+            raise ValueError("no scratch array to spare here")  # the caller's bug
+        name = f"tmp{self.layer}" + (f"_{len(self.made) + 1}" if self.made else "")
         self.made.append(name)
         return name
 
     def give(self, name: str) -> None:
         self.free.append(name)
+
+
+def _count(e: sp.Expr, s: sp.Symbol) -> int:
+    """How often the symbol s occurs in e."""
+    if e == s:
+        return 1
+    return sum(_count(arg, s) for arg in e.args)
 
 
 class _OwnerOverwritten(Exception):
@@ -129,6 +142,10 @@ class Emitter:
         self.pool: Scratch = Scratch("")
         self.owner: sp.Symbol | None = None
         self.written = False  # the owner's array has been written
+        self.donors: dict[sp.Symbol, int] = {}  # arrays free once read: occurrences
+        self.shapes: dict[str, tuple] = {}  # array name -> shape (for reductions)
+        self.ones_rows: set[int] = set()  # widths n of the (n, 1) ones the lines read
+        self.top: sp.Expr = sp.S.Zero  # the expression of the current into()
 
     # -------------------------------------------------------------- entry points
 
@@ -138,15 +155,25 @@ class Emitter:
         dest: str,
         pool: Scratch,
         owner: sp.Symbol | None = None,
+        donors: Iterable[sp.Symbol] = (),
     ) -> list[str] | None:
         """Lines that leave the value of expr in the array dest.
 
         With an owner (an input whose array is dest), None when no order of the lines
         reads the owner before its array is first written: evaluate elsewhere then.
+        Donors are inputs not read after this statement: one that occurs once holds
+        the subexpression around it (it is read before it is written); one that does
+        not occur at all is scratch.
         """
         self.lines, self.pool, self.owner, self.written = [], pool, owner, False
+        self.top = numeric(expr)
+        counts = {d: _count(self.top, d) for d in donors}
+        self.donors = {d: n for d, n in counts.items() if n == 1}
+        for d, n in counts.items():
+            if n == 0 and d.name not in pool.free:
+                pool.give(d.name)
         try:
-            self._into(numeric(expr), dest)
+            self._into(self.top, dest)
         except _OwnerOverwritten:
             for name in pool.made:
                 if name not in pool.free:
@@ -181,7 +208,7 @@ class Emitter:
             if coeff == -1:
                 value = f"-{value}"
             elif coeff != 1:
-                value = f"{self._scalar_text(coeff)} * {value}"
+                value = f"{self._scalar_text(coeff, grouped=True)} * {value}"
             self.lines.append(f"{target} {'+=' if i else '='} {value}")
         return self.lines
 
@@ -193,13 +220,19 @@ class Emitter:
     def _is_atom(self, e: sp.Expr) -> bool:
         return e.is_Symbol or self._is_scalar(e)
 
-    def _scalar_text(self, e: sp.Expr) -> str:
+    def _scalar_text(self, e: sp.Expr, grouped: bool = False) -> str:
+        """A scalar operand; `grouped` parenthesizes a sum (for use inside a product)."""
         if e.is_Symbol:
             return e.name
         if not e.free_symbols:
             return number_text(e)
+        # Python numbers: a square root as ** 0.5 (np.sqrt would make a NumPy scalar)
+        e = e.replace(
+            lambda n: n.is_Pow and n.exp == sp.S.Half,
+            lambda n: sp.Pow(n.base, sp.Float(0.5), evaluate=False),
+        )
         text = self.printer.doprint(e)
-        return f"({text})" if e.is_Add else text
+        return f"({text})" if grouped and e.is_Add else text
 
     def _text(self, e: sp.Expr) -> str:
         if e == self.owner and self.written:
@@ -230,9 +263,22 @@ class Emitter:
             self._line(f"np.{ufunc}({', '.join(args)}, out={dest})", dest)
 
     def _operand(self, e: sp.Expr, taken: list[str]) -> str:
-        """e as an argument: its own name or number, else evaluated into a scratch array."""
+        """e as an argument: its own name or number, else evaluated into a scratch array
+        (a donor's, when e holds the donor's one occurrence)."""
         if self._is_atom(e):
             return self._text(e)
+        if isinstance(e, ReductionBase | MatProduct):
+            # its shape is not the pool's: the plan gives such a node its own statement
+            raise ValueError(f"{type(e).__name__} inside an expression: {e}")
+        donor = next((d for d in self.donors if e.has(d)), None)
+        if donor is not None:
+            del self.donors[donor]
+            outer = self.owner, self.written
+            self.owner, self.written = donor, False
+            self._into(e, donor.name)
+            self.owner, self.written = outer
+            taken.append(donor.name)  # free again once the operand has been used
+            return donor.name
         name = self.pool.take()
         taken.append(name)
         self._into(e, name)
@@ -246,6 +292,13 @@ class Emitter:
                 self._line(f"np.copyto({dest}, {self._text(e)})", dest)
         elif self._is_scalar(e):
             self._line(f"{dest}.fill({self._scalar_text(e)})", dest)
+        elif isinstance(e, MatProduct):
+            left, right = (self._matrix(x) for x in e.args)
+            self._line(f"np.dot({left}, {right}, out={dest})", dest)
+        elif isinstance(e, ReductionBase) and e.axis is not None:
+            if e is not self.top:  # its shape is not dest's
+                raise ValueError(f"{type(e).__name__} inside an expression: {e}")
+            self._reduce(e, dest)
         elif e.is_Add:
             items = [
                 (True, -t) if t.could_extract_minus_sign() else (False, t)
@@ -288,6 +341,40 @@ class Emitter:
             if self._has_owner(e) and self.written:
                 raise _OwnerOverwritten
             self._line(f"{dest}[...] = {self.printer.doprint(e)}", dest)
+
+    def _matrix(self, e: sp.Expr) -> str:
+        """An operand of a matrix product: an array, or an array's transpose."""
+        if isinstance(e, Transposed) and e.args[0].is_Symbol:
+            return f"{self._text(e.args[0])}.T"
+        if e.is_Symbol:
+            return self._text(e)
+        raise ValueError(f"a matrix product of expressions: {e}")  # the plan's bug
+
+    def _reduce(self, e: ReductionBase, dest: str) -> None:
+        """A row or column reduction; sums as products with ones (faster than sum)."""
+        taken: list[str] = []
+        x = self._operand(e.args[0], taken)
+        width = next(  # the row width: from any full-width array the operand reads
+            self.shapes[s.name][-1]
+            for s in sorted(e.args[0].free_symbols, key=str)
+            if len(self.shapes.get(s.name, ())) == 2 and self.shapes[s.name][-1] != 1
+        )
+        if e.op == "max":
+            self._line(
+                f"np.maximum.reduce({x}, axis={e.axis}, keepdims={e.keepdims},"
+                f" out={dest})",
+                dest,
+            )
+        elif e.axis == 1:
+            self.ones_rows.add(int(width))
+            self._line(f"np.dot({x}, {ones_row(int(width))}, out={dest})", dest)
+        else:
+            self._line(f"np.dot({ONES_BATCH}, {x}, out={dest})", dest)
+        if e.op == "mean":
+            count = sp.Integer(int(width)) if e.axis == 1 else sp.Symbol(BATCH)
+            self._emit("divide", [dest, self._scalar_text(count)], dest)
+        for name in taken:
+            self.pool.give(name)
 
     def _first(self, e: sp.Expr, dest: str) -> str:
         """The only operand of a unary node: evaluated into dest unless an atom."""
@@ -355,9 +442,13 @@ class Emitter:
                 rest.append((False, scalar))
         # the first item: the one holding the owner, else a compound one, else an array
         start = next((it for it in arrays if self._has_owner(it[1])), None)
+        if start is None:  # a matrix product can only be written into dest itself
+            start = next((it for it in arrays if it[1].has(MatProduct)), None)
         if start is None:
             start = next((it for it in arrays if not self._is_atom(it[1])), arrays[0])
         rest.remove(start)
+        if self._axpy(op, start, rest, dest):
+            return
         inverse = INVERSE[op]
         taken: list[str] = []
         if not rest and self._is_atom(start[1]):  # -a or 1/a: one array and a sign
@@ -400,6 +491,35 @@ class Emitter:
             self._emit("negative" if op == "add" else "reciprocal", [dest], dest)
         if negate:
             self._emit("negative", [dest], dest)
+
+    def _axpy(
+        self,
+        op: str,
+        start: tuple[bool, sp.Expr],
+        rest: list[tuple[bool, sp.Expr]],
+        dest: str,
+    ) -> bool:
+        """c1·u + c2·x with no scratch array: dest = c2·((c1/c2)·u + x), three passes.
+
+        Only where the pool has no array to spare (the optimizer's update, where arrays
+        have every parameter's shape): elsewhere c2·x goes to scratch, one pass fewer.
+        """
+        if op != "add" or self.pool.spare or len(rest) != 1:
+            return False
+        (inv1, u), (inv2, x) = start, rest[0]
+        c1, us = self._split_scalar(u)
+        c2, xs = self._split_scalar(x)
+        if len(us) != 1 or len(xs) != 1 or not self._is_atom(xs[0]):
+            return False
+        c1, c2 = (-c1 if inv1 else c1), (-c2 if inv2 else c2)
+        self._into(us[0], dest)
+        ratio = c1 / c2
+        if ratio != 1:
+            self._emit("multiply", [dest, self._scalar_text(ratio)], dest)
+        self._emit("add", [dest, self._text(xs[0])], dest)
+        if c2 != 1:
+            self._emit("multiply", [dest, self._scalar_text(c2)], dest)
+        return True
 
     def _pow(self, e: sp.Pow, dest: str) -> None:
         base, exp = e.args

@@ -1,0 +1,421 @@
+"""The derived part of a NumPy module, printed from a Plan.
+
+Two printers of the same statements:
+
+- `allocating(plan)`: `_values` (the forward pass, once, for `forward`, `loss` and
+  `loss_and_grad`), `_forward`, `_loss` and `_loss_and_grad`, each statement one NumPy
+  expression (code.py);
+- `in_place(plan)`: `_make_work` and `_step`, each statement ufunc calls with `out=` into
+  the work arrays the plan's storage assigns (inplace.py's Emitter), then the optimizer's
+  update.
+
+Neither reads the other's output. Comments come from the statements: the equation a line
+implements and, once, why it has its form.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .. import naming as nm
+from .. import optimizers
+from ..plan import BATCH, L2, LOSS, SCALE, Plan, Stmt, Y, arr
+from .code import DTYPE, NumPyCode, number_text
+from .inplace import EXP_MAX, Emitter, Scratch
+
+COMMENT_WIDTH = 80
+INDENT = "    "
+
+
+@dataclass
+class Lines:
+    """Code lines with comments; a comment already written is not written again."""
+
+    lines: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+    def comment(self, text: str) -> None:
+        if not text or text in self.seen:
+            return
+        self.seen.add(text)
+        wrapped = textwrap.wrap(text, COMMENT_WIDTH, subsequent_indent="  ")
+        self.lines += [f"# {w}" for w in wrapped]
+
+    def add(self, *code: str) -> None:
+        self.lines += code
+
+    def body(self, indent: int = 1) -> str:
+        pad = INDENT * indent
+        return "\n".join(pad + line if line else "" for line in self.lines)
+
+
+def _function(signature: str, doc: str, body: Lines) -> str:
+    return f"def {signature}:\n{INDENT}{_doc(doc)}\n{body.body()}\n"
+
+
+def _doc(text: str) -> str:
+    return f'"""{text}"""'
+
+
+def _unpack(names: Iterable[str], source: str) -> str:
+    names = list(names)
+    return f"{', '.join(names)} = (" + f"{source}[k] for k in PARAM_NAMES)"
+
+
+# ------------------------------------------------------------------ allocating
+
+
+def allocating(plan: Plan) -> tuple[str, set[str]]:
+    """The source of _values, _forward, _loss and _loss_and_grad, and the helpers
+    (`_sigmoid`, `_erf`, ...) it calls."""
+    printer = NumPyCode()
+    grad = plan.bindings("grad")
+    params = [p.name for p in plan.trainable]
+    kept = plan.forward_values()
+
+    forward = Lines()
+    forward.add(_unpack(params, "params"))
+    for s in plan.forward:
+        forward.comment(s.note)
+        forward.add(_assign(s, printer, grad))
+    out = plan.output.name
+    forward.add(
+        f"return {out}, ({', '.join(v.name for v in kept)}{',' if len(kept) == 1 else ''})"
+    )
+
+    def loss_lines(body: Lines) -> None:
+        for s in plan.loss:
+            body.add(_assign(s, printer, grad))
+
+    loss = Lines()
+    loss.add("m = X.shape[0]")
+    loss.add(f"{out}, ({_names(kept)}) = _values(params, X, training, rng)")
+    if plan.l2:
+        loss.add(_unpack(params, "params"))
+    loss_lines(loss)
+    loss.add(f"return {nm.LOSS}")
+
+    both = Lines()
+    both.add("m = X.shape[0]")
+    both.add(_unpack(params, "params"))
+    both.add(f"{out}, ({_names(kept)}) = _values(params, X, True, rng)")
+    loss_lines(both)
+    both.add("")
+    for s in plan.backward:
+        if s.target not in plan.grads.values():  # ∂L/∂W = Xᵀ δ reads as the code
+            both.comment(_comment(s.equation, s.note))
+        both.add(_assign(s, printer, grad))
+    grads = ", ".join(f'"{p}": {plan.grads[p].name}' for p in params)
+    both.add(f"return {nm.LOSS}, {{{grads}}}")
+
+    dt_forward = DTYPE in printer.helpers
+    if dt_forward:
+        for body in (forward, loss, both):
+            body.lines.insert(
+                0, f"{DTYPE} = X.dtype.type  # typed constants keep float32 float32"
+            )
+    source = "\n\n".join(
+        [
+            _function(
+                "_values(params, X, training, rng)",
+                "The forward pass: Ŷ, and the values the loss and the backward pass read.",
+                forward,
+            ),
+            _function(
+                "_forward(params, X, training=False, rng=None)",
+                "Ŷ for checked inputs.",
+                Lines(["return _values(params, X, training, rng)[0]"]),
+            ),
+            _function(
+                "_loss(params, X, Y, training=False, rng=None)",
+                "The loss for checked inputs.",
+                loss,
+            ),
+            _function(
+                "_loss_and_grad(params, X, Y, rng=None)",
+                "(loss, grads) for checked inputs: the backward pass.",
+                both,
+            ),
+        ]
+    )
+    return source, printer.helpers
+
+
+def _names(values: Iterable[sp.Symbol]) -> str:
+    names = [v.name for v in values]
+    return ", ".join(names) + ("," if len(names) == 1 else "")
+
+
+def _assign(s: Stmt, printer: NumPyCode, bind: dict[sp.Symbol, sp.Expr]) -> str:
+    expr = s.expr.xreplace(bind)
+    return f"{s.target.name} {'+=' if s.add else '='} {printer.doprint(expr)}"
+
+
+# ------------------------------------------------------------------ in place
+
+CONSTANTS = {  # typed 0-d arrays of the work: name -> how _make_work makes it
+    "zero": "np.zeros((), dtype)",
+    "one": "np.ones((), dtype)",
+    "exp_max": "np.floor(np.log(np.finfo(dtype).max)).astype(dtype)",
+}
+
+
+@dataclass(frozen=True)
+class StepCode:
+    """The source of _make_work and _step, and the helpers they call."""
+
+    source: str
+    helpers: set[str]
+
+
+def in_place(plan: Plan) -> StepCode:
+    """`_make_work(m, dtype)` and `_step(params, state, X, Y, work)` from the plan."""
+    printer = NumPyCode()
+    step = plan.bindings("step")
+    storage = plan.storage
+    em = Emitter(
+        printer,
+        [SCALE],
+        {sp.S.Zero: "zero", sp.S.One: "one", EXP_MAX: "exp_max", SCALE: "scale"},
+    )
+    em.shapes = {name: shape for name, shape in storage.arrays.items()}
+    em.shapes.update({s.name: shape for s, shape in plan.shapes.items()})
+    home = {v: arr(name) for v, name in storage.home.items()}
+    pools: dict[tuple, Scratch] = {}
+    scratch_shapes: dict[str, tuple] = {}
+    last_read: dict[sp.Symbol, int] = {}
+    stmts = list(plan.statements)
+    for i, s in enumerate(stmts):
+        for sym in s.reads:
+            last_read[sym] = i
+
+    body = Lines()
+    for s in stmts:
+        if s.target == LOSS:
+            _loss_lines(plan, s, em, body, home, pools, scratch_shapes)
+            continue
+        expr = s.expr.xreplace(step).xreplace(home)
+        dest = home[s.target]
+        owner = dest if dest in expr.free_symbols else None
+        shape = plan.shapes[s.target]
+        if s.target in plan.roles:
+            label: int | str = plan.roles[s.target][1]
+        else:  # a parameter's gradient: scratch of the parameter's shape
+            label = "_" + s.target.name[1:]
+        pool = pools.setdefault((label, shape), Scratch(label))
+        lines = em.into(expr, dest.name, pool, owner=owner)
+        if lines is None:  # no order of the lines works in place: via scratch
+            tmp = pool.take()
+            lines = em.into(expr, tmp, pool) + [f"np.copyto({dest.name}, {tmp})"]
+            pool.give(tmp)
+        for name in pool.made:
+            scratch_shapes[name] = shape
+        label = f"{dest.name} ← " if dest.name != s.target.name else ""
+        body.comment(_comment(f"{label}{s.equation}", s.note))
+        body.add(*lines)
+
+    update = _update_lines(plan, em)
+
+    # the work arrays, a layer a line
+    work: list[tuple[str, str]] = []
+    for name, shape in storage.arrays.items():
+        work.append((name, _empty(shape)))
+    for name, shape in scratch_shapes.items():
+        work.append((name, _empty(shape)))
+    for n in sorted(em.ones_rows):
+        work.append((nm.ones_row(n), f"np.ones(({n}, 1), dtype)"))
+    work.append((nm.ONES_BATCH, "np.ones(m, dtype)"))
+    scale = plan.step_scale * BATCH  # η or 1, times 1/m
+    work.append((nm.SCALE, f"np.array({_scalar(scale)} / m, dtype)"))
+    work += [(n, CONSTANTS[n]) for n in sorted(em.used) if n in CONSTANTS]
+    layer_of = dict(storage.layer_of)
+    for name in scratch_shapes:
+        layer_of[name] = _layer(name)
+    make = Lines()
+    make.add("return {")
+    make.add(*(f'{INDENT}"{name}": {how},' for name, how in work))
+    make.add("}")
+
+    head = Lines()
+    head.add("m = X.shape[0]")
+    params = [p.name for p in plan.trainable]
+    head.add(_unpack(params, "params"))
+    head.add(_unpack([nm.grad(p) for p in params], 'state["grads"]'))
+    head.add(*_unpack_work(work, layer_of))
+    if DTYPE in printer.helpers:
+        head.add(f"{DTYPE} = X.dtype.type  # typed constants keep float32 float32")
+    step_body = Lines(head.lines + [""] + body.lines + [""] + update.lines, body.seen)
+    step_body.add('state["t"] += 1', f"return {nm.LOSS}")
+    source = "\n\n".join(
+        [
+            _function(
+                "_make_work(m, dtype)",
+                "The work arrays of _step for a batch of m examples.",
+                make,
+            ),
+            _function(
+                "_step(params, state, X, Y, work)",
+                "One step on checked inputs: the numbers of loss_and_grad, then the update.",
+                step_body,
+            ),
+        ]
+    )
+    return StepCode(source, set(printer.helpers))
+
+
+def _comment(equation: str, note: str) -> str:
+    return f"{equation}; {note}" if note else equation
+
+
+def _layer(name: str) -> int:
+    digits = "".join(c if c.isdigit() else " " for c in name).split()
+    return int(digits[0]) if digits else 0
+
+
+def _empty(shape: tuple) -> str:
+    dims = ", ".join(str(d) for d in shape)
+    return (
+        f"np.empty(({dims}), dtype)" if len(shape) > 1 else f"np.empty({dims}, dtype)"
+    )
+
+
+def _scalar(e: sp.Expr) -> str:
+    return number_text(e) if not e.free_symbols else str(e)
+
+
+def _unpack_work(work: list[tuple[str, str]], layer_of: dict[str, int]) -> list[str]:
+    """Lines that name the work arrays from the dict `work`, one line per layer."""
+    by_layer: dict[int, list[str]] = {}
+    for name, _ in work:
+        by_layer.setdefault(layer_of.get(name, 0), []).append(name)
+    order = sorted(by_layer, key=lambda l: (l == 0, l))  # noqa: E741
+    return [
+        f"{', '.join(names)} = {', '.join(f'work[{name!r}]' for name in names)}"
+        for names in (by_layer[l] for l in order)  # noqa: E741
+    ]
+
+
+def _loss_lines(
+    plan: Plan,
+    s: Stmt,
+    em: Emitter,
+    body: Lines,
+    home: dict[sp.Symbol, sp.Symbol],
+    pools: dict[tuple, Scratch],
+    scratch_shapes: dict[str, tuple],
+) -> None:
+    """L = Σ ℓ / m as np.vdot sums; L += l2/2 Σ ‖W‖² likewise."""
+    from ..arrays import Total
+
+    expr = s.expr.xreplace(home)
+    totals = list(expr.atoms(Total))
+    if not s.add:
+        (total,) = totals
+        shape = plan.shapes[Y]
+        layer = plan.derivation.depth
+        pool = pools.setdefault((layer, shape), Scratch(layer))
+        body.comment(s.equation)
+        body.add(*em.total(total.args[0], pool, nm.LOSS, f"{nm.TARGET}.size"))
+        body.add(f"{nm.LOSS} = float({nm.LOSS}) / m")
+        for name in pool.made:
+            scratch_shapes[name] = shape
+        return
+    squares = " + ".join(
+        f"np.vdot({t.args[0].base.name}, {t.args[0].base.name})"
+        for t in sorted(totals, key=lambda t: (_layer(str(t)), str(t)))
+    )
+    body.add(f"{nm.LOSS} += 0.5 * {nm.L2} * float({squares})")
+
+
+# ------------------------------------------------------------------ the update
+
+
+def _update_lines(plan: Plan, em: Emitter) -> Lines:
+    """The optimizer's statements, in place: unrolled per parameter when its rule
+    differs between parameters or is a single statement (sgd), else a loop."""
+    up = plan.update
+    out = Lines()
+    settings = dict(up.settings)
+    definition = optimizers.OPTIMIZERS[up.name]
+    numbers = [
+        (s.name, settings[s.name])
+        for s in definition.settings
+        if not isinstance(s.default, bool)
+    ]
+    scalar_syms = {sp.Symbol(n, real=True) for n, _ in numbers} | {
+        optimizers.t,
+        optimizers.step_size,
+        optimizers.root_correction,
+        L2,
+    }
+    em.scalars |= scalar_syms
+    used = set().union(*(a.expr.free_symbols for a in up.rule + up.scalars))
+    if up.decay_rule:
+        used |= set().union(*(a.expr.free_symbols for a in up.decay_rule))
+    names = [n for n, _ in numbers if sp.Symbol(n, real=True) in used]
+    if names:
+        out.add(
+            f"{', '.join(names)} = " + ", ".join(_setting(settings[n]) for n in names)
+        )
+    if up.scalars:
+        out.add('t = state["t"] + 1')
+        for a in up.scalars:
+            out.add(f"{a.target.name} = {em.printer.doprint(a.expr)}  # {a.note}")
+    p, g = optimizers.p, optimizers.g
+    if len(up.rule) == 1:  # unrolled: one statement per parameter, no loop overhead
+        for param in plan.trainable:
+            rule = up.decay_rule if (param.weight and up.decay_rule) else up.rule
+            ps, gs = arr(param.name), arr(nm.grad(param.name))
+            for a in rule:
+                target = ps if a.target == p else a.target
+                lines = em.into(
+                    a.expr.xreplace({p: ps, g: gs}),
+                    target.name,
+                    Scratch("", new=False),
+                    owner=target,
+                    donors=[gs],
+                )
+                out.comment(
+                    f"p ← {_text(a.expr)}" + (f"  ({a.note})" if a.note else "")
+                )
+                out.add(*lines)
+        return out
+    state = list(up.state)
+    loop_vars = ["p", "g"] + [s.symbol.name for s in state]
+    sources = ["params[k]", 'state["grads"][k]']
+    sources += [f'state["{s.key}"][k]' for s in state]
+    out.add("for k in PARAM_NAMES:")
+    inner = Lines(seen=out.seen)
+    inner.add(f"{', '.join(loop_vars)} = {', '.join(sources)}")
+    rule = list(up.rule)
+    for i, a in enumerate(rule):
+        later = (
+            set().union(*(b.expr.free_symbols for b in rule[i + 1 :]))
+            if i + 1 < len(rule)
+            else set()
+        )
+        donors = [g] if g not in later else []
+        lines = em.into(
+            a.expr, a.target.name, Scratch("", new=False), owner=a.target, donors=donors
+        )
+        if lines is None:
+            raise RuntimeError(f"the {up.name} update is not printable in place: {a}")
+        note = f"  ({a.note})" if a.note else ""
+        inner.comment(f"{a.target.name} ← {_text(a.expr)}{note}")
+        inner.add(*lines)
+    out.add(*(INDENT + line for line in inner.lines))
+    return out
+
+
+def _setting(value: float | bool) -> str:
+    return number_text(sp.Float(value)) if not isinstance(value, bool) else str(value)
+
+
+def _text(e: sp.Expr) -> str:
+    from .text import text
+
+    return text(e).replace(" - ", " − ")

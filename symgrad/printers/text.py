@@ -1,0 +1,85 @@
+"""Readable unicode for SymPy rules and plan statements: comments, docstrings, the terminal.
+
+`text(expr)` writes a², σ(z), ŷ, |z|, {0 if a ≤ 0; else 1}; the array nodes of a plan
+read as the math does: X W1 for a product, W2ᵀ, Σₙ over the batch, Σⱼ over a row.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.str import StrPrinter
+
+from ..arrays import MatProduct, ReductionBase, Transposed
+from ..functions import sigmoid, softplus
+
+REDUCTION_TEXT = {  # (op, axis) -> how the reduction reads
+    ("sum", 1): "Σⱼ",
+    ("mean", 1): "meanⱼ",
+    ("max", 1): "maxⱼ",
+    ("sum", 0): "Σₙ",
+    ("mean", 0): "meanₙ",
+    ("max", 0): "maxₙ",
+    ("sum", None): "Σ",
+}
+
+
+class _Text(StrPrinter):
+    """Unicode math for comments and the terminal: a², σ(z), ŷ."""
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        sup = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+        if expr.exp.is_Integer and expr.exp > 0:
+            base = self.parenthesize(expr.base, PRECEDENCE["Pow"])
+            return base + str(int(expr.exp)).translate(sup)
+        if expr.exp == sp.S.Half:
+            return f"√({self._print(expr.base)})"
+        return super()._print_Pow(expr, rational)
+
+    def _print_sigmoid(self, expr: sigmoid) -> str:
+        return f"σ({self._print(expr.args[0])})"
+
+    def _print_softplus(self, expr: softplus) -> str:
+        return f"softplus({self._print(expr.args[0])})"
+
+    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
+        parts = []
+        for value, cond in expr.args:
+            parts.append(
+                self._print(value)
+                + ("" if cond is sp.true else f" if {self._print(cond)}")
+            )
+        return "{" + "; else ".join(parts) + "}"
+
+    def _print_Relational(self, expr: sp.core.relational.Relational) -> str:
+        op = {"<=": "≤", ">=": "≥"}.get(expr.rel_op, expr.rel_op)
+        return f"{self._print(expr.lhs)} {op} {self._print(expr.rhs)}"
+
+    def _print_Abs(self, expr: sp.Abs) -> str:
+        return f"|{self._print(expr.args[0])}|"
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        return super()._print_Mul(expr).replace("*", "·")
+
+    def _print_MatProduct(self, expr: MatProduct) -> str:
+        left, right = (self.parenthesize(x, PRECEDENCE["Mul"]) for x in expr.args)
+        return f"{left} {right}"
+
+    def _print_Transposed(self, expr: Transposed) -> str:
+        return self.parenthesize(expr.args[0], PRECEDENCE["Atom"] - 1) + "ᵀ"
+
+    def _print_ReductionBase(self, expr: ReductionBase) -> str:
+        arg = self.parenthesize(expr.args[0], PRECEDENCE["Atom"] - 1)
+        return f"{REDUCTION_TEXT[(expr.op, expr.axis)]} {arg}"
+
+    def _as_ordered_terms(self, expr: sp.Expr, order: str | None = None) -> list:
+        # ŷ - y rather than -y + ŷ: positive terms first, SymPy's order otherwise
+        terms = super()._as_ordered_terms(expr, order=order)
+        return sorted(terms, key=lambda t: t.could_extract_minus_sign())
+
+
+def text(expr: sp.Expr, names: dict[sp.Symbol, str] | None = None) -> str:
+    """Readable unicode for expr (for comments, docstrings and the terminal)."""
+    if names:
+        expr = expr.xreplace({s: sp.Symbol(n, real=True) for s, n in names.items()})
+    return _Text().doprint(expr)
