@@ -63,9 +63,50 @@ class OpSpec:
 
 @dataclass(frozen=True)
 class LayerSpec:
+    """A dense layer: units and an activation; residual adds its input to its output."""
+
     units: int
     activation: OpSpec
     loc: Loc = field(default=Loc("<spec>"), compare=False)
+    residual: bool = False
+
+    kind = "dense"
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """A normalization layer: a built-in norm (layernorm, rmsnorm, batchnorm) by name,
+    or a custom one with its expression in x; params hold eps (and batchnorm's
+    momentum), custom parameters included."""
+
+    name: str
+    params: tuple[tuple[str, float], ...] = ()
+    expr: str | None = None
+    affine: bool = True
+    loc: Loc = field(default=Loc("<spec>"), compare=False)
+
+    kind = "norm"
+
+    @property
+    def custom(self) -> bool:
+        return self.expr is not None
+
+    def param(self, key: str) -> float:
+        return dict(self.params)[key]
+
+
+@dataclass(frozen=True)
+class DropoutSpec:
+    """Inverted dropout: in training, each value is kept with probability 1 − rate
+    and scaled by 1/(1 − rate)."""
+
+    rate: float
+    loc: Loc = field(default=Loc("<spec>"), compare=False)
+
+    kind = "dropout"
+
+
+Layer = LayerSpec | NormSpec | DropoutSpec
 
 
 @dataclass(frozen=True)
@@ -79,11 +120,11 @@ class OptimizerSpec:
 
 @dataclass(frozen=True)
 class Spec:
-    """A validated network spec (format v1)."""
+    """A validated network spec (format v1, or v2 with layers beyond dense)."""
 
     name: str
     input: int
-    layers: tuple[LayerSpec, ...]
+    layers: tuple[Layer, ...]  # the last is a dense layer: the output layer
     loss: OpSpec
     l2: float = 0.0
     optimizer: OptimizerSpec = OptimizerSpec("sgd", (("learning_rate", 0.01),))
@@ -92,7 +133,19 @@ class Spec:
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        return (self.input, *(layer.units for layer in self.layers))
+        """The input width, then each layer's output width (a norm or dropout keeps
+        the width it is given)."""
+        sizes = [self.input]
+        for layer in self.layers:
+            sizes.append(layer.units if isinstance(layer, LayerSpec) else sizes[-1])
+        return tuple(sizes)
+
+    @property
+    def output(self) -> LayerSpec:
+        """The output layer (validated to be dense)."""
+        layer = self.layers[-1]
+        assert isinstance(layer, LayerSpec)
+        return layer
 
 
 # what names a spec in the API: the Spec, a path, YAML text or a dict (see as_spec)
@@ -388,7 +441,9 @@ def _compose(text: str, file: str) -> tuple[_Node | None, list[Problem]]:
 # ------------------------------------------------------------------ validation
 
 TOP_KEYS = ("name", "input", "layers", "loss", "l2", "optimizer", "init")
-LAYER_KEYS = ("units", "activation")
+LAYER_KEYS = ("units", "activation")  # a dense layer's required keys
+DENSE_KEYS = ("type", "units", "activation", "residual")
+LAYER_TYPES = ("dense", "layernorm", "rmsnorm", "batchnorm", "norm", "dropout")
 
 
 # module names that mean something beside the generated file: run on startup (site),
@@ -471,6 +526,7 @@ class _Validator:
     def __init__(self, file: str) -> None:
         self.file = file
         self.problems: list[Problem] = []
+        self.width: int | None = None  # the input width, for residual layers
 
     def err(self, loc: Loc, message: str, hint: str = "") -> None:
         self.problems.append(loc.problem(message, hint))
@@ -787,8 +843,9 @@ class _Validator:
         top = root.value
         name = self.name(top["name"]) if "name" in top else None
         n_in = self.integer(top["input"], 1, MAX_UNITS) if "input" in top else None
+        self.width = n_in
         layers = self.layers(top["layers"]) if "layers" in top else None
-        output = layers[-1].activation if layers else None
+        output = layers[-1].activation if layers else None  # type: ignore[union-attr]
         loss = (
             self.op(top["loss"], ops.LOSSES, "loss", output) if "loss" in top else None
         )
@@ -826,7 +883,9 @@ class _Validator:
                 "generation time grows with depth: about 4 s for 100 layers",
             )
             return None
-        out = []
+        out: list[Layer] = []
+        width = self.width
+        last = len(node.value) - 1
         for i, item in enumerate(node.value):
             if not isinstance(item.value, dict):
                 self.err(
@@ -835,29 +894,176 @@ class _Validator:
                     "e.g. {units: 8, activation: relu}",
                 )
                 continue
-            self.keys(item, LAYER_KEYS, LAYER_KEYS)
-            units = (
-                self.integer(item.value["units"], 1, MAX_UNITS)
-                if "units" in item.value
-                else None
-            )
-            act = (
-                self.op(item.value["activation"], ops.ACTIVATIONS, "activation")
-                if "activation" in item.value
-                else None
-            )
-            if act and act.name == ops.SOFTMAX and i != len(node.value) - 1:
+            kind = self.layer_type(item)
+            if kind is None:
+                continue
+            if kind != "dense" and i == last:
                 self.err(
-                    act.loc,
-                    "softmax is only supported on the output (last) layer",
-                    "use relu or tanh in hidden layers",
+                    item.loc,
+                    f"the last layer is the output layer: it must be dense, found {kind}",
+                    "end with {units: N, activation: NAME}",
                 )
-            if units is not None and act is not None:
-                out.append(LayerSpec(units, act, item.loc))
+                continue
+            layer: Layer | None
+            if kind == "dense":
+                layer = self.dense(item, i == last, width)
+            elif kind == "dropout":
+                layer = self.dropout(item)
+            else:
+                layer = self.norm(item, kind)
+            if layer is not None:
+                out.append(layer)
+                if isinstance(layer, LayerSpec):
+                    width = layer.units
         return tuple(out) if len(out) == len(node.value) else None
 
-    def output_checks(self, layers: tuple[LayerSpec, ...], loss: OpSpec) -> None:
-        out = layers[-1].activation
+    def layer_type(self, item: _Node) -> str | None:
+        """The layer's kind: its `type`, or dense without one."""
+        tnode = item.value.get("type")
+        if tnode is None:
+            return "dense"
+        kind = tnode.value
+        if kind not in LAYER_TYPES:
+            hint = _suggest(kind, LAYER_TYPES) or "known: " + ", ".join(LAYER_TYPES)
+            self.err(tnode.loc, f"unknown layer type {echo(kind)}", hint)
+            return None
+        return str(kind)
+
+    def dense(self, item: _Node, last: bool, width: int | None) -> LayerSpec | None:
+        self.keys(item, DENSE_KEYS, LAYER_KEYS)
+        v = item.value
+        units = self.integer(v["units"], 1, MAX_UNITS) if "units" in v else None
+        act = (
+            self.op(v["activation"], ops.ACTIVATIONS, "activation")
+            if "activation" in v
+            else None
+        )
+        if act and act.name == ops.SOFTMAX and not last:
+            self.err(
+                act.loc,
+                "softmax is only supported on the output (last) layer",
+                "use relu or tanh in hidden layers",
+            )
+        residual = self.flag(v["residual"]) if "residual" in v else False
+        if residual and last:
+            self.err(
+                v["residual"].loc,
+                "the output layer cannot be residual: its output is the prediction",
+                "put the residual connection on a hidden layer",
+            )
+            residual = None
+        elif residual and units is not None and width is not None and units != width:
+            self.err(
+                v["residual"].loc,
+                f"a residual layer adds its input to its output: its units ({units})"
+                f" must equal its input width ({width})",
+                f"set units: {width}, or drop residual",
+            )
+            residual = None
+        if units is None or act is None or residual is None:
+            return None
+        return LayerSpec(units, act, item.loc, residual)
+
+    def flag(self, node: _Node) -> bool | None:
+        if not isinstance(node.value, bool):
+            self.err(node.loc, f"expected true or false, found {_kind(node.value)}")
+            return None
+        return node.value
+
+    def dropout(self, item: _Node) -> DropoutSpec | None:
+        self.keys(item, ("type", "rate"), ("rate",))
+        if "rate" not in item.value:
+            return None
+        rnode = item.value["rate"]
+        rate = self.real(rnode, 0.0)
+        if rate is None:
+            return None
+        if not rate < 1:
+            self.err(
+                rnode.loc,
+                f"rate is the probability of dropping a value: expected a number in"
+                f" [0, 1), found {rate:g}",
+                "e.g. rate: 0.1",
+            )
+            return None
+        return DropoutSpec(rate, item.loc)
+
+    def norm(self, item: _Node, kind: str) -> NormSpec | None:
+        from . import layers  # the norm registry (SymPy: only for specs that use it)
+
+        if kind != "norm":
+            definition = layers.NORMS[kind]
+            values = {**definition.params, **definition.stat_params}
+            self.keys(item, ("type", *values), ())
+        else:
+            self.keys(item, tuple(item.value), ("name", "expr"))
+            values = {}
+        ok = True
+        for key, pnode in item.value.items():
+            if key in ("type", "name", "expr", "affine") and kind == "norm":
+                continue
+            if key == "type" or (kind != "norm" and key not in values):
+                continue
+            ploc = item.key_locs.get(key, pnode.loc)
+            if kind == "norm" and (not key.isidentifier() or key.startswith("_")):
+                self.err(
+                    ploc, f"parameter name {key!r} is not usable", "pick another name"
+                )
+                ok = False
+                continue
+            value = self.parameter(pnode)
+            if value is None:
+                ok = False
+            elif key == "momentum" and not 0 <= value <= 1:
+                self.err(pnode.loc, f"momentum must be in [0, 1], found {value:g}")
+                ok = False
+            elif key == "eps" and not value > 0:
+                self.err(pnode.loc, f"eps must be positive, found {value:g}")
+                ok = False
+            else:
+                values[key] = value
+        if kind != "norm":
+            return (
+                NormSpec(kind, tuple(values.items()), None, True, item.loc)
+                if ok
+                else None
+            )
+        return self.custom_norm(item, values) if ok else None
+
+    def custom_norm(self, item: _Node, values: dict[str, float]) -> NormSpec | None:
+        from . import layers
+
+        v = item.value
+        if "name" not in v or "expr" not in v:
+            return None
+        name, text = v["name"].value, v["expr"].value
+        if not isinstance(name, str) or not name.isidentifier():
+            self.err(
+                v["name"].loc, f"custom norm name {echo(name)} is not an identifier"
+            )
+            return None
+        if name in layers.NORMS:
+            self.err(
+                v["name"].loc,
+                f"{name!r} is a built-in norm; a custom expression needs its own name",
+                f"e.g. my_{name}",
+            )
+            return None
+        affine = self.flag(v["affine"]) if "affine" in v else True
+        if not isinstance(text, str):
+            self.err(v["expr"].loc, f"expr must be text, found {_kind(text)}")
+            return None
+        try:
+            layers.custom(name, text, values, affine=bool(affine))
+        except ExpressionError as exc:
+            self.err(v["expr"].loc, f"expression rejected: {exc}")
+            return None
+        if affine is None:
+            return None
+        return NormSpec(name, tuple(values.items()), text, affine, item.loc)
+
+    def output_checks(self, layers: tuple[Layer, ...], loss: OpSpec) -> None:
+        out = layers[-1].activation  # type: ignore[union-attr] - the last is dense
         if loss.custom:
             return
         opdef = ops.LOSSES[loss.name]
@@ -971,6 +1177,7 @@ class _PythonReader:
     def __init__(self, file: str) -> None:
         self.file = file
         self.problems: list[Problem] = []
+        self.width: int | None = None  # the input width, for residual layers
         self.count = 0
 
     def read(self, value: object, path: str, depth: int) -> _Node:
