@@ -72,6 +72,7 @@ NODES = {"mean": GroupMean, "sum": GroupSum, "max": GroupMax}
 MAX_OPS = 200  # count_ops for factor / cancel / expand
 MAX_TERMS = 200  # terms of an argument multiplied out before linearizing
 MAX_DEGREE = 24
+MAX_GENERATORS = 12  # symbols and function calls, above which factor is not tried
 ROUNDS = 4  # linearize + identities, repeated while something changes
 
 # the numeric checks: a concrete group, random points, extreme inputs
@@ -487,7 +488,7 @@ def linearize(e: sp.Expr) -> sp.Expr:
                 return node
             return GroupMax(arg - sp.Add(*fixed)) + sp.Add(*fixed)
         if _terms(arg) <= MAX_TERMS:
-            arg = sp.expand(arg)
+            arg = sp.expand(arg, power_exp=False)
         total = sp.S.Zero
         for term in sp.Add.make_args(arg):
             fixed = [f for f in sp.Mul.make_args(term) if constant(f)]
@@ -509,7 +510,7 @@ def _basic(node: sp.Expr) -> bool:
     arg = node.args[0]
     if arg.is_Add or any(constant(f) for f in sp.Mul.make_args(arg)):
         return False
-    return _terms(arg) > MAX_TERMS or sp.expand(arg) == arg
+    return _terms(arg) > MAX_TERMS or sp.expand(arg, power_exp=False) == arg
 
 
 def identities(
@@ -619,7 +620,10 @@ def forms(e: sp.Expr) -> list[sp.Expr]:
         found.add(variant)
         if not affordable(held):
             continue
+        many = len(held.free_symbols | held.atoms(sp.Function)) > MAX_GENERATORS
         for fn in REWRITES:
+            if many and fn is sp.factor:  # multivariate factoring: seconds per symbol
+                continue
             try:
                 form = fn(held)
             except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
