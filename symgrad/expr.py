@@ -71,6 +71,11 @@ REDUCTIONS: dict[str, dict[int, type[GroupReduction]]] = {
 }
 NORM_VARIABLE = "x"
 NORM_X = sp.Symbol("x", real=True)  # one value of the group a norm acts on
+# names a norm's derived rule gives its own values (reductions.py): not for parameters
+RESERVED_NORM_NAMES = (
+    *("x", "xhat", "g", "h", "n", "y", "gamma", "beta"),
+    *("dx", "dgamma", "dbeta", "momentum", "running_mean", "running_var"),
+)
 
 _BINOPS = {
     ast.Add: lambda x, y: x + y,
@@ -185,12 +190,17 @@ def parse_norm(text: str, params: Mapping[str, float | int] | None = None) -> sp
             or more than MAX_REDUCTIONS distinct reductions.
     """
     params = dict(params or {})
-    reserved = {NORM_VARIABLE, *FUNCTIONS, *REDUCTIONS, *CONSTANTS}
+    reserved = {*FUNCTIONS, *REDUCTIONS, *CONSTANTS}
     for key in params:
         if not isinstance(key, str) or not key.isidentifier() or key in reserved:
             raise ExpressionError(
                 f"parameter name {echo(key)} is not usable: it must be an identifier"
-                " other than x, a function or a constant"
+                " other than a function or a constant"
+            )
+        if key in RESERVED_NORM_NAMES:
+            raise ExpressionError(
+                f"parameter name {echo(key)} is taken: the norm's derivation names its"
+                f" own values {', '.join(RESERVED_NORM_NAMES)}"
             )
     variables = {NORM_VARIABLE: NORM_X}
     parse(text, variables, {k: number(v) for k, v in params.items()}, reductions=True)

@@ -66,6 +66,8 @@ DBETA = sp.Symbol("dbeta", real=True)
 MOMENTUM = "momentum"
 
 ELEMENTWISE = frozenset({X, XHAT, G, H})
+# names of the rule's own values; a norm parameter may not take one (expr.parse_norm)
+RESERVED = set(expr_mod.RESERVED_NORM_NAMES)
 NODES = {"mean": GroupMean, "sum": GroupSum, "max": GroupMax}
 
 # bounds of the algebra: past these an expression is kept as it is
@@ -234,6 +236,7 @@ def split(
     """
     found: dict[tuple[str, sp.Expr], sp.Symbol] = {}
     order: list[Reduction] = []
+    taken = {u.name for u in definition.free_symbols} | RESERVED
 
     def visit(e: sp.Expr) -> sp.Expr:
         if isinstance(e, GroupReduction):
@@ -242,6 +245,7 @@ def split(
             if key not in found:
                 k = len(order)
                 name = names[k] if k < len(names) else f"r{k + 1}"
+                name = fresh(name, taken)
                 found[key] = sp.Symbol(name, **_sign(arg))
                 order.append(Reduction(found[key], e.op, arg))
             return found[key]
@@ -250,6 +254,16 @@ def split(
         return e.func(*[visit(a) for a in e.args])
 
     return visit(definition), tuple(order)
+
+
+def fresh(name: str, taken: set[str]) -> str:
+    """name, or name_2, name_3, ... when a parameter or another value has it; taken."""
+    out, k = name, 1
+    while out in taken:
+        k += 1
+        out = f"{name}_{k}"
+    taken.add(out)
+    return out
 
 
 def _sign(e: sp.Expr) -> dict[str, bool]:
@@ -293,11 +307,12 @@ def name_scales(
     g = visit(f)
     counts = {role: sum(1 for r, _ in parts if r == role) for role, _ in parts}
     seen: dict[str, int] = {}
+    taken = {u.name for u in f.free_symbols} | RESERVED
     out = []
     for role, value in parts:
         seen[role] = seen.get(role, 0) + 1
         name = role if counts[role] == 1 else f"{role}{seen[role]}"
-        out.append((sp.Symbol(name, **_sign(value)), value))
+        out.append((sp.Symbol(fresh(name, taken), **_sign(value)), value))
     marks = {sp.Symbol(f"_part{i}"): s for i, (s, _) in enumerate(out)}
     return g.xreplace(marks), tuple(out)
 

@@ -151,7 +151,9 @@ def test_norm_rejections(text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"x": 1.0}, "parameter name 'x' is not usable"),
+        ({"x": 1.0}, "parameter name 'x' is taken"),
+        ({"n": 3.0}, "parameter name 'n' is taken"),
+        ({"xhat": 3.0}, "parameter name 'xhat' is taken"),
         ({"mean": 1.0}, "parameter name 'mean' is not usable"),
         ({"exp": 1.0}, "parameter name 'exp' is not usable"),
         ({"eps": 1e-13}, "smaller than"),

@@ -407,3 +407,24 @@ def test_same_rule_in_a_thread() -> None:
     assert sp.srepr(first.dx) == sp.srepr(again.dx)
     assert [s.equation for s in first.forward] == [s.equation for s in again.forward]
     assert [str(s) for s in first.steps] == [str(s) for s in again.steps]
+
+
+def test_parameters_named_like_derived_values_stay_apart() -> None:
+    norm = layers.custom(
+        "named",
+        "(x - mean(x)) / (mean(abs(x - mean(x))) + sigma) * r1",
+        {"sigma": 1e-3, "r1": 2.0},
+    )
+    rule = norm_rule(norm)
+    names = [s.target.name for s in rule.forward]
+    assert names[:3] == ["r1_2", "r2", "sigma_2"]
+    rng = np.random.default_rng(10)
+    x, g = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+
+    def reference(t):
+        c = t - t.mean(-1, keepdim=True)
+        return c / (c.abs().mean(-1, keepdim=True) + 1e-3) * 2.0
+
+    _, dx = torch_grads(lambda t: reference(t), x, g)
+    env = derived(rule, x, g)
+    close(env[DX], dx)
