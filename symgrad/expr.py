@@ -192,10 +192,15 @@ def parse_norm(text: str, params: Mapping[str, float | int] | None = None) -> sp
     params = dict(params or {})
     reserved = {*FUNCTIONS, *REDUCTIONS, *CONSTANTS}
     for key in params:
-        if not isinstance(key, str) or not key.isidentifier() or key in reserved:
+        if (
+            not isinstance(key, str)
+            or not key.isidentifier()
+            or key.startswith("_")
+            or key in reserved
+        ):
             raise ExpressionError(
-                f"parameter name {echo(key)} is not usable: it must be an identifier"
-                " other than a function or a constant"
+                f"parameter name {echo(key)} is not usable: it must be an identifier,"
+                " not starting with _, other than a function or a constant"
             )
         if key in RESERVED_NORM_NAMES:
             raise ExpressionError(

@@ -212,8 +212,7 @@ def norm_rule(norm: NormDef, params: Mapping[str, float] | None = None) -> NormR
             no simplified form agrees with it (please report the norm).
     """
     values = norm.values(params)
-    stats = {**norm.stat_params, **{k: v for k, v in (params or {}).items()}}
-    stats = {k: stats[k] for k in norm.stat_params}
+    stats = {k: (params or {}).get(k, v) for k, v in norm.stat_params.items()}
     definition = symbolize(norm.expression(values))
     core = _derive(
         definition,
@@ -555,7 +554,7 @@ def identities(
                 continue
             value = -lin.xreplace({mark: 0}) / coeff
             if affordable(value):
-                value = sp.factor(sp.cancel(value))
+                value = _factor(sp.cancel(value))
             rules.append((r, node, value))
             break
     return rules
@@ -581,18 +580,32 @@ def contract(e: sp.Expr, scales: Sequence[tuple[sp.Symbol, sp.Expr]]) -> sp.Expr
     return e
 
 
-def eliminate(e: sp.Expr, scales: Sequence[tuple[sp.Symbol, sp.Expr]]) -> sp.Expr:
-    """e with each reduction that a scale is made of written through the scale:
-    var = σ² − ε for σ = √(var + ε), so that σ·x̂/(ε + var) becomes x̂/σ."""
+def eliminate(
+    e: sp.Expr,
+    scales: Sequence[tuple[sp.Symbol, sp.Expr]],
+    reductions: Sequence[Reduction],
+) -> sp.Expr:
+    """e with the reduction a scale is made of written through the scale, where the
+    scale uses one reduction once: var = σ² − ε for σ = √(var + ε), so that
+    σ·x̂/(ε + var) becomes x̂/σ."""
+    symbols = {r.symbol for r in reductions}
     for s, value in scales:
-        inside = [u for u in value.free_symbols if u not in ELEMENTWISE]
-        for r in sorted(inside, key=str):
-            if value.count(r) == 1 and r.is_positive is not False:
-                inverse = invert(value, r, s)
-                if inverse is not None and not isinstance(r, Coefficient):
-                    e = e.xreplace({r: inverse})
-                    break
+        inside = sorted(value.free_symbols & symbols, key=str)
+        if len(inside) == 1 and value.count(inside[0]) == 1:
+            inverse = invert(value, inside[0], s)
+            if inverse is not None:
+                e = e.xreplace({inside[0]: inverse})
     return e
+
+
+def _factor(e: sp.Expr) -> sp.Expr:
+    """factor(e) where affordable and of few generators, else factor_terms(e)."""
+    if affordable(e) and len(e.free_symbols | e.atoms(sp.Function)) <= MAX_GENERATORS:
+        try:
+            return sp.factor(e)
+        except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
+            pass
+    return sp.factor_terms(e)
 
 
 # ------------------------------------------------------------------ forms
@@ -676,10 +689,7 @@ def fold(e: sp.Expr) -> sp.Expr:
                 c, u = parts[0]
                 rest.append(c * kind(u))
                 continue
-            inner = sp.Add(*(c * u for c, u in parts))
-            if affordable(inner):
-                inner = sp.factor(inner)
-            rest.append(kind(inner))
+            rest.append(kind(_factor(sp.Add(*(c * u for c, u in parts)))))
         return sp.Add(*rest)
 
     return e.replace(lambda n: n.is_Add and n.atoms(GroupReduction), merge)
@@ -1009,7 +1019,10 @@ def _derive(
             )
             for r, node, value in rules
         ]
-        variants = {contract(e, scales), contract(eliminate(e, scales), scales)}
+        variants = {
+            contract(e, scales),
+            contract(eliminate(e, scales, reductions), scales),
+        }
         shown[basis].append(Step(label, DX, min(variants, key=_order)))
         for variant in variants:
             candidates += [(contract(u, scales), basis) for u in forms(variant)]

@@ -155,6 +155,7 @@ def test_norm_rejections(text: str, message: str) -> None:
         ({"n": 3.0}, "parameter name 'n' is taken"),
         ({"xhat": 3.0}, "parameter name 'xhat' is taken"),
         ({"mean": 1.0}, "parameter name 'mean' is not usable"),
+        ({"_R0": 1.0}, "parameter name '_R0' is not usable"),
         ({"exp": 1.0}, "parameter name 'exp' is not usable"),
         ({"eps": 1e-13}, "smaller than"),
         ({"eps": float("nan")}, "finite"),
