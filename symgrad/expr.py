@@ -1,9 +1,16 @@
-"""The safe parser for custom activation and loss expressions written in a spec.
+"""The safe parser for custom activation, loss and norm expressions written in a spec.
 
 Spec text never reaches eval, `sympify` or `parse_expr` (all three call eval). The text is
 parsed with `ast`, every node is checked against a whitelist of node types, names and
 functions, and the SymPy expression is built here, node by node, under limits on length,
 depth, size, literal magnitude and constant exponents, so that a hostile string fails fast.
+
+A norm (`parse_norm`) is an expression in one group's values `x` that may also call the
+group reductions `mean(e)`, `sum(e)` and `max(e)` (one argument: over the group, built as
+GroupMean/GroupSum/GroupMax of arrays.py; `max(a, b)` with two stays the elementwise
+maximum). A reduction's argument must vary over the group (use `x` outside any inner
+reduction), and so must the norm itself; a norm without any reduction is allowed (its
+rule is then elementwise).
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ from collections.abc import Mapping
 
 import sympy as sp
 
-from .errors import ExpressionError, echo
+from .arrays import GroupMax, GroupMean, GroupReduction, GroupSum
+from .errors import MAX_ECHO, ExpressionError, echo, printable
 from .functions import sigmoid
 
 MAX_LENGTH = 500  # characters
@@ -26,7 +34,8 @@ MAX_EXPONENT = 64  # absolute value of a constant exponent
 MAX_DEGREE = 64  # polynomial degree, counting nested powers: ((z+1)**8)**16 is 128
 MAX_NESTING = 6  # functions applied to functions: exp(tanh(sigmoid(z))) is 3
 MAX_KINKS = 8  # abs, sign, max, min, relu: each can double the pieces of a rule
-KINKS = (sp.Abs, sp.sign, sp.Max, sp.Min)
+KINKS = (sp.Abs, sp.sign, sp.Max, sp.Min, GroupMax)
+MAX_REDUCTIONS = 8  # distinct group reductions in a norm: each adds a backward term
 
 
 def _relu(x: sp.Expr) -> sp.Expr:
@@ -53,6 +62,20 @@ FUNCTIONS: dict[str, tuple[int, object]] = {
     "min": (2, sp.Min),
 }
 CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi, "e": sp.E}
+# norms only: the group reductions, by name and number of arguments (max(a, b) stays
+# the elementwise maximum of FUNCTIONS)
+REDUCTIONS: dict[str, dict[int, type[GroupReduction]]] = {
+    "mean": {1: GroupMean},
+    "sum": {1: GroupSum},
+    "max": {1: GroupMax},
+}
+NORM_VARIABLE = "x"
+NORM_X = sp.Symbol("x", real=True)  # one value of the group a norm acts on
+# names a norm's derived rule gives its own values (reductions.py): not for parameters
+RESERVED_NORM_NAMES = (
+    *("x", "xhat", "g", "h", "n", "y", "gamma", "beta"),
+    *("dx", "dgamma", "dbeta", "momentum", "running_mean", "running_var"),
+)
 
 _BINOPS = {
     ast.Add: lambda x, y: x + y,
@@ -95,8 +118,13 @@ def parse(
     text: str,
     variables: Mapping[str, sp.Symbol],
     params: Mapping[str, sp.Expr] | None = None,
+    *,
+    reductions: bool = False,
 ) -> sp.Expr:
     """Parse `text` into a SymPy expression over `variables` and numeric `params`.
+
+    Args:
+        reductions: allow the group reductions mean(e), sum(e), max(e) (norms).
 
     Raises:
         ExpressionError: the text is not an allowed expression; the message says why.
@@ -116,7 +144,7 @@ def parse(
             f"not a valid expression: {exc.msg} at column {exc.offset}"
         ) from None
     names: dict[str, sp.Expr] = {**CONSTANTS, **(params or {}), **variables}
-    builder = _Builder(names)
+    builder = _Builder(names, set(variables.values()), reductions)
     expr = builder.build(tree.body, 1)
     if not expr.free_symbols & set(variables.values()):
         raise ExpressionError(
@@ -127,7 +155,85 @@ def parse(
             "expression is undefined (it simplifies to nan or infinity)"
         )
     check_cost(expr)
+    if reductions:
+        _check_norm(expr, set(variables.values()))
     return expr
+
+
+def parameter(name: str, value: float | int) -> sp.Expr:
+    """The symbol a named norm parameter (eps) stands for in a derivation.
+
+    Its sign is an assumption (eps > 0 makes sqrt(v + eps) positive), its value is kept by
+    whoever evaluates the rule; a zero parameter is the number 0.
+    """
+    check_number(value)
+    if value == 0:
+        return sp.S.Zero
+    return (
+        sp.Symbol(name, positive=True) if value > 0 else sp.Symbol(name, negative=True)
+    )
+
+
+def parse_norm(text: str, params: Mapping[str, float | int] | None = None) -> sp.Expr:
+    """Parse a norm: an expression in `x` with group reductions and named parameters.
+
+    The text is checked once with the parameters' values (the numeric limits apply to
+    them as to literals), then built with each parameter as a symbol (see `parameter`).
+
+    Returns:
+        The expression over `NORM_X`, GroupMean/GroupSum/GroupMax
+        nodes and the parameter symbols.
+
+    Raises:
+        ExpressionError: as for `parse`, and for a parameter name that is taken, a
+            reduction of a group constant, a norm that uses x only inside reductions,
+            or more than MAX_REDUCTIONS distinct reductions.
+    """
+    params = dict(params or {})
+    reserved = {*FUNCTIONS, *REDUCTIONS, *CONSTANTS}
+    for key in params:
+        if (
+            not isinstance(key, str)
+            or not key.isidentifier()
+            or key.startswith("_")
+            or key in reserved
+        ):
+            raise ExpressionError(
+                f"parameter name {echo(key)} is not usable: it must be an identifier,"
+                " not starting with _, other than a function or a constant"
+            )
+        if key in RESERVED_NORM_NAMES:
+            raise ExpressionError(
+                f"parameter name {echo(key)} is taken: the norm's derivation names its"
+                f" own values {', '.join(RESERVED_NORM_NAMES)}"
+            )
+    variables = {NORM_VARIABLE: NORM_X}
+    parse(text, variables, {k: number(v) for k, v in params.items()}, reductions=True)
+    symbols = {k: parameter(k, v) for k, v in params.items()}
+    return parse(text, variables, symbols, reductions=True)
+
+
+def elementwise_part(e: sp.Expr) -> sp.Expr:
+    """e with every group reduction replaced by one placeholder constant."""
+    return e.replace(
+        lambda n: isinstance(n, GroupReduction), lambda n: sp.Symbol("_reduced")
+    )
+
+
+def _check_norm(expr: sp.Expr, variables: set[sp.Symbol]) -> None:
+    found = expr.atoms(GroupReduction)
+    if len(found) > MAX_REDUCTIONS:
+        raise ExpressionError(
+            f"norm has {len(found)} different reductions; at most {MAX_REDUCTIONS} are"
+            " allowed (each adds a term to the backward pass)"
+        )
+    for node in found:  # check_cost saw each reduction as one generator
+        check_cost(node.args[0])
+    if not elementwise_part(expr).free_symbols & variables:
+        raise ExpressionError(
+            "the norm gives every element of the group the same value: x appears only"
+            " inside mean/sum/max; use x elementwise too, e.g. x - mean(x)"
+        )
 
 
 def degree(e: sp.Expr) -> int:
@@ -196,8 +302,20 @@ def check_cost(expr: sp.Expr) -> None:
 class _Builder:
     """Builds SymPy from a whitelisted `ast` tree, counting nodes and depth."""
 
-    def __init__(self, names: Mapping[str, sp.Expr]) -> None:
+    def __init__(
+        self,
+        names: Mapping[str, sp.Expr],
+        variables: set[sp.Symbol] | None = None,
+        reductions: bool = False,
+    ) -> None:
         self.names = names
+        self.variables = variables or set()
+        self.functions: dict[str, dict[int, object]] = {
+            k: {arity: fn} for k, (arity, fn) in FUNCTIONS.items()
+        }
+        if reductions:
+            for k, by_arity in REDUCTIONS.items():
+                self.functions[k] = {**by_arity, **self.functions.get(k, {})}
         self.count = 0
 
     def build(self, node: ast.AST, depth: int) -> sp.Expr:
@@ -260,26 +378,61 @@ class _Builder:
         return base**exponent
 
     def _call(self, node: ast.Call, depth: int) -> sp.Expr:
-        known = ", ".join(sorted(FUNCTIONS))
+        known = ", ".join(sorted(self.functions))
         if not isinstance(node.func, ast.Name):
             raise ExpressionError(
                 f"only the functions {known} can be called, by name;"
                 f" found a call of {echo(ast.unparse(node.func))}"
             )
-        if node.func.id not in FUNCTIONS:
+        name = node.func.id
+        if name not in self.functions:
             raise ExpressionError(
-                f"unknown function {echo(node.func.id)}; known functions: {known}"
+                f"unknown function {echo(name)}; known functions: {known}"
             )
         if node.keywords:
-            raise ExpressionError(f"{node.func.id}() takes no keyword arguments")
-        arity, fn = FUNCTIONS[node.func.id]
-        if len(node.args) != arity:
-            raise ExpressionError(
-                f"{node.func.id}() takes {arity} argument{'s' if arity > 1 else ''},"
-                f" found {len(node.args)}"
+            raise ExpressionError(f"{name}() takes no keyword arguments")
+        by_arity = self.functions[name]
+        if len(node.args) not in by_arity:
+            # in a norm, min(e) is not a reduction: say how to write one
+            hint = (
+                " (the minimum over the group is -max(-e))"
+                if name == "min" and 1 in self.functions["max"]
+                else ""
             )
+            raise ExpressionError(
+                f"{name}() takes {_arities(by_arity)}, found {len(node.args)}{hint}"
+            )
+        fn = by_arity[len(node.args)]
         args = [self.build(arg, depth + 1) for arg in node.args]
+        if isinstance(fn, type) and issubclass(fn, GroupReduction):
+            if not elementwise_part(args[0]).free_symbols & self.variables:
+                raise ExpressionError(
+                    f"{name}({_snippet(ast.unparse(node.args[0]))}) reduces a value that is"
+                    " the same for every element of the group; the argument of a"
+                    " reduction must use x outside any inner reduction, as in"
+                    " mean((x - mean(x))**2)"
+                )
         return fn(*args)  # type: ignore[operator]
+
+
+def _arities(by_arity: Mapping[int, object]) -> str:
+    """'1 argument', '2 arguments', or for max in a norm '1 argument (the maximum over
+    the group) or 2 (the elementwise maximum)'."""
+    if len(by_arity) == 1:
+        (n,) = by_arity
+        return f"{n} argument{'s' if n > 1 else ''}"
+    parts = []
+    for n, fn in sorted(by_arity.items()):
+        reduction = isinstance(fn, type) and issubclass(fn, GroupReduction)
+        what = "the maximum over the group" if reduction else "the elementwise maximum"
+        parts.append(f"{n} argument{'s' if n > 1 else ''} ({what})")
+    return " or ".join(parts)
+
+
+def _snippet(text: str) -> str:
+    """Spec text quoted in a message: escaped, cut to MAX_ECHO characters."""
+    text = printable(text)
+    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + "..."
 
 
 OPERATORS = {

@@ -86,3 +86,89 @@ def test_messages_say_what_to_write(text: str, message: str) -> None:
 def test_parameters_have_the_bounds_of_literals(value: float) -> None:
     with pytest.raises(ExpressionError, match="in magnitude"):
         parse("s*z", {"z": z}, {"s": number(value)})
+
+
+# ---------------------------------------------------------------- norm expressions
+
+
+def test_norm_reductions_are_group_nodes() -> None:
+    from symgrad.arrays import GroupMax, GroupMean, GroupSum
+    from symgrad.expr import NORM_X as x
+    from symgrad.expr import parse_norm
+
+    eps = sp.Symbol("eps", positive=True)
+    mu = GroupMean(x)
+    assert parse_norm(
+        "(x - mean(x)) / sqrt(mean((x - mean(x))**2) + eps)", {"eps": 1e-5}
+    ) == (x - mu) / sp.sqrt(GroupMean((x - mu) ** 2) + eps)
+    m = GroupMax(x)
+    assert parse_norm("exp(x - max(x)) / sum(exp(x - max(x)))") == sp.exp(
+        x - m
+    ) / GroupSum(sp.exp(x - m))
+    # max with two arguments stays the elementwise maximum
+    assert parse_norm("max(x, 0) - mean(x)") == sp.Max(x, 0) - mu
+    # no reduction at all: an elementwise rule (allowed)
+    assert parse_norm("tanh(x)") == sp.tanh(x)
+    # a parameter's sign is an assumption, its value is not in the expression
+    assert parse_norm("x * k", {"k": -2.5}) == x * sp.Symbol("k", negative=True)
+    assert parse_norm("x / (mean(abs(x)) + eps)", {"eps": 0}) == x / GroupMean(
+        sp.Abs(x)
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mean(x)", "x appears only inside mean/sum/max"),
+        ("sum(x) + max(x)", "x appears only inside mean/sum/max"),
+        ("mean(mean(x)) + x", "mean(mean(x)) reduces a value that is the same"),
+        ("x - sum(pi)", "sum(pi) reduces a value that is the same"),
+        ("max(x, 1, 2)", "max() takes 1 argument (the maximum over the group) or 2"),
+        ("min(x)", "the minimum over the group is -max(-e)"),
+        ("mean(x, x)", "mean() takes 1 argument, found 2"),
+        ("median(x)", "unknown function 'median'"),
+        ("x - mean(x)**100", "constant exponent"),
+        ("x - mean((x + 1)**40 * (x - 1)**40)", "polynomial degree up to 80"),
+        ("x - " + " - ".join(f"mean(x**{k})" for k in range(1, 10)), "9 different"),
+        ("y - mean(y)", "unknown name 'y'"),
+        ("z - mean(z)", "unknown name 'z'"),
+        ("__import__('os').system('id') + mean(x)", "found a call of"),
+        ("x - mean(x) if x > 0 else x", "conditional"),
+        ("9**9**9 + mean(x)", "constant exponent"),
+        ("x / (mean(abs(x)) + eps)", "unknown name 'eps'"),
+    ],
+)
+def test_norm_rejections(text: str, message: str) -> None:
+    from symgrad.expr import parse_norm
+
+    start = time.perf_counter()
+    with pytest.raises(ExpressionError) as info:
+        parse_norm(text)
+    assert message in str(info.value)
+    assert time.perf_counter() - start < 1
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"x": 1.0}, "parameter name 'x' is taken"),
+        ({"n": 3.0}, "parameter name 'n' is taken"),
+        ({"xhat": 3.0}, "parameter name 'xhat' is taken"),
+        ({"mean": 1.0}, "parameter name 'mean' is not usable"),
+        ({"_R0": 1.0}, "parameter name '_R0' is not usable"),
+        ({"exp": 1.0}, "parameter name 'exp' is not usable"),
+        ({"eps": 1e-13}, "smaller than"),
+        ({"eps": float("nan")}, "finite"),
+        ({"eps": "1e-5"}, "expected a number"),
+    ],
+)
+def test_norm_parameters(params: dict, message: str) -> None:
+    from symgrad.expr import parse_norm
+
+    with pytest.raises(ExpressionError, match=message.replace("(", r"\(")):
+        parse_norm("x / (mean(abs(x)) + eps)", params)
+
+
+def test_activations_know_no_reductions() -> None:
+    with pytest.raises(ExpressionError, match="unknown function 'mean'"):
+        parse("z - mean(z)", Z)
