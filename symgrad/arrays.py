@@ -110,6 +110,8 @@ class GroupMax(GroupReductionBase):
     op = "max"
 
 
+GroupReduction = GroupReductionBase  # the name derivations use
+
 ROW = {"sum": RowSum, "mean": RowMean, "max": RowMax}
 COL = {"sum": ColSum, "mean": ColMean, "max": ColMax}
 

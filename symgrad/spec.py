@@ -491,6 +491,10 @@ def _suggest(
     return f"did you mean {best!r}?"
 
 
+def _whole_number(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _kind(value: object) -> str:
     if value is None:
         return "nothing"
@@ -913,8 +917,9 @@ class _Validator:
                 layer = self.norm(item, kind)
             if layer is not None:
                 out.append(layer)
-                if isinstance(layer, LayerSpec):
-                    width = layer.units
+            units = item.value.get("units")
+            if kind == "dense" and units is not None and _whole_number(units.value):
+                width = units.value  # the next layer's input, even if this one failed
         return tuple(out) if len(out) == len(node.value) else None
 
     def layer_type(self, item: _Node) -> str | None:
