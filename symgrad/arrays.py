@@ -51,6 +51,13 @@ class Transposed(ArrayNode):
     nargs = 1
 
 
+class KeepMask(ArrayNode):
+    """KeepMask(X, rate): an array shaped like X, 1/(1 − rate) with probability 1 − rate
+    and 0 otherwise, drawn from the generator of the call (inverted dropout)."""
+
+    nargs = 2
+
+
 class ReductionBase(ArrayNode):
     """A sum, mean or max over one axis of an (m, n) array; `axis` and `keepdims` as
     NumPy's (a row reduction keeps its dimension so that it broadcasts back)."""

@@ -19,6 +19,7 @@ import numpy as np
 import sympy as sp
 
 from . import expr as expr_mod
+from . import layers as layers_mod
 from . import ops, stability
 from .errors import DerivationError, ExpressionError, SpecError
 from .functions import (
@@ -30,8 +31,10 @@ from .functions import (
     symbolize,
     variables,
 )
+from .layers import NormDef
 from .ops import a, y, z
-from .spec import OpSpec, Spec, SpecSource, as_spec
+from .reductions import NormRule, norm_rule
+from .spec import LayerSpec, NormSpec, OpSpec, Spec, SpecSource, as_spec
 
 # where a candidate rewrite is checked (0 and small values hit piecewise boundaries)
 CHECK_POINTS = (-7.5, -3.2, -1.3, -0.6, -0.15, -0.01, 0, 0.01, 0.2, 0.7, 1.1, 2.9, 6.3)
@@ -921,12 +924,64 @@ def _softmax_delta(loss: sp.Expr, simplex: bool) -> tuple[sp.Expr, sp.Expr, bool
 
 @dataclass(frozen=True)
 class LayerRule:
-    """Layer l (1-based) of the network: sizes and its activation rule."""
+    """Dense layer l (1-based) of the network: sizes and its activation rule; a
+    residual layer adds its input to its output."""
 
     index: int
     fan_in: int
     units: int
     activation: ActivationRule
+    residual: bool = False
+
+    kind = "dense"
+
+    @property
+    def title(self) -> str:
+        return f"{self.units} ({self.activation.title}{', residual' if self.residual else ''})"
+
+
+@dataclass(frozen=True)
+class NormLayerRule:
+    """A normalization layer: its definition and the backward rule SymPy derived
+    (reductions.norm_rule), with the spec's values of its parameters."""
+
+    index: int
+    units: int
+    definition: NormDef
+    rule: NormRule
+    values: tuple[tuple[str, float], ...]  # eps, momentum, custom parameters
+
+    kind = "norm"
+
+    @property
+    def fan_in(self) -> int:
+        return self.units
+
+    @property
+    def title(self) -> str:
+        return self.definition.title or self.definition.name
+
+
+@dataclass(frozen=True)
+class DropoutRule:
+    """Inverted dropout with the given rate (training only)."""
+
+    index: int
+    units: int
+    rate: float
+
+    kind = "dropout"
+
+    @property
+    def fan_in(self) -> int:
+        return self.units
+
+    @property
+    def title(self) -> str:
+        return f"dropout {self.rate:g}"
+
+
+Layer = LayerRule | NormLayerRule | DropoutRule
 
 
 @dataclass(frozen=True)
@@ -934,7 +989,7 @@ class Derivation:
     """Everything derived for a spec: what the printers and templates need."""
 
     spec: Spec
-    layers: tuple[LayerRule, ...]
+    layers: tuple[Layer, ...]  # by position; the last is the dense output layer
     output: OutputRule
 
     @property
@@ -963,10 +1018,30 @@ class Derivation:
     @property
     def notes(self) -> tuple[str, ...]:
         """Where no overflow-free form was found: what the generate summary warns of."""
-        seen = dict.fromkeys(n for r in self.layers for n in r.activation.notes)
+        seen = dict.fromkeys(n for r in self.dense for n in r.activation.notes)
+        seen.update(
+            dict.fromkeys(
+                n
+                for r in self.layers
+                if isinstance(r, NormLayerRule)
+                for n in r.rule.notes
+            )
+        )
         return (*seen, *self.output.notes)
 
-    def layer(self, l: int) -> LayerRule:
+    @property
+    def dense(self) -> tuple[LayerRule, ...]:
+        """The dense layers, in order (the last is the output layer)."""
+        return tuple(r for r in self.layers if isinstance(r, LayerRule))
+
+    @property
+    def out(self) -> LayerRule:
+        """The output layer."""
+        layer = self.layers[-1]
+        assert isinstance(layer, LayerRule)
+        return layer
+
+    def layer(self, l: int) -> Layer:
         """Layer l, counted from 1 as W1 and W^{[1]} are: sizes and the derived rule."""
         if not 1 <= l <= self.depth:
             raise IndexError(f"no layer {l}: the layers are 1 to {self.depth}")
@@ -978,10 +1053,7 @@ class Derivation:
         from .printers import text
 
         out = self.output
-        network = " → ".join(
-            [str(self.spec.input)]
-            + [f"{r.units} ({r.activation.title})" for r in self.layers]
-        )
+        network = " → ".join([str(self.spec.input)] + [r.title for r in self.layers])
         loss = self.spec.loss.name if self.spec.loss.custom else out.loss_title
         delta = text(out.delta, {a: "ŷ"}).replace(" - ", " − ")
         if out.jvp:
@@ -1007,16 +1079,47 @@ def derive(spec: SpecSource) -> Derivation:
     """Derive the gradient rules of a spec: a Spec, a path, YAML text or a dict."""
     spec = as_spec(spec)
     sizes = spec.sizes
-    layers = tuple(
-        LayerRule(
-            i + 1, sizes[i], sizes[i + 1], _guarded(activation_rule, layer.activation)
-        )
-        for i, layer in enumerate(spec.layers)
-    )
-    out_act = spec.layers[-1].activation
-    _check_output_range(spec.loss, out_act, layers[-1].activation)
+    layers: list[Layer] = []
+    for i, layer in enumerate(spec.layers):
+        fan_in, units = sizes[i], sizes[i + 1]
+        if isinstance(layer, LayerSpec):
+            act = _guarded(activation_rule, layer.activation)
+            layers.append(LayerRule(i + 1, fan_in, units, act, layer.residual))  # type: ignore[arg-type]
+        elif isinstance(layer, NormSpec):
+            layers.append(_norm_layer(i + 1, units, layer))
+        else:
+            layers.append(DropoutRule(i + 1, units, layer.rate))
+    out_act = spec.output.activation
+    _check_output_range(spec.loss, out_act, layers[-1].activation)  # type: ignore[union-attr]
     output = _guarded(output_rule, spec.loss, out_act)
-    return Derivation(spec, layers, output)
+    return Derivation(spec, tuple(layers), output)  # type: ignore[arg-type]
+
+
+def _norm_layer(index: int, units: int, layer: NormSpec) -> NormLayerRule:
+    """A norm's definition (registered or from the spec's expression) and its rule."""
+    values = dict(layer.params)
+    if layer.custom:
+        definition = layers_mod.custom(
+            layer.name, layer.expr or "", values, affine=layer.affine
+        )
+    else:
+        definition = layers_mod.NORMS[layer.name]
+    try:
+        rule = norm_rule(
+            definition, {k: v for k, v in values.items() if k in definition.params}
+        )
+    except (RecursionError, MemoryError):
+        raise SpecError(
+            [
+                layer.loc.problem(
+                    f"norm {layer.name!r} is too large to derive (SymPy ran out of room)",
+                    "write a smaller expression",
+                )
+            ]
+        ) from None
+    except DerivationError as exc:
+        raise SpecError([layer.loc.problem(f"norm {layer.name!r}: {exc}")]) from None
+    return NormLayerRule(index, units, definition, rule, tuple(values.items()))
 
 
 def _guarded(rule: object, op: OpSpec, *more: OpSpec) -> object:

@@ -56,6 +56,12 @@ ROLES: dict[str, Role] = {
     "hsum": Role("Hsum{l}", r"\Sigma_k H^{{[{l}]}}", "Hsum{l}", "row sums of H", "r"),
     "delta": Role("D{l}", r"\delta^{{[{l}]}}", "δ{l}", "∂L/∂Z", "g"),
     "back": Role("G{l}", r"\delta^{{[{l}]}}_A", "G{l}", "∂L/∂A", "g"),
+    "f": Role("F{l}", "F^{{[{l}]}}", "F{l}", "f(Z) under a residual sum", "h"),
+    "keep": Role(
+        "K{l}", "K^{{[{l}]}}", "K{l}", "dropout's kept values, scaled", "mask"
+    ),
+    "norm": Role("N{l}", "N^{{[{l}]}}", "N{l}", "a value of a norm", "h"),
+    "r": Role("R{l}", "R^{{[{l}]}}", "R{l}", "a reduction", "r"),
 }
 
 
@@ -93,6 +99,21 @@ def A(l: int) -> str:  # noqa: N802
 def D(l: int) -> str:  # noqa: N802
     """Delta δ^l = ∂L/∂Z^l (already divided by the batch size m)."""
     return value("delta", l)
+
+
+def gamma(l: int) -> str:  # noqa: E741
+    """A norm's gain γ (ones at the start)."""
+    return f"gamma{l}"
+
+
+def beta(l: int) -> str:  # noqa: E741
+    """A norm's shift β (zeros at the start)."""
+    return f"beta{l}"
+
+
+def running(statistic: str, l: int) -> str:  # noqa: E741
+    """Batchnorm's running statistic of layer l: mean{l}, var{l} (buffers in params)."""
+    return f"{statistic}{l}"
 
 
 def grad(param: str) -> str:

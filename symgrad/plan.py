@@ -38,17 +38,28 @@ from . import optimizers
 from .arrays import (
     ArrayNode,
     ColSum,
+    KeepMask,
     MatProduct,
     ReductionBase,
     RowMax,
     RowSum,
     Total,
     Transposed,
+    on_axis,
 )
-from .derive import LS, ActivationRule, Derivation
+from .derive import (
+    LS,
+    ActivationRule,
+    Derivation,
+    DropoutRule,
+    LayerRule,
+    NormLayerRule,
+)
+from .expr import NORM_X
 from .functions import numeric, sigmoid, softplus
 from .ops import a, y, z
 from .printers import text
+from .reductions import BETA, DBETA, DGAMMA, DX, GAMMA, G, N, Statement
 
 Shape = tuple[int | str, ...]  # "m": the batch size
 
@@ -86,6 +97,8 @@ class Stmt:
     equation: str = ""
     note: str = ""
     add: bool = False
+    when: str = ""  # "" always; "train" / "eval" (batchnorm's statistics), "dropout"
+    # (training with a generator), "step" (the running statistics, in step only)
 
     @property
     def reads(self) -> set[sp.Symbol]:
@@ -202,7 +215,7 @@ class Storage:
 
 
 class _Builder:
-    """Collects statements, shapes and roles as the ops of the chain add them."""
+    """Collects statements, shapes and value roles as the ops of the chain add them."""
 
     def __init__(self, d: Derivation) -> None:
         self.d = d
@@ -211,6 +224,7 @@ class _Builder:
         self.shapes: dict[sp.Symbol, Shape] = {}
         self.roles: dict[sp.Symbol, tuple[str, int]] = {}
         self.grads: dict[str, sp.Symbol] = {}
+        self.lifted: dict[int, int] = {}  # reductions lifted, per layer
 
     def param(self, p: Param) -> sp.Symbol:
         self.params.append(p)
@@ -224,16 +238,23 @@ class _Builder:
         role: str,
         l: int,  # noqa: E741
         expr: sp.Expr,
-        shape: Shape,
+        shape: Shape | None,
         section: str,
         equation: str = "",
         note: str = "",
+        *,
+        name: str = "",
+        when: str = "",
     ) -> sp.Symbol:
-        target = arr(nm.value(role, l))
-        self.shapes[target] = shape
+        """Add `name = expr` (name: the role's name for layer l, unless given)."""
+        target = arr(name or nm.value(role, l))
+        self.shapes[target] = shape if shape is not None else self.shape_of(expr)
         self.roles[target] = (role, l)
-        eq = equation or f"{nm.value_text(role, l)} = {_text(expr)}"
-        self.stmts[phase].append(Stmt(target, expr, phase, section, eq, note))
+        label = name or nm.value_text(role, l)
+        eq = equation or f"{label} = {_text(expr)}"
+        self.stmts[phase].append(
+            Stmt(target, expr, phase, section, eq, note, when=when)
+        )
         return target
 
     def gradient(
@@ -245,12 +266,70 @@ class _Builder:
         self.stmts["backward"].append(Stmt(target, expr, "backward", section, equation))
         return target
 
+    def shape_of(self, e: sp.Expr) -> Shape:
+        """The shape of e's value: its arrays broadcast, reductions reduced."""
+        if isinstance(e, sp.Symbol):
+            return self.shapes.get(e, ())
+        if isinstance(e, ReductionBase):
+            inner = self.shape_of(e.args[0])
+            if e.axis is None:
+                return ()
+            if e.axis == 1:
+                return (inner[0], 1) if inner else ()
+            return (inner[-1],) if inner else ()
+        if isinstance(e, MatProduct):
+            left, right = (self.shape_of(x) for x in e.args)
+            return (left[0], right[-1])
+        if isinstance(e, Transposed):
+            return tuple(reversed(self.shape_of(e.args[0])))
+        shapes = [self.shape_of(x) for x in e.args]
+        return _broadcast([s for s in shapes if s])
+
+    def lift(
+        self, e: sp.Expr, l: int, phase: str, section: str, when: str = ""  # noqa: E741
+    ) -> sp.Expr:
+        """e with each reduction inside it computed first, as a statement of its own
+        (its value has another shape than e's: the in-place step needs that)."""
+
+        def visit(node: sp.Expr, top: bool) -> sp.Expr:
+            if node.is_Atom:
+                return node
+            args = [visit(a, False) for a in node.args]
+            node = node.func(*args) if args != list(node.args) else node
+            if isinstance(node, ReductionBase) and node.axis is not None and not top:
+                k = self.lifted[l] = self.lifted.get(l, 0) + 1
+                name = f"{node.op.capitalize()}{l}_{k}"  # Mean7_1: layer 7's first
+                return self.emit(
+                    phase, "r", l, node, None, section, name=name, when=when
+                )
+            return node
+
+        return visit(e, True)
+
+
+def _broadcast(shapes: list[Shape]) -> Shape:
+    if not shapes:
+        return ()
+    rank = max(len(s) for s in shapes)
+    out: list[int | str] = []
+    for k in range(rank):
+        dims = {s[k - rank + len(s)] for s in shapes if k - rank + len(s) >= 0}
+        dims.discard(1)
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
 
 def _text(e: sp.Expr) -> str:
     return text(e).replace(" - ", " − ")
 
 
 # ---------------------------------------------------------------- ops
+#
+# Each op adds its forward statements given its input, and its backward statements
+# given the gradient of the loss with respect to its output (a symbol, G{l}); it returns
+# the gradient with respect to its input as an expression (`Back`), which the builder
+# stores as G{l-1} for the op below. The output layer starts the backward pass from the
+# derived output delta instead.
 
 
 @dataclass(frozen=True)
@@ -261,205 +340,141 @@ class Back:
     text: str
 
 
-@dataclass
-class Affine:
-    """Z = X W + b for layer l (the dense layer's linear part)."""
+def _act_forward(
+    bd: _Builder,
+    act: ActivationRule,
+    zs: sp.Symbol,
+    l: int,
+    section: str,
+    role: str,  # noqa: E741
+) -> tuple[sp.Symbol, sp.Symbol | None]:
+    """f(Z) of a hidden layer, as the value `role` (a, or f under a residual sum);
+    with a mask M = f'(Z) when f(z) = z·f'(z) piecewise (ReLU). Returns (value, mask).
+    """
+    shape = bd.shapes[zs]
+    f = act.forward.xreplace({z: zs})
+    if f == zs:  # identity
+        return zs, None
+    g = mask_factor(act)
+    name = nm.value(role, l)
+    if g is not None:
+        mask = bd.emit(
+            "forward",
+            "mask",
+            l,
+            g.xreplace({z: zs}),
+            shape,
+            section,
+            f"M{l} = {act.name}'(Z{l})",
+        )
+        out = bd.emit(
+            "forward",
+            role,
+            l,
+            zs * mask,
+            shape,
+            section,
+            f"{name} = {act.name}(Z{l}) = Z{l} ⊙ M{l}",
+        )
+        return out, mask
+    out = bd.emit("forward", role, l, f, shape, section, f"{name} = {act.name}(Z{l})")
+    return out, None
 
-    l: int  # noqa: E741
-    fan_in: int
-    units: int
+
+@dataclass
+class Dense:
+    """A dense layer: Z = X W + b, then its activation (the output layer: the output
+    activation and the loss, whose derived delta starts the backward pass); residual:
+    A = X + f(Z)."""
+
+    rule: LayerRule
     init: str
+    last: bool
     x: sp.Symbol = X
     W: sp.Symbol = X  # noqa: N815 - set by forward
     b: sp.Symbol = X
+    z: sp.Symbol = X
+    out: sp.Symbol = X  # f(Z) (F{l} under a residual sum)
+    mask: sp.Symbol | None = None
+    names: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    loss_expr: sp.Expr = sp.S.Zero
+
+    @property
+    def l(self) -> int:  # noqa: E743
+        return self.rule.index
 
     @property
     def section(self) -> str:
-        return f"dense-{self.l}"
+        return "output" if self.last else f"dense-{self.l}"
 
     def forward(self, bd: _Builder, x: sp.Symbol) -> sp.Symbol:
-        l = self.l  # noqa: E741
+        l, r = self.l, self.rule  # noqa: E741
         self.x = x
         self.W = bd.param(
             Param(
                 nm.W(l),
-                (self.fan_in, self.units),
-                (self.init, self.fan_in, self.units),
+                (r.fan_in, r.units),
+                (self.init, r.fan_in, r.units),
                 l,
                 weight=True,
             )
         )
-        self.b = bd.param(Param(nm.b(l), (self.units,), ("zeros",), l))
-        return bd.emit(
+        self.b = bd.param(Param(nm.b(l), (r.units,), ("zeros",), l))
+        self.z = bd.emit(
             "forward",
             "z",
             l,
             MatProduct(x, self.W) + self.b,
-            (nm.BATCH, self.units),
-            self.section,
-            f"Z{l} = {_name(x)} W{l} + b{l}",
+            (nm.BATCH, r.units),
+            f"dense-{l}",
+            f"Z{l} = {x.name} W{l} + b{l}",
         )
-
-    def backward(
-        self, bd: _Builder, delta: sp.Symbol, need_input: bool
-    ) -> sp.Symbol | None:
-        l = self.l  # noqa: E741
-        x_name = _name(self.x)
-        dW = MatProduct(Transposed(self.x), delta)  # noqa: N806
-        eq = f"∂L/∂W{l} = {x_name}ᵀ δ{l}"
-        if bd.d.spec.l2 > 0:
-            dW += L2_GRAD * self.W  # noqa: N806
-            eq += f" + l2·W{l}"
-        bd.gradient(nm.W(l), dW, self.section, eq)
-        bd.gradient(nm.b(l), ColSum(delta), self.section, f"∂L/∂b{l} = Σₙ δ{l}")
-        if not need_input:
-            return None
-        # ∂L/∂X, consumed by the op below
-        return Back(MatProduct(delta, Transposed(self.W)), f"δ{l} W{l}ᵀ")
-
-
-@dataclass
-class Activation:
-    """A = f(Z) for a hidden layer, with its derived f' for the backward pass."""
-
-    l: int  # noqa: E741
-    rule: ActivationRule
-    z: sp.Symbol = X
-    out: sp.Symbol = X
-    mask: sp.Symbol | None = None
-
-    @property
-    def section(self) -> str:
-        return f"hidden-{self.l}"
-
-    def forward(self, bd: _Builder, zs: sp.Symbol) -> sp.Symbol:
-        l, act = self.l, self.rule  # noqa: E741
-        self.z = zs
-        shape = bd.shapes[zs]
-        f = act.forward.xreplace({z: zs})
-        if f == zs:  # identity: the output is the pre-activation
-            self.out = zs
-            return zs
-        g = mask_factor(act)
-        if g is not None:
-            self.mask = bd.emit(
-                "forward",
-                "mask",
-                l,
-                g.xreplace({z: zs}),
-                shape,
-                self.section,
-                f"M{l} = {act.name}'(Z{l})",
-            )
-            self.out = bd.emit(
-                "forward",
-                "a",
-                l,
-                zs * self.mask,
-                shape,
-                self.section,
-                f"A{l} = {act.name}(Z{l}) = Z{l} ⊙ M{l}",
-            )
+        if self.last:
+            return self._output(bd)
+        role = "f" if r.residual else "a"
+        self.out, self.mask = _act_forward(
+            bd, r.activation, self.z, l, self.section, role
+        )
+        if not r.residual:
             return self.out
-        self.out = bd.emit(
-            "forward", "a", l, f, shape, self.section, f"A{l} = {act.name}(Z{l})"
-        )
-        return self.out
-
-    def backward(self, bd: _Builder, back: Back) -> sp.Symbol:
-        """δ = G ⊙ f'(·), given G = ∂L/∂A (δ_{l+1} W_{l+1}ᵀ)."""
-        l, act = self.l, self.rule  # noqa: E741
-        shape = bd.shapes[self.z]
-        rule = f"{act.name}'(z) = {_text(act.df)}"
-        if self.mask is not None:
-            factor: sp.Expr = self.mask
-        else:
-            factor = act.df.xreplace({a: self.out, z: self.z})
-        if factor == 1:
-            return bd.emit(
-                "backward",
-                "delta",
-                l,
-                back.expr,
-                shape,
-                self.section,
-                f"δ{l} = {back.text}",
-                rule,
-            )
-        g_sym = bd.emit(
-            "backward",
-            "back",
-            l,
-            back.expr,
-            shape,
-            self.section,
-            f"G{l} = {back.text}",
-        )
         return bd.emit(
-            "backward",
-            "delta",
+            "forward",
+            "a",
             l,
-            g_sym * factor,
-            shape,
+            x + self.out,
+            None,
             self.section,
-            f"δ{l} = G{l} ⊙ {act.name}'(Z{l})",
-            rule,
+            f"A{l} = {x.name} + F{l}",
+            "a residual connection: the input goes around",
         )
 
-
-def _name(s: sp.Symbol) -> str:
-    return s.name
-
-
-@dataclass
-class Output:
-    """The output activation, the loss on it, and the derived output delta."""
-
-    l: int  # noqa: E741
-    z: sp.Symbol = X
-    out: sp.Symbol = X
-    names: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
-    loss_expr: sp.Expr = sp.S.Zero
-
-    section = "output"
-
-    def forward(self, bd: _Builder, zs: sp.Symbol) -> sp.Symbol:
-        d, l = bd.d, self.l  # noqa: E741
-        act = d.layers[-1].activation
+    def _output(self, bd: _Builder) -> sp.Symbol:
+        d, l, zs = bd.d, self.l, self.z  # noqa: E741
+        act = self.rule.activation
         shape = bd.shapes[zs]
-        self.z = zs
         loss = d.output.forward
         names: dict[sp.Symbol, sp.Expr] = {z: zs, y: Y}
+        sec = self.section
         if act.vector:
             # softmax, with its row max and row sums shared by the log-softmax
-            zmax = bd.emit(
-                "forward", "rowmax", l, RowMax(zs), (nm.BATCH, 1), self.section
-            )
+            zmax = bd.emit("forward", "rowmax", l, RowMax(zs), (nm.BATCH, 1), sec)
             s = bd.emit(
                 "forward",
                 "shifted",
                 l,
                 zs - zmax,
                 shape,
-                self.section,
+                sec,
                 note="subtracting the row max keeps exp() from overflowing",
             )
-            e = bd.emit("forward", "exp", l, sp.exp(s), shape, self.section)
-            esum = bd.emit(
-                "forward", "expsum", l, RowSum(e), (nm.BATCH, 1), self.section
-            )
+            e = bd.emit("forward", "exp", l, sp.exp(s), shape, sec)
+            esum = bd.emit("forward", "expsum", l, RowSum(e), (nm.BATCH, 1), sec)
             self.out = bd.emit(
-                "forward",
-                "a",
-                l,
-                e / esum,
-                shape,
-                self.section,
-                f"Ŷ = A{l} = softmax(Z{l})",
+                "forward", "a", l, e / esum, shape, sec, f"Ŷ = A{l} = softmax(Z{l})"
             )
             if loss.has(LS):
                 log_sum = bd.emit(
-                    "forward", "logsum", l, sp.log(esum), (nm.BATCH, 1), self.section
+                    "forward", "logsum", l, sp.log(esum), (nm.BATCH, 1), sec
                 )
                 names[LS] = bd.emit(
                     "forward",
@@ -467,7 +482,7 @@ class Output:
                     l,
                     s - log_sum,
                     shape,
-                    self.section,
+                    sec,
                     f"LS{l} = log softmax(Z{l}) = S{l} − log Σⱼ E{l}",
                 )
         elif act.forward == sigmoid(z) and loss.has(softplus(-z)):
@@ -477,7 +492,7 @@ class Output:
                 l,
                 softplus(-zs),
                 shape,
-                self.section,
+                sec,
                 note="softplus(−Z) serves the loss and σ(Z) = e^{−softplus(−Z)}",
             )
             self.out = bd.emit(
@@ -486,7 +501,7 @@ class Output:
                 l,
                 sp.exp(-sp_),
                 shape,
-                self.section,
+                sec,
                 f"Ŷ = A{l} = σ(Z{l}) = exp(−SP{l})",
             )
             loss = loss.xreplace({softplus(-z): sp_})
@@ -496,13 +511,7 @@ class Output:
                 self.out = zs
             else:
                 self.out = bd.emit(
-                    "forward",
-                    "a",
-                    l,
-                    f,
-                    shape,
-                    self.section,
-                    f"Ŷ = A{l} = {act.name}(Z{l})",
+                    "forward", "a", l, f, shape, sec, f"Ŷ = A{l} = {act.name}(Z{l})"
                 )
         names[a] = self.out
         self.names = names
@@ -512,14 +521,9 @@ class Output:
     def loss(self, bd: _Builder, weights: list[sp.Symbol]) -> None:
         d = bd.d
         term = Total(self.loss_expr) / BATCH
+        shown = _text(d.output.loss.xreplace({a: YHAT}))
         bd.stmts["loss"].append(
-            Stmt(
-                LOSS,
-                term,
-                "loss",
-                "loss",
-                f"L = Σ ℓ / m,  ℓ = {_text(d.output.loss.xreplace({a: YHAT}))}",
-            )
+            Stmt(LOSS, term, "loss", "loss", f"L = Σ ℓ / m,  ℓ = {shown}")
         )
         if d.spec.l2 > 0:
             squares = sp.Add(*(Total(w**2) for w in weights))
@@ -534,10 +538,11 @@ class Output:
                 )
             )
 
-    def backward(self, bd: _Builder) -> sp.Symbol:
+    def output_delta(self, bd: _Builder) -> sp.Symbol:
         d, l = bd.d, self.l  # noqa: E741
         out = d.output
         shape = bd.shapes[self.z]
+        sec = self.section
         if out.jvp:
             h = bd.emit(
                 "backward",
@@ -545,24 +550,22 @@ class Output:
                 l,
                 out.delta.xreplace(self.names),
                 shape,
-                self.section,
+                sec,
                 f"H{l} = Ŷ ⊙ ∂ℓ/∂Ŷ = {_text(out.delta)}",
             )
-            hsum = bd.emit(
-                "backward", "hsum", l, RowSum(h), (nm.BATCH, 1), self.section
-            )
+            hsum = bd.emit("backward", "hsum", l, RowSum(h), (nm.BATCH, 1), sec)
             return bd.emit(
                 "backward",
                 "delta",
                 l,
                 (h - self.out * hsum) * SCALE,
                 shape,
-                self.section,
+                sec,
                 f"δ{l} = (H{l} − Ŷ ⊙ Σₖ H{l}ₖ) / m",
                 "softmax's Jacobian: δ = h − ŷ ⊙ Σₖ hₖ",
             )
-        shown = _text(out.delta.xreplace({a: sp.Symbol("ŷ")}))
-        why = f"{out.loss_title.split(' (')[0]} on {d.layers[-1].activation.title}: "
+        shown = _text(out.delta.xreplace({a: YHAT}))
+        why = f"{out.loss_title.split(' (')[0]} on {self.rule.activation.title}: "
         why += (
             f"SymPy simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to {shown}"
             if out.collapsed
@@ -574,10 +577,219 @@ class Output:
             l,
             out.delta.xreplace(self.names) * SCALE,
             shape,
-            self.section,
+            sec,
             f"δ{l} = ∂L/∂Z{l} = ({shown}) / m",
             why,
         )
+
+    def backward(
+        self, bd: _Builder, g: sp.Symbol | None, need_input: bool
+    ) -> Back | None:
+        """From G = ∂L/∂A (None at the output layer: its delta) to ∂L/∂X."""
+        l, act = self.l, self.rule.activation  # noqa: E741
+        if g is None:
+            delta = self.output_delta(bd)
+        else:
+            factor: sp.Expr
+            if self.mask is not None:
+                factor = self.mask
+            else:
+                factor = act.df.xreplace({a: self.out, z: self.z})
+            rule = f"{act.name}'(z) = {_text(act.df)}"
+            if factor == 1:
+                delta = g  # δ = G: nothing to compute
+            else:
+                delta = bd.emit(
+                    "backward",
+                    "delta",
+                    l,
+                    g * factor,
+                    bd.shapes[self.z],
+                    self.section,
+                    f"δ{l} = G{l} ⊙ {act.name}'(Z{l})",
+                    rule,
+                )
+        x_name = self.x.name
+        dW = MatProduct(Transposed(self.x), delta)  # noqa: N806
+        eq = f"∂L/∂W{l} = {x_name}ᵀ δ{l}"
+        if bd.d.spec.l2 > 0:
+            dW += L2_GRAD * self.W  # noqa: N806
+            eq += f" + l2·W{l}"
+        bd.gradient(nm.W(l), dW, f"dense-{l}", eq)
+        bd.gradient(nm.b(l), ColSum(delta), f"dense-{l}", f"∂L/∂b{l} = Σₙ δ{l}")
+        if not need_input:
+            return None
+        back = MatProduct(delta, Transposed(self.W))
+        if self.rule.residual and g is not None:
+            return Back(back + g, f"δ{l} W{l}ᵀ + G{l}")
+        return Back(back, f"δ{l} W{l}ᵀ")
+
+
+@dataclass
+class Norm:
+    """A normalization layer: the statements of its derived rule (reductions.norm_rule)
+    placed on its axis (rows: a norm over features; columns: batchnorm), with the
+    reductions inside an expression lifted into statements of their own."""
+
+    rule: NormLayerRule
+    names: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    sub: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    shown: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+
+    @property
+    def l(self) -> int:  # noqa: E743
+        return self.rule.index
+
+    @property
+    def section(self) -> str:
+        return f"norm-{self.l}"
+
+    @property
+    def axis(self) -> int:
+        return 0 if self.rule.definition.group == "batch" else 1
+
+    def _value(self, s: sp.Symbol) -> str:
+        """The rule's name for a value, for layer l: mu -> Mu3; r1 -> R1_3."""
+        base = s.name[:1].upper() + s.name[1:]
+        return f"{base}_{self.l}" if base[-1].isdigit() else f"{base}{self.l}"
+
+    def forward(self, bd: _Builder, x: sp.Symbol) -> sp.Symbol:
+        l, r = self.l, self.rule.rule  # noqa: E741
+        n = self.rule.units
+        sub: dict[sp.Symbol, sp.Expr] = {NORM_X: x}
+        self.shown = {NORM_X: x}  # as sub, with the parameters (ε) left as names
+        sub.update({sym: value for sym, value in r.params})
+        sub[N] = BATCH if self.axis == 0 else sp.Integer(n)
+        if r.gain:
+            sub[GAMMA] = bd.param(Param(nm.gamma(l), (n,), ("ones",), l))
+        if r.shift:
+            sub[BETA] = bd.param(Param(nm.beta(l), (n,), ("zeros",), l))
+        for upd in r.running:
+            buf = upd.buffer.name.removeprefix("running_")
+            sub[upd.buffer] = bd.param(
+                Param(nm.running(buf, l), (n,), (upd.init,), l, trainable=False)
+            )
+        self.shown.update({k: v for k, v in sub.items() if k not in dict(r.params)})
+        when = "train" if r.inference else ""
+        for st in r.forward:
+            self._statement(bd, st, sub, "forward", when)
+        for st in r.inference:
+            self._statement(bd, st, sub, "forward", "eval")
+        for upd in r.running:
+            buf = sub[upd.buffer]
+            expr = on_axis(upd.update.xreplace(sub).xreplace(self.names), self.axis)
+            bd.stmts["forward"].append(
+                Stmt(
+                    buf,
+                    expr,
+                    "forward",
+                    self.section,
+                    f"{buf.name} ← (1 − momentum)·{buf.name} + momentum·"
+                    f"{self._value(upd.statistic)}"
+                    + ("·m/(m − 1)" if "var" in buf.name else ""),
+                    "running statistics for inference, as PyTorch keeps them",
+                    when="step",
+                )
+            )
+        self.sub = sub
+        return self.names[r.output]
+
+    def _statement(
+        self,
+        bd: _Builder,
+        st: Statement,
+        sub: dict[sp.Symbol, sp.Expr],
+        phase: str,
+        when: str,
+    ) -> sp.Symbol:
+        l = self.l  # noqa: E741
+        shown = on_axis(st.expr.xreplace(self.shown).xreplace(self.names), self.axis)
+        expr = on_axis(st.expr.xreplace(sub).xreplace(self.names), self.axis)
+        expr = bd.lift(expr, l, phase, self.section, when)
+        if st.target == self.rule.rule.output:
+            name, role = nm.A(l), "a"
+        else:
+            name, role = self._value(st.target), "norm"
+        target = bd.emit(
+            phase,
+            role,
+            l,
+            expr,
+            None,
+            self.section,
+            f"{name} = {_text(shown)}",
+            name=name,
+            when=when,
+        )
+        self.names[st.target] = target
+        return target
+
+    def backward(
+        self, bd: _Builder, g: sp.Symbol | None, need_input: bool
+    ) -> Back | None:
+        l, r = self.l, self.rule.rule  # noqa: E741
+        assert g is not None
+        self.names[G] = g
+        back = None
+        for st in r.backward:
+            if st.target == DX:
+                if need_input:
+                    expr = on_axis(
+                        st.expr.xreplace(self.sub).xreplace(self.names), self.axis
+                    )
+                    back = Back(bd.lift(expr, l, "backward", self.section), _text(expr))
+                continue
+            if st.target in (DGAMMA, DBETA):
+                param = nm.gamma(l) if st.target == DGAMMA else nm.beta(l)
+                expr = st.expr.xreplace(self.sub).xreplace(self.names)
+                bd.gradient(param, expr, self.section, f"∂L/∂{param} = {_text(expr)}")
+                continue
+            self._statement(bd, st, self.sub, "backward", "")
+        return back
+
+
+@dataclass
+class Dropout:
+    """Inverted dropout: A = X ⊙ K, K = 1/(1 − rate) with probability 1 − rate, else 0
+    (drawn in training when a generator is given; K = 1 otherwise)."""
+
+    rule: DropoutRule
+    keep: sp.Symbol = X
+
+    def forward(self, bd: _Builder, x: sp.Symbol) -> sp.Symbol:
+        l, rate = self.rule.index, self.rule.rate  # noqa: E741
+        sec = f"dropout-{l}"
+        self.keep = bd.emit(
+            "forward",
+            "keep",
+            l,
+            KeepMask(x, sp.Float(rate)),
+            bd.shapes[x],
+            sec,
+            f"K{l} = 1/(1 − {rate:g}) with probability 1 − {rate:g}, else 0",
+            "inverted dropout, as PyTorch: the kept values are scaled up in training",
+            when="dropout",
+        )
+        return bd.emit(
+            "forward",
+            "a",
+            l,
+            x * self.keep,
+            bd.shapes[x],
+            sec,
+            f"A{l} = {x.name} ⊙ K{l}",
+        )
+
+    def backward(
+        self, bd: _Builder, g: sp.Symbol | None, need_input: bool
+    ) -> Back | None:
+        assert g is not None
+        if not need_input:
+            return None
+        return Back(g * self.keep, f"G{self.rule.index} ⊙ K{self.rule.index}")
+
+
+OPS = {"dense": Dense, "norm": Norm, "dropout": Dropout}
 
 
 # ---------------------------------------------------------------- the plan
@@ -587,29 +799,40 @@ def build(d: Derivation) -> Plan:
     """The plan of a derivation: forward, loss, backward and update as statements."""
     bd = _Builder(d)
     bd.shapes[X] = (nm.BATCH, d.spec.input)
-    bd.shapes[Y] = (nm.BATCH, d.layers[-1].units)
-    chain: list[tuple[Affine, Activation | Output]] = []
+    bd.shapes[Y] = (nm.BATCH, d.out.units)
+    ops: list[Dense | Norm | Dropout] = []
+    inputs: list[sp.Symbol] = []
     x = X
     for rule in d.layers:
-        affine = Affine(rule.index, rule.fan_in, rule.units, _init(d, rule.activation))
-        zs = affine.forward(bd, x)
-        last = rule.index == d.depth
-        act: Activation | Output = (
-            Output(rule.index) if last else Activation(rule.index, rule.activation)
-        )
-        x = act.forward(bd, zs)
-        chain.append((affine, act))
-    output = chain[-1][1]
-    assert isinstance(output, Output)
+        if isinstance(rule, LayerRule):
+            op: Dense | Norm | Dropout = Dense(
+                rule, _init(d, rule.activation), rule.index == d.depth
+            )
+        elif isinstance(rule, NormLayerRule):
+            op = Norm(rule)
+        else:
+            op = Dropout(rule)
+        inputs.append(x)
+        x = op.forward(bd, x)
+        ops.append(op)
+    output = ops[-1]
+    assert isinstance(output, Dense)
     output.loss(bd, [arr(p.name) for p in bd.params if p.weight])
-    delta = output.backward(bd)
-    for i in range(len(chain) - 1, -1, -1):
-        affine, _ = chain[i]
-        back = affine.backward(bd, delta, need_input=i > 0)
-        if back is not None:
-            below = chain[i - 1][1]
-            assert isinstance(below, Activation)
-            delta = below.backward(bd, back)
+    g: sp.Symbol | None = None
+    for i in range(len(ops) - 1, -1, -1):
+        back = ops[i].backward(bd, g, need_input=i > 0)
+        if back is None:
+            break
+        below = ops[i - 1].rule.index
+        g = bd.emit(
+            "backward",
+            "back",
+            below,
+            back.expr,
+            bd.shapes[inputs[i]],
+            f"{ops[i - 1].rule.kind}-{below}",
+            f"G{below} = {back.text}",
+        )
     return Plan(
         d,
         tuple(bd.params),
