@@ -185,11 +185,12 @@ class Plan:
     def forward_values(self) -> tuple[sp.Symbol, ...]:
         """The values of the forward pass that the loss or the backward pass read."""
         later = set().union(*(s.reads for s in self.loss + self.backward))
-        return tuple(
+        kept = (
             s.target
             for s in self.forward
             if s.target in later and s.target != self.output
         )
+        return tuple(dict.fromkeys(kept))
 
     @functools.cached_property
     def storage(self) -> Storage:
@@ -947,12 +948,13 @@ def _allocate(plan: Plan) -> Storage:
     and shape (one whose value is dead); else into a new one. Gradients of parameters
     live in the optimizer state's arrays, under their own names.
     """
-    stmts = list(plan.statements)
+    stmts = [s for s in plan.statements if s.when != "eval"]  # the step's
     last_read: dict[sp.Symbol, int] = {}
     for i, s in enumerate(stmts):
         for sym in s.reads:
             last_read[sym] = i
     grads = set(plan.grads.values())
+    params = {p.name for p in plan.params}
     home: dict[sp.Symbol, str] = {}
     arrays: dict[str, Shape] = {}
     layer_of: dict[str, int] = {}
@@ -962,7 +964,7 @@ def _allocate(plan: Plan) -> Storage:
     for i, s in enumerate(stmts):
         if s.target == LOSS:
             continue
-        if s.target in grads:
+        if s.target in grads or s.target.name in params:  # its own array
             home[s.target] = s.target.name
             continue
         if s.target in home:  # accumulated (+=): stays where it is

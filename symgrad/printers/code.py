@@ -14,7 +14,7 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from ..arrays import MatProduct, ReductionBase, Transposed
+from ..arrays import KeepMask, MatProduct, ReductionBase, Transposed
 from ..errors import DerivationError
 from ..functions import (
     avoid,
@@ -199,6 +199,11 @@ class NumPyCode(NumPyPrinter):
             return f"{self._print(arg)}.{expr.op}(axis={expr.axis}{keep})"
         fn = {"sum": "np.sum", "mean": "np.mean", "max": "np.max"}[expr.op]
         return f"{fn}({self._print(arg)}, axis={expr.axis}{keep})"
+
+    def _print_KeepMask(self, expr: KeepMask) -> str:
+        self.helpers.add("_keep_mask")
+        like, rate = expr.args
+        return f"_keep_mask(rng, {self._print(like)}, {number_text(rate)})"
 
     def _as_ordered_terms(self, expr: sp.Expr, order: str | None = None) -> list:
         # X @ W + b: a matrix product first, as the math writes it

@@ -24,13 +24,13 @@ place): it must occur at most once, and it is read before dest is first written.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import sympy as sp
 
 from .. import naming as nm
-from ..arrays import MatProduct, ReductionBase, Transposed
+from ..arrays import KeepMask, MatProduct, ReductionBase, Transposed
 from ..derive import LS, ActivationRule, Derivation
 from ..functions import numeric, sigmoid, softplus
 from ..naming import BATCH, ONES_BATCH, ones_row
@@ -146,6 +146,8 @@ class Emitter:
         self.shapes: dict[str, tuple] = {}  # array name -> shape (for reductions)
         self.ones_rows: set[int] = set()  # widths n of the (n, 1) ones the lines read
         self.top: sp.Expr = sp.S.Zero  # the expression of the current into()
+        # scratch pools by shape, for operands whose shape is not the statement's
+        self.pool_for: Callable[[tuple], Scratch] | None = None
 
     # -------------------------------------------------------------- entry points
 
@@ -292,6 +294,8 @@ class Emitter:
                 self._line(f"np.copyto({dest}, {self._text(e)})", dest)
         elif self._is_scalar(e):
             self._line(f"{dest}.fill({self._scalar_text(e)})", dest)
+        elif isinstance(e, KeepMask):
+            self._keep(e, dest)
         elif isinstance(e, MatProduct):
             left, right = (self._matrix(x) for x in e.args)
             self._line(f"np.dot({left}, {right}, out={dest})", dest)
@@ -342,6 +346,24 @@ class Emitter:
                 raise _OwnerOverwritten
             self._line(f"{dest}[...] = {self.printer.doprint(e)}", dest)
 
+    def _shape(self, e: sp.Expr) -> tuple:
+        """The broadcast shape of the arrays e reads."""
+        shapes = [self.shapes[s.name] for s in e.free_symbols if s.name in self.shapes]
+        rank = max((len(s) for s in shapes), default=0)
+        out = []
+        for k in range(rank):
+            dims = {s[k - rank + len(s)] for s in shapes if k - rank + len(s) >= 0}
+            dims.discard(1)
+            out.append(dims.pop() if dims else 1)
+        return tuple(out)
+
+    def _keep(self, e: KeepMask, dest: str) -> None:
+        """Inverted dropout's mask: uniforms, compared with the rate, scaled."""
+        rate = float(e.args[1])
+        self._line(f"rng.random(out={dest})", dest)
+        self._emit("greater_equal", [dest, number_text(e.args[1])], dest)
+        self._emit("multiply", [dest, number_text(sp.Float(1 / (1 - rate)))], dest)
+
     def _matrix(self, e: sp.Expr) -> str:
         """An operand of a matrix product: an array, or an array's transpose."""
         if isinstance(e, Transposed) and e.args[0].is_Symbol:
@@ -353,7 +375,16 @@ class Emitter:
     def _reduce(self, e: ReductionBase, dest: str) -> None:
         """A row or column reduction; sums as products with ones (faster than sum)."""
         taken: list[str] = []
-        x = self._operand(e.args[0], taken)
+        arg = e.args[0]
+        pool = self.pool
+        if not self._is_atom(arg) and self.pool_for is not None:
+            self.pool = self.pool_for(
+                self._shape(arg)
+            )  # scratch of the operand's shape
+        x = self._operand(arg, taken)
+        for name in taken:
+            self.pool.give(name)
+        self.pool, taken = pool, []
         width = next(  # the row width: from any full-width array the operand reads
             self.shapes[s.name][-1]
             for s in sorted(e.args[0].free_symbols, key=str)
@@ -504,8 +535,13 @@ class Emitter:
         Only where the pool has no array to spare (the optimizer's update, where arrays
         have every parameter's shape): elsewhere c2·x goes to scratch, one pass fewer.
         """
-        if op != "add" or self.pool.spare or len(rest) != 1:
-            return False
+        if (
+            op != "add"
+            or self.pool.spare
+            or len(rest) != 1
+            or self._is_atom(rest[0][1])
+        ):
+            return False  # scratch to spare, or none needed
         (inv1, u), (inv2, x) = start, rest[0]
         c1, us = self._split_scalar(u)
         c2, xs = self._split_scalar(x)

@@ -61,9 +61,9 @@ def _doc(text: str) -> str:
     return f'"""{text}"""'
 
 
-def _unpack(names: Iterable[str], source: str) -> str:
+def _unpack(names: Iterable[str], source: str, keys: str = "PARAM_NAMES") -> str:
     names = list(names)
-    return f"{', '.join(names)} = (" + f"{source}[k] for k in PARAM_NAMES)"
+    return f"{', '.join(names)} = (" + f"{source}[k] for k in {keys})"
 
 
 # ------------------------------------------------------------------ allocating
@@ -75,17 +75,18 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
     printer = NumPyCode()
     grad = plan.bindings("grad")
     params = [p.name for p in plan.trainable]
+    buffers = [p.name for p in plan.params if not p.trainable]
     kept = plan.forward_values()
 
     forward = Lines()
-    forward.add(_unpack(params, "params"))
-    for s in plan.forward:
-        forward.comment(s.note)
-        forward.add(_assign(s, printer, grad))
-    out = plan.output.name
     forward.add(
-        f"return {out}, ({', '.join(v.name for v in kept)}{',' if len(kept) == 1 else ''})"
+        _unpack(params + buffers, "params", "PARAM_NAMES + BUFFER_NAMES")
+        if buffers
+        else _unpack(params, "params")
     )
+    _forward_lines(plan, forward, printer, grad)
+    out = plan.output.name
+    forward.add(f"return {out}, ({_names(kept)})")
 
     def loss_lines(body: Lines) -> None:
         for s in plan.loss:
@@ -145,6 +146,52 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
     return source, printer.helpers
 
 
+def _forward_lines(
+    plan: Plan, body: Lines, printer: NumPyCode, bind: dict[sp.Symbol, sp.Expr]
+) -> None:
+    """The forward statements; batchnorm's as `if training: ... else: ...`, dropout's
+    masks drawn only in training with a generator (else 1), the running statistics
+    left to the step."""
+    stmts = [s for s in plan.forward if s.when != "step"]
+    i = 0
+    while i < len(stmts):
+        s = stmts[i]
+        if s.when == "dropout":
+            body.comment(s.note)
+            body.add("if training and rng is not None:")
+            body.add(INDENT + _assign(s, printer, bind))
+            body.add("else:")
+            body.add(INDENT + f"{s.target.name} = 1.0  # no dropout")
+            i += 1
+            continue
+        if s.when in ("train", "eval"):
+            train = [t for t in stmts[i:] if t.when == "train"]
+            run = [t for t in stmts[i:] if t.when in ("train", "eval")]
+            run = run[
+                : next(
+                    (
+                        k
+                        for k, t in enumerate(stmts[i:])
+                        if t.when not in ("train", "eval")
+                    ),
+                    len(run),
+                )
+            ]
+            evals = [t for t in run if t.when == "eval"]
+            body.add("if training:  # the batch's statistics")
+            body.add(
+                *(INDENT + _assign(t, printer, bind) for t in run if t.when == "train")
+            )
+            body.add("else:  # the running statistics")
+            body.add(*(INDENT + _assign(t, printer, bind) for t in evals))
+            i += len(run)
+            del train
+            continue
+        body.comment(s.note)
+        body.add(_assign(s, printer, bind))
+        i += 1
+
+
 def _names(values: Iterable[sp.Symbol]) -> str:
     names = [v.name for v in values]
     return ", ".join(names) + ("," if len(names) == 1 else "")
@@ -179,7 +226,7 @@ def in_place(plan: Plan) -> StepCode:
     storage = plan.storage
     em = Emitter(
         printer,
-        [SCALE],
+        [SCALE, BATCH],
         {sp.S.Zero: "zero", sp.S.One: "one", EXP_MAX: "exp_max", SCALE: "scale"},
     )
     em.shapes = {name: shape for name, shape in storage.arrays.items()}
@@ -194,31 +241,55 @@ def in_place(plan: Plan) -> StepCode:
             last_read[sym] = i
 
     body = Lines()
+
+    labels: set[str] = set()
+
+    def pool(l: int, shape: tuple) -> Scratch:  # noqa: E741
+        """Layer l's scratch arrays of a shape: tmp{l}, or tmp{l}_16 for a second
+        shape in the layer."""
+        if (l, shape) not in pools:
+            label = str(l) if str(l) not in labels else f"{l}_{_shape_label(shape)}"
+            labels.add(label)
+            pools[(l, shape)] = Scratch(label)
+        return pools[(l, shape)]
+
+    em.pool_for = lambda shape: pool(layer_now[0], shape)
+    layer_now = [0]
     for s in stmts:
+        if s.when == "eval":
+            continue
         if s.target == LOSS:
-            _loss_lines(plan, s, em, body, home, pools, scratch_shapes)
+            _loss_lines(
+                plan, s, em, body, home, pool(plan.derivation.depth, plan.shapes[Y])
+            )
             continue
         expr = s.expr.xreplace(step).xreplace(home)
         dest = home[s.target]
         owner = dest if dest in expr.free_symbols else None
         shape = plan.shapes[s.target]
         if s.target in plan.roles:
-            label: int | str = plan.roles[s.target][1]
-        else:  # a parameter's gradient: scratch of the parameter's shape
-            label = "_" + s.target.name[1:]
-        pool = pools.setdefault((label, shape), Scratch(label))
-        lines = em.into(expr, dest.name, pool, owner=owner)
+            layer = plan.roles[s.target][1]
+        else:  # a parameter's gradient, or a running statistic: its layer's
+            layer = next(
+                p.layer
+                for p in plan.params
+                if s.target.name in (p.name, nm.grad(p.name))
+            )
+        layer_now[0] = layer
+        lines = em.into(expr, dest.name, pool(layer, shape), owner=owner)
         if lines is None:  # no order of the lines works in place: via scratch
-            tmp = pool.take()
-            lines = em.into(expr, tmp, pool) + [f"np.copyto({dest.name}, {tmp})"]
-            pool.give(tmp)
-        for name in pool.made:
-            scratch_shapes[name] = shape
+            scratch = pool(layer, shape)
+            tmp = scratch.take()
+            lines = em.into(expr, tmp, scratch) + [f"np.copyto({dest.name}, {tmp})"]
+            scratch.give(tmp)
         label = f"{dest.name} ← " if dest.name != s.target.name else ""
         body.comment(_comment(f"{label}{s.equation}", s.note))
         body.add(*lines)
 
     update = _update_lines(plan, em)
+    for (_, shape), scratch in pools.items():
+        for name in scratch.made:
+            scratch_shapes[name] = shape
 
     # the work arrays, a layer a line
     work: list[tuple[str, str]] = []
@@ -243,11 +314,18 @@ def in_place(plan: Plan) -> StepCode:
     head = Lines()
     head.add("m = X.shape[0]")
     params = [p.name for p in plan.trainable]
-    head.add(_unpack(params, "params"))
+    buffers = [p.name for p in plan.params if not p.trainable]
+    head.add(
+        _unpack(params + buffers, "params", "PARAM_NAMES + BUFFER_NAMES")
+        if buffers
+        else _unpack(params, "params")
+    )
     head.add(_unpack([nm.grad(p) for p in params], 'state["grads"]'))
     head.add(*_unpack_work(work, layer_of))
     if DTYPE in printer.helpers:
         head.add(f"{DTYPE} = X.dtype.type  # typed constants keep float32 float32")
+    if any(s.when == "dropout" for s in plan.forward):
+        head.add('rng = state["rng"]  # dropout\'s masks')
     step_body = Lines(head.lines + [""] + body.lines + [""] + update.lines, body.seen)
     step_body.add('state["t"] += 1', f"return {nm.LOSS}")
     source = "\n\n".join(
@@ -265,6 +343,10 @@ def in_place(plan: Plan) -> StepCode:
         ]
     )
     return StepCode(source, set(printer.helpers))
+
+
+def _shape_label(shape: tuple) -> str:
+    return "x".join(str(d) for d in shape)
 
 
 def _comment(equation: str, note: str) -> str:
@@ -305,8 +387,7 @@ def _loss_lines(
     em: Emitter,
     body: Lines,
     home: dict[sp.Symbol, sp.Symbol],
-    pools: dict[tuple, Scratch],
-    scratch_shapes: dict[str, tuple],
+    pool: Scratch,
 ) -> None:
     """L = Σ ℓ / m as np.vdot sums; L += l2/2 Σ ‖W‖² likewise."""
     from ..arrays import Total
@@ -315,14 +396,9 @@ def _loss_lines(
     totals = list(expr.atoms(Total))
     if not s.add:
         (total,) = totals
-        shape = plan.shapes[Y]
-        layer = plan.derivation.depth
-        pool = pools.setdefault((layer, shape), Scratch(layer))
         body.comment(s.equation)
         body.add(*em.total(total.args[0], pool, nm.LOSS, f"{nm.TARGET}.size"))
         body.add(f"{nm.LOSS} = float({nm.LOSS}) / m")
-        for name in pool.made:
-            scratch_shapes[name] = shape
         return
     squares = " + ".join(
         f"np.vdot({t.args[0].base.name}, {t.args[0].base.name})"
