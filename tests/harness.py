@@ -18,9 +18,24 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 
 TINY = np.finfo(np.float64).tiny
+
+
+def _importable(name: str) -> bool:
+    """name can be imported (without importing it: JAX takes a second)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # sys.modules[name] is None: made unimportable on purpose
+        return False
+
+
+# for the tests in otherwise JAX-free files that compare with the JAX reference
+needs_jax = pytest.mark.skipif(
+    not _importable("jax"), reason="needs JAX, the reference: pip install '.[test]'"
+)
 KINKED = ("relu", "leaky_relu", "elu")  # activations whose derivative jumps at z = 0
 _counter = itertools.count()
 
