@@ -1,9 +1,12 @@
 """Rendering: a Derivation -> the source of a standalone NumPy module, formatted and written.
 
-Python builds the template context (every name, every printed expression, every comment);
-the Jinja2 templates in templates/ only lay it out. The source is formatted with black in
-process and written atomically: a temporary file in the target directory, then a rename,
-so a failed run leaves any existing file untouched (symgrad.files).
+A module is its derived part followed by the runtime. Python builds the template context
+of the derived part (the constants, every name, every printed expression, every comment);
+the Jinja2 templates in templates/ only lay it out. The runtime is symgrad/runtime.py
+from the end of its configuration block on, copied in as it is: the same in every module,
+configured by the printed constants. The source is formatted with black in process and
+written atomically: a temporary file in the target directory, then a rename, so a failed
+run leaves any existing file untouched (symgrad.files).
 """
 
 from __future__ import annotations
@@ -68,7 +71,6 @@ class LayerCtx:
     forward: str
     title: str
     init: str
-    init_note: str
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,6 @@ def context(
                 forward,
                 act.title,
                 init,
-                f"{init} ({act.title})",
             )
         )
     # an identity layer's output is its pre-activation
