@@ -25,7 +25,17 @@ Backward pass, derived and simplified by SymPy (m examples in a batch, δˡ = �
     δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),   sigmoid'(z) = a·(1 - a)
     ∂L/∂W1 = Xᵀ δ1,   ∂L/∂b1 = Σₙ δ1
 
-Regenerate with: symgrad generate deep_sigmoid.yaml
+step computes the numbers of loss_and_grad and the update with in-place NumPy calls,
+in work arrays made once per batch size (_make_work): bias gradients Σₙ δ as the
+product 1ᵀδ, faster than a sum; the sigmoid as 1 / (1 + e^-x) with -x capped at
+log(largest float), so that e^-x stays finite.
+
+After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
+configured by the constants above): the checks of params, X and Y, init_params,
+forward, loss, loss_and_grad, predict, save_params, load_params, init_state, step
+and fit.
+
+Regenerate with: symgrad generate examples/deep_sigmoid.yaml
 """
 
 import numpy as np
@@ -71,6 +81,32 @@ PARAM_SHAPES = {
     "W8": (32, 1),
     "b8": (1,),
 }
+BUFFER_NAMES = ()
+BUFFER_SHAPES = {}
+INIT = {
+    "W1": ("glorot_uniform", 30, 32),  # layer 1: sigmoid
+    "b1": ("zeros",),
+    "W2": ("glorot_uniform", 32, 32),  # layer 2: sigmoid
+    "b2": ("zeros",),
+    "W3": ("glorot_uniform", 32, 32),  # layer 3: sigmoid
+    "b3": ("zeros",),
+    "W4": ("glorot_uniform", 32, 32),  # layer 4: sigmoid
+    "b4": ("zeros",),
+    "W5": ("glorot_uniform", 32, 32),  # layer 5: sigmoid
+    "b5": ("zeros",),
+    "W6": ("glorot_uniform", 32, 32),  # layer 6: sigmoid
+    "b6": ("zeros",),
+    "W7": ("glorot_uniform", 32, 32),  # layer 7: sigmoid
+    "b7": ("zeros",),
+    "W8": ("glorot_uniform", 32, 1),  # layer 8: sigmoid
+    "b8": ("zeros",),
+}
+TASK = "binary"  # predict: 0/1 per output (Ŷ ≥ 0.5)
+# Y: targets in [0, 1]: 0/1 labels or probabilities
+TARGETS = "unit_interval"
+LABELS = False
+MOMENTS = ()
+DROPOUT = False
 # Set to False to skip the scans of X's and Y's values in every call: NaN/inf, and the
 # target range the loss assumes (shapes and types are always checked).
 CHECK_FINITE = True
@@ -86,169 +122,8 @@ def _sigmoid(z, out=None):
     return np.reciprocal(out, out=out)
 
 
-def init_params(seed=0, dtype=np.float64):
-    """Fresh parameters: W{l} of shape (n_{l-1}, n_l), b{l} zeros of shape (n_l,).
-
-    Weights are drawn with NumPy's default_rng(seed), so a seed gives the same
-    parameters on every machine.
-    """
-    rng = np.random.default_rng(seed)
-    params = {}
-    # layer 1: glorot_uniform (sigmoid)
-    limit = np.sqrt(6 / (30 + 32))
-    params["W1"] = rng.uniform(-limit, limit, (30, 32)).astype(dtype)
-    params["b1"] = np.zeros(32, dtype=dtype)
-    # layer 2: glorot_uniform (sigmoid)
-    limit = np.sqrt(6 / (32 + 32))
-    params["W2"] = rng.uniform(-limit, limit, (32, 32)).astype(dtype)
-    params["b2"] = np.zeros(32, dtype=dtype)
-    # layer 3: glorot_uniform (sigmoid)
-    limit = np.sqrt(6 / (32 + 32))
-    params["W3"] = rng.uniform(-limit, limit, (32, 32)).astype(dtype)
-    params["b3"] = np.zeros(32, dtype=dtype)
-    # layer 4: glorot_uniform (sigmoid)
-    limit = np.sqrt(6 / (32 + 32))
-    params["W4"] = rng.uniform(-limit, limit, (32, 32)).astype(dtype)
-    params["b4"] = np.zeros(32, dtype=dtype)
-    # layer 5: glorot_uniform (sigmoid)
-    limit = np.sqrt(6 / (32 + 32))
-    params["W5"] = rng.uniform(-limit, limit, (32, 32)).astype(dtype)
-    params["b5"] = np.zeros(32, dtype=dtype)
-    # layer 6: glorot_uniform (sigmoid)
-    limit = np.sqrt(6 / (32 + 32))
-    params["W6"] = rng.uniform(-limit, limit, (32, 32)).astype(dtype)
-    params["b6"] = np.zeros(32, dtype=dtype)
-    # layer 7: glorot_uniform (sigmoid)
-    limit = np.sqrt(6 / (32 + 32))
-    params["W7"] = rng.uniform(-limit, limit, (32, 32)).astype(dtype)
-    params["b7"] = np.zeros(32, dtype=dtype)
-    # layer 8: glorot_uniform (sigmoid)
-    limit = np.sqrt(6 / (32 + 1))
-    params["W8"] = rng.uniform(-limit, limit, (32, 1)).astype(dtype)
-    params["b8"] = np.zeros(1, dtype=dtype)
-    return params
-
-
-def _check_params(params):
-    """The params' dtype, after checking their keys, shapes and dtype."""
-    try:
-        signature = [(v.shape, v.dtype) for v in params.values()]
-        if signature in _SIGNATURES and list(params) == _NAMES:
-            return signature[0][1]
-    except (AttributeError, TypeError):
-        pass
-    # not the usual case: find what is wrong, and say so
-    if not isinstance(params, dict):
-        raise TypeError(
-            f"params must be a dict with keys {list(PARAM_NAMES)}, found {type(params).__name__}"
-        )
-    if set(params) != set(PARAM_NAMES):
-        raise ValueError(
-            f"params must be a dict with keys {list(PARAM_NAMES)}, found {sorted(params, key=str)}"
-        )
-    for key, shape in PARAM_SHAPES.items():
-        if not isinstance(params[key], np.ndarray):
-            raise TypeError(
-                f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
-            )
-        if params[key].shape != shape:
-            raise ValueError(
-                f"params[{key!r}] must have shape {shape}, found {params[key].shape}"
-            )
-    dtypes = {v.dtype for v in params.values()}
-    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
-        found = ", ".join(sorted(str(d) for d in dtypes))
-        raise ValueError(f"params must be all float32 or all float64, found {found}")
-    return dtypes.pop()  # keys in another order
-
-
-_NAMES = list(PARAM_NAMES)
-_SIGNATURES = [  # (shape, dtype) of each param, in order: the usual, valid params
-    [(shape, np.dtype(dtype)) for shape in PARAM_SHAPES.values()]
-    for dtype in (np.float32, np.float64)
-]
-
-
-def _finite(a):
-    # Σ a² (one BLAS pass, no temporary) is finite unless an entry is NaN or ±inf, or
-    # the sum overflows; only then is every entry looked at
-    return np.isfinite(np.vdot(a, a)) or np.isfinite(a).all()
-
-
-def _real(a, name, dtype):
-    """a as an array of dtype, if it holds real numbers (a TypeError if not)."""
-    a = np.asarray(a)
-    if a.dtype != dtype:
-        if a.dtype.kind not in "biuf":  # complex parts would be dropped, strings parsed
-            raise TypeError(
-                f"{name} must hold real numbers (bool, int or float), found dtype {a.dtype}: "
-                f"convert it first, e.g. np.asarray({name}, dtype=float)"
-            )
-        a = a.astype(dtype)
-    return a
-
-
-def _inputs(params, X):
-    """X as a (m, 30) array of the params' dtype."""
-    return _features(X, _check_params(params))
-
-
-def _features(X, dtype):
-    X = _real(X, "X", dtype)
-    if X.ndim != 2 or X.shape[1] != LAYER_SIZES[0]:
-        raise ValueError(f"X must have shape (m, {LAYER_SIZES[0]}), found {X.shape}")
-    if CHECK_FINITE and not _finite(X):
-        raise ValueError(
-            "X contains NaN or inf (set CHECK_FINITE = False to skip this check)"
-        )
-    return X
-
-
-def _targets(Y, m, dtype):
-    """Y as a (m, 1) array of dtype, for m ≥ 1 examples.
-
-    Y may be targets in [0, 1]: 0/1 labels or probabilities.
-    """
-    if m == 0:
-        raise ValueError(
-            f"X has no examples (shape (0, {LAYER_SIZES[0]})): "
-            "the loss is a mean over at least one example"
-        )
-    Y = np.asarray(Y)
-    if Y.dtype.kind not in "biuf":
-        raise TypeError(
-            f"Y must hold real numbers (bool, int or float), found dtype {Y.dtype}"
-        )
-    if Y.ndim == 1:
-        Y = Y[:, None]
-    if Y.shape != (m, LAYER_SIZES[-1]):
-        raise ValueError(f"Y must have shape ({m}, {LAYER_SIZES[-1]}), found {Y.shape}")
-    Y = Y.astype(dtype, copy=False)
-    # in [0, 1] implies finite: one check for both (the ufuncs' reduce: Y.min() is slower)
-    if CHECK_FINITE and not (_min(Y, axis=None) >= 0 and _max(Y, axis=None) <= 1):
-        _refuse_targets(Y)
-    return Y
-
-
-_min, _max = np.minimum.reduce, np.maximum.reduce
-
-
-def _refuse_targets(Y):
-    # the targets failed the check of _targets: say which entry, and why it matters
-    if not np.isfinite(Y).all():
-        raise ValueError(
-            "Y contains NaN or inf (set CHECK_FINITE = False to skip this check)"
-        )
-    i, j = np.argwhere((Y < 0) | (Y > 1))[0]
-    raise ValueError(
-        "binary cross-entropy takes targets in [0, 1] (0/1 labels or probabilities), "
-        f"found Y[{i}, {j}] = {Y[i, j]}"
-    )
-
-
-def forward(params, X):
-    """The network's output Ŷ, shape (m, 1)."""
-    X = _inputs(params, X)
+def _forward(params, X, training, rng):
+    """Ŷ, shape (m, 1), for X (m, 30) checked and of the params' dtype."""
     W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
         params[k] for k in PARAM_NAMES
     )
@@ -271,11 +146,9 @@ def forward(params, X):
     return A8
 
 
-def loss(params, X, Y):
-    """The mean loss over the batch, as a float."""
-    X = _inputs(params, X)
+def _loss(params, X, Y, training, rng):
+    """The mean loss over the batch, for X and Y checked."""
     m = X.shape[0]
-    Y = _targets(Y, m, X.dtype)
     W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
         params[k] for k in PARAM_NAMES
     )
@@ -298,11 +171,9 @@ def loss(params, X, Y):
     return L
 
 
-def loss_and_grad(params, X, Y):
-    """(loss, grads): grads has the keys, shapes and dtype of params."""
-    X = _inputs(params, X)
+def _loss_and_grad(params, X, Y, rng):
+    """(loss, grads) for X and Y checked: the backward pass, each line allocating."""
     m = X.shape[0]
-    Y = _targets(Y, m, X.dtype)
     W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
         params[k] for k in PARAM_NAMES
     )
@@ -385,16 +256,530 @@ def loss_and_grad(params, X, Y):
     }
 
 
+def _make_work(m, dtype):
+    """The work arrays of _step for a batch of m examples."""
+    return {
+        "Z1": np.empty((m, 32), dtype),
+        "Z2": np.empty((m, 32), dtype),
+        "Z3": np.empty((m, 32), dtype),
+        "Z4": np.empty((m, 32), dtype),
+        "Z5": np.empty((m, 32), dtype),
+        "Z6": np.empty((m, 32), dtype),
+        "Z7": np.empty((m, 32), dtype),
+        "Z8": np.empty((m, 1), dtype),
+        "P8": np.empty((m, 1), dtype),
+        "A8": np.empty((m, 1), dtype),
+        "D8": np.empty((m, 1), dtype),
+        "D7": np.empty((m, 32), dtype),
+        "D6": np.empty((m, 32), dtype),
+        "D5": np.empty((m, 32), dtype),
+        "D4": np.empty((m, 32), dtype),
+        "D3": np.empty((m, 32), dtype),
+        "D2": np.empty((m, 32), dtype),
+        "D1": np.empty((m, 32), dtype),
+        "T1": np.empty((m, 32), dtype),
+        "T2": np.empty((m, 32), dtype),
+        "T3": np.empty((m, 32), dtype),
+        "T4": np.empty((m, 32), dtype),
+        "T5": np.empty((m, 32), dtype),
+        "T6": np.empty((m, 32), dtype),
+        "T7": np.empty((m, 32), dtype),
+        "T8": np.empty((m, 1), dtype),
+        "U8": np.empty((m, 1), dtype),
+        "ones": np.ones(m, dtype),
+        "scale": np.array(0.02 / m, dtype),
+        "exp_max": np.floor(np.log(np.finfo(dtype).max)).astype(dtype),
+        "one": np.ones((), dtype),
+        "zero": np.zeros((), dtype),
+    }
+
+
+def _step(params, state, X, Y, work):
+    """One sgd step in place: forward, loss, backward and update; returns the loss.
+
+    X (m, 30) and Y (m, 1) are checked and of the params' dtype; the
+    numbers go into params, state and the work arrays.
+    """
+    m = X.shape[0]
+    grads = state["grads"]
+    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
+    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
+    W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
+    W4, b4, dW4, db4 = params["W4"], params["b4"], grads["W4"], grads["b4"]
+    W5, b5, dW5, db5 = params["W5"], params["b5"], grads["W5"], grads["b5"]
+    W6, b6, dW6, db6 = params["W6"], params["b6"], grads["W6"], grads["b6"]
+    W7, b7, dW7, db7 = params["W7"], params["b7"], grads["W7"], grads["b7"]
+    W8, b8, dW8, db8 = params["W8"], params["b8"], grads["W8"], grads["b8"]
+    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
+    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
+    Z3, D3, T3 = work["Z3"], work["D3"], work["T3"]
+    Z4, D4, T4 = work["Z4"], work["D4"], work["T4"]
+    Z5, D5, T5 = work["Z5"], work["D5"], work["T5"]
+    Z6, D6, T6 = work["Z6"], work["D6"], work["T6"]
+    Z7, D7, T7 = work["Z7"], work["D7"], work["T7"]
+    Z8, P8, A8, D8, T8, U8 = (
+        work["Z8"],
+        work["P8"],
+        work["A8"],
+        work["D8"],
+        work["T8"],
+        work["U8"],
+    )
+    ones, scale, exp_max, one, zero = (
+        work["ones"],
+        work["scale"],
+        work["exp_max"],
+        work["one"],
+        work["zero"],
+    )
+    # scale = η/m: δ carries the learning rate, so dW = η ∂L/∂W, ready to subtract
+    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
+
+    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
+    Z1 += b1
+    # A1 = sigmoid(Z1), computed in Z1's array
+    np.negative(Z1, out=Z1)
+    np.minimum(Z1, exp_max, out=Z1)
+    np.exp(Z1, out=Z1)
+    Z1 += one
+    A1 = np.reciprocal(Z1, out=Z1)
+    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
+    Z2 += b2
+    # A2 = sigmoid(Z2), computed in Z2's array
+    np.negative(Z2, out=Z2)
+    np.minimum(Z2, exp_max, out=Z2)
+    np.exp(Z2, out=Z2)
+    Z2 += one
+    A2 = np.reciprocal(Z2, out=Z2)
+    np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
+    Z3 += b3
+    # A3 = sigmoid(Z3), computed in Z3's array
+    np.negative(Z3, out=Z3)
+    np.minimum(Z3, exp_max, out=Z3)
+    np.exp(Z3, out=Z3)
+    Z3 += one
+    A3 = np.reciprocal(Z3, out=Z3)
+    np.dot(A3, W4, out=Z4)  # Z4 = A3 W4 + b4
+    Z4 += b4
+    # A4 = sigmoid(Z4), computed in Z4's array
+    np.negative(Z4, out=Z4)
+    np.minimum(Z4, exp_max, out=Z4)
+    np.exp(Z4, out=Z4)
+    Z4 += one
+    A4 = np.reciprocal(Z4, out=Z4)
+    np.dot(A4, W5, out=Z5)  # Z5 = A4 W5 + b5
+    Z5 += b5
+    # A5 = sigmoid(Z5), computed in Z5's array
+    np.negative(Z5, out=Z5)
+    np.minimum(Z5, exp_max, out=Z5)
+    np.exp(Z5, out=Z5)
+    Z5 += one
+    A5 = np.reciprocal(Z5, out=Z5)
+    np.dot(A5, W6, out=Z6)  # Z6 = A5 W6 + b6
+    Z6 += b6
+    # A6 = sigmoid(Z6), computed in Z6's array
+    np.negative(Z6, out=Z6)
+    np.minimum(Z6, exp_max, out=Z6)
+    np.exp(Z6, out=Z6)
+    Z6 += one
+    A6 = np.reciprocal(Z6, out=Z6)
+    np.dot(A6, W7, out=Z7)  # Z7 = A6 W7 + b7
+    Z7 += b7
+    # A7 = sigmoid(Z7), computed in Z7's array
+    np.negative(Z7, out=Z7)
+    np.minimum(Z7, exp_max, out=Z7)
+    np.exp(Z7, out=Z7)
+    Z7 += one
+    A7 = np.reciprocal(Z7, out=Z7)
+    np.dot(A7, W8, out=Z8)  # Z8 = A7 W8 + b8
+    Z8 += b8
+    # A8 = sigmoid(Z8) = exp(-P8), P8 = softplus(-Z8) (in the loss)
+    np.negative(Z8, out=P8)
+    np.logaddexp(zero, P8, out=P8)
+    np.negative(P8, out=A8)
+    np.exp(A8, out=A8)
+    # L: the terms of loss(), each product summed by one np.vdot
+    L = np.vdot(P8, Y)
+    np.subtract(one, Y, out=T8)
+    np.logaddexp(zero, Z8, out=U8)
+    L += np.vdot(T8, U8)
+    L = float(L) / m
+    # δ8 = ∂L/∂Z8 = (ŷ - y) / m; binary cross-entropy on sigmoid: SymPy simplified
+    #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
+    np.subtract(A8, Y, out=D8)
+    D8 *= scale
+    # ∂L/∂W8 = A7ᵀ δ8;  ∂L/∂b8 = Σₙ δ8
+    np.dot(A7.T, D8, out=dW8)
+    np.dot(ones, D8, out=db8)
+    # δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),  sigmoid'(z) = a·(1 - a)
+    np.dot(D8, W8.T, out=D7)
+    D7 *= A7
+    np.subtract(one, A7, out=T7)
+    D7 *= T7
+    # ∂L/∂W7 = A6ᵀ δ7;  ∂L/∂b7 = Σₙ δ7
+    np.dot(A6.T, D7, out=dW7)
+    np.dot(ones, D7, out=db7)
+    # δ6 = (δ7 W7ᵀ) ⊙ f'(Z6),  sigmoid'(z) = a·(1 - a)
+    np.dot(D7, W7.T, out=D6)
+    D6 *= A6
+    np.subtract(one, A6, out=T6)
+    D6 *= T6
+    # ∂L/∂W6 = A5ᵀ δ6;  ∂L/∂b6 = Σₙ δ6
+    np.dot(A5.T, D6, out=dW6)
+    np.dot(ones, D6, out=db6)
+    # δ5 = (δ6 W6ᵀ) ⊙ f'(Z5),  sigmoid'(z) = a·(1 - a)
+    np.dot(D6, W6.T, out=D5)
+    D5 *= A5
+    np.subtract(one, A5, out=T5)
+    D5 *= T5
+    # ∂L/∂W5 = A4ᵀ δ5;  ∂L/∂b5 = Σₙ δ5
+    np.dot(A4.T, D5, out=dW5)
+    np.dot(ones, D5, out=db5)
+    # δ4 = (δ5 W5ᵀ) ⊙ f'(Z4),  sigmoid'(z) = a·(1 - a)
+    np.dot(D5, W5.T, out=D4)
+    D4 *= A4
+    np.subtract(one, A4, out=T4)
+    D4 *= T4
+    # ∂L/∂W4 = A3ᵀ δ4;  ∂L/∂b4 = Σₙ δ4
+    np.dot(A3.T, D4, out=dW4)
+    np.dot(ones, D4, out=db4)
+    # δ3 = (δ4 W4ᵀ) ⊙ f'(Z3),  sigmoid'(z) = a·(1 - a)
+    np.dot(D4, W4.T, out=D3)
+    D3 *= A3
+    np.subtract(one, A3, out=T3)
+    D3 *= T3
+    # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
+    np.dot(A2.T, D3, out=dW3)
+    np.dot(ones, D3, out=db3)
+    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  sigmoid'(z) = a·(1 - a)
+    np.dot(D3, W3.T, out=D2)
+    D2 *= A2
+    np.subtract(one, A2, out=T2)
+    D2 *= T2
+    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
+    np.dot(A1.T, D2, out=dW2)
+    np.dot(ones, D2, out=db2)
+    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  sigmoid'(z) = a·(1 - a)
+    np.dot(D2, W2.T, out=D1)
+    D1 *= A1
+    np.subtract(one, A1, out=T1)
+    D1 *= T1
+    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
+    np.dot(X.T, D1, out=dW1)
+    np.dot(ones, D1, out=db1)
+
+    # p ← p − η ∂L/∂p  (η is in the gradients already)
+    W1 -= dW1
+    b1 -= db1
+    W2 -= dW2
+    b2 -= db2
+    W3 -= dW3
+    b3 -= db3
+    W4 -= dW4
+    b4 -= db4
+    W5 -= dW5
+    b5 -= db5
+    W6 -= dW6
+    b6 -= db6
+    W7 -= dW7
+    b7 -= db7
+    W8 -= dW8
+    b8 -= db8
+    state["t"] += 1
+    return L
+
+
+# The runtime: the same in every module symgrad writes (symgrad/runtime.py), configured
+# by the constants above; the derived part above it computes the numbers.
+
+_KEYS = PARAM_NAMES + BUFFER_NAMES  # the keys of params, in order
+_SHAPES = {**PARAM_SHAPES, **BUFFER_SHAPES}
+
+
+def init_params(seed=0, dtype=np.float64):
+    """Fresh parameters, a dict of arrays with the keys PARAM_NAMES + BUFFER_NAMES.
+
+    INIT says how each array is made: "he_normal" (normal, standard deviation
+    √(2 / fan_in)), "glorot_uniform" (uniform in ±√(6 / (fan_in + fan_out))), "zeros"
+    or "ones". The draws come from NumPy's default_rng(seed), in the order of the keys,
+    so a seed gives the same parameters on every machine.
+    """
+    rng = np.random.default_rng(seed)
+    params = {}
+    for key in _KEYS:
+        kind, *fans = INIT[key]
+        shape = _SHAPES[key]
+        if kind == "he_normal":
+            values = rng.standard_normal(shape) * np.sqrt(2 / fans[0])
+        elif kind == "glorot_uniform":
+            limit = np.sqrt(6 / (fans[0] + fans[1]))
+            values = rng.uniform(-limit, limit, shape)
+        elif kind in ("zeros", "ones"):
+            values = np.zeros(shape) if kind == "zeros" else np.ones(shape)
+        else:
+            raise ValueError(f"INIT[{key!r}]: unknown initialization {kind!r}")
+        params[key] = values.astype(dtype)
+    return params
+
+
+# --- checks ---------------------------------------------------------------------------
+
+
+def _check_params(params):
+    """The params' dtype, after checking their keys, shapes and dtype."""
+    try:
+        signature = [(v.shape, v.dtype) for v in params.values()]
+        if signature in _SIGNATURES and list(params) == _NAMES:
+            return signature[0][1]
+    except (AttributeError, TypeError):
+        pass
+    # not the usual case: find what is wrong, and say so
+    keys = list(_KEYS)
+    if not isinstance(params, dict):
+        raise TypeError(
+            f"params must be a dict with keys {keys}, found {type(params).__name__}"
+        )
+    if set(params) != set(_KEYS):
+        raise ValueError(
+            f"params must be a dict with keys {keys}, found {sorted(params, key=str)}"
+        )
+    for key, shape in _SHAPES.items():
+        if not isinstance(params[key], np.ndarray):
+            raise TypeError(
+                f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
+            )
+        if params[key].shape != shape:
+            raise ValueError(
+                f"params[{key!r}] must have shape {shape}, found {params[key].shape}"
+            )
+    dtypes = {v.dtype for v in params.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        found = ", ".join(sorted(str(d) for d in dtypes))
+        raise ValueError(f"params must be all float32 or all float64, found {found}")
+    return dtypes.pop()  # keys in another order
+
+
+_NAMES = list(_KEYS)
+_SIGNATURES = [  # (shape, dtype) of each param, in order: the usual, valid params
+    [(_SHAPES[k], np.dtype(dtype)) for k in _KEYS] for dtype in (np.float32, np.float64)
+]
+
+
+def _finite(a):
+    # Σ a² (one BLAS pass, no temporary) is finite unless an entry is NaN or ±inf, or
+    # the sum overflows; only then is every entry looked at
+    return np.isfinite(np.vdot(a, a)) or np.isfinite(a).all()
+
+
+def _real(a, name, dtype):
+    """a as an array of dtype, if it holds real numbers (a TypeError if not)."""
+    a = np.asarray(a)
+    if a.dtype != dtype:
+        if a.dtype.kind not in "biuf":  # complex parts would be dropped, strings parsed
+            raise TypeError(
+                f"{name} must hold real numbers (bool, int or float), found dtype {a.dtype}: "
+                f"convert it first, e.g. np.asarray({name}, dtype=float)"
+            )
+        a = a.astype(dtype)
+    return a
+
+
+def _inputs(params, X):
+    """X as a (m, LAYER_SIZES[0]) array of the params' dtype."""
+    return _features(X, _check_params(params))
+
+
+def _features(X, dtype):
+    X = _real(X, "X", dtype)
+    if X.ndim != 2 or X.shape[1] != LAYER_SIZES[0]:
+        raise ValueError(f"X must have shape (m, {LAYER_SIZES[0]}), found {X.shape}")
+    if CHECK_FINITE and not _finite(X):
+        raise ValueError(
+            "X contains NaN or inf (set CHECK_FINITE = False to skip this check)"
+        )
+    return X
+
+
+def _targets(Y, m, dtype):
+    """Y as a (m, LAYER_SIZES[-1]) array of dtype, for m ≥ 1 examples.
+
+    Y holds what TARGETS says: rows on the simplex (entries ≥ 0 summing to 1), values
+    in [0, 1] (0/1 labels or probabilities), or any real numbers; with LABELS it may
+    be integer class labels of shape (m,), and with one output unit shape (m,).
+    CHECK_FINITE checks the values: NaN/inf, and the range of TARGETS.
+    """
+    if m == 0:
+        raise ValueError(
+            f"X has no examples (shape (0, {LAYER_SIZES[0]})): "
+            "the loss is a mean over at least one example"
+        )
+    Y = np.asarray(Y)
+    if Y.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Y must hold real numbers (bool, int or float), found dtype {Y.dtype}"
+        )
+    if Y.ndim == 1:
+        if LABELS:
+            return _one_hot(Y, m, dtype)
+        if LAYER_SIZES[-1] == 1:
+            Y = Y[:, None]
+    if Y.shape != (m, LAYER_SIZES[-1]):
+        raise ValueError(f"Y must have shape ({m}, {LAYER_SIZES[-1]}), found {Y.shape}")
+    given = Y.dtype
+    Y = Y.astype(dtype, copy=False)
+    if CHECK_FINITE and not _in_range(Y, given):
+        _refuse_targets(Y, given)
+    return Y
+
+
+_min, _max = np.minimum.reduce, np.maximum.reduce
+
+
+def _in_unit_interval(Y, given):
+    # in [0, 1] implies finite: one check for both (the ufuncs' reduce: Y.min() is slower)
+    return _min(Y, axis=None) >= 0 and _max(Y, axis=None) <= 1
+
+
+def _on_simplex(Y, given):
+    # row sums 1 within the tolerance; with entries ≥ 0 this implies finite: one check
+    # for both
+    tol = _simplex_tolerance(Y.dtype, given)
+    return (
+        _min(Y, axis=None) >= 0
+        and _max(np.abs(np.add.reduce(Y, axis=1) - 1), axis=None) <= tol
+    )
+
+
+def _simplex_tolerance(dtype, given):
+    """√ε of the coarser of Y's dtype as given and the params' dtype."""
+    return np.sqrt(
+        max(np.finfo(dtype).eps, np.finfo(given).eps if given.kind == "f" else 0)
+    )
+
+
+def _all_finite(Y, given):
+    return _finite(Y)
+
+
+_in_range = {  # the check of the targets' values, by what they hold
+    "simplex": _on_simplex,
+    "unit_interval": _in_unit_interval,
+    "real": _all_finite,
+}[TARGETS]
+
+
+def _refuse_targets(Y, given):
+    # the targets failed the check of _targets: say which entry, and why it matters
+    if not np.isfinite(Y).all():
+        raise ValueError(
+            "Y contains NaN or inf (set CHECK_FINITE = False to skip this check)"
+        )
+    if TARGETS == "unit_interval":
+        i, j = np.argwhere((Y < 0) | (Y > 1))[0]
+        raise ValueError(
+            "binary cross-entropy takes targets in [0, 1] (0/1 labels or probabilities), "
+            f"found Y[{i}, {j}] = {Y[i, j]}"
+        )
+    tol = _simplex_tolerance(Y.dtype, given)
+    i = int(np.argmax((Y < 0).any(axis=1) | (np.abs(Y.sum(axis=1) - 1) > tol)))
+    raise ValueError(
+        f"categorical cross-entropy takes target rows on the simplex (entries ≥ 0 summing to 1): "
+        f"its derived gradient Ŷ - Y assumes it; found Y[{i}] = {Y[i]} (sum {Y[i].sum():.8g}); "
+        f"class labels can be passed as integers of shape (m,)"
+    )
+
+
+def _one_hot(labels, m, dtype):
+    """Class labels (m,) in [0, n_out) as one-hot rows; whole-number floats are labels too."""
+    n = LAYER_SIZES[-1]
+    if labels.shape != (m,):
+        raise ValueError(
+            f"labels must be {m} integers in [0, {n}), found shape {labels.shape}"
+        )
+    bad = (labels < 0) | (labels >= n)
+    if labels.dtype.kind == "f":
+        bad |= np.floor(labels) != labels  # NaN too
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"labels must be {m} integers in [0, {n}), found {labels[i]} at Y[{i}]"
+        )
+    return np.eye(n, dtype=dtype)[labels.astype(np.intp)]
+
+
+def _generator(rng):
+    """rng, if it is None or a NumPy Generator (the masks of dropout are drawn from it)."""
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a NumPy Generator (np.random.default_rng(seed)) or None, "
+            f"found {type(rng).__name__}"
+        )
+    return rng
+
+
+# --- the functions of the network -----------------------------------------------------
+
+
+def forward(params, X, *, training=False, rng=None):
+    """The network's output Ŷ, shape (m, LAYER_SIZES[-1]).
+
+    training=True computes it as training does: batch statistics instead of running
+    ones (batchnorm), and dropout with masks drawn from rng when one is given. A
+    network with neither computes the same either way.
+    """
+    X = _inputs(params, X)
+    return _forward(params, X, training, _generator(rng))
+
+
+def loss(params, X, Y, *, training=False, rng=None):
+    """The mean loss over the batch (plus the l2 term, if any), as a float.
+
+    loss(params, X, Y, training=True, rng=rng) is the function whose gradient
+    loss_and_grad(params, X, Y, rng=rng) returns.
+    """
+    X = _inputs(params, X)
+    Y = _targets(Y, X.shape[0], X.dtype)
+    return _loss(params, X, Y, training, _generator(rng))
+
+
+def loss_and_grad(params, X, Y, *, rng=None):
+    """(loss, grads): grads has the keys PARAM_NAMES, with the shapes and dtype of params.
+
+    The loss is the one of training (batch statistics; dropout only with an rng).
+    """
+    X = _inputs(params, X)
+    Y = _targets(Y, X.shape[0], X.dtype)
+    return _loss_and_grad(params, X, Y, _generator(rng))
+
+
+def _classes(Yhat):
+    return Yhat.argmax(axis=1)
+
+
+def _zero_one(Yhat):
+    return (Yhat >= 0.5).astype(np.int64)
+
+
+def _values(Yhat):
+    return Yhat
+
+
+_decide = {"classes": _classes, "binary": _zero_one, "values": _values}[TASK]
+
+
 def predict(params, X):
-    """0/1 predictions (Ŷ ≥ 0.5), shape (m, n_out)."""
-    A = forward(params, X)
-    return (A >= 0.5).astype(np.int64)
+    """The predictions, by TASK: the class index per example, shape (m,), for "classes";
+    0/1 per output (Ŷ ≥ 0.5), shape (m, n_out), for "binary"; Ŷ itself for "values"."""
+    return _decide(forward(params, X))
+
+
+# --- saved parameters -----------------------------------------------------------------
 
 
 def save_params(path, params):
     """Write params to an .npz file (np.savez adds the suffix if path has none)."""
     _check_params(params)
-    np.savez(path, **{k: params[k] for k in PARAM_NAMES})
+    np.savez(path, **{k: params[k] for k in _KEYS})
 
 
 def load_params(path):
@@ -405,15 +790,12 @@ def load_params(path):
     with open(path, "rb") as file:  # np.load(path) leaves it open when the zip is bad
         head = file.read(6)
         if not head.startswith(b"PK"):  # a zip archive, as np.savez writes
-            found = (
-                "an empty file"
-                if not head
-                else (
-                    "a .npy file (one array)"
-                    if head == b"\x93NUMPY"
-                    else f"a file starting {head!r}"
-                )
-            )
+            if not head:
+                found = "an empty file"
+            elif head == b"\x93NUMPY":
+                found = "a .npy file (one array)"
+            else:
+                found = f"a file starting {head!r}"
             raise ValueError(
                 f"{path}: expected an .npz archive written by save_params, found {found}"
             )
@@ -433,35 +815,45 @@ def load_params(path):
         _check_params(params)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{path}: {exc}") from None
-    return {k: params[k] for k in PARAM_NAMES}
+    return {k: params[k] for k in _KEYS}
 
 
-def init_state(params):
-    """Optimizer state for `step`: the step count.
+# --- training -------------------------------------------------------------------------
+
+
+def init_state(params, seed=0):
+    """Optimizer state for `step`: the step count ("t") and the optimizer's arrays per
+    parameter (MOMENTS: none for sgd, "velocity" for momentum, "m" and "v" for adam).
 
     It also keeps the gradient arrays ("grads") and the work arrays of a step
     ("buffers", made by the first step with a batch size; the three most recently
-    used sizes are kept).
+    used sizes are kept). With dropout, "rng" is the generator of the masks,
+    default_rng(seed).
     """
     _check_params(params)
-    return {
-        "t": 0,
-        # C order: np.dot(..., out=) writes only into C-contiguous arrays
-        "grads": {k: np.zeros(params[k].shape, params[k].dtype) for k in PARAM_NAMES},
-        "buffers": {},
+    state = {"t": 0}
+    for key in MOMENTS:
+        state[key] = {k: np.zeros_like(params[k]) for k in PARAM_NAMES}
+    # C order: np.dot(..., out=) writes only into C-contiguous arrays
+    state["grads"] = {
+        k: np.zeros(params[k].shape, params[k].dtype) for k in PARAM_NAMES
     }
+    state["buffers"] = {}
+    if DROPOUT:
+        state["rng"] = np.random.default_rng(seed)
+    return state
 
 
-_STATE_KEYS_OF = (
-    {  # the keys of each optimizer's state, to name the one a state is from
-        "sgd": {"t", "grads", "buffers"},
-        "momentum": {"t", "velocity", "grads", "buffers"},
-        "adam": {"t", "m", "v", "grads", "buffers"},
-    }
-)
-_STATE_KEYS = _STATE_KEYS_OF[OPTIMIZER["name"]]
-_STEP_SIGNATURES = [  # (key, shape, dtype, writeable) of params, in order
-    [(k, shape, np.dtype(dtype), True) for k, shape in PARAM_SHAPES.items()] * 1
+_OPTIMIZER_MOMENTS = {  # of symgrad's optimizers, to name the one a state was made for
+    "sgd": (),
+    "momentum": ("velocity",),
+    "adam": ("m", "v"),
+}
+_EXTRA_KEYS = {"rng"} if DROPOUT else set()
+_STATE_KEYS = {"t", *MOMENTS, "grads", "buffers", *_EXTRA_KEYS}
+_STEP_SIGNATURES = [  # (key, shape, dtype, writeable) of params and state[MOMENTS], in order
+    [(k, _SHAPES[k], np.dtype(dtype), True) for k in _KEYS]
+    + [(k, PARAM_SHAPES[k], np.dtype(dtype), True) for k in PARAM_NAMES] * len(MOMENTS)
     for dtype in (np.float32, np.float64)
 ]
 _BATCH_SIZES_KEPT = 3  # fit's full and partial batch, and one more
@@ -473,7 +865,14 @@ def _check_step(params, state):
     The usual case is one comparison; anything else goes through _state_error.
     """
     try:
+        # two flat comprehensions: as fast as one over a literal tuple of the dicts
         found = [(k, v.shape, v.dtype, v.flags.writeable) for k, v in params.items()]
+        if MOMENTS:
+            found += [
+                (k, v.shape, v.dtype, v.flags.writeable)
+                for key in MOMENTS
+                for k, v in state[key].items()
+            ]
         t = state["t"]
         if (
             found in _STEP_SIGNATURES
@@ -498,7 +897,7 @@ def _state_error(params, state, dtype):
     state (gradients with np.dot(out=), which needs C order). All are checked before
     the first write, so that a step that fails changes nothing.
     """
-    for k in PARAM_NAMES:
+    for k in _KEYS:
         if not params[k].flags.writeable:
             return ValueError(
                 f"params[{k!r}] is read-only: step updates it in place (pass a writeable copy)"
@@ -509,7 +908,11 @@ def _state_error(params, state, dtype):
         )
     if state.keys() != _STATE_KEYS:
         found = sorted(state, key=str)
-        others = [name for name, keys in _STATE_KEYS_OF.items() if state.keys() == keys]
+        others = [
+            name
+            for name, moments in _OPTIMIZER_MOMENTS.items()
+            if state.keys() == {"t", *moments, "grads", "buffers", *_EXTRA_KEYS}
+        ]
         origin = f" (the keys of the {others[0]} optimizer's state)" if others else ""
         return ValueError(
             f"state must be made for this module's optimizer, {OPTIMIZER['name']}, with keys "
@@ -526,7 +929,12 @@ def _state_error(params, state, dtype):
         return TypeError(
             f"state['buffers'] must be a dict, found {type(state['buffers']).__name__}"
         )
-    for key in sorted(_STATE_KEYS - {"t", "buffers"}):  # the dicts of arrays
+    if DROPOUT and not isinstance(state["rng"], np.random.Generator):
+        found = type(state["rng"]).__name__
+        return TypeError(
+            f"state['rng'] must be a NumPy Generator (the dropout masks'), found {found}"
+        )
+    for key in sorted(_STATE_KEYS - {"t", "buffers", "rng"}):  # the dicts of arrays
         arrays = state[key]
         if not isinstance(arrays, dict):
             return TypeError(
@@ -563,49 +971,16 @@ def _work(state, m, dtype):
     # taken out and put back last: the dict runs from the least to the most recently used
     buffers = state["buffers"]
     work = buffers.pop(m, None)
-    if work is None or work["ones"].dtype != dtype:
+    if work is None or next(iter(work.values())).dtype != dtype:
         while len(buffers) >= _BATCH_SIZES_KEPT:
             del buffers[next(iter(buffers))]  # the least recently used size
-        work = {
-            "Z1": np.empty((m, 32), dtype),
-            "Z2": np.empty((m, 32), dtype),
-            "Z3": np.empty((m, 32), dtype),
-            "Z4": np.empty((m, 32), dtype),
-            "Z5": np.empty((m, 32), dtype),
-            "Z6": np.empty((m, 32), dtype),
-            "Z7": np.empty((m, 32), dtype),
-            "Z8": np.empty((m, 1), dtype),
-            "P8": np.empty((m, 1), dtype),
-            "A8": np.empty((m, 1), dtype),
-            "D8": np.empty((m, 1), dtype),
-            "D7": np.empty((m, 32), dtype),
-            "D6": np.empty((m, 32), dtype),
-            "D5": np.empty((m, 32), dtype),
-            "D4": np.empty((m, 32), dtype),
-            "D3": np.empty((m, 32), dtype),
-            "D2": np.empty((m, 32), dtype),
-            "D1": np.empty((m, 32), dtype),
-            "T1": np.empty((m, 32), dtype),
-            "T2": np.empty((m, 32), dtype),
-            "T3": np.empty((m, 32), dtype),
-            "T4": np.empty((m, 32), dtype),
-            "T5": np.empty((m, 32), dtype),
-            "T6": np.empty((m, 32), dtype),
-            "T7": np.empty((m, 32), dtype),
-            "T8": np.empty((m, 1), dtype),
-            "U8": np.empty((m, 1), dtype),
-            "ones": np.ones(m, dtype),
-            "scale": np.array(0.02 / m, dtype),
-            "exp_max": np.floor(np.log(np.finfo(dtype).max)).astype(dtype),
-            "one": np.ones((), dtype),
-            "zero": np.zeros((), dtype),
-        }
+        work = _make_work(m, dtype)
     buffers[m] = work
     return work
 
 
 def step(params, state, X, Y):
-    """One sgd update of params, in place; returns the loss before it.
+    """One update of params by the module's optimizer, in place; returns the loss before it.
 
     The numbers of loss_and_grad followed by the update, computed with in-place NumPy
     calls in the arrays of `state` (see init_state): a step allocates nothing new.
@@ -617,7 +992,7 @@ def step(params, state, X, Y):
     X = _features(X, dtype)
     Y = _targets(Y, X.shape[0], dtype)
     try:
-        return _step(params, state, X, Y)
+        return _step(params, state, X, Y, _work(state, X.shape[0], dtype))
     except (AttributeError, TypeError, ValueError):
         # the cheap check skips the gradient arrays and the buffers: np.dot(out=) refused
         # one, or the buffers are not a dict, before anything was updated; say which
@@ -627,201 +1002,19 @@ def step(params, state, X, Y):
         raise error from None
 
 
-def _step(params, state, X, Y):
-    # step on checked arrays: X (m, 30) and Y (m, 1), both of the params' dtype
-    m = X.shape[0]
-    grads = state["grads"]
-    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
-    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
-    W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
-    W4, b4, dW4, db4 = params["W4"], params["b4"], grads["W4"], grads["b4"]
-    W5, b5, dW5, db5 = params["W5"], params["b5"], grads["W5"], grads["b5"]
-    W6, b6, dW6, db6 = params["W6"], params["b6"], grads["W6"], grads["b6"]
-    W7, b7, dW7, db7 = params["W7"], params["b7"], grads["W7"], grads["b7"]
-    W8, b8, dW8, db8 = params["W8"], params["b8"], grads["W8"], grads["b8"]
-    work = _work(state, m, X.dtype)
-    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
-    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
-    Z3, D3, T3 = work["Z3"], work["D3"], work["T3"]
-    Z4, D4, T4 = work["Z4"], work["D4"], work["T4"]
-    Z5, D5, T5 = work["Z5"], work["D5"], work["T5"]
-    Z6, D6, T6 = work["Z6"], work["D6"], work["T6"]
-    Z7, D7, T7 = work["Z7"], work["D7"], work["T7"]
-    Z8, P8, A8, D8, T8, U8 = (
-        work["Z8"],
-        work["P8"],
-        work["A8"],
-        work["D8"],
-        work["T8"],
-        work["U8"],
-    )
-    ones, scale, exp_max, one, zero = (
-        work["ones"],
-        work["scale"],
-        work["exp_max"],
-        work["one"],
-        work["zero"],
-    )
-    # scale = η/m: δ carries the learning rate, so dW = η ∂L/∂W, ready to subtract
-    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
-
-    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
-    Z1 += b1
-    # A1 = sigmoid(Z1), computed in Z1's array
-    np.negative(Z1, out=Z1)
-    np.minimum(Z1, exp_max, out=Z1)  # e^-x stays finite
-    np.exp(Z1, out=Z1)
-    Z1 += one
-    A1 = np.reciprocal(Z1, out=Z1)
-    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
-    Z2 += b2
-    # A2 = sigmoid(Z2), computed in Z2's array
-    np.negative(Z2, out=Z2)
-    np.minimum(Z2, exp_max, out=Z2)  # e^-x stays finite
-    np.exp(Z2, out=Z2)
-    Z2 += one
-    A2 = np.reciprocal(Z2, out=Z2)
-    np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
-    Z3 += b3
-    # A3 = sigmoid(Z3), computed in Z3's array
-    np.negative(Z3, out=Z3)
-    np.minimum(Z3, exp_max, out=Z3)  # e^-x stays finite
-    np.exp(Z3, out=Z3)
-    Z3 += one
-    A3 = np.reciprocal(Z3, out=Z3)
-    np.dot(A3, W4, out=Z4)  # Z4 = A3 W4 + b4
-    Z4 += b4
-    # A4 = sigmoid(Z4), computed in Z4's array
-    np.negative(Z4, out=Z4)
-    np.minimum(Z4, exp_max, out=Z4)  # e^-x stays finite
-    np.exp(Z4, out=Z4)
-    Z4 += one
-    A4 = np.reciprocal(Z4, out=Z4)
-    np.dot(A4, W5, out=Z5)  # Z5 = A4 W5 + b5
-    Z5 += b5
-    # A5 = sigmoid(Z5), computed in Z5's array
-    np.negative(Z5, out=Z5)
-    np.minimum(Z5, exp_max, out=Z5)  # e^-x stays finite
-    np.exp(Z5, out=Z5)
-    Z5 += one
-    A5 = np.reciprocal(Z5, out=Z5)
-    np.dot(A5, W6, out=Z6)  # Z6 = A5 W6 + b6
-    Z6 += b6
-    # A6 = sigmoid(Z6), computed in Z6's array
-    np.negative(Z6, out=Z6)
-    np.minimum(Z6, exp_max, out=Z6)  # e^-x stays finite
-    np.exp(Z6, out=Z6)
-    Z6 += one
-    A6 = np.reciprocal(Z6, out=Z6)
-    np.dot(A6, W7, out=Z7)  # Z7 = A6 W7 + b7
-    Z7 += b7
-    # A7 = sigmoid(Z7), computed in Z7's array
-    np.negative(Z7, out=Z7)
-    np.minimum(Z7, exp_max, out=Z7)  # e^-x stays finite
-    np.exp(Z7, out=Z7)
-    Z7 += one
-    A7 = np.reciprocal(Z7, out=Z7)
-    np.dot(A7, W8, out=Z8)  # Z8 = A7 W8 + b8
-    Z8 += b8
-    # A8 = sigmoid(Z8) = exp(-P8), P8 = softplus(-Z8) (in the loss)
-    np.negative(Z8, out=P8)
-    np.logaddexp(zero, P8, out=P8)
-    np.negative(P8, out=A8)
-    np.exp(A8, out=A8)
-    # L: the terms of loss(), each product summed by one np.vdot
-    L = np.vdot(P8, Y)
-    np.subtract(one, Y, out=T8)
-    np.logaddexp(zero, Z8, out=U8)
-    L += np.vdot(T8, U8)
-    L = float(L) / m
-    # δ8 = ∂L/∂Z8 = (ŷ - y) / m; binary cross-entropy on sigmoid: SymPy simplified
-    #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
-    np.subtract(A8, Y, out=D8)
-    D8 *= scale
-    # ∂L/∂W8 = A7ᵀ δ8;  ∂L/∂b8 = Σₙ δ8
-    np.dot(A7.T, D8, out=dW8)
-    np.dot(ones, D8, out=db8)  # Σₙ as 1ᵀδ: faster than sum
-    # δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),  sigmoid'(z) = a·(1 - a)
-    np.dot(D8, W8.T, out=D7)
-    D7 *= A7
-    np.subtract(one, A7, out=T7)
-    D7 *= T7
-    # ∂L/∂W7 = A6ᵀ δ7;  ∂L/∂b7 = Σₙ δ7
-    np.dot(A6.T, D7, out=dW7)
-    np.dot(ones, D7, out=db7)  # Σₙ as 1ᵀδ: faster than sum
-    # δ6 = (δ7 W7ᵀ) ⊙ f'(Z6),  sigmoid'(z) = a·(1 - a)
-    np.dot(D7, W7.T, out=D6)
-    D6 *= A6
-    np.subtract(one, A6, out=T6)
-    D6 *= T6
-    # ∂L/∂W6 = A5ᵀ δ6;  ∂L/∂b6 = Σₙ δ6
-    np.dot(A5.T, D6, out=dW6)
-    np.dot(ones, D6, out=db6)  # Σₙ as 1ᵀδ: faster than sum
-    # δ5 = (δ6 W6ᵀ) ⊙ f'(Z5),  sigmoid'(z) = a·(1 - a)
-    np.dot(D6, W6.T, out=D5)
-    D5 *= A5
-    np.subtract(one, A5, out=T5)
-    D5 *= T5
-    # ∂L/∂W5 = A4ᵀ δ5;  ∂L/∂b5 = Σₙ δ5
-    np.dot(A4.T, D5, out=dW5)
-    np.dot(ones, D5, out=db5)  # Σₙ as 1ᵀδ: faster than sum
-    # δ4 = (δ5 W5ᵀ) ⊙ f'(Z4),  sigmoid'(z) = a·(1 - a)
-    np.dot(D5, W5.T, out=D4)
-    D4 *= A4
-    np.subtract(one, A4, out=T4)
-    D4 *= T4
-    # ∂L/∂W4 = A3ᵀ δ4;  ∂L/∂b4 = Σₙ δ4
-    np.dot(A3.T, D4, out=dW4)
-    np.dot(ones, D4, out=db4)  # Σₙ as 1ᵀδ: faster than sum
-    # δ3 = (δ4 W4ᵀ) ⊙ f'(Z3),  sigmoid'(z) = a·(1 - a)
-    np.dot(D4, W4.T, out=D3)
-    D3 *= A3
-    np.subtract(one, A3, out=T3)
-    D3 *= T3
-    # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
-    np.dot(A2.T, D3, out=dW3)
-    np.dot(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
-    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  sigmoid'(z) = a·(1 - a)
-    np.dot(D3, W3.T, out=D2)
-    D2 *= A2
-    np.subtract(one, A2, out=T2)
-    D2 *= T2
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.dot(A1.T, D2, out=dW2)
-    np.dot(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  sigmoid'(z) = a·(1 - a)
-    np.dot(D2, W2.T, out=D1)
-    D1 *= A1
-    np.subtract(one, A1, out=T1)
-    D1 *= T1
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.dot(X.T, D1, out=dW1)
-    np.dot(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
-
-    # p ← p − η ∂L/∂p  (η is in the gradients already)
-    W1 -= dW1
-    b1 -= db1
-    W2 -= dW2
-    b2 -= db2
-    W3 -= dW3
-    b3 -= db3
-    W4 -= dW4
-    b4 -= db4
-    W5 -= dW5
-    b5 -= db5
-    W6 -= dW6
-    b6 -= db6
-    W7 -= dW7
-    b7 -= db7
-    W8 -= dW8
-    b8 -= db8
-    state["t"] += 1
-    return L
+def _class_accuracy(params, X, Y):
+    Y = np.asarray(Y)
+    labels = Y if Y.ndim == 1 else Y.argmax(axis=1)
+    return float(np.mean(predict(params, X) == labels))
 
 
-def _accuracy(params, X, Y):
+def _binary_accuracy(params, X, Y):
     Y = np.asarray(Y).reshape(len(Y), -1)
     return float(np.mean(predict(params, X) == Y))
+
+
+# the fraction of right predictions, for the tasks that have them
+_accuracy = {"classes": _class_accuracy, "binary": _binary_accuracy}.get(TASK)
 
 
 def _whole(value, name, low):
@@ -857,11 +1050,12 @@ def fit(
 
     Each epoch shuffles the examples with default_rng(seed + epoch) and walks them in
     batches of batch_size (the last one may be smaller). history["loss"] is the mean
-    of the batch losses, weighted by batch size;
-    history["accuracy"] is measured on all of X after the epoch. With
-    validation_data=(X_val, Y_val), "val_loss" and "val_accuracy" are recorded too.
+    of the batch losses, weighted by batch size; for classifiers (TASK "classes" or
+    "binary") history["accuracy"] is measured on all of X after the epoch. With
+    validation_data=(X_val, Y_val), "val_loss" (and "val_accuracy") are recorded too.
     verbose prints one line per epoch. Pass the `state` of an earlier call to go on
-    training with its optimizer state.
+    training with its optimizer state (and its dropout generator: a new state's is
+    seeded with seed).
     """
     epochs = _whole(epochs, "epochs", 0)
     batch_size = _whole(batch_size, "batch_size", 1)
@@ -872,17 +1066,20 @@ def fit(
         raise ValueError(f"X has {n} examples but Y has shape {np.shape(Y)}")
     Y = _targets(Y, n, X.dtype)
     if state is None:
-        state = init_state(params)
+        state = init_state(params, seed)
     error = _state_error(params, state, _check_step(params, state))  # the gradients too
     if error is not None:
         raise error
-    history = {"loss": [], "accuracy": []}
+    history = {"loss": []}
+    if _accuracy is not None:
+        history["accuracy"] = []
     if validation_data is not None:
         X_val, Y_val = validation_data
         X_val = _inputs(params, X_val)
         Y_val = _targets(Y_val, X_val.shape[0], X.dtype)
         history["val_loss"] = []
-        history["val_accuracy"] = []
+        if _accuracy is not None:
+            history["val_accuracy"] = []
     batches = {}  # batch size -> the arrays a batch is gathered into
     for epoch in range(epochs):
         order = np.random.default_rng(seed + epoch).permutation(n)
@@ -892,18 +1089,23 @@ def fit(
             size = len(batch)
             if size not in batches:
                 batches[size] = (
-                    np.empty((size, 30), X.dtype),
-                    np.empty((size, 1), X.dtype),
+                    np.empty((size, LAYER_SIZES[0]), X.dtype),
+                    np.empty((size, LAYER_SIZES[-1]), X.dtype),
                 )
             X_batch, Y_batch = batches[size]
             np.take(X, batch, axis=0, out=X_batch)
             np.take(Y, batch, axis=0, out=Y_batch)
-            total += _step(params, state, X_batch, Y_batch) * size
+            total += (
+                _step(params, state, X_batch, Y_batch, _work(state, size, X.dtype))
+                * size
+            )
         history["loss"].append(total / max(n, 1))
-        history["accuracy"].append(_accuracy(params, X, Y))
+        if _accuracy is not None:
+            history["accuracy"].append(_accuracy(params, X, Y))
         if validation_data is not None:
             history["val_loss"].append(loss(params, X_val, Y_val))
-            history["val_accuracy"].append(_accuracy(params, X_val, Y_val))
+            if _accuracy is not None:
+                history["val_accuracy"].append(_accuracy(params, X_val, Y_val))
         if verbose:
             report = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
             print(f"epoch {epoch + 1}/{epochs}: {report}")

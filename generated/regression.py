@@ -15,7 +15,17 @@ Backward pass, derived and simplified by SymPy (m examples in a batch, δˡ = �
     δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),   tanh'(z) = 1 - a²
     ∂L/∂W1 = Xᵀ δ1,   ∂L/∂b1 = Σₙ δ1
 
-Regenerate with: symgrad generate regression.yaml
+step computes the numbers of loss_and_grad and the update with in-place NumPy calls,
+in work arrays made once per batch size (_make_work): bias gradients Σₙ δ as the
+product 1ᵀδ, faster than a sum; the sigmoid as 1 / (1 + e^-x) with -x capped at
+log(largest float), so that e^-x stays finite.
+
+After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
+configured by the constants above): the checks of params, X and Y, init_params,
+forward, loss, loss_and_grad, predict, save_params, load_params, init_state, step
+and fit.
+
+Regenerate with: symgrad generate examples/regression.yaml
 """
 
 import numpy as np
@@ -39,6 +49,22 @@ PARAM_SHAPES = {
     "W3": (16, 1),
     "b3": (1,),
 }
+BUFFER_NAMES = ()
+BUFFER_SHAPES = {}
+INIT = {
+    "W1": ("glorot_uniform", 8, 32),  # layer 1: tanh
+    "b1": ("zeros",),
+    "W2": ("glorot_uniform", 32, 16),  # layer 2: sigmoid
+    "b2": ("zeros",),
+    "W3": ("glorot_uniform", 16, 1),  # layer 3: identity
+    "b3": ("zeros",),
+}
+TASK = "values"  # predict: Ŷ itself
+# Y: real targets
+TARGETS = "real"
+LABELS = False
+MOMENTS = ("velocity",)
+DROPOUT = False
 # Set to False to skip the NaN/inf scan of X and Y in every call (shapes and types are
 # always checked).
 CHECK_FINITE = True
@@ -54,134 +80,8 @@ def _sigmoid(z, out=None):
     return np.reciprocal(out, out=out)
 
 
-def init_params(seed=0, dtype=np.float64):
-    """Fresh parameters: W{l} of shape (n_{l-1}, n_l), b{l} zeros of shape (n_l,).
-
-    Weights are drawn with NumPy's default_rng(seed), so a seed gives the same
-    parameters on every machine.
-    """
-    rng = np.random.default_rng(seed)
-    params = {}
-    # layer 1: glorot_uniform (tanh)
-    limit = np.sqrt(6 / (8 + 32))
-    params["W1"] = rng.uniform(-limit, limit, (8, 32)).astype(dtype)
-    params["b1"] = np.zeros(32, dtype=dtype)
-    # layer 2: glorot_uniform (sigmoid)
-    limit = np.sqrt(6 / (32 + 16))
-    params["W2"] = rng.uniform(-limit, limit, (32, 16)).astype(dtype)
-    params["b2"] = np.zeros(16, dtype=dtype)
-    # layer 3: glorot_uniform (identity)
-    limit = np.sqrt(6 / (16 + 1))
-    params["W3"] = rng.uniform(-limit, limit, (16, 1)).astype(dtype)
-    params["b3"] = np.zeros(1, dtype=dtype)
-    return params
-
-
-def _check_params(params):
-    """The params' dtype, after checking their keys, shapes and dtype."""
-    try:
-        signature = [(v.shape, v.dtype) for v in params.values()]
-        if signature in _SIGNATURES and list(params) == _NAMES:
-            return signature[0][1]
-    except (AttributeError, TypeError):
-        pass
-    # not the usual case: find what is wrong, and say so
-    if not isinstance(params, dict):
-        raise TypeError(
-            f"params must be a dict with keys {list(PARAM_NAMES)}, found {type(params).__name__}"
-        )
-    if set(params) != set(PARAM_NAMES):
-        raise ValueError(
-            f"params must be a dict with keys {list(PARAM_NAMES)}, found {sorted(params, key=str)}"
-        )
-    for key, shape in PARAM_SHAPES.items():
-        if not isinstance(params[key], np.ndarray):
-            raise TypeError(
-                f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
-            )
-        if params[key].shape != shape:
-            raise ValueError(
-                f"params[{key!r}] must have shape {shape}, found {params[key].shape}"
-            )
-    dtypes = {v.dtype for v in params.values()}
-    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
-        found = ", ".join(sorted(str(d) for d in dtypes))
-        raise ValueError(f"params must be all float32 or all float64, found {found}")
-    return dtypes.pop()  # keys in another order
-
-
-_NAMES = list(PARAM_NAMES)
-_SIGNATURES = [  # (shape, dtype) of each param, in order: the usual, valid params
-    [(shape, np.dtype(dtype)) for shape in PARAM_SHAPES.values()]
-    for dtype in (np.float32, np.float64)
-]
-
-
-def _finite(a):
-    # Σ a² (one BLAS pass, no temporary) is finite unless an entry is NaN or ±inf, or
-    # the sum overflows; only then is every entry looked at
-    return np.isfinite(np.vdot(a, a)) or np.isfinite(a).all()
-
-
-def _real(a, name, dtype):
-    """a as an array of dtype, if it holds real numbers (a TypeError if not)."""
-    a = np.asarray(a)
-    if a.dtype != dtype:
-        if a.dtype.kind not in "biuf":  # complex parts would be dropped, strings parsed
-            raise TypeError(
-                f"{name} must hold real numbers (bool, int or float), found dtype {a.dtype}: "
-                f"convert it first, e.g. np.asarray({name}, dtype=float)"
-            )
-        a = a.astype(dtype)
-    return a
-
-
-def _inputs(params, X):
-    """X as a (m, 8) array of the params' dtype."""
-    return _features(X, _check_params(params))
-
-
-def _features(X, dtype):
-    X = _real(X, "X", dtype)
-    if X.ndim != 2 or X.shape[1] != LAYER_SIZES[0]:
-        raise ValueError(f"X must have shape (m, {LAYER_SIZES[0]}), found {X.shape}")
-    if CHECK_FINITE and not _finite(X):
-        raise ValueError(
-            "X contains NaN or inf (set CHECK_FINITE = False to skip this check)"
-        )
-    return X
-
-
-def _targets(Y, m, dtype):
-    """Y as a (m, 1) array of dtype, for m ≥ 1 examples.
-
-    Y may be real targets.
-    """
-    if m == 0:
-        raise ValueError(
-            f"X has no examples (shape (0, {LAYER_SIZES[0]})): "
-            "the loss is a mean over at least one example"
-        )
-    Y = np.asarray(Y)
-    if Y.dtype.kind not in "biuf":
-        raise TypeError(
-            f"Y must hold real numbers (bool, int or float), found dtype {Y.dtype}"
-        )
-    if Y.ndim == 1:
-        Y = Y[:, None]
-    if Y.shape != (m, LAYER_SIZES[-1]):
-        raise ValueError(f"Y must have shape ({m}, {LAYER_SIZES[-1]}), found {Y.shape}")
-    Y = Y.astype(dtype, copy=False)
-    if CHECK_FINITE and not _finite(Y):
-        raise ValueError(
-            "Y contains NaN or inf (set CHECK_FINITE = False to skip this check)"
-        )
-    return Y
-
-
-def forward(params, X):
-    """The network's output Ŷ, shape (m, 1)."""
-    X = _inputs(params, X)
+def _forward(params, X, training, rng):
+    """Ŷ, shape (m, 1), for X (m, 8) checked and of the params' dtype."""
     W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
     Z1 = X @ W1 + b1
     A1 = np.tanh(Z1)  # tanh
@@ -191,11 +91,9 @@ def forward(params, X):
     return Z3
 
 
-def loss(params, X, Y):
-    """The mean loss over the batch, as a float."""
-    X = _inputs(params, X)
+def _loss(params, X, Y, training, rng):
+    """The mean loss over the batch, for X and Y checked."""
     m = X.shape[0]
-    Y = _targets(Y, m, X.dtype)
     W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
     Z1 = X @ W1 + b1
     A1 = np.tanh(Z1)  # tanh
@@ -206,11 +104,9 @@ def loss(params, X, Y):
     return L
 
 
-def loss_and_grad(params, X, Y):
-    """(loss, grads): grads has the keys, shapes and dtype of params."""
-    X = _inputs(params, X)
+def _loss_and_grad(params, X, Y, rng):
+    """(loss, grads) for X and Y checked: the backward pass, each line allocating."""
     m = X.shape[0]
-    Y = _targets(Y, m, X.dtype)
     W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
     Z1 = X @ W1 + b1
     A1 = np.tanh(Z1)  # tanh
@@ -238,16 +134,395 @@ def loss_and_grad(params, X, Y):
     return L, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "W3": dW3, "b3": db3}
 
 
+def _make_work(m, dtype):
+    """The work arrays of _step for a batch of m examples."""
+    return {
+        "Z1": np.empty((m, 32), dtype),
+        "Z2": np.empty((m, 16), dtype),
+        "Z3": np.empty((m, 1), dtype),
+        "D3": np.empty((m, 1), dtype),
+        "D2": np.empty((m, 16), dtype),
+        "D1": np.empty((m, 32), dtype),
+        "T1": np.empty((m, 32), dtype),
+        "T2": np.empty((m, 16), dtype),
+        "T3": np.empty((m, 1), dtype),
+        "ones": np.ones(m, dtype),
+        "scale": np.array(1 / m, dtype),
+        "exp_max": np.floor(np.log(np.finfo(dtype).max)).astype(dtype),
+        "one": np.ones((), dtype),
+    }
+
+
+def _step(params, state, X, Y, work):
+    """One momentum step in place: forward, loss, backward and update; returns the loss.
+
+    X (m, 8) and Y (m, 1) are checked and of the params' dtype; the
+    numbers go into params, state and the work arrays.
+    """
+    m = X.shape[0]
+    grads = state["grads"]
+    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
+    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
+    W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
+    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
+    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
+    Z3, D3, T3 = work["Z3"], work["D3"], work["T3"]
+    ones, scale, exp_max, one = (
+        work["ones"],
+        work["scale"],
+        work["exp_max"],
+        work["one"],
+    )
+    # scale = 1/m
+    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
+
+    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
+    Z1 += b1
+    # A1 = tanh(Z1), computed in Z1's array
+    A1 = np.tanh(Z1, out=Z1)
+    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
+    Z2 += b2
+    # A2 = sigmoid(Z2), computed in Z2's array
+    np.negative(Z2, out=Z2)
+    np.minimum(Z2, exp_max, out=Z2)
+    np.exp(Z2, out=Z2)
+    Z2 += one
+    A2 = np.reciprocal(Z2, out=Z2)
+    np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
+    Z3 += b3
+    # L: the terms of loss(), each product summed by one np.vdot
+    np.subtract(Z3, Y, out=T3)
+    L = 0.5 * np.vdot(T3, T3)
+    L = float(L) / m
+    # δ3 = ∂L/∂Z3 = (ŷ - y) / m; mean squared error on identity: SymPy simplified
+    #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
+    np.subtract(Z3, Y, out=D3)
+    D3 *= scale
+    # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
+    np.dot(A2.T, D3, out=dW3)
+    np.dot(ones, D3, out=db3)
+    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  sigmoid'(z) = a·(1 - a)
+    np.dot(D3, W3.T, out=D2)
+    D2 *= A2
+    np.subtract(one, A2, out=T2)
+    D2 *= T2
+    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
+    np.dot(A1.T, D2, out=dW2)
+    np.dot(ones, D2, out=db2)
+    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  tanh'(z) = 1 - a²
+    np.dot(D2, W2.T, out=D1)
+    np.square(A1, out=T1)
+    np.subtract(one, T1, out=T1)
+    D1 *= T1
+    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
+    np.dot(X.T, D1, out=dW1)
+    np.dot(ones, D1, out=db1)
+
+    lr, mu = 0.05, 0.9
+    velocity = state["velocity"]
+    for k in PARAM_NAMES:
+        p, g, v = params[k], grads[k], velocity[k]
+        v *= mu
+        v += g  # v ← μ v + ∂L/∂p  (torch.optim.SGD's momentum buffer)
+        g *= lr
+        p -= g
+        np.multiply(v, lr * mu, out=g)
+        p -= g  # Nesterov: p ← p − η (∂L/∂p + μ v)
+    state["t"] += 1
+    return L
+
+
+# The runtime: the same in every module symgrad writes (symgrad/runtime.py), configured
+# by the constants above; the derived part above it computes the numbers.
+
+_KEYS = PARAM_NAMES + BUFFER_NAMES  # the keys of params, in order
+_SHAPES = {**PARAM_SHAPES, **BUFFER_SHAPES}
+
+
+def init_params(seed=0, dtype=np.float64):
+    """Fresh parameters, a dict of arrays with the keys PARAM_NAMES + BUFFER_NAMES.
+
+    INIT says how each array is made: "he_normal" (normal, standard deviation
+    √(2 / fan_in)), "glorot_uniform" (uniform in ±√(6 / (fan_in + fan_out))), "zeros"
+    or "ones". The draws come from NumPy's default_rng(seed), in the order of the keys,
+    so a seed gives the same parameters on every machine.
+    """
+    rng = np.random.default_rng(seed)
+    params = {}
+    for key in _KEYS:
+        kind, *fans = INIT[key]
+        shape = _SHAPES[key]
+        if kind == "he_normal":
+            values = rng.standard_normal(shape) * np.sqrt(2 / fans[0])
+        elif kind == "glorot_uniform":
+            limit = np.sqrt(6 / (fans[0] + fans[1]))
+            values = rng.uniform(-limit, limit, shape)
+        elif kind in ("zeros", "ones"):
+            values = np.zeros(shape) if kind == "zeros" else np.ones(shape)
+        else:
+            raise ValueError(f"INIT[{key!r}]: unknown initialization {kind!r}")
+        params[key] = values.astype(dtype)
+    return params
+
+
+# --- checks ---------------------------------------------------------------------------
+
+
+def _check_params(params):
+    """The params' dtype, after checking their keys, shapes and dtype."""
+    try:
+        signature = [(v.shape, v.dtype) for v in params.values()]
+        if signature in _SIGNATURES and list(params) == _NAMES:
+            return signature[0][1]
+    except (AttributeError, TypeError):
+        pass
+    # not the usual case: find what is wrong, and say so
+    keys = list(_KEYS)
+    if not isinstance(params, dict):
+        raise TypeError(
+            f"params must be a dict with keys {keys}, found {type(params).__name__}"
+        )
+    if set(params) != set(_KEYS):
+        raise ValueError(
+            f"params must be a dict with keys {keys}, found {sorted(params, key=str)}"
+        )
+    for key, shape in _SHAPES.items():
+        if not isinstance(params[key], np.ndarray):
+            raise TypeError(
+                f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
+            )
+        if params[key].shape != shape:
+            raise ValueError(
+                f"params[{key!r}] must have shape {shape}, found {params[key].shape}"
+            )
+    dtypes = {v.dtype for v in params.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        found = ", ".join(sorted(str(d) for d in dtypes))
+        raise ValueError(f"params must be all float32 or all float64, found {found}")
+    return dtypes.pop()  # keys in another order
+
+
+_NAMES = list(_KEYS)
+_SIGNATURES = [  # (shape, dtype) of each param, in order: the usual, valid params
+    [(_SHAPES[k], np.dtype(dtype)) for k in _KEYS] for dtype in (np.float32, np.float64)
+]
+
+
+def _finite(a):
+    # Σ a² (one BLAS pass, no temporary) is finite unless an entry is NaN or ±inf, or
+    # the sum overflows; only then is every entry looked at
+    return np.isfinite(np.vdot(a, a)) or np.isfinite(a).all()
+
+
+def _real(a, name, dtype):
+    """a as an array of dtype, if it holds real numbers (a TypeError if not)."""
+    a = np.asarray(a)
+    if a.dtype != dtype:
+        if a.dtype.kind not in "biuf":  # complex parts would be dropped, strings parsed
+            raise TypeError(
+                f"{name} must hold real numbers (bool, int or float), found dtype {a.dtype}: "
+                f"convert it first, e.g. np.asarray({name}, dtype=float)"
+            )
+        a = a.astype(dtype)
+    return a
+
+
+def _inputs(params, X):
+    """X as a (m, LAYER_SIZES[0]) array of the params' dtype."""
+    return _features(X, _check_params(params))
+
+
+def _features(X, dtype):
+    X = _real(X, "X", dtype)
+    if X.ndim != 2 or X.shape[1] != LAYER_SIZES[0]:
+        raise ValueError(f"X must have shape (m, {LAYER_SIZES[0]}), found {X.shape}")
+    if CHECK_FINITE and not _finite(X):
+        raise ValueError(
+            "X contains NaN or inf (set CHECK_FINITE = False to skip this check)"
+        )
+    return X
+
+
+def _targets(Y, m, dtype):
+    """Y as a (m, LAYER_SIZES[-1]) array of dtype, for m ≥ 1 examples.
+
+    Y holds what TARGETS says: rows on the simplex (entries ≥ 0 summing to 1), values
+    in [0, 1] (0/1 labels or probabilities), or any real numbers; with LABELS it may
+    be integer class labels of shape (m,), and with one output unit shape (m,).
+    CHECK_FINITE checks the values: NaN/inf, and the range of TARGETS.
+    """
+    if m == 0:
+        raise ValueError(
+            f"X has no examples (shape (0, {LAYER_SIZES[0]})): "
+            "the loss is a mean over at least one example"
+        )
+    Y = np.asarray(Y)
+    if Y.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Y must hold real numbers (bool, int or float), found dtype {Y.dtype}"
+        )
+    if Y.ndim == 1:
+        if LABELS:
+            return _one_hot(Y, m, dtype)
+        if LAYER_SIZES[-1] == 1:
+            Y = Y[:, None]
+    if Y.shape != (m, LAYER_SIZES[-1]):
+        raise ValueError(f"Y must have shape ({m}, {LAYER_SIZES[-1]}), found {Y.shape}")
+    given = Y.dtype
+    Y = Y.astype(dtype, copy=False)
+    if CHECK_FINITE and not _in_range(Y, given):
+        _refuse_targets(Y, given)
+    return Y
+
+
+_min, _max = np.minimum.reduce, np.maximum.reduce
+
+
+def _in_unit_interval(Y, given):
+    # in [0, 1] implies finite: one check for both (the ufuncs' reduce: Y.min() is slower)
+    return _min(Y, axis=None) >= 0 and _max(Y, axis=None) <= 1
+
+
+def _on_simplex(Y, given):
+    # row sums 1 within the tolerance; with entries ≥ 0 this implies finite: one check
+    # for both
+    tol = _simplex_tolerance(Y.dtype, given)
+    return (
+        _min(Y, axis=None) >= 0
+        and _max(np.abs(np.add.reduce(Y, axis=1) - 1), axis=None) <= tol
+    )
+
+
+def _simplex_tolerance(dtype, given):
+    """√ε of the coarser of Y's dtype as given and the params' dtype."""
+    return np.sqrt(
+        max(np.finfo(dtype).eps, np.finfo(given).eps if given.kind == "f" else 0)
+    )
+
+
+def _all_finite(Y, given):
+    return _finite(Y)
+
+
+_in_range = {  # the check of the targets' values, by what they hold
+    "simplex": _on_simplex,
+    "unit_interval": _in_unit_interval,
+    "real": _all_finite,
+}[TARGETS]
+
+
+def _refuse_targets(Y, given):
+    # the targets failed the check of _targets: say which entry, and why it matters
+    if not np.isfinite(Y).all():
+        raise ValueError(
+            "Y contains NaN or inf (set CHECK_FINITE = False to skip this check)"
+        )
+    if TARGETS == "unit_interval":
+        i, j = np.argwhere((Y < 0) | (Y > 1))[0]
+        raise ValueError(
+            "binary cross-entropy takes targets in [0, 1] (0/1 labels or probabilities), "
+            f"found Y[{i}, {j}] = {Y[i, j]}"
+        )
+    tol = _simplex_tolerance(Y.dtype, given)
+    i = int(np.argmax((Y < 0).any(axis=1) | (np.abs(Y.sum(axis=1) - 1) > tol)))
+    raise ValueError(
+        f"categorical cross-entropy takes target rows on the simplex (entries ≥ 0 summing to 1): "
+        f"its derived gradient Ŷ - Y assumes it; found Y[{i}] = {Y[i]} (sum {Y[i].sum():.8g}); "
+        f"class labels can be passed as integers of shape (m,)"
+    )
+
+
+def _one_hot(labels, m, dtype):
+    """Class labels (m,) in [0, n_out) as one-hot rows; whole-number floats are labels too."""
+    n = LAYER_SIZES[-1]
+    if labels.shape != (m,):
+        raise ValueError(
+            f"labels must be {m} integers in [0, {n}), found shape {labels.shape}"
+        )
+    bad = (labels < 0) | (labels >= n)
+    if labels.dtype.kind == "f":
+        bad |= np.floor(labels) != labels  # NaN too
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"labels must be {m} integers in [0, {n}), found {labels[i]} at Y[{i}]"
+        )
+    return np.eye(n, dtype=dtype)[labels.astype(np.intp)]
+
+
+def _generator(rng):
+    """rng, if it is None or a NumPy Generator (the masks of dropout are drawn from it)."""
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a NumPy Generator (np.random.default_rng(seed)) or None, "
+            f"found {type(rng).__name__}"
+        )
+    return rng
+
+
+# --- the functions of the network -----------------------------------------------------
+
+
+def forward(params, X, *, training=False, rng=None):
+    """The network's output Ŷ, shape (m, LAYER_SIZES[-1]).
+
+    training=True computes it as training does: batch statistics instead of running
+    ones (batchnorm), and dropout with masks drawn from rng when one is given. A
+    network with neither computes the same either way.
+    """
+    X = _inputs(params, X)
+    return _forward(params, X, training, _generator(rng))
+
+
+def loss(params, X, Y, *, training=False, rng=None):
+    """The mean loss over the batch (plus the l2 term, if any), as a float.
+
+    loss(params, X, Y, training=True, rng=rng) is the function whose gradient
+    loss_and_grad(params, X, Y, rng=rng) returns.
+    """
+    X = _inputs(params, X)
+    Y = _targets(Y, X.shape[0], X.dtype)
+    return _loss(params, X, Y, training, _generator(rng))
+
+
+def loss_and_grad(params, X, Y, *, rng=None):
+    """(loss, grads): grads has the keys PARAM_NAMES, with the shapes and dtype of params.
+
+    The loss is the one of training (batch statistics; dropout only with an rng).
+    """
+    X = _inputs(params, X)
+    Y = _targets(Y, X.shape[0], X.dtype)
+    return _loss_and_grad(params, X, Y, _generator(rng))
+
+
+def _classes(Yhat):
+    return Yhat.argmax(axis=1)
+
+
+def _zero_one(Yhat):
+    return (Yhat >= 0.5).astype(np.int64)
+
+
+def _values(Yhat):
+    return Yhat
+
+
+_decide = {"classes": _classes, "binary": _zero_one, "values": _values}[TASK]
+
+
 def predict(params, X):
-    """The network's output Ŷ (same as forward)."""
-    A = forward(params, X)
-    return A
+    """The predictions, by TASK: the class index per example, shape (m,), for "classes";
+    0/1 per output (Ŷ ≥ 0.5), shape (m, n_out), for "binary"; Ŷ itself for "values"."""
+    return _decide(forward(params, X))
+
+
+# --- saved parameters -----------------------------------------------------------------
 
 
 def save_params(path, params):
     """Write params to an .npz file (np.savez adds the suffix if path has none)."""
     _check_params(params)
-    np.savez(path, **{k: params[k] for k in PARAM_NAMES})
+    np.savez(path, **{k: params[k] for k in _KEYS})
 
 
 def load_params(path):
@@ -258,15 +533,12 @@ def load_params(path):
     with open(path, "rb") as file:  # np.load(path) leaves it open when the zip is bad
         head = file.read(6)
         if not head.startswith(b"PK"):  # a zip archive, as np.savez writes
-            found = (
-                "an empty file"
-                if not head
-                else (
-                    "a .npy file (one array)"
-                    if head == b"\x93NUMPY"
-                    else f"a file starting {head!r}"
-                )
-            )
+            if not head:
+                found = "an empty file"
+            elif head == b"\x93NUMPY":
+                found = "a .npy file (one array)"
+            else:
+                found = f"a file starting {head!r}"
             raise ValueError(
                 f"{path}: expected an .npz archive written by save_params, found {found}"
             )
@@ -286,36 +558,45 @@ def load_params(path):
         _check_params(params)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{path}: {exc}") from None
-    return {k: params[k] for k in PARAM_NAMES}
+    return {k: params[k] for k in _KEYS}
 
 
-def init_state(params):
-    """Optimizer state for `step`: the step count and a velocity per parameter.
+# --- training -------------------------------------------------------------------------
+
+
+def init_state(params, seed=0):
+    """Optimizer state for `step`: the step count ("t") and the optimizer's arrays per
+    parameter (MOMENTS: none for sgd, "velocity" for momentum, "m" and "v" for adam).
 
     It also keeps the gradient arrays ("grads") and the work arrays of a step
     ("buffers", made by the first step with a batch size; the three most recently
-    used sizes are kept).
+    used sizes are kept). With dropout, "rng" is the generator of the masks,
+    default_rng(seed).
     """
     _check_params(params)
-    return {
-        "t": 0,
-        "velocity": {k: np.zeros_like(params[k]) for k in PARAM_NAMES},
-        # C order: np.dot(..., out=) writes only into C-contiguous arrays
-        "grads": {k: np.zeros(params[k].shape, params[k].dtype) for k in PARAM_NAMES},
-        "buffers": {},
+    state = {"t": 0}
+    for key in MOMENTS:
+        state[key] = {k: np.zeros_like(params[k]) for k in PARAM_NAMES}
+    # C order: np.dot(..., out=) writes only into C-contiguous arrays
+    state["grads"] = {
+        k: np.zeros(params[k].shape, params[k].dtype) for k in PARAM_NAMES
     }
+    state["buffers"] = {}
+    if DROPOUT:
+        state["rng"] = np.random.default_rng(seed)
+    return state
 
 
-_STATE_KEYS_OF = (
-    {  # the keys of each optimizer's state, to name the one a state is from
-        "sgd": {"t", "grads", "buffers"},
-        "momentum": {"t", "velocity", "grads", "buffers"},
-        "adam": {"t", "m", "v", "grads", "buffers"},
-    }
-)
-_STATE_KEYS = _STATE_KEYS_OF[OPTIMIZER["name"]]
-_STEP_SIGNATURES = [  # (key, shape, dtype, writeable) of params, state["velocity"], in order
-    [(k, shape, np.dtype(dtype), True) for k, shape in PARAM_SHAPES.items()] * 2
+_OPTIMIZER_MOMENTS = {  # of symgrad's optimizers, to name the one a state was made for
+    "sgd": (),
+    "momentum": ("velocity",),
+    "adam": ("m", "v"),
+}
+_EXTRA_KEYS = {"rng"} if DROPOUT else set()
+_STATE_KEYS = {"t", *MOMENTS, "grads", "buffers", *_EXTRA_KEYS}
+_STEP_SIGNATURES = [  # (key, shape, dtype, writeable) of params and state[MOMENTS], in order
+    [(k, _SHAPES[k], np.dtype(dtype), True) for k in _KEYS]
+    + [(k, PARAM_SHAPES[k], np.dtype(dtype), True) for k in PARAM_NAMES] * len(MOMENTS)
     for dtype in (np.float32, np.float64)
 ]
 _BATCH_SIZES_KEPT = 3  # fit's full and partial batch, and one more
@@ -327,11 +608,14 @@ def _check_step(params, state):
     The usual case is one comparison; anything else goes through _state_error.
     """
     try:
-        found = [
-            (k, v.shape, v.dtype, v.flags.writeable)
-            for arrays in (params, state["velocity"])
-            for k, v in arrays.items()
-        ]
+        # two flat comprehensions: as fast as one over a literal tuple of the dicts
+        found = [(k, v.shape, v.dtype, v.flags.writeable) for k, v in params.items()]
+        if MOMENTS:
+            found += [
+                (k, v.shape, v.dtype, v.flags.writeable)
+                for key in MOMENTS
+                for k, v in state[key].items()
+            ]
         t = state["t"]
         if (
             found in _STEP_SIGNATURES
@@ -356,7 +640,7 @@ def _state_error(params, state, dtype):
     state (gradients with np.dot(out=), which needs C order). All are checked before
     the first write, so that a step that fails changes nothing.
     """
-    for k in PARAM_NAMES:
+    for k in _KEYS:
         if not params[k].flags.writeable:
             return ValueError(
                 f"params[{k!r}] is read-only: step updates it in place (pass a writeable copy)"
@@ -367,7 +651,11 @@ def _state_error(params, state, dtype):
         )
     if state.keys() != _STATE_KEYS:
         found = sorted(state, key=str)
-        others = [name for name, keys in _STATE_KEYS_OF.items() if state.keys() == keys]
+        others = [
+            name
+            for name, moments in _OPTIMIZER_MOMENTS.items()
+            if state.keys() == {"t", *moments, "grads", "buffers", *_EXTRA_KEYS}
+        ]
         origin = f" (the keys of the {others[0]} optimizer's state)" if others else ""
         return ValueError(
             f"state must be made for this module's optimizer, {OPTIMIZER['name']}, with keys "
@@ -384,7 +672,12 @@ def _state_error(params, state, dtype):
         return TypeError(
             f"state['buffers'] must be a dict, found {type(state['buffers']).__name__}"
         )
-    for key in sorted(_STATE_KEYS - {"t", "buffers"}):  # the dicts of arrays
+    if DROPOUT and not isinstance(state["rng"], np.random.Generator):
+        found = type(state["rng"]).__name__
+        return TypeError(
+            f"state['rng'] must be a NumPy Generator (the dropout masks'), found {found}"
+        )
+    for key in sorted(_STATE_KEYS - {"t", "buffers", "rng"}):  # the dicts of arrays
         arrays = state[key]
         if not isinstance(arrays, dict):
             return TypeError(
@@ -421,30 +714,16 @@ def _work(state, m, dtype):
     # taken out and put back last: the dict runs from the least to the most recently used
     buffers = state["buffers"]
     work = buffers.pop(m, None)
-    if work is None or work["ones"].dtype != dtype:
+    if work is None or next(iter(work.values())).dtype != dtype:
         while len(buffers) >= _BATCH_SIZES_KEPT:
             del buffers[next(iter(buffers))]  # the least recently used size
-        work = {
-            "Z1": np.empty((m, 32), dtype),
-            "Z2": np.empty((m, 16), dtype),
-            "Z3": np.empty((m, 1), dtype),
-            "D3": np.empty((m, 1), dtype),
-            "D2": np.empty((m, 16), dtype),
-            "D1": np.empty((m, 32), dtype),
-            "T1": np.empty((m, 32), dtype),
-            "T2": np.empty((m, 16), dtype),
-            "T3": np.empty((m, 1), dtype),
-            "ones": np.ones(m, dtype),
-            "scale": np.array(1 / m, dtype),
-            "exp_max": np.floor(np.log(np.finfo(dtype).max)).astype(dtype),
-            "one": np.ones((), dtype),
-        }
+        work = _make_work(m, dtype)
     buffers[m] = work
     return work
 
 
 def step(params, state, X, Y):
-    """One momentum update of params, in place; returns the loss before it.
+    """One update of params by the module's optimizer, in place; returns the loss before it.
 
     The numbers of loss_and_grad followed by the update, computed with in-place NumPy
     calls in the arrays of `state` (see init_state): a step allocates nothing new.
@@ -456,7 +735,7 @@ def step(params, state, X, Y):
     X = _features(X, dtype)
     Y = _targets(Y, X.shape[0], dtype)
     try:
-        return _step(params, state, X, Y)
+        return _step(params, state, X, Y, _work(state, X.shape[0], dtype))
     except (AttributeError, TypeError, ValueError):
         # the cheap check skips the gradient arrays and the buffers: np.dot(out=) refused
         # one, or the buffers are not a dict, before anything was updated; say which
@@ -466,84 +745,19 @@ def step(params, state, X, Y):
         raise error from None
 
 
-def _step(params, state, X, Y):
-    # step on checked arrays: X (m, 8) and Y (m, 1), both of the params' dtype
-    m = X.shape[0]
-    grads = state["grads"]
-    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
-    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
-    W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
-    work = _work(state, m, X.dtype)
-    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
-    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
-    Z3, D3, T3 = work["Z3"], work["D3"], work["T3"]
-    ones, scale, exp_max, one = (
-        work["ones"],
-        work["scale"],
-        work["exp_max"],
-        work["one"],
-    )
-    # scale = 1/m
-    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
-
-    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
-    Z1 += b1
-    # A1 = tanh(Z1), computed in Z1's array
-    A1 = np.tanh(Z1, out=Z1)
-    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
-    Z2 += b2
-    # A2 = sigmoid(Z2), computed in Z2's array
-    np.negative(Z2, out=Z2)
-    np.minimum(Z2, exp_max, out=Z2)  # e^-x stays finite
-    np.exp(Z2, out=Z2)
-    Z2 += one
-    A2 = np.reciprocal(Z2, out=Z2)
-    np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
-    Z3 += b3
-    # L: the terms of loss(), each product summed by one np.vdot
-    np.subtract(Z3, Y, out=T3)
-    L = 0.5 * np.vdot(T3, T3)
-    L = float(L) / m
-    # δ3 = ∂L/∂Z3 = (ŷ - y) / m; mean squared error on identity: SymPy simplified
-    #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
-    np.subtract(Z3, Y, out=D3)
-    D3 *= scale
-    # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
-    np.dot(A2.T, D3, out=dW3)
-    np.dot(ones, D3, out=db3)  # Σₙ as 1ᵀδ: faster than sum
-    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  sigmoid'(z) = a·(1 - a)
-    np.dot(D3, W3.T, out=D2)
-    D2 *= A2
-    np.subtract(one, A2, out=T2)
-    D2 *= T2
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.dot(A1.T, D2, out=dW2)
-    np.dot(ones, D2, out=db2)  # Σₙ as 1ᵀδ: faster than sum
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  tanh'(z) = 1 - a²
-    np.dot(D2, W2.T, out=D1)
-    np.square(A1, out=T1)
-    np.subtract(one, T1, out=T1)
-    D1 *= T1
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.dot(X.T, D1, out=dW1)
-    np.dot(ones, D1, out=db1)  # Σₙ as 1ᵀδ: faster than sum
-
-    lr, mu = 0.05, 0.9
-    velocity = state["velocity"]
-    for k in PARAM_NAMES:
-        p, g, v = params[k], grads[k], velocity[k]
-        v *= mu
-        v += g  # v ← μ v + ∂L/∂p  (torch.optim.SGD's momentum buffer)
-        g *= lr
-        p -= g
-        np.multiply(v, lr * mu, out=g)
-        p -= g  # Nesterov: p ← p − η (∂L/∂p + μ v)
-    state["t"] += 1
-    return L
+def _class_accuracy(params, X, Y):
+    Y = np.asarray(Y)
+    labels = Y if Y.ndim == 1 else Y.argmax(axis=1)
+    return float(np.mean(predict(params, X) == labels))
 
 
-def _accuracy(params, X, Y):
-    return None
+def _binary_accuracy(params, X, Y):
+    Y = np.asarray(Y).reshape(len(Y), -1)
+    return float(np.mean(predict(params, X) == Y))
+
+
+# the fraction of right predictions, for the tasks that have them
+_accuracy = {"classes": _class_accuracy, "binary": _binary_accuracy}.get(TASK)
 
 
 def _whole(value, name, low):
@@ -579,10 +793,12 @@ def fit(
 
     Each epoch shuffles the examples with default_rng(seed + epoch) and walks them in
     batches of batch_size (the last one may be smaller). history["loss"] is the mean
-    of the batch losses, weighted by batch size. With
-    validation_data=(X_val, Y_val), "val_loss" are recorded too.
+    of the batch losses, weighted by batch size; for classifiers (TASK "classes" or
+    "binary") history["accuracy"] is measured on all of X after the epoch. With
+    validation_data=(X_val, Y_val), "val_loss" (and "val_accuracy") are recorded too.
     verbose prints one line per epoch. Pass the `state` of an earlier call to go on
-    training with its optimizer state.
+    training with its optimizer state (and its dropout generator: a new state's is
+    seeded with seed).
     """
     epochs = _whole(epochs, "epochs", 0)
     batch_size = _whole(batch_size, "batch_size", 1)
@@ -593,16 +809,20 @@ def fit(
         raise ValueError(f"X has {n} examples but Y has shape {np.shape(Y)}")
     Y = _targets(Y, n, X.dtype)
     if state is None:
-        state = init_state(params)
+        state = init_state(params, seed)
     error = _state_error(params, state, _check_step(params, state))  # the gradients too
     if error is not None:
         raise error
     history = {"loss": []}
+    if _accuracy is not None:
+        history["accuracy"] = []
     if validation_data is not None:
         X_val, Y_val = validation_data
         X_val = _inputs(params, X_val)
         Y_val = _targets(Y_val, X_val.shape[0], X.dtype)
         history["val_loss"] = []
+        if _accuracy is not None:
+            history["val_accuracy"] = []
     batches = {}  # batch size -> the arrays a batch is gathered into
     for epoch in range(epochs):
         order = np.random.default_rng(seed + epoch).permutation(n)
@@ -612,16 +832,23 @@ def fit(
             size = len(batch)
             if size not in batches:
                 batches[size] = (
-                    np.empty((size, 8), X.dtype),
-                    np.empty((size, 1), X.dtype),
+                    np.empty((size, LAYER_SIZES[0]), X.dtype),
+                    np.empty((size, LAYER_SIZES[-1]), X.dtype),
                 )
             X_batch, Y_batch = batches[size]
             np.take(X, batch, axis=0, out=X_batch)
             np.take(Y, batch, axis=0, out=Y_batch)
-            total += _step(params, state, X_batch, Y_batch) * size
+            total += (
+                _step(params, state, X_batch, Y_batch, _work(state, size, X.dtype))
+                * size
+            )
         history["loss"].append(total / max(n, 1))
+        if _accuracy is not None:
+            history["accuracy"].append(_accuracy(params, X, Y))
         if validation_data is not None:
             history["val_loss"].append(loss(params, X_val, Y_val))
+            if _accuracy is not None:
+                history["val_accuracy"].append(_accuracy(params, X_val, Y_val))
         if verbose:
             report = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
             print(f"epoch {epoch + 1}/{epochs}: {report}")

@@ -38,7 +38,7 @@ def generate(
     loaded = as_spec(spec)
     derivation = derive(loaded)
     path = output_path(loaded.name, out_dir)
-    write_text(path, render(derivation))
+    write_text(path, render(derivation, out_dir))
     return path
 
 

@@ -1,14 +1,19 @@
 """Rendering: a Derivation -> the source of a standalone NumPy module, formatted and written.
 
-Python builds the template context (every name, every printed expression, every comment);
-the Jinja2 templates in templates/ only lay it out. The source is formatted with black in
-process and written atomically: a temporary file in the target directory, then a rename,
-so a failed run leaves any existing file untouched (symgrad.files).
+A module is its derived part followed by the runtime. Python builds the template context
+of the derived part (the constants, every name, every printed expression, every comment);
+the Jinja2 templates in templates/ only lay it out. The runtime is symgrad/runtime.py
+from the end of its configuration block on, copied in as it is: the same in every module,
+configured by the printed constants. The source is formatted with black in process and
+written atomically: a temporary file in the target directory, then a rename, so a failed
+run leaves any existing file untouched (symgrad.files).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import shlex
 import textwrap
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,6 +32,11 @@ from .ops import a, y, z
 from .printers import DTYPE, NumPyCode, code, inplace, number_text, text
 
 COMMENT_WIDTH = 80
+DOC_WIDTH = 84  # the module docstring's paragraphs
+DEFAULT_OUT_DIR = "generated"  # of `symgrad generate` and symgrad.generate
+RUNTIME = Path(__file__).resolve().parent / "runtime.py"
+CONFIG_END = "# --- end of configuration ---\n"  # the runtime is what follows this line
+MOMENTS = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v")}  # state per param
 
 
 def _template_dir() -> Path:
@@ -61,7 +71,6 @@ class LayerCtx:
     forward: str
     title: str
     init: str
-    init_note: str
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,9 @@ def _comment_lines(comment: str, code_line: str) -> list[Line]:
     return [Line(f"# {w}") for w in wrapped] + [Line(code_line)]
 
 
-def context(d: Derivation) -> dict[str, object]:
+def context(
+    d: Derivation, out_dir: str | os.PathLike[str] | None = None
+) -> dict[str, object]:
     """Everything the module template needs, printed and named."""
     spec = d.spec
     fwd_printer, bwd_printer = NumPyCode(), NumPyCode()
@@ -123,7 +134,6 @@ def context(d: Derivation) -> dict[str, object]:
                 forward,
                 act.title,
                 init,
-                f"{init} ({act.title})",
             )
         )
     # an identity layer's output is its pre-activation
@@ -175,11 +185,18 @@ def context(d: Derivation) -> dict[str, object]:
     helpers = fwd_printer.helpers | bwd_printer.helpers | step_printer.helpers
     params_names = tuple(k for lc in layers for k in (lc.W, lc.b))
     loss_name = spec.loss.name
-    predict_kind = {"classes": "argmax", "binary": "threshold"}.get(d.task, "none")
+    # what the runtime's _targets checks beyond shape and NaN/inf: the targets a loss's
+    # derivation assumes (cross-entropy), or nothing (the other losses, custom ones
+    # included: a custom loss never has a built-in name, take any real target)
+    targets = {
+        "binary_crossentropy": "unit_interval",
+        "categorical_crossentropy": "simplex",
+    }.get(loss_name, "real")
     return {
         "name": spec.name,
         "version": _version(),
         "source": docstring_text(Path(spec.source).name),
+        "regenerate": regenerate_command(spec.source, out_dir),
         "network_line": _wrap(
             " → ".join(
                 [str(spec.input)]
@@ -194,6 +211,7 @@ def context(d: Derivation) -> dict[str, object]:
             opt.name + " (" + ", ".join(f"{k}={v}" for k, v in opt.params) + ")"
         ),
         "equations": equations,
+        "notes": _notes(step),
         "sizes": repr(tuple(spec.sizes)),
         "n_in": spec.input,
         "n_out": spec.sizes[-1],
@@ -210,6 +228,33 @@ def context(d: Derivation) -> dict[str, object]:
                 for k in (lc.W, lc.b)
             }
         ),
+        "buffer_names": "()",
+        "buffer_shapes": "{}",
+        "init": [
+            entry
+            for lc in layers
+            for entry in (
+                (
+                    lc.W,
+                    repr((lc.init, lc.fan_in, lc.units)),
+                    f"layer {lc.l}: {lc.title}",
+                ),
+                (lc.b, repr(("zeros",)), ""),
+            )
+        ],
+        "task": d.task,
+        "task_note": {
+            "classes": "predict: the class index of each example (argmax of Ŷ)",
+            "binary": "predict: 0/1 per output (Ŷ ≥ 0.5)",
+            "values": "predict: Ŷ itself",
+        }[d.task],
+        "targets": targets,
+        "target_note": _comment(
+            "Y: " + _target_note(loss_name, spec.loss.custom, out_act.vector)
+        ),
+        "labels": repr(out_act.vector),
+        "moments": repr(MOMENTS[opt.name]),
+        "dropout": "False",
         "step": step,
         "params_tuple": ", ".join(params_names),
         "param_names_list": list(params_names),
@@ -219,31 +264,40 @@ def context(d: Derivation) -> dict[str, object]:
         "out": out,
         "keep_dt_forward": DTYPE in fwd_printer.helpers,
         "keep_dt_backward": DTYPE in helpers,
-        "integer_labels": out_act.vector,
-        # what _targets checks beyond shape and NaN/inf: the targets a loss's derivation
-        # assumes (cross-entropy), or nothing (the other losses, custom ones included:
-        # a custom loss never has a built-in name, take any real target)
-        "target_check": {
-            "binary_crossentropy": "unit_interval",
-            "categorical_crossentropy": "simplex",
-        }.get(loss_name, ""),
-        "target_note": _target_note(loss_name, spec.loss.custom, out_act.vector),
-        "moments": {"sgd": [], "momentum": ["velocity"], "adam": ["m", "v"]}[opt.name],
         "backward": backward,
         "grads_dict": "{" + ", ".join(f'"{k}": d{k}' for k in params_names) + "}",
-        "predict_kind": predict_kind,
-        "predict_doc": {
-            "argmax": "The predicted class index per example, shape (m,).",
-            "threshold": "0/1 predictions (Ŷ ≥ 0.5), shape (m, n_out).",
-            "none": "The network's output Ŷ (same as forward).",
-        }[predict_kind],
         "optimizer": optimizer,
-        "state_doc": {
-            "sgd": "the step count",
-            "momentum": "the step count and a velocity per parameter",
-            "adam": "the step count and both moment estimates per parameter",
-        }[opt.name],
+        "runtime": runtime_code(),
     }
+
+
+def _notes(step: inplace.StepCode) -> list[str]:
+    """The docstring's paragraphs on how the module computes: once, not per line."""
+    how = (
+        "step computes the numbers of loss_and_grad and the update with in-place NumPy "
+        "calls, in work arrays made once per batch size (_make_work): bias gradients "
+        "Σₙ δ as the product 1ᵀδ, faster than a sum"
+    )
+    if any(name == "exp_max" for name, _ in step.work):
+        how += (
+            "; the sigmoid as 1 / (1 + e^-x) with -x capped at log(largest float), "
+            "so that e^-x stays finite"
+        )
+    runtime = (
+        "After _step comes symgrad's runtime, the same in every module "
+        "(symgrad/runtime.py, configured by the constants above): the checks of "
+        "params, X and Y, init_params, forward, loss, loss_and_grad, predict, "
+        "save_params, load_params, init_state, step and fit."
+    )
+    return [textwrap.fill(how + ".", DOC_WIDTH), textwrap.fill(runtime, DOC_WIDTH)]
+
+
+def _comment(text: str) -> str:
+    """text as comment lines, wrapped."""
+    return "\n".join(
+        "# " + line
+        for line in textwrap.wrap(text, COMMENT_WIDTH, break_on_hyphens=False)
+    )
 
 
 def _target_note(loss_name: str, custom: bool, labels: bool) -> str:
@@ -404,14 +458,61 @@ def docstring_text(text: str) -> str:
     )
 
 
-def render(d: Derivation) -> str:
+def regenerate_command(
+    source: str, out_dir: str | os.PathLike[str] | None = None
+) -> str:
+    """The command that writes the module again, for its docstring.
+
+    The spec's path as it was given (relative to the working directory when it was
+    given as an absolute path inside it) and `-o DIR` when DIR is not the default, both
+    quoted for a POSIX shell and escaped for the docstring: `generated/` stays the same
+    on every machine. A spec not read from a file (YAML text, a dict) is named as such.
+    """
+    if source.startswith("<") and source.endswith(">"):
+        return (
+            f"symgrad.generate(spec) with the same spec (given as {source}, not a file)"
+        )
+    words = ["symgrad", "generate", _shown_path(source)]
+    if out_dir is not None and Path(_shown_path(out_dir)) != Path(DEFAULT_OUT_DIR):
+        words += ["-o", _shown_path(out_dir)]
+    return docstring_text(" ".join(shlex.quote(word) for word in words))
+
+
+def _shown_path(path: str | os.PathLike[str]) -> str:
+    """path as given; an absolute one inside the working directory relative to it."""
+    given = Path(path)
+    if given.is_absolute():
+        try:
+            return str(given.relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    return os.fspath(path)
+
+
+@functools.cache
+def runtime_code() -> str:
+    """symgrad/runtime.py after its configuration block: the runtime every module ends
+    with."""
+    text = RUNTIME.read_text(encoding="utf-8")
+    _, found, code = text.partition(CONFIG_END)
+    if not found:
+        raise RuntimeError(f"symgrad bug: {RUNTIME} has no line {CONFIG_END.strip()!r}")
+    return code.strip("\n")
+
+
+def render(d: Derivation, out_dir: str | os.PathLike[str] | None = None) -> str:
     """The formatted source of the generated module.
+
+    Args:
+        d: the derivation.
+        out_dir: the output directory as the user gave it, for the docstring's
+            regenerate command (None: the default, generated).
 
     Raises:
         RuntimeError: the template produced code that black or compile() rejects; that
             is a bug in symgrad, and nothing has been written.
     """
-    source = environment().get_template("module.py.jinja").render(**context(d))
+    source = environment().get_template("module.py.jinja").render(**context(d, out_dir))
     try:
         formatted = black.format_str(source, mode=black.Mode())
         compile(formatted, f"{d.spec.name}.py", "exec", dont_inherit=True)

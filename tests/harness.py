@@ -1,4 +1,9 @@
-"""Shared helpers for the gradient tests: generate+import, data, error measures, FD."""
+"""Shared helpers for the tests: generate+import, data, error measures, FD.
+
+JAX is imported only by the helpers that compare with the JAX reference (kink_distance,
+check_against_reference), when first called: conftest.py imports this module for every
+test, and the spec and parser tests run without JAX installed.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,25 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import jax_reference as ref
 import numpy as np
+import pytest
 import yaml
 
 TINY = np.finfo(np.float64).tiny
+
+
+def _importable(name: str) -> bool:
+    """name can be imported (without importing it: JAX takes a second)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # sys.modules[name] is None: made unimportable on purpose
+        return False
+
+
+# for the tests in otherwise JAX-free files that compare with the JAX reference
+needs_jax = pytest.mark.skipif(
+    not _importable("jax"), reason="needs JAX, the reference: pip install '.[test]'"
+)
 KINKED = ("relu", "leaky_relu", "elu")  # activations whose derivative jumps at z = 0
 _counter = itertools.count()
 
@@ -103,8 +122,16 @@ def perturb_biases(params: dict[str, np.ndarray], rng: np.random.Generator) -> N
             value += (0.3 * rng.standard_normal(value.shape)).astype(value.dtype)
 
 
+def _reference() -> ModuleType:
+    """tests/jax_reference.py, imported on first use: it imports JAX."""
+    import jax_reference
+
+    return jax_reference
+
+
 def kink_distance(spec: Mapping[str, Any], params, X, Y) -> float:
     """Smallest distance of a pre-activation (or an mae residual) to its kink at 0."""
+    ref = _reference()
     zs = ref.pre_activations(spec, params, X)
     dist = np.inf
     for layer, z in zip(spec["layers"], zs, strict=True):
@@ -194,6 +221,7 @@ FD_FLOOR = 1e-3  # FD denominator floor: rounding error of (L(+h) - L(-h)) / 2h 
 
 def check_against_reference(module: ModuleType, spec: Mapping[str, Any], seed=0):
     """forward, loss and loss_and_grad of ``module`` equal the JAX reference."""
+    ref = _reference()
     params, X, Y = make_problem(module, spec, seed=seed)
     before = copy.deepcopy(params)
 

@@ -3,15 +3,8 @@ central finite differences of the generated module's own loss."""
 
 from __future__ import annotations
 
-import itertools
-from pathlib import Path
-
 import numpy as np
 import pytest
-import yaml
-from harness import import_path
-
-import symgrad
 
 ACTIVATIONS = [
     "exp(-z*z)",
@@ -47,11 +40,10 @@ LOSSES = [
     "-(y*log(yhat) + (1 - y)*log(1 - yhat))",
     "(yhat - y)**4/4 + c*(yhat - y)**2",
 ]
-_ids = itertools.count()
 
 
-def build(tmp_path: Path, act: str, loss: str):
-    spec = {
+def spec_with(act: str, loss: str) -> dict:
+    return {
         "name": "custom",
         "input": 3,
         "layers": [
@@ -60,9 +52,6 @@ def build(tmp_path: Path, act: str, loss: str):
         ],
         "loss": {"name": "my_loss", "expr": loss, "c": 0.5},
     }
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    path = symgrad.generate(tmp_path / "s.yaml", tmp_path)
-    return import_path(path, f"custom{next(_ids)}")
 
 
 def fd_error(module) -> float:
@@ -86,34 +75,44 @@ def fd_error(module) -> float:
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
-def test_custom_activation_matches_finite_differences(tmp_path: Path, act: str) -> None:
-    assert fd_error(build(tmp_path, act, "(yhat - y)**2")) < 1e-5
+def test_custom_activation_matches_finite_differences(generate, act: str) -> None:
+    assert fd_error(generate(spec_with(act, "(yhat - y)**2"))) < 1e-5
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-def test_custom_loss_matches_finite_differences(tmp_path: Path, loss: str) -> None:
-    assert fd_error(build(tmp_path, "tanh(z)", loss)) < 1e-5
+def test_custom_loss_matches_finite_differences(generate, loss: str) -> None:
+    assert fd_error(generate(spec_with("tanh(z)", loss))) < 1e-5
 
 
-def test_custom_bce_on_sigmoid_generates_the_collapsed_delta(tmp_path: Path) -> None:
-    module = build(tmp_path, "tanh(z)", "-(y*log(yhat) + (1 - y)*log(1 - yhat))")
-    source = Path(module.__file__).read_text()
-    assert "D2 = (A2 - Y) / m" in source
-    assert (
-        "np.logaddexp(0, -Z2)" in source
-    )  # the forward loss is computed from the logits
+def test_custom_bce_on_sigmoid_collapses_and_is_finite_at_saturated_logits(
+    generate,
+) -> None:
+    # only the collapsed delta ŷ - y is finite where σ saturates to 0 or 1: the chain
+    # rule's ((ŷ - y) / (ŷ(1 - ŷ))) · ŷ(1 - ŷ) is 0/0 there; the loss must come from
+    # the logits (softplus), where log(ŷ) would be log(0)
+    module = generate(spec_with("tanh(z)", "-(y*log(yhat) + (1 - y)*log(1 - yhat))"))
+    params = {k: np.zeros_like(v) for k, v in module.init_params(0).items()}
+    params["W1"][0, 0] = 5.0
+    params["W2"][0, :] = [800.0, -800.0]
+    X = np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    Y = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    Z = np.tanh(X @ params["W1"]) @ params["W2"]  # ±800·tanh(5) and 0
+    expected = np.sum(Y * np.logaddexp(0, -Z) + (1 - Y) * np.logaddexp(0, Z)) / 3
+    loss, grads = module.loss_and_grad(params, X, Y)
+    assert loss == pytest.approx(expected, rel=1e-12)
+    sigma = np.exp(-np.logaddexp(0, -Z))  # σ(Z) = 0 or 1 at ±800·tanh(5)
+    np.testing.assert_allclose(grads["b2"], np.sum(sigma - Y, axis=0) / 3, rtol=1e-12)
+    assert all(np.isfinite(g).all() for g in grads.values())
 
 
-def test_custom_log_cosh_loss_is_finite_at_huge_residuals(tmp_path: Path) -> None:
+def test_custom_log_cosh_loss_is_finite_at_huge_residuals(generate) -> None:
     spec = {
         "name": "logcosh",
         "input": 1,
         "layers": [{"units": 1, "activation": "identity"}],
         "loss": {"name": "log_cosh", "expr": "log(cosh(yhat - y))"},
     }
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    path = symgrad.generate(tmp_path / "s.yaml", tmp_path)
-    module = import_path(path, "logcosh_extreme")
+    module = generate(spec)
     params = {"W1": np.array([[1.0]]), "b1": np.zeros(1)}
     X = np.array([[-1000.0], [0.0], [2000.0]])
     loss, grads = module.loss_and_grad(params, X, np.zeros((3, 1)))

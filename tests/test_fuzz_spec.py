@@ -6,7 +6,7 @@ import copy
 import string
 
 import yaml
-from harness import check_against_reference, generate_module
+from harness import check_against_reference, generate_module, needs_jax
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -141,6 +141,7 @@ def test_mutations_generate_or_fail_cleanly(text) -> None:
         pass
 
 
+@needs_jax
 @settings(
     max_examples=12,
     deadline=None,

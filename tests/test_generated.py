@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import symgrad
 
@@ -18,8 +20,16 @@ REGENERATE = 'for f in examples/*.yaml; do symgrad generate "$f"; done'
 
 
 @pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
-def test_generated_module_is_fresh(spec: Path, tmp_path: Path) -> None:
-    fresh = symgrad.generate(spec, tmp_path)
+def test_generated_module_is_fresh(
+    spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the README's command, run in a copy of the checkout's layout: the docstring names
+    # the command, so the module must be written as the command writes it
+    (tmp_path / "examples").mkdir()
+    shutil.copy(spec, tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    fresh = symgrad.generate(f"examples/{spec.name}")
+    assert fresh == Path("generated", f"{spec.stem}.py")
     committed = ROOT / "generated" / fresh.name
     assert committed.is_file(), f"{committed} is missing; run: {REGENERATE}"
     assert (
@@ -69,8 +79,9 @@ def test_docstring_names_the_spec_and_the_equations() -> None:
 def test_same_spec_same_bytes_across_hash_seeds(tmp_path: Path) -> None:
     outputs = []
     for seed in ("0", "1", "12345"):
-        out = tmp_path / seed
-        env = {**os.environ, "PYTHONHASHSEED": seed}
+        cwd = tmp_path / seed  # the same command in each: `-o models`, relative
+        cwd.mkdir()
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
         subprocess.run(
             [
                 sys.executable,
@@ -79,11 +90,44 @@ def test_same_spec_same_bytes_across_hash_seeds(tmp_path: Path) -> None:
                 "generate",
                 str(ROOT / "examples" / "iris_mlp.yaml"),
                 "-o",
-                str(out),
+                "models",
             ],
             check=True,
             env=env,
             capture_output=True,
+            cwd=cwd,
         )
-        outputs.append((out / "iris_mlp.py").read_bytes())
+        outputs.append((cwd / "models" / "iris_mlp.py").read_bytes())
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_docstring_names_the_command_that_was_run(tmp_path: Path, monkeypatch) -> None:
+    def command(path: Path) -> str:
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        return doc.splitlines()[-1]
+
+    xor = ROOT / "examples" / "xor.yaml"
+    assert command(ROOT / "generated" / "xor.py") == (
+        "Regenerate with: symgrad generate examples/xor.yaml"
+    )
+    (tmp_path / "specs").mkdir()
+    shutil.copy(xor, tmp_path / "specs" / "my net.yaml")
+    monkeypatch.chdir(tmp_path)
+    runs = [  # (spec, out_dir) as given -> the command, quoted for the shell
+        ("specs/my net.yaml", "build/models", "'specs/my net.yaml' -o build/models"),
+        (tmp_path / "specs" / "my net.yaml", "./generated", "'specs/my net.yaml'"),
+        (
+            "specs/../specs/my net.yaml",
+            tmp_path / "out",
+            "'specs/../specs/my net.yaml' -o out",
+        ),
+        (xor, None, str(xor)),  # outside the working directory: as given
+    ]
+    for spec, out_dir, expected in runs:
+        path = symgrad.generate(spec, out_dir)
+        assert command(path) == f"Regenerate with: symgrad generate {expected}"
+    path = symgrad.generate(yaml.safe_load(xor.read_text()), "from_dict")
+    assert command(path) == (
+        "Regenerate with: symgrad.generate(spec) with the same spec (given as <dict>, "
+        "not a file)"
+    )

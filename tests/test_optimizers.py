@@ -9,16 +9,9 @@ v ← μ v + g). benchmarks/optimizers_vs_torch.py runs the same comparison with
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
-from pathlib import Path
-
 import jax
 import numpy as np
 import pytest
-import yaml
-
-import symgrad
 
 jax.config.update("jax_enable_x64", True)
 
@@ -26,7 +19,6 @@ optax = pytest.importorskip("optax")
 import jax_reference as ref  # noqa: E402 - tests/ is on sys.path (conftest.py)
 
 RTOL = 1e-10
-_count = itertools.count()
 
 OPTIMIZERS = {
     "sgd": ({"name": "sgd", "learning_rate": 0.1}, optax.sgd(0.1)),
@@ -77,17 +69,6 @@ NETWORKS = {
 }
 
 
-def generate(spec: dict, directory: Path):
-    n = next(_count)
-    path = directory / f"opt{n}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    out = symgrad.generate(path, directory / f"out{n}")
-    module_spec = importlib.util.spec_from_file_location(f"_opt_{n}", out)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
 def data(spec: dict, n: int = 20, seed: int = 0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, spec["input"]))
@@ -111,10 +92,10 @@ def rel_err(a, b) -> float:
 
 @pytest.mark.parametrize("network", sorted(NETWORKS))
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_step_matches_optax_from_the_same_start(tmp_path, network, name):
+def test_step_matches_optax_from_the_same_start(generate, network, name):
     settings, tx = OPTIMIZERS[name]
     spec = {"name": "opt", **NETWORKS[network], "optimizer": settings}
-    module = generate(spec, tmp_path)
+    module = generate(spec)
     params = module.init_params(seed=1)
     params["b1"] += 0.1  # non-zero biases
     reference = {k: jax.numpy.asarray(v) for k, v in params.items()}
@@ -133,12 +114,12 @@ def test_step_matches_optax_from_the_same_start(tmp_path, network, name):
     assert min(moved.values()) > 1e-3, moved  # the trajectory went somewhere
 
 
-def test_nesterov_is_not_plain_momentum(tmp_path):
+def test_nesterov_is_not_plain_momentum(generate):
     results = []
     for nesterov in (False, True):
         settings = {"name": "momentum", "learning_rate": 0.05, "nesterov": nesterov}
         spec = {"name": "nag", **NETWORKS["classifier"], "optimizer": settings}
-        module = generate(spec, tmp_path)
+        module = generate(spec)
         params = module.init_params(seed=2)
         state = module.init_state(params)
         X, Y = data(spec)

@@ -321,7 +321,6 @@ class Emitter:
             x = self._first(e.args[0], dest)
             self._emit("negative", [x], dest)
             self._emit("minimum", [dest, self._text(EXP_MAX)], dest)
-            self.lines[-1] += "  # e^-x stays finite"
             self._emit("exp", [dest], dest)
             self._emit("add", [dest, self._text(sp.S.One)], dest)
             self._emit("reciprocal", [dest], dest)
@@ -770,7 +769,7 @@ def step_code(
         if l2_in_grads:
             lines.append(f"{nm.dW(l)} += L2 * {nm.W(l)}")
         lines += comments.get(nm.db(l), [])
-        lines.append(f"np.dot(ones, {D}, out={nm.db(l)})  # Σₙ as 1ᵀδ: faster than sum")
+        lines.append(f"np.dot(ones, {D}, out={nm.db(l)})")
         if l == 1:
             break
         below = d.layers[l - 2].activation

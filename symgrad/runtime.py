@@ -1,0 +1,689 @@
+"""The runtime of a generated module: the part that is the same in every one.
+
+A module symgrad writes is its derived part (the network's constants and the functions
+printed from its derivation) followed by this file, copied verbatim from the end of the
+configuration block on. The runtime checks what it is given, draws the initial
+parameters, and offers the public API: init_params, forward, loss, loss_and_grad,
+predict, save_params, load_params, init_state, step and fit. The numbers come from the
+functions of the derived part, called on checked arrays (X of shape (m, LAYER_SIZES[0])
+and Y of shape (m, LAYER_SIZES[-1]), both of the params' dtype):
+
+    _forward(params, X, training, rng) -> Ŷ
+    _loss(params, X, Y, training, rng) -> the loss, a float
+    _loss_and_grad(params, X, Y, rng) -> (loss, grads), grads keyed by PARAM_NAMES
+    _make_work(m, dtype) -> the work arrays of _step for a batch of m, a dict of arrays
+    _step(params, state, X, Y, work) -> the loss; updates params and state in place
+
+The runtime branches on the module's constants only; a choice that would cost time in
+every call is made once, at import. It imports NumPy only: a generated module works
+without symgrad installed. The configuration block below holds placeholder values, so
+that this file imports, lints and tests on its own; render.py copies what follows the
+block, and tests/test_runtime.py configures copies with constants and small derived
+functions of its own.
+"""
+
+import numpy as np
+
+# --- configuration: each generated module has its own constants and derived part ---
+NAME = "runtime"
+LAYER_SIZES = (2, 1)  # input width first
+LOSS = "mse"
+OPTIMIZER = {"name": "sgd", "learning_rate": 0.01}
+L2 = 0.0
+PARAM_NAMES = ("W1", "b1")  # the trainable arrays: grads and optimizer moments
+PARAM_SHAPES = {"W1": (2, 1), "b1": (1,)}
+BUFFER_NAMES = ()  # state arrays kept in params (batchnorm's running statistics)
+BUFFER_SHAPES = {}
+INIT = {"W1": ("glorot_uniform", 2, 1), "b1": ("zeros",)}  # also for the buffers
+TASK = "values"  # what predict returns: "classes" | "binary" | "values"
+TARGETS = "real"  # what Y holds: "simplex" | "unit_interval" | "real"
+LABELS = False  # integer class labels (m,) are accepted for Y
+MOMENTS = ()  # the optimizer's arrays per parameter in the state, e.g. ("m", "v")
+DROPOUT = False  # training draws masks from state["rng"]
+CHECK_FINITE = True
+
+
+def _forward(params, X, training, rng):
+    raise NotImplementedError("defined by the derived part of a generated module")
+
+
+def _loss(params, X, Y, training, rng):
+    raise NotImplementedError("defined by the derived part of a generated module")
+
+
+def _loss_and_grad(params, X, Y, rng):
+    raise NotImplementedError("defined by the derived part of a generated module")
+
+
+def _make_work(m, dtype):
+    raise NotImplementedError("defined by the derived part of a generated module")
+
+
+def _step(params, state, X, Y, work):
+    raise NotImplementedError("defined by the derived part of a generated module")
+
+
+# --- end of configuration ---
+
+
+# The runtime: the same in every module symgrad writes (symgrad/runtime.py), configured
+# by the constants above; the derived part above it computes the numbers.
+
+_KEYS = PARAM_NAMES + BUFFER_NAMES  # the keys of params, in order
+_SHAPES = {**PARAM_SHAPES, **BUFFER_SHAPES}
+
+
+def init_params(seed=0, dtype=np.float64):
+    """Fresh parameters, a dict of arrays with the keys PARAM_NAMES + BUFFER_NAMES.
+
+    INIT says how each array is made: "he_normal" (normal, standard deviation
+    √(2 / fan_in)), "glorot_uniform" (uniform in ±√(6 / (fan_in + fan_out))), "zeros"
+    or "ones". The draws come from NumPy's default_rng(seed), in the order of the keys,
+    so a seed gives the same parameters on every machine.
+    """
+    rng = np.random.default_rng(seed)
+    params = {}
+    for key in _KEYS:
+        kind, *fans = INIT[key]
+        shape = _SHAPES[key]
+        if kind == "he_normal":
+            values = rng.standard_normal(shape) * np.sqrt(2 / fans[0])
+        elif kind == "glorot_uniform":
+            limit = np.sqrt(6 / (fans[0] + fans[1]))
+            values = rng.uniform(-limit, limit, shape)
+        elif kind in ("zeros", "ones"):
+            values = np.zeros(shape) if kind == "zeros" else np.ones(shape)
+        else:
+            raise ValueError(f"INIT[{key!r}]: unknown initialization {kind!r}")
+        params[key] = values.astype(dtype)
+    return params
+
+
+# --- checks ---------------------------------------------------------------------------
+
+
+def _check_params(params):
+    """The params' dtype, after checking their keys, shapes and dtype."""
+    try:
+        signature = [(v.shape, v.dtype) for v in params.values()]
+        if signature in _SIGNATURES and list(params) == _NAMES:
+            return signature[0][1]
+    except (AttributeError, TypeError):
+        pass
+    # not the usual case: find what is wrong, and say so
+    keys = list(_KEYS)
+    if not isinstance(params, dict):
+        raise TypeError(
+            f"params must be a dict with keys {keys}, found {type(params).__name__}"
+        )
+    if set(params) != set(_KEYS):
+        raise ValueError(
+            f"params must be a dict with keys {keys}, found {sorted(params, key=str)}"
+        )
+    for key, shape in _SHAPES.items():
+        if not isinstance(params[key], np.ndarray):
+            raise TypeError(
+                f"params[{key!r}] must be a NumPy array, found {type(params[key]).__name__}"
+            )
+        if params[key].shape != shape:
+            raise ValueError(
+                f"params[{key!r}] must have shape {shape}, found {params[key].shape}"
+            )
+    dtypes = {v.dtype for v in params.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        found = ", ".join(sorted(str(d) for d in dtypes))
+        raise ValueError(f"params must be all float32 or all float64, found {found}")
+    return dtypes.pop()  # keys in another order
+
+
+_NAMES = list(_KEYS)
+_SIGNATURES = [  # (shape, dtype) of each param, in order: the usual, valid params
+    [(_SHAPES[k], np.dtype(dtype)) for k in _KEYS] for dtype in (np.float32, np.float64)
+]
+
+
+def _finite(a):
+    # Σ a² (one BLAS pass, no temporary) is finite unless an entry is NaN or ±inf, or
+    # the sum overflows; only then is every entry looked at
+    return np.isfinite(np.vdot(a, a)) or np.isfinite(a).all()
+
+
+def _real(a, name, dtype):
+    """a as an array of dtype, if it holds real numbers (a TypeError if not)."""
+    a = np.asarray(a)
+    if a.dtype != dtype:
+        if a.dtype.kind not in "biuf":  # complex parts would be dropped, strings parsed
+            raise TypeError(
+                f"{name} must hold real numbers (bool, int or float), found dtype {a.dtype}: "
+                f"convert it first, e.g. np.asarray({name}, dtype=float)"
+            )
+        a = a.astype(dtype)
+    return a
+
+
+def _inputs(params, X):
+    """X as a (m, LAYER_SIZES[0]) array of the params' dtype."""
+    return _features(X, _check_params(params))
+
+
+def _features(X, dtype):
+    X = _real(X, "X", dtype)
+    if X.ndim != 2 or X.shape[1] != LAYER_SIZES[0]:
+        raise ValueError(f"X must have shape (m, {LAYER_SIZES[0]}), found {X.shape}")
+    if CHECK_FINITE and not _finite(X):
+        raise ValueError(
+            "X contains NaN or inf (set CHECK_FINITE = False to skip this check)"
+        )
+    return X
+
+
+def _targets(Y, m, dtype):
+    """Y as a (m, LAYER_SIZES[-1]) array of dtype, for m ≥ 1 examples.
+
+    Y holds what TARGETS says: rows on the simplex (entries ≥ 0 summing to 1), values
+    in [0, 1] (0/1 labels or probabilities), or any real numbers; with LABELS it may
+    be integer class labels of shape (m,), and with one output unit shape (m,).
+    CHECK_FINITE checks the values: NaN/inf, and the range of TARGETS.
+    """
+    if m == 0:
+        raise ValueError(
+            f"X has no examples (shape (0, {LAYER_SIZES[0]})): "
+            "the loss is a mean over at least one example"
+        )
+    Y = np.asarray(Y)
+    if Y.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Y must hold real numbers (bool, int or float), found dtype {Y.dtype}"
+        )
+    if Y.ndim == 1:
+        if LABELS:
+            return _one_hot(Y, m, dtype)
+        if LAYER_SIZES[-1] == 1:
+            Y = Y[:, None]
+    if Y.shape != (m, LAYER_SIZES[-1]):
+        raise ValueError(f"Y must have shape ({m}, {LAYER_SIZES[-1]}), found {Y.shape}")
+    given = Y.dtype
+    Y = Y.astype(dtype, copy=False)
+    if CHECK_FINITE and not _in_range(Y, given):
+        _refuse_targets(Y, given)
+    return Y
+
+
+_min, _max = np.minimum.reduce, np.maximum.reduce
+
+
+def _in_unit_interval(Y, given):
+    # in [0, 1] implies finite: one check for both (the ufuncs' reduce: Y.min() is slower)
+    return _min(Y, axis=None) >= 0 and _max(Y, axis=None) <= 1
+
+
+def _on_simplex(Y, given):
+    # row sums 1 within the tolerance; with entries ≥ 0 this implies finite: one check
+    # for both
+    tol = _simplex_tolerance(Y.dtype, given)
+    return (
+        _min(Y, axis=None) >= 0
+        and _max(np.abs(np.add.reduce(Y, axis=1) - 1), axis=None) <= tol
+    )
+
+
+def _simplex_tolerance(dtype, given):
+    """√ε of the coarser of Y's dtype as given and the params' dtype."""
+    return np.sqrt(
+        max(np.finfo(dtype).eps, np.finfo(given).eps if given.kind == "f" else 0)
+    )
+
+
+def _all_finite(Y, given):
+    return _finite(Y)
+
+
+_in_range = {  # the check of the targets' values, by what they hold
+    "simplex": _on_simplex,
+    "unit_interval": _in_unit_interval,
+    "real": _all_finite,
+}[TARGETS]
+
+
+def _refuse_targets(Y, given):
+    # the targets failed the check of _targets: say which entry, and why it matters
+    if not np.isfinite(Y).all():
+        raise ValueError(
+            "Y contains NaN or inf (set CHECK_FINITE = False to skip this check)"
+        )
+    if TARGETS == "unit_interval":
+        i, j = np.argwhere((Y < 0) | (Y > 1))[0]
+        raise ValueError(
+            "binary cross-entropy takes targets in [0, 1] (0/1 labels or probabilities), "
+            f"found Y[{i}, {j}] = {Y[i, j]}"
+        )
+    tol = _simplex_tolerance(Y.dtype, given)
+    i = int(np.argmax((Y < 0).any(axis=1) | (np.abs(Y.sum(axis=1) - 1) > tol)))
+    raise ValueError(
+        f"categorical cross-entropy takes target rows on the simplex (entries ≥ 0 summing to 1): "
+        f"its derived gradient Ŷ - Y assumes it; found Y[{i}] = {Y[i]} (sum {Y[i].sum():.8g}); "
+        f"class labels can be passed as integers of shape (m,)"
+    )
+
+
+def _one_hot(labels, m, dtype):
+    """Class labels (m,) in [0, n_out) as one-hot rows; whole-number floats are labels too."""
+    n = LAYER_SIZES[-1]
+    if labels.shape != (m,):
+        raise ValueError(
+            f"labels must be {m} integers in [0, {n}), found shape {labels.shape}"
+        )
+    bad = (labels < 0) | (labels >= n)
+    if labels.dtype.kind == "f":
+        bad |= np.floor(labels) != labels  # NaN too
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"labels must be {m} integers in [0, {n}), found {labels[i]} at Y[{i}]"
+        )
+    return np.eye(n, dtype=dtype)[labels.astype(np.intp)]
+
+
+def _generator(rng):
+    """rng, if it is None or a NumPy Generator (the masks of dropout are drawn from it)."""
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a NumPy Generator (np.random.default_rng(seed)) or None, "
+            f"found {type(rng).__name__}"
+        )
+    return rng
+
+
+# --- the functions of the network -----------------------------------------------------
+
+
+def forward(params, X, *, training=False, rng=None):
+    """The network's output Ŷ, shape (m, LAYER_SIZES[-1]).
+
+    training=True computes it as training does: batch statistics instead of running
+    ones (batchnorm), and dropout with masks drawn from rng when one is given. A
+    network with neither computes the same either way.
+    """
+    X = _inputs(params, X)
+    return _forward(params, X, training, _generator(rng))
+
+
+def loss(params, X, Y, *, training=False, rng=None):
+    """The mean loss over the batch (plus the l2 term, if any), as a float.
+
+    loss(params, X, Y, training=True, rng=rng) is the function whose gradient
+    loss_and_grad(params, X, Y, rng=rng) returns.
+    """
+    X = _inputs(params, X)
+    Y = _targets(Y, X.shape[0], X.dtype)
+    return _loss(params, X, Y, training, _generator(rng))
+
+
+def loss_and_grad(params, X, Y, *, rng=None):
+    """(loss, grads): grads has the keys PARAM_NAMES, with the shapes and dtype of params.
+
+    The loss is the one of training (batch statistics; dropout only with an rng).
+    """
+    X = _inputs(params, X)
+    Y = _targets(Y, X.shape[0], X.dtype)
+    return _loss_and_grad(params, X, Y, _generator(rng))
+
+
+def _classes(Yhat):
+    return Yhat.argmax(axis=1)
+
+
+def _zero_one(Yhat):
+    return (Yhat >= 0.5).astype(np.int64)
+
+
+def _values(Yhat):
+    return Yhat
+
+
+_decide = {"classes": _classes, "binary": _zero_one, "values": _values}[TASK]
+
+
+def predict(params, X):
+    """The predictions, by TASK: the class index per example, shape (m,), for "classes";
+    0/1 per output (Ŷ ≥ 0.5), shape (m, n_out), for "binary"; Ŷ itself for "values"."""
+    return _decide(forward(params, X))
+
+
+# --- saved parameters -----------------------------------------------------------------
+
+
+def save_params(path, params):
+    """Write params to an .npz file (np.savez adds the suffix if path has none)."""
+    _check_params(params)
+    np.savez(path, **{k: params[k] for k in _KEYS})
+
+
+def load_params(path):
+    """Params written by save_params, checked against this network's shapes.
+
+    A file that is not such an archive is a ValueError that names it.
+    """
+    with open(path, "rb") as file:  # np.load(path) leaves it open when the zip is bad
+        head = file.read(6)
+        if not head.startswith(b"PK"):  # a zip archive, as np.savez writes
+            if not head:
+                found = "an empty file"
+            elif head == b"\x93NUMPY":
+                found = "a .npy file (one array)"
+            else:
+                found = f"a file starting {head!r}"
+            raise ValueError(
+                f"{path}: expected an .npz archive written by save_params, found {found}"
+            )
+        file.seek(0)
+        try:
+            with np.load(file, allow_pickle=False) as saved:
+                params = {k: saved[k] for k in saved.files}
+        except MemoryError:
+            raise
+        except (
+            Exception
+        ) as exc:  # zipfile's BadZipFile, EOFError, a pickled member, ...
+            raise ValueError(
+                f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})"
+            ) from exc
+    try:
+        _check_params(params)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+    return {k: params[k] for k in _KEYS}
+
+
+# --- training -------------------------------------------------------------------------
+
+
+def init_state(params, seed=0):
+    """Optimizer state for `step`: the step count ("t") and the optimizer's arrays per
+    parameter (MOMENTS: none for sgd, "velocity" for momentum, "m" and "v" for adam).
+
+    It also keeps the gradient arrays ("grads") and the work arrays of a step
+    ("buffers", made by the first step with a batch size; the three most recently
+    used sizes are kept). With dropout, "rng" is the generator of the masks,
+    default_rng(seed).
+    """
+    _check_params(params)
+    state = {"t": 0}
+    for key in MOMENTS:
+        state[key] = {k: np.zeros_like(params[k]) for k in PARAM_NAMES}
+    # C order: np.dot(..., out=) writes only into C-contiguous arrays
+    state["grads"] = {
+        k: np.zeros(params[k].shape, params[k].dtype) for k in PARAM_NAMES
+    }
+    state["buffers"] = {}
+    if DROPOUT:
+        state["rng"] = np.random.default_rng(seed)
+    return state
+
+
+_OPTIMIZER_MOMENTS = {  # of symgrad's optimizers, to name the one a state was made for
+    "sgd": (),
+    "momentum": ("velocity",),
+    "adam": ("m", "v"),
+}
+_EXTRA_KEYS = {"rng"} if DROPOUT else set()
+_STATE_KEYS = {"t", *MOMENTS, "grads", "buffers", *_EXTRA_KEYS}
+_STEP_SIGNATURES = [  # (key, shape, dtype, writeable) of params and state[MOMENTS], in order
+    [(k, _SHAPES[k], np.dtype(dtype), True) for k in _KEYS]
+    + [(k, PARAM_SHAPES[k], np.dtype(dtype), True) for k in PARAM_NAMES] * len(MOMENTS)
+    for dtype in (np.float32, np.float64)
+]
+_BATCH_SIZES_KEPT = 3  # fit's full and partial batch, and one more
+
+
+def _check_step(params, state):
+    """The params' dtype, after checking that step can update params and state.
+
+    The usual case is one comparison; anything else goes through _state_error.
+    """
+    try:
+        # two flat comprehensions: as fast as one over a literal tuple of the dicts
+        found = [(k, v.shape, v.dtype, v.flags.writeable) for k, v in params.items()]
+        if MOMENTS:
+            found += [
+                (k, v.shape, v.dtype, v.flags.writeable)
+                for key in MOMENTS
+                for k, v in state[key].items()
+            ]
+        t = state["t"]
+        if (
+            found in _STEP_SIGNATURES
+            and state.keys() == _STATE_KEYS
+            and type(t) is int
+            and t >= 0
+        ):
+            return found[0][2]
+    except (AttributeError, KeyError, TypeError):
+        pass
+    dtype = _check_params(params)
+    error = _state_error(params, state, dtype)
+    if error is not None:
+        raise error
+    return dtype
+
+
+def _state_error(params, state, dtype):
+    """Why step cannot update params and state in place, as an exception; else None.
+
+    step writes into every array of params, into state["t"] and into the arrays of
+    state (gradients with np.dot(out=), which needs C order). All are checked before
+    the first write, so that a step that fails changes nothing.
+    """
+    for k in _KEYS:
+        if not params[k].flags.writeable:
+            return ValueError(
+                f"params[{k!r}] is read-only: step updates it in place (pass a writeable copy)"
+            )
+    if not isinstance(state, dict):
+        return TypeError(
+            f"state must be a dict made by init_state(params), found {type(state).__name__}"
+        )
+    if state.keys() != _STATE_KEYS:
+        found = sorted(state, key=str)
+        others = [
+            name
+            for name, moments in _OPTIMIZER_MOMENTS.items()
+            if state.keys() == {"t", *moments, "grads", "buffers", *_EXTRA_KEYS}
+        ]
+        origin = f" (the keys of the {others[0]} optimizer's state)" if others else ""
+        return ValueError(
+            f"state must be made for this module's optimizer, {OPTIMIZER['name']}, with keys "
+            f"{sorted(_STATE_KEYS)}; found keys {found}{origin}: make it with init_state(params)"
+        )
+    t = state["t"]
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+        return TypeError(
+            f"state['t'] must be an int (the step count), found {type(t).__name__}"
+        )
+    if t < 0:
+        return ValueError(f"state['t'] must be ≥ 0 (the step count), found {t}")
+    if not isinstance(state["buffers"], dict):
+        return TypeError(
+            f"state['buffers'] must be a dict, found {type(state['buffers']).__name__}"
+        )
+    if DROPOUT and not isinstance(state["rng"], np.random.Generator):
+        found = type(state["rng"]).__name__
+        return TypeError(
+            f"state['rng'] must be a NumPy Generator (the dropout masks'), found {found}"
+        )
+    for key in sorted(_STATE_KEYS - {"t", "buffers", "rng"}):  # the dicts of arrays
+        arrays = state[key]
+        if not isinstance(arrays, dict):
+            return TypeError(
+                f"state[{key!r}] must be a dict of arrays, found {type(arrays).__name__}"
+            )
+        if arrays.keys() != set(PARAM_NAMES):
+            found = sorted(arrays, key=str)
+            return ValueError(
+                f"state[{key!r}] must have the keys {list(PARAM_NAMES)}, found {found}"
+            )
+        for k, shape in PARAM_SHAPES.items():
+            a, where = arrays[k], f"state[{key!r}][{k!r}]"
+            if not isinstance(a, np.ndarray):
+                return TypeError(
+                    f"{where} must be a NumPy array, found {type(a).__name__}"
+                )
+            if a.shape != shape:
+                return ValueError(f"{where} must have shape {shape}, found {a.shape}")
+            if a.dtype != dtype:
+                return ValueError(
+                    f"state was made for {a.dtype} params, found {dtype} params ({where})"
+                )
+            if not a.flags.writeable:
+                return ValueError(f"{where} is read-only: step updates it in place")
+            if key == "grads" and not a.flags.c_contiguous:
+                return ValueError(
+                    f"{where} must be C-contiguous: np.dot(out=) writes only into C-ordered arrays"
+                )
+    return None
+
+
+def _work(state, m, dtype):
+    """The work arrays of `step` for a batch of m examples: made once, then reused."""
+    # taken out and put back last: the dict runs from the least to the most recently used
+    buffers = state["buffers"]
+    work = buffers.pop(m, None)
+    if work is None or next(iter(work.values())).dtype != dtype:
+        while len(buffers) >= _BATCH_SIZES_KEPT:
+            del buffers[next(iter(buffers))]  # the least recently used size
+        work = _make_work(m, dtype)
+    buffers[m] = work
+    return work
+
+
+def step(params, state, X, Y):
+    """One update of params by the module's optimizer, in place; returns the loss before it.
+
+    The numbers of loss_and_grad followed by the update, computed with in-place NumPy
+    calls in the arrays of `state` (see init_state): a step allocates nothing new.
+    Params and state are checked before anything is written: a step that raises has
+    changed neither (the gradient and work arrays excepted, which hold nothing between
+    steps).
+    """
+    dtype = _check_step(params, state)
+    X = _features(X, dtype)
+    Y = _targets(Y, X.shape[0], dtype)
+    try:
+        return _step(params, state, X, Y, _work(state, X.shape[0], dtype))
+    except (AttributeError, TypeError, ValueError):
+        # the cheap check skips the gradient arrays and the buffers: np.dot(out=) refused
+        # one, or the buffers are not a dict, before anything was updated; say which
+        error = _state_error(params, state, dtype)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _class_accuracy(params, X, Y):
+    Y = np.asarray(Y)
+    labels = Y if Y.ndim == 1 else Y.argmax(axis=1)
+    return float(np.mean(predict(params, X) == labels))
+
+
+def _binary_accuracy(params, X, Y):
+    Y = np.asarray(Y).reshape(len(Y), -1)
+    return float(np.mean(predict(params, X) == Y))
+
+
+# the fraction of right predictions, for the tasks that have them
+_accuracy = {"classes": _class_accuracy, "binary": _binary_accuracy}.get(TASK)
+
+
+def _whole(value, name, low):
+    """value as an int ≥ low: any integer (Python's, NumPy's, ...) but a bool."""
+    try:
+        number = None if isinstance(value, bool) else type(value).__index__(value)
+    except (AttributeError, TypeError):
+        number = None
+    what = "a non-negative int" if low == 0 else "a positive int"
+    if number is None:
+        why = " (the batches are drawn from default_rng(seed + epoch): a seed repeats a run)"
+        raise TypeError(
+            f"{name} must be {what}, found {value!r}{why if name == 'seed' else ''}"
+        )
+    if number < low:
+        raise ValueError(f"{name} must be {what}, found {number}")
+    return number
+
+
+def fit(
+    params,
+    X,
+    Y,
+    *,
+    epochs,
+    batch_size,
+    seed=0,
+    verbose=False,
+    validation_data=None,
+    state=None,
+):
+    """Mini-batch training with `step`, in place; returns the per-epoch history.
+
+    Each epoch shuffles the examples with default_rng(seed + epoch) and walks them in
+    batches of batch_size (the last one may be smaller). history["loss"] is the mean
+    of the batch losses, weighted by batch size; for classifiers (TASK "classes" or
+    "binary") history["accuracy"] is measured on all of X after the epoch. With
+    validation_data=(X_val, Y_val), "val_loss" (and "val_accuracy") are recorded too.
+    verbose prints one line per epoch. Pass the `state` of an earlier call to go on
+    training with its optimizer state (and its dropout generator: a new state's is
+    seeded with seed).
+    """
+    epochs = _whole(epochs, "epochs", 0)
+    batch_size = _whole(batch_size, "batch_size", 1)
+    seed = _whole(seed, "seed", 0)
+    X = _inputs(params, X)
+    n = X.shape[0]
+    if np.shape(Y)[:1] != (n,):
+        raise ValueError(f"X has {n} examples but Y has shape {np.shape(Y)}")
+    Y = _targets(Y, n, X.dtype)
+    if state is None:
+        state = init_state(params, seed)
+    error = _state_error(params, state, _check_step(params, state))  # the gradients too
+    if error is not None:
+        raise error
+    history = {"loss": []}
+    if _accuracy is not None:
+        history["accuracy"] = []
+    if validation_data is not None:
+        X_val, Y_val = validation_data
+        X_val = _inputs(params, X_val)
+        Y_val = _targets(Y_val, X_val.shape[0], X.dtype)
+        history["val_loss"] = []
+        if _accuracy is not None:
+            history["val_accuracy"] = []
+    batches = {}  # batch size -> the arrays a batch is gathered into
+    for epoch in range(epochs):
+        order = np.random.default_rng(seed + epoch).permutation(n)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            batch = order[start : start + batch_size]
+            size = len(batch)
+            if size not in batches:
+                batches[size] = (
+                    np.empty((size, LAYER_SIZES[0]), X.dtype),
+                    np.empty((size, LAYER_SIZES[-1]), X.dtype),
+                )
+            X_batch, Y_batch = batches[size]
+            np.take(X, batch, axis=0, out=X_batch)
+            np.take(Y, batch, axis=0, out=Y_batch)
+            total += (
+                _step(params, state, X_batch, Y_batch, _work(state, size, X.dtype))
+                * size
+            )
+        history["loss"].append(total / max(n, 1))
+        if _accuracy is not None:
+            history["accuracy"].append(_accuracy(params, X, Y))
+        if validation_data is not None:
+            history["val_loss"].append(loss(params, X_val, Y_val))
+            if _accuracy is not None:
+                history["val_accuracy"].append(_accuracy(params, X_val, Y_val))
+        if verbose:
+            report = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
+            print(f"epoch {epoch + 1}/{epochs}: {report}")
+    return history
