@@ -9,25 +9,42 @@ Backward pass, derived and simplified by SymPy (m examples in a batch, δˡ = �
 ⊙ elementwise, ᵀ transpose):
 
     δ8 = (Ŷ - Y) / m   (collapsed)
-    ∂L/∂W8 = A7ᵀ δ8,   ∂L/∂b8 = Σₙ δ8
-    δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),   relu'(z) = {0 if a ≤ 0; else 1}
-    ∂L/∂W7 = A6ᵀ δ7,   ∂L/∂b7 = Σₙ δ7
-    δ6 = (δ7 W7ᵀ) ⊙ f'(Z6),   relu'(z) = {0 if a ≤ 0; else 1}
-    ∂L/∂W6 = A5ᵀ δ6,   ∂L/∂b6 = Σₙ δ6
-    δ5 = (δ6 W6ᵀ) ⊙ f'(Z5),   relu'(z) = {0 if a ≤ 0; else 1}
-    ∂L/∂W5 = A4ᵀ δ5,   ∂L/∂b5 = Σₙ δ5
-    δ4 = (δ5 W5ᵀ) ⊙ f'(Z4),   relu'(z) = {0 if a ≤ 0; else 1}
-    ∂L/∂W4 = A3ᵀ δ4,   ∂L/∂b4 = Σₙ δ4
-    δ3 = (δ4 W4ᵀ) ⊙ f'(Z3),   relu'(z) = {0 if a ≤ 0; else 1}
-    ∂L/∂W3 = A2ᵀ δ3,   ∂L/∂b3 = Σₙ δ3
-    δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),   relu'(z) = {0 if a ≤ 0; else 1}
-    ∂L/∂W2 = A1ᵀ δ2,   ∂L/∂b2 = Σₙ δ2
-    δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
-    ∂L/∂W1 = Xᵀ δ1,   ∂L/∂b1 = Σₙ δ1
+    ∂L/∂W8 = A7ᵀ δ8
+    ∂L/∂b8 = Σₙ δ8
+    G7 = δ8 W8ᵀ
+    δ7 = G7 ⊙ relu'(Z7),   relu'(z) = {0 if a ≤ 0; else 1}
+    ∂L/∂W7 = A6ᵀ δ7
+    ∂L/∂b7 = Σₙ δ7
+    G6 = δ7 W7ᵀ
+    δ6 = G6 ⊙ relu'(Z6),   relu'(z) = {0 if a ≤ 0; else 1}
+    ∂L/∂W6 = A5ᵀ δ6
+    ∂L/∂b6 = Σₙ δ6
+    G5 = δ6 W6ᵀ
+    δ5 = G5 ⊙ relu'(Z5),   relu'(z) = {0 if a ≤ 0; else 1}
+    ∂L/∂W5 = A4ᵀ δ5
+    ∂L/∂b5 = Σₙ δ5
+    G4 = δ5 W5ᵀ
+    δ4 = G4 ⊙ relu'(Z4),   relu'(z) = {0 if a ≤ 0; else 1}
+    ∂L/∂W4 = A3ᵀ δ4
+    ∂L/∂b4 = Σₙ δ4
+    G3 = δ4 W4ᵀ
+    δ3 = G3 ⊙ relu'(Z3),   relu'(z) = {0 if a ≤ 0; else 1}
+    ∂L/∂W3 = A2ᵀ δ3
+    ∂L/∂b3 = Σₙ δ3
+    G2 = δ3 W3ᵀ
+    δ2 = G2 ⊙ relu'(Z2),   relu'(z) = {0 if a ≤ 0; else 1}
+    ∂L/∂W2 = A1ᵀ δ2
+    ∂L/∂b2 = Σₙ δ2
+    G1 = δ2 W2ᵀ
+    δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    ∂L/∂W1 = Xᵀ δ1
+    ∂L/∂b1 = Σₙ δ1
 
 step computes the numbers of loss_and_grad and the update with in-place NumPy calls,
-in work arrays made once per batch size (_make_work): bias gradients Σₙ δ as the
-product 1ᵀδ, faster than a sum.
+in work arrays made once per batch size (_make_work) and named by role (h: a layer's
+values, g: its gradients, r: row statistics, tmp: scratch); sums over the batch as
+products with ones, faster than a sum; the learning rate rides in δ, so the
+gradients are ready to subtract.
 
 After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
 configured by the constants above): the checks of params, X and Y, init_params,
@@ -83,21 +100,21 @@ PARAM_SHAPES = {
 BUFFER_NAMES = ()
 BUFFER_SHAPES = {}
 INIT = {
-    "W1": ("he_normal", 30, 32),  # layer 1: ReLU
+    "W1": ("he_normal", 30, 32),  # layer 1: 32 (ReLU)
     "b1": ("zeros",),
-    "W2": ("he_normal", 32, 32),  # layer 2: ReLU
+    "W2": ("he_normal", 32, 32),  # layer 2: 32 (ReLU)
     "b2": ("zeros",),
-    "W3": ("he_normal", 32, 32),  # layer 3: ReLU
+    "W3": ("he_normal", 32, 32),  # layer 3: 32 (ReLU)
     "b3": ("zeros",),
-    "W4": ("he_normal", 32, 32),  # layer 4: ReLU
+    "W4": ("he_normal", 32, 32),  # layer 4: 32 (ReLU)
     "b4": ("zeros",),
-    "W5": ("he_normal", 32, 32),  # layer 5: ReLU
+    "W5": ("he_normal", 32, 32),  # layer 5: 32 (ReLU)
     "b5": ("zeros",),
-    "W6": ("he_normal", 32, 32),  # layer 6: ReLU
+    "W6": ("he_normal", 32, 32),  # layer 6: 32 (ReLU)
     "b6": ("zeros",),
-    "W7": ("he_normal", 32, 32),  # layer 7: ReLU
+    "W7": ("he_normal", 32, 32),  # layer 7: 32 (ReLU)
     "b7": ("zeros",),
-    "W8": ("glorot_uniform", 32, 1),  # layer 8: sigmoid
+    "W8": ("glorot_uniform", 32, 1),  # layer 8: 1 (sigmoid)
     "b8": ("zeros",),
 }
 TASK = "binary"  # predict: 0/1 per output (Ŷ ≥ 0.5)
@@ -106,134 +123,133 @@ TARGETS = "unit_interval"
 LABELS = False
 MOMENTS = ()
 DROPOUT = False
+MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm)
 # Set to False to skip the scans of X's and Y's values in every call: NaN/inf, and the
 # target range the loss assumes (shapes and types are always checked).
 CHECK_FINITE = True
 
 
-def _sigmoid(z, out=None):
-    # 1 / (1 + e^-z) keeps full relative precision for every z; below about -88
-    # (float32) or -709 (float64) e^-z overflows to inf and 1 / (1 + inf) = 0 is the
-    # correctly rounded result, so that overflow is not an error
-    with np.errstate(over="ignore"):
-        out = np.exp(np.negative(z, out=out), out=out)
-    out += 1
-    return np.reciprocal(out, out=out)
+def _forward_pass(params, X, training, rng):
+    """The forward pass: Ŷ, and the values the loss and the backward pass read."""
+    W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
+        params[k] for k in PARAM_NAMES
+    )
+    Z1 = X @ W1 + b1
+    M1 = Z1 > 0
+    A1 = M1 * Z1
+    Z2 = A1 @ W2 + b2
+    M2 = Z2 > 0
+    A2 = M2 * Z2
+    Z3 = A2 @ W3 + b3
+    M3 = Z3 > 0
+    A3 = M3 * Z3
+    Z4 = A3 @ W4 + b4
+    M4 = Z4 > 0
+    A4 = M4 * Z4
+    Z5 = A4 @ W5 + b5
+    M5 = Z5 > 0
+    A5 = M5 * Z5
+    Z6 = A5 @ W6 + b6
+    M6 = Z6 > 0
+    A6 = M6 * Z6
+    Z7 = A6 @ W7 + b7
+    M7 = Z7 > 0
+    A7 = M7 * Z7
+    Z8 = A7 @ W8 + b8
+    # softplus(−Z) serves the loss and σ(Z) = e^{−softplus(−Z)}
+    SP8 = np.logaddexp(0, -Z8)
+    A8 = np.exp(-SP8)
+    return A8, (M1, A1, M2, A2, M3, A3, M4, A4, M5, A5, M6, A6, M7, A7, Z8, SP8)
 
 
 def _forward(params, X, training, rng):
-    """Ŷ, shape (m, 1), for X (m, 30) checked and of the params' dtype."""
-    W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
-        params[k] for k in PARAM_NAMES
-    )
-    Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
-    Z2 = A1 @ W2 + b2
-    A2 = np.maximum(Z2, 0)  # ReLU
-    Z3 = A2 @ W3 + b3
-    A3 = np.maximum(Z3, 0)  # ReLU
-    Z4 = A3 @ W4 + b4
-    A4 = np.maximum(Z4, 0)  # ReLU
-    Z5 = A4 @ W5 + b5
-    A5 = np.maximum(Z5, 0)  # ReLU
-    Z6 = A5 @ W6 + b6
-    A6 = np.maximum(Z6, 0)  # ReLU
-    Z7 = A6 @ W7 + b7
-    A7 = np.maximum(Z7, 0)  # ReLU
-    Z8 = A7 @ W8 + b8
-    A8 = _sigmoid(Z8)  # sigmoid
-    return A8
+    """Ŷ for checked inputs."""
+    return _forward_pass(params, X, training, rng)[0]
 
 
 def _loss(params, X, Y, training, rng):
-    """The mean loss over the batch, for X and Y checked."""
+    """The loss for checked inputs."""
     m = X.shape[0]
-    W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
-        params[k] for k in PARAM_NAMES
+    A8, (M1, A1, M2, A2, M3, A3, M4, A4, M5, A5, M6, A6, M7, A7, Z8, SP8) = (
+        _forward_pass(params, X, training, rng)
     )
-    Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
-    Z2 = A1 @ W2 + b2
-    A2 = np.maximum(Z2, 0)  # ReLU
-    Z3 = A2 @ W3 + b3
-    A3 = np.maximum(Z3, 0)  # ReLU
-    Z4 = A3 @ W4 + b4
-    A4 = np.maximum(Z4, 0)  # ReLU
-    Z5 = A4 @ W5 + b5
-    A5 = np.maximum(Z5, 0)  # ReLU
-    Z6 = A5 @ W6 + b6
-    A6 = np.maximum(Z6, 0)  # ReLU
-    Z7 = A6 @ W7 + b7
-    A7 = np.maximum(Z7, 0)  # ReLU
-    Z8 = A7 @ W8 + b8
-    L = float(np.sum(Y * np.logaddexp(0, -Z8) + (1 - Y) * np.logaddexp(0, Z8))) / m
+    L = float(np.sum(SP8 * Y + (1 - Y) * np.logaddexp(0, Z8))) / m
     return L
 
 
 def _loss_and_grad(params, X, Y, rng):
-    """(loss, grads) for X and Y checked: the backward pass, each line allocating."""
+    """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
     W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
         params[k] for k in PARAM_NAMES
     )
-    Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
-    Z2 = A1 @ W2 + b2
-    A2 = np.maximum(Z2, 0)  # ReLU
-    Z3 = A2 @ W3 + b3
-    A3 = np.maximum(Z3, 0)  # ReLU
-    Z4 = A3 @ W4 + b4
-    A4 = np.maximum(Z4, 0)  # ReLU
-    Z5 = A4 @ W5 + b5
-    A5 = np.maximum(Z5, 0)  # ReLU
-    Z6 = A5 @ W6 + b6
-    A6 = np.maximum(Z6, 0)  # ReLU
-    Z7 = A6 @ W7 + b7
-    A7 = np.maximum(Z7, 0)  # ReLU
-    Z8 = A7 @ W8 + b8
-    A8 = _sigmoid(Z8)  # sigmoid
-    L = float(np.sum(Y * np.logaddexp(0, -Z8) + (1 - Y) * np.logaddexp(0, Z8))) / m
+    A8, (M1, A1, M2, A2, M3, A3, M4, A4, M5, A5, M6, A6, M7, A7, Z8, SP8) = (
+        _forward_pass(params, X, True, rng)
+    )
+    L = float(np.sum(SP8 * Y + (1 - Y) * np.logaddexp(0, Z8))) / m
 
-    # δ8 = ∂L/∂Z8 = (ŷ - y) / m; binary cross-entropy on sigmoid: SymPy simplified
-    #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
+    # δ8 = (Ŷ - Y) / m   (collapsed); binary cross-entropy on sigmoid: SymPy
+    #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
     D8 = (A8 - Y) / m
-    # ∂L/∂W8 = A7ᵀ δ8;  ∂L/∂b8 = Σₙ δ8
+    # ∂L/∂W8 = A7ᵀ δ8
     dW8 = A7.T @ D8
+    # ∂L/∂b8 = Σₙ δ8
     db8 = D8.sum(axis=0)
-    # δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),  relu'(z) = {0 if a ≤ 0; else 1}
-    D7 = (D8 @ W8.T) * (A7 > 0)
-    # ∂L/∂W7 = A6ᵀ δ7;  ∂L/∂b7 = Σₙ δ7
+    # G7 = δ8 W8ᵀ
+    G7 = D8 @ W8.T
+    # δ7 = G7 ⊙ relu'(Z7),   relu'(z) = {0 if a ≤ 0; else 1}
+    D7 = G7 * M7
+    # ∂L/∂W7 = A6ᵀ δ7
     dW7 = A6.T @ D7
+    # ∂L/∂b7 = Σₙ δ7
     db7 = D7.sum(axis=0)
-    # δ6 = (δ7 W7ᵀ) ⊙ f'(Z6),  relu'(z) = {0 if a ≤ 0; else 1}
-    D6 = (D7 @ W7.T) * (A6 > 0)
-    # ∂L/∂W6 = A5ᵀ δ6;  ∂L/∂b6 = Σₙ δ6
+    # G6 = δ7 W7ᵀ
+    G6 = D7 @ W7.T
+    # δ6 = G6 ⊙ relu'(Z6),   relu'(z) = {0 if a ≤ 0; else 1}
+    D6 = G6 * M6
+    # ∂L/∂W6 = A5ᵀ δ6
     dW6 = A5.T @ D6
+    # ∂L/∂b6 = Σₙ δ6
     db6 = D6.sum(axis=0)
-    # δ5 = (δ6 W6ᵀ) ⊙ f'(Z5),  relu'(z) = {0 if a ≤ 0; else 1}
-    D5 = (D6 @ W6.T) * (A5 > 0)
-    # ∂L/∂W5 = A4ᵀ δ5;  ∂L/∂b5 = Σₙ δ5
+    # G5 = δ6 W6ᵀ
+    G5 = D6 @ W6.T
+    # δ5 = G5 ⊙ relu'(Z5),   relu'(z) = {0 if a ≤ 0; else 1}
+    D5 = G5 * M5
+    # ∂L/∂W5 = A4ᵀ δ5
     dW5 = A4.T @ D5
+    # ∂L/∂b5 = Σₙ δ5
     db5 = D5.sum(axis=0)
-    # δ4 = (δ5 W5ᵀ) ⊙ f'(Z4),  relu'(z) = {0 if a ≤ 0; else 1}
-    D4 = (D5 @ W5.T) * (A4 > 0)
-    # ∂L/∂W4 = A3ᵀ δ4;  ∂L/∂b4 = Σₙ δ4
+    # G4 = δ5 W5ᵀ
+    G4 = D5 @ W5.T
+    # δ4 = G4 ⊙ relu'(Z4),   relu'(z) = {0 if a ≤ 0; else 1}
+    D4 = G4 * M4
+    # ∂L/∂W4 = A3ᵀ δ4
     dW4 = A3.T @ D4
+    # ∂L/∂b4 = Σₙ δ4
     db4 = D4.sum(axis=0)
-    # δ3 = (δ4 W4ᵀ) ⊙ f'(Z3),  relu'(z) = {0 if a ≤ 0; else 1}
-    D3 = (D4 @ W4.T) * (A3 > 0)
-    # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
+    # G3 = δ4 W4ᵀ
+    G3 = D4 @ W4.T
+    # δ3 = G3 ⊙ relu'(Z3),   relu'(z) = {0 if a ≤ 0; else 1}
+    D3 = G3 * M3
+    # ∂L/∂W3 = A2ᵀ δ3
     dW3 = A2.T @ D3
+    # ∂L/∂b3 = Σₙ δ3
     db3 = D3.sum(axis=0)
-    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  relu'(z) = {0 if a ≤ 0; else 1}
-    D2 = (D3 @ W3.T) * (A2 > 0)
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
+    # G2 = δ3 W3ᵀ
+    G2 = D3 @ W3.T
+    # δ2 = G2 ⊙ relu'(Z2),   relu'(z) = {0 if a ≤ 0; else 1}
+    D2 = G2 * M2
+    # ∂L/∂W2 = A1ᵀ δ2
     dW2 = A1.T @ D2
+    # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
-    D1 = (D2 @ W2.T) * (A1 > 0)
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
+    # G1 = δ2 W2ᵀ
+    G1 = D2 @ W2.T
+    # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    D1 = G1 * M1
+    # ∂L/∂W1 = Xᵀ δ1
     dW1 = X.T @ D1
+    # ∂L/∂b1 = Σₙ δ1
     db1 = D1.sum(axis=0)
     return L, {
         "W1": dW1,
@@ -258,33 +274,33 @@ def _loss_and_grad(params, X, Y, rng):
 def _make_work(m, dtype):
     """The work arrays of _step for a batch of m examples."""
     return {
-        "Z1": np.empty((m, 32), dtype),
-        "M1": np.empty((m, 32), dtype),
-        "Z2": np.empty((m, 32), dtype),
-        "M2": np.empty((m, 32), dtype),
-        "Z3": np.empty((m, 32), dtype),
-        "M3": np.empty((m, 32), dtype),
-        "Z4": np.empty((m, 32), dtype),
-        "M4": np.empty((m, 32), dtype),
-        "Z5": np.empty((m, 32), dtype),
-        "M5": np.empty((m, 32), dtype),
-        "Z6": np.empty((m, 32), dtype),
-        "M6": np.empty((m, 32), dtype),
-        "Z7": np.empty((m, 32), dtype),
-        "M7": np.empty((m, 32), dtype),
-        "Z8": np.empty((m, 1), dtype),
-        "P8": np.empty((m, 1), dtype),
-        "A8": np.empty((m, 1), dtype),
-        "D8": np.empty((m, 1), dtype),
-        "D7": np.empty((m, 32), dtype),
-        "D6": np.empty((m, 32), dtype),
-        "D5": np.empty((m, 32), dtype),
-        "D4": np.empty((m, 32), dtype),
-        "D3": np.empty((m, 32), dtype),
-        "D2": np.empty((m, 32), dtype),
-        "D1": np.empty((m, 32), dtype),
-        "T8": np.empty((m, 1), dtype),
-        "U8": np.empty((m, 1), dtype),
+        "h1": np.empty((m, 32), dtype),
+        "mask1": np.empty((m, 32), dtype),
+        "h2": np.empty((m, 32), dtype),
+        "mask2": np.empty((m, 32), dtype),
+        "h3": np.empty((m, 32), dtype),
+        "mask3": np.empty((m, 32), dtype),
+        "h4": np.empty((m, 32), dtype),
+        "mask4": np.empty((m, 32), dtype),
+        "h5": np.empty((m, 32), dtype),
+        "mask5": np.empty((m, 32), dtype),
+        "h6": np.empty((m, 32), dtype),
+        "mask6": np.empty((m, 32), dtype),
+        "h7": np.empty((m, 32), dtype),
+        "mask7": np.empty((m, 32), dtype),
+        "h8": np.empty((m, 1), dtype),
+        "h8_2": np.empty((m, 1), dtype),
+        "h8_3": np.empty((m, 1), dtype),
+        "g8": np.empty((m, 1), dtype),
+        "g7": np.empty((m, 32), dtype),
+        "g6": np.empty((m, 32), dtype),
+        "g5": np.empty((m, 32), dtype),
+        "g4": np.empty((m, 32), dtype),
+        "g3": np.empty((m, 32), dtype),
+        "g2": np.empty((m, 32), dtype),
+        "g1": np.empty((m, 32), dtype),
+        "tmp8": np.empty((m, 1), dtype),
+        "tmp8_2": np.empty((m, 1), dtype),
         "ones": np.ones(m, dtype),
         "scale": np.array(0.02 / m, dtype),
         "one": np.ones((), dtype),
@@ -293,139 +309,161 @@ def _make_work(m, dtype):
 
 
 def _step(params, state, X, Y, work):
-    """One sgd step in place: forward, loss, backward and update; returns the loss.
-
-    X (m, 30) and Y (m, 1) are checked and of the params' dtype; the
-    numbers go into params, state and the work arrays.
-    """
+    """One step on checked inputs: the numbers of loss_and_grad, then the update."""
     m = X.shape[0]
-    grads = state["grads"]
-    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
-    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
-    W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
-    W4, b4, dW4, db4 = params["W4"], params["b4"], grads["W4"], grads["b4"]
-    W5, b5, dW5, db5 = params["W5"], params["b5"], grads["W5"], grads["b5"]
-    W6, b6, dW6, db6 = params["W6"], params["b6"], grads["W6"], grads["b6"]
-    W7, b7, dW7, db7 = params["W7"], params["b7"], grads["W7"], grads["b7"]
-    W8, b8, dW8, db8 = params["W8"], params["b8"], grads["W8"], grads["b8"]
-    Z1, M1, D1 = work["Z1"], work["M1"], work["D1"]
-    Z2, M2, D2 = work["Z2"], work["M2"], work["D2"]
-    Z3, M3, D3 = work["Z3"], work["M3"], work["D3"]
-    Z4, M4, D4 = work["Z4"], work["M4"], work["D4"]
-    Z5, M5, D5 = work["Z5"], work["M5"], work["D5"]
-    Z6, M6, D6 = work["Z6"], work["M6"], work["D6"]
-    Z7, M7, D7 = work["Z7"], work["M7"], work["D7"]
-    Z8, P8, A8, D8, T8, U8 = (
-        work["Z8"],
-        work["P8"],
-        work["A8"],
-        work["D8"],
-        work["T8"],
-        work["U8"],
+    W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
+        params[k] for k in PARAM_NAMES
+    )
+    dW1, db1, dW2, db2, dW3, db3, dW4, db4, dW5, db5, dW6, db6, dW7, db7, dW8, db8 = (
+        state["grads"][k] for k in PARAM_NAMES
+    )
+    h1, mask1, g1 = work["h1"], work["mask1"], work["g1"]
+    h2, mask2, g2 = work["h2"], work["mask2"], work["g2"]
+    h3, mask3, g3 = work["h3"], work["mask3"], work["g3"]
+    h4, mask4, g4 = work["h4"], work["mask4"], work["g4"]
+    h5, mask5, g5 = work["h5"], work["mask5"], work["g5"]
+    h6, mask6, g6 = work["h6"], work["mask6"], work["g6"]
+    h7, mask7, g7 = work["h7"], work["mask7"], work["g7"]
+    h8, h8_2, h8_3, g8, tmp8, tmp8_2 = (
+        work["h8"],
+        work["h8_2"],
+        work["h8_3"],
+        work["g8"],
+        work["tmp8"],
+        work["tmp8_2"],
     )
     ones, scale, one, zero = work["ones"], work["scale"], work["one"], work["zero"]
-    # scale = η/m: δ carries the learning rate, so dW = η ∂L/∂W, ready to subtract
-    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
 
-    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
-    Z1 += b1
-    # A1 = relu(Z1) = Z1·M1, M1 = relu'(Z1)
-    np.greater(Z1, zero, out=M1)
-    A1 = np.multiply(Z1, M1, out=Z1)
-    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
-    Z2 += b2
-    # A2 = relu(Z2) = Z2·M2, M2 = relu'(Z2)
-    np.greater(Z2, zero, out=M2)
-    A2 = np.multiply(Z2, M2, out=Z2)
-    np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
-    Z3 += b3
-    # A3 = relu(Z3) = Z3·M3, M3 = relu'(Z3)
-    np.greater(Z3, zero, out=M3)
-    A3 = np.multiply(Z3, M3, out=Z3)
-    np.dot(A3, W4, out=Z4)  # Z4 = A3 W4 + b4
-    Z4 += b4
-    # A4 = relu(Z4) = Z4·M4, M4 = relu'(Z4)
-    np.greater(Z4, zero, out=M4)
-    A4 = np.multiply(Z4, M4, out=Z4)
-    np.dot(A4, W5, out=Z5)  # Z5 = A4 W5 + b5
-    Z5 += b5
-    # A5 = relu(Z5) = Z5·M5, M5 = relu'(Z5)
-    np.greater(Z5, zero, out=M5)
-    A5 = np.multiply(Z5, M5, out=Z5)
-    np.dot(A5, W6, out=Z6)  # Z6 = A5 W6 + b6
-    Z6 += b6
-    # A6 = relu(Z6) = Z6·M6, M6 = relu'(Z6)
-    np.greater(Z6, zero, out=M6)
-    A6 = np.multiply(Z6, M6, out=Z6)
-    np.dot(A6, W7, out=Z7)  # Z7 = A6 W7 + b7
-    Z7 += b7
-    # A7 = relu(Z7) = Z7·M7, M7 = relu'(Z7)
-    np.greater(Z7, zero, out=M7)
-    A7 = np.multiply(Z7, M7, out=Z7)
-    np.dot(A7, W8, out=Z8)  # Z8 = A7 W8 + b8
-    Z8 += b8
-    # A8 = sigmoid(Z8) = exp(-P8), P8 = softplus(-Z8) (in the loss)
-    np.negative(Z8, out=P8)
-    np.logaddexp(zero, P8, out=P8)
-    np.negative(P8, out=A8)
-    np.exp(A8, out=A8)
-    # L: the terms of loss(), each product summed by one np.vdot
-    L = np.vdot(P8, Y)
-    np.subtract(one, Y, out=T8)
-    np.logaddexp(zero, Z8, out=U8)
-    L += np.vdot(T8, U8)
+    # Z1 = X W1 + b1
+    np.dot(X, W1, out=h1)
+    h1 += b1
+    # M1 = relu'(Z1)
+    np.greater(h1, zero, out=mask1)
+    # A1 = relu(Z1) = Z1 ⊙ M1
+    h1 *= mask1
+    # Z2 = A1 W2 + b2
+    np.dot(h1, W2, out=h2)
+    h2 += b2
+    # M2 = relu'(Z2)
+    np.greater(h2, zero, out=mask2)
+    # A2 = relu(Z2) = Z2 ⊙ M2
+    h2 *= mask2
+    # Z3 = A2 W3 + b3
+    np.dot(h2, W3, out=h3)
+    h3 += b3
+    # M3 = relu'(Z3)
+    np.greater(h3, zero, out=mask3)
+    # A3 = relu(Z3) = Z3 ⊙ M3
+    h3 *= mask3
+    # Z4 = A3 W4 + b4
+    np.dot(h3, W4, out=h4)
+    h4 += b4
+    # M4 = relu'(Z4)
+    np.greater(h4, zero, out=mask4)
+    # A4 = relu(Z4) = Z4 ⊙ M4
+    h4 *= mask4
+    # Z5 = A4 W5 + b5
+    np.dot(h4, W5, out=h5)
+    h5 += b5
+    # M5 = relu'(Z5)
+    np.greater(h5, zero, out=mask5)
+    # A5 = relu(Z5) = Z5 ⊙ M5
+    h5 *= mask5
+    # Z6 = A5 W6 + b6
+    np.dot(h5, W6, out=h6)
+    h6 += b6
+    # M6 = relu'(Z6)
+    np.greater(h6, zero, out=mask6)
+    # A6 = relu(Z6) = Z6 ⊙ M6
+    h6 *= mask6
+    # Z7 = A6 W7 + b7
+    np.dot(h6, W7, out=h7)
+    h7 += b7
+    # M7 = relu'(Z7)
+    np.greater(h7, zero, out=mask7)
+    # A7 = relu(Z7) = Z7 ⊙ M7
+    h7 *= mask7
+    # Z8 = A7 W8 + b8
+    np.dot(h7, W8, out=h8)
+    h8 += b8
+    # SP8 = softplus(-Z8); softplus(−Z) serves the loss and σ(Z) = e^{−softplus(−Z)}
+    np.negative(h8, out=h8_2)
+    np.logaddexp(zero, h8_2, out=h8_2)
+    # Ŷ = A8 = σ(Z8) = exp(−SP8)
+    np.negative(h8_2, out=h8_3)
+    np.exp(h8_3, out=h8_3)
+    # L = Σ ℓ / m,  ℓ = -y·log(ŷ) - (1 - y)·log(1 - ŷ)
+    L = np.vdot(Y, h8_2)
+    np.subtract(one, Y, out=tmp8)
+    np.logaddexp(zero, h8, out=tmp8_2)
+    L += np.vdot(tmp8, tmp8_2)
     L = float(L) / m
-    # δ8 = ∂L/∂Z8 = (ŷ - y) / m; binary cross-entropy on sigmoid: SymPy simplified
-    #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
-    np.subtract(A8, Y, out=D8)
-    D8 *= scale
-    # ∂L/∂W8 = A7ᵀ δ8;  ∂L/∂b8 = Σₙ δ8
-    np.dot(A7.T, D8, out=dW8)
-    np.dot(ones, D8, out=db8)
-    # δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.dot(D8, W8.T, out=D7)
-    D7 *= M7
-    # ∂L/∂W7 = A6ᵀ δ7;  ∂L/∂b7 = Σₙ δ7
-    np.dot(A6.T, D7, out=dW7)
-    np.dot(ones, D7, out=db7)
-    # δ6 = (δ7 W7ᵀ) ⊙ f'(Z6),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.dot(D7, W7.T, out=D6)
-    D6 *= M6
-    # ∂L/∂W6 = A5ᵀ δ6;  ∂L/∂b6 = Σₙ δ6
-    np.dot(A5.T, D6, out=dW6)
-    np.dot(ones, D6, out=db6)
-    # δ5 = (δ6 W6ᵀ) ⊙ f'(Z5),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.dot(D6, W6.T, out=D5)
-    D5 *= M5
-    # ∂L/∂W5 = A4ᵀ δ5;  ∂L/∂b5 = Σₙ δ5
-    np.dot(A4.T, D5, out=dW5)
-    np.dot(ones, D5, out=db5)
-    # δ4 = (δ5 W5ᵀ) ⊙ f'(Z4),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.dot(D5, W5.T, out=D4)
-    D4 *= M4
-    # ∂L/∂W4 = A3ᵀ δ4;  ∂L/∂b4 = Σₙ δ4
-    np.dot(A3.T, D4, out=dW4)
-    np.dot(ones, D4, out=db4)
-    # δ3 = (δ4 W4ᵀ) ⊙ f'(Z3),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.dot(D4, W4.T, out=D3)
-    D3 *= M3
-    # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
-    np.dot(A2.T, D3, out=dW3)
-    np.dot(ones, D3, out=db3)
-    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.dot(D3, W3.T, out=D2)
-    D2 *= M2
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.dot(A1.T, D2, out=dW2)
-    np.dot(ones, D2, out=db2)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.dot(D2, W2.T, out=D1)
-    D1 *= M1
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.dot(X.T, D1, out=dW1)
-    np.dot(ones, D1, out=db1)
+    # δ8 = (Ŷ - Y) / m   (collapsed); binary cross-entropy on sigmoid: SymPy
+    #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
+    np.subtract(h8_3, Y, out=g8)
+    g8 *= scale
+    # ∂L/∂W8 = A7ᵀ δ8
+    np.dot(h7.T, g8, out=dW8)
+    # ∂L/∂b8 = Σₙ δ8
+    np.dot(ones, g8, out=db8)
+    # G7 = δ8 W8ᵀ
+    np.dot(g8, W8.T, out=g7)
+    # δ7 = G7 ⊙ relu'(Z7),   relu'(z) = {0 if a ≤ 0; else 1}
+    g7 *= mask7
+    # ∂L/∂W7 = A6ᵀ δ7
+    np.dot(h6.T, g7, out=dW7)
+    # ∂L/∂b7 = Σₙ δ7
+    np.dot(ones, g7, out=db7)
+    # G6 = δ7 W7ᵀ
+    np.dot(g7, W7.T, out=g6)
+    # δ6 = G6 ⊙ relu'(Z6),   relu'(z) = {0 if a ≤ 0; else 1}
+    g6 *= mask6
+    # ∂L/∂W6 = A5ᵀ δ6
+    np.dot(h5.T, g6, out=dW6)
+    # ∂L/∂b6 = Σₙ δ6
+    np.dot(ones, g6, out=db6)
+    # G5 = δ6 W6ᵀ
+    np.dot(g6, W6.T, out=g5)
+    # δ5 = G5 ⊙ relu'(Z5),   relu'(z) = {0 if a ≤ 0; else 1}
+    g5 *= mask5
+    # ∂L/∂W5 = A4ᵀ δ5
+    np.dot(h4.T, g5, out=dW5)
+    # ∂L/∂b5 = Σₙ δ5
+    np.dot(ones, g5, out=db5)
+    # G4 = δ5 W5ᵀ
+    np.dot(g5, W5.T, out=g4)
+    # δ4 = G4 ⊙ relu'(Z4),   relu'(z) = {0 if a ≤ 0; else 1}
+    g4 *= mask4
+    # ∂L/∂W4 = A3ᵀ δ4
+    np.dot(h3.T, g4, out=dW4)
+    # ∂L/∂b4 = Σₙ δ4
+    np.dot(ones, g4, out=db4)
+    # G3 = δ4 W4ᵀ
+    np.dot(g4, W4.T, out=g3)
+    # δ3 = G3 ⊙ relu'(Z3),   relu'(z) = {0 if a ≤ 0; else 1}
+    g3 *= mask3
+    # ∂L/∂W3 = A2ᵀ δ3
+    np.dot(h2.T, g3, out=dW3)
+    # ∂L/∂b3 = Σₙ δ3
+    np.dot(ones, g3, out=db3)
+    # G2 = δ3 W3ᵀ
+    np.dot(g3, W3.T, out=g2)
+    # δ2 = G2 ⊙ relu'(Z2),   relu'(z) = {0 if a ≤ 0; else 1}
+    g2 *= mask2
+    # ∂L/∂W2 = A1ᵀ δ2
+    np.dot(h1.T, g2, out=dW2)
+    # ∂L/∂b2 = Σₙ δ2
+    np.dot(ones, g2, out=db2)
+    # G1 = δ2 W2ᵀ
+    np.dot(g2, W2.T, out=g1)
+    # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    g1 *= mask1
+    # ∂L/∂W1 = Xᵀ δ1
+    np.dot(X.T, g1, out=dW1)
+    # ∂L/∂b1 = Σₙ δ1
+    np.dot(ones, g1, out=db1)
 
-    # p ← p − η ∂L/∂p  (η is in the gradients already)
+    # p ← p − g
     W1 -= dW1
     b1 -= db1
     W2 -= dW2

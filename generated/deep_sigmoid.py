@@ -9,26 +9,43 @@ Backward pass, derived and simplified by SymPy (m examples in a batch, δˡ = �
 ⊙ elementwise, ᵀ transpose):
 
     δ8 = (Ŷ - Y) / m   (collapsed)
-    ∂L/∂W8 = A7ᵀ δ8,   ∂L/∂b8 = Σₙ δ8
-    δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),   sigmoid'(z) = a·(1 - a)
-    ∂L/∂W7 = A6ᵀ δ7,   ∂L/∂b7 = Σₙ δ7
-    δ6 = (δ7 W7ᵀ) ⊙ f'(Z6),   sigmoid'(z) = a·(1 - a)
-    ∂L/∂W6 = A5ᵀ δ6,   ∂L/∂b6 = Σₙ δ6
-    δ5 = (δ6 W6ᵀ) ⊙ f'(Z5),   sigmoid'(z) = a·(1 - a)
-    ∂L/∂W5 = A4ᵀ δ5,   ∂L/∂b5 = Σₙ δ5
-    δ4 = (δ5 W5ᵀ) ⊙ f'(Z4),   sigmoid'(z) = a·(1 - a)
-    ∂L/∂W4 = A3ᵀ δ4,   ∂L/∂b4 = Σₙ δ4
-    δ3 = (δ4 W4ᵀ) ⊙ f'(Z3),   sigmoid'(z) = a·(1 - a)
-    ∂L/∂W3 = A2ᵀ δ3,   ∂L/∂b3 = Σₙ δ3
-    δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),   sigmoid'(z) = a·(1 - a)
-    ∂L/∂W2 = A1ᵀ δ2,   ∂L/∂b2 = Σₙ δ2
-    δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),   sigmoid'(z) = a·(1 - a)
-    ∂L/∂W1 = Xᵀ δ1,   ∂L/∂b1 = Σₙ δ1
+    ∂L/∂W8 = A7ᵀ δ8
+    ∂L/∂b8 = Σₙ δ8
+    G7 = δ8 W8ᵀ
+    δ7 = G7 ⊙ sigmoid'(Z7),   sigmoid'(z) = a·(1 - a)
+    ∂L/∂W7 = A6ᵀ δ7
+    ∂L/∂b7 = Σₙ δ7
+    G6 = δ7 W7ᵀ
+    δ6 = G6 ⊙ sigmoid'(Z6),   sigmoid'(z) = a·(1 - a)
+    ∂L/∂W6 = A5ᵀ δ6
+    ∂L/∂b6 = Σₙ δ6
+    G5 = δ6 W6ᵀ
+    δ5 = G5 ⊙ sigmoid'(Z5),   sigmoid'(z) = a·(1 - a)
+    ∂L/∂W5 = A4ᵀ δ5
+    ∂L/∂b5 = Σₙ δ5
+    G4 = δ5 W5ᵀ
+    δ4 = G4 ⊙ sigmoid'(Z4),   sigmoid'(z) = a·(1 - a)
+    ∂L/∂W4 = A3ᵀ δ4
+    ∂L/∂b4 = Σₙ δ4
+    G3 = δ4 W4ᵀ
+    δ3 = G3 ⊙ sigmoid'(Z3),   sigmoid'(z) = a·(1 - a)
+    ∂L/∂W3 = A2ᵀ δ3
+    ∂L/∂b3 = Σₙ δ3
+    G2 = δ3 W3ᵀ
+    δ2 = G2 ⊙ sigmoid'(Z2),   sigmoid'(z) = a·(1 - a)
+    ∂L/∂W2 = A1ᵀ δ2
+    ∂L/∂b2 = Σₙ δ2
+    G1 = δ2 W2ᵀ
+    δ1 = G1 ⊙ sigmoid'(Z1),   sigmoid'(z) = a·(1 - a)
+    ∂L/∂W1 = Xᵀ δ1
+    ∂L/∂b1 = Σₙ δ1
 
 step computes the numbers of loss_and_grad and the update with in-place NumPy calls,
-in work arrays made once per batch size (_make_work): bias gradients Σₙ δ as the
-product 1ᵀδ, faster than a sum; the sigmoid as 1 / (1 + e^-x) with -x capped at
-log(largest float), so that e^-x stays finite.
+in work arrays made once per batch size (_make_work) and named by role (h: a layer's
+values, g: its gradients, r: row statistics, tmp: scratch); sums over the batch as
+products with ones, faster than a sum; the sigmoid as 1 / (1 + e^-x) with -x capped
+at log(largest float), so that e^-x stays finite; the learning rate rides in δ, so
+the gradients are ready to subtract.
 
 After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
 configured by the constants above): the checks of params, X and Y, init_params,
@@ -84,21 +101,21 @@ PARAM_SHAPES = {
 BUFFER_NAMES = ()
 BUFFER_SHAPES = {}
 INIT = {
-    "W1": ("glorot_uniform", 30, 32),  # layer 1: sigmoid
+    "W1": ("glorot_uniform", 30, 32),  # layer 1: 32 (sigmoid)
     "b1": ("zeros",),
-    "W2": ("glorot_uniform", 32, 32),  # layer 2: sigmoid
+    "W2": ("glorot_uniform", 32, 32),  # layer 2: 32 (sigmoid)
     "b2": ("zeros",),
-    "W3": ("glorot_uniform", 32, 32),  # layer 3: sigmoid
+    "W3": ("glorot_uniform", 32, 32),  # layer 3: 32 (sigmoid)
     "b3": ("zeros",),
-    "W4": ("glorot_uniform", 32, 32),  # layer 4: sigmoid
+    "W4": ("glorot_uniform", 32, 32),  # layer 4: 32 (sigmoid)
     "b4": ("zeros",),
-    "W5": ("glorot_uniform", 32, 32),  # layer 5: sigmoid
+    "W5": ("glorot_uniform", 32, 32),  # layer 5: 32 (sigmoid)
     "b5": ("zeros",),
-    "W6": ("glorot_uniform", 32, 32),  # layer 6: sigmoid
+    "W6": ("glorot_uniform", 32, 32),  # layer 6: 32 (sigmoid)
     "b6": ("zeros",),
-    "W7": ("glorot_uniform", 32, 32),  # layer 7: sigmoid
+    "W7": ("glorot_uniform", 32, 32),  # layer 7: 32 (sigmoid)
     "b7": ("zeros",),
-    "W8": ("glorot_uniform", 32, 1),  # layer 8: sigmoid
+    "W8": ("glorot_uniform", 32, 1),  # layer 8: 1 (sigmoid)
     "b8": ("zeros",),
 }
 TASK = "binary"  # predict: 0/1 per output (Ŷ ≥ 0.5)
@@ -107,6 +124,7 @@ TARGETS = "unit_interval"
 LABELS = False
 MOMENTS = ()
 DROPOUT = False
+MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm)
 # Set to False to skip the scans of X's and Y's values in every call: NaN/inf, and the
 # target range the loss assumes (shapes and types are always checked).
 CHECK_FINITE = True
@@ -122,119 +140,116 @@ def _sigmoid(z, out=None):
     return np.reciprocal(out, out=out)
 
 
-def _forward(params, X, training, rng):
-    """Ŷ, shape (m, 1), for X (m, 30) checked and of the params' dtype."""
+def _forward_pass(params, X, training, rng):
+    """The forward pass: Ŷ, and the values the loss and the backward pass read."""
     W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
         params[k] for k in PARAM_NAMES
     )
     Z1 = X @ W1 + b1
-    A1 = _sigmoid(Z1)  # sigmoid
+    A1 = _sigmoid(Z1)
     Z2 = A1 @ W2 + b2
-    A2 = _sigmoid(Z2)  # sigmoid
+    A2 = _sigmoid(Z2)
     Z3 = A2 @ W3 + b3
-    A3 = _sigmoid(Z3)  # sigmoid
+    A3 = _sigmoid(Z3)
     Z4 = A3 @ W4 + b4
-    A4 = _sigmoid(Z4)  # sigmoid
+    A4 = _sigmoid(Z4)
     Z5 = A4 @ W5 + b5
-    A5 = _sigmoid(Z5)  # sigmoid
+    A5 = _sigmoid(Z5)
     Z6 = A5 @ W6 + b6
-    A6 = _sigmoid(Z6)  # sigmoid
+    A6 = _sigmoid(Z6)
     Z7 = A6 @ W7 + b7
-    A7 = _sigmoid(Z7)  # sigmoid
+    A7 = _sigmoid(Z7)
     Z8 = A7 @ W8 + b8
-    A8 = _sigmoid(Z8)  # sigmoid
-    return A8
+    # softplus(−Z) serves the loss and σ(Z) = e^{−softplus(−Z)}
+    SP8 = np.logaddexp(0, -Z8)
+    A8 = np.exp(-SP8)
+    return A8, (A1, A2, A3, A4, A5, A6, A7, Z8, SP8)
+
+
+def _forward(params, X, training, rng):
+    """Ŷ for checked inputs."""
+    return _forward_pass(params, X, training, rng)[0]
 
 
 def _loss(params, X, Y, training, rng):
-    """The mean loss over the batch, for X and Y checked."""
+    """The loss for checked inputs."""
     m = X.shape[0]
-    W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
-        params[k] for k in PARAM_NAMES
-    )
-    Z1 = X @ W1 + b1
-    A1 = _sigmoid(Z1)  # sigmoid
-    Z2 = A1 @ W2 + b2
-    A2 = _sigmoid(Z2)  # sigmoid
-    Z3 = A2 @ W3 + b3
-    A3 = _sigmoid(Z3)  # sigmoid
-    Z4 = A3 @ W4 + b4
-    A4 = _sigmoid(Z4)  # sigmoid
-    Z5 = A4 @ W5 + b5
-    A5 = _sigmoid(Z5)  # sigmoid
-    Z6 = A5 @ W6 + b6
-    A6 = _sigmoid(Z6)  # sigmoid
-    Z7 = A6 @ W7 + b7
-    A7 = _sigmoid(Z7)  # sigmoid
-    Z8 = A7 @ W8 + b8
-    L = float(np.sum(Y * np.logaddexp(0, -Z8) + (1 - Y) * np.logaddexp(0, Z8))) / m
+    A8, (A1, A2, A3, A4, A5, A6, A7, Z8, SP8) = _forward_pass(params, X, training, rng)
+    L = float(np.sum(SP8 * Y + (1 - Y) * np.logaddexp(0, Z8))) / m
     return L
 
 
 def _loss_and_grad(params, X, Y, rng):
-    """(loss, grads) for X and Y checked: the backward pass, each line allocating."""
+    """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
     W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
         params[k] for k in PARAM_NAMES
     )
-    Z1 = X @ W1 + b1
-    A1 = _sigmoid(Z1)  # sigmoid
-    Z2 = A1 @ W2 + b2
-    A2 = _sigmoid(Z2)  # sigmoid
-    Z3 = A2 @ W3 + b3
-    A3 = _sigmoid(Z3)  # sigmoid
-    Z4 = A3 @ W4 + b4
-    A4 = _sigmoid(Z4)  # sigmoid
-    Z5 = A4 @ W5 + b5
-    A5 = _sigmoid(Z5)  # sigmoid
-    Z6 = A5 @ W6 + b6
-    A6 = _sigmoid(Z6)  # sigmoid
-    Z7 = A6 @ W7 + b7
-    A7 = _sigmoid(Z7)  # sigmoid
-    Z8 = A7 @ W8 + b8
-    A8 = _sigmoid(Z8)  # sigmoid
-    L = float(np.sum(Y * np.logaddexp(0, -Z8) + (1 - Y) * np.logaddexp(0, Z8))) / m
+    A8, (A1, A2, A3, A4, A5, A6, A7, Z8, SP8) = _forward_pass(params, X, True, rng)
+    L = float(np.sum(SP8 * Y + (1 - Y) * np.logaddexp(0, Z8))) / m
 
-    # δ8 = ∂L/∂Z8 = (ŷ - y) / m; binary cross-entropy on sigmoid: SymPy simplified
-    #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
+    # δ8 = (Ŷ - Y) / m   (collapsed); binary cross-entropy on sigmoid: SymPy
+    #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
     D8 = (A8 - Y) / m
-    # ∂L/∂W8 = A7ᵀ δ8;  ∂L/∂b8 = Σₙ δ8
+    # ∂L/∂W8 = A7ᵀ δ8
     dW8 = A7.T @ D8
+    # ∂L/∂b8 = Σₙ δ8
     db8 = D8.sum(axis=0)
-    # δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),  sigmoid'(z) = a·(1 - a)
-    D7 = (D8 @ W8.T) * (A7 * (1 - A7))
-    # ∂L/∂W7 = A6ᵀ δ7;  ∂L/∂b7 = Σₙ δ7
+    # G7 = δ8 W8ᵀ
+    G7 = D8 @ W8.T
+    # δ7 = G7 ⊙ sigmoid'(Z7),   sigmoid'(z) = a·(1 - a)
+    D7 = A7 * G7 * (1 - A7)
+    # ∂L/∂W7 = A6ᵀ δ7
     dW7 = A6.T @ D7
+    # ∂L/∂b7 = Σₙ δ7
     db7 = D7.sum(axis=0)
-    # δ6 = (δ7 W7ᵀ) ⊙ f'(Z6),  sigmoid'(z) = a·(1 - a)
-    D6 = (D7 @ W7.T) * (A6 * (1 - A6))
-    # ∂L/∂W6 = A5ᵀ δ6;  ∂L/∂b6 = Σₙ δ6
+    # G6 = δ7 W7ᵀ
+    G6 = D7 @ W7.T
+    # δ6 = G6 ⊙ sigmoid'(Z6),   sigmoid'(z) = a·(1 - a)
+    D6 = A6 * G6 * (1 - A6)
+    # ∂L/∂W6 = A5ᵀ δ6
     dW6 = A5.T @ D6
+    # ∂L/∂b6 = Σₙ δ6
     db6 = D6.sum(axis=0)
-    # δ5 = (δ6 W6ᵀ) ⊙ f'(Z5),  sigmoid'(z) = a·(1 - a)
-    D5 = (D6 @ W6.T) * (A5 * (1 - A5))
-    # ∂L/∂W5 = A4ᵀ δ5;  ∂L/∂b5 = Σₙ δ5
+    # G5 = δ6 W6ᵀ
+    G5 = D6 @ W6.T
+    # δ5 = G5 ⊙ sigmoid'(Z5),   sigmoid'(z) = a·(1 - a)
+    D5 = A5 * G5 * (1 - A5)
+    # ∂L/∂W5 = A4ᵀ δ5
     dW5 = A4.T @ D5
+    # ∂L/∂b5 = Σₙ δ5
     db5 = D5.sum(axis=0)
-    # δ4 = (δ5 W5ᵀ) ⊙ f'(Z4),  sigmoid'(z) = a·(1 - a)
-    D4 = (D5 @ W5.T) * (A4 * (1 - A4))
-    # ∂L/∂W4 = A3ᵀ δ4;  ∂L/∂b4 = Σₙ δ4
+    # G4 = δ5 W5ᵀ
+    G4 = D5 @ W5.T
+    # δ4 = G4 ⊙ sigmoid'(Z4),   sigmoid'(z) = a·(1 - a)
+    D4 = A4 * G4 * (1 - A4)
+    # ∂L/∂W4 = A3ᵀ δ4
     dW4 = A3.T @ D4
+    # ∂L/∂b4 = Σₙ δ4
     db4 = D4.sum(axis=0)
-    # δ3 = (δ4 W4ᵀ) ⊙ f'(Z3),  sigmoid'(z) = a·(1 - a)
-    D3 = (D4 @ W4.T) * (A3 * (1 - A3))
-    # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
+    # G3 = δ4 W4ᵀ
+    G3 = D4 @ W4.T
+    # δ3 = G3 ⊙ sigmoid'(Z3),   sigmoid'(z) = a·(1 - a)
+    D3 = A3 * G3 * (1 - A3)
+    # ∂L/∂W3 = A2ᵀ δ3
     dW3 = A2.T @ D3
+    # ∂L/∂b3 = Σₙ δ3
     db3 = D3.sum(axis=0)
-    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  sigmoid'(z) = a·(1 - a)
-    D2 = (D3 @ W3.T) * (A2 * (1 - A2))
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
+    # G2 = δ3 W3ᵀ
+    G2 = D3 @ W3.T
+    # δ2 = G2 ⊙ sigmoid'(Z2),   sigmoid'(z) = a·(1 - a)
+    D2 = A2 * G2 * (1 - A2)
+    # ∂L/∂W2 = A1ᵀ δ2
     dW2 = A1.T @ D2
+    # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  sigmoid'(z) = a·(1 - a)
-    D1 = (D2 @ W2.T) * (A1 * (1 - A1))
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
+    # G1 = δ2 W2ᵀ
+    G1 = D2 @ W2.T
+    # δ1 = G1 ⊙ sigmoid'(Z1),   sigmoid'(z) = a·(1 - a)
+    D1 = A1 * G1 * (1 - A1)
+    # ∂L/∂W1 = Xᵀ δ1
     dW1 = X.T @ D1
+    # ∂L/∂b1 = Σₙ δ1
     db1 = D1.sum(axis=0)
     return L, {
         "W1": dW1,
@@ -259,33 +274,33 @@ def _loss_and_grad(params, X, Y, rng):
 def _make_work(m, dtype):
     """The work arrays of _step for a batch of m examples."""
     return {
-        "Z1": np.empty((m, 32), dtype),
-        "Z2": np.empty((m, 32), dtype),
-        "Z3": np.empty((m, 32), dtype),
-        "Z4": np.empty((m, 32), dtype),
-        "Z5": np.empty((m, 32), dtype),
-        "Z6": np.empty((m, 32), dtype),
-        "Z7": np.empty((m, 32), dtype),
-        "Z8": np.empty((m, 1), dtype),
-        "P8": np.empty((m, 1), dtype),
-        "A8": np.empty((m, 1), dtype),
-        "D8": np.empty((m, 1), dtype),
-        "D7": np.empty((m, 32), dtype),
-        "D6": np.empty((m, 32), dtype),
-        "D5": np.empty((m, 32), dtype),
-        "D4": np.empty((m, 32), dtype),
-        "D3": np.empty((m, 32), dtype),
-        "D2": np.empty((m, 32), dtype),
-        "D1": np.empty((m, 32), dtype),
-        "T1": np.empty((m, 32), dtype),
-        "T2": np.empty((m, 32), dtype),
-        "T3": np.empty((m, 32), dtype),
-        "T4": np.empty((m, 32), dtype),
-        "T5": np.empty((m, 32), dtype),
-        "T6": np.empty((m, 32), dtype),
-        "T7": np.empty((m, 32), dtype),
-        "T8": np.empty((m, 1), dtype),
-        "U8": np.empty((m, 1), dtype),
+        "h1": np.empty((m, 32), dtype),
+        "h2": np.empty((m, 32), dtype),
+        "h3": np.empty((m, 32), dtype),
+        "h4": np.empty((m, 32), dtype),
+        "h5": np.empty((m, 32), dtype),
+        "h6": np.empty((m, 32), dtype),
+        "h7": np.empty((m, 32), dtype),
+        "h8": np.empty((m, 1), dtype),
+        "h8_2": np.empty((m, 1), dtype),
+        "h8_3": np.empty((m, 1), dtype),
+        "g8": np.empty((m, 1), dtype),
+        "g7": np.empty((m, 32), dtype),
+        "g6": np.empty((m, 32), dtype),
+        "g5": np.empty((m, 32), dtype),
+        "g4": np.empty((m, 32), dtype),
+        "g3": np.empty((m, 32), dtype),
+        "g2": np.empty((m, 32), dtype),
+        "g1": np.empty((m, 32), dtype),
+        "tmp1": np.empty((m, 32), dtype),
+        "tmp2": np.empty((m, 32), dtype),
+        "tmp3": np.empty((m, 32), dtype),
+        "tmp4": np.empty((m, 32), dtype),
+        "tmp5": np.empty((m, 32), dtype),
+        "tmp6": np.empty((m, 32), dtype),
+        "tmp7": np.empty((m, 32), dtype),
+        "tmp8": np.empty((m, 1), dtype),
+        "tmp8_2": np.empty((m, 1), dtype),
         "ones": np.ones(m, dtype),
         "scale": np.array(0.02 / m, dtype),
         "exp_max": np.floor(np.log(np.finfo(dtype).max)).astype(dtype),
@@ -295,35 +310,28 @@ def _make_work(m, dtype):
 
 
 def _step(params, state, X, Y, work):
-    """One sgd step in place: forward, loss, backward and update; returns the loss.
-
-    X (m, 30) and Y (m, 1) are checked and of the params' dtype; the
-    numbers go into params, state and the work arrays.
-    """
+    """One step on checked inputs: the numbers of loss_and_grad, then the update."""
     m = X.shape[0]
-    grads = state["grads"]
-    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
-    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
-    W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
-    W4, b4, dW4, db4 = params["W4"], params["b4"], grads["W4"], grads["b4"]
-    W5, b5, dW5, db5 = params["W5"], params["b5"], grads["W5"], grads["b5"]
-    W6, b6, dW6, db6 = params["W6"], params["b6"], grads["W6"], grads["b6"]
-    W7, b7, dW7, db7 = params["W7"], params["b7"], grads["W7"], grads["b7"]
-    W8, b8, dW8, db8 = params["W8"], params["b8"], grads["W8"], grads["b8"]
-    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
-    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
-    Z3, D3, T3 = work["Z3"], work["D3"], work["T3"]
-    Z4, D4, T4 = work["Z4"], work["D4"], work["T4"]
-    Z5, D5, T5 = work["Z5"], work["D5"], work["T5"]
-    Z6, D6, T6 = work["Z6"], work["D6"], work["T6"]
-    Z7, D7, T7 = work["Z7"], work["D7"], work["T7"]
-    Z8, P8, A8, D8, T8, U8 = (
-        work["Z8"],
-        work["P8"],
-        work["A8"],
-        work["D8"],
-        work["T8"],
-        work["U8"],
+    W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
+        params[k] for k in PARAM_NAMES
+    )
+    dW1, db1, dW2, db2, dW3, db3, dW4, db4, dW5, db5, dW6, db6, dW7, db7, dW8, db8 = (
+        state["grads"][k] for k in PARAM_NAMES
+    )
+    h1, g1, tmp1 = work["h1"], work["g1"], work["tmp1"]
+    h2, g2, tmp2 = work["h2"], work["g2"], work["tmp2"]
+    h3, g3, tmp3 = work["h3"], work["g3"], work["tmp3"]
+    h4, g4, tmp4 = work["h4"], work["g4"], work["tmp4"]
+    h5, g5, tmp5 = work["h5"], work["g5"], work["tmp5"]
+    h6, g6, tmp6 = work["h6"], work["g6"], work["tmp6"]
+    h7, g7, tmp7 = work["h7"], work["g7"], work["tmp7"]
+    h8, h8_2, h8_3, g8, tmp8, tmp8_2 = (
+        work["h8"],
+        work["h8_2"],
+        work["h8_3"],
+        work["g8"],
+        work["tmp8"],
+        work["tmp8_2"],
     )
     ones, scale, exp_max, one, zero = (
         work["ones"],
@@ -332,143 +340,165 @@ def _step(params, state, X, Y, work):
         work["one"],
         work["zero"],
     )
-    # scale = η/m: δ carries the learning rate, so dW = η ∂L/∂W, ready to subtract
-    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
 
-    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
-    Z1 += b1
-    # A1 = sigmoid(Z1), computed in Z1's array
-    np.negative(Z1, out=Z1)
-    np.minimum(Z1, exp_max, out=Z1)
-    np.exp(Z1, out=Z1)
-    Z1 += one
-    A1 = np.reciprocal(Z1, out=Z1)
-    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
-    Z2 += b2
-    # A2 = sigmoid(Z2), computed in Z2's array
-    np.negative(Z2, out=Z2)
-    np.minimum(Z2, exp_max, out=Z2)
-    np.exp(Z2, out=Z2)
-    Z2 += one
-    A2 = np.reciprocal(Z2, out=Z2)
-    np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
-    Z3 += b3
-    # A3 = sigmoid(Z3), computed in Z3's array
-    np.negative(Z3, out=Z3)
-    np.minimum(Z3, exp_max, out=Z3)
-    np.exp(Z3, out=Z3)
-    Z3 += one
-    A3 = np.reciprocal(Z3, out=Z3)
-    np.dot(A3, W4, out=Z4)  # Z4 = A3 W4 + b4
-    Z4 += b4
-    # A4 = sigmoid(Z4), computed in Z4's array
-    np.negative(Z4, out=Z4)
-    np.minimum(Z4, exp_max, out=Z4)
-    np.exp(Z4, out=Z4)
-    Z4 += one
-    A4 = np.reciprocal(Z4, out=Z4)
-    np.dot(A4, W5, out=Z5)  # Z5 = A4 W5 + b5
-    Z5 += b5
-    # A5 = sigmoid(Z5), computed in Z5's array
-    np.negative(Z5, out=Z5)
-    np.minimum(Z5, exp_max, out=Z5)
-    np.exp(Z5, out=Z5)
-    Z5 += one
-    A5 = np.reciprocal(Z5, out=Z5)
-    np.dot(A5, W6, out=Z6)  # Z6 = A5 W6 + b6
-    Z6 += b6
-    # A6 = sigmoid(Z6), computed in Z6's array
-    np.negative(Z6, out=Z6)
-    np.minimum(Z6, exp_max, out=Z6)
-    np.exp(Z6, out=Z6)
-    Z6 += one
-    A6 = np.reciprocal(Z6, out=Z6)
-    np.dot(A6, W7, out=Z7)  # Z7 = A6 W7 + b7
-    Z7 += b7
-    # A7 = sigmoid(Z7), computed in Z7's array
-    np.negative(Z7, out=Z7)
-    np.minimum(Z7, exp_max, out=Z7)
-    np.exp(Z7, out=Z7)
-    Z7 += one
-    A7 = np.reciprocal(Z7, out=Z7)
-    np.dot(A7, W8, out=Z8)  # Z8 = A7 W8 + b8
-    Z8 += b8
-    # A8 = sigmoid(Z8) = exp(-P8), P8 = softplus(-Z8) (in the loss)
-    np.negative(Z8, out=P8)
-    np.logaddexp(zero, P8, out=P8)
-    np.negative(P8, out=A8)
-    np.exp(A8, out=A8)
-    # L: the terms of loss(), each product summed by one np.vdot
-    L = np.vdot(P8, Y)
-    np.subtract(one, Y, out=T8)
-    np.logaddexp(zero, Z8, out=U8)
-    L += np.vdot(T8, U8)
+    # Z1 = X W1 + b1
+    np.dot(X, W1, out=h1)
+    h1 += b1
+    # A1 = sigmoid(Z1)
+    np.negative(h1, out=h1)
+    np.minimum(h1, exp_max, out=h1)
+    np.exp(h1, out=h1)
+    h1 += one
+    np.reciprocal(h1, out=h1)
+    # Z2 = A1 W2 + b2
+    np.dot(h1, W2, out=h2)
+    h2 += b2
+    # A2 = sigmoid(Z2)
+    np.negative(h2, out=h2)
+    np.minimum(h2, exp_max, out=h2)
+    np.exp(h2, out=h2)
+    h2 += one
+    np.reciprocal(h2, out=h2)
+    # Z3 = A2 W3 + b3
+    np.dot(h2, W3, out=h3)
+    h3 += b3
+    # A3 = sigmoid(Z3)
+    np.negative(h3, out=h3)
+    np.minimum(h3, exp_max, out=h3)
+    np.exp(h3, out=h3)
+    h3 += one
+    np.reciprocal(h3, out=h3)
+    # Z4 = A3 W4 + b4
+    np.dot(h3, W4, out=h4)
+    h4 += b4
+    # A4 = sigmoid(Z4)
+    np.negative(h4, out=h4)
+    np.minimum(h4, exp_max, out=h4)
+    np.exp(h4, out=h4)
+    h4 += one
+    np.reciprocal(h4, out=h4)
+    # Z5 = A4 W5 + b5
+    np.dot(h4, W5, out=h5)
+    h5 += b5
+    # A5 = sigmoid(Z5)
+    np.negative(h5, out=h5)
+    np.minimum(h5, exp_max, out=h5)
+    np.exp(h5, out=h5)
+    h5 += one
+    np.reciprocal(h5, out=h5)
+    # Z6 = A5 W6 + b6
+    np.dot(h5, W6, out=h6)
+    h6 += b6
+    # A6 = sigmoid(Z6)
+    np.negative(h6, out=h6)
+    np.minimum(h6, exp_max, out=h6)
+    np.exp(h6, out=h6)
+    h6 += one
+    np.reciprocal(h6, out=h6)
+    # Z7 = A6 W7 + b7
+    np.dot(h6, W7, out=h7)
+    h7 += b7
+    # A7 = sigmoid(Z7)
+    np.negative(h7, out=h7)
+    np.minimum(h7, exp_max, out=h7)
+    np.exp(h7, out=h7)
+    h7 += one
+    np.reciprocal(h7, out=h7)
+    # Z8 = A7 W8 + b8
+    np.dot(h7, W8, out=h8)
+    h8 += b8
+    # SP8 = softplus(-Z8); softplus(−Z) serves the loss and σ(Z) = e^{−softplus(−Z)}
+    np.negative(h8, out=h8_2)
+    np.logaddexp(zero, h8_2, out=h8_2)
+    # Ŷ = A8 = σ(Z8) = exp(−SP8)
+    np.negative(h8_2, out=h8_3)
+    np.exp(h8_3, out=h8_3)
+    # L = Σ ℓ / m,  ℓ = -y·log(ŷ) - (1 - y)·log(1 - ŷ)
+    L = np.vdot(Y, h8_2)
+    np.subtract(one, Y, out=tmp8)
+    np.logaddexp(zero, h8, out=tmp8_2)
+    L += np.vdot(tmp8, tmp8_2)
     L = float(L) / m
-    # δ8 = ∂L/∂Z8 = (ŷ - y) / m; binary cross-entropy on sigmoid: SymPy simplified
-    #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
-    np.subtract(A8, Y, out=D8)
-    D8 *= scale
-    # ∂L/∂W8 = A7ᵀ δ8;  ∂L/∂b8 = Σₙ δ8
-    np.dot(A7.T, D8, out=dW8)
-    np.dot(ones, D8, out=db8)
-    # δ7 = (δ8 W8ᵀ) ⊙ f'(Z7),  sigmoid'(z) = a·(1 - a)
-    np.dot(D8, W8.T, out=D7)
-    D7 *= A7
-    np.subtract(one, A7, out=T7)
-    D7 *= T7
-    # ∂L/∂W7 = A6ᵀ δ7;  ∂L/∂b7 = Σₙ δ7
-    np.dot(A6.T, D7, out=dW7)
-    np.dot(ones, D7, out=db7)
-    # δ6 = (δ7 W7ᵀ) ⊙ f'(Z6),  sigmoid'(z) = a·(1 - a)
-    np.dot(D7, W7.T, out=D6)
-    D6 *= A6
-    np.subtract(one, A6, out=T6)
-    D6 *= T6
-    # ∂L/∂W6 = A5ᵀ δ6;  ∂L/∂b6 = Σₙ δ6
-    np.dot(A5.T, D6, out=dW6)
-    np.dot(ones, D6, out=db6)
-    # δ5 = (δ6 W6ᵀ) ⊙ f'(Z5),  sigmoid'(z) = a·(1 - a)
-    np.dot(D6, W6.T, out=D5)
-    D5 *= A5
-    np.subtract(one, A5, out=T5)
-    D5 *= T5
-    # ∂L/∂W5 = A4ᵀ δ5;  ∂L/∂b5 = Σₙ δ5
-    np.dot(A4.T, D5, out=dW5)
-    np.dot(ones, D5, out=db5)
-    # δ4 = (δ5 W5ᵀ) ⊙ f'(Z4),  sigmoid'(z) = a·(1 - a)
-    np.dot(D5, W5.T, out=D4)
-    D4 *= A4
-    np.subtract(one, A4, out=T4)
-    D4 *= T4
-    # ∂L/∂W4 = A3ᵀ δ4;  ∂L/∂b4 = Σₙ δ4
-    np.dot(A3.T, D4, out=dW4)
-    np.dot(ones, D4, out=db4)
-    # δ3 = (δ4 W4ᵀ) ⊙ f'(Z3),  sigmoid'(z) = a·(1 - a)
-    np.dot(D4, W4.T, out=D3)
-    D3 *= A3
-    np.subtract(one, A3, out=T3)
-    D3 *= T3
-    # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
-    np.dot(A2.T, D3, out=dW3)
-    np.dot(ones, D3, out=db3)
-    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  sigmoid'(z) = a·(1 - a)
-    np.dot(D3, W3.T, out=D2)
-    D2 *= A2
-    np.subtract(one, A2, out=T2)
-    D2 *= T2
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.dot(A1.T, D2, out=dW2)
-    np.dot(ones, D2, out=db2)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  sigmoid'(z) = a·(1 - a)
-    np.dot(D2, W2.T, out=D1)
-    D1 *= A1
-    np.subtract(one, A1, out=T1)
-    D1 *= T1
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.dot(X.T, D1, out=dW1)
-    np.dot(ones, D1, out=db1)
+    # δ8 = (Ŷ - Y) / m   (collapsed); binary cross-entropy on sigmoid: SymPy
+    #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
+    np.subtract(h8_3, Y, out=g8)
+    g8 *= scale
+    # ∂L/∂W8 = A7ᵀ δ8
+    np.dot(h7.T, g8, out=dW8)
+    # ∂L/∂b8 = Σₙ δ8
+    np.dot(ones, g8, out=db8)
+    # G7 = δ8 W8ᵀ
+    np.dot(g8, W8.T, out=g7)
+    # δ7 = G7 ⊙ sigmoid'(Z7),   sigmoid'(z) = a·(1 - a)
+    g7 *= h7
+    np.subtract(one, h7, out=tmp7)
+    g7 *= tmp7
+    # ∂L/∂W7 = A6ᵀ δ7
+    np.dot(h6.T, g7, out=dW7)
+    # ∂L/∂b7 = Σₙ δ7
+    np.dot(ones, g7, out=db7)
+    # G6 = δ7 W7ᵀ
+    np.dot(g7, W7.T, out=g6)
+    # δ6 = G6 ⊙ sigmoid'(Z6),   sigmoid'(z) = a·(1 - a)
+    g6 *= h6
+    np.subtract(one, h6, out=tmp6)
+    g6 *= tmp6
+    # ∂L/∂W6 = A5ᵀ δ6
+    np.dot(h5.T, g6, out=dW6)
+    # ∂L/∂b6 = Σₙ δ6
+    np.dot(ones, g6, out=db6)
+    # G5 = δ6 W6ᵀ
+    np.dot(g6, W6.T, out=g5)
+    # δ5 = G5 ⊙ sigmoid'(Z5),   sigmoid'(z) = a·(1 - a)
+    g5 *= h5
+    np.subtract(one, h5, out=tmp5)
+    g5 *= tmp5
+    # ∂L/∂W5 = A4ᵀ δ5
+    np.dot(h4.T, g5, out=dW5)
+    # ∂L/∂b5 = Σₙ δ5
+    np.dot(ones, g5, out=db5)
+    # G4 = δ5 W5ᵀ
+    np.dot(g5, W5.T, out=g4)
+    # δ4 = G4 ⊙ sigmoid'(Z4),   sigmoid'(z) = a·(1 - a)
+    g4 *= h4
+    np.subtract(one, h4, out=tmp4)
+    g4 *= tmp4
+    # ∂L/∂W4 = A3ᵀ δ4
+    np.dot(h3.T, g4, out=dW4)
+    # ∂L/∂b4 = Σₙ δ4
+    np.dot(ones, g4, out=db4)
+    # G3 = δ4 W4ᵀ
+    np.dot(g4, W4.T, out=g3)
+    # δ3 = G3 ⊙ sigmoid'(Z3),   sigmoid'(z) = a·(1 - a)
+    g3 *= h3
+    np.subtract(one, h3, out=tmp3)
+    g3 *= tmp3
+    # ∂L/∂W3 = A2ᵀ δ3
+    np.dot(h2.T, g3, out=dW3)
+    # ∂L/∂b3 = Σₙ δ3
+    np.dot(ones, g3, out=db3)
+    # G2 = δ3 W3ᵀ
+    np.dot(g3, W3.T, out=g2)
+    # δ2 = G2 ⊙ sigmoid'(Z2),   sigmoid'(z) = a·(1 - a)
+    g2 *= h2
+    np.subtract(one, h2, out=tmp2)
+    g2 *= tmp2
+    # ∂L/∂W2 = A1ᵀ δ2
+    np.dot(h1.T, g2, out=dW2)
+    # ∂L/∂b2 = Σₙ δ2
+    np.dot(ones, g2, out=db2)
+    # G1 = δ2 W2ᵀ
+    np.dot(g2, W2.T, out=g1)
+    # δ1 = G1 ⊙ sigmoid'(Z1),   sigmoid'(z) = a·(1 - a)
+    g1 *= h1
+    np.subtract(one, h1, out=tmp1)
+    g1 *= tmp1
+    # ∂L/∂W1 = Xᵀ δ1
+    np.dot(X.T, g1, out=dW1)
+    # ∂L/∂b1 = Σₙ δ1
+    np.dot(ones, g1, out=db1)
 
-    # p ← p − η ∂L/∂p  (η is in the gradients already)
+    # p ← p − g
     W1 -= dW1
     b1 -= db1
     W2 -= dW2

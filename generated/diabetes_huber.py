@@ -8,13 +8,17 @@ Backward pass, derived and simplified by SymPy (m examples in a batch, δˡ = �
 ⊙ elementwise, ᵀ transpose):
 
     δ2 = ({Ŷ - Y if |Y - Ŷ| ≤ 1; else sign(Ŷ - Y)}) / m
-    ∂L/∂W2 = A1ᵀ δ2,   ∂L/∂b2 = Σₙ δ2
-    δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
-    ∂L/∂W1 = Xᵀ δ1,   ∂L/∂b1 = Σₙ δ1
+    ∂L/∂W2 = A1ᵀ δ2
+    ∂L/∂b2 = Σₙ δ2
+    G1 = δ2 W2ᵀ
+    δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    ∂L/∂W1 = Xᵀ δ1
+    ∂L/∂b1 = Σₙ δ1
 
 step computes the numbers of loss_and_grad and the update with in-place NumPy calls,
-in work arrays made once per batch size (_make_work): bias gradients Σₙ δ as the
-product 1ᵀδ, faster than a sum.
+in work arrays made once per batch size (_make_work) and named by role (h: a layer's
+values, g: its gradients, r: row statistics, tmp: scratch); sums over the batch as
+products with ones, faster than a sum.
 
 After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
 configured by the constants above): the checks of params, X and Y, init_params,
@@ -41,9 +45,9 @@ PARAM_SHAPES = {"W1": (10, 16), "b1": (16,), "W2": (16, 1), "b2": (1,)}
 BUFFER_NAMES = ()
 BUFFER_SHAPES = {}
 INIT = {
-    "W1": ("glorot_uniform", 10, 16),  # layer 1: ReLU
+    "W1": ("glorot_uniform", 10, 16),  # layer 1: 16 (ReLU)
     "b1": ("zeros",),
-    "W2": ("glorot_uniform", 16, 1),  # layer 2: identity
+    "W2": ("glorot_uniform", 16, 1),  # layer 2: 1 (identity)
     "b2": ("zeros",),
 }
 TASK = "values"  # predict: Ŷ itself
@@ -52,27 +56,31 @@ TARGETS = "real"
 LABELS = False
 MOMENTS = ("velocity",)
 DROPOUT = False
+MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm)
 # Set to False to skip the NaN/inf scan of X and Y in every call (shapes and types are
 # always checked).
 CHECK_FINITE = True
 
 
-def _forward(params, X, training, rng):
-    """Ŷ, shape (m, 1), for X (m, 10) checked and of the params' dtype."""
+def _forward_pass(params, X, training, rng):
+    """The forward pass: Ŷ, and the values the loss and the backward pass read."""
     W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
     Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
+    M1 = Z1 > 0
+    A1 = M1 * Z1
     Z2 = A1 @ W2 + b2
-    return Z2
+    return Z2, (M1, A1)
+
+
+def _forward(params, X, training, rng):
+    """Ŷ for checked inputs."""
+    return _forward_pass(params, X, training, rng)[0]
 
 
 def _loss(params, X, Y, training, rng):
-    """The mean loss over the batch, for X and Y checked."""
+    """The loss for checked inputs."""
     m = X.shape[0]
-    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
-    Z2 = A1 @ W2 + b2
+    Z2, (M1, A1) = _forward_pass(params, X, training, rng)
     L = (
         float(
             np.sum(
@@ -87,12 +95,10 @@ def _loss(params, X, Y, training, rng):
 
 
 def _loss_and_grad(params, X, Y, rng):
-    """(loss, grads) for X and Y checked: the backward pass, each line allocating."""
+    """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
     W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
-    Z2 = A1 @ W2 + b2
+    Z2, (M1, A1) = _forward_pass(params, X, True, rng)
     L = (
         float(
             np.sum(
@@ -104,16 +110,20 @@ def _loss_and_grad(params, X, Y, rng):
         / m
     )
 
-    # δ2 = ∂L/∂Z2 = ({ŷ - y if |y - ŷ| ≤ 1; else sign(ŷ - y)}) / m; Huber on identity:
-    #   ∂ℓ/∂ŷ · ∂ŷ/∂z = {ŷ - y if |y - ŷ| ≤ 1; else sign(ŷ - y)}
-    D2 = (np.where(np.abs(Y - Z2) <= 1, -Y + Z2, np.sign(-Y + Z2))) / m
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
+    # δ2 = ({Ŷ - Y if |Y - Ŷ| ≤ 1; else sign(Ŷ - Y)}) / m; Huber on identity: ∂ℓ/∂ŷ ·
+    #   ∂ŷ/∂z = {ŷ - y if |y - ŷ| ≤ 1; else sign(ŷ - y)}
+    D2 = np.where(np.abs(Y - Z2) <= 1, -Y + Z2, np.sign(-Y + Z2)) / m
+    # ∂L/∂W2 = A1ᵀ δ2
     dW2 = A1.T @ D2
+    # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
-    D1 = (D2 @ W2.T) * (A1 > 0)
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
+    # G1 = δ2 W2ᵀ
+    G1 = D2 @ W2.T
+    # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    D1 = G1 * M1
+    # ∂L/∂W1 = Xᵀ δ1
     dW1 = X.T @ D1
+    # ∂L/∂b1 = Σₙ δ1
     db1 = D1.sum(axis=0)
     return L, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
@@ -121,12 +131,12 @@ def _loss_and_grad(params, X, Y, rng):
 def _make_work(m, dtype):
     """The work arrays of _step for a batch of m examples."""
     return {
-        "Z1": np.empty((m, 16), dtype),
-        "M1": np.empty((m, 16), dtype),
-        "Z2": np.empty((m, 1), dtype),
-        "D2": np.empty((m, 1), dtype),
-        "D1": np.empty((m, 16), dtype),
-        "T2": np.empty((m, 1), dtype),
+        "h1": np.empty((m, 16), dtype),
+        "mask1": np.empty((m, 16), dtype),
+        "h2": np.empty((m, 1), dtype),
+        "g2": np.empty((m, 1), dtype),
+        "g1": np.empty((m, 16), dtype),
+        "tmp2": np.empty((m, 1), dtype),
         "ones": np.ones(m, dtype),
         "scale": np.array(1 / m, dtype),
         "zero": np.zeros((), dtype),
@@ -134,56 +144,59 @@ def _make_work(m, dtype):
 
 
 def _step(params, state, X, Y, work):
-    """One momentum step in place: forward, loss, backward and update; returns the loss.
-
-    X (m, 10) and Y (m, 1) are checked and of the params' dtype; the
-    numbers go into params, state and the work arrays.
-    """
+    """One step on checked inputs: the numbers of loss_and_grad, then the update."""
     m = X.shape[0]
-    grads = state["grads"]
-    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
-    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
-    Z1, M1, D1 = work["Z1"], work["M1"], work["D1"]
-    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
+    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
+    dW1, db1, dW2, db2 = (state["grads"][k] for k in PARAM_NAMES)
+    h1, mask1, g1 = work["h1"], work["mask1"], work["g1"]
+    h2, g2, tmp2 = work["h2"], work["g2"], work["tmp2"]
     ones, scale, zero = work["ones"], work["scale"], work["zero"]
-    # scale = 1/m
-    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
 
-    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
-    Z1 += b1
-    # A1 = relu(Z1) = Z1·M1, M1 = relu'(Z1)
-    np.greater(Z1, zero, out=M1)
-    A1 = np.multiply(Z1, M1, out=Z1)
-    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
-    Z2 += b2
-    # L: the terms of loss(), each product summed by one np.vdot
-    T2[...] = np.where(np.abs(Y - Z2) <= 1, 0.5 * (-Y + Z2) ** 2, np.abs(Y - Z2) - 0.5)
-    L = T2.sum()
+    # Z1 = X W1 + b1
+    np.dot(X, W1, out=h1)
+    h1 += b1
+    # M1 = relu'(Z1)
+    np.greater(h1, zero, out=mask1)
+    # A1 = relu(Z1) = Z1 ⊙ M1
+    h1 *= mask1
+    # Z2 = A1 W2 + b2
+    np.dot(h1, W2, out=h2)
+    h2 += b2
+    # L = Σ ℓ / m,  ℓ = {(ŷ - y)²/2 if |y - ŷ| ≤ 1; else |y - ŷ| - 1/2}
+    tmp2[...] = np.where(
+        np.abs(Y - h2) <= 1, 0.5 * (-Y + h2) ** 2, np.abs(Y - h2) - 0.5
+    )
+    L = tmp2.sum()
     L = float(L) / m
-    # δ2 = ∂L/∂Z2 = ({ŷ - y if |y - ŷ| ≤ 1; else sign(ŷ - y)}) / m; Huber on identity:
-    #   ∂ℓ/∂ŷ · ∂ŷ/∂z = {ŷ - y if |y - ŷ| ≤ 1; else sign(ŷ - y)}
-    D2[...] = np.where(np.abs(Y - Z2) <= 1, -Y + Z2, np.sign(-Y + Z2))
-    D2 *= scale
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.dot(A1.T, D2, out=dW2)
-    np.dot(ones, D2, out=db2)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.dot(D2, W2.T, out=D1)
-    D1 *= M1
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.dot(X.T, D1, out=dW1)
-    np.dot(ones, D1, out=db1)
+    # δ2 = ({Ŷ - Y if |Y - Ŷ| ≤ 1; else sign(Ŷ - Y)}) / m; Huber on identity: ∂ℓ/∂ŷ ·
+    #   ∂ŷ/∂z = {ŷ - y if |y - ŷ| ≤ 1; else sign(ŷ - y)}
+    g2[...] = np.where(np.abs(Y - h2) <= 1, -Y + h2, np.sign(-Y + h2))
+    g2 *= scale
+    # ∂L/∂W2 = A1ᵀ δ2
+    np.dot(h1.T, g2, out=dW2)
+    # ∂L/∂b2 = Σₙ δ2
+    np.dot(ones, g2, out=db2)
+    # G1 = δ2 W2ᵀ
+    np.dot(g2, W2.T, out=g1)
+    # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    g1 *= mask1
+    # ∂L/∂W1 = Xᵀ δ1
+    np.dot(X.T, g1, out=dW1)
+    # ∂L/∂b1 = Σₙ δ1
+    np.dot(ones, g1, out=db1)
 
-    lr, mu = 0.01, 0.9
-    velocity = state["velocity"]
+    learning_rate, momentum = 0.01, 0.9
     for k in PARAM_NAMES:
-        p, g, v = params[k], grads[k], velocity[k]
-        v *= mu
-        v += g  # v ← μ v + ∂L/∂p  (torch.optim.SGD's momentum buffer)
-        g *= lr
+        p, g, v = params[k], state["grads"][k], state["velocity"][k]
+        # v ← g + momentum·v  (torch.optim.SGD's momentum buffer)
+        v *= momentum
+        v += g
+        # p ← p − learning_rate·(g + momentum·v)  (Nesterov)
+        g *= 1 / momentum
+        g += v
+        g *= momentum
+        g *= learning_rate
         p -= g
-        np.multiply(v, lr * mu, out=g)
-        p -= g  # Nesterov: p ← p − η (∂L/∂p + μ v)
     state["t"] += 1
     return L
 

@@ -8,13 +8,17 @@ Backward pass, derived and simplified by SymPy (m examples in a batch, δˡ = �
 ⊙ elementwise, ᵀ transpose):
 
     δ2 = (Ŷ - Y) / m   (collapsed)
-    ∂L/∂W2 = A1ᵀ δ2,   ∂L/∂b2 = Σₙ δ2
-    δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
-    ∂L/∂W1 = Xᵀ δ1,   ∂L/∂b1 = Σₙ δ1
+    ∂L/∂W2 = A1ᵀ δ2
+    ∂L/∂b2 = Σₙ δ2
+    G1 = δ2 W2ᵀ
+    δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    ∂L/∂W1 = Xᵀ δ1
+    ∂L/∂b1 = Σₙ δ1
 
 step computes the numbers of loss_and_grad and the update with in-place NumPy calls,
-in work arrays made once per batch size (_make_work): bias gradients Σₙ δ as the
-product 1ᵀδ, faster than a sum.
+in work arrays made once per batch size (_make_work) and named by role (h: a layer's
+values, g: its gradients, r: row statistics, tmp: scratch); sums over the batch as
+products with ones, faster than a sum.
 
 After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
 configured by the constants above): the checks of params, X and Y, init_params,
@@ -42,9 +46,9 @@ PARAM_SHAPES = {"W1": (4, 16), "b1": (16,), "W2": (16, 3), "b2": (3,)}
 BUFFER_NAMES = ()
 BUFFER_SHAPES = {}
 INIT = {
-    "W1": ("glorot_uniform", 4, 16),  # layer 1: ReLU
+    "W1": ("glorot_uniform", 4, 16),  # layer 1: 16 (ReLU)
     "b1": ("zeros",),
-    "W2": ("glorot_uniform", 16, 3),  # layer 2: softmax
+    "W2": ("glorot_uniform", 16, 3),  # layer 2: 3 (softmax)
     "b2": ("zeros",),
 }
 TASK = "classes"  # predict: the class index of each example (argmax of Ŷ)
@@ -54,65 +58,64 @@ TARGETS = "simplex"
 LABELS = True
 MOMENTS = ("m", "v")
 DROPOUT = False
+MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm)
 # Set to False to skip the scans of X's and Y's values in every call: NaN/inf, and the
 # target range the loss assumes (shapes and types are always checked).
 CHECK_FINITE = True
 
 
-def _log_softmax(z):
+def _forward_pass(params, X, training, rng):
+    """The forward pass: Ŷ, and the values the loss and the backward pass read."""
+    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
+    Z1 = X @ W1 + b1
+    M1 = Z1 > 0
+    A1 = M1 * Z1
+    Z2 = A1 @ W2 + b2
+    Zmax2 = Z2.max(axis=1, keepdims=True)
     # subtracting the row max keeps exp() from overflowing
-    shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    S2 = Z2 - Zmax2
+    E2 = np.exp(S2)
+    Esum2 = E2.sum(axis=1, keepdims=True)
+    A2 = E2 / Esum2
+    logEsum2 = np.log(Esum2)
+    LS2 = S2 - logEsum2
+    return A2, (M1, A1, LS2)
 
 
 def _forward(params, X, training, rng):
-    """Ŷ, shape (m, 3), for X (m, 4) checked and of the params' dtype."""
-    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
-    Z2 = A1 @ W2 + b2
-    A2 = _softmax(Z2)  # softmax
-    return A2
+    """Ŷ for checked inputs."""
+    return _forward_pass(params, X, training, rng)[0]
 
 
 def _loss(params, X, Y, training, rng):
-    """The mean loss over the batch, for X and Y checked."""
+    """The loss for checked inputs."""
     m = X.shape[0]
-    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
-    Z2 = A1 @ W2 + b2
-    LS = _log_softmax(Z2)
-    L = float(np.sum(-LS * Y)) / m
+    A2, (M1, A1, LS2) = _forward_pass(params, X, training, rng)
+    L = float(np.sum(-LS2 * Y)) / m
     return L
 
 
 def _loss_and_grad(params, X, Y, rng):
-    """(loss, grads) for X and Y checked: the backward pass, each line allocating."""
+    """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
     W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
-    Z2 = A1 @ W2 + b2
-    LS = _log_softmax(Z2)
-    A2 = np.exp(LS)  # softmax, from the log-softmax
-    L = float(np.sum(-LS * Y)) / m
+    A2, (M1, A1, LS2) = _forward_pass(params, X, True, rng)
+    L = float(np.sum(-LS2 * Y)) / m
 
-    # δ2 = ∂L/∂Z2 = (ŷ - y) / m; categorical cross-entropy on softmax: SymPy
+    # δ2 = (Ŷ - Y) / m   (collapsed); categorical cross-entropy on softmax: SymPy
     #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
     D2 = (A2 - Y) / m
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
+    # ∂L/∂W2 = A1ᵀ δ2
     dW2 = A1.T @ D2
+    # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
-    D1 = (D2 @ W2.T) * (A1 > 0)
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
+    # G1 = δ2 W2ᵀ
+    G1 = D2 @ W2.T
+    # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    D1 = G1 * M1
+    # ∂L/∂W1 = Xᵀ δ1
     dW1 = X.T @ D1
+    # ∂L/∂b1 = Σₙ δ1
     db1 = D1.sum(axis=0)
     return L, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
@@ -120,14 +123,14 @@ def _loss_and_grad(params, X, Y, rng):
 def _make_work(m, dtype):
     """The work arrays of _step for a batch of m examples."""
     return {
-        "Z1": np.empty((m, 16), dtype),
-        "M1": np.empty((m, 16), dtype),
-        "Z2": np.empty((m, 3), dtype),
-        "A2": np.empty((m, 3), dtype),
-        "R2": np.empty((m, 1), dtype),
-        "ones_2": np.ones((3, 1), dtype),
-        "D2": np.empty((m, 3), dtype),
-        "D1": np.empty((m, 16), dtype),
+        "h1": np.empty((m, 16), dtype),
+        "mask1": np.empty((m, 16), dtype),
+        "h2": np.empty((m, 3), dtype),
+        "r2": np.empty((m, 1), dtype),
+        "h2_2": np.empty((m, 3), dtype),
+        "g2": np.empty((m, 3), dtype),
+        "g1": np.empty((m, 16), dtype),
+        "ones_3": np.ones((3, 1), dtype),
         "ones": np.ones(m, dtype),
         "scale": np.array(1 / m, dtype),
         "zero": np.zeros((), dtype),
@@ -135,79 +138,86 @@ def _make_work(m, dtype):
 
 
 def _step(params, state, X, Y, work):
-    """One adam step in place: forward, loss, backward and update; returns the loss.
-
-    X (m, 4) and Y (m, 3) are checked and of the params' dtype; the
-    numbers go into params, state and the work arrays.
-    """
+    """One step on checked inputs: the numbers of loss_and_grad, then the update."""
     m = X.shape[0]
-    grads = state["grads"]
-    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
-    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
-    Z1, M1, D1 = work["Z1"], work["M1"], work["D1"]
-    Z2, A2, R2, ones_2, D2 = (
-        work["Z2"],
-        work["A2"],
-        work["R2"],
-        work["ones_2"],
-        work["D2"],
+    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
+    dW1, db1, dW2, db2 = (state["grads"][k] for k in PARAM_NAMES)
+    h1, mask1, g1 = work["h1"], work["mask1"], work["g1"]
+    h2, r2, h2_2, g2 = work["h2"], work["r2"], work["h2_2"], work["g2"]
+    ones_3, ones, scale, zero = (
+        work["ones_3"],
+        work["ones"],
+        work["scale"],
+        work["zero"],
     )
-    ones, scale, zero = work["ones"], work["scale"], work["zero"]
-    # scale = 1/m
-    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
 
-    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
-    Z1 += b1
-    # A1 = relu(Z1) = Z1·M1, M1 = relu'(Z1)
-    np.greater(Z1, zero, out=M1)
-    A1 = np.multiply(Z1, M1, out=Z1)
-    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
-    Z2 += b2
-    # softmax: subtracting the row max keeps exp() from overflowing
-    np.maximum.reduce(Z2, axis=1, keepdims=True, out=R2)
-    Z2 -= R2
-    np.exp(Z2, out=A2)
-    np.dot(A2, ones_2, out=R2)  # row sums, as a product: faster than sum
-    A2 /= R2  # A2 = softmax(Z2)
-    np.log(R2, out=R2)
-    LS = np.subtract(Z2, R2, out=Z2)  # log-softmax(Z2), in Z2's array
-    # L: the terms of loss(), each product summed by one np.vdot
-    L = -np.vdot(LS, Y)
+    # Z1 = X W1 + b1
+    np.dot(X, W1, out=h1)
+    h1 += b1
+    # M1 = relu'(Z1)
+    np.greater(h1, zero, out=mask1)
+    # A1 = relu(Z1) = Z1 ⊙ M1
+    h1 *= mask1
+    # Z2 = A1 W2 + b2
+    np.dot(h1, W2, out=h2)
+    h2 += b2
+    # Zmax2 = maxⱼ Z2
+    np.maximum.reduce(h2, axis=1, keepdims=True, out=r2)
+    # S2 = Z2 - Zmax2; subtracting the row max keeps exp() from overflowing
+    h2 -= r2
+    # E2 = exp(S2)
+    np.exp(h2, out=h2_2)
+    # Esum2 = Σⱼ E2
+    np.dot(h2_2, ones_3, out=r2)
+    # Ŷ = A2 = softmax(Z2)
+    h2_2 /= r2
+    # logEsum2 = log(Esum2)
+    np.log(r2, out=r2)
+    # LS2 = log softmax(Z2) = S2 − log Σⱼ E2
+    h2 -= r2
+    # L = Σ ℓ / m,  ℓ = -y·log(ŷ)
+    L = -np.vdot(Y, h2)
     L = float(L) / m
-    # δ2 = ∂L/∂Z2 = (ŷ - y) / m; categorical cross-entropy on softmax: SymPy
+    # δ2 = (Ŷ - Y) / m   (collapsed); categorical cross-entropy on softmax: SymPy
     #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
-    np.subtract(A2, Y, out=D2)
-    D2 *= scale
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.dot(A1.T, D2, out=dW2)
-    np.dot(ones, D2, out=db2)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.dot(D2, W2.T, out=D1)
-    D1 *= M1
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.dot(X.T, D1, out=dW1)
-    np.dot(ones, D1, out=db1)
+    np.subtract(h2_2, Y, out=g2)
+    g2 *= scale
+    # ∂L/∂W2 = A1ᵀ δ2
+    np.dot(h1.T, g2, out=dW2)
+    # ∂L/∂b2 = Σₙ δ2
+    np.dot(ones, g2, out=db2)
+    # G1 = δ2 W2ᵀ
+    np.dot(g2, W2.T, out=g1)
+    # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    g1 *= mask1
+    # ∂L/∂W1 = Xᵀ δ1
+    np.dot(X.T, g1, out=dW1)
+    # ∂L/∂b1 = Σₙ δ1
+    np.dot(ones, g1, out=db1)
 
-    lr, beta1, beta2, eps = 0.01, 0.9, 0.999, 1e-08
+    learning_rate, beta1, beta2, eps = 0.01, 0.9, 0.999, 1e-08
     t = state["t"] + 1
-    step_size = lr / (1 - beta1**t)  # bias corrections, as torch.optim.Adam
-    root_correction = (1 - beta2**t) ** 0.5
-    moment1, moment2 = state["m"], state["v"]
+    step_size = learning_rate / (1 - beta1**t)  # η / (1 − β₁ᵗ)
+    root_correction = np.sqrt(1 - beta2**t)  # √(1 − β₂ᵗ)
     for k in PARAM_NAMES:
-        p, g, m1, m2 = params[k], grads[k], moment1[k], moment2[k]
+        p, g, m1, m2 = params[k], state["grads"][k], state["m"][k], state["v"][k]
+        # m1 ← beta1·m1 + g·(1 − beta1)  (first moment)
         m1 *= beta1 / (1 - beta1)
         m1 += g
-        m1 *= 1 - beta1  # m ← β₁ m + (1 − β₁) g, factored so that g stays intact
+        m1 *= 1 - beta1
+        # m2 ← beta2·m2 + g²·(1 − beta2)  (second moment)
+        m2 *= beta2
         np.square(g, out=g)
         g *= 1 - beta2
-        m2 *= beta2
-        m2 += g  # v ← β₂ v + (1 − β₂) g²
+        m2 += g
+        # p ← p − m1·step_size/(eps + √(m2)/root_correction)  (η m̂ / (√v̂ + ε), m̂ = m /
+        #   (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ))
         np.sqrt(m2, out=g)
-        g /= root_correction
+        g *= 1 / root_correction
         g += eps
         np.divide(m1, g, out=g)
         g *= step_size
-        p -= g  # p ← p − η m̂ / (√v̂ + ε),  m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
+        p -= g
     state["t"] += 1
     return L
 

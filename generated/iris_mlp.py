@@ -9,15 +9,21 @@ Backward pass, derived and simplified by SymPy (m examples in a batch, δˡ = �
 ⊙ elementwise, ᵀ transpose):
 
     δ3 = (Ŷ - Y) / m   (collapsed)
-    ∂L/∂W3 = A2ᵀ δ3 + l2·W3,   ∂L/∂b3 = Σₙ δ3
-    δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),   leaky_relu'(z) = {1/10 if a ≤ 0; else 1}
-    ∂L/∂W2 = A1ᵀ δ2 + l2·W2,   ∂L/∂b2 = Σₙ δ2
-    δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
-    ∂L/∂W1 = Xᵀ δ1 + l2·W1,   ∂L/∂b1 = Σₙ δ1
+    ∂L/∂W3 = A2ᵀ δ3 + l2·W3
+    ∂L/∂b3 = Σₙ δ3
+    G2 = δ3 W3ᵀ
+    δ2 = G2 ⊙ leaky_relu'(Z2),   leaky_relu'(z) = {1/10 if a ≤ 0; else 1}
+    ∂L/∂W2 = A1ᵀ δ2 + l2·W2
+    ∂L/∂b2 = Σₙ δ2
+    G1 = δ2 W2ᵀ
+    δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    ∂L/∂W1 = Xᵀ δ1 + l2·W1
+    ∂L/∂b1 = Σₙ δ1
 
 step computes the numbers of loss_and_grad and the update with in-place NumPy calls,
-in work arrays made once per batch size (_make_work): bias gradients Σₙ δ as the
-product 1ᵀδ, faster than a sum.
+in work arrays made once per batch size (_make_work) and named by role (h: a layer's
+values, g: its gradients, r: row statistics, tmp: scratch); sums over the batch as
+products with ones, faster than a sum.
 
 After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
 configured by the constants above): the checks of params, X and Y, init_params,
@@ -52,11 +58,11 @@ PARAM_SHAPES = {
 BUFFER_NAMES = ()
 BUFFER_SHAPES = {}
 INIT = {
-    "W1": ("he_normal", 4, 16),  # layer 1: ReLU
+    "W1": ("he_normal", 4, 16),  # layer 1: 16 (ReLU)
     "b1": ("zeros",),
-    "W2": ("he_normal", 16, 8),  # layer 2: leaky ReLU (alpha=0.1)
+    "W2": ("he_normal", 16, 8),  # layer 2: 8 (leaky ReLU (alpha=0.1))
     "b2": ("zeros",),
-    "W3": ("glorot_uniform", 8, 3),  # layer 3: softmax
+    "W3": ("glorot_uniform", 8, 3),  # layer 3: 3 (softmax)
     "b3": ("zeros",),
 }
 TASK = "classes"  # predict: the class index of each example (argmax of Ŷ)
@@ -66,79 +72,83 @@ TARGETS = "simplex"
 LABELS = True
 MOMENTS = ("m", "v")
 DROPOUT = False
+MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm)
 # Set to False to skip the scans of X's and Y's values in every call: NaN/inf, and the
 # target range the loss assumes (shapes and types are always checked).
 CHECK_FINITE = True
 
 
-def _log_softmax(z):
+def _forward_pass(params, X, training, rng):
+    """The forward pass: Ŷ, and the values the loss and the backward pass read."""
+    dt = X.dtype.type  # typed constants keep float32
+    W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
+    Z1 = X @ W1 + b1
+    M1 = Z1 > 0
+    A1 = M1 * Z1
+    Z2 = A1 @ W2 + b2
+    M2 = np.where(Z2 <= 0, dt(0.1), dt(1))
+    A2 = M2 * Z2
+    Z3 = A2 @ W3 + b3
+    Zmax3 = Z3.max(axis=1, keepdims=True)
     # subtracting the row max keeps exp() from overflowing
-    shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    S3 = Z3 - Zmax3
+    E3 = np.exp(S3)
+    Esum3 = E3.sum(axis=1, keepdims=True)
+    A3 = E3 / Esum3
+    logEsum3 = np.log(Esum3)
+    LS3 = S3 - logEsum3
+    return A3, (M1, A1, M2, A2, LS3)
 
 
 def _forward(params, X, training, rng):
-    """Ŷ, shape (m, 3), for X (m, 4) checked and of the params' dtype."""
-    W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
-    Z2 = A1 @ W2 + b2
-    A2 = np.where(Z2 <= 0, 0.1 * Z2, Z2)  # leaky ReLU (alpha=0.1)
-    Z3 = A2 @ W3 + b3
-    A3 = _softmax(Z3)  # softmax
-    return A3
+    """Ŷ for checked inputs."""
+    return _forward_pass(params, X, training, rng)[0]
 
 
 def _loss(params, X, Y, training, rng):
-    """The mean loss over the batch plus the l2 term, for X and Y checked."""
+    """The loss for checked inputs."""
     m = X.shape[0]
+    A3, (M1, A1, M2, A2, LS3) = _forward_pass(params, X, training, rng)
     W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
-    Z2 = A1 @ W2 + b2
-    A2 = np.where(Z2 <= 0, 0.1 * Z2, Z2)  # leaky ReLU (alpha=0.1)
-    Z3 = A2 @ W3 + b3
-    LS = _log_softmax(Z3)
-    L = float(np.sum(-LS * Y)) / m
-    L += 0.5 * L2 * float(np.sum(W1 * W1) + np.sum(W2 * W2) + np.sum(W3 * W3))
+    L = float(np.sum(-LS3 * Y)) / m
+    L += 0.5 * (
+        L2 * (float(np.sum(W1**2)) + float(np.sum(W2**2)) + float(np.sum(W3**2)))
+    )
     return L
 
 
 def _loss_and_grad(params, X, Y, rng):
-    """(loss, grads) for X and Y checked: the backward pass, each line allocating."""
+    """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
     W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
-    dt = X.dtype.type  # typed constants keep float32 float32
-    Z1 = X @ W1 + b1
-    A1 = np.maximum(Z1, 0)  # ReLU
-    Z2 = A1 @ W2 + b2
-    A2 = np.where(Z2 <= 0, 0.1 * Z2, Z2)  # leaky ReLU (alpha=0.1)
-    Z3 = A2 @ W3 + b3
-    LS = _log_softmax(Z3)
-    A3 = np.exp(LS)  # softmax, from the log-softmax
-    L = float(np.sum(-LS * Y)) / m
-    L += 0.5 * L2 * float(np.sum(W1 * W1) + np.sum(W2 * W2) + np.sum(W3 * W3))
+    A3, (M1, A1, M2, A2, LS3) = _forward_pass(params, X, True, rng)
+    L = float(np.sum(-LS3 * Y)) / m
+    L += 0.5 * (
+        L2 * (float(np.sum(W1**2)) + float(np.sum(W2**2)) + float(np.sum(W3**2)))
+    )
 
-    # δ3 = ∂L/∂Z3 = (ŷ - y) / m; categorical cross-entropy on softmax: SymPy
+    # δ3 = (Ŷ - Y) / m   (collapsed); categorical cross-entropy on softmax: SymPy
     #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
     D3 = (A3 - Y) / m
-    # ∂L/∂W3 = A2ᵀ δ3 + l2·W3;  ∂L/∂b3 = Σₙ δ3
+    # ∂L/∂W3 = A2ᵀ δ3 + l2·W3
     dW3 = A2.T @ D3 + L2 * W3
+    # ∂L/∂b3 = Σₙ δ3
     db3 = D3.sum(axis=0)
-    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  leaky_relu'(z) = {1/10 if a ≤ 0; else 1}
-    D2 = (D3 @ W3.T) * (np.where(A2 <= 0, dt(0.1), dt(1)))
-    # ∂L/∂W2 = A1ᵀ δ2 + l2·W2;  ∂L/∂b2 = Σₙ δ2
+    # G2 = δ3 W3ᵀ
+    G2 = D3 @ W3.T
+    # δ2 = G2 ⊙ leaky_relu'(Z2),   leaky_relu'(z) = {1/10 if a ≤ 0; else 1}
+    D2 = G2 * M2
+    # ∂L/∂W2 = A1ᵀ δ2 + l2·W2
     dW2 = A1.T @ D2 + L2 * W2
+    # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
-    D1 = (D2 @ W2.T) * (A1 > 0)
-    # ∂L/∂W1 = Xᵀ δ1 + l2·W1;  ∂L/∂b1 = Σₙ δ1
+    # G1 = δ2 W2ᵀ
+    G1 = D2 @ W2.T
+    # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    D1 = G1 * M1
+    # ∂L/∂W1 = Xᵀ δ1 + l2·W1
     dW1 = X.T @ D1 + L2 * W1
+    # ∂L/∂b1 = Σₙ δ1
     db1 = D1.sum(axis=0)
     return L, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "W3": dW3, "b3": db3}
 
@@ -146,17 +156,20 @@ def _loss_and_grad(params, X, Y, rng):
 def _make_work(m, dtype):
     """The work arrays of _step for a batch of m examples."""
     return {
-        "Z1": np.empty((m, 16), dtype),
-        "M1": np.empty((m, 16), dtype),
-        "Z2": np.empty((m, 8), dtype),
-        "M2": np.empty((m, 8), dtype),
-        "Z3": np.empty((m, 3), dtype),
-        "A3": np.empty((m, 3), dtype),
-        "R3": np.empty((m, 1), dtype),
+        "h1": np.empty((m, 16), dtype),
+        "mask1": np.empty((m, 16), dtype),
+        "h2": np.empty((m, 8), dtype),
+        "mask2": np.empty((m, 8), dtype),
+        "h3": np.empty((m, 3), dtype),
+        "r3": np.empty((m, 1), dtype),
+        "h3_2": np.empty((m, 3), dtype),
+        "g3": np.empty((m, 3), dtype),
+        "g2": np.empty((m, 8), dtype),
+        "g1": np.empty((m, 16), dtype),
+        "tmp3_8x3": np.empty((8, 3), dtype),
+        "tmp2_16x8": np.empty((16, 8), dtype),
+        "tmp1_4x16": np.empty((4, 16), dtype),
         "ones_3": np.ones((3, 1), dtype),
-        "D3": np.empty((m, 3), dtype),
-        "D2": np.empty((m, 8), dtype),
-        "D1": np.empty((m, 16), dtype),
         "ones": np.ones(m, dtype),
         "scale": np.array(1 / m, dtype),
         "one": np.ones((), dtype),
@@ -165,98 +178,118 @@ def _make_work(m, dtype):
 
 
 def _step(params, state, X, Y, work):
-    """One adam step in place: forward, loss, backward and update; returns the loss.
-
-    X (m, 4) and Y (m, 3) are checked and of the params' dtype; the
-    numbers go into params, state and the work arrays.
-    """
+    """One step on checked inputs: the numbers of loss_and_grad, then the update."""
     m = X.shape[0]
-    grads = state["grads"]
-    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
-    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
-    W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
-    Z1, M1, D1 = work["Z1"], work["M1"], work["D1"]
-    Z2, M2, D2 = work["Z2"], work["M2"], work["D2"]
-    Z3, A3, R3, ones_3, D3 = (
-        work["Z3"],
-        work["A3"],
-        work["R3"],
-        work["ones_3"],
-        work["D3"],
+    W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
+    dW1, db1, dW2, db2, dW3, db3 = (state["grads"][k] for k in PARAM_NAMES)
+    h1, mask1, g1, tmp1_4x16 = work["h1"], work["mask1"], work["g1"], work["tmp1_4x16"]
+    h2, mask2, g2, tmp2_16x8 = work["h2"], work["mask2"], work["g2"], work["tmp2_16x8"]
+    h3, r3, h3_2, g3, tmp3_8x3 = (
+        work["h3"],
+        work["r3"],
+        work["h3_2"],
+        work["g3"],
+        work["tmp3_8x3"],
     )
-    ones, scale, one, zero = work["ones"], work["scale"], work["one"], work["zero"]
-    # scale = 1/m
-    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
+    ones_3, ones, scale, one, zero = (
+        work["ones_3"],
+        work["ones"],
+        work["scale"],
+        work["one"],
+        work["zero"],
+    )
 
-    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
-    Z1 += b1
-    # A1 = relu(Z1) = Z1·M1, M1 = relu'(Z1)
-    np.greater(Z1, zero, out=M1)
-    A1 = np.multiply(Z1, M1, out=Z1)
-    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
-    Z2 += b2
-    # A2 = leaky_relu(Z2) = Z2·M2, M2 = leaky_relu'(Z2)
-    np.less_equal(Z2, zero, out=M2)
-    M2 *= -0.9
-    M2 += one
-    A2 = np.multiply(Z2, M2, out=Z2)
-    np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
-    Z3 += b3
-    # softmax: subtracting the row max keeps exp() from overflowing
-    np.maximum.reduce(Z3, axis=1, keepdims=True, out=R3)
-    Z3 -= R3
-    np.exp(Z3, out=A3)
-    np.dot(A3, ones_3, out=R3)  # row sums, as a product: faster than sum
-    A3 /= R3  # A3 = softmax(Z3)
-    np.log(R3, out=R3)
-    LS = np.subtract(Z3, R3, out=Z3)  # log-softmax(Z3), in Z3's array
-    # L: the terms of loss(), each product summed by one np.vdot
-    L = -np.vdot(LS, Y)
+    # Z1 = X W1 + b1
+    np.dot(X, W1, out=h1)
+    h1 += b1
+    # M1 = relu'(Z1)
+    np.greater(h1, zero, out=mask1)
+    # A1 = relu(Z1) = Z1 ⊙ M1
+    h1 *= mask1
+    # Z2 = A1 W2 + b2
+    np.dot(h1, W2, out=h2)
+    h2 += b2
+    # M2 = leaky_relu'(Z2)
+    np.less_equal(h2, zero, out=mask2)
+    mask2 *= -0.9
+    mask2 += one
+    # A2 = leaky_relu(Z2) = Z2 ⊙ M2
+    h2 *= mask2
+    # Z3 = A2 W3 + b3
+    np.dot(h2, W3, out=h3)
+    h3 += b3
+    # Zmax3 = maxⱼ Z3
+    np.maximum.reduce(h3, axis=1, keepdims=True, out=r3)
+    # S3 = Z3 - Zmax3; subtracting the row max keeps exp() from overflowing
+    h3 -= r3
+    # E3 = exp(S3)
+    np.exp(h3, out=h3_2)
+    # Esum3 = Σⱼ E3
+    np.dot(h3_2, ones_3, out=r3)
+    # Ŷ = A3 = softmax(Z3)
+    h3_2 /= r3
+    # logEsum3 = log(Esum3)
+    np.log(r3, out=r3)
+    # LS3 = log softmax(Z3) = S3 − log Σⱼ E3
+    h3 -= r3
+    # L = Σ ℓ / m,  ℓ = -y·log(ŷ)
+    L = -np.vdot(Y, h3)
     L = float(L) / m
     L += 0.5 * L2 * float(np.vdot(W1, W1) + np.vdot(W2, W2) + np.vdot(W3, W3))
-    # δ3 = ∂L/∂Z3 = (ŷ - y) / m; categorical cross-entropy on softmax: SymPy
+    # δ3 = (Ŷ - Y) / m   (collapsed); categorical cross-entropy on softmax: SymPy
     #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
-    np.subtract(A3, Y, out=D3)
-    D3 *= scale
-    # ∂L/∂W3 = A2ᵀ δ3 + l2·W3;  ∂L/∂b3 = Σₙ δ3
-    np.dot(A2.T, D3, out=dW3)
-    dW3 += L2 * W3
-    np.dot(ones, D3, out=db3)
-    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  leaky_relu'(z) = {1/10 if a ≤ 0; else 1}
-    np.dot(D3, W3.T, out=D2)
-    D2 *= M2
-    # ∂L/∂W2 = A1ᵀ δ2 + l2·W2;  ∂L/∂b2 = Σₙ δ2
-    np.dot(A1.T, D2, out=dW2)
-    dW2 += L2 * W2
-    np.dot(ones, D2, out=db2)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  relu'(z) = {0 if a ≤ 0; else 1}
-    np.dot(D2, W2.T, out=D1)
-    D1 *= M1
-    # ∂L/∂W1 = Xᵀ δ1 + l2·W1;  ∂L/∂b1 = Σₙ δ1
-    np.dot(X.T, D1, out=dW1)
-    dW1 += L2 * W1
-    np.dot(ones, D1, out=db1)
+    np.subtract(h3_2, Y, out=g3)
+    g3 *= scale
+    # ∂L/∂W3 = A2ᵀ δ3 + l2·W3
+    np.dot(h2.T, g3, out=dW3)
+    np.multiply(W3, L2, out=tmp3_8x3)
+    dW3 += tmp3_8x3
+    # ∂L/∂b3 = Σₙ δ3
+    np.dot(ones, g3, out=db3)
+    # G2 = δ3 W3ᵀ
+    np.dot(g3, W3.T, out=g2)
+    # δ2 = G2 ⊙ leaky_relu'(Z2),   leaky_relu'(z) = {1/10 if a ≤ 0; else 1}
+    g2 *= mask2
+    # ∂L/∂W2 = A1ᵀ δ2 + l2·W2
+    np.dot(h1.T, g2, out=dW2)
+    np.multiply(W2, L2, out=tmp2_16x8)
+    dW2 += tmp2_16x8
+    # ∂L/∂b2 = Σₙ δ2
+    np.dot(ones, g2, out=db2)
+    # G1 = δ2 W2ᵀ
+    np.dot(g2, W2.T, out=g1)
+    # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
+    g1 *= mask1
+    # ∂L/∂W1 = Xᵀ δ1 + l2·W1
+    np.dot(X.T, g1, out=dW1)
+    np.multiply(W1, L2, out=tmp1_4x16)
+    dW1 += tmp1_4x16
+    # ∂L/∂b1 = Σₙ δ1
+    np.dot(ones, g1, out=db1)
 
-    lr, beta1, beta2, eps = 0.01, 0.9, 0.999, 1e-08
+    learning_rate, beta1, beta2, eps = 0.01, 0.9, 0.999, 1e-08
     t = state["t"] + 1
-    step_size = lr / (1 - beta1**t)  # bias corrections, as torch.optim.Adam
-    root_correction = (1 - beta2**t) ** 0.5
-    moment1, moment2 = state["m"], state["v"]
+    step_size = learning_rate / (1 - beta1**t)  # η / (1 − β₁ᵗ)
+    root_correction = np.sqrt(1 - beta2**t)  # √(1 − β₂ᵗ)
     for k in PARAM_NAMES:
-        p, g, m1, m2 = params[k], grads[k], moment1[k], moment2[k]
+        p, g, m1, m2 = params[k], state["grads"][k], state["m"][k], state["v"][k]
+        # m1 ← beta1·m1 + g·(1 − beta1)  (first moment)
         m1 *= beta1 / (1 - beta1)
         m1 += g
-        m1 *= 1 - beta1  # m ← β₁ m + (1 − β₁) g, factored so that g stays intact
+        m1 *= 1 - beta1
+        # m2 ← beta2·m2 + g²·(1 − beta2)  (second moment)
+        m2 *= beta2
         np.square(g, out=g)
         g *= 1 - beta2
-        m2 *= beta2
-        m2 += g  # v ← β₂ v + (1 − β₂) g²
+        m2 += g
+        # p ← p − m1·step_size/(eps + √(m2)/root_correction)  (η m̂ / (√v̂ + ε), m̂ = m /
+        #   (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ))
         np.sqrt(m2, out=g)
-        g /= root_correction
+        g *= 1 / root_correction
         g += eps
         np.divide(m1, g, out=g)
         g *= step_size
-        p -= g  # p ← p − η m̂ / (√v̂ + ε),  m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
+        p -= g
     state["t"] += 1
     return L
 

@@ -9,16 +9,22 @@ Backward pass, derived and simplified by SymPy (m examples in a batch, δˡ = �
 ⊙ elementwise, ᵀ transpose):
 
     δ3 = (Ŷ - Y) / m   (collapsed)
-    ∂L/∂W3 = A2ᵀ δ3,   ∂L/∂b3 = Σₙ δ3
-    δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),   sigmoid'(z) = a·(1 - a)
-    ∂L/∂W2 = A1ᵀ δ2,   ∂L/∂b2 = Σₙ δ2
-    δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),   tanh'(z) = 1 - a²
-    ∂L/∂W1 = Xᵀ δ1,   ∂L/∂b1 = Σₙ δ1
+    ∂L/∂W3 = A2ᵀ δ3
+    ∂L/∂b3 = Σₙ δ3
+    G2 = δ3 W3ᵀ
+    δ2 = G2 ⊙ sigmoid'(Z2),   sigmoid'(z) = a·(1 - a)
+    ∂L/∂W2 = A1ᵀ δ2
+    ∂L/∂b2 = Σₙ δ2
+    G1 = δ2 W2ᵀ
+    δ1 = G1 ⊙ tanh'(Z1),   tanh'(z) = 1 - a²
+    ∂L/∂W1 = Xᵀ δ1
+    ∂L/∂b1 = Σₙ δ1
 
 step computes the numbers of loss_and_grad and the update with in-place NumPy calls,
-in work arrays made once per batch size (_make_work): bias gradients Σₙ δ as the
-product 1ᵀδ, faster than a sum; the sigmoid as 1 / (1 + e^-x) with -x capped at
-log(largest float), so that e^-x stays finite.
+in work arrays made once per batch size (_make_work) and named by role (h: a layer's
+values, g: its gradients, r: row statistics, tmp: scratch); sums over the batch as
+products with ones, faster than a sum; the sigmoid as 1 / (1 + e^-x) with -x capped
+at log(largest float), so that e^-x stays finite.
 
 After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
 configured by the constants above): the checks of params, X and Y, init_params,
@@ -52,11 +58,11 @@ PARAM_SHAPES = {
 BUFFER_NAMES = ()
 BUFFER_SHAPES = {}
 INIT = {
-    "W1": ("glorot_uniform", 8, 32),  # layer 1: tanh
+    "W1": ("glorot_uniform", 8, 32),  # layer 1: 32 (tanh)
     "b1": ("zeros",),
-    "W2": ("glorot_uniform", 32, 16),  # layer 2: sigmoid
+    "W2": ("glorot_uniform", 32, 16),  # layer 2: 16 (sigmoid)
     "b2": ("zeros",),
-    "W3": ("glorot_uniform", 16, 1),  # layer 3: identity
+    "W3": ("glorot_uniform", 16, 1),  # layer 3: 1 (identity)
     "b3": ("zeros",),
 }
 TASK = "values"  # predict: Ŷ itself
@@ -65,6 +71,7 @@ TARGETS = "real"
 LABELS = False
 MOMENTS = ("velocity",)
 DROPOUT = False
+MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm)
 # Set to False to skip the NaN/inf scan of X and Y in every call (shapes and types are
 # always checked).
 CHECK_FINITE = True
@@ -80,56 +87,59 @@ def _sigmoid(z, out=None):
     return np.reciprocal(out, out=out)
 
 
-def _forward(params, X, training, rng):
-    """Ŷ, shape (m, 1), for X (m, 8) checked and of the params' dtype."""
+def _forward_pass(params, X, training, rng):
+    """The forward pass: Ŷ, and the values the loss and the backward pass read."""
     W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
     Z1 = X @ W1 + b1
-    A1 = np.tanh(Z1)  # tanh
+    A1 = np.tanh(Z1)
     Z2 = A1 @ W2 + b2
-    A2 = _sigmoid(Z2)  # sigmoid
+    A2 = _sigmoid(Z2)
     Z3 = A2 @ W3 + b3
-    return Z3
+    return Z3, (A1, A2)
+
+
+def _forward(params, X, training, rng):
+    """Ŷ for checked inputs."""
+    return _forward_pass(params, X, training, rng)[0]
 
 
 def _loss(params, X, Y, training, rng):
-    """The mean loss over the batch, for X and Y checked."""
+    """The loss for checked inputs."""
     m = X.shape[0]
-    W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.tanh(Z1)  # tanh
-    Z2 = A1 @ W2 + b2
-    A2 = _sigmoid(Z2)  # sigmoid
-    Z3 = A2 @ W3 + b3
+    Z3, (A1, A2) = _forward_pass(params, X, training, rng)
     L = float(np.sum(0.5 * (-Y + Z3) ** 2)) / m
     return L
 
 
 def _loss_and_grad(params, X, Y, rng):
-    """(loss, grads) for X and Y checked: the backward pass, each line allocating."""
+    """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
     W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.tanh(Z1)  # tanh
-    Z2 = A1 @ W2 + b2
-    A2 = _sigmoid(Z2)  # sigmoid
-    Z3 = A2 @ W3 + b3
+    Z3, (A1, A2) = _forward_pass(params, X, True, rng)
     L = float(np.sum(0.5 * (-Y + Z3) ** 2)) / m
 
-    # δ3 = ∂L/∂Z3 = (ŷ - y) / m; mean squared error on identity: SymPy simplified
+    # δ3 = (Ŷ - Y) / m   (collapsed); mean squared error on identity: SymPy simplified
     #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
     D3 = (-Y + Z3) / m
-    # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
+    # ∂L/∂W3 = A2ᵀ δ3
     dW3 = A2.T @ D3
+    # ∂L/∂b3 = Σₙ δ3
     db3 = D3.sum(axis=0)
-    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  sigmoid'(z) = a·(1 - a)
-    D2 = (D3 @ W3.T) * (A2 * (1 - A2))
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
+    # G2 = δ3 W3ᵀ
+    G2 = D3 @ W3.T
+    # δ2 = G2 ⊙ sigmoid'(Z2),   sigmoid'(z) = a·(1 - a)
+    D2 = A2 * G2 * (1 - A2)
+    # ∂L/∂W2 = A1ᵀ δ2
     dW2 = A1.T @ D2
+    # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  tanh'(z) = 1 - a²
-    D1 = (D2 @ W2.T) * (1 - A1**2)
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
+    # G1 = δ2 W2ᵀ
+    G1 = D2 @ W2.T
+    # δ1 = G1 ⊙ tanh'(Z1),   tanh'(z) = 1 - a²
+    D1 = G1 * (1 - A1**2)
+    # ∂L/∂W1 = Xᵀ δ1
     dW1 = X.T @ D1
+    # ∂L/∂b1 = Σₙ δ1
     db1 = D1.sum(axis=0)
     return L, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "W3": dW3, "b3": db3}
 
@@ -137,15 +147,15 @@ def _loss_and_grad(params, X, Y, rng):
 def _make_work(m, dtype):
     """The work arrays of _step for a batch of m examples."""
     return {
-        "Z1": np.empty((m, 32), dtype),
-        "Z2": np.empty((m, 16), dtype),
-        "Z3": np.empty((m, 1), dtype),
-        "D3": np.empty((m, 1), dtype),
-        "D2": np.empty((m, 16), dtype),
-        "D1": np.empty((m, 32), dtype),
-        "T1": np.empty((m, 32), dtype),
-        "T2": np.empty((m, 16), dtype),
-        "T3": np.empty((m, 1), dtype),
+        "h1": np.empty((m, 32), dtype),
+        "h2": np.empty((m, 16), dtype),
+        "h3": np.empty((m, 1), dtype),
+        "g3": np.empty((m, 1), dtype),
+        "g2": np.empty((m, 16), dtype),
+        "g1": np.empty((m, 32), dtype),
+        "tmp1": np.empty((m, 32), dtype),
+        "tmp2": np.empty((m, 16), dtype),
+        "tmp3": np.empty((m, 1), dtype),
         "ones": np.ones(m, dtype),
         "scale": np.array(1 / m, dtype),
         "exp_max": np.floor(np.log(np.finfo(dtype).max)).astype(dtype),
@@ -154,80 +164,82 @@ def _make_work(m, dtype):
 
 
 def _step(params, state, X, Y, work):
-    """One momentum step in place: forward, loss, backward and update; returns the loss.
-
-    X (m, 8) and Y (m, 1) are checked and of the params' dtype; the
-    numbers go into params, state and the work arrays.
-    """
+    """One step on checked inputs: the numbers of loss_and_grad, then the update."""
     m = X.shape[0]
-    grads = state["grads"]
-    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
-    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
-    W3, b3, dW3, db3 = params["W3"], params["b3"], grads["W3"], grads["b3"]
-    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
-    Z2, D2, T2 = work["Z2"], work["D2"], work["T2"]
-    Z3, D3, T3 = work["Z3"], work["D3"], work["T3"]
+    W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
+    dW1, db1, dW2, db2, dW3, db3 = (state["grads"][k] for k in PARAM_NAMES)
+    h1, g1, tmp1 = work["h1"], work["g1"], work["tmp1"]
+    h2, g2, tmp2 = work["h2"], work["g2"], work["tmp2"]
+    h3, g3, tmp3 = work["h3"], work["g3"], work["tmp3"]
     ones, scale, exp_max, one = (
         work["ones"],
         work["scale"],
         work["exp_max"],
         work["one"],
     )
-    # scale = 1/m
-    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
 
-    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
-    Z1 += b1
-    # A1 = tanh(Z1), computed in Z1's array
-    A1 = np.tanh(Z1, out=Z1)
-    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
-    Z2 += b2
-    # A2 = sigmoid(Z2), computed in Z2's array
-    np.negative(Z2, out=Z2)
-    np.minimum(Z2, exp_max, out=Z2)
-    np.exp(Z2, out=Z2)
-    Z2 += one
-    A2 = np.reciprocal(Z2, out=Z2)
-    np.dot(A2, W3, out=Z3)  # Z3 = A2 W3 + b3
-    Z3 += b3
-    # L: the terms of loss(), each product summed by one np.vdot
-    np.subtract(Z3, Y, out=T3)
-    L = 0.5 * np.vdot(T3, T3)
+    # Z1 = X W1 + b1
+    np.dot(X, W1, out=h1)
+    h1 += b1
+    # A1 = tanh(Z1)
+    np.tanh(h1, out=h1)
+    # Z2 = A1 W2 + b2
+    np.dot(h1, W2, out=h2)
+    h2 += b2
+    # A2 = sigmoid(Z2)
+    np.negative(h2, out=h2)
+    np.minimum(h2, exp_max, out=h2)
+    np.exp(h2, out=h2)
+    h2 += one
+    np.reciprocal(h2, out=h2)
+    # Z3 = A2 W3 + b3
+    np.dot(h2, W3, out=h3)
+    h3 += b3
+    # L = Σ ℓ / m,  ℓ = (ŷ - y)²/2
+    np.subtract(h3, Y, out=tmp3)
+    L = 0.5 * np.vdot(tmp3, tmp3)
     L = float(L) / m
-    # δ3 = ∂L/∂Z3 = (ŷ - y) / m; mean squared error on identity: SymPy simplified
+    # δ3 = (Ŷ - Y) / m   (collapsed); mean squared error on identity: SymPy simplified
     #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
-    np.subtract(Z3, Y, out=D3)
-    D3 *= scale
-    # ∂L/∂W3 = A2ᵀ δ3;  ∂L/∂b3 = Σₙ δ3
-    np.dot(A2.T, D3, out=dW3)
-    np.dot(ones, D3, out=db3)
-    # δ2 = (δ3 W3ᵀ) ⊙ f'(Z2),  sigmoid'(z) = a·(1 - a)
-    np.dot(D3, W3.T, out=D2)
-    D2 *= A2
-    np.subtract(one, A2, out=T2)
-    D2 *= T2
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.dot(A1.T, D2, out=dW2)
-    np.dot(ones, D2, out=db2)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  tanh'(z) = 1 - a²
-    np.dot(D2, W2.T, out=D1)
-    np.square(A1, out=T1)
-    np.subtract(one, T1, out=T1)
-    D1 *= T1
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.dot(X.T, D1, out=dW1)
-    np.dot(ones, D1, out=db1)
+    np.subtract(h3, Y, out=g3)
+    g3 *= scale
+    # ∂L/∂W3 = A2ᵀ δ3
+    np.dot(h2.T, g3, out=dW3)
+    # ∂L/∂b3 = Σₙ δ3
+    np.dot(ones, g3, out=db3)
+    # G2 = δ3 W3ᵀ
+    np.dot(g3, W3.T, out=g2)
+    # δ2 = G2 ⊙ sigmoid'(Z2),   sigmoid'(z) = a·(1 - a)
+    g2 *= h2
+    np.subtract(one, h2, out=tmp2)
+    g2 *= tmp2
+    # ∂L/∂W2 = A1ᵀ δ2
+    np.dot(h1.T, g2, out=dW2)
+    # ∂L/∂b2 = Σₙ δ2
+    np.dot(ones, g2, out=db2)
+    # G1 = δ2 W2ᵀ
+    np.dot(g2, W2.T, out=g1)
+    # δ1 = G1 ⊙ tanh'(Z1),   tanh'(z) = 1 - a²
+    np.square(h1, out=tmp1)
+    np.subtract(one, tmp1, out=tmp1)
+    g1 *= tmp1
+    # ∂L/∂W1 = Xᵀ δ1
+    np.dot(X.T, g1, out=dW1)
+    # ∂L/∂b1 = Σₙ δ1
+    np.dot(ones, g1, out=db1)
 
-    lr, mu = 0.05, 0.9
-    velocity = state["velocity"]
+    learning_rate, momentum = 0.05, 0.9
     for k in PARAM_NAMES:
-        p, g, v = params[k], grads[k], velocity[k]
-        v *= mu
-        v += g  # v ← μ v + ∂L/∂p  (torch.optim.SGD's momentum buffer)
-        g *= lr
+        p, g, v = params[k], state["grads"][k], state["velocity"][k]
+        # v ← g + momentum·v  (torch.optim.SGD's momentum buffer)
+        v *= momentum
+        v += g
+        # p ← p − learning_rate·(g + momentum·v)  (Nesterov)
+        g *= 1 / momentum
+        g += v
+        g *= momentum
+        g *= learning_rate
         p -= g
-        np.multiply(v, lr * mu, out=g)
-        p -= g  # Nesterov: p ← p − η (∂L/∂p + μ v)
     state["t"] += 1
     return L
 

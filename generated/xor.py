@@ -8,13 +8,17 @@ Backward pass, derived and simplified by SymPy (m examples in a batch, δˡ = �
 ⊙ elementwise, ᵀ transpose):
 
     δ2 = (Ŷ - Y) / m   (collapsed)
-    ∂L/∂W2 = A1ᵀ δ2,   ∂L/∂b2 = Σₙ δ2
-    δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),   tanh'(z) = 1 - a²
-    ∂L/∂W1 = Xᵀ δ1,   ∂L/∂b1 = Σₙ δ1
+    ∂L/∂W2 = A1ᵀ δ2
+    ∂L/∂b2 = Σₙ δ2
+    G1 = δ2 W2ᵀ
+    δ1 = G1 ⊙ tanh'(Z1),   tanh'(z) = 1 - a²
+    ∂L/∂W1 = Xᵀ δ1
+    ∂L/∂b1 = Σₙ δ1
 
 step computes the numbers of loss_and_grad and the update with in-place NumPy calls,
-in work arrays made once per batch size (_make_work): bias gradients Σₙ δ as the
-product 1ᵀδ, faster than a sum.
+in work arrays made once per batch size (_make_work) and named by role (h: a layer's
+values, g: its gradients, r: row statistics, tmp: scratch); sums over the batch as
+products with ones, faster than a sum.
 
 After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
 configured by the constants above): the checks of params, X and Y, init_params,
@@ -42,9 +46,9 @@ PARAM_SHAPES = {"W1": (2, 8), "b1": (8,), "W2": (8, 1), "b2": (1,)}
 BUFFER_NAMES = ()
 BUFFER_SHAPES = {}
 INIT = {
-    "W1": ("glorot_uniform", 2, 8),  # layer 1: tanh
+    "W1": ("glorot_uniform", 2, 8),  # layer 1: 8 (tanh)
     "b1": ("zeros",),
-    "W2": ("glorot_uniform", 8, 1),  # layer 2: sigmoid
+    "W2": ("glorot_uniform", 8, 1),  # layer 2: 1 (sigmoid)
     "b2": ("zeros",),
 }
 TASK = "binary"  # predict: 0/1 per output (Ŷ ≥ 0.5)
@@ -53,62 +57,58 @@ TARGETS = "unit_interval"
 LABELS = False
 MOMENTS = ("m", "v")
 DROPOUT = False
+MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm)
 # Set to False to skip the scans of X's and Y's values in every call: NaN/inf, and the
 # target range the loss assumes (shapes and types are always checked).
 CHECK_FINITE = True
 
 
-def _sigmoid(z, out=None):
-    # 1 / (1 + e^-z) keeps full relative precision for every z; below about -88
-    # (float32) or -709 (float64) e^-z overflows to inf and 1 / (1 + inf) = 0 is the
-    # correctly rounded result, so that overflow is not an error
-    with np.errstate(over="ignore"):
-        out = np.exp(np.negative(z, out=out), out=out)
-    out += 1
-    return np.reciprocal(out, out=out)
+def _forward_pass(params, X, training, rng):
+    """The forward pass: Ŷ, and the values the loss and the backward pass read."""
+    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
+    Z1 = X @ W1 + b1
+    A1 = np.tanh(Z1)
+    Z2 = A1 @ W2 + b2
+    # softplus(−Z) serves the loss and σ(Z) = e^{−softplus(−Z)}
+    SP2 = np.logaddexp(0, -Z2)
+    A2 = np.exp(-SP2)
+    return A2, (A1, Z2, SP2)
 
 
 def _forward(params, X, training, rng):
-    """Ŷ, shape (m, 1), for X (m, 2) checked and of the params' dtype."""
-    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.tanh(Z1)  # tanh
-    Z2 = A1 @ W2 + b2
-    A2 = _sigmoid(Z2)  # sigmoid
-    return A2
+    """Ŷ for checked inputs."""
+    return _forward_pass(params, X, training, rng)[0]
 
 
 def _loss(params, X, Y, training, rng):
-    """The mean loss over the batch, for X and Y checked."""
+    """The loss for checked inputs."""
     m = X.shape[0]
-    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.tanh(Z1)  # tanh
-    Z2 = A1 @ W2 + b2
-    L = float(np.sum(Y * np.logaddexp(0, -Z2) + (1 - Y) * np.logaddexp(0, Z2))) / m
+    A2, (A1, Z2, SP2) = _forward_pass(params, X, training, rng)
+    L = float(np.sum(SP2 * Y + (1 - Y) * np.logaddexp(0, Z2))) / m
     return L
 
 
 def _loss_and_grad(params, X, Y, rng):
-    """(loss, grads) for X and Y checked: the backward pass, each line allocating."""
+    """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
     W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
-    Z1 = X @ W1 + b1
-    A1 = np.tanh(Z1)  # tanh
-    Z2 = A1 @ W2 + b2
-    A2 = _sigmoid(Z2)  # sigmoid
-    L = float(np.sum(Y * np.logaddexp(0, -Z2) + (1 - Y) * np.logaddexp(0, Z2))) / m
+    A2, (A1, Z2, SP2) = _forward_pass(params, X, True, rng)
+    L = float(np.sum(SP2 * Y + (1 - Y) * np.logaddexp(0, Z2))) / m
 
-    # δ2 = ∂L/∂Z2 = (ŷ - y) / m; binary cross-entropy on sigmoid: SymPy simplified
-    #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
+    # δ2 = (Ŷ - Y) / m   (collapsed); binary cross-entropy on sigmoid: SymPy
+    #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
     D2 = (A2 - Y) / m
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
+    # ∂L/∂W2 = A1ᵀ δ2
     dW2 = A1.T @ D2
+    # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  tanh'(z) = 1 - a²
-    D1 = (D2 @ W2.T) * (1 - A1**2)
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
+    # G1 = δ2 W2ᵀ
+    G1 = D2 @ W2.T
+    # δ1 = G1 ⊙ tanh'(Z1),   tanh'(z) = 1 - a²
+    D1 = G1 * (1 - A1**2)
+    # ∂L/∂W1 = Xᵀ δ1
     dW1 = X.T @ D1
+    # ∂L/∂b1 = Σₙ δ1
     db1 = D1.sum(axis=0)
     return L, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
@@ -116,15 +116,15 @@ def _loss_and_grad(params, X, Y, rng):
 def _make_work(m, dtype):
     """The work arrays of _step for a batch of m examples."""
     return {
-        "Z1": np.empty((m, 8), dtype),
-        "Z2": np.empty((m, 1), dtype),
-        "P2": np.empty((m, 1), dtype),
-        "A2": np.empty((m, 1), dtype),
-        "D2": np.empty((m, 1), dtype),
-        "D1": np.empty((m, 8), dtype),
-        "T1": np.empty((m, 8), dtype),
-        "T2": np.empty((m, 1), dtype),
-        "U2": np.empty((m, 1), dtype),
+        "h1": np.empty((m, 8), dtype),
+        "h2": np.empty((m, 1), dtype),
+        "h2_2": np.empty((m, 1), dtype),
+        "h2_3": np.empty((m, 1), dtype),
+        "g2": np.empty((m, 1), dtype),
+        "g1": np.empty((m, 8), dtype),
+        "tmp1": np.empty((m, 8), dtype),
+        "tmp2": np.empty((m, 1), dtype),
+        "tmp2_2": np.empty((m, 1), dtype),
         "ones": np.ones(m, dtype),
         "scale": np.array(1 / m, dtype),
         "one": np.ones((), dtype),
@@ -133,81 +133,83 @@ def _make_work(m, dtype):
 
 
 def _step(params, state, X, Y, work):
-    """One adam step in place: forward, loss, backward and update; returns the loss.
-
-    X (m, 2) and Y (m, 1) are checked and of the params' dtype; the
-    numbers go into params, state and the work arrays.
-    """
+    """One step on checked inputs: the numbers of loss_and_grad, then the update."""
     m = X.shape[0]
-    grads = state["grads"]
-    W1, b1, dW1, db1 = params["W1"], params["b1"], grads["W1"], grads["b1"]
-    W2, b2, dW2, db2 = params["W2"], params["b2"], grads["W2"], grads["b2"]
-    Z1, D1, T1 = work["Z1"], work["D1"], work["T1"]
-    Z2, P2, A2, D2, T2, U2 = (
-        work["Z2"],
-        work["P2"],
-        work["A2"],
-        work["D2"],
-        work["T2"],
-        work["U2"],
+    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
+    dW1, db1, dW2, db2 = (state["grads"][k] for k in PARAM_NAMES)
+    h1, g1, tmp1 = work["h1"], work["g1"], work["tmp1"]
+    h2, h2_2, h2_3, g2, tmp2, tmp2_2 = (
+        work["h2"],
+        work["h2_2"],
+        work["h2_3"],
+        work["g2"],
+        work["tmp2"],
+        work["tmp2_2"],
     )
     ones, scale, one, zero = work["ones"], work["scale"], work["one"], work["zero"]
-    # scale = 1/m
-    # (scale and the constants are typed 0-d arrays: cheaper operands than Python numbers)
 
-    np.dot(X, W1, out=Z1)  # Z1 = X W1 + b1
-    Z1 += b1
-    # A1 = tanh(Z1), computed in Z1's array
-    A1 = np.tanh(Z1, out=Z1)
-    np.dot(A1, W2, out=Z2)  # Z2 = A1 W2 + b2
-    Z2 += b2
-    # A2 = sigmoid(Z2) = exp(-P2), P2 = softplus(-Z2) (in the loss)
-    np.negative(Z2, out=P2)
-    np.logaddexp(zero, P2, out=P2)
-    np.negative(P2, out=A2)
-    np.exp(A2, out=A2)
-    # L: the terms of loss(), each product summed by one np.vdot
-    L = np.vdot(P2, Y)
-    np.subtract(one, Y, out=T2)
-    np.logaddexp(zero, Z2, out=U2)
-    L += np.vdot(T2, U2)
+    # Z1 = X W1 + b1
+    np.dot(X, W1, out=h1)
+    h1 += b1
+    # A1 = tanh(Z1)
+    np.tanh(h1, out=h1)
+    # Z2 = A1 W2 + b2
+    np.dot(h1, W2, out=h2)
+    h2 += b2
+    # SP2 = softplus(-Z2); softplus(−Z) serves the loss and σ(Z) = e^{−softplus(−Z)}
+    np.negative(h2, out=h2_2)
+    np.logaddexp(zero, h2_2, out=h2_2)
+    # Ŷ = A2 = σ(Z2) = exp(−SP2)
+    np.negative(h2_2, out=h2_3)
+    np.exp(h2_3, out=h2_3)
+    # L = Σ ℓ / m,  ℓ = -y·log(ŷ) - (1 - y)·log(1 - ŷ)
+    L = np.vdot(Y, h2_2)
+    np.subtract(one, Y, out=tmp2)
+    np.logaddexp(zero, h2, out=tmp2_2)
+    L += np.vdot(tmp2, tmp2_2)
     L = float(L) / m
-    # δ2 = ∂L/∂Z2 = (ŷ - y) / m; binary cross-entropy on sigmoid: SymPy simplified
-    #   ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
-    np.subtract(A2, Y, out=D2)
-    D2 *= scale
-    # ∂L/∂W2 = A1ᵀ δ2;  ∂L/∂b2 = Σₙ δ2
-    np.dot(A1.T, D2, out=dW2)
-    np.dot(ones, D2, out=db2)
-    # δ1 = (δ2 W2ᵀ) ⊙ f'(Z1),  tanh'(z) = 1 - a²
-    np.dot(D2, W2.T, out=D1)
-    np.square(A1, out=T1)
-    np.subtract(one, T1, out=T1)
-    D1 *= T1
-    # ∂L/∂W1 = Xᵀ δ1;  ∂L/∂b1 = Σₙ δ1
-    np.dot(X.T, D1, out=dW1)
-    np.dot(ones, D1, out=db1)
+    # δ2 = (Ŷ - Y) / m   (collapsed); binary cross-entropy on sigmoid: SymPy
+    #   simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to ŷ - y
+    np.subtract(h2_3, Y, out=g2)
+    g2 *= scale
+    # ∂L/∂W2 = A1ᵀ δ2
+    np.dot(h1.T, g2, out=dW2)
+    # ∂L/∂b2 = Σₙ δ2
+    np.dot(ones, g2, out=db2)
+    # G1 = δ2 W2ᵀ
+    np.dot(g2, W2.T, out=g1)
+    # δ1 = G1 ⊙ tanh'(Z1),   tanh'(z) = 1 - a²
+    np.square(h1, out=tmp1)
+    np.subtract(one, tmp1, out=tmp1)
+    g1 *= tmp1
+    # ∂L/∂W1 = Xᵀ δ1
+    np.dot(X.T, g1, out=dW1)
+    # ∂L/∂b1 = Σₙ δ1
+    np.dot(ones, g1, out=db1)
 
-    lr, beta1, beta2, eps = 0.05, 0.9, 0.999, 1e-08
+    learning_rate, beta1, beta2, eps = 0.05, 0.9, 0.999, 1e-08
     t = state["t"] + 1
-    step_size = lr / (1 - beta1**t)  # bias corrections, as torch.optim.Adam
-    root_correction = (1 - beta2**t) ** 0.5
-    moment1, moment2 = state["m"], state["v"]
+    step_size = learning_rate / (1 - beta1**t)  # η / (1 − β₁ᵗ)
+    root_correction = np.sqrt(1 - beta2**t)  # √(1 − β₂ᵗ)
     for k in PARAM_NAMES:
-        p, g, m1, m2 = params[k], grads[k], moment1[k], moment2[k]
+        p, g, m1, m2 = params[k], state["grads"][k], state["m"][k], state["v"][k]
+        # m1 ← beta1·m1 + g·(1 − beta1)  (first moment)
         m1 *= beta1 / (1 - beta1)
         m1 += g
-        m1 *= 1 - beta1  # m ← β₁ m + (1 − β₁) g, factored so that g stays intact
+        m1 *= 1 - beta1
+        # m2 ← beta2·m2 + g²·(1 − beta2)  (second moment)
+        m2 *= beta2
         np.square(g, out=g)
         g *= 1 - beta2
-        m2 *= beta2
-        m2 += g  # v ← β₂ v + (1 − β₂) g²
+        m2 += g
+        # p ← p − m1·step_size/(eps + √(m2)/root_correction)  (η m̂ / (√v̂ + ε), m̂ = m /
+        #   (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ))
         np.sqrt(m2, out=g)
-        g /= root_correction
+        g *= 1 / root_correction
         g += eps
         np.divide(m1, g, out=g)
         g *= step_size
-        p -= g  # p ← p − η m̂ / (√v̂ + ε),  m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
+        p -= g
     state["t"] += 1
     return L
 

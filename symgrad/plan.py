@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from . import naming as nm
-from . import optimizers
+from . import ops, optimizers
 from .arrays import (
     ArrayNode,
     ColSum,
@@ -321,7 +321,7 @@ def _broadcast(shapes: list[Shape]) -> Shape:
 
 
 def _text(e: sp.Expr) -> str:
-    return text(e).replace(" - ", " − ")
+    return text(e)
 
 
 # ---------------------------------------------------------------- ops
@@ -566,6 +566,7 @@ class Dense:
                 "softmax's Jacobian: δ = h − ŷ ⊙ Σₖ hₖ",
             )
         shown = _text(out.delta.xreplace({a: YHAT}))
+        batch = text(out.delta, {a: "Ŷ", y: "Y", z: f"Z{l}"})
         why = f"{out.loss_title.split(' (')[0]} on {self.rule.activation.title}: "
         why += (
             f"SymPy simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to {shown}"
@@ -579,7 +580,7 @@ class Dense:
             out.delta.xreplace(self.names) * SCALE,
             shape,
             sec,
-            f"δ{l} = ∂L/∂Z{l} = ({shown}) / m",
+            f"δ{l} = ({batch}) / m" + ("   (collapsed)" if out.collapsed else ""),
             why,
         )
 
@@ -607,8 +608,7 @@ class Dense:
                     g * factor,
                     bd.shapes[self.z],
                     self.section,
-                    f"δ{l} = G{l} ⊙ {act.name}'(Z{l})",
-                    rule,
+                    f"δ{l} = G{l} ⊙ {act.name}'(Z{l}),   {rule}",
                 )
         x_name = self.x.name
         dW = MatProduct(Transposed(self.x), delta)  # noqa: N806
@@ -801,7 +801,7 @@ def build(d: Derivation) -> Plan:
     bd = _Builder(d)
     bd.shapes[X] = (nm.BATCH, d.spec.input)
     bd.shapes[Y] = (nm.BATCH, d.out.units)
-    ops: list[Dense | Norm | Dropout] = []
+    chain: list[Dense | Norm | Dropout] = []
     inputs: list[sp.Symbol] = []
     x = X
     for rule in d.layers:
@@ -815,23 +815,23 @@ def build(d: Derivation) -> Plan:
             op = Dropout(rule)
         inputs.append(x)
         x = op.forward(bd, x)
-        ops.append(op)
-    output = ops[-1]
+        chain.append(op)
+    output = chain[-1]
     assert isinstance(output, Dense)
     output.loss(bd, [arr(p.name) for p in bd.params if p.weight])
     g: sp.Symbol | None = None
-    for i in range(len(ops) - 1, -1, -1):
-        back = ops[i].backward(bd, g, need_input=i > 0)
+    for i in range(len(chain) - 1, -1, -1):
+        back = chain[i].backward(bd, g, need_input=i > 0)
         if back is None:
             break
-        below = ops[i - 1].rule.index
+        below = chain[i - 1].rule.index
         g = bd.emit(
             "backward",
             "back",
             below,
             back.expr,
             bd.shapes[inputs[i]],
-            f"{ops[i - 1].rule.kind}-{below}",
+            f"{chain[i - 1].rule.kind}-{below}",
             f"G{below} = {back.text}",
         )
     return Plan(
@@ -849,15 +849,11 @@ def build(d: Derivation) -> Plan:
     )
 
 
-RELU_FAMILY = ("relu", "leaky_relu", "elu")  # "auto" init uses He for these
-
-
 def _init(d: Derivation, act: ActivationRule) -> str:
     if d.spec.init != "auto":
         return d.spec.init
-    return (
-        "he_normal" if act.name in RELU_FAMILY and not act.custom else "glorot_uniform"
-    )
+    relu = act.name in ops.RELU_FAMILY and not act.custom
+    return "he_normal" if relu else "glorot_uniform"
 
 
 def _update(d: Derivation) -> Update:

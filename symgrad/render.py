@@ -15,7 +15,6 @@ import functools
 import os
 import shlex
 import textwrap
-from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -24,19 +23,17 @@ import black
 import jinja2
 import sympy as sp
 
-from . import naming as nm
-from . import ops
 from .derive import Derivation
 from .errors import SymgradError
-from .ops import a, y, z
-from .printers import DTYPE, NumPyCode, code, inplace, number_text, text
+from .plan import Param, Plan, build
+from .printers import number_text
+from .printers.numpy_module import allocating, in_place
 
 COMMENT_WIDTH = 80
 DOC_WIDTH = 84  # the module docstring's paragraphs
 DEFAULT_OUT_DIR = "generated"  # of `symgrad generate` and symgrad.generate
 RUNTIME = Path(__file__).resolve().parent / "runtime.py"
 CONFIG_END = "# --- end of configuration ---\n"  # the runtime is what follows this line
-MOMENTS = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v")}  # state per param
 
 
 def _template_dir() -> Path:
@@ -58,133 +55,19 @@ def environment() -> jinja2.Environment:
     )
 
 
-@dataclass(frozen=True)
-class LayerCtx:
-    l: int  # noqa: E741 - the layer index, as in the math
-    W: str  # noqa: N815
-    b: str
-    Z: str  # noqa: N815
-    A: str  # noqa: N815
-    inp: str
-    fan_in: int
-    units: int
-    forward: str
-    title: str
-    init: str
-
-
-@dataclass(frozen=True)
-class OutputCtx:
-    Z: str  # noqa: N815
-    A: str  # noqa: N815
-    LS: str  # noqa: N815
-    loss_code: str
-    uses_log_softmax: bool
-    loss_uses_a: bool  # the loss needs the output activation (not only Z)
-
-
-@dataclass(frozen=True)
-class Line:
-    code: str
-    comment: str = ""
-
-
-def _init_for(spec_init: str, act_name: str) -> str:
-    if spec_init != "auto":
-        return spec_init
-    return "he_normal" if act_name in ops.RELU_FAMILY else "glorot_uniform"
-
-
-def _comment_lines(comment: str, code_line: str) -> list[Line]:
-    """A comment wrapped above its code line."""
-    wrapped = textwrap.wrap(comment, COMMENT_WIDTH, subsequent_indent="  ")
-    return [Line(f"# {w}") for w in wrapped] + [Line(code_line)]
-
-
 def context(
     d: Derivation, out_dir: str | os.PathLike[str] | None = None
 ) -> dict[str, object]:
-    """Everything the module template needs, printed and named."""
+    """Everything the module template needs, printed and named: the constants, and
+    the derived functions printed from the plan."""
     spec = d.spec
-    fwd_printer, bwd_printer = NumPyCode(), NumPyCode()
-    out_rule = d.output
-    out_act = d.layers[-1].activation
-
-    layers = []
-    for rule in d.layers:
-        l = rule.index  # noqa: E741
-        act = rule.activation
-        names = {z: nm.Z(l)}
-        if act.vector:
-            fwd_printer.helpers.add("_softmax")
-            forward = f"_softmax({nm.Z(l)})"
-        else:
-            forward = code(act.forward, names, fwd_printer)
-        init = _init_for(spec.init, act.name)
-        layers.append(
-            LayerCtx(
-                l,
-                nm.W(l),
-                nm.b(l),
-                nm.Z(l),
-                nm.A(l),
-                nm.A(l - 1),
-                rule.fan_in,
-                rule.units,
-                forward,
-                act.title,
-                init,
-            )
-        )
-    # an identity layer's output is its pre-activation
-    layers = [
-        lc if lc.forward != lc.Z else LayerCtx(**{**lc.__dict__, "A": lc.Z})
-        for lc in layers
-    ]
-    layers = [
-        LayerCtx(**{**lc.__dict__, "inp": layers[i - 1].A}) if i else lc
-        for i, lc in enumerate(layers)
-    ]
-    last = layers[-1]
-    out_names = {z: last.Z, a: last.A, y: nm.TARGET}
-    loss_expr = out_rule.forward.xreplace(
-        {sp.Symbol("ls", real=True): sp.Symbol(nm.LOG_SOFTMAX, real=True)}
-    )
-    loss_code = code(loss_expr, out_names, fwd_printer)
-    if nm.LOG_SOFTMAX in loss_code:
-        fwd_printer.helpers.add("_log_softmax")
-    out = OutputCtx(
-        last.Z,
-        last.A,
-        nm.LOG_SOFTMAX,
-        loss_code,
-        nm.LOG_SOFTMAX in loss_code,
-        loss_expr.has(a) or last.A == last.Z,
-    )
-
-    backward, equations = _backward(d, layers, bwd_printer)
+    plan = build(d)
+    derived, helpers = allocating(plan)
+    step = in_place(plan)
+    helpers = set(helpers) | step.helpers
     opt = spec.optimizer
-    optimizer = {
-        "name": opt.name,
-        **{
-            {"learning_rate": "lr"}.get(k, k): (
-                v if isinstance(v, bool) else number_text(sp.Float(v))
-            )
-            for k, v in opt.params
-        },
-    }
-    step_printer = NumPyCode()
-    step = inplace.step_code(
-        d,
-        _equation_comments(backward),
-        step_printer,
-        scale=f"{optimizer['lr']} / m" if opt.name == "sgd" else "1 / m",
-        l2=spec.l2 > 0,
-        l2_in_grads=spec.l2 > 0 and opt.name != "sgd",
-    )
-    helpers = fwd_printer.helpers | bwd_printer.helpers | step_printer.helpers
-    params_names = tuple(k for lc in layers for k in (lc.W, lc.b))
     loss_name = spec.loss.name
+    out_act = d.out.activation
     # what the runtime's _targets checks beyond shape and NaN/inf: the targets a loss's
     # derivation assumes (cross-entropy), or nothing (the other losses, custom ones
     # included: a custom loss never has a built-in name, take any real target)
@@ -192,56 +75,34 @@ def context(
         "binary_crossentropy": "unit_interval",
         "categorical_crossentropy": "simplex",
     }.get(loss_name, "real")
+    trainable = plan.trainable
+    buffers = [p for p in plan.params if not p.trainable]
     return {
         "name": spec.name,
         "version": _version(),
         "source": docstring_text(Path(spec.source).name),
         "regenerate": regenerate_command(spec.source, out_dir),
         "network_line": _wrap(
-            " → ".join(
-                [str(spec.input)]
-                + [f"{r.units} ({r.activation.title})" for r in d.layers]
-            )
+            " → ".join([str(spec.input)] + [r.title for r in d.layers])
         ),
         "loss_line": _wrap(
-            f"{out_rule.loss_title}, summed over outputs, mean over the batch"
+            f"{d.output.loss_title}, summed over outputs, mean over the batch"
             + (f", plus {spec.l2:g}/2 · Σ‖W‖²" if spec.l2 else "")
         ),
         "optimizer_line": _wrap(
             opt.name + " (" + ", ".join(f"{k}={v}" for k, v in opt.params) + ")"
         ),
-        "equations": equations,
-        "notes": _notes(step),
+        "equations": _wrap_equations([s.equation for s in plan.backward if s.equation]),
+        "notes": _notes(step.source, bool(buffers), plan),
         "sizes": repr(tuple(spec.sizes)),
-        "n_in": spec.input,
-        "n_out": spec.sizes[-1],
         "loss_name": loss_name,
         "optimizer_repr": repr(dict([("name", opt.name), *opt.params])),
-        "l2": spec.l2 > 0,
         "l2_text": number_text(sp.Float(spec.l2)) if spec.l2 else "0.0",
-        "l2_sum": " + ".join(f"np.sum({lc.W} * {lc.W})" for lc in layers),
-        "param_names": repr(params_names),
-        "param_shapes": repr(
-            {
-                k: (lc.fan_in, lc.units) if k == lc.W else (lc.units,)
-                for lc in layers
-                for k in (lc.W, lc.b)
-            }
-        ),
-        "buffer_names": "()",
-        "buffer_shapes": "{}",
-        "init": [
-            entry
-            for lc in layers
-            for entry in (
-                (
-                    lc.W,
-                    repr((lc.init, lc.fan_in, lc.units)),
-                    f"layer {lc.l}: {lc.title}",
-                ),
-                (lc.b, repr(("zeros",)), ""),
-            )
-        ],
+        "param_names": repr(tuple(p.name for p in trainable)),
+        "param_shapes": repr({p.name: p.shape for p in trainable}),
+        "buffer_names": repr(tuple(p.name for p in buffers)),
+        "buffer_shapes": repr({p.name: p.shape for p in buffers}),
+        "init": [(p.name, repr(p.init), _init_note(d, p)) for p in plan.params],
         "task": d.task,
         "task_note": {
             "classes": "predict: the class index of each example (argmax of Ŷ)",
@@ -253,35 +114,49 @@ def context(
             "Y: " + _target_note(loss_name, spec.loss.custom, out_act.vector)
         ),
         "labels": repr(out_act.vector),
-        "moments": repr(MOMENTS[opt.name]),
-        "dropout": "False",
-        "step": step,
-        "params_tuple": ", ".join(params_names),
-        "param_names_list": list(params_names),
+        "moments": repr(tuple(s.key for s in plan.update.state)),
+        "dropout": repr(any(r.kind == "dropout" for r in d.layers)),
+        "min_batch": 2 if buffers else 1,
         "helpers": sorted(helpers),
         "erf_source": _erf_source() if "_erf" in helpers else "",
-        "layers": layers,
-        "out": out,
-        "keep_dt_forward": DTYPE in fwd_printer.helpers,
-        "keep_dt_backward": DTYPE in helpers,
-        "backward": backward,
-        "grads_dict": "{" + ", ".join(f'"{k}": d{k}' for k in params_names) + "}",
-        "optimizer": optimizer,
+        "derived": derived,
+        "step": step.source,
         "runtime": runtime_code(),
     }
 
 
-def _notes(step: inplace.StepCode) -> list[str]:
+def _init_note(d: Derivation, p: Param) -> str:
+    """What a parameter is, for INIT's comment: layer 1: ReLU."""
+    if not p.weight:
+        return ""
+    rule = d.layer(p.layer)
+    return f"layer {p.layer}: {rule.title}"
+
+
+def _notes(step: str, buffers: bool, plan: Plan) -> list[str]:
     """The docstring's paragraphs on how the module computes: once, not per line."""
     how = (
         "step computes the numbers of loss_and_grad and the update with in-place NumPy "
-        "calls, in work arrays made once per batch size (_make_work): bias gradients "
-        "Σₙ δ as the product 1ᵀδ, faster than a sum"
+        "calls, in work arrays made once per batch size (_make_work) and named by role "
+        "(h: a layer's values, g: its gradients, r: row statistics, tmp: scratch); "
+        "sums over the batch as products with ones, faster than a sum"
     )
-    if any(name == "exp_max" for name, _ in step.work):
+    if "exp_max" in step:
         how += (
             "; the sigmoid as 1 / (1 + e^-x) with -x capped at log(largest float), "
             "so that e^-x stays finite"
+        )
+    if plan.update.folded:
+        how += "; the learning rate rides in δ, so the gradients are ready to subtract"
+    notes = [textwrap.fill(how + ".", DOC_WIDTH)]
+    if buffers:
+        notes.append(
+            textwrap.fill(
+                "Training (loss_and_grad, step, fit, loss(training=True)) normalizes "
+                "with the batch's statistics; inference (forward, predict, loss) with "
+                "the running statistics, which step and fit update as PyTorch does.",
+                DOC_WIDTH,
+            )
         )
     runtime = (
         "After _step comes symgrad's runtime, the same in every module "
@@ -289,7 +164,8 @@ def _notes(step: inplace.StepCode) -> list[str]:
         "params, X and Y, init_params, forward, loss, loss_and_grad, predict, "
         "save_params, load_params, init_state, step and fit."
     )
-    return [textwrap.fill(how + ".", DOC_WIDTH), textwrap.fill(runtime, DOC_WIDTH)]
+    notes.append(textwrap.fill(runtime, DOC_WIDTH))
+    return notes
 
 
 def _comment(text: str) -> str:
@@ -311,106 +187,6 @@ def _target_note(loss_name: str, custom: bool, labels: bool) -> str:
     else:
         note = "real targets"
     return note + (", or integer class labels of shape (m,)" if labels else "")
-
-
-def _equation_comments(backward: list[Line]) -> dict[str, list[str]]:
-    """The comment lines above each backward line, by the name the line assigns."""
-    comments: dict[str, list[str]] = {}
-    pending: list[str] = []
-    for line in backward:
-        if line.code.startswith("#"):
-            pending.append(line.code)
-            continue
-        if line.comment:
-            pending.append(f"# {line.comment}")
-        comments[line.code.split(" = ")[0]] = pending
-        pending = []
-    return comments
-
-
-def _backward(
-    d: Derivation, layers: list[LayerCtx], printer: NumPyCode
-) -> tuple[list[Line], list[str]]:
-    """The backward pass as code lines with their equations, and the docstring summary."""
-    out = d.output
-    n = d.depth
-    last = layers[-1]
-    act = d.layers[-1].activation
-    names = {z: last.Z, a: last.A, y: nm.TARGET}
-    lines: list[Line] = []
-    eqs: list[str] = []
-    loss_title = out.loss_title.split(" (")[0]
-    if out.jvp:
-        h = code(out.delta, names, printer)
-        lines += _comment_lines(
-            f"h = ŷ ⊙ ∂ℓ/∂ŷ = {text(out.delta, {a: 'ŷ'})}; softmax's Jacobian gives"
-            f" δ{n} = h − ŷ ⊙ Σₖ hₖ",
-            f"H = {h}",
-        )
-        lines.append(Line(f"D{n} = (H - {last.A} * H.sum(axis=1, keepdims=True)) / m"))
-        eqs.append(
-            f"δ{n} = (h − Ŷ ⊙ Σₖ hₖ) / m,  h = Ŷ ⊙ ∂ℓ/∂Ŷ = {text(out.delta, {a: 'Ŷ', y: 'Y'})}"
-        )
-    else:
-        delta = code(out.delta, names, printer)
-        shown = text(out.delta, {a: "ŷ"})
-        why = (
-            f"{loss_title} on {act.title}: SymPy simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to {shown}"
-            if out.collapsed
-            else f"{loss_title} on {act.title}: ∂ℓ/∂ŷ · ∂ŷ/∂z = {shown}"
-        )
-        lines += _comment_lines(
-            f"δ{n} = ∂L/∂Z{n} = ({shown}) / m; {why}", f"D{n} = ({delta}) / m"
-        )
-        eqs.append(
-            f"δ{n} = ({text(out.delta, {a: 'Ŷ', y: 'Y'})}) / m"
-            + ("   (collapsed)" if out.collapsed else "")
-        )
-    l2 = d.spec.l2 > 0
-    for lc in reversed(layers):
-        l = lc.l  # noqa: E741
-        reg = f" + L2 * {lc.W}" if l2 else ""
-        lines += _comment_lines(
-            f"∂L/∂W{l} = {lc.inp}ᵀ δ{l}"
-            + (f" + l2·W{l}" if l2 else "")
-            + f";  ∂L/∂b{l} = Σₙ δ{l}",
-            f"d{lc.W} = {lc.inp}.T @ D{l}{reg}",
-        )
-        lines.append(Line(f"d{lc.b} = D{l}.sum(axis=0)"))
-        eqs.append(
-            f"∂L/∂W{l} = {lc.inp}ᵀ δ{l}"
-            + (f" + l2·W{l}" if l2 else "")
-            + f",   ∂L/∂b{l} = Σₙ δ{l}"
-        )
-        if l == 1:
-            break
-        below = layers[l - 2]
-        below_act = d.layers[l - 2].activation
-        fprime = below_act.df
-        rule_text = f"{below_act.name}'(z) = {text(fprime)}"
-        if fprime == 1:
-            lines += _comment_lines(
-                f"δ{l - 1} = δ{l} W{l}ᵀ  ({rule_text})", f"D{l - 1} = D{l} @ {lc.W}.T"
-            )
-            eqs.append(f"δ{l - 1} = δ{l} W{l}ᵀ")
-        else:
-            fp = code(fprime, {a: below.A, z: below.Z}, printer)
-            lines += _comment_lines(
-                f"δ{l - 1} = (δ{l} W{l}ᵀ) ⊙ f'(Z{l - 1}),  {rule_text}",
-                f"D{l - 1} = (D{l} @ {lc.W}.T) * {_parenthesized(fp)}",
-            )
-            eqs.append(f"δ{l - 1} = (δ{l} W{l}ᵀ) ⊙ f'(Z{l - 1}),   {rule_text}")
-    return lines, _wrap_equations(eqs)
-
-
-def _parenthesized(code: str) -> str:
-    """code in parentheses, unless one pair already encloses all of it."""
-    depth = 0
-    for i, ch in enumerate(code):
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if depth == 0 and i < len(code) - 1:
-            return f"({code})"
-    return code if code.startswith("(") else f"({code})"
 
 
 def _wrap(line: str) -> str:

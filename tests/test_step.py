@@ -250,7 +250,7 @@ def test_step_repeats_the_equations_of_loss_and_grad(generate):
         return [c for c in comments if c.startswith(("δ", "∂L/∂"))]
 
     expected = equations(module._loss_and_grad)
-    assert len(expected) == 2 * 4  # a delta and the parameters' gradients per layer
+    assert len(expected) == 3 * 4  # a delta and ∂L/∂W, ∂L/∂b per layer
     assert equations(module._step) == expected
 
 

@@ -384,10 +384,10 @@ class Emitter:
         for name in taken:
             self.pool.give(name)
         self.pool, taken = pool, []
-        width = next(  # the row width: from any full-width array the operand reads
+        width = max(  # the row width: the widest array the operand reads
             self.shapes[s.name][-1]
-            for s in sorted(e.args[0].free_symbols, key=str)
-            if len(self.shapes.get(s.name, ())) == 2 and self.shapes[s.name][-1] != 1
+            for s in e.args[0].free_symbols
+            if len(self.shapes.get(s.name, ())) == 2
         )
         if e.op == "max":
             self._line(

@@ -2,7 +2,7 @@
 
 Two printers of the same statements:
 
-- `allocating(plan)`: `_values` (the forward pass, once, for `forward`, `loss` and
+- `allocating(plan)`: `_forward_pass` (the forward pass, once, for `forward`, `loss` and
   `loss_and_grad`), `_forward`, `_loss` and `_loss_and_grad`, each statement one NumPy
   expression (code.py);
 - `in_place(plan)`: `_make_work` and `_step`, each statement ufunc calls with `out=` into
@@ -70,7 +70,7 @@ def _unpack(names: Iterable[str], source: str, keys: str = "PARAM_NAMES") -> str
 
 
 def allocating(plan: Plan) -> tuple[str, set[str]]:
-    """The source of _values, _forward, _loss and _loss_and_grad, and the helpers
+    """The source of _forward_pass, _forward, _loss and _loss_and_grad, and the helpers
     (`_sigmoid`, `_erf`, ...) it calls."""
     printer = NumPyCode()
     grad = plan.bindings("grad")
@@ -94,7 +94,7 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
 
     loss = Lines()
     loss.add("m = X.shape[0]")
-    loss.add(f"{out}, ({_names(kept)}) = _values(params, X, training, rng)")
+    loss.add(f"{out}, ({_names(kept)}) = _forward_pass(params, X, training, rng)")
     if plan.l2:
         loss.add(_unpack(params, "params"))
     loss_lines(loss)
@@ -103,41 +103,39 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
     both = Lines()
     both.add("m = X.shape[0]")
     both.add(_unpack(params, "params"))
-    both.add(f"{out}, ({_names(kept)}) = _values(params, X, True, rng)")
+    both.add(f"{out}, ({_names(kept)}) = _forward_pass(params, X, True, rng)")
     loss_lines(both)
     both.add("")
     for s in plan.backward:
-        if s.target not in plan.grads.values():  # ∂L/∂W = Xᵀ δ reads as the code
-            both.comment(_comment(s.equation, s.note))
+        both.comment(_comment(s.equation, s.note))
         both.add(_assign(s, printer, grad))
     grads = ", ".join(f'"{p}": {plan.grads[p].name}' for p in params)
     both.add(f"return {nm.LOSS}, {{{grads}}}")
 
-    dt_forward = DTYPE in printer.helpers
-    if dt_forward:
-        for body in (forward, loss, both):
+    for body in (forward, loss, both):
+        if any(f"{DTYPE}(" in line for line in body.lines):
             body.lines.insert(
-                0, f"{DTYPE} = X.dtype.type  # typed constants keep float32 float32"
+                0, f"{DTYPE} = X.dtype.type  # typed constants keep float32"
             )
     source = "\n\n".join(
         [
             _function(
-                "_values(params, X, training, rng)",
+                "_forward_pass(params, X, training, rng)",
                 "The forward pass: Ŷ, and the values the loss and the backward pass read.",
                 forward,
             ),
             _function(
-                "_forward(params, X, training=False, rng=None)",
+                "_forward(params, X, training, rng)",
                 "Ŷ for checked inputs.",
-                Lines(["return _values(params, X, training, rng)[0]"]),
+                Lines(["return _forward_pass(params, X, training, rng)[0]"]),
             ),
             _function(
-                "_loss(params, X, Y, training=False, rng=None)",
+                "_loss(params, X, Y, training, rng)",
                 "The loss for checked inputs.",
                 loss,
             ),
             _function(
-                "_loss_and_grad(params, X, Y, rng=None)",
+                "_loss_and_grad(params, X, Y, rng)",
                 "(loss, grads) for checked inputs: the backward pass.",
                 both,
             ),
@@ -282,8 +280,7 @@ def in_place(plan: Plan) -> StepCode:
             tmp = scratch.take()
             lines = em.into(expr, tmp, scratch) + [f"np.copyto({dest.name}, {tmp})"]
             scratch.give(tmp)
-        label = f"{dest.name} ← " if dest.name != s.target.name else ""
-        body.comment(_comment(f"{label}{s.equation}", s.note))
+        body.comment(_comment(s.equation, s.note))  # the code names dest: out=g1
         body.add(*lines)
 
     update = _update_lines(plan, em)
