@@ -995,18 +995,6 @@ class Derivation:
             delta = f"δ = {delta}" + (" (collapsed)" if out.collapsed else "")
         return f"<Derivation {self.spec.name}: {network}; {loss}, {delta}>"
 
-    def _repr_latex_(self) -> str:
-        """Jupyter: the batch backward pass as one LaTeX block."""
-        from .report import latex_summary
-
-        return latex_summary(self)
-
-    def _repr_markdown_(self) -> str:
-        """Jupyter: the whole derivation, as `symgrad latex --format markdown` prints it."""
-        from .report import render_report
-
-        return render_report(self, "markdown")
-
 
 def derive(spec: SpecSource) -> Derivation:
     """Derive the gradient rules of a spec: a Spec, a path, YAML text or a dict."""
