@@ -7,7 +7,8 @@ printed here with `sympy.latex` or `printers.text`.
 - document.py: the document model (sections, paragraphs of prose, math and names,
   displayed equations);
 - notation.py: how each quantity is written (names from naming.py);
-- sections.py: the section builders, a layer's found by its kind, and `build`;
+- sections/: the section builders (dense.py: a dense layer's, found by its kind;
+  network.py: the network's) and `build`;
 - latex.py, markdown.py, text.py: the three formats (tex.py: TeX escaping, ASCII only);
 - notebook.py: Jupyter's display of a derivation (`symgrad.derive` returns one).
 """
