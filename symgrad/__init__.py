@@ -1,16 +1,20 @@
 """symgrad: derive neural-network gradients with SymPy, generate standalone NumPy modules.
 
 The pipeline, one stage per module: spec (YAML -> Spec) -> derive (SymPy rules) ->
-printers (NumPy / text) -> render (Jinja2 + black -> file). `generate` runs all of it.
+printers (NumPy / text) -> render (Jinja2 + black -> file), and the report (LaTeX,
+Markdown, text) from the derivation. `generate` runs all of it; `derive` returns the
+derivation with Jupyter's display (report/notebook.py), which derive.py does not know of.
 """
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+from . import derive as _derive
 from .check import CheckResult, check_gradients
-from .derive import Derivation, derive
+from .derive import Derivation
 from .errors import DerivationError, ExpressionError, SpecError, SymgradError
+from .report import displayable as _displayable
 from .report import render_report
 from .spec import Spec, as_spec, load_spec, parse_spec
 
@@ -19,6 +23,15 @@ if _TYPE_CHECKING:  # for the annotations only: the namespace stays the API
     from pathlib import Path
 
     from .spec import SpecSource
+
+
+def derive(spec: "SpecSource") -> Derivation:
+    """Derive the gradient rules of a spec: a Spec, a path, YAML text or a dict.
+
+    The result is the Derivation, displayed by Jupyter as LaTeX (the batch backward
+    pass) or Markdown (the whole derivation, as `render_report(d, "markdown")`).
+    """
+    return _displayable(_derive.derive(spec))
 
 
 def generate(
@@ -36,7 +49,7 @@ def generate(
     from .render import output_path, render
 
     loaded = as_spec(spec)
-    derivation = derive(loaded)
+    derivation = _derive.derive(loaded)
     path = output_path(loaded.name, out_dir)
     write_text(path, render(derivation, out_dir))
     return path

@@ -986,11 +986,16 @@ Layer = LayerRule | NormLayerRule | DropoutRule
 
 @dataclass(frozen=True)
 class Derivation:
-    """Everything derived for a spec: what the printers and templates need."""
+    """Everything derived for a spec: what the printers, templates and report need.
+
+    `facts` holds what only the report shows (softmax's Jacobian, saturation limits, ...),
+    derived here too: see "facts for the report" at the end of this module.
+    """
 
     spec: Spec
     layers: tuple[Layer, ...]  # by position; the last is the dense output layer
     output: OutputRule
+    facts: ReportFacts
 
     @property
     def depth(self) -> int:
@@ -1062,18 +1067,6 @@ class Derivation:
             delta = f"δ = {delta}" + (" (collapsed)" if out.collapsed else "")
         return f"<Derivation {self.spec.name}: {network}; {loss}, {delta}>"
 
-    def _repr_latex_(self) -> str:
-        """Jupyter: the batch backward pass as one LaTeX block."""
-        from .report import latex_summary
-
-        return latex_summary(self)
-
-    def _repr_markdown_(self) -> str:
-        """Jupyter: the whole derivation, as `symgrad latex --format markdown` prints it."""
-        from .report import render_report
-
-        return render_report(self, "markdown")
-
 
 def derive(spec: SpecSource) -> Derivation:
     """Derive the gradient rules of a spec: a Spec, a path, YAML text or a dict."""
@@ -1092,7 +1085,8 @@ def derive(spec: SpecSource) -> Derivation:
     out_act = spec.output.activation
     _check_output_range(spec.loss, out_act, layers[-1].activation)  # type: ignore[union-attr]
     output = _guarded(output_rule, spec.loss, out_act)
-    return Derivation(spec, tuple(layers), output)  # type: ignore[arg-type]
+    layers_t = tuple(layers)
+    return Derivation(spec, layers_t, output, report_facts(layers_t, output))  # type: ignore[arg-type]
 
 
 def _norm_layer(index: int, units: int, layer: NormSpec) -> NormLayerRule:
@@ -1157,3 +1151,126 @@ def _check_output_range(loss: OpSpec, out: OpSpec, rule: ActivationRule) -> None
                     )
                 ]
             )
+
+
+# ---- facts for the report
+#
+# What `symgrad latex` shows beyond the rules above, derived here so that the report only
+# lays out: it prints these expressions and calls nothing in SymPy that derives. Bounded as
+# everything above is: tidy's fixed rewrites, and limits taken of the built-in sigmoid'
+# and tanh' only (fixed expressions, never a spec's).
+
+# built-in activations whose derivative vanishes far out
+SATURATING = ("sigmoid", "tanh")
+
+
+@dataclass(frozen=True)
+class SoftmaxJacobian:
+    """∂ŷ_j/∂z_j and ∂ŷ_k/∂z_j (k ≠ j) of ŷ = softmax(z): from diff, and in the outputs.
+
+    In the symbols below: the pre-activations z_j, z_k, the normalizer S = Σ_i e^{z_i}
+    and the outputs ŷ_j, ŷ_k; the report names them for the layer it shows.
+    """
+
+    z_j: sp.Symbol
+    z_k: sp.Symbol
+    total: sp.Symbol
+    yhat_j: sp.Symbol
+    yhat_k: sp.Symbol
+    diagonal_raw: sp.Expr  # ∂ŷ_j/∂z_j as diff gives it, with S for the sum
+    diagonal: sp.Expr  # the same, in ŷ_j
+    off_diagonal_raw: sp.Expr  # ∂ŷ_k/∂z_j
+    off_diagonal: sp.Expr  # the same, in ŷ_j and ŷ_k
+
+
+@functools.cache
+def softmax_jacobian() -> SoftmaxJacobian:
+    """Differentiate e^{z_j}/S and e^{z_k}/S by z_j, then write the results in ŷ."""
+    zj, zk = sp.symbols("z_j z_k", real=True)
+    rest = sp.Symbol("R", positive=True)  # the sum of the other exponentials
+    total = sp.exp(zj) + sp.exp(zk) + rest
+    s = sp.Symbol("S", positive=True)
+    yj, yk = sp.symbols("yhat_j yhat_k", positive=True)
+    forms = []
+    for num in (sp.exp(zj), sp.exp(zk)):
+        raw = sp.diff(num / total, zj).xreplace({total: s})
+        in_y = tidy(raw.subs({sp.exp(zj): yj * s, sp.exp(zk): yk * s}))
+        if in_y.free_symbols - {yj, yk}:
+            raise DerivationError(f"symgrad bug: softmax's Jacobian kept {in_y}")
+        forms += [raw, in_y]
+    return SoftmaxJacobian(zj, zk, s, yj, yk, *forms)
+
+
+@dataclass(frozen=True)
+class SoftmaxOutput:
+    """A softmax output's delta as a sum over the outputs, δ_j = h_j − ŷ_j Σ_k h_k.
+
+    Attributes:
+        jacobian: softmax's Jacobian.
+        h: ŷ · ∂ℓ/∂ŷ elementwise, in a and y (for a loss that does not collapse, the
+            `delta` of the OutputRule is this h too).
+        summand: what the report sums over k: h, or −h when h leads with a minus (then
+            δ_j = h_j + ŷ_j Σ_k (−h_k)).
+        negated: summand is −h.
+    """
+
+    jacobian: SoftmaxJacobian
+    h: sp.Expr
+    summand: sp.Expr
+    negated: bool
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """A saturating activation's derivative at z = 0 and in the limits z → ±∞."""
+
+    rule: ActivationRule
+    at_zero: sp.Expr
+    at_plus_infinity: sp.Expr
+    at_minus_infinity: sp.Expr
+
+
+@functools.cache
+def saturation(rule: ActivationRule) -> Saturation:
+    """f'(0) and lim f'(z) for z → ±∞ of a built-in saturating activation."""
+    if rule.custom or rule.name not in SATURATING:
+        raise ValueError(f"saturation is derived for {', '.join(SATURATING)} only")
+    return Saturation(
+        rule,
+        tidy(rule.raw.subs(z, 0)),
+        sp.limit(rule.raw, z, sp.oo),
+        sp.limit(rule.raw, z, -sp.oo),
+    )
+
+
+@dataclass(frozen=True)
+class ReportFacts:
+    """What only the report shows, derived for one network.
+
+    Attributes:
+        softmax: the output's Jacobian and h, when the output activation is softmax.
+        saturation: each saturating activation of the network (sigmoid, tanh), in the
+            order of first use.
+        relu: ReLU's rule, the report's comparison, when `saturation` is not empty.
+    """
+
+    softmax: SoftmaxOutput | None
+    saturation: tuple[Saturation, ...]
+    relu: ActivationRule | None
+
+
+def report_facts(layers: tuple[Layer, ...], output: OutputRule) -> ReportFacts:
+    """The report's facts for a network's layers and output rule."""
+    dense = [r for r in layers if isinstance(r, LayerRule)]
+    softmax = None
+    if dense[-1].activation.vector:
+        h = tidy(sp.together(a * output.dl_da))
+        negated = h.could_extract_minus_sign()
+        softmax = SoftmaxOutput(softmax_jacobian(), h, -h if negated else h, negated)
+    used: dict[str, ActivationRule] = {}  # by name, in the order of first use
+    for r in dense:
+        if r.activation.name in SATURATING and not r.activation.custom:
+            used.setdefault(r.activation.name, r.activation)
+    found = tuple(saturation(rule) for rule in used.values())
+    relu = activation_rule(OpSpec("relu")) if found else None
+    return ReportFacts(softmax, found, relu)

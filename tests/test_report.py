@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -11,8 +12,11 @@ from pathlib import Path
 import pytest
 
 import symgrad
+from symgrad.derive import LayerRule
+from symgrad.derive import derive as derive_alone
 from symgrad.printers import text
-from symgrad.report import build, render_report
+from symgrad.report import build, render_report, sections, tex
+from symgrad.report.document import P, Section
 
 XOR = """name: xor
 input: 2
@@ -59,11 +63,69 @@ layers:
   - {units: 1, activation: identity}
 loss: {name: l_ö, expr: "(yhat - y)**2"}
 """
+UNDERSCORES = """name: under_scores
+input: 3
+layers:
+  - units: 4
+    activation: {name: scaled_tanh, expr: "k_scale * tanh(z)", k_scale: 1.7159}
+  - units: 2
+    activation: {name: my_out_act, expr: "1 / (1 + exp(-z))"}
+loss: {name: my_log_cosh, expr: "log(cosh(yhat - y))"}
+optimizer: {name: momentum, learning_rate: 0.1, momentum: 0.8}
+"""
+LEAKY_L2 = """name: leaky_l2
+input: 5
+layers:
+  - units: 6
+    activation: {name: leaky_relu, alpha: 0.2}
+  - {units: 6, activation: elu}
+  - {units: 2, activation: tanh}
+loss: {name: huber, delta: 0.5}
+l2: 0.01
+optimizer: {name: sgd, learning_rate: 0.01}
+"""
+ZOO = """name: zoo
+input: 3
+layers:
+  - {units: 4, activation: softplus}
+  - {units: 4, activation: silu}
+  - {units: 4, activation: softsign}
+  - {units: 2, activation: sigmoid}
+loss: binary_crossentropy
+optimizer: {name: adam, learning_rate: 0.001, beta1: 0.8}
+"""
+MAE = """name: mae_net
+input: 2
+layers:
+  - {units: 3, activation: gelu}
+  - {units: 1, activation: identity}
+loss: mae
+optimizer: {name: momentum, learning_rate: 0.01, momentum: 0.5, nesterov: true}
+"""
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# every example, and specs for what examples do not show: custom names with underscores
+# and in other scripts (also in the file name, with a '?'), softmax with mse (the
+# Jacobian-vector path), the relu family, l2, each optimizer
+SPECS = {
+    **{p.name: p.read_text(encoding="utf-8") for p in sorted(EXAMPLES.glob("*.yaml"))},
+    "xor_adam.yaml": XOR,
+    "iris_nesterov_l2.yaml": IRIS,
+    "custom_sgd.yaml": CUSTOM,
+    "softmax_mse.yaml": MSE_SOFTMAX,
+    "réseau_σ½?.yaml": UNICODE_NAMES,
+    "under_scores.yaml": UNDERSCORES,
+    "leaky_l2_sgd.yaml": LEAKY_L2,
+    "zoo.yaml": ZOO,
+    "mae_nesterov.yaml": MAE,
+}
 
 
-def derivation(tmp_path: Path, spec: str) -> symgrad.Derivation:
-    path = tmp_path / "spec.yaml"
-    path.write_text(spec)
+def derivation(
+    tmp_path: Path, spec: str, name: str = "spec.yaml"
+) -> symgrad.Derivation:
+    path = tmp_path / name
+    path.write_text(spec, encoding="utf-8")
     return symgrad.derive(str(path))
 
 
@@ -213,6 +275,34 @@ def test_sections_follow_the_seed_notes(iris, xor) -> None:
     assert "    relu'(z) = {0 if z ≤ 0; else 1}\n" in out
 
 
+def test_a_layer_kind_brings_its_own_sections(iris, monkeypatch) -> None:
+    """Sections are found by the kind of layer: a new kind registers a builder and
+    leaves the other layers' sections as they were."""
+
+    @dataclasses.dataclass(frozen=True)
+    class ProbeRule(LayerRule):
+        kind: str = "probe"
+
+    first = iris.layer(1)
+    probe = ProbeRule(first.index, first.fan_in, first.units, first.activation)
+    d = dataclasses.replace(iris, layers=(probe, *iris.layers[1:]))
+    with pytest.raises(NotImplementedError, match=r"@layer_sections\('probe'\)"):
+        build(d)
+    monkeypatch.setitem(
+        sections.LAYER_SECTIONS,
+        "probe",
+        lambda ctx, l: (Section(f"Probe layer {l} of {ctx.d.depth}", ()),),
+    )
+    titles = [s.title for s in build(d).sections]
+    assert titles[:4] == [
+        "Output layer (layer 3)",
+        "Bias",
+        "Hidden layer 2",
+        "Probe layer 1 of 3",
+    ]
+    assert titles[4:] == [s.title for s in build(iris).sections][4:]
+
+
 def test_markdown_uses_dollar_blocks(xor) -> None:
     md = render_report(xor, "markdown")
     assert md.startswith("# The derivation of xor\n")
@@ -255,6 +345,100 @@ def test_naming_agrees_with_the_generated_code(xor) -> None:
     assert "    ∂L/∂W2 = A1ᵀ δ2\n" in out and "δˡ is D{l}" in out
 
 
+# ------------------------------------------------------------------ math and prose apart
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, tuple[str, dict[str, str]]]:
+    """Each spec of SPECS: its input text (file and name) and its report in every format."""
+    out = {}
+    for name, spec in SPECS.items():
+        d = derivation(tmp_path_factory.mktemp("spec"), spec, name)
+        rendered = {fmt: render_report(d, fmt) for fmt in ("latex", "markdown", "text")}
+        rendered["standalone"] = render_report(d, "latex", standalone=True)
+        out[name] = (spec + name, rendered)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_latex_is_ascii_and_loses_no_character(reports, name) -> None:
+    source, out = reports[name]
+    for fmt in ("latex", "standalone"):
+        tex_out = out[fmt]
+        assert tex_out.isascii(), sorted({c for c in tex_out if not c.isascii()})
+        # a '?' only where the spec or its file name had one (an escaped character
+        # used to become '?')
+        assert tex_out.count("?") <= source.count("?")
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_formulas_in_sentences_are_math(reports, name) -> None:
+    """The first page's "reaches the loss through z2ⱼ and ŷⱼ only": unicode in the text
+    report, MathJax in Markdown, LaTeX math in LaTeX (it was 'z2? and $\\hat{y}$?')."""
+    source, out = reports[name]
+    n = source.count("units:")  # one per layer; the last is the output layer
+    plain = " ".join(out["text"].split())
+    if "softmax" in source:
+        assert "through its pre-activation and then every output" in plain
+        return
+    assert (
+        f"reaches the loss through z{n}ⱼ and ŷⱼ only (w{n}ᵢⱼ → z{n}ⱼ → ŷⱼ → ℓ)" in plain
+    )
+    math = rf"through $z^{{[{n}]}}_{{j}}$ and $\hat{{y}}_{{j}}$ only"
+    assert math in out["markdown"] and math in out["latex"]
+    # the text report is unicode: no LaTeX, the formulas in their unicode forms
+    assert "\\" not in out["text"] and "$" not in out["text"]
+    assert f"δ{n}ⱼ = ∂ℓ/∂ŷⱼ · ∂ŷⱼ/∂z{n}ⱼ" in out["text"]
+    assert f"δ{n} = " in out["text"] and "⊙" in out["text"]
+
+
+def test_names_from_the_spec_keep_their_script(reports) -> None:
+    _, out = reports["réseau_σ½?.yaml"]
+    for fmt in ("text", "markdown"):
+        assert "σ_act" in out[fmt] and "l_ö" in out[fmt]
+        assert "réseau_σ½?.yaml" in out[fmt]
+    assert "The custom activation `σ_act` is" in out["markdown"]
+    latex = out["latex"]
+    assert r"The custom activation \texttt{\ensuremath{\sigma}\_act} is" in latex
+    assert r"\operatorname{\sigma \_act}'\left(z\right)" in latex
+    assert r"\texttt{l\_\"{o}}" in latex
+    assert (
+        r"\texttt{r\'{e}seau\_\ensuremath{\sigma}\ensuremath{\frac{1}{2}}?.yaml}"
+        in latex
+    )
+
+
+def test_the_mse_title_formula_is_math(reports) -> None:
+    """mse's registered title carries its formula in unicode: the report writes the
+    name in prose and the formula, from the derived loss, as math."""
+    _, out = reports["regression.yaml"]
+    assert "Loss: mean squared error (ℓ = Σₖ (ŷₖ - yₖ)²/2)." in " ".join(
+        out["text"].split()
+    )
+    assert re.search(r"^\d+\. The loss: mean squared error$", out["text"], re.M)
+    assert (
+        r"Loss: mean squared error ($\ell = \sum_{k} \frac{\left(\hat{y}_{k} - y_{k}"
+        r"\right)^{2}}{2}$)." in out["latex"]
+    )
+
+
+def test_prose_refuses_formulas_in_unicode() -> None:
+    with pytest.raises(ValueError, match="write a formula as Math"):
+        P("reaches the loss through z2ⱼ and ŷⱼ only")
+    assert P("prose — with a dash…").parts == ("prose — with a dash…",)
+
+
+def test_tex_escapes_every_character_to_ascii() -> None:
+    assert tex.text("a_b {50%} $x$ #1 & ~^\\") == (
+        r"a\_b \{50\%\} \$x\$ \#1 \& \~{}\^{}\textbackslash{}"
+    )
+    assert tex.text("σ_ö Ω Α ß é ½ — 名") == (
+        r"\ensuremath{\sigma}\_\"{o} \ensuremath{\Omega} A \ss{} \'{e} "
+        r"\ensuremath{\frac{1}{2}} --- [U+540D]"
+    )
+    assert tex.identifier("σ_ö名") == r"\sigma \_\text{\"{o}}\text{[U+540D]}"
+
+
 # ------------------------------------------------------------------ Python API
 
 
@@ -263,6 +447,17 @@ def test_derivation_renders_in_jupyter(xor) -> None:
     assert latex.startswith("$$\n\\begin{aligned}") and latex.endswith("$$")
     assert r"\delta^{[2]} &= \frac{1}{m} \left(\hat{Y} - Y\right)" in latex
     assert xor._repr_markdown_() == render_report(xor, "markdown")
+
+
+def test_the_jupyter_display_is_not_derives(xor) -> None:
+    """derive.py's Derivation has no display hooks (they would import the report);
+    symgrad.derive returns it with them, equal to it, with the same repr."""
+    plain = derive_alone(xor.spec)
+    assert not hasattr(plain, "_repr_latex_") and not hasattr(plain, "_repr_markdown_")
+    assert isinstance(xor, symgrad.Derivation) and type(xor) is not type(plain)
+    assert xor == plain and plain == xor and hash(xor) == hash(plain)
+    assert repr(xor) == repr(plain)
+    assert render_report(plain, "markdown") == xor._repr_markdown_()
 
 
 def test_per_layer_access(xor) -> None:
@@ -297,12 +492,10 @@ def pdflatex() -> str:
     return exe
 
 
-@pytest.mark.parametrize(
-    "spec", [XOR, IRIS, CUSTOM, MSE_SOFTMAX, UNICODE_NAMES], ids=lambda s: s[6:16]
-)
-def test_standalone_document_compiles_with_pdflatex(tmp_path, spec) -> None:
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_standalone_document_compiles_with_pdflatex(tmp_path, name) -> None:
     exe = pdflatex()
-    d = derivation(tmp_path, spec)
+    d = derivation(tmp_path, SPECS[name], name)
     tex = tmp_path / "derivation.tex"
     tex.write_text(render_report(d, "latex", standalone=True), encoding="utf-8")
     result = subprocess.run(

@@ -1,0 +1,65 @@
+"""The derivation as a document: what `symgrad latex` prints, as LaTeX, Markdown or text.
+
+The report only lays out: every formula that depends on the spec was derived in
+derive.py (the rules, and `Derivation.facts` for what only the report shows) and is
+printed here with `sympy.latex` or `printers.text`.
+
+- document.py: the document model (sections, paragraphs of prose, math and names,
+  displayed equations);
+- notation.py: how each quantity is written (names from naming.py);
+- sections/: the section builders (dense.py: a dense layer's, found by its kind;
+  network.py: the network's) and `build`;
+- latex.py, markdown.py, text.py: the three formats (tex.py: TeX escaping, ASCII only);
+- notebook.py: Jupyter's display of a derivation (`symgrad.derive` returns one).
+"""
+
+from __future__ import annotations
+
+from ..derive import Derivation
+from .document import Report
+from .latex import latex
+from .markdown import markdown
+from .notebook import NotebookDerivation, displayable, latex_summary
+from .sections import LAYER_SECTIONS, batch_equations, build, layer_sections
+from .text import plain_text
+
+FORMATS = ("latex", "markdown", "text")
+
+
+def render_report(
+    d: Derivation, fmt: str = "latex", *, standalone: bool = False
+) -> str:
+    """The derivation of d as LaTeX, Markdown or unicode text.
+
+    Args:
+        d: a Derivation (`symgrad.derive(spec)`).
+        fmt: "latex", "markdown" or "text".
+        standalone: LaTeX only: a complete document for pdflatex, not a fragment.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, found {fmt!r}")
+    if standalone and fmt != "latex":
+        raise ValueError("standalone applies to the latex format only")
+    report = build(d)
+    if fmt == "latex":
+        return latex(report, standalone)
+    if fmt == "markdown":
+        return markdown(report)
+    return plain_text(report)
+
+
+__all__ = [
+    "FORMATS",
+    "LAYER_SECTIONS",
+    "NotebookDerivation",
+    "Report",
+    "batch_equations",
+    "build",
+    "displayable",
+    "latex",
+    "latex_summary",
+    "layer_sections",
+    "markdown",
+    "plain_text",
+    "render_report",
+]

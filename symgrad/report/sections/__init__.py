@@ -1,0 +1,122 @@
+"""The report's sections: the backpropagation of a Derivation laid out as a textbook does.
+
+The order is that of the handwritten notes symgrad grew from: each layer from the output
+down (dense.py: the output layer's chain rule with each factor derived, the output delta
+and its collapse to ŷ − y where SymPy finds it, the bias, each hidden layer), then the
+network's sections (network.py: matrix form, update rule, loss, K output units, a batch of
+m examples, saturation versus ReLU).
+
+Every formula that depends on the spec is a SymPy result from derive.py (the layer rules,
+the output rule and `Derivation.facts`), only printed here; the dense-layer algebra, the
+same for every layer, is written out. A layer's sections are found by its kind
+(base.LAYER_SECTIONS); every builder gets a `Context`: the derivation, the plan when the
+report has one, and what earlier sections derived.
+"""
+
+from __future__ import annotations
+
+from ...derive import Derivation
+from ..document import Block, Code, Inline, M, Name, P, Report, Section, cat
+from ..notation import ELL, RIGHT, loss_formula, loss_title
+from . import dense  # noqa: F401 - registers the dense layer's sections
+from .base import LAYER_SECTIONS, Context, layer_kind, layer_sections
+from .network import NETWORK_SECTIONS, batch_equations
+
+
+def _intro(d: Derivation) -> tuple[Block, ...]:
+    from ... import __version__
+
+    spec = d.spec
+    network: list[Inline] = [str(spec.input)]
+    for r in d.layers:
+        network += [" ", RIGHT, f" {r.units} (", Name(r.activation.title), ")"]
+    title, cut = loss_title(d)
+    loss: list[Inline] = [Name(title)]
+    if cut:
+        loss += [" (", cat(ELL, " = ", loss_formula(d)), ")"]
+    return (
+        P(
+            f"Derived by symgrad {__version__} from ",
+            Code(_source_name(spec.source)),
+            ". Network: ",
+            *network,
+            ". Loss: ",
+            *loss,
+            ". Optimizer: ",
+            Name(spec.optimizer.name),
+            ".",
+        ),
+        P(
+            "Notation: layer ",
+            M("l"),
+            " has ",
+            M("n_{l}", "n_l"),
+            " units; ",
+            M(r"z^{[l]}_{j}", "zˡⱼ"),
+            " is the pre-activation of unit ",
+            M("j"),
+            ", ",
+            M(r"a^{[l]}_{j} = f(z^{[l]}_{j})", "aˡⱼ = f(zˡⱼ)"),
+            " its output, ",
+            M(r"a^{[0]} = x", "a⁰ = x"),
+            " the input, ",
+            M(r"\hat{y} = a^{[L]}", "ŷ = aᴸ"),
+            " the prediction and ",
+            M("y"),
+            " the target; ",
+            ELL,
+            " is the loss of one example and ",
+            M(
+                r"\delta^{[l]}_{j} = \partial \ell / \partial z^{[l]}_{j}",
+                "δˡⱼ = ∂ℓ/∂zˡⱼ",
+            ),
+            " the delta of unit ",
+            M("j"),
+            ". Every expression below that depends on the spec was derived and "
+            "simplified by SymPy.",
+        ),
+    )
+
+
+def build(d: Derivation, plan: object | None = None) -> Report:
+    """The derivation of d as a document, in the order of the seed notes.
+
+    Args:
+        d: the derivation.
+        plan: the Plan of d, when the caller has one (sections may read it).
+    """
+    ctx = Context(d, plan)
+    sections: list[Section] = []
+    for l in range(d.depth, 0, -1):  # backpropagation: from the output layer down
+        kind = layer_kind(d.layer(l))
+        if kind not in LAYER_SECTIONS:
+            raise NotImplementedError(
+                f"the report has no section for {kind} layers: register a builder with"
+                f" @layer_sections({kind!r}) (see symgrad/report/sections/base.py)"
+            )
+        sections += LAYER_SECTIONS[kind](ctx, l)
+    for builder in NETWORK_SECTIONS:
+        section = builder(ctx)
+        if section is not None:
+            sections.append(section)
+    return Report(f"The derivation of {d.spec.name}", _intro(d), tuple(sections))
+
+
+def _source_name(source: str) -> str:
+    """The spec's file name, with anything a terminal could act on escaped."""
+    from pathlib import Path
+
+    from ...errors import printable
+
+    return printable(Path(source).name)
+
+
+__all__ = [
+    "LAYER_SECTIONS",
+    "NETWORK_SECTIONS",
+    "Context",
+    "batch_equations",
+    "build",
+    "layer_kind",
+    "layer_sections",
+]

@@ -1,0 +1,674 @@
+"""The sections about the whole network: the matrix form, the optimizer's update rule,
+the loss, K output units, a batch of m examples and, where sigmoid or tanh is used,
+saturation versus ReLU. NETWORK_SECTIONS lists them in the order of the document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ... import naming as nm
+from ... import ops
+from ...derive import LS, Derivation
+from ...functions import log_softmax, softplus
+from ...ops import a, y, z
+from ..document import (
+    Block,
+    Code,
+    D,
+    Eq,
+    Inline,
+    M,
+    Math,
+    Name,
+    P,
+    Section,
+    cat,
+)
+from ..notation import (
+    ARROW,
+    ELEMENTWISE,
+    ELL,
+    LOSS,
+    ODOT,
+    PREDICTION,
+    act_unit,
+    apply,
+    delta,
+    ex,
+    fn_name,
+    function,
+    loss_formula,
+    loss_phrase,
+    loss_title,
+    mat,
+    number,
+    paren,
+    partial,
+    summed,
+    target,
+    transposed,
+    unit,
+    vec,
+)
+from .base import Context, units_word
+from .dense import activation_of, hidden_delta, output_delta_vector
+
+# ------------------------------------------------------------------ matrix form
+
+
+def _matrix_section(ctx: Context) -> Section:
+    d = ctx.d
+    n = d.depth
+    fwd, back, grads = [], [], []
+    for rule in d.layers:
+        l = rule.index
+        fwd.append(
+            Eq(
+                vec("z", l, n),
+                (cat(vec("a", l - 1, n), " ", mat("W", l), " + ", mat("b", l)),),
+            )
+        )
+        fwd.append(Eq(vec("a", l, n), (activation_of(rule, vec("z", l, n)),)))
+        grads.append(
+            Eq(
+                partial(ELL, mat("W", l)),
+                (cat(transposed(vec("a", l - 1, n)), " ", delta(l)),),
+                note=M(
+                    rf"({rule.fan_in} \times 1)(1 \times {rule.units})",
+                    f"({rule.fan_in} × 1)(1 × {rule.units})",
+                ),
+            )
+        )
+        grads.append(Eq(partial(ELL, mat("b", l)), (delta(l),)))
+    back.append(Eq(delta(n), (output_delta_vector(d, batch=False),)))
+    for l in range(n - 1, 0, -1):
+        back.append(Eq(delta(l), (hidden_delta(d, l, batch=False),)))
+    return Section(
+        "Matrix form",
+        (
+            P(
+                "Write a layer's units as a row vector, ",
+                M(r"a^{[l]} = (a^{[l]}_{1}, \dots, a^{[l]}_{n_l})", "a = (a₁, …, aₙ)"),
+                "; layer ",
+                M("l"),
+                "'s weights form the ",
+                M(r"n_{l-1} \times n_{l}", "n_{l-1} × n_l"),
+                " matrix ",
+                M(r"W^{[l]}", "W"),
+                " whose row ",
+                M("i"),
+                ", column ",
+                M("j"),
+                " holds ",
+                M(r"w^{[l]}_{ij}", "wᵢⱼ"),
+                ". For one example, the forward pass is",
+            ),
+            D(*fwd),
+            P(
+                "and the backward pass, with the derivatives above (products of vectors "
+                "are elementwise, ",
+                ELEMENTWISE,
+                "):",
+            ),
+            D(*back),
+            P(
+                "Each weight gradient is an outer product of the layer's input and its "
+                "delta; each bias gradient is the delta:"
+            ),
+            D(*grads),
+        ),
+    )
+
+
+# ------------------------------------------------------------------ update rule
+
+
+def _update_section(ctx: Context) -> Section:
+    opt = ctx.d.spec.optimizer
+    params = dict(opt.params)
+    p, g = M(*nm.PARAMETER), M(*nm.GRADIENT)
+    eta = M(*nm.LEARNING_RATE)
+    blocks: list[Block] = [
+        P(
+            "Training moves every parameter ",
+            p,
+            " (each ",
+            M(r"W^{[l]}", "Wˡ"),
+            " and ",
+            M(r"b^{[l]}", "bˡ"),
+            ") against its gradient ",
+            cat(g, " = ", partial(LOSS, p)),
+            ", the gradient of the batch loss ",
+            LOSS,
+            " (see 'Many examples'). The ",
+            Name(opt.name),
+            " update, as torch.optim computes it:",
+        )
+    ]
+    values: list[Inline] = [
+        "with ",
+        cat(eta, " = ", number(float(params["learning_rate"]))),
+    ]
+    if opt.name == "sgd":
+        blocks.append(D(Eq(p, (cat(p, " - ", eta, " ", g),), rel=ARROW)))
+    elif opt.name == "momentum":
+        v, mu = M(*nm.VELOCITY), M(*nm.MOMENTUM)
+        step = (
+            cat(p, " - ", eta, " (", g, " + ", mu, " ", v, ")")
+            if params.get("nesterov")
+            else cat(p, " - ", eta, " ", v)
+        )
+        blocks.append(
+            D(
+                Eq(v, (cat(mu, " ", v, " + ", g),), rel=ARROW),
+                Eq(
+                    p,
+                    (step,),
+                    "(Nesterov)" if params.get("nesterov") else "",
+                    rel=ARROW,
+                ),
+            )
+        )
+        values += [
+            ", ",
+            cat(mu, " = ", number(float(params["momentum"]))),
+            ", ",
+            cat(v, " = 0"),
+            " at the start",
+        ]
+    else:
+        m1, m2 = M(*nm.FIRST_MOMENT), M(*nm.SECOND_MOMENT)
+        b1, b2, eps = M(*nm.BETA1), M(*nm.BETA2), M(*nm.EPSILON)
+        m1h, m2h = M(*nm.FIRST_MOMENT_HAT), M(*nm.SECOND_MOMENT_HAT)
+        t = M(*nm.STEP)
+        blocks.append(
+            D(
+                Eq(t, (cat(t, " + 1"),), rel=ARROW),
+                Eq(m1, (cat(b1, " ", m1, " + (1 - ", b1, ") ", g),), rel=ARROW),
+                Eq(
+                    m2, (cat(b2, " ", m2, " + (1 - ", b2, ") ", g, ODOT, g),), rel=ARROW
+                ),
+                Eq(
+                    m1h,
+                    (
+                        Math(
+                            rf"\frac{{{m1.tex}}}{{1 - {b1.tex}^{{{t.tex}}}}}",
+                            f"{m1.text} / (1 - {b1.text}ᵗ)",
+                        ),
+                    ),
+                ),
+                Eq(
+                    m2h,
+                    (
+                        Math(
+                            rf"\frac{{{m2.tex}}}{{1 - {b2.tex}^{{{t.tex}}}}}",
+                            f"{m2.text} / (1 - {b2.text}ᵗ)",
+                        ),
+                    ),
+                ),
+                Eq(
+                    p,
+                    (
+                        Math(
+                            rf"{p.tex} - {eta.tex} \, \frac{{{m1h.tex}}}"
+                            rf"{{\sqrt{{{m2h.tex}}} + {eps.tex}}}",
+                            f"{p.text} - {eta.text} · {m1h.text} / "
+                            f"(√{m2h.text} + {eps.text})",
+                        ),
+                    ),
+                    rel=ARROW,
+                ),
+            )
+        )
+        values += [
+            ", ",
+            cat(b1, " = ", number(float(params["beta1"]))),
+            ", ",
+            cat(b2, " = ", number(float(params["beta2"]))),
+            ", ",
+            cat(eps, " = ", number(float(params["eps"]))),
+            "; the moment estimates ",
+            m1,
+            " and ",
+            m2,
+            " (not the batch size ",
+            M("m"),
+            ") start at 0, and the square root and division are elementwise",
+        ]
+    blocks.append(P(*values, "."))
+    return Section("Update rule", tuple(blocks))
+
+
+# ------------------------------------------------------------------ the loss
+
+
+def _targets_note(d: Derivation) -> str:
+    if d.task == "classes":
+        return (
+            "Targets are one-hot rows (the generated module also accepts integer class "
+            "labels and turns them into one-hot rows)."
+        )
+    if d.task == "binary":
+        return "Targets are 0/1 labels (or probabilities in [0, 1])."
+    return ""
+
+
+def _loss_section(ctx: Context) -> Section:
+    d = ctx.d
+    n, out = d.depth, d.output
+    spec_loss = d.spec.loss
+    act = d.layers[-1].activation
+    yk_hat, yk, zk = act_unit(n, "k", n), target("k"), unit("z", n, "k")
+    names = {a: yk_hat, y: yk, z: zk}
+    title = loss_title(d)[0]
+    intro: list[Inline] = [
+        "The ",
+        Name(title),
+        " of one example, summed over the outputs",
+    ]
+    if spec_loss.custom:
+        intro = [
+            "The custom loss ",
+            Code(spec_loss.name),
+            " is the spec's expression ",
+            Code(spec_loss.expr or ""),
+            ", summed over the outputs",
+        ]
+    blocks: list[Block] = [
+        P(*intro, ":"),
+        D(Eq(ELL, (loss_formula(d),))),
+    ]
+    targets = _targets_note(d)
+    if targets:
+        blocks.append(P(targets))
+    if out.forward != out.loss:
+        ls_tex, ls_text = nm.FUNCTIONS["log_softmax"]
+        forward_names = {
+            **names,
+            LS: Math(
+                rf"\left({ls_tex} {nm.tex('z', n)}\right)_{{k}}",
+                f"{ls_text}(z{n})ₖ",
+            ),
+        }
+        blocks += [
+            P(
+                "Written in the prediction, the logarithm loses precision or overflows "
+                "when the output saturates; the generated code evaluates the same loss "
+                "from the pre-activation instead:"
+            ),
+            D(Eq(ELL, (cat(summed("k"), paren(out.forward, forward_names)),))),
+        ]
+        if out.forward.has(softplus):
+            u = M("u")
+            blocks.append(
+                P(
+                    "where ",
+                    cat(
+                        apply(function("softplus"), u),
+                        M(r" = \log(1 + e^{u})", " = log(1 + eᵘ)"),
+                    ),
+                    " is computed without overflow as ",
+                    Code("np.logaddexp(0, u)"),
+                    ".",
+                )
+            )
+        if out.forward.has(LS) or out.forward.has(log_softmax):
+            blocks.append(
+                P(
+                    "where the log-softmax subtracts the row maximum before "
+                    "exponentiating, so it never overflows.",
+                )
+            )
+    dk = delta(n, "k")
+    h_name, h_text = nm.SOFTMAX_H
+    blocks += [
+        P("Its output delta, derived in the output layer section:"),
+        D(
+            Eq(
+                dk,
+                (
+                    partial(ELL, zk),
+                    (
+                        Math(
+                            rf"{h_name}_{{k}} - \hat{{y}}_{{k}} \sum_{{i}} {h_name}_{{i}}",
+                            f"{h_text}ₖ - ŷₖ·Σᵢ {h_text}ᵢ",
+                        )
+                        if out.jvp
+                        else ex(out.delta, names)
+                    ),
+                ),
+                "(collapsed)" if out.collapsed else "",
+            )
+        ),
+    ]
+    if out.collapsed and act.name in ("sigmoid", ops.SOFTMAX) and not act.custom:
+        blocks.append(
+            P(
+                "The error ",
+                cat(yk_hat, " - ", yk),
+                " itself: the further the prediction is from the target, the larger "
+                "the step, with no factor of the activation's derivative in between.",
+            )
+        )
+    return Section(f"The loss: {title}", tuple(blocks))
+
+
+# ------------------------------------------------------------------ K outputs, batch
+
+
+def _classes_section(ctx: Context) -> Section:
+    d = ctx.d
+    n = d.depth
+    k = d.layers[-1].units
+    act = d.layers[-1].activation
+    K = cat(M("K"), f" = {k}")
+    yk_hat = act_unit(n, "k", n)
+    if d.task == "classes":
+        body = P(
+            "The output has ",
+            K,
+            " units, one per class. Softmax turns the ",
+            M("K"),
+            " pre-activations into a probability vector (",
+            M(r"\hat{y}_{k} > 0, \ \sum_{k} \hat{y}_{k} = 1", "ŷₖ > 0, Σₖ ŷₖ = 1"),
+            "), so every output depends on every pre-activation: that is why the output "
+            "delta sums over ",
+            M("k"),
+            " through the Jacobian. The classes exclude each other, targets are "
+            "one-hot, and ",
+            Code("predict"),
+            " returns ",
+            cat(M(r"\arg\max_{k} ", "argmaxₖ "), yk_hat),
+            ".",
+        )
+    elif d.task == "binary" and k == 1:
+        body = P(
+            "One output unit: binary classification. ",
+            cat(PREDICTION, " = ", apply(fn_name(act), M("z"))),
+            " is the predicted probability of class 1, and ",
+            Code("predict"),
+            " returns 1 where it is at least 0.5. For ",
+            M("K"),
+            " exclusive classes one would use ",
+            M("K"),
+            " softmax units with categorical cross-entropy; ",
+            M("K"),
+            " sigmoid units with binary cross-entropy are ",
+            M("K"),
+            " independent yes/no questions.",
+        )
+    elif d.task == "binary":
+        body = P(
+            "The output has ",
+            K,
+            " sigmoid units: ",
+            M("K"),
+            " independent yes/no questions (multi-label). Each ",
+            yk_hat,
+            " depends on its own ",
+            unit("z", n, "k"),
+            " only and the loss sums over ",
+            M("k"),
+            ", so the output delta of unit ",
+            M("k"),
+            " involves unit ",
+            M("k"),
+            " alone, as derived above.",
+        )
+    else:
+        body = P(
+            "The output has ",
+            K,
+            " " + units_word(k) + ". Each ",
+            yk_hat,
+            " depends on its own ",
+            unit("z", n, "k"),
+            " only and the loss sums over ",
+            M("k"),
+            ", so the output delta of unit ",
+            M("k"),
+            " involves unit ",
+            M("k"),
+            " alone: the derivation of the output layer holds unit by unit.",
+        )
+    return Section("K output units", (body,))
+
+
+def batch_equations(d: Derivation) -> list[Eq]:
+    """The batch backward pass in the order the generated code computes it."""
+    n = d.depth
+    l2 = d.spec.l2 > 0
+    lam = M(*nm.L2)
+    one = M(*nm.ONES_ROW)
+    eqs = [Eq(delta(n), (output_delta_vector(d, batch=True),))]
+    for l in range(n, 0, -1):
+        grad = cat(transposed(mat("A", l - 1, n)), " ", delta(l))
+        if l2:
+            grad = cat(grad, " + ", lam, " ", mat("W", l))
+        eqs.append(Eq(partial(LOSS, mat("W", l)), (grad,)))
+        eqs.append(Eq(partial(LOSS, mat("b", l)), (cat(one, " ", delta(l)),)))
+        if l > 1:
+            eqs.append(Eq(delta(l - 1), (hidden_delta(d, l - 1, batch=True),)))
+    return eqs
+
+
+def _batch_section(ctx: Context) -> Section:
+    d = ctx.d
+    n = d.depth
+    l2 = d.spec.l2
+    lam = M(*nm.L2)
+    mean = Math(
+        r"\frac{1}{m} \sum_{n=1}^{m} \ell\left(\hat{y}^{(n)}, y^{(n)}\right)",
+        "(1/m) Σₙ ℓ(ŷ⁽ⁿ⁾, y⁽ⁿ⁾)",
+    )
+    if l2:
+        mean = cat(
+            mean,
+            " + ",
+            Math(
+                r"\frac{\lambda}{2} \sum_{l} \lVert W^{[l]} \rVert^{2}",
+                "(λ/2) Σₗ ‖Wˡ‖²",
+            ),
+        )
+    fwd = []
+    for rule in d.layers:
+        l = rule.index
+        fwd.append(
+            Eq(
+                mat("Z", l),
+                (cat(mat("A", l - 1, n), " ", mat("W", l), " + ", mat("b", l)),),
+            )
+        )
+        fwd.append(Eq(mat("A", l, n), (activation_of(rule, mat("Z", l)),)))
+    z_l, a_l, delta_l = (
+        M(r"Z^{[l]}", "Zˡ"),
+        M(r"A^{[l]}", "Aˡ"),
+        M(r"\delta^{[l]}", "δˡ"),
+    )
+    blocks: list[Block] = [
+        P(
+            "A batch stacks ",
+            M("m"),
+            " examples as the rows of ",
+            M(nm.A(0)),
+            " (",
+            Math(rf"m \times {d.spec.input}", f"m × {d.spec.input}"),
+            "); every ",
+            z_l,
+            " and ",
+            a_l,
+            " then has one row per example, and the bias is added to every row. "
+            "The batch loss is the mean of the examples' losses"
+            + (", plus the l2 term on the weights" if l2 else "")
+            + ":",
+        ),
+        D(Eq(LOSS, (mean,))),
+    ]
+    if l2:
+        blocks.append(
+            P("with ", cat(lam, " = ", number(l2)), " (biases are not decayed).")
+        )
+    blocks += [
+        P("The forward pass, one matrix product per layer:"),
+        D(*fwd),
+        P(
+            "Because ",
+            LOSS,
+            " is a mean, each example's delta carries a factor ",
+            M("1/m"),
+            ": ",
+            cat(delta_l, " = ", partial(LOSS, z_l)),
+            " has one row per example. The sums over examples become matrix products ("
+            "a row of ones, ",
+            M(*nm.ONES_ROW),
+            ", sums the rows)",
+            (", and the l2 term adds " if l2 else ""),
+            *((cat(lam, " ", M(r"W^{[l]}", "Wˡ")),) if l2 else ()),
+            ". In the order the generated code computes them:",
+        ),
+        D(*batch_equations(d)),
+        P(
+            M(r"A^{[l-1]\mathsf{T}} \delta^{[l]}", "Aˡ⁻¹ᵀ δˡ"),
+            " is (",
+            M(r"n_{l-1} \times m", "n_{l-1} × m"),
+            ")(",
+            M(r"m \times n_{l}", "m × n_l"),
+            "): the sum over the batch of the per-example outer products of the matrix "
+            "form. In the generated module ",
+            delta_l,
+            " is ",
+            Code(nm.D("{l}")),
+            ", the gradients are ",
+            Code(nm.dW("{l}")),
+            " and ",
+            Code(nm.db("{l}")),
+            "; ",
+            a_l,
+            " and ",
+            z_l,
+            " are ",
+            Code(nm.A("{l}")),
+            " and ",
+            Code(nm.Z("{l}")),
+            ".",
+        ),
+    ]
+    return Section("Many examples", tuple(blocks))
+
+
+# ------------------------------------------------------------------ saturation
+
+
+def _saturation_section(ctx: Context) -> Section | None:
+    d = ctx.d
+    facts = d.facts
+    if not facts.saturation or facts.relu is None:
+        return None
+    blocks: list[Block] = []
+    zm = M("z")
+    for sat in facts.saturation:
+        rule = sat.rule
+        f = fn_name(rule)
+        lim = Math(
+            rf"\lim_{{z \to \pm\infty}} {f.tex}'(z)", f"lim_{{z→±∞}} {f.text}'(z)"
+        )
+        far = (ex(sat.at_plus_infinity), ex(sat.at_minus_infinity))
+        blocks += [
+            P(
+                "SymPy evaluates the ",
+                Name(rule.title),
+                " derivative at 0 and in the limits:",
+            ),
+            D(
+                Eq(apply(f, M("0"), prime=True), (ex(sat.at_zero),)),
+                Eq(lim, far[:1] if far[0] == far[1] else far),
+            ),
+        ]
+    seen = [sat.rule.name for sat in facts.saturation]
+    names = " and ".join(sorted(seen, key=("sigmoid", "tanh").index))
+    verb = "saturate" if len(seen) > 1 else "saturates"
+    z0 = M("z = 0")
+    shrink: list[Inline] = []
+    if "sigmoid" in seen:
+        shrink += [
+            "sigmoid's derivative is at most ",
+            M("1/4"),
+            " (at ",
+            z0,
+            "), so every sigmoid layer shrinks the delta at least fourfold even where "
+            "it is not saturated, and a deep sigmoid stack shrinks it geometrically",
+        ]
+    if "tanh" in seen:
+        shrink += ["; "] if shrink else []
+        shrink += [
+            "tanh's peak derivative is 1 (at ",
+            z0,
+            "): tanh by itself does not shrink the delta; what does is saturation — "
+            "pre-activations of large ",
+            M(r"|z|"),
+            ", from large weights or inputs — and products with weight matrices whose "
+            "norm is below 1",
+        ]
+    blocks.append(
+        P(
+            f"So {names} {verb}: where ",
+            M(r"|z|"),
+            " is large the output sits near its bound, the derivative is close to 0, "
+            "and a delta that passes back through such a layer is multiplied by almost "
+            "nothing. Beyond that, ",
+            *shrink,
+            ". In a deep stack the gradients of the first layers then vanish.",
+        )
+    )
+    relu = facts.relu
+    blocks += [
+        P("ReLU's derivative, derived the same way:"),
+        D(Eq(apply(fn_name(relu), zm, prime=True), (ex(relu.dz),))),
+        P(
+            "It is exactly 1 for ",
+            M("z > 0"),
+            " however large ",
+            zm,
+            " is, so the delta passes through unchanged and ReLU does not saturate; for ",
+            M(r"z \le 0", "z ≤ 0"),
+            " it passes nothing (a unit that is negative on every example stops "
+            "learning, which leaky ReLU avoids with a small slope).",
+        ),
+    ]
+    out_act = d.layers[-1].activation
+    saturating = out_act.name in seen and not out_act.custom
+    if saturating or out_act.vector:
+        if d.output.collapsed:
+            blocks.append(
+                P(
+                    "At the output, ",
+                    *loss_phrase(d),
+                    " cancels the ",
+                    Name(out_act.title),
+                    " derivative (",
+                    cat(M(*nm.DELTA), " = ", PREDICTION, " - ", M("y")),
+                    "), so a confident wrong prediction still gets a large gradient.",
+                )
+            )
+        elif not out_act.vector:
+            blocks.append(
+                P(
+                    "At the output, the delta keeps the ",
+                    Name(out_act.title),
+                    " derivative as a factor, so learning slows down where the output "
+                    "saturates.",
+                )
+            )
+    return Section("Saturation: sigmoid and tanh versus ReLU", tuple(blocks))
+
+
+# the sections after the layers', each builder(context) -> Section or None
+NETWORK_SECTIONS: tuple[Callable[[Context], Section | None], ...] = (
+    _matrix_section,
+    _update_section,
+    _loss_section,
+    _classes_section,
+    _batch_section,
+    _saturation_section,
+)

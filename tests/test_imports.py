@@ -1,0 +1,238 @@
+"""The pipeline runs one way: each stage imports only the stages before it.
+
+Spec -> Derivation -> (Plan) -> report / render -> check -> cli. derive.py in particular
+imports nothing of the report, render, check or the CLI (the Jupyter display lives in
+report/notebook.py), and the report derives nothing: it prints what derive.py derived.
+Imports are read two ways: from the source with `ast` (lazy imports inside functions
+included), and by importing each module in a fresh interpreter and listing what it loaded.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "symgrad"
+
+# the stage of each module whose place in the pipeline is settled; a module may import
+# those of its own stage or earlier ones. Modules not listed (printers, and those being
+# written: plan's printers, runtime, layers, optimizers) are held to no cycles only.
+STAGES = {
+    "errors": 0,
+    "naming": 0,
+    "functions": 0,
+    "arrays": 0,
+    "files": 0,
+    "ops": 0,
+    "expr": 1,
+    "spec": 2,
+    "stability": 2,
+    "derive": 3,
+    "plan": 4,
+    "inplace": 4,
+    "report": 5,
+    "render": 6,
+    "check": 7,
+    "plot": 7,
+    "cli": 8,
+    "__main__": 9,
+}
+AFTER_DERIVE = {"report", "render", "check", "cli", "plot", "inplace", "plan"}
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (the facade `symgrad` left out)."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        name = ".".join(parts)
+        if name != "symgrad":
+            found[name] = path
+    return found
+
+
+def stage(module: str) -> str:
+    """symgrad.report.sections -> report."""
+    return module.split(".")[1]
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package's modules that the module imports anywhere in its source (the facade
+    `symgrad` left out: it re-exports, as `from .. import __version__` reads it)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            # `from . import tex` imports a module; `from .x import y`, module x
+            targets = [f"{prefix}.{a.name}" for a in node.names]
+            targets = [t if t in known else prefix for t in targets]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known and "." in target:
+                target = target.rpartition(".")[0]  # symgrad.derive.Derivation
+            if target in known and target != name:
+                out.add(target)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {n: imports(n, p, set(found)) for n, p in found.items()}
+
+
+def test_derive_imports_no_later_stage() -> None:
+    deps = {stage(m) for m in graph()["symgrad.derive"]}
+    assert not deps & AFTER_DERIVE, deps & AFTER_DERIVE
+
+
+def test_each_stage_imports_only_earlier_stages() -> None:
+    wrong = [
+        f"{name} imports {dep}"
+        for name, deps in graph().items()
+        for dep in deps
+        if stage(name) in STAGES
+        and stage(dep) in STAGES
+        and STAGES[stage(dep)] > STAGES[stage(name)]
+    ]
+    assert not wrong
+
+
+def test_no_import_cycle() -> None:
+    deps = graph()
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            cycle = path[path.index(node) :] + [node]
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+        if node in done:
+            return
+        for dep in sorted(deps[node]):
+            visit(dep, [*path, node])
+        done.add(node)
+
+    for node in sorted(deps):
+        visit(node, [])
+
+
+LOADED = """
+import importlib, json, sys, types
+root, names = sys.argv[1], json.loads(sys.argv[2])
+out = {}
+for name in names:
+    for key in [k for k in sys.modules if k == "symgrad" or k.startswith("symgrad.")]:
+        del sys.modules[key]
+    facade = types.ModuleType("symgrad")  # the package without its __init__'s imports
+    facade.__path__ = [root]
+    facade.__version__ = "0"
+    sys.modules["symgrad"] = facade
+    importlib.import_module(name)
+    out[name] = sorted(k for k in sys.modules if k.startswith("symgrad."))
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded() -> dict[str, list[str]]:
+    """What importing each module loads, in a fresh interpreter (symgrad's modules are
+    dropped from sys.modules before each, and the package's facade is not run)."""
+    names = sorted(n for n in modules() if n != "symgrad.__main__")  # it runs the CLI
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED, str(PACKAGE), json.dumps(names)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_importing_derive_loads_no_later_stage(loaded) -> None:
+    stages = {stage(m) for m in loaded["symgrad.derive"]}
+    assert "derive" in stages and not stages & AFTER_DERIVE, stages
+
+
+def test_importing_a_module_loads_no_later_stage(loaded) -> None:
+    wrong = [
+        f"importing {name} loads {dep}"
+        for name, deps in loaded.items()
+        for dep in deps
+        if stage(name) in STAGES
+        and stage(dep) in STAGES
+        and STAGES[stage(dep)] > STAGES[stage(name)]
+    ]
+    assert not wrong
+
+
+# ------------------------------------------------------------------ the report lays out
+
+# SymPy routines and expression methods that compute a new expression
+DERIVING = {
+    "diff",
+    "limit",
+    "simplify",
+    "subs",
+    "xreplace",
+    "doit",
+    "together",
+    "cancel",
+    "factor",
+    "expand",
+    "expand_log",
+    "rewrite",
+    "series",
+    "integrate",
+    "solve",
+    "nsimplify",
+    "trigsimp",
+    "powsimp",
+    "apart",
+    "evalf",
+    "tidy",
+}
+SYMPY_PRINTING = {"latex", "Float"}  # sp.Float: a hyperparameter, to print it
+
+
+def test_the_report_calls_nothing_that_derives() -> None:
+    found = []
+    files = sorted((PACKAGE / "report").rglob("*.py"))
+    assert len(files) > 3  # the report package
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                attr, owner = node.func.attr, node.func.value
+                if attr in DERIVING:
+                    found.append(f"{where}: .{attr}()")
+                if isinstance(owner, ast.Name) and owner.id in ("sp", "sympy"):
+                    if attr not in SYMPY_PRINTING:
+                        found.append(f"{where}: {owner.id}.{attr}()")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                if node.func.id in DERIVING:
+                    found.append(f"{where}: {node.func.id}()")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith(
+                "derive"
+            ):
+                # types and constants only: no function of derive.py runs in the report
+                calls = [a.name for a in node.names if not a.name[:1].isupper()]
+                if calls:
+                    found.append(f"{where}: imports {calls} from derive")
+    assert not found
