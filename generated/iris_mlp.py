@@ -533,6 +533,8 @@ def forward(params, X, *, training=False, rng=None):
     network with neither computes the same either way.
     """
     X = _inputs(params, X)
+    if training:
+        _training_batch(X.shape[0])
     return _forward(params, X, training, _generator(rng))
 
 
@@ -544,6 +546,8 @@ def loss(params, X, Y, *, training=False, rng=None):
     """
     X = _inputs(params, X)
     Y = _targets(Y, X.shape[0], X.dtype)
+    if training:
+        _training_batch(X.shape[0])
     return _loss(params, X, Y, training, _generator(rng))
 
 
@@ -554,7 +558,17 @@ def loss_and_grad(params, X, Y, *, rng=None):
     """
     X = _inputs(params, X)
     Y = _targets(Y, X.shape[0], X.dtype)
+    _training_batch(X.shape[0])
     return _loss_and_grad(params, X, Y, _generator(rng))
+
+
+def _training_batch(m):
+    """A batch to train on: with batchnorm, two examples at least (as in PyTorch)."""
+    if m < MIN_BATCH:
+        raise ValueError(
+            f"training normalizes with the batch's statistics: a batch needs at least "
+            f"{MIN_BATCH} examples, found {m} (the variance of one example is not defined)"
+        )
 
 
 def _classes(Yhat):
@@ -796,6 +810,7 @@ def step(params, state, X, Y):
     dtype = _check_step(params, state)
     X = _features(X, dtype)
     Y = _targets(Y, X.shape[0], dtype)
+    _training_batch(X.shape[0])
     try:
         return _step(params, state, X, Y, _work(state, X.shape[0], dtype))
     except (AttributeError, TypeError, ValueError):
@@ -854,7 +869,8 @@ def fit(
     """Mini-batch training with `step`, in place; returns the per-epoch history.
 
     Each epoch shuffles the examples with default_rng(seed + epoch) and walks them in
-    batches of batch_size (the last one may be smaller). history["loss"] is the mean
+    batches of batch_size (the last one may be smaller; with batchnorm, a last batch
+    of one example is left out, as it has no variance). history["loss"] is the mean
     of the batch losses, weighted by batch size; for classifiers (TASK "classes" or
     "binary") history["accuracy"] is measured on all of X after the epoch. With
     validation_data=(X_val, Y_val), "val_loss" (and "val_accuracy") are recorded too.
@@ -888,10 +904,12 @@ def fit(
     batches = {}  # batch size -> the arrays a batch is gathered into
     for epoch in range(epochs):
         order = np.random.default_rng(seed + epoch).permutation(n)
-        total = 0.0
+        total, counted = 0.0, 0
         for start in range(0, n, batch_size):
             batch = order[start : start + batch_size]
             size = len(batch)
+            if size < MIN_BATCH:  # a last batch of one, with batchnorm: left out
+                continue
             if size not in batches:
                 batches[size] = (
                     np.empty((size, LAYER_SIZES[0]), X.dtype),
@@ -904,7 +922,8 @@ def fit(
                 _step(params, state, X_batch, Y_batch, _work(state, size, X.dtype))
                 * size
             )
-        history["loss"].append(total / max(n, 1))
+            counted += size
+        history["loss"].append(total / max(counted, 1))
         if _accuracy is not None:
             history["accuracy"].append(_accuracy(params, X, Y))
         if validation_data is not None:

@@ -195,11 +195,8 @@ def summary(d: Derivation, path: Path) -> str:
     from .printers import text
 
     spec, out = d.spec, d.output
-    sizes = spec.sizes
-    count = sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))
-    network = " → ".join(
-        [str(spec.input)] + [f"{r.units} ({r.activation.title})" for r in d.layers]
-    )
+    count = sum(r.trainable for r in d.layers)
+    network = " → ".join([str(spec.input)] + [r.title for r in d.layers])
     loss = spec.loss.name if spec.loss.custom else out.loss_title
     if out.jvp:
         delta = f"δ = h − ŷ ⊙ Σₖ hₖ with h = {text(out.delta, {a: 'ŷ'})}"

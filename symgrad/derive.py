@@ -936,6 +936,11 @@ class LayerRule:
     kind = "dense"
 
     @property
+    def trainable(self) -> int:
+        """How many numbers training adjusts: W and b."""
+        return (self.fan_in + 1) * self.units
+
+    @property
     def title(self) -> str:
         return f"{self.units} ({self.activation.title}{', residual' if self.residual else ''})"
 
@@ -958,6 +963,11 @@ class NormLayerRule:
         return self.units
 
     @property
+    def trainable(self) -> int:
+        """The gain and shift, per feature."""
+        return (int(self.rule.gain) + int(self.rule.shift)) * self.units
+
+    @property
     def title(self) -> str:
         return self.definition.title or self.definition.name
 
@@ -971,6 +981,7 @@ class DropoutRule:
     rate: float
 
     kind = "dropout"
+    trainable = 0
 
     @property
     def fan_in(self) -> int:

@@ -173,7 +173,7 @@ def tex(name: str, l: int | None = None) -> str:  # noqa: E741
 
 INDEX_TEXT = {"i": "ᵢ", "j": "ⱼ", "k": "ₖ", "n": "ₙ"}  # unit and example indices
 
-INPUT = ("x", "x")  # one example's input; a batch is A(0) = X
+EXAMPLE_INPUT = ("x", "x")  # one example's input; a batch is A(0) = X
 PREDICTION = (r"\hat{y}", "ŷ")  # the network's output for one example
 PREDICTIONS = (r"\hat{Y}", "Ŷ")  # a batch of them
 TARGET_ONE = ("y", "y")
@@ -188,7 +188,7 @@ SOFTMAX_SUM = ("S", "S")  # Σ_i exp(z_i): softmax's normalizer
 SOFTMAX_H = ("h", "h")  # ŷ ⊙ ∂ℓ/∂ŷ: softmax's Jacobian-vector product
 TRANSPOSE = (r"\mathsf{T}", "ᵀ")
 ONES_ROW = (r"\mathbf{1}^{\mathsf{T}}", "1ᵀ")  # sums a batch's rows
-L2 = (r"\lambda", "λ")
+L2_COEFFICIENT = (r"\lambda", "λ")
 
 # optimizers: parameter, gradient, step count and hyperparameters
 PARAMETER = ("p", "p")

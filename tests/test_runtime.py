@@ -46,6 +46,7 @@ BASE = {  # a 3 → 2 linear layer; BUFFER_NAMES adds two arrays of 2 beside its
     "LABELS": False,
     "MOMENTS": (),
     "DROPOUT": False,
+    "MIN_BATCH": 1,
     "CHECK_FINITE": True,
 }
 BUFFERS = {
@@ -189,6 +190,14 @@ def test_every_generated_module_defines_what_the_runtime_reads(path: Path):
     )  # the runtime comes last, as it is in runtime.py
     functions = {n.name: n for n in derived if isinstance(n, ast.FunctionDef)}
     constants = [t.id for n in derived if isinstance(n, ast.Assign) for t in n.targets]
+    # nothing the derived part defines is redefined by the runtime (a derived helper
+    # named like a runtime function would be silently replaced)
+    ran = {
+        n.name
+        for n in runtime
+        if isinstance(n, ast.FunctionDef | ast.Assign) and hasattr(n, "name")
+    }
+    assert not ran & (set(functions) | set(constants)), ran & set(functions)
     reference = ast.parse(RUNTIME.read_text(encoding="utf-8")).body
     for name in _configuration_names():
         if name in BASE:

@@ -44,7 +44,7 @@ def unit(name: str, l: int, idx: str) -> Math:
 def act_unit(l: int, idx: str, depth: int) -> Math:
     """The output of unit idx of layer l: x for the input, ŷ at the output layer."""
     if l == 0:
-        return indexed(nm.INPUT, idx)
+        return indexed(nm.EXAMPLE_INPUT, idx)
     if l == depth:
         return indexed(nm.PREDICTION, idx)
     return unit(nm.ACTIVATION[0], l, idx)
@@ -73,7 +73,7 @@ def delta(l: int, idx: str = "") -> Math:
 def vec(name: str, l: int, depth: int) -> Math:
     """A layer's row vector for one example: a^{[1]}, x for the input, ŷ at the output."""
     if name == "a" and l == 0:
-        return M(*nm.INPUT)
+        return M(*nm.EXAMPLE_INPUT)
     if name == "a" and l == depth:
         return PREDICTION
     return Math(nm.tex(name, l), f"{name}{l}")

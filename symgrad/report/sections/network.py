@@ -439,7 +439,7 @@ def batch_equations(d: Derivation) -> list[Eq]:
     """The batch backward pass in the order the generated code computes it."""
     n = d.depth
     l2 = d.spec.l2 > 0
-    lam = M(*nm.L2)
+    lam = M(*nm.L2_COEFFICIENT)
     one = M(*nm.ONES_ROW)
     eqs = [Eq(delta(n), (output_delta_vector(d, batch=True),))]
     for l in range(n, 0, -1):
@@ -457,7 +457,7 @@ def _batch_section(ctx: Context) -> Section:
     d = ctx.d
     n = d.depth
     l2 = d.spec.l2
-    lam = M(*nm.L2)
+    lam = M(*nm.L2_COEFFICIENT)
     mean = Math(
         r"\frac{1}{m} \sum_{n=1}^{m} \ell\left(\hat{y}^{(n)}, y^{(n)}\right)",
         "(1/m) Σₙ ℓ(ŷ⁽ⁿ⁾, y⁽ⁿ⁾)",
