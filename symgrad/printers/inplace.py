@@ -1,41 +1,41 @@
-"""In-place NumPy code for the lean training step: a SymPy expression -> ufunc calls with out=.
+"""In-place NumPy lines for one statement: a SymPy expression -> ufunc calls with out=.
 
-`loss_and_grad` prints each derived expression as one NumPy expression, so every operation
-in it allocates a fresh array. The step evaluates the same expressions into arrays made
-once per batch size instead: `Emitter.into(expr, dest)` walks the expression and writes one
-NumPy call per node, each with `out=`; 1 - a² into T2 becomes
+`loss_and_grad` prints each statement as one NumPy expression, so every operation in it
+allocates a fresh array. The step evaluates the same statements into work arrays made
+once per batch size instead: `Emitter.into(expr, dest)` walks the expression and writes
+one NumPy call per node, each with `out=`; 1 - a² into tmp2 becomes
 
-    np.square(A2, out=T2)
-    np.subtract(1, T2, out=T2)
+    np.square(h2, out=tmp2)
+    np.subtract(one, tmp2, out=tmp2)
 
 Recognised nodes: sums, products and quotients, constant powers, the unary ufuncs (exp,
 log, tanh, ...), sigmoid and softplus, max/min, comparisons (a 0/1 mask written straight
-into a float array) and two-piece rules with constant values (relu', leaky_relu'). Any
-other node — np.where with expressions in its branches, _erf, boolean logic — falls back to
-`dest[...] = <the printed node>`: correct for every expression the derivation produces,
-only not allocation-free. The operations are those of the printed form; only the grouping
-of an n-ary sum or product may differ, so results agree to rounding.
+into a float array), two-piece rules with constant values (relu', leaky_relu'), the
+array nodes of a plan (a matrix product as np.dot(out=), row and column sums as products
+with ones, row maxima as np.maximum.reduce) and dropout's mask. Any other node — np.where
+with expressions in its branches, _erf, boolean logic — falls back to
+`dest[...] = <the printed node>`: correct, only not allocation-free. The operations are
+those of the printed form; only the grouping of an n-ary sum or product may differ, so
+results agree to rounding.
 
-Scratch arrays come from a `Scratch` pool per layer width (T2, U2, ...); the caller makes
-the ones a step used. `owner` names an input whose array is also `dest` (A1 = tanh(A1) in
-place): it must occur at most once, and it is read before dest is first written.
+Scratch arrays come from a `Scratch` pool per layer and shape (tmp2, tmp2_2, ...); the
+caller makes the ones a step used. `owner` names an input whose array is also `dest`
+(A1 = tanh(A1) in place): it must occur at most once, and it is read before dest is
+first written. `donors` are inputs read for the last time: their arrays serve as
+scratch (the optimizer's update, whose arrays have every parameter's shape).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .. import naming as nm
 from ..arrays import KeepMask, MatProduct, ReductionBase, Transposed
-from ..derive import LS, ActivationRule, Derivation
 from ..functions import numeric, sigmoid, softplus
 from ..naming import BATCH, ONES_BATCH, ones_row
-from ..ops import a, y, z
-from .code import DTYPE, NumPyCode, number_text
+from .code import NumPyCode, number_text
 
 EXP_MAX = sp.Symbol("EXP_MAX")  # key of `constants`: log of the largest float, floored
 UFUNCS: dict[type, str] = {
@@ -593,273 +593,3 @@ class Emitter:
             self._emit("multiply", [dest, self._text(c0 - c1)], dest)
         if c1 != 0:
             self._emit("add", [dest, self._text(c1)], dest)
-
-
-# ------------------------------------------------------------------ the step
-
-
-SCALE = array("scale")  # what δ is scaled by: η/m for sgd, else 1/m
-CONSTANTS = {  # typed 0-d arrays in the work arrays: name -> how `_work` makes it
-    "zero": "np.zeros((), dtype)",
-    "one": "np.ones((), dtype)",
-    "exp_max": "np.floor(np.log(np.finfo(dtype).max)).astype(dtype)",
-}
-
-
-@dataclass(frozen=True)
-class StepCode:
-    """The body of the generated `_step`, between unpacking its arrays and the update.
-
-    Attributes:
-        lines: code and comment lines: forward pass, loss `L`, backward pass into the
-            gradient arrays dW1, db1, ...
-        work: (name, expression that makes it) of each work array and typed constant,
-            in the order `_work` makes them; `m` and `dtype` are the batch's.
-        unpack: lines that name the work arrays from the dict `work`, a layer a line.
-        uses_dt: the lines use `dt`, the scalar type of the batch.
-    """
-
-    lines: list[str]
-    work: list[tuple[str, str]]
-    unpack: list[str]
-    uses_dt: bool
-
-
-def step_code(
-    d: Derivation,
-    comments: dict[str, list[str]],
-    printer: NumPyCode,
-    *,
-    scale: str,
-    l2: bool,
-    l2_in_grads: bool,
-) -> StepCode:
-    """In-place lines for one training step of the derived network.
-
-    Args:
-        d: the derivation.
-        comments: the equation comments of loss_and_grad's backward lines, by the name
-            each line assigns (D3, dW3, db3, H): the step repeats them over its own lines.
-        printer: prints constants and fallback expressions (collects helpers).
-        scale: what the output delta is scaled by, as code in m (`0.01 / m`).
-        l2: the loss has the l2 term (module constant L2).
-        l2_in_grads: add l2·W to each dW (momentum, adam); sgd applies it as weight decay.
-    """
-    em = Emitter(
-        printer,
-        [SCALE],
-        {sp.S.Zero: "zero", sp.S.One: "one", EXP_MAX: "exp_max", SCALE: "scale"},
-    )
-    n = d.depth
-    out = d.output
-    out_act = d.layers[-1].activation
-    work: list[tuple[str, str]] = []
-    pools: dict[int, Scratch] = {}
-    lines: list[str] = []
-    outputs = {0: "X"}  # the array holding each layer's output A^l
-    masks: dict[int, str] = {}  # layer -> its f'(Z), kept from the forward pass
-
-    def pool(l: int) -> Scratch:  # noqa: E741
-        return pools.setdefault(l, Scratch(str(l)))
-
-    def add_work(name: str, width: int | str) -> str:
-        work.append((name, f"np.empty((m, {width}), dtype)"))
-        return name
-
-    def layer_names(l: int) -> set[str]:  # noqa: E741
-        """The work arrays of layer l."""
-        own = {nm.Z(l), nm.A(l), nm.D(l), f"R{l}", f"ones_{l}", f"M{l}", f"P{l}"}
-        return own | set(pools[l].made if l in pools else ())
-
-    loss = out.forward.xreplace({LS: array(nm.LOG_SOFTMAX)})
-    # the output pre-activation is still needed after its activation when the loss or
-    # the delta reads it (binary cross-entropy from logits)
-    z_after_output = loss.has(z) or out.delta.has(z)
-    for rule in d.layers:
-        l, act = rule.index, rule.activation  # noqa: E741
-        last = l == n
-        Z = add_work(nm.Z(l), rule.units)
-        inp = outputs[l - 1]
-        lines += [
-            f"np.dot({inp}, {nm.W(l)}, out={Z})  # Z{l} = {inp} W{l} + b{l}",
-            f"{Z} += {nm.b(l)}",
-        ]
-        if act.vector:
-            outputs[l] = _softmax_lines(lines, work, l, rule.units, loss)
-            continue
-        f = act.forward.xreplace({z: array(Z)})
-        if f == array(Z):  # identity: the output is the pre-activation
-            outputs[l] = Z
-            continue
-        keep_z = z_after_output if last else act.needs_z
-        A = nm.A(l)
-        if last and act.forward == sigmoid(z) and loss.has(softplus(-z)):
-            # σ(Z) = exp(-softplus(-Z)), and softplus(-Z) is a term of the loss (binary
-            # cross-entropy from the logits): computed once, for both. (σ's relative
-            # error is then |Z|·ε, not ε: immaterial in δ = σ(Z) - Y.)
-            P = add_work(f"P{l}", rule.units)
-            add_work(A, rule.units)
-            lines.append(
-                f"# {A} = sigmoid({Z}) = exp(-{P}), {P} = softplus(-{Z}) (in the loss)"
-            )
-            lines += em.into(softplus(-array(Z)), P, pool(l))
-            lines += [f"np.negative({P}, out={A})", f"np.exp({A}, out={A})"]
-            loss = loss.xreplace({softplus(-z): array(P)})
-            outputs[l] = A
-            continue
-        g = None if last else mask_factor(act)
-        if g is not None:  # f(z) = z·g(z), g piecewise constant and g = f'
-            M = add_work(f"M{l}", rule.units)
-            masks[l] = M
-            lines.append(f"# {A} = {act.name}({Z}) = {Z}·{M}, {M} = {act.name}'({Z})")
-            lines += em.into(g.xreplace({z: array(Z)}), M, pool(l))
-            lines.append(f"{A} = np.multiply({Z}, {M}, out={Z})")
-            outputs[l] = A
-            continue
-        # in place when only A^l is needed from here on, and the lines allow it
-        code = None if keep_z else em.into(f, Z, pool(l), owner=array(Z))
-        if code is not None:
-            lines.append(f"# {A} = {act.name}({Z}), computed in {Z}'s array")
-            if code[-1].endswith(f"out={Z})"):
-                lines += code[:-1] + [f"{A} = {code[-1]}"]
-            else:
-                lines += code + [f"{A} = {Z}"]
-        else:
-            add_work(A, rule.units)
-            lines.append(f"# {A} = {act.name}({Z})")
-            lines += em.into(f, A, pool(l))
-        outputs[l] = A
-
-    # the loss, from the output arrays
-    names = {a: array(outputs[n]), y: array(nm.TARGET), z: array(nm.Z(n))}
-    if out_act.vector and loss.has(z):
-        raise RuntimeError("a softmax output's loss must not read Z: it is overwritten")
-    lines.append("# L: the terms of loss(), each product summed by one np.vdot")
-    lines += em.total(loss.xreplace(names), pool(n), "L", nm.TARGET + ".size")
-    lines.append("L = float(L) / m")
-    if l2:
-        squares = " + ".join(
-            f"np.vdot({nm.W(r.index)}, {nm.W(r.index)})" for r in d.layers
-        )
-        lines.append(f"L += 0.5 * L2 * float({squares})")
-
-    # the backward pass
-    D = add_work(nm.D(n), d.layers[-1].units)
-    delta = out.delta.xreplace(names)
-    if out.jvp:
-        lines += comments.get("H", [])
-        lines += em.into(delta, D, pool(n))
-        lines += comments.get(D, [])
-        T = pool(n).take()
-        lines += [
-            f"np.dot({D}, ones_{n}, out=R{n})",
-            f"np.multiply({outputs[n]}, R{n}, out={T})",
-            f"{D} -= {T}",
-            f"{D} *= scale",
-        ]
-        pool(n).give(T)
-    else:
-        lines += comments.get(D, [])
-        lines += em.into(delta * SCALE, D, pool(n))
-    for rule in reversed(d.layers):
-        l = rule.index  # noqa: E741
-        D, inp = nm.D(l), outputs[l - 1]
-        lines += comments.get(nm.dW(l), [])
-        lines.append(f"np.dot({inp}.T, {D}, out={nm.dW(l)})")
-        if l2_in_grads:
-            lines.append(f"{nm.dW(l)} += L2 * {nm.W(l)}")
-        lines += comments.get(nm.db(l), [])
-        lines.append(f"np.dot(ones, {D}, out={nm.db(l)})")
-        if l == 1:
-            break
-        below = d.layers[l - 2].activation
-        Dp = add_work(nm.D(l - 1), d.layers[l - 2].units)
-        lines += comments.get(Dp, [])
-        lines.append(f"np.dot({D}, {nm.W(l)}.T, out={Dp})")
-        if l - 1 in masks:  # f'(Z) is the mask the forward pass multiplied by
-            lines.append(f"{Dp} *= {masks[l - 1]}")
-        elif below.df != 1:
-            fprime = below.df.xreplace(
-                {a: array(outputs[l - 1]), z: array(nm.Z(l - 1))}
-            )
-            code = em.into(array(Dp) * fprime, Dp, pool(l - 1), owner=array(Dp))
-            if code is None:  # f' into a scratch array, then the product
-                T = pool(l - 1).take()
-                code = em.into(fprime, T, pool(l - 1)) + [f"{Dp} *= {T}"]
-                pool(l - 1).give(T)
-            lines += code
-    for l, p in sorted(pools.items()):  # noqa: E741
-        units = d.layers[l - 1].units
-        work += [(name, f"np.empty((m, {units}), dtype)") for name in p.made]
-    work.append(("ones", "np.ones(m, dtype)"))  # Σₙ δ as the product 1ᵀδ
-    work.append(("scale", f"np.array({scale}, dtype)"))
-    work += [(name, CONSTANTS[name]) for name in sorted(em.used) if name in CONSTANTS]
-    layer_of = {name: l for l in range(1, n + 1) for name in layer_names(l)}
-    return StepCode(lines, work, _unpack(work, layer_of), DTYPE in printer.helpers)
-
-
-@functools.cache
-def mask_factor(act: ActivationRule) -> sp.Expr | None:
-    """g(z) when f(z) = z·g(z) with g piecewise constant and f' = g (ReLU, leaky ReLU).
-
-    Then the forward pass can compute the mask g(Z) once, take A = Z·g(Z), and keep it
-    for the backward pass, where δ ⊙ f'(Z) is δ ⊙ g(Z): one product, no second mask.
-    (Z·g(Z) differs from max(Z, 0) only in the sign of zeros, and at Z = -inf.)
-    """
-    forward, df = numeric(act.forward), numeric(act.df)
-    f = forward.rewrite(sp.Piecewise) if forward.has(sp.Max, sp.Min) else forward
-    f = sp.piecewise_fold(f)
-    if not isinstance(f, sp.Piecewise):
-        return None
-    pieces = []
-    for value, cond in f.args:
-        c = sp.cancel(value / z) if value != 0 else sp.S.Zero
-        if c.free_symbols:
-            return None
-        pieces.append((c, cond))
-    g = sp.Piecewise(*pieces)
-    if not all(
-        (g.subs(z, p) - df.subs({a: f.subs(z, p), z: p})).equals(0)
-        for p in (-2.5, -1, sp.Rational(-1, 3), 0, sp.Rational(1, 7), 1, 3)
-    ):
-        return None
-    return g
-
-
-def _unpack(work: list[tuple[str, str]], layer_of: dict[str, int]) -> list[str]:
-    """Lines that give each work array its name: one line per layer, then the rest."""
-    by_layer: dict[int, list[str]] = {}
-    for name, _ in work:
-        by_layer.setdefault(layer_of.get(name, 0), []).append(name)
-    order = sorted(by_layer, key=lambda l: (l == 0, l))  # noqa: E741
-    return [
-        f"{', '.join(names)} = {', '.join(f'work[{name!r}]' for name in names)}"
-        for names in (by_layer[l] for l in order)  # noqa: E741
-    ]
-
-
-def _softmax_lines(
-    lines: list[str], work: list[tuple[str, str]], l: int, units: int, loss: sp.Expr
-) -> str:  # noqa: E741
-    """Softmax (and log-softmax, when the loss reads it) of Z^l, in place."""
-    Z, A, R, ones = nm.Z(l), nm.A(l), f"R{l}", f"ones_{l}"
-    work += [
-        (A, f"np.empty((m, {units}), dtype)"),
-        (R, "np.empty((m, 1), dtype)"),
-        (ones, f"np.ones(({units}, 1), dtype)"),
-    ]
-    lines += [
-        "# softmax: subtracting the row max keeps exp() from overflowing",
-        f"np.maximum.reduce({Z}, axis=1, keepdims=True, out={R})",
-        f"{Z} -= {R}",
-        f"np.exp({Z}, out={A})",
-        f"np.dot({A}, {ones}, out={R})  # row sums, as a product: faster than sum",
-        f"{A} /= {R}  # {A} = softmax({Z})",
-    ]
-    if loss.has(array(nm.LOG_SOFTMAX)):
-        lines += [
-            f"np.log({R}, out={R})",
-            f"{nm.LOG_SOFTMAX} = np.subtract({Z}, {R}, out={Z})"
-            f"  # log-softmax({Z}), in {Z}'s array",
-        ]
-    return A
