@@ -35,6 +35,9 @@ class Config:
     output: str  # sigmoid (+ binary cross-entropy) | softmax (+ categorical)
     batch: int
     lr: float
+    blocks: int = (
+        0  # residual relu layers, each followed by a layernorm (after layer 1)
+    )
 
     @property
     def spec(self) -> Path:
@@ -45,6 +48,9 @@ CONFIGS = {
     "tiny": Config("tiny", (2, 16, 1), "sigmoid", "sigmoid", 32, 0.1),
     "mnist": Config("mnist", (784, 256, 128, 10), "relu", "softmax", 128, 0.01),
     "wide": Config("wide", (1024, 1024, 1024, 10), "tanh", "softmax", 512, 0.01),
+    "layers": Config(
+        "layers", (784, 256, 256, 256, 256, 256, 10), "relu", "softmax", 128, 0.01, 4
+    ),
 }
 
 
@@ -93,6 +99,8 @@ def make_generated(cfg, module, dtype, data_batches=1, check_finite=False):
 
 
 def make_numpy(cfg, module, dtype, data_batches=1):
+    if cfg.blocks:
+        return None  # written by hand for the dense configs only
     params, data = problem(cfg, module, dtype, data_batches)
     batches = itertools.cycle(data)
     L = len(cfg.sizes) - 1
@@ -151,20 +159,28 @@ def make_torch(cfg, module, dtype, data_batches=1):
     batches = itertools.cycle(
         [(torch.from_numpy(X), torch.from_numpy(Y)) for X, Y in data]
     )
-    L = len(cfg.sizes) - 1
-    tensors = [torch.tensor(params[k], requires_grad=True) for k in module.PARAM_NAMES]
-    Ws, bs = tensors[0::2], tensors[1::2]
-    opt = torch.optim.SGD(tensors, lr=cfg.lr)
+    tensors = {
+        k: torch.tensor(params[k], requires_grad=True) for k in module.PARAM_NAMES
+    }
+    opt = torch.optim.SGD(list(tensors.values()), lr=cfg.lr)
     act = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}[cfg.hidden]
     m = cfg.batch
+    layers = _layers(cfg)
 
     def run():
         X, Y = next(batches)
         opt.zero_grad()
         a = X
-        for l in range(L - 1):
-            a = act(a @ Ws[l] + bs[l])
-        z = a @ Ws[-1] + bs[-1]
+        for kind, l in layers[:-1]:
+            if kind == "dense":
+                a = act(a @ tensors[f"W{l}"] + tensors[f"b{l}"])
+            elif kind == "residual":
+                a = a + act(a @ tensors[f"W{l}"] + tensors[f"b{l}"])
+            else:
+                a = torch.nn.functional.layer_norm(
+                    a, a.shape[1:], tensors[f"gamma{l}"], tensors[f"beta{l}"], 1e-5
+                )
+        z = a @ tensors[f"W{layers[-1][1]}"] + tensors[f"b{layers[-1][1]}"]
         if cfg.output == "softmax":
             loss = -(Y * torch.log_softmax(z, dim=1)).sum() / m
         else:
@@ -181,6 +197,17 @@ def make_torch(cfg, module, dtype, data_batches=1):
     return run
 
 
+def _layers(cfg) -> list[tuple[str, int]]:
+    """The layers of a config by kind and position: dense, residual, layernorm."""
+    out = [("dense", 1)]
+    for k in range(cfg.blocks):
+        out += [("residual", 2 + 2 * k), ("layernorm", 3 + 2 * k)]
+    dense = len(cfg.sizes) - 1 - cfg.blocks  # plain dense layers, the output included
+    start = len(out) + 1
+    out += [("dense", start + i) for i in range(dense - 1)]
+    return out
+
+
 # ---------------------------------------------------------------- JAX jit
 
 
@@ -191,16 +218,24 @@ def make_jax(cfg, module, dtype, data_batches=1):
     jax.config.update("jax_enable_x64", True)
     params, data = problem(cfg, module, dtype, data_batches)
     batches = itertools.cycle([(jnp.asarray(X), jnp.asarray(Y)) for X, Y in data])
-    L = len(cfg.sizes) - 1
     names = module.PARAM_NAMES
     act = {"sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "tanh": jnp.tanh}[cfg.hidden]
     m, lr = cfg.batch, cfg.lr
 
+    layers = _layers(cfg)
+
     def loss_fn(p, X, Y):
         a = X
-        for l in range(1, L):
-            a = act(a @ p[f"W{l}"] + p[f"b{l}"])
-        z = a @ p[f"W{L}"] + p[f"b{L}"]
+        for kind, l in layers[:-1]:
+            if kind == "dense":
+                a = act(a @ p[f"W{l}"] + p[f"b{l}"])
+            elif kind == "residual":
+                a = a + act(a @ p[f"W{l}"] + p[f"b{l}"])
+            else:
+                mu = jnp.mean(a, axis=1, keepdims=True)
+                var = jnp.mean((a - mu) ** 2, axis=1, keepdims=True)
+                a = (a - mu) / jnp.sqrt(var + 1e-5) * p[f"gamma{l}"] + p[f"beta{l}"]
+        z = a @ p[f"W{layers[-1][1]}"] + p[f"b{layers[-1][1]}"]
         if cfg.output == "softmax":
             return -jnp.sum(Y * jax.nn.log_softmax(z, axis=1)) / m
         return jnp.sum(jnp.logaddexp(0, z) - Y * z) / m
@@ -229,7 +264,7 @@ def make_floor(cfg, module, dtype, data_batches=1):
     X = data[0][0]
     L = len(cfg.sizes) - 1
     rng = np.random.default_rng(1)
-    Ws = [params[f"W{l}"] for l in range(1, L + 1)]
+    Ws = [params[k] for k in module.PARAM_NAMES if k.startswith("W")]
     As = [X] + [np.empty((cfg.batch, n), dtype) for n in cfg.sizes[1:]]
     Ds = [None] + [
         (0.01 * rng.standard_normal((cfg.batch, n))).astype(dtype)

@@ -1,6 +1,6 @@
-"""Peak RSS of a process that trains the mnist config for 100 steps, per implementation.
+"""Peak RSS of a process that trains a config for 100 steps, per implementation.
 
-    python benchmarks/peak_rss.py [--steps 100]
+    python benchmarks/peak_rss.py [--config mnist|layers] [--steps 100]
 
 Each implementation runs in a fresh process (python benchmarks/peak_rss.py --worker NAME
 MODULE) that imports only what it needs, trains from the same start on the same 1280
@@ -28,15 +28,18 @@ HERE = Path(__file__).resolve().parent
 IMPLS = ["generated", "numpy", "torch", "jax"]
 
 
-def worker(name: str, module_path: str, steps: int) -> None:
+def worker(name: str, module_path: str, steps: int, config: str) -> None:
     import numpy as np
 
     sys.path.insert(0, str(HERE))
     import impls
 
-    cfg = impls.CONFIGS["mnist"]
-    module = impls.load_module(Path(module_path), "bench_mnist")
+    cfg = impls.CONFIGS[config]
+    module = impls.load_module(Path(module_path), f"bench_{config}")
     run = impls.MAKERS[name](cfg, module, np.dtype(np.float32), data_batches=10)
+    if run is None:  # not written for this config
+        print("nan")
+        return
     for _ in range(steps):
         run()
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -48,19 +51,19 @@ def worker(name: str, module_path: str, steps: int) -> None:
     print(rss_kib / 1024)
 
 
-def measure(steps: int = 100) -> dict[str, float]:
+def measure(steps: int = 100, config: str = "mnist") -> dict[str, float]:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        spec = HERE / "specs" / "mnist.yaml"
+        spec = HERE / "specs" / f"{config}.yaml"
         subprocess.run(
             [sys.executable, "-m", "symgrad", "generate", "-q", str(spec), "-o", tmp],
             check=True,
         )
-        module = Path(tmp) / "bench_mnist.py"
+        module = Path(tmp) / f"bench_{config}.py"
         for name in IMPLS:
             result = subprocess.run(
                 [sys.executable, __file__, "--worker", name, str(module)]
-                + ["--steps", str(steps)],
+                + ["--steps", str(steps), "--config", config],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -72,13 +75,14 @@ def measure(steps: int = 100) -> dict[str, float]:
 def main(argv=None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--config", default="mnist", choices=("mnist", "layers"))
     parser.add_argument("--worker", nargs=2, metavar=("NAME", "MODULE"))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.worker:
-        worker(*args.worker, args.steps)
+        worker(*args.worker, args.steps, args.config)
         return {}
-    rss = measure(args.steps)
+    rss = measure(args.steps, args.config)
     if args.json:
         print(json.dumps(rss))
     else:
@@ -87,10 +91,10 @@ def main(argv=None) -> dict[str, float]:
     return rss
 
 
-def run_in_own_process(steps: int = 100) -> dict[str, float]:
+def run_in_own_process(steps: int = 100, config: str = "mnist") -> dict[str, float]:
     """measure() from a fresh, small process (ru_maxrss is inherited from the parent)."""
     result = subprocess.run(
-        [sys.executable, __file__, "--json", "--steps", str(steps)],
+        [sys.executable, __file__, "--json", "--steps", str(steps), "--config", config],
         capture_output=True,
         text=True,
         check=True,

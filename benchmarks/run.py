@@ -33,12 +33,22 @@ HEADERS = {
 }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
     import jax
     import torch
 
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"{cpu_model()}, {os.cpu_count()} cores; "
         f"Python {platform.python_version()}, NumPy {np.__version__}, "
         f"PyTorch {torch.__version__}, JAX {jax.__version__}"
     )
@@ -51,6 +61,9 @@ def step_table(rows) -> str:
         gen = med["generated"]
         cells = []
         for c in COLUMNS:
+            if c not in med:
+                cells.append("—")
+                continue
             text = train_step.fmt(med[c])
             if c != "generated":
                 text += f" ({gen / med[c]:.2f}×)"
@@ -67,7 +80,8 @@ def main(argv=None) -> None:
     rounds = 3 if args.quick else args.rounds
     extra = ["--block", "0.02", "--warmup", "0.02"] if args.quick else []
     rows = train_step.main(["--rounds", str(rounds), *extra])
-    rss = peak_rss.run_in_own_process(20 if args.quick else 100)
+    steps = 20 if args.quick else 100
+    rss = {c: peak_rss.run_in_own_process(steps, c) for c in ("mnist", "layers")}
     gen = generate_time.measure(repeat=1 if args.quick else 3)
 
     print()
@@ -78,9 +92,12 @@ def main(argv=None) -> None:
     print()
     print(step_table(rows))
     print()
-    print("| peak RSS, 100 mnist steps (float32) | " + " | ".join(rss) + " |")
-    print("|---|" + "---|" * len(rss))
-    print("| MiB | " + " | ".join(f"{v:.0f}" for v in rss.values()) + " |")
+    names = list(rss["mnist"])
+    print(f"| peak RSS, {steps} steps (float32), MiB | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for config, row in rss.items():
+        cells = ["—" if row[n] != row[n] else f"{row[n]:.0f}" for n in names]
+        print(f"| {config} | " + " | ".join(cells) + " |")
     print()
     print("| `symgrad generate`, fresh process | width 8 | width 8192 |")
     print("|---|---|---|")

@@ -57,7 +57,9 @@ def makers(cfg, path: Path, dtype, only):
         if name == "generated+check":
             out[name] = impls.make_generated(cfg, checked, dtype, check_finite=True)
         else:
-            out[name] = impls.MAKERS[name](cfg, module, dtype)
+            run = impls.MAKERS[name](cfg, module, dtype)
+            if run is not None:  # None: not written for this config
+                out[name] = run
     return out
 
 
