@@ -443,7 +443,14 @@ def _compose(text: str, file: str) -> tuple[_Node | None, list[Problem]]:
 TOP_KEYS = ("name", "input", "layers", "loss", "l2", "optimizer", "init")
 LAYER_KEYS = ("units", "activation")  # a dense layer's required keys
 DENSE_KEYS = ("type", "units", "activation", "residual")
-LAYER_TYPES = ("dense", "layernorm", "rmsnorm", "batchnorm", "norm", "dropout")
+
+
+def layer_types() -> tuple[str, ...]:
+    """The layer types a spec may name: dense, each registered norm (layers.NORMS:
+    a norm added there is a type here), a custom norm, dropout."""
+    from . import layers  # the norm registry (SymPy: only for specs that name a type)
+
+    return ("dense", *layers.NORMS, "norm", "dropout")
 
 
 # module names that mean something beside the generated file: run on startup (site),
@@ -928,8 +935,9 @@ class _Validator:
         if tnode is None:
             return "dense"
         kind = tnode.value
-        if kind not in LAYER_TYPES:
-            hint = _suggest(kind, LAYER_TYPES) or "known: " + ", ".join(LAYER_TYPES)
+        types = layer_types()
+        if kind not in types:
+            hint = _suggest(kind, types) or "known: " + ", ".join(types)
             self.err(tnode.loc, f"unknown layer type {echo(kind)}", hint)
             return None
         return str(kind)
