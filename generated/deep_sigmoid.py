@@ -43,9 +43,8 @@ Backward pass, derived and simplified by SymPy (m examples in a batch, δˡ = �
 step computes the numbers of loss_and_grad and the update with in-place NumPy calls,
 in work arrays made once per batch size (_make_work) and named by role (h: a layer's
 values, g: its gradients, r: row statistics, tmp: scratch); sums over the batch as
-products with ones, faster than a sum; the sigmoid as 1 / (1 + e^-x) with -x capped
-at log(largest float), so that e^-x stays finite; the learning rate rides in δ, so
-the gradients are ready to subtract.
+products with ones, faster than a sum; the learning rate rides in δ, so the
+gradients are ready to subtract.
 
 After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
 configured by the constants above): the checks of params, X and Y, init_params,
@@ -130,12 +129,19 @@ MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm)
 CHECK_FINITE = True
 
 
-def _sigmoid(z, out=None):
-    # 1 / (1 + e^-z) keeps full relative precision for every z; below about -88
-    # (float32) or -709 (float64) e^-z overflows to inf and 1 / (1 + inf) = 0 is the
-    # correctly rounded result, so that overflow is not an error
-    with np.errstate(over="ignore"):
-        out = np.exp(np.negative(z, out=out), out=out)
+def _sigmoid(z, out=None, cap=None):
+    # 1 / (1 + e^-z) keeps full relative precision for every z. Below about -88
+    # (float32) or -709 (float64) e^-z overflows: without a cap, to inf, and
+    # 1 / (1 + inf) = 0 is the correctly rounded result, so that overflow is not an
+    # error; the step passes cap = log(largest float), which stops -z there instead
+    # (cheaper than np.errstate; it changes only results below the smallest normal)
+    if cap is None:
+        with np.errstate(over="ignore"):
+            out = np.exp(np.negative(z, out=out), out=out)
+    else:
+        out = np.negative(z, out=out)
+        np.minimum(out, cap, out=out)
+        np.exp(out, out=out)
     out += 1
     return np.reciprocal(out, out=out)
 
@@ -345,65 +351,37 @@ def _step(params, state, X, Y, work):
     np.dot(X, W1, out=h1)
     h1 += b1
     # A1 = sigmoid(Z1)
-    np.negative(h1, out=h1)
-    np.minimum(h1, exp_max, out=h1)
-    np.exp(h1, out=h1)
-    h1 += one
-    np.reciprocal(h1, out=h1)
+    _sigmoid(h1, out=h1, cap=exp_max)
     # Z2 = A1 W2 + b2
     np.dot(h1, W2, out=h2)
     h2 += b2
     # A2 = sigmoid(Z2)
-    np.negative(h2, out=h2)
-    np.minimum(h2, exp_max, out=h2)
-    np.exp(h2, out=h2)
-    h2 += one
-    np.reciprocal(h2, out=h2)
+    _sigmoid(h2, out=h2, cap=exp_max)
     # Z3 = A2 W3 + b3
     np.dot(h2, W3, out=h3)
     h3 += b3
     # A3 = sigmoid(Z3)
-    np.negative(h3, out=h3)
-    np.minimum(h3, exp_max, out=h3)
-    np.exp(h3, out=h3)
-    h3 += one
-    np.reciprocal(h3, out=h3)
+    _sigmoid(h3, out=h3, cap=exp_max)
     # Z4 = A3 W4 + b4
     np.dot(h3, W4, out=h4)
     h4 += b4
     # A4 = sigmoid(Z4)
-    np.negative(h4, out=h4)
-    np.minimum(h4, exp_max, out=h4)
-    np.exp(h4, out=h4)
-    h4 += one
-    np.reciprocal(h4, out=h4)
+    _sigmoid(h4, out=h4, cap=exp_max)
     # Z5 = A4 W5 + b5
     np.dot(h4, W5, out=h5)
     h5 += b5
     # A5 = sigmoid(Z5)
-    np.negative(h5, out=h5)
-    np.minimum(h5, exp_max, out=h5)
-    np.exp(h5, out=h5)
-    h5 += one
-    np.reciprocal(h5, out=h5)
+    _sigmoid(h5, out=h5, cap=exp_max)
     # Z6 = A5 W6 + b6
     np.dot(h5, W6, out=h6)
     h6 += b6
     # A6 = sigmoid(Z6)
-    np.negative(h6, out=h6)
-    np.minimum(h6, exp_max, out=h6)
-    np.exp(h6, out=h6)
-    h6 += one
-    np.reciprocal(h6, out=h6)
+    _sigmoid(h6, out=h6, cap=exp_max)
     # Z7 = A6 W7 + b7
     np.dot(h6, W7, out=h7)
     h7 += b7
     # A7 = sigmoid(Z7)
-    np.negative(h7, out=h7)
-    np.minimum(h7, exp_max, out=h7)
-    np.exp(h7, out=h7)
-    h7 += one
-    np.reciprocal(h7, out=h7)
+    _sigmoid(h7, out=h7, cap=exp_max)
     # Z8 = A7 W8 + b8
     np.dot(h7, W8, out=h8)
     h8 += b8

@@ -23,8 +23,7 @@ Backward pass, derived and simplified by SymPy (m examples in a batch, δˡ = �
 step computes the numbers of loss_and_grad and the update with in-place NumPy calls,
 in work arrays made once per batch size (_make_work) and named by role (h: a layer's
 values, g: its gradients, r: row statistics, tmp: scratch); sums over the batch as
-products with ones, faster than a sum; the sigmoid as 1 / (1 + e^-x) with -x capped
-at log(largest float), so that e^-x stays finite.
+products with ones, faster than a sum.
 
 After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
 configured by the constants above): the checks of params, X and Y, init_params,
@@ -77,12 +76,19 @@ MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm)
 CHECK_FINITE = True
 
 
-def _sigmoid(z, out=None):
-    # 1 / (1 + e^-z) keeps full relative precision for every z; below about -88
-    # (float32) or -709 (float64) e^-z overflows to inf and 1 / (1 + inf) = 0 is the
-    # correctly rounded result, so that overflow is not an error
-    with np.errstate(over="ignore"):
-        out = np.exp(np.negative(z, out=out), out=out)
+def _sigmoid(z, out=None, cap=None):
+    # 1 / (1 + e^-z) keeps full relative precision for every z. Below about -88
+    # (float32) or -709 (float64) e^-z overflows: without a cap, to inf, and
+    # 1 / (1 + inf) = 0 is the correctly rounded result, so that overflow is not an
+    # error; the step passes cap = log(largest float), which stops -z there instead
+    # (cheaper than np.errstate; it changes only results below the smallest normal)
+    if cap is None:
+        with np.errstate(over="ignore"):
+            out = np.exp(np.negative(z, out=out), out=out)
+    else:
+        out = np.negative(z, out=out)
+        np.minimum(out, cap, out=out)
+        np.exp(out, out=out)
     out += 1
     return np.reciprocal(out, out=out)
 
@@ -187,11 +193,7 @@ def _step(params, state, X, Y, work):
     np.dot(h1, W2, out=h2)
     h2 += b2
     # A2 = sigmoid(Z2)
-    np.negative(h2, out=h2)
-    np.minimum(h2, exp_max, out=h2)
-    np.exp(h2, out=h2)
-    h2 += one
-    np.reciprocal(h2, out=h2)
+    _sigmoid(h2, out=h2, cap=exp_max)
     # Z3 = A2 W3 + b3
     np.dot(h2, W3, out=h3)
     h3 += b3

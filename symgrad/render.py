@@ -141,11 +141,6 @@ def _notes(step: str, buffers: bool, plan: Plan) -> list[str]:
         "(h: a layer's values, g: its gradients, r: row statistics, tmp: scratch); "
         "sums over the batch as products with ones, faster than a sum"
     )
-    if "exp_max" in step:
-        how += (
-            "; the sigmoid as 1 / (1 + e^-x) with -x capped at log(largest float), "
-            "so that e^-x stays finite"
-        )
     if plan.update.folded:
         how += "; the learning rate rides in δ, so the gradients are ready to subtract"
     notes = [textwrap.fill(how + ".", DOC_WIDTH)]

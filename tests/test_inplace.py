@@ -12,6 +12,7 @@ import sympy as sp
 from symgrad.arrays import ColSum, MatProduct, RowMax, RowMean, RowSum, Transposed
 from symgrad.functions import sigmoid, softplus
 from symgrad.printers import NumPyCode
+from symgrad.printers.code import FUNCTIONS
 from symgrad.printers.inplace import Emitter, Scratch, array
 
 Z, A, Y, D = (array(n) for n in ("Z", "A", "Y", "D"))
@@ -274,3 +275,20 @@ def test_an_update_without_scratch_is_factored_and_donors_lend_their_arrays():
         em.into(
             m1 * sp.exp(m2) + g * sp.exp(m1), "m1", Scratch("", new=False), owner=m1
         )
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS, key=lambda f: f.__name__))
+def test_one_function_table_drives_both_printers(function):
+    name = FUNCTIONS[function]
+    assert NumPyCode().doprint(function(Z)) == f"np.{name}(Z)"
+    assert Emitter(NumPyCode()).into(function(Z), "O", Scratch("")) == [
+        f"np.{name}(Z, out=O)"
+    ]
+
+
+def test_the_in_place_printer_dispatches_on_the_node_class_with_a_destination():
+    # a SymPy Printer: _print_<Class>(expr, dest); an unknown node falls back to the
+    # printed expression assigned into dest (correct, only allocating)
+    em = Emitter(NumPyCode())
+    assert isinstance(em, sp.printing.printer.Printer)
+    assert em.into(sp.erf(Z), "O", Scratch("")) == ["O[...] = _erf(Z)"]

@@ -9,6 +9,7 @@ typed constants so float32 stays float32), and the stable helpers of the generat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
@@ -27,6 +28,21 @@ from ..functions import (
 )
 
 DTYPE = "dt"  # name of the scalar type in generated functions (e.g. np.float32)
+
+# The one table of elementwise functions: SymPy's class -> NumPy's ufunc. The expression
+# printer below and the in-place printer (inplace.py) both print from it.
+FUNCTIONS: dict[type, str] = {
+    sp.exp: "exp",
+    sp.log: "log",
+    sp.tanh: "tanh",
+    sp.sinh: "sinh",
+    sp.cosh: "cosh",
+    sp.sin: "sin",
+    sp.cos: "cos",
+    sp.atan: "arctan",
+    sp.Abs: "abs",
+    sp.sign: "sign",
+}
 
 
 def number_text(value: sp.Expr) -> str:
@@ -105,8 +121,6 @@ class NumPyCode(NumPyPrinter):
             return f"1 / {base}**{-int(expr.exp)}"
         return f"{base}**{self.parenthesize(expr.exp, PRECEDENCE['Pow'])}"
 
-    def _print_Abs(self, expr: sp.Abs) -> str:
-        return f"np.abs({self._print(expr.args[0])})"
 
     def _print_Max(self, expr: sp.Max) -> str:
         return self._fold("np.maximum", expr.args)
@@ -179,8 +193,6 @@ class NumPyCode(NumPyPrinter):
         self.helpers.add("_erf")
         return f"_erf({self._print(expr.args[0])})"
 
-    def _print_sign(self, expr: sp.sign) -> str:
-        return f"np.sign({self._print(expr.args[0])})"
 
     # array nodes of a plan (arrays.py)
     def _print_MatProduct(self, expr: MatProduct) -> str:
@@ -209,6 +221,17 @@ class NumPyCode(NumPyPrinter):
         # X @ W + b: a matrix product first, as the math writes it
         terms = super()._as_ordered_terms(expr, order=order)
         return sorted(terms, key=lambda t: not t.has(MatProduct))
+
+
+def _ufunc(name: str) -> Callable[[NumPyCode, sp.Function], str]:
+    def print_call(self: NumPyCode, expr: sp.Function) -> str:
+        return f"np.{name}({self._print(expr.args[0])})"
+
+    return print_call
+
+
+for _cls, _name in FUNCTIONS.items():  # the table prints them: _print_exp, _print_Abs, ...
+    setattr(NumPyCode, f"_print_{_cls.__name__}", _ufunc(_name))
 
 
 def _clamped_pieces(pieces: list[tuple[sp.Expr, sp.Basic]]) -> list:

@@ -31,25 +31,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import sympy as sp
+from sympy.printing.printer import Printer
 
 from ..arrays import KeepMask, MatProduct, ReductionBase, Transposed
 from ..functions import numeric, sigmoid, softplus
 from ..naming import BATCH, ONES_BATCH, ones_row
-from .code import NumPyCode, number_text
+from .code import FUNCTIONS, NumPyCode, number_text
 
 EXP_MAX = sp.Symbol("EXP_MAX")  # key of `constants`: log of the largest float, floored
-UFUNCS: dict[type, str] = {
-    sp.exp: "exp",
-    sp.log: "log",
-    sp.tanh: "tanh",
-    sp.sinh: "sinh",
-    sp.cosh: "cosh",
-    sp.sin: "sin",
-    sp.cos: "cos",
-    sp.atan: "arctan",
-    sp.Abs: "abs",
-    sp.sign: "sign",
-}
 COMPARE = {
     "<": "less",
     "<=": "less_equal",
@@ -114,7 +103,7 @@ def _common_factor(e: sp.Piecewise) -> sp.Expr | None:
     return sp.Mul(rests[0], sp.Piecewise(*pieces), evaluate=False)
 
 
-class Emitter:
+class Emitter(Printer):
     """Writes in-place NumPy lines for expressions over named arrays and Python scalars.
 
     Args:
@@ -134,6 +123,7 @@ class Emitter:
         scalars: Iterable[sp.Symbol] = (),
         constants: dict[sp.Expr, str] | None = None,
     ) -> None:
+        super().__init__()
         self.printer = printer
         self.scalars = set(scalars)
         self.constants = dict(constants or {})
@@ -289,61 +279,95 @@ class Emitter:
     # -------------------------------------------------------------- nodes
 
     def _into(self, e: sp.Expr, dest: str) -> None:
+        """Lines that leave e in dest: a copy, a fill, or the node's _print_ method."""
         if e.is_Symbol and not self._is_scalar(e):
             if e.name != dest:
                 self._line(f"np.copyto({dest}, {self._text(e)})", dest)
         elif self._is_scalar(e):
             self._line(f"{dest}.fill({self._scalar_text(e)})", dest)
-        elif isinstance(e, KeepMask):
-            self._keep(e, dest)
-        elif isinstance(e, MatProduct):
-            left, right = (self._matrix(x) for x in e.args)
-            self._line(f"np.dot({left}, {right}, out={dest})", dest)
-        elif isinstance(e, ReductionBase) and e.axis is not None:
-            if e is not self.top:  # its shape is not dest's
-                raise ValueError(f"{type(e).__name__} inside an expression: {e}")
-            self._reduce(e, dest)
-        elif e.is_Add:
-            items = [
-                (True, -t) if t.could_extract_minus_sign() else (False, t)
-                for t in e.args
-            ]
-            self._fold("add", items, dest)
-        elif e.is_Mul:
-            self._mul(e, dest)
-        elif e.is_Pow:
-            self._pow(e, dest)
-        elif type(e) in UFUNCS:
-            self._unary(UFUNCS[type(e)], e.args[0], dest)
-        elif isinstance(e, sigmoid) and EXP_MAX in self.constants:
-            # 1 / (1 + e^-x): full relative precision; capping -x where e^-x would
-            # overflow changes only results below the smallest normal number
-            x = self._first(e.args[0], dest)
-            self._emit("negative", [x], dest)
-            self._emit("minimum", [dest, self._text(EXP_MAX)], dest)
-            self._emit("exp", [dest], dest)
-            self._emit("add", [dest, self._text(sp.S.One)], dest)
-            self._emit("reciprocal", [dest], dest)
-        elif isinstance(e, sigmoid):
-            self.printer.helpers.add("_sigmoid")
-            x = self._first(e.args[0], dest)
+        else:
+            self._print(e, dest=dest)
+
+    # ------------------------------------------------------ nodes: _print_<Class>(e, dest)
+
+    def _print_Basic(self, e: sp.Basic, dest: str) -> None:  # noqa: N802
+        """Any other node: its printed NumPy expression, assigned (allocating)."""
+        if self._has_owner(e) and self.written:
+            raise _OwnerOverwritten
+        self._line(f"{dest}[...] = {self.printer.doprint(e)}", dest)
+
+    def _print_KeepMask(self, e: KeepMask, dest: str) -> None:  # noqa: N802
+        """Inverted dropout's mask: uniforms, compared with the rate, scaled."""
+        rate = float(e.args[1])
+        self._line(f"rng.random(out={dest})", dest)
+        self._emit("greater_equal", [dest, number_text(e.args[1])], dest)
+        self._emit("multiply", [dest, number_text(sp.Float(1 / (1 - rate)))], dest)
+
+    def _print_MatProduct(self, e: MatProduct, dest: str) -> None:  # noqa: N802
+        left, right = (self._matrix(x) for x in e.args)
+        self._line(f"np.dot({left}, {right}, out={dest})", dest)
+
+    def _print_ReductionBase(self, e: ReductionBase, dest: str) -> None:  # noqa: N802
+        if e.axis is None or e is not self.top:  # its shape is not dest's
+            raise ValueError(f"{type(e).__name__} inside an expression: {e}")
+        self._reduce(e, dest)
+
+    def _print_Add(self, e: sp.Add, dest: str) -> None:  # noqa: N802
+        items = [
+            (True, -t) if t.could_extract_minus_sign() else (False, t) for t in e.args
+        ]
+        self._fold("add", items, dest)
+
+    def _print_Mul(self, e: sp.Mul, dest: str) -> None:  # noqa: N802
+        self._mul(e, dest)
+
+    def _print_Pow(self, e: sp.Pow, dest: str) -> None:  # noqa: N802
+        self._pow(e, dest)
+
+    def _print_Function(self, e: sp.Function, dest: str) -> None:  # noqa: N802
+        """The elementwise functions of the one table (printers.code.FUNCTIONS)."""
+        name = FUNCTIONS.get(type(e))
+        if name is None:
+            self._print_Basic(e, dest)
+        else:
+            self._unary(name, e.args[0], dest)
+
+    def _print_sigmoid(self, e: sigmoid, dest: str) -> None:
+        """The module's _sigmoid into dest; with exp_max, −x is capped where e^−x would
+        overflow (it changes only results below the smallest normal number)."""
+        self.printer.helpers.add("_sigmoid")
+        x = self._first(e.args[0], dest)
+        if EXP_MAX in self.constants:
+            cap = self._text(EXP_MAX)
+            self._line(f"_sigmoid({x}, out={dest}, cap={cap})", dest)
+        else:
             self._line(f"_sigmoid({x}, out={dest})", dest)
-        elif isinstance(e, softplus):  # log(1 + e^x), as np.logaddexp(0, x)
-            x = self._first(e.args[0], dest)
-            self._emit("logaddexp", [self._text(sp.S.Zero), x], dest)
-        elif isinstance(e, sp.Max | sp.Min) and len(e.args) == 2:
-            args = sorted(e.args, key=self._is_scalar)  # the array first, as printed
-            self._binary("maximum" if isinstance(e, sp.Max) else "minimum", *args, dest)
-        elif e.is_Relational and e.rel_op in COMPARE:
-            self._binary(COMPARE[e.rel_op], e.lhs, e.rhs, dest)  # 0/1 in a float array
-        elif isinstance(e, sp.Piecewise) and self._two_constants(e):
+
+    def _print_softplus(self, e: softplus, dest: str) -> None:
+        """log(1 + e^x), as np.logaddexp(0, x)."""
+        x = self._first(e.args[0], dest)
+        self._emit("logaddexp", [self._text(sp.S.Zero), x], dest)
+
+    def _print_MinMaxBase(self, e: sp.Max | sp.Min, dest: str) -> None:  # noqa: N802
+        if len(e.args) != 2:
+            return self._print_Basic(e, dest)
+        args = sorted(e.args, key=self._is_scalar)  # the array first, as printed
+        self._binary("maximum" if isinstance(e, sp.Max) else "minimum", *args, dest)
+        return None
+
+    def _print_Relational(self, e: sp.Rel, dest: str) -> None:  # noqa: N802
+        if e.rel_op not in COMPARE:
+            return self._print_Basic(e, dest)
+        self._binary(COMPARE[e.rel_op], e.lhs, e.rhs, dest)  # 0/1 in a float array
+        return None
+
+    def _print_Piecewise(self, e: sp.Piecewise, dest: str) -> None:  # noqa: N802
+        if self._two_constants(e):
             self._mask(e, dest)
-        elif isinstance(e, sp.Piecewise) and _common_factor(e) is not None:
+        elif _common_factor(e) is not None:
             self._into(_common_factor(e), dest)  # {c0 u if ...; else c1 u} = u {c0; c1}
         else:
-            if self._has_owner(e) and self.written:
-                raise _OwnerOverwritten
-            self._line(f"{dest}[...] = {self.printer.doprint(e)}", dest)
+            self._print_Basic(e, dest)
 
     def _shape(self, e: sp.Expr) -> tuple:
         """The broadcast shape of the arrays e reads."""
@@ -355,13 +379,6 @@ class Emitter:
             dims.discard(1)
             out.append(dims.pop() if dims else 1)
         return tuple(out)
-
-    def _keep(self, e: KeepMask, dest: str) -> None:
-        """Inverted dropout's mask: uniforms, compared with the rate, scaled."""
-        rate = float(e.args[1])
-        self._line(f"rng.random(out={dest})", dest)
-        self._emit("greater_equal", [dest, number_text(e.args[1])], dest)
-        self._emit("multiply", [dest, number_text(sp.Float(1 / (1 - rate)))], dest)
 
     def _matrix(self, e: sp.Expr) -> str:
         """An operand of a matrix product: an array, or an array's transpose."""
