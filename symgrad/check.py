@@ -15,6 +15,7 @@ ordinary size, absolute below FLOOR, where a central difference's rounding noise
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import itertools
 import math
 import tempfile
@@ -168,12 +169,15 @@ def compare_module(
     sizes = tuple(module.LAYER_SIZES)
     X, Y = random_batch(sizes[0], sizes[-1], examples, targets, rng)
     params = module.init_params(seed=seed, dtype=np.float64)
-    for key in params:
-        if key.startswith("b"):  # zero biases would hide a bias that is ignored
-            params[key] = 0.1 * rng.standard_normal(params[key].shape)
+    names = tuple(getattr(module, "PARAM_NAMES", params))  # trainable: not buffers
+    for key in names:
+        if not key.startswith("W"):  # zero biases and unit gains would hide one that
+            # is ignored (b, beta: zeros; gamma: ones)
+            params[key] = params[key] + 0.1 * rng.standard_normal(params[key].shape)
     loss, grads = module.loss_and_grad(params, X, Y)
+    training = _training_loss(module)
     rows = []
-    for key in params:
+    for key in names:
         value = params[key]
         grad = np.asarray(grads[key], dtype=np.float64)
         entries = list(itertools.product(*(range(s) for s in value.shape)))
@@ -184,9 +188,9 @@ def compare_module(
         for idx in entries:
             original = value[idx]
             value[idx] = original + step
-            up = module.loss(params, X, Y)
+            up = training(params, X, Y)
             value[idx] = original - step
-            down = module.loss(params, X, Y)
+            down = training(params, X, Y)
             value[idx] = original
             fd = (up - down) / (2 * step)
             g = float(grad[idx]) if grad.shape == value.shape else float("nan")
@@ -209,6 +213,16 @@ def compare_module(
     )
 
 
+def _training_loss(module: Any):  # noqa: ANN401 - a generated module
+    """The loss whose gradient loss_and_grad returns: with batch statistics (and,
+    without a generator, no dropout), as in training."""
+    try:
+        inspect.signature(module.loss).bind(None, None, None, training=True)
+    except TypeError:  # a stand-in without the keyword
+        return module.loss
+    return lambda params, X, Y: module.loss(params, X, Y, training=True)
+
+
 def import_path(path: Path, name: str) -> ModuleType:
     """Import a generated module from a file, without touching sys.modules."""
     spec = importlib.util.spec_from_file_location(name, path)
@@ -220,6 +234,8 @@ def import_path(path: Path, name: str) -> ModuleType:
 
 
 def _parameters(sizes: tuple[int, ...]) -> int:
+    """An upper bound of the numbers of a network of these widths: (n + 1)·k per layer
+    (a dense layer's; a norm has fewer)."""
     return sum((n + 1) * k for n, k in itertools.pairwise(sizes))
 
 

@@ -140,3 +140,36 @@ def test_cli_check_bad_spec_is_a_user_error(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown activation 'tahn'" in err[0]
     assert main(["check", str(write(tmp_path, XOR)), "-m", "0"]) == 2
+
+
+def test_check_of_a_network_with_norms_dropout_and_a_residual_layer(tmp_path):
+    # buffers (batchnorm's running statistics) are not checked, gains and shifts are;
+    # the differences are taken of the training loss, as loss_and_grad's gradient is
+    spec = {
+        "name": "v2check",
+        "input": 5,
+        "layers": [
+            {"units": 6, "activation": "tanh"},
+            {"type": "layernorm"},
+            {"type": "dropout", "rate": 0.2},
+            {"units": 6, "activation": "relu", "residual": True},
+            {"type": "batchnorm"},
+            {"units": 3, "activation": "softmax"},
+        ],
+        "loss": "categorical_crossentropy",
+    }
+    result = check_gradients(spec)
+    assert result.ok, result.table()
+    checked = {p.name for p in result.params}
+    assert checked == {
+        "W1",
+        "b1",
+        "gamma2",
+        "beta2",
+        "W4",
+        "b4",
+        "gamma5",
+        "beta5",
+        "W6",
+        "b6",
+    }

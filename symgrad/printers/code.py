@@ -121,7 +121,6 @@ class NumPyCode(NumPyPrinter):
             return f"1 / {base}**{-int(expr.exp)}"
         return f"{base}**{self.parenthesize(expr.exp, PRECEDENCE['Pow'])}"
 
-
     def _print_Max(self, expr: sp.Max) -> str:
         return self._fold("np.maximum", expr.args)
 
@@ -193,7 +192,6 @@ class NumPyCode(NumPyPrinter):
         self.helpers.add("_erf")
         return f"_erf({self._print(expr.args[0])})"
 
-
     # array nodes of a plan (arrays.py)
     def _print_MatProduct(self, expr: MatProduct) -> str:
         left, right = (self.parenthesize(x, PRECEDENCE["Mul"]) for x in expr.args)
@@ -230,7 +228,10 @@ def _ufunc(name: str) -> Callable[[NumPyCode, sp.Function], str]:
     return print_call
 
 
-for _cls, _name in FUNCTIONS.items():  # the table prints them: _print_exp, _print_Abs, ...
+for (
+    _cls,
+    _name,
+) in FUNCTIONS.items():  # the table prints them: _print_exp, _print_Abs, ...
     setattr(NumPyCode, f"_print_{_cls.__name__}", _ufunc(_name))
 
 
