@@ -29,6 +29,7 @@ MAX_DEPTH = 20
 MAX_NODES = 20_000  # values after expanding aliases: an alias bomb stops here
 MAX_LAYERS = 100  # generation time grows with depth (black): ~4 s here (README)
 MAX_UNITS = 1_000_000
+MAX_NAME = 64  # characters of a spec's name: NAME = "<name>" stays within a line
 
 
 @dataclass(frozen=True)
@@ -641,8 +642,12 @@ class _Validator:
                 f"e.g. {v}_net",
             )
             return None
-        if len(v) > 100:
-            self.err(node.loc, "name is longer than 100 characters")
+        if len(v) > MAX_NAME:
+            self.err(
+                node.loc,
+                f"name is longer than {MAX_NAME} characters, found {len(v)}",
+                "the module's constants and file name repeat it: pick a shorter one",
+            )
             return None
         return v
 
