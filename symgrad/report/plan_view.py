@@ -219,7 +219,7 @@ class PlanView:
 def rule_math(e: sympy.Expr, names: dict[sympy.Symbol, str] | None = None) -> Math:
     """A norm rule's expression in its own symbols (x, x̂, μ, σ, h, ...): LaTeX by the
     report's printer, text as reductions.text writes the rule."""
-    tex = {s: symbol_tex(s) for s in e.free_symbols if isinstance(s, sympy.Symbol)}
+    tex = {s: symbol_tex(s) for s in e.atoms(Symbol)}  # with a Derivative's variable
     tex.update(names or {})
     return Math(Latex(tex).doprint(e), rule_text(e))
 

@@ -66,13 +66,21 @@ def plain_dense(d: Derivation, l: int) -> bool:  # noqa: E741
     return isinstance(rule, LayerRule) and not rule.residual
 
 
+def classic(d: Derivation, l: int) -> bool:  # noqa: E741
+    """Hidden layer l and the layer above are plain dense layers: l's delta is the
+    textbook's (Σₖ δₖ wⱼₖ) · f'(zⱼ), with no gradient g^{[l]} written on its own."""
+    return l < d.depth and plain_dense(d, l) and plain_dense(d, l + 1)
+
+
 def passes_down(d: Derivation, l: int) -> bool:  # noqa: E741
-    """Dense layer l writes the gradient g^{[l-1]} it passes down: the layer below is
-    not dense, or l is residual (else the layer below sums over l's deltas itself)."""
+    """Dense layer l writes the gradient g^{[l-1]} it passes down: when l is residual
+    (the identity term), or the layer below is not a plain dense layer (a norm or
+    dropout receives it; a residual layer reads it twice). Else the layer below sums
+    over l's deltas itself."""
     rule = d.layer(l)
     if l == 1 or not isinstance(rule, LayerRule):
         return False
-    return rule.residual or not isinstance(d.layer(l - 1), LayerRule)
+    return rule.residual or not plain_dense(d, l - 1)
 
 
 def units_word(count: int) -> str:

@@ -52,7 +52,8 @@ from ..notation import (
     vec,
     weight,
 )
-from .base import Context, layer_sections, passes_down, plain_dense, units_word
+from .base import Context, layer_sections, passes_down, units_word
+from .base import classic as is_classic
 
 # ------------------------------------------------------------------ activations
 
@@ -406,7 +407,7 @@ def _hidden_section(ctx: Context, l: int) -> Section:  # noqa: E741
     assert isinstance(layer, LayerRule)
     act = layer.activation
     f = fn_name(act)
-    classic = plain_dense(d, l + 1)
+    classic = is_classic(d, l)
     zj, aj, ai = unit("z", l, "j"), act_unit(l, "j", n), act_unit(l - 1, "i", n)
     wij, bj = weight(l, "i", "j"), unit("b", l, "j")
     zk1, wjk1 = unit("z", l + 1, "k"), weight(l + 1, "j", "k")
@@ -623,10 +624,15 @@ def passed_down(ctx: Context, l: int) -> list[Block]:  # noqa: E741
             ),
         ]
     else:
+        why = (
+            "is residual and reads it twice (through its activation and around it)"
+            if isinstance(d.layer(l - 1), LayerRule)
+            else "is not a dense layer"
+        )
         blocks = [
             P(
-                f"Layer {l - 1} below is not a dense layer, so this layer passes down "
-                "the gradient at its input: ",
+                f"Layer {l - 1} below {why}, so this layer passes down the gradient at "
+                "its input: ",
                 ai,
                 " reaches the loss through every ",
                 zj,
@@ -709,7 +715,7 @@ def hidden_delta(d: Derivation, l: int, batch: bool) -> Math:  # noqa: E741
         names = {a: vec("a", l, n), z: vec("z", l, n)}
         if layer.residual:
             names[a] = Math(nm.tex("f", l), f"f{l}")
-    if not plain_dense(d, l + 1):
+    if not is_classic(d, l):
         back = Math(nm.tex("G", l), f"G{l}") if batch else upstream(l)
         if act.df == 1:
             return back

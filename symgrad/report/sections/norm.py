@@ -415,6 +415,15 @@ def _batch_blocks(ctx: Context, layer: NormLayerRule) -> list[Block]:
             P("and in inference, with the running statistics:"),
             D(*(view.eq(s) for s in evaluate)),
         ]
+    backward = view.backward(l)
+    if not backward:  # the first layer, with no gain or shift
+        blocks.append(
+            P(
+                "The backward pass computes nothing here: the layer has no gain or "
+                "shift, and as the first layer it passes no gradient further down."
+            )
+        )
+        return blocks
     blocks += [
         P(
             "The backward pass, from the gradient ",
@@ -423,7 +432,7 @@ def _batch_blocks(ctx: Context, layer: NormLayerRule) -> list[Block]:
             "" if l > 1 else " (the first layer passes nothing further down)",
             ":",
         ),
-        D(*(view.eq(s) for s in view.backward(l))),
+        D(*(view.eq(s) for s in backward)),
     ]
     return blocks
 
