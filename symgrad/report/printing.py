@@ -162,10 +162,8 @@ class Latex(LatexPrinter):
 
     def _print_ReductionBase(self, expr: ReductionBase) -> str:
         op = REDUCTION_TEX[(expr.op, expr.axis)]
-        arg = expr.args[0]
-        inner = self._print(arg)
-        if not (arg.is_Symbol or isinstance(arg, Transposed)):
-            inner = rf"\left({inner}\right)"
+        # a sum or product is parenthesized, a power or a function is not
+        inner = self.parenthesize(expr.args[0], PRECEDENCE["Mul"])
         return f"{op} {inner}"
 
     def _print_GroupReductionBase(self, expr: GroupReductionBase) -> str:
@@ -266,6 +264,9 @@ class Text(PlanText):
 
     def _print_GroupReductionBase(self, expr: GroupReductionBase) -> str:
         return f"{expr.op}({self._print(expr.args[0])})"
+
+    def _print_Pi(self, expr: sympy.Expr) -> str:
+        return "π"
 
     def _print_KeepMask(self, expr: KeepMask) -> str:
         x, rate = expr.args
