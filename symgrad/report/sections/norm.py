@@ -450,7 +450,7 @@ def _running_blocks(layer: NormLayerRule) -> list[Block]:
         P(
             "(4) Running statistics. Training normalizes with the batch's own ",
             *_and(_names(r)),
-            " (the variance the biased mean over the batch, as PyTorch's training "
+            " (the variance biased: a mean over the batch, as in PyTorch's training "
             "mode). For inference the layer keeps running estimates, updated after "
             "each training step as PyTorch updates them",
             *(
