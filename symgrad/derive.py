@@ -1111,7 +1111,12 @@ def _norm_layer(index: int, units: int, layer: NormSpec) -> NormLayerRule:
         definition = layers_mod.NORMS[layer.name]
     try:
         rule = norm_rule(
-            definition, {k: v for k, v in values.items() if k in definition.params}
+            definition,
+            {
+                k: v
+                for k, v in values.items()
+                if k in definition.params or k in definition.stat_params
+            },
         )
     except (RecursionError, MemoryError):
         raise SpecError(

@@ -209,6 +209,12 @@ DERIVING = {
     "tidy",
 }
 SYMPY_PRINTING = {"latex", "Float"}  # sp.Float: a hyperparameter, to print it
+# names the report imports from sympy itself: types it tests for, a symbol to print a
+# name, and Mul, with which report/printing.py groups a product's factors to print them
+SYMPY_IMPORTS = {"Derivative", "Mul", "Symbol"}
+# what the report may take from reductions.py (norm rules): the printer of a rule and
+# the cost measure the printers order terms by; never norm_rule or the algebra
+REDUCTIONS_PRINTING = {"text", "cost"}
 
 
 def test_the_report_calls_nothing_that_derives() -> None:
@@ -235,4 +241,18 @@ def test_the_report_calls_nothing_that_derives() -> None:
                 calls = [a.name for a in node.names if not a.name[:1].isupper()]
                 if calls:
                     found.append(f"{where}: imports {calls} from derive")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith(
+                "reductions"
+            ):
+                calls = [
+                    a.name
+                    for a in node.names
+                    if not a.name[:1].isupper() and a.name not in REDUCTIONS_PRINTING
+                ]
+                if calls:
+                    found.append(f"{where}: imports {calls} from reductions")
+            if isinstance(node, ast.ImportFrom) and node.module == "sympy":
+                extra = [a.name for a in node.names if a.name not in SYMPY_IMPORTS]
+                if extra:
+                    found.append(f"{where}: imports {extra} from sympy")
     assert not found

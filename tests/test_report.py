@@ -209,7 +209,11 @@ def test_softmax_with_cross_entropy_collapses_to_yhat_minus_y(iris) -> None:
 
 def test_relu_family_and_l2_and_nesterov(iris) -> None:
     out = render_report(iris, "text")
-    assert "    δ2 = (δ3 W3ᵀ) ⊙ ({1/10 if A2 ≤ 0; else 1})\n" in out
+    # one example: the derivative in the layer's output; a batch: the mask the
+    # generated code keeps from the forward pass (the Plan's statements)
+    assert "    δ2 = (δ3 W3ᵀ) ⊙ ({1/10 if a2 ≤ 0; else 1})\n" in out
+    assert "    M2 = {1/10 if Z2 ≤ 0; else 1}   (leaky_relu'(Z2)," in out
+    assert "    δ2 = (δ3 W3ᵀ) ⊙ M2\n" in out
     assert "    ∂L/∂W1 = Xᵀ δ1 + λ W1\n" in out
     assert "with λ = 0.0001 (biases are not decayed)." in out
     assert "    v ← μ v + g\n    p ← p - η (g + μ v)   (Nesterov)\n" in out

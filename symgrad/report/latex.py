@@ -14,6 +14,7 @@ from . import tex
 from .document import Block, Code, Display, Eq, Inline, Math, Name, Para, Report
 
 ONE_LINE = 72  # an equation whose text form is longer breaks after each step
+PAGE_ROWS = 16  # lines of one aligned block in LaTeX: longer displays are cut
 
 
 def one_line(eq: Eq) -> bool:
@@ -54,13 +55,34 @@ def display(disp: Display) -> list[str]:
     return [r"\begin{aligned}", " \\\\\n".join(rows), r"\end{aligned}"]
 
 
+def rows(eq: Eq) -> int:
+    """The lines an equation takes in an aligned block."""
+    return 1 if not eq.steps or one_line(eq) else len(eq.steps)
+
+
+def pages(disp: Display, most: int | None) -> list[Display]:
+    """A display cut into blocks of at most `most` lines (None: whole): an aligned block
+    does not break across pages, and a long one (a deep network's batch backward pass)
+    would run off the page."""
+    if most is None:
+        return [disp]
+    out: list[list[Eq]] = [[]]
+    for eq in disp.eqs:
+        if out[-1] and sum(rows(e) for e in out[-1]) + rows(eq) > most:
+            out.append([])
+        out[-1].append(eq)
+    return [Display(tuple(eqs)) for eqs in out]
+
+
 def body(
     report: Report,
     inline_part: Callable[[Inline], str],
     block_math: Callable[[str], str],
     heading: Callable[[int, str], str],
+    most_rows: int | None = None,
 ) -> str:
-    """The intro and the sections, paragraphs and displays each printed as given."""
+    """The intro and the sections, paragraphs and displays each printed as given (a
+    display cut into blocks of at most `most_rows` lines, when given)."""
     out: list[str] = []
 
     def blocks(items: Iterable[Block]) -> None:
@@ -68,7 +90,8 @@ def body(
             if isinstance(block, Para):
                 out.append("".join(inline_part(p) for p in block.parts))
             else:
-                out.append(block_math("\n".join(display(block))))
+                for part in pages(block, most_rows):
+                    out.append(block_math("\n".join(display(part))))
 
     blocks(report.intro)
     for i, section in enumerate(report.sections, 1):
@@ -95,6 +118,7 @@ def latex(report: Report, standalone: bool = False) -> str:
         inline,
         lambda math: f"\\[\n{math}\n\\]",
         lambda i, title: f"{command}{{{tex.text(title)}}}",
+        PAGE_ROWS,
     )
     if not standalone:
         return (

@@ -70,6 +70,13 @@ def delta(l: int, idx: str = "") -> Math:
     return Math(nm.tex(tex, l) + (f"_{{{idx}}}" if idx else ""), f"{txt}{l}{sub(idx)}")
 
 
+def upstream(l: int, idx: str = "") -> Math:
+    """g of layer l, ∂ℓ/∂a^{[l]} (of unit idx when given): the gradient reaching a
+    layer's output; G{l} in the code for a batch."""
+    tex = nm.tex("g", l) + (f"_{{{idx}}}" if idx else "")
+    return Math(tex, f"g{l}{sub(idx)}")
+
+
 def vec(name: str, l: int, depth: int) -> Math:
     """A layer's row vector for one example: a^{[1]}, x for the input, ŷ at the output."""
     if name == "a" and l == 0:

@@ -4,7 +4,8 @@ The order is that of the handwritten notes symgrad grew from: each layer from th
 down (dense.py: the output layer's chain rule with each factor derived, the output delta
 and its collapse to ŷ − y where SymPy finds it, the bias, each hidden layer), then the
 network's sections (network.py: matrix form, update rule, loss, K output units, a batch of
-m examples, saturation versus ReLU).
+m examples, saturation versus ReLU). Layers of other kinds have their own modules
+(norm.py, dropout.py); a residual dense layer shows the identity term in dense.py.
 
 Every formula that depends on the spec is a SymPy result from derive.py (the layer rules,
 the output rule and `Derivation.facts`), only printed here; the dense-layer algebra, the
@@ -15,10 +16,12 @@ report has one, and what earlier sections derived.
 
 from __future__ import annotations
 
-from ...derive import Derivation
+from ...derive import Derivation, LayerRule
+from ...plan import Plan
+from ...plan import build as build_plan
 from ..document import Block, Code, Inline, M, Name, P, Report, Section, cat
 from ..notation import ELL, RIGHT, loss_formula, loss_title
-from . import dense  # noqa: F401 - registers the dense layer's sections
+from . import dense, dropout, norm  # noqa: F401 - register their layers' sections
 from .base import LAYER_SECTIONS, Context, layer_kind, layer_sections
 from .network import NETWORK_SECTIONS, batch_equations
 
@@ -29,7 +32,10 @@ def _intro(d: Derivation) -> tuple[Block, ...]:
     spec = d.spec
     network: list[Inline] = [str(spec.input)]
     for r in d.layers:
-        network += [" ", RIGHT, f" {r.units} (", Name(r.activation.title), ")"]
+        title = r.activation.title if isinstance(r, LayerRule) else r.title
+        if isinstance(r, LayerRule) and r.residual:
+            title += ", residual"
+        network += [" ", RIGHT, f" {r.units} (", Name(title), ")"]
     title, cut = loss_title(d)
     loss: list[Inline] = [Name(title)]
     if cut:
@@ -75,17 +81,38 @@ def _intro(d: Derivation) -> tuple[Block, ...]:
             ". Every expression below that depends on the spec was derived and "
             "simplified by SymPy.",
         ),
+        *_intro_v2(d),
     )
 
 
-def build(d: Derivation, plan: object | None = None) -> Report:
+def _intro_v2(d: Derivation) -> tuple[Block, ...]:
+    """The notation of layers that are not plain dense ones, when the network has any."""
+    if all(isinstance(r, LayerRule) and not r.residual for r in d.layers):
+        return ()
+    return (
+        P(
+            "Every layer's output is ",
+            M(r"a^{[l]}", "aˡ"),
+            ", whatever its kind (dense, normalization, dropout), and ",
+            M(
+                r"g^{[l]}_{j} = \partial \ell / \partial a^{[l]}_{j}",
+                "gˡⱼ = ∂ℓ/∂aˡⱼ",
+            ),
+            " is the gradient that reaches it, which each layer's section receives "
+            "from the layer above and passes down to the layer below.",
+        ),
+    )
+
+
+def build(d: Derivation, plan: Plan | None = None) -> Report:
     """The derivation of d as a document, in the order of the seed notes.
 
     Args:
         d: the derivation.
-        plan: the Plan of d, when the caller has one (sections may read it).
+        plan: the Plan of d (symgrad.plan.build(d)), whose statements the report lists
+            in the order the generated code computes them; built here when not given.
     """
-    ctx = Context(d, plan)
+    ctx = Context(d, plan if plan is not None else build_plan(d))
     sections: list[Section] = []
     for l in range(d.depth, 0, -1):  # backpropagation: from the output layer down
         kind = layer_kind(d.layer(l))

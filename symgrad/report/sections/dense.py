@@ -48,10 +48,12 @@ from ..notation import (
     times,
     transposed,
     unit,
+    upstream,
     vec,
     weight,
 )
-from .base import Context, layer_sections, units_word
+from .base import Context, layer_sections, passes_down, units_word
+from .base import classic as is_classic
 
 # ------------------------------------------------------------------ activations
 
@@ -239,7 +241,7 @@ def _softmax_output_blocks(ctx: Context) -> list[Block]:
 def _output_section(ctx: Context) -> Section:
     d = ctx.d
     n, out = d.depth, d.output
-    layer = d.layers[-1]
+    layer = d.out
     act = layer.activation
     ctx.derived.setdefault(act, n)
     zj, yj_hat, yj = unit("z", n, "j"), act_unit(n, "j", n), target("j")
@@ -355,6 +357,7 @@ def _output_section(ctx: Context) -> Section:
         P("So each output weight's gradient is its unit's delta times its input:"),
         D(Eq(partial(ELL, wij), (cat(dj, " ", ai),))),
     ]
+    blocks += passed_down(ctx, n)
     return Section(f"Output layer (layer {n})", tuple(blocks))
 
 
@@ -367,7 +370,7 @@ def _bias_section(ctx: Context) -> Section:
         unit("b", n, "j"),
         delta(n, "j"),
     )
-    if d.layers[-1].activation.vector:
+    if d.out.activation.vector:
         chain = times(partial(ELL, zj), partial(zj, bj))
     else:
         chain = times(partial(ELL, yj_hat), partial(yj_hat, zj), partial(zj, bj))
@@ -393,82 +396,143 @@ def _bias_section(ctx: Context) -> Section:
 # ------------------------------------------------------------------ hidden layers
 
 
-def _hidden_section(ctx: Context, l: int) -> Section:
+def _hidden_section(ctx: Context, l: int) -> Section:  # noqa: E741
+    """A hidden dense layer. Below a plain dense layer, its weights reach the loss
+    through every unit of the next layer (the textbook's Σₖ δₖ wⱼₖ); below a layer of
+    another kind, or a residual one, through the gradient g^{[l]} that layer passes down.
+    """
     d = ctx.d
     n = d.depth
-    layer = d.layers[l - 1]
+    layer = d.layer(l)
+    assert isinstance(layer, LayerRule)
     act = layer.activation
     f = fn_name(act)
+    classic = is_classic(d, l)
     zj, aj, ai = unit("z", l, "j"), act_unit(l, "j", n), act_unit(l - 1, "i", n)
     wij, bj = weight(l, "i", "j"), unit("b", l, "j")
     zk1, wjk1 = unit("z", l + 1, "k"), weight(l + 1, "j", "k")
     dj, dk1 = delta(l, "j"), delta(l + 1, "k")
+    gj = upstream(l, "j")
+    fj = unit("f", l, "j")  # f(z) of a residual layer, to which its input is added
+    forward = [Eq(zj, (cat(summed("i"), ai, " ", wij, " + ", bj),))]
+    if layer.residual:
+        forward += [
+            Eq(fj, (apply(f, zj),)),
+            Eq(aj, (cat(act_unit(l - 1, "j", n), " + ", fj),)),
+        ]
+    else:
+        forward.append(Eq(aj, (apply(f, zj),)))
     blocks: list[Block] = [
         P(
             f"Layer {l} has {layer.units} {units_word(layer.units)} with the ",
             Name(act.title),
-            " activation:",
+            " activation"
+            + (
+                " and a residual connection: its input is added to its output:"
+                if layer.residual
+                else ":"
+            ),
         ),
-        D(
-            Eq(zj, (cat(summed("i"), ai, " ", wij, " + ", bj),)),
-            Eq(aj, (apply(f, zj),)),
-        ),
-        P(
-            "A weight ",
-            wij,
-            " now reaches the loss through every unit ",
-            M("k"),
-            f" of layer {l + 1}, so the chain rule sums over ",
-            M("k"),
-            ":",
-        ),
-        D(
-            Eq(
-                partial(ELL, wij),
-                (
-                    cat(
-                        summed("k"),
-                        times(
-                            partial(ELL, zk1),
-                            partial(zk1, aj),
-                            partial(aj, zj),
-                            partial(zj, wij),
+        D(*forward),
+    ]
+    if classic:
+        blocks += [
+            P(
+                "A weight ",
+                wij,
+                " now reaches the loss through every unit ",
+                M("k"),
+                f" of layer {l + 1}, so the chain rule sums over ",
+                M("k"),
+                ":",
+            ),
+            D(
+                Eq(
+                    partial(ELL, wij),
+                    (
+                        cat(
+                            summed("k"),
+                            times(
+                                partial(ELL, zk1),
+                                partial(zk1, aj),
+                                partial(aj, zj),
+                                partial(zj, wij),
+                            ),
                         ),
                     ),
+                )
+            ),
+            P(
+                f"The first factor is layer {l + 1}'s delta, ",
+                cat(dk1, " = ", partial(ELL, zk1)),
+                ". The second: since ",
+                cat(
+                    zk1, " = ", summed("j"), aj, " ", wjk1, " + ", unit("b", l + 1, "k")
                 ),
-            )
-        ),
-        P(
-            f"The first factor is layer {l + 1}'s delta, ",
-            cat(dk1, " = ", partial(ELL, zk1)),
-            ". The second: since ",
-            cat(zk1, " = ", summed("j"), aj, " ", wjk1, " + ", unit("b", l + 1, "k")),
-            ",",
-        ),
-        D(Eq(partial(zk1, aj), (wjk1,))),
-    ]
+                ",",
+            ),
+            D(Eq(partial(zk1, aj), (wjk1,))),
+        ]
+        third = "third"
+    else:
+        blocks += [
+            P(
+                f"Layer {l + 1} passes down the gradient of the loss with respect to "
+                "this layer's output, ",
+                cat(gj, " = ", partial(ELL, aj)),
+                f" (derived in layer {l + 1}'s section). A weight ",
+                wij,
+                " reaches ",
+                aj,
+                " through ",
+                zj,
+                " only, so the chain rule gives",
+            ),
+            D(
+                Eq(
+                    partial(ELL, wij),
+                    (times(partial(ELL, aj), partial(aj, zj), partial(zj, wij)),),
+                )
+            ),
+        ]
+        third = "second"
     if act in ctx.derived:
         where = ctx.derived[act]
         blocks.append(
             P(
-                f"The third is the activation's derivative, derived in layer {where}:",
+                f"The {third} is the activation's derivative, derived in layer {where}:",
             )
         )
         blocks.append(D(Eq(apply(f, M("z"), prime=True), (ex(act.df),))))
     else:
         ctx.derived[act] = l
-        blocks += _activation_blocks(act, "The third is the activation's derivative.")
-    names = {a: aj, z: zj}
+        blocks += _activation_blocks(
+            act, f"The {third} is the activation's derivative."
+        )
+    names = {a: fj if layer.residual else aj, z: zj}
     fp = ex(act.df, names)
-    back = cat(summed("k"), dk1, " ", wjk1)
-    back_p = cat("(", back, ")")
+    if classic:
+        back = cat(summed("k"), dk1, " ", wjk1)
+        back_p = cat("(", back, ")")
+        incoming = delta(l + 1)
+        row = cat("(", incoming, " ", transposed(mat("W", l + 1)), ")")
+    else:
+        back = back_p = gj
+        row = upstream(l)
     steps = [partial(ELL, zj), times(back_p, apply(f, zj, prime=True))]
     if act.df != 1:
         steps.append(times(back_p, paren(act.df, names)))
     else:
         steps.append(back)
     blocks += [
-        P("In this layer it is"),
+        P(
+            "In this layer it is"
+            + (
+                " (the input added to the output does not depend on z)"
+                if layer.residual
+                else ""
+            ),
+        ),
         D(Eq(partial(aj, zj), (apply(f, zj, prime=True), fp))),
         P("The last factor is"),
         D(Eq(partial(zj, wij), (ai,))),
@@ -486,21 +550,120 @@ def _hidden_section(ctx: Context, l: int) -> Section:
         D(
             Eq(
                 delta(l),
-                (
-                    cat(
-                        "(",
-                        delta(l + 1),
-                        " ",
-                        transposed(mat("W", l + 1)),
-                        ")",
-                        ODOT,
-                        apply(f, vec("z", l, n), prime=True),
-                    ),
-                ),
+                (cat(row, ODOT, apply(f, vec("z", l, n), prime=True)),),
             )
         ),
     ]
-    return Section(f"Hidden layer {l}", tuple(blocks))
+    blocks += passed_down(ctx, l)
+    title = f"Hidden layer {l}" + (" (residual)" if layer.residual else "")
+    return Section(title, tuple(blocks))
+
+
+def passed_down(ctx: Context, l: int) -> list[Block]:  # noqa: E741
+    """What dense layer l passes down when the layer below is not a dense layer (whose
+    section would sum over this layer's units itself) or when l is residual: the
+    gradient at its input, with the identity term of a residual connection."""
+    d = ctx.d
+    layer = d.layer(l)
+    assert isinstance(layer, LayerRule)
+    if not passes_down(d, l):
+        return []
+    n = d.depth
+    ai, ali = act_unit(l - 1, "i", n), act_unit(l, "i", n)
+    zj, wij = unit("z", l, "j"), weight(l, "i", "j")
+    through_z = cat(summed("j"), partial(ELL, zj), " ", partial(zj, ai))
+    blocks: list[Block]
+    if layer.residual:
+        blocks = [
+            P(
+                "The residual connection gives the layer's input ",
+                ai,
+                " two ways to the loss: through every ",
+                zj,
+                ", as in any dense layer, and around the layer, through ",
+                cat(
+                    ali,
+                    " = ",
+                    ai,
+                    " + ",
+                    apply(fn_name(layer.activation), unit("z", l, "i")),
+                ),
+                ", with slope 1. The chain rule adds the two paths:",
+            ),
+            D(
+                Eq(
+                    upstream(l - 1, "i"),
+                    (
+                        partial(ELL, ai),
+                        cat(through_z, " + ", partial(ELL, ali), " ", partial(ali, ai)),
+                        cat(
+                            summed("j"),
+                            delta(l, "j"),
+                            " ",
+                            wij,
+                            " + ",
+                            upstream(l, "i"),
+                        ),
+                    ),
+                )
+            ),
+            P(
+                "The second term is the identity term: the gradient that reaches the "
+                "layer's output passes to its input unchanged, whatever the activation "
+                "does to the first. As row vectors, ",
+                cat(
+                    upstream(l - 1),
+                    " = ",
+                    delta(l),
+                    " ",
+                    transposed(mat("W", l)),
+                    " + ",
+                    upstream(l),
+                ),
+                ".",
+            ),
+        ]
+    else:
+        why = (
+            "is residual and reads it twice (through its activation and around it)"
+            if isinstance(d.layer(l - 1), LayerRule)
+            else "is not a dense layer"
+        )
+        blocks = [
+            P(
+                f"Layer {l - 1} below {why}, so this layer passes down the gradient at "
+                "its input: ",
+                ai,
+                " reaches the loss through every ",
+                zj,
+                ", with ",
+                cat(partial(zj, ai), " = ", wij),
+                ":",
+            ),
+            D(
+                Eq(
+                    upstream(l - 1, "i"),
+                    (
+                        partial(ELL, ai),
+                        through_z,
+                        cat(summed("j"), delta(l, "j"), " ", wij),
+                    ),
+                )
+            ),
+        ]
+    view = ctx.view
+    if view is not None:
+        stmts = [
+            s
+            for s in view.backward(l)
+            if view.plan.roles.get(s.target) == ("back", l - 1)
+        ]
+        if stmts:
+            blocks += [
+                P("For a batch, the generated code computes"),
+                D(*(view.eq(s) for s in stmts)),
+            ]
+    return blocks
 
 
 @layer_sections("dense")
@@ -537,22 +700,39 @@ def output_delta_vector(d: Derivation, batch: bool) -> Math:
     return Math(rf"\frac{{1}}{{m}} \left({body.tex}\right)", f"({body.text}) / m")
 
 
-def hidden_delta(d: Derivation, l: int, batch: bool) -> Math:
-    """(δ^{[l+1]} W^{[l+1]T}) ⊙ f'(z^{[l]}), with f' in the layer's output where derived so."""
+def hidden_delta(d: Derivation, l: int, batch: bool) -> Math:  # noqa: E741
+    """(δ^{[l+1]} W^{[l+1]T}) ⊙ f'(z^{[l]}), with f' in the layer's output where derived
+    so; g^{[l]} ⊙ f'(z^{[l]}) below a layer of another kind or a residual one."""
     n = d.depth
-    act = d.layers[l - 1].activation
+    layer = d.layer(l)
+    assert isinstance(layer, LayerRule)
+    act = layer.activation
     if batch:
         names = {a: mat("A", l, n), z: mat("Z", l)}
+        if layer.residual:  # f(Z) under the residual sum
+            names[a] = Math(nm.tex("F", l), nm.value("f", l))
     else:
         names = {a: vec("a", l, n), z: vec("z", l, n)}
+        if layer.residual:
+            names[a] = Math(nm.tex("f", l), f"f{l}")
+    if not is_classic(d, l):
+        back = Math(nm.tex("G", l), f"G{l}") if batch else upstream(l)
+        if act.df == 1:
+            return back
+        return cat(back, ODOT, paren(act.df, names))
     back = cat(delta(l + 1), " ", transposed(mat("W", l + 1)))
     if act.df == 1:
         return back
     return cat("(", back, ")", ODOT, paren(act.df, names))
 
 
-def activation_of(rule: LayerRule, arg: Math) -> Math:
-    """f(arg) for a layer's activation; softmax by name."""
+def activation_of(rule: LayerRule, arg: Math, before: Math | None = None) -> Math:
+    """f(arg) for a layer's activation; softmax by name; before + f(arg) for a residual
+    layer whose input is `before`."""
     if rule.activation.vector:
-        return apply(function(ops.SOFTMAX), arg)
-    return apply(fn_name(rule.activation), arg)
+        out = apply(function(ops.SOFTMAX), arg)
+    else:
+        out = apply(fn_name(rule.activation), arg)
+    if rule.residual and before is not None:
+        return cat(before, " + ", out)
+    return out

@@ -7,11 +7,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sympy import Symbol
+
 from ... import naming as nm
 from ... import ops
-from ...derive import LS, Derivation
+from ...derive import LS, Derivation, DropoutRule, LayerRule, NormLayerRule
 from ...functions import log_softmax, softplus
+from ...layers import BATCH
 from ...ops import a, y, z
+from ...plan import Plan
+from ...plan import build as build_plan
+from ...reductions import BETA, GAMMA, XHAT, G, H
+from ...reductions import X as NORM_X
+from ...reductions import text as rule_text
+from .. import tex as tex_mod
 from ..document import (
     Block,
     Code,
@@ -49,12 +58,38 @@ from ..notation import (
     target,
     transposed,
     unit,
+    upstream,
     vec,
 )
-from .base import Context, units_word
+from ..plan_view import PlanView, layer_tex, rule_symbols, symbol_tex
+from ..printing import math
+from .base import Context, passes_down, units_word
 from .dense import activation_of, hidden_delta, output_delta_vector
 
+# a norm's values that are row vectors (one example's)
+ROW_VALUES = frozenset({NORM_X, XHAT, G, H, GAMMA, BETA})
+
 # ------------------------------------------------------------------ matrix form
+
+
+def _norm_row_names(
+    layer: NormLayerRule,
+) -> tuple[dict[Symbol, str], dict[Symbol, str]]:
+    """A norm rule's symbols as one example's row vectors of layer l: x̂^{[2]}, σ^{[2]},
+    g^{[2]} (LaTeX) and x̂2, σ2, g2 (text)."""
+    l, r = layer.index, layer.rule  # noqa: E741
+    tex: dict[Symbol, str] = {}
+    text: dict[Symbol, str] = {}
+    for sym in [*rule_symbols(r), G, GAMMA, BETA]:
+        tex[sym] = layer_tex(symbol_tex(sym), l)
+        text[sym] = f"{rule_text(sym)}{l}"
+    return tex, text
+
+
+def _norm_function(layer: NormLayerRule) -> Math:
+    """A norm as a function in formulas: its name upright."""
+    name = layer.definition.name
+    return Math(rf"\operatorname{{{tex_mod.identifier(name)}}}", name)
 
 
 def _matrix_section(ctx: Context) -> Section:
@@ -62,28 +97,86 @@ def _matrix_section(ctx: Context) -> Section:
     n = d.depth
     fwd, back, grads = [], [], []
     for rule in d.layers:
-        l = rule.index
-        fwd.append(
-            Eq(
-                vec("z", l, n),
-                (cat(vec("a", l - 1, n), " ", mat("W", l), " + ", mat("b", l)),),
+        l = rule.index  # noqa: E741
+        a_in, a_out = vec("a", l - 1, n), vec("a", l, n)
+        if isinstance(rule, LayerRule):
+            fwd.append(
+                Eq(
+                    vec("z", l, n),
+                    (cat(a_in, " ", mat("W", l), " + ", mat("b", l)),),
+                )
             )
-        )
-        fwd.append(Eq(vec("a", l, n), (activation_of(rule, vec("z", l, n)),)))
-        grads.append(
-            Eq(
-                partial(ELL, mat("W", l)),
-                (cat(transposed(vec("a", l - 1, n)), " ", delta(l)),),
-                note=M(
-                    rf"({rule.fan_in} \times 1)(1 \times {rule.units})",
-                    f"({rule.fan_in} × 1)(1 × {rule.units})",
-                ),
+            fwd.append(Eq(a_out, (activation_of(rule, vec("z", l, n), a_in),)))
+            grads.append(
+                Eq(
+                    partial(ELL, mat("W", l)),
+                    (cat(transposed(a_in), " ", delta(l)),),
+                    note=M(
+                        rf"({rule.fan_in} \times 1)(1 \times {rule.units})",
+                        f"({rule.fan_in} × 1)(1 × {rule.units})",
+                    ),
+                )
             )
-        )
-        grads.append(Eq(partial(ELL, mat("b", l)), (delta(l),)))
-    back.append(Eq(delta(n), (output_delta_vector(d, batch=False),)))
-    for l in range(n - 1, 0, -1):
-        back.append(Eq(delta(l), (hidden_delta(d, l, batch=False),)))
+            grads.append(Eq(partial(ELL, mat("b", l)), (delta(l),)))
+        elif isinstance(rule, NormLayerRule):
+            over = "(over the batch)" if rule.rule.group == BATCH else ""
+            fwd.append(Eq(a_out, (apply(_norm_function(rule), a_in),), over))
+            tex, text = _norm_row_names(rule)
+            for st in rule.rule.backward:
+                if st.role in ("gain", "shift"):  # Σ over the batch of one example's
+                    param = GAMMA if st.role == "gain" else BETA
+                    grads.append(
+                        Eq(
+                            partial(ELL, M(tex[param], text[param])),
+                            (math(st.expr.args[0], tex, text, ROW_VALUES),),
+                        )
+                    )
+        elif isinstance(rule, DropoutRule):
+            fwd.append(Eq(a_out, (cat(a_in, ODOT, keep_mask(l)),)))
+    for l in range(n, 0, -1):  # noqa: E741
+        rule = d.layer(l)
+        if isinstance(rule, LayerRule):
+            if l == n:
+                back.append(Eq(delta(n), (output_delta_vector(d, batch=False),)))
+            else:
+                back.append(Eq(delta(l), (hidden_delta(d, l, batch=False),)))
+            if passes_down(d, l):
+                row = cat(delta(l), " ", transposed(mat("W", l)))
+                if rule.residual:
+                    row = cat(row, " + ", upstream(l))
+                back.append(Eq(upstream(l - 1), (row,)))
+        elif isinstance(rule, NormLayerRule) and l > 1:
+            tex, text = _norm_row_names(rule)
+            over = "(means over the batch)" if rule.rule.group == BATCH else ""
+            for st in rule.rule.backward:
+                if st.role == "upstream":
+                    back.append(
+                        Eq(
+                            M(tex[st.target], text[st.target]),
+                            (math(st.expr, tex, text, ROW_VALUES),),
+                        )
+                    )
+                elif st.role == "input":
+                    back.append(
+                        Eq(
+                            upstream(l - 1),
+                            (math(st.expr, tex, text, ROW_VALUES),),
+                            over,
+                        )
+                    )
+        elif isinstance(rule, DropoutRule) and l > 1:
+            back.append(Eq(upstream(l - 1), (cat(upstream(l), ODOT, keep_mask(l)),)))
+    mixed: list[Inline] = []
+    if any(not isinstance(r, LayerRule) for r in d.layers) or any(
+        r.residual for r in d.dense
+    ):
+        mixed = [
+            "; ",
+            cat(M("g^{[l]}", "gˡ"), " = ", partial(ELL, M("a^{[l]}", "aˡ"))),
+            " is the gradient that reaches layer ",
+            M("l"),
+            "'s output",
+        ]
     return Section(
         "Matrix form",
         (
@@ -109,16 +202,29 @@ def _matrix_section(ctx: Context) -> Section:
                 "and the backward pass, with the derivatives above (products of vectors "
                 "are elementwise, ",
                 ELEMENTWISE,
+                *mixed,
                 "):",
             ),
             D(*back),
             P(
                 "Each weight gradient is an outer product of the layer's input and its "
-                "delta; each bias gradient is the delta:"
+                "delta; each bias gradient is the delta"
+                + (
+                    "; a norm's gain and shift gradients are those of one example, "
+                    "summed over the batch"
+                    if any(isinstance(r, NormLayerRule) for r in d.layers)
+                    else ""
+                )
+                + ":"
             ),
             D(*grads),
         ),
     )
+
+
+def keep_mask(l: int) -> Math:  # noqa: E741
+    """Dropout's mask of layer l for one example, k^{[l]}."""
+    return Math(nm.tex("k", l), f"k{l}")
 
 
 # ------------------------------------------------------------------ update rule
@@ -129,6 +235,13 @@ def _update_section(ctx: Context) -> Section:
     params = dict(opt.params)
     p, g = M(*nm.PARAMETER), M(*nm.GRADIENT)
     eta = M(*nm.LEARNING_RATE)
+    norms = [r for r in ctx.d.layers if isinstance(r, NormLayerRule)]
+    shifts = [r for r in norms if r.rule.shift]
+    extra: list[Inline] = []
+    if any(r.rule.gain for r in norms):
+        extra = [", and each norm's gain ", M(r"\gamma^{[l]}", "γˡ")]
+        if shifts:
+            extra += [" and shift ", M(r"\beta^{[l]}", "βˡ")]
     blocks: list[Block] = [
         P(
             "Training moves every parameter ",
@@ -137,6 +250,7 @@ def _update_section(ctx: Context) -> Section:
             M(r"W^{[l]}", "Wˡ"),
             " and ",
             M(r"b^{[l]}", "bˡ"),
+            *extra,
             ") against its gradient ",
             cat(g, " = ", partial(LOSS, p)),
             ", the gradient of the batch loss ",
@@ -258,7 +372,7 @@ def _loss_section(ctx: Context) -> Section:
     d = ctx.d
     n, out = d.depth, d.output
     spec_loss = d.spec.loss
-    act = d.layers[-1].activation
+    act = d.out.activation
     yk_hat, yk, zk = act_unit(n, "k", n), target("k"), unit("z", n, "k")
     names = {a: yk_hat, y: yk, z: zk}
     title = loss_title(d)[0]
@@ -360,8 +474,8 @@ def _loss_section(ctx: Context) -> Section:
 def _classes_section(ctx: Context) -> Section:
     d = ctx.d
     n = d.depth
-    k = d.layers[-1].units
-    act = d.layers[-1].activation
+    k = d.out.units
+    act = d.out.activation
     K = cat(M("K"), f" = {k}")
     yk_hat = act_unit(n, "k", n)
     if d.task == "classes":
@@ -435,27 +549,46 @@ def _classes_section(ctx: Context) -> Section:
     return Section("K output units", (body,))
 
 
-def batch_equations(d: Derivation) -> list[Eq]:
-    """The batch backward pass in the order the generated code computes it."""
+def batch_equations(d: Derivation, plan: Plan | None = None) -> list[Eq]:
+    """The batch backward pass in the order the generated code computes it: the Plan's
+    statements (the plan of d is built when not given)."""
+    return PlanView(plan if plan is not None else build_plan(d)).backward_eqs()
+
+
+def _batch_forward(ctx: Context, view: PlanView) -> list[Eq]:
+    """The forward pass for a batch: a dense layer's product and activation as the
+    matrix form writes them (with the mask a ReLU-like activation keeps for the
+    backward pass, as the code computes it), a norm's and dropout's the Plan's
+    training statements."""
+    d = ctx.d
     n = d.depth
-    l2 = d.spec.l2 > 0
-    lam = M(*nm.L2_COEFFICIENT)
-    one = M(*nm.ONES_ROW)
-    eqs = [Eq(delta(n), (output_delta_vector(d, batch=True),))]
-    for l in range(n, 0, -1):
-        grad = cat(transposed(mat("A", l - 1, n)), " ", delta(l))
-        if l2:
-            grad = cat(grad, " + ", lam, " ", mat("W", l))
-        eqs.append(Eq(partial(LOSS, mat("W", l)), (grad,)))
-        eqs.append(Eq(partial(LOSS, mat("b", l)), (cat(one, " ", delta(l)),)))
-        if l > 1:
-            eqs.append(Eq(delta(l - 1), (hidden_delta(d, l - 1, batch=True),)))
-    return eqs
+    fwd = []
+    for rule in d.layers:
+        l = rule.index  # noqa: E741
+        if not isinstance(rule, LayerRule):
+            fwd += [view.eq(s) for s in view.forward(l)]
+            continue
+        a_in = mat("A", l - 1, n)
+        fwd.append(Eq(mat("Z", l), (cat(a_in, " ", mat("W", l), " + ", mat("b", l)),)))
+        for s in view.forward(l):
+            if view.plan.roles.get(s.target, ("", 0))[0] == "mask":
+                fwd.append(
+                    Eq(
+                        view.lhs(s),
+                        (view.ex(s.expr),),
+                        note=cat(
+                            "(",
+                            apply(fn_name(rule.activation), mat("Z", l), prime=True),
+                            ", kept for the backward pass)",
+                        ),
+                    )
+                )
+        fwd.append(Eq(mat("A", l, n), (activation_of(rule, mat("Z", l), a_in),)))
+    return fwd
 
 
 def _batch_section(ctx: Context) -> Section:
     d = ctx.d
-    n = d.depth
     l2 = d.spec.l2
     lam = M(*nm.L2_COEFFICIENT)
     mean = Math(
@@ -471,16 +604,8 @@ def _batch_section(ctx: Context) -> Section:
                 "(λ/2) Σₗ ‖Wˡ‖²",
             ),
         )
-    fwd = []
-    for rule in d.layers:
-        l = rule.index
-        fwd.append(
-            Eq(
-                mat("Z", l),
-                (cat(mat("A", l - 1, n), " ", mat("W", l), " + ", mat("b", l)),),
-            )
-        )
-        fwd.append(Eq(mat("A", l, n), (activation_of(rule, mat("Z", l)),)))
+    view = ctx.view if ctx.view is not None else PlanView(build_plan(d))
+    v2 = any(not isinstance(r, LayerRule) or r.residual for r in d.layers)
     z_l, a_l, delta_l = (
         M(r"Z^{[l]}", "Zˡ"),
         M(r"A^{[l]}", "Aˡ"),
@@ -510,8 +635,12 @@ def _batch_section(ctx: Context) -> Section:
             P("with ", cat(lam, " = ", number(l2)), " (biases are not decayed).")
         )
     blocks += [
-        P("The forward pass, one matrix product per layer:"),
-        D(*fwd),
+        P(
+            "The forward pass, one matrix product per "
+            + ("dense layer (in training)" if v2 else "layer")
+            + ":"
+        ),
+        D(*_batch_forward(ctx, view)),
         P(
             "Because ",
             LOSS,
@@ -519,15 +648,19 @@ def _batch_section(ctx: Context) -> Section:
             M("1/m"),
             ": ",
             cat(delta_l, " = ", partial(LOSS, z_l)),
-            " has one row per example. The sums over examples become matrix products ("
-            "a row of ones, ",
+            " has one row per example. The sums over the examples, ",
+            M(r"\sum_{n}", "Σₙ"),
+            ", become matrix products (the code multiplies by a row of ones, ",
             M(*nm.ONES_ROW),
-            ", sums the rows)",
+            ")",
             (", and the l2 term adds " if l2 else ""),
             *((cat(lam, " ", M(r"W^{[l]}", "Wˡ")),) if l2 else ()),
-            ". In the order the generated code computes them:",
+            ". In the order the generated code computes them (the Plan's statements, "
+            "which the generated module prints; ",
+            ELEMENTWISE,
+            " multiplies elementwise):",
         ),
-        D(*batch_equations(d)),
+        D(*view.backward_eqs()),
         P(
             M(r"A^{[l-1]\mathsf{T}} \delta^{[l]}", "Aˡ⁻¹ᵀ δˡ"),
             " is (",
@@ -552,6 +685,19 @@ def _batch_section(ctx: Context) -> Section:
             " and ",
             Code(nm.Z("{l}")),
             ".",
+            *(
+                (
+                    " ",
+                    M(r"G^{[l]}", "Gˡ"),
+                    ", the gradient that reaches layer ",
+                    M("l"),
+                    "'s output, is ",
+                    Code(nm.value("back", "{l}")),
+                    "; a norm's values are named as in its section.",
+                )
+                if v2
+                else ()
+            ),
         ),
     ]
     return Section("Many examples", tuple(blocks))
@@ -636,7 +782,7 @@ def _saturation_section(ctx: Context) -> Section | None:
             "learning, which leaky ReLU avoids with a small slope).",
         ),
     ]
-    out_act = d.layers[-1].activation
+    out_act = d.out.activation
     saturating = out_act.name in seen and not out_act.custom
     if saturating or out_act.vector:
         if d.output.collapsed:
