@@ -1,6 +1,8 @@
 """The real-data examples and symgrad.plot keep working: each example's symgrad part runs
 (few epochs) with the test extra alone; the scikit-learn side-by-side and the plots run
-when their extras (compare, plot) are installed and are skipped, by name, when not."""
+when their extras (compare, plot) are installed and are skipped, by name, when not; the
+PyTorch side-by-side (examples/compare_torch.py) runs when torch is installed (no extra
+installs it) and is skipped, saying so, when not."""
 
 from __future__ import annotations
 
@@ -198,6 +200,59 @@ def test_compare_script_prints_the_table(capsys) -> None:
         table.count("\n") == 6
     )  # header, rule, iris, breast cancer, 2 diabetes, linear
     assert "within noise" in table or "outside noise" in table
+
+
+# --- beside PyTorch: runs when torch is installed (it is in no extra) -------------------
+
+TORCH = "PyTorch is in no extra of symgrad (pip install torch): compare_torch.py's twin"
+
+
+def torch_example():
+    pytest.importorskip("torch", reason=TORCH)
+    compare = importlib.import_module("compare_torch")
+    model = rd.load_model(compare.NAME)
+    spec = importlib.import_module("symgrad").load_spec(
+        EXAMPLES / f"{compare.NAME}.yaml"
+    )
+    return compare, model, spec, compare.load_split()
+
+
+def test_torch_lockstep_with_the_same_masks_agrees_to_rounding() -> None:
+    compare, model, spec, split = torch_example()
+    assert model.DROPOUT and model.BUFFER_NAMES  # dropout and batchnorm, trained
+    dw, steps, same = compare.lockstep(model, spec, split, epochs=2)
+    assert steps == 2 * 15  # 455 examples: 14 batches of 32 and one of 7 per epoch
+    assert dw < 1e-12  # every weight, gain, shift and running statistic
+    assert same == 1.0
+
+
+def test_torch_lockstep_sees_a_mask_that_differs(monkeypatch) -> None:
+    # the agreement above is not vacuous: one mask entry changed in one step shows
+    compare, model, spec, split = torch_example()
+    replay, calls = compare.replayed_masks, []
+
+    def one_entry_off(spec, rng, m):
+        masks, after = replay(spec, rng, m)
+        calls.append(m)
+        if len(calls) == 3:
+            kept = masks[-1].max()  # 1/(1 − rate)
+            masks[-1][0, 0] = kept - masks[-1][0, 0]  # kept <-> dropped
+        return masks, after
+
+    monkeypatch.setattr(compare, "replayed_masks", one_entry_off)
+    dw, _, _ = compare.lockstep(model, spec, split, epochs=1)
+    assert dw > 1e-6
+
+
+def test_torch_comparison_prints_the_table(capsys) -> None:
+    compare, *_ = torch_example()
+    text = compare.main(["--quick"])
+    rows = text.split("\n\n")[0].splitlines()
+    assert len(rows) == 4  # header, rule, accuracy, loss
+    assert rows[2].count("within noise") + rows[2].count("outside noise") == 1
+    lockstep = float(rows[2].rsplit("|", 2)[1].split()[0])
+    assert lockstep < 1e-12
+    assert "100% of test predictions equal" in capsys.readouterr().out
 
 
 # --- the plots: need the plot extra --------------------------------------------------------
