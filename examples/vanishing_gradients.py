@@ -1,19 +1,24 @@
-"""Vanishing gradients, seen: the same eight-layer net with sigmoid and with ReLU hidden
-units, trained with plain SGD on the breast-cancer data, recording ‖∂L/∂Wₗ‖ for every
-layer after every epoch (with the generated module's own loss_and_grad).
+"""Vanishing gradients, seen: the same eight dense layers with sigmoid hidden units, with
+sigmoid units and layer normalization between them, with residual sigmoid layers, and
+with ReLU units, trained with plain SGD on the breast-cancer data, recording ‖∂L/∂W‖ of
+every dense layer after every epoch (with the generated module's own loss_and_grad).
 
     python examples/vanishing_gradients.py           # prints the norms, writes the PNG
     python examples/vanishing_gradients.py --quick   # 3 epochs, no PNG (the tests)
 
 The sigmoid's derivative is at most 1/4, so each layer the error signal passes back
 through shrinks it: the first layer's gradient ends up thousands of times smaller than the
-last one's, the first layers barely move, and the net predicts the majority class. ReLU's
-derivative is 1 where a unit is active and He initialization keeps the signal's scale,
-so every layer gets a gradient of the same order and the net learns.
+last one's, the first layers barely move, and the net predicts the majority class. A
+layer normalization after each sigmoid divides by the spread σ of the layer's values, and
+its backward pass by the same σ: the small derivatives no longer compound. A residual
+layer passes the gradient back through its identity term unshrunk. ReLU's derivative is
+1 where a unit is active and He initialization keeps the signal's scale. In the last
+three every layer gets a gradient of the same order and the net learns, with the same
+optimizer and learning rate.
 
-Specs: examples/deep_sigmoid.yaml and examples/deep_relu.yaml (30 → 7 × 32 → 1 sigmoid,
-binary cross-entropy, sgd with learning rate 0.02). Picture:
-docs/img/vanishing_gradients.png.
+Specs: examples/deep_sigmoid.yaml, deep_sigmoid_ln.yaml, deep_sigmoid_res.yaml
+and deep_relu.yaml (30 → 7 × 32 → 1 sigmoid, binary cross-entropy, sgd with learning rate
+0.02). Picture: docs/img/vanishing_gradients.png.
 """
 
 from __future__ import annotations
@@ -28,11 +33,17 @@ from train_breast_cancer import load_split
 from symgrad.plot import fit_with_grad_norms, plot_histories
 
 EPOCHS, BATCH_SIZE = 60, 32
-NAMES = ("deep_sigmoid", "deep_relu")
+NAMES = (
+    "deep_sigmoid",
+    "deep_sigmoid_ln",
+    "deep_sigmoid_res",
+    "deep_relu",
+)
 
 
 def train(split: rd.Split, name: str, *, epochs=EPOCHS, seed=0) -> dict:
-    """Train one of the deep specs; returns its history with "grad_norms"."""
+    """Train one of the deep specs; returns its history with "grad_norms" (and
+    "grad_norm_keys", the dense layers' weights they are of)."""
     model = rd.load_model(name)
     params = model.init_params(seed)
     return fit_with_grad_norms(
@@ -48,7 +59,9 @@ def train(split: rd.Split, name: str, *, epochs=EPOCHS, seed=0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
-    p = argparse.ArgumentParser(description="vanishing gradients: sigmoid vs ReLU")
+    p = argparse.ArgumentParser(
+        description="vanishing gradients: sigmoid, with layernorm, residual, and ReLU"
+    )
     p.add_argument("--epochs", type=int, default=EPOCHS, help=f"default {EPOCHS}")
     p.add_argument("--quick", action="store_true", help="3 epochs and no picture")
     p.add_argument(
@@ -66,9 +79,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         print(
             f"{name}: test accuracy after {epochs} epochs {history['val_accuracy'][-1]:.3f}"
         )
+        keys = " ".join(f"{key:>8}" for key in history["grad_norm_keys"])
+        print(f"  {'‖∂L/∂W‖ of':<15} {keys}")
         for when, norms in (("epoch 1", first), (f"epoch {epochs}", last)):
             cells = " ".join(f"{g:8.1e}" for g in norms)
-            print(f"  ‖∂L/∂Wₗ‖, l = 1..{len(norms)}, after {when:>8}: {cells}")
+            print(f"  after {when:>8}: {cells}")
         print(
             f"  first layer / last layer after {epochs} epochs: {last[0] / last[-1]:.1e}"
         )
@@ -78,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
                 {f"{name}.yaml": h for name, h in histories.items()},
                 args.plot,
                 title=f"8 dense layers on breast cancer, plain SGD (lr 0.02), batch "
-                f"{BATCH_SIZE}: sigmoid vs ReLU hidden units",
+                f"{BATCH_SIZE}: sigmoid; sigmoid + layernorm; sigmoid + residual; ReLU",
             )
             print(f"wrote {os.path.relpath(args.plot)}")
         else:

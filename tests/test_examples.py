@@ -1,6 +1,8 @@
 """The real-data examples and symgrad.plot keep working: each example's symgrad part runs
 (few epochs) with the test extra alone; the scikit-learn side-by-side and the plots run
-when their extras (compare, plot) are installed and are skipped, by name, when not."""
+when their extras (compare, plot) are installed and are skipped, by name, when not; the
+PyTorch side-by-side (examples/compare_torch.py) runs when torch is installed (no extra
+installs it) and is skipped, saying so, when not."""
 
 from __future__ import annotations
 
@@ -106,15 +108,47 @@ def test_fit_with_grad_norms_is_fit_one_epoch_at_a_time() -> None:
     ]
 
 
-def test_vanishing_gradients_in_the_deep_sigmoid_net_not_the_relu_net(capsys) -> None:
+def test_grad_norms_are_of_the_dense_layers_weights_in_layer_order() -> None:
+    # layernorm between the dense layers: the weights are W1, W3, …, W13, W14, and the
+    # norms' gamma{l}, beta{l} are not among them
+    model = rd.load_model("deep_sigmoid_ln")
+    dense = [f"W{l}" for l in (1, 3, 5, 7, 9, 11, 13, 14)]
+    assert plot.weight_keys(model) == dense
+    params = model.init_params(1)
+    split = example("train_breast_cancer").load_split()
+    X, y = split.X_train[:50], split.y_train[:50]
+    _, grads = model.loss_and_grad(params, X, y)
+    assert {k for k in grads if k.startswith(("gamma", "beta"))}  # they are there
+    norms = plot.grad_norms(model, params, X, y)
+    assert norms == [pytest.approx(float(np.linalg.norm(grads[k]))) for k in dense]
+    # W10 sorts after W9, not after W1
+    fake = type("M", (), {"PARAM_NAMES": ("W10", "b10", "W2", "gamma9", "W9")})
+    assert plot.weight_keys(fake) == ["W2", "W9", "W10"]
+
+
+def test_vanishing_gradients_in_the_deep_sigmoid_net_not_the_others(capsys) -> None:
     vanishing = importlib.import_module("vanishing_gradients")
     histories = vanishing.main(["--quick"])
-    sigmoid = np.asarray(histories["deep_sigmoid"]["grad_norms"][-1])
-    relu = np.asarray(histories["deep_relu"]["grad_norms"][-1])
-    assert len(sigmoid) == len(relu) == 8
-    assert sigmoid[0] / sigmoid[-1] < 1e-2  # first layer's gradient thousands× smaller
-    assert 0.2 < relu[0] / relu[-1] < 5  # same order in every layer
-    assert "first layer / last layer" in capsys.readouterr().out
+    assert list(histories) == [
+        "deep_sigmoid",
+        "deep_sigmoid_ln",
+        "deep_sigmoid_res",
+        "deep_relu",
+    ]
+    last = {k: np.asarray(h["grad_norms"][-1]) for k, h in histories.items()}
+    assert {len(norms) for norms in last.values()} == {8}  # the eight dense layers
+    ratio = {k: norms[0] / norms[-1] for k, norms in last.items()}
+    # the README's claim: the sigmoid stack's first layer gets a gradient thousands of
+    # times smaller than its last; with layernorm, residual connections or ReLU the
+    # layers' gradients are of one order (a margin of 30 between 1e-2 and 0.3)
+    assert ratio["deep_sigmoid"] < 1e-2
+    for name in ("deep_sigmoid_ln", "deep_sigmoid_res", "deep_relu"):
+        assert 0.3 < ratio[name] < 5, (name, ratio[name])
+    accuracy = {k: h["val_accuracy"][-1] for k, h in histories.items()}
+    assert accuracy["deep_sigmoid"] == pytest.approx(76 / 114)  # the majority class
+    assert histories["deep_sigmoid_ln"]["grad_norm_keys"][1] == "W3"
+    out = capsys.readouterr().out
+    assert out.count("first layer / last layer") == 4
 
 
 # --- the side-by-side: needs the compare extra -------------------------------------------
@@ -168,6 +202,59 @@ def test_compare_script_prints_the_table(capsys) -> None:
     assert "within noise" in table or "outside noise" in table
 
 
+# --- beside PyTorch: runs when torch is installed (it is in no extra) -------------------
+
+TORCH = "PyTorch is in no extra of symgrad (pip install torch): compare_torch.py's twin"
+
+
+def torch_example():
+    pytest.importorskip("torch", reason=TORCH)
+    compare = importlib.import_module("compare_torch")
+    model = rd.load_model(compare.NAME)
+    spec = importlib.import_module("symgrad").load_spec(
+        EXAMPLES / f"{compare.NAME}.yaml"
+    )
+    return compare, model, spec, compare.load_split()
+
+
+def test_torch_lockstep_with_the_same_masks_agrees_to_rounding() -> None:
+    compare, model, spec, split = torch_example()
+    assert model.DROPOUT and model.BUFFER_NAMES  # dropout and batchnorm, trained
+    dw, steps, same = compare.lockstep(model, spec, split, epochs=2)
+    assert steps == 2 * 15  # 455 examples: 14 batches of 32 and one of 7 per epoch
+    assert dw < 1e-12  # every weight, gain, shift and running statistic
+    assert same == 1.0
+
+
+def test_torch_lockstep_sees_a_mask_that_differs(monkeypatch) -> None:
+    # the agreement above is not vacuous: one mask entry changed in one step shows
+    compare, model, spec, split = torch_example()
+    replay, calls = compare.replayed_masks, []
+
+    def one_entry_off(spec, rng, m):
+        masks, after = replay(spec, rng, m)
+        calls.append(m)
+        if len(calls) == 3:
+            kept = masks[-1].max()  # 1/(1 − rate)
+            masks[-1][0, 0] = kept - masks[-1][0, 0]  # kept <-> dropped
+        return masks, after
+
+    monkeypatch.setattr(compare, "replayed_masks", one_entry_off)
+    dw, _, _ = compare.lockstep(model, spec, split, epochs=1)
+    assert dw > 1e-6
+
+
+def test_torch_comparison_prints_the_table(capsys) -> None:
+    compare, *_ = torch_example()
+    text = compare.main(["--quick"])
+    rows = text.split("\n\n")[0].splitlines()
+    assert len(rows) == 4  # header, rule, accuracy, loss
+    assert rows[2].count("within noise") + rows[2].count("outside noise") == 1
+    lockstep = float(rows[2].rsplit("|", 2)[1].split()[0])
+    assert lockstep < 1e-12
+    assert "100% of test predictions equal" in capsys.readouterr().out
+
+
 # --- the plots: need the plot extra --------------------------------------------------------
 
 
@@ -196,6 +283,14 @@ def test_plots_are_written(tmp_path: Path) -> None:
     fig = plot.plot_histories({"a": history, "b": regression}, tmp_path / "two.png")
     assert len(fig.axes) == 6  # 2 runs × (loss, accuracy, gradient norms)
     assert (tmp_path / "two.png").stat().st_size > 1000
+    # a network with norm layers: its dense weights label the curves, and a row whose
+    # weights differ from those of every legend above gets its own legend
+    normed = dict(history, grad_norm_keys=["W1", "W3"])
+    runs = {"a": history, "b": normed, "c": normed, "d": history}
+    fig = plot.plot_histories(runs)
+    legends = [ax.get_legend() for ax in fig.axes[2::3]]
+    labels = [[t.get_text() for t in lg.get_texts()] if lg else None for lg in legends]
+    assert labels == [["W1", "W2"], ["W1", "W3"], None, None]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -326,6 +421,28 @@ def check_tutorial(directory: Path, *, plot: bool) -> None:
             f"shows\n{shown}\nupdate the README (python tests/test_examples.py prints "
             "every step's current output)"
         )
+
+
+def test_vanishing_gradients_section_shows_what_a_rerun_prints(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    text = README.read_text()
+    section = text[text.index("### Vanishing gradients, seen") :]
+    command = "$ python examples/vanishing_gradients.py\n"
+    shown = section[section.index(command) + len(command) : section.index("```\n\n")]
+    vanishing = importlib.import_module("vanishing_gradients")
+    vanishing.main(["--plot", os.devnull])
+    printed = capsys.readouterr().out
+
+    def without_picture(text: str) -> str:  # the line naming where the PNG went
+        return "".join(x for x in text.splitlines(True) if not x.startswith("wrote "))
+
+    shown, printed = without_picture(shown), without_picture(printed)
+    assert shown.count("\n") == 20
+    assert same_output(printed, shown), (
+        f"python examples/vanishing_gradients.py now prints\n{printed}\nbut the "
+        f"README shows\n{shown}"
+    )
 
 
 def test_tutorial_spec_is_examples_iris_yaml() -> None:

@@ -131,3 +131,28 @@ def test_docstring_names_the_command_that_was_run(tmp_path: Path, monkeypatch) -
         "Regenerate with: symgrad.generate(spec) with the same spec (given as <dict>, "
         "not a file)"
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="render: the docstring's first line names the spec twice and is not wrapped; "
+    "a name over 16 characters makes it longer than ruff's 100 (found by the examples2 "
+    "branch: deep_sigmoid_layernorm.yaml; the examples use shorter names until fixed)",
+)
+def test_a_long_name_keeps_the_module_within_the_line_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "deep_sigmoid_layernorm.yaml").write_text(
+        "name: deep_sigmoid_layernorm\ninput: 2\nlayers:\n"
+        "  - {units: 1, activation: sigmoid}\nloss: binary_crossentropy\n"
+    )
+    monkeypatch.chdir(tmp_path)  # as the README's command writes generated/
+    module = symgrad.generate("examples/deep_sigmoid_layernorm.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--quiet", str(tmp_path / module)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

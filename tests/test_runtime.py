@@ -274,6 +274,18 @@ def test_every_example_draws_its_initial_weights_as_the_spec_says(spec: Path):
     rng = np.random.default_rng(3)
     fan_in = data["input"]
     for l, layer in enumerate(data["layers"], start=1):
+        kind = layer.get("type", "dense")
+        if kind in ("layernorm", "batchnorm"):  # keep the width: gain 1, shift 0
+            np.testing.assert_array_equal(params[f"gamma{l}"], np.ones(fan_in))
+            np.testing.assert_array_equal(params[f"beta{l}"], np.zeros(fan_in))
+            if kind == "batchnorm":  # running statistics start as PyTorch's
+                np.testing.assert_array_equal(params[f"mean{l}"], np.zeros(fan_in))
+                np.testing.assert_array_equal(params[f"var{l}"], np.ones(fan_in))
+            continue
+        if kind == "dropout":  # no parameters
+            assert not [k for k in params if k.rstrip("0123456789") + str(l) == k]
+            continue
+        assert layer.get("type", "dense") == "dense", "a layer kind this test knows"
         units = layer["units"]
         init = data.get("init", "auto")
         init = _auto_init(layer["activation"]) if init == "auto" else init
