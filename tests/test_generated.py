@@ -133,26 +133,25 @@ def test_docstring_names_the_command_that_was_run(tmp_path: Path, monkeypatch) -
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="render: the docstring's first line names the spec twice and is not wrapped; "
-    "a name over 16 characters makes it longer than ruff's 100 (found by the examples2 "
-    "branch: deep_sigmoid_layernorm.yaml; the examples use shorter names until fixed)",
-)
-def test_a_long_name_keeps_the_module_within_the_line_length(
+def test_the_longest_name_and_a_long_path_keep_the_module_within_the_line_length(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "examples").mkdir()
-    (tmp_path / "examples" / "deep_sigmoid_layernorm.yaml").write_text(
-        "name: deep_sigmoid_layernorm\ninput: 2\nlayers:\n"
+    # the docstring's title and regenerate lines are wrapped (a long path gets a line
+    # of its own); NAME = "..." of the longest name the spec allows fits in a line
+    name = "deep_sigmoid_layernorm_" + "x" * (64 - 23)
+    deep = tmp_path / "examples" / ("very_long_directory_name_" * 3) / "nested"
+    deep.mkdir(parents=True)
+    (deep / f"{name}.yaml").write_text(
+        f"name: {name}\ninput: 2\nlayers:\n"
         "  - {units: 1, activation: sigmoid}\nloss: binary_crossentropy\n"
     )
     monkeypatch.chdir(tmp_path)  # as the README's command writes generated/
-    module = symgrad.generate("examples/deep_sigmoid_layernorm.yaml")
-    result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--quiet", str(tmp_path / module)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    module = symgrad.generate(deep.relative_to(tmp_path) / f"{name}.yaml")
+    for config in (["--isolated"], ["--config", str(ROOT / "pyproject.toml")]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--quiet", *config, str(module)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
