@@ -252,6 +252,13 @@ def test_loss_and_grad_matches_torch(generate, name: str) -> None:
     assert rel(module.forward(params, X), ref_eval) <= RTOL
     ref_loss = tr.loss(spec, params, X, Y, custom=CUSTOM)
     assert rel(module.loss(params, X, Y), ref_loss) <= RTOL
+    predicted = module.predict(params, X)
+    if module.TASK == "classes":
+        np.testing.assert_array_equal(predicted, ref_eval.argmax(axis=1))
+    elif module.TASK == "binary":
+        np.testing.assert_array_equal(predicted, ref_eval >= 0.5)
+    else:
+        assert rel(predicted, ref_eval) <= RTOL
 
 
 # ---------------------------------------------------------------- 2. batchnorm
@@ -607,14 +614,15 @@ def test_step_is_loss_and_grad_then_the_update(generate, opt_name: str) -> None:
     assert state["t"] == 4
 
 
-def test_step_allocates_nothing_after_the_first(generate) -> None:
-    spec = step_spec("adam")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_step_allocates_nothing_after_the_first(generate, dtype) -> None:
+    spec = step_spec("adam")  # with every layer kind
     module = generate(spec)
-    params, _, _ = problem(module, spec)
+    params, _, _ = problem(module, spec, dtype=dtype)
     m = 8192  # a row statistic (m, 1) is larger than the allowance below
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((m, 4))
-    Y = np.eye(3)[rng.integers(0, 3, m)]
+    X = rng.standard_normal((m, 4)).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, m)]
     state = module.init_state(params)
     module.step(params, state, X, Y)  # makes the work arrays
     module.CHECK_FINITE = False  # the NaN scan makes a boolean array
@@ -631,8 +639,9 @@ def test_step_allocates_nothing_after_the_first(generate) -> None:
         module.CHECK_FINITE = True
     # NumPy's buffered iterator takes one buffer of getbufsize() elements per call
     # (Z += b broadcasts, a comparison casts into a float mask); Python a few kB
-    allowance = 2 * 1024 * 8 + 16 * 1024
-    assert allowance < m * 8
+    itemsize = np.dtype(dtype).itemsize
+    allowance = 2 * 1024 * itemsize + 16 * 1024
+    assert allowance < m * itemsize
     assert peak < allowance, f"a step allocated up to {peak} bytes"
 
 
