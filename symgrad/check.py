@@ -171,9 +171,23 @@ def compare_module(
     for key in params:
         if key.startswith("b"):  # zero biases would hide a bias that is ignored
             params[key] = 0.1 * rng.standard_normal(params[key].shape)
-    loss, grads = module.loss_and_grad(params, X, Y)
+    # v2: the gradient is the training loss's (batch statistics, dropout with the
+    # masks of a generator): differentiate that, with the same masks every time;
+    # the running statistics (BUFFER_NAMES) are in params but have no gradient
+    dropout = bool(getattr(module, "DROPOUT", False))
+    training = dropout or bool(getattr(module, "BUFFER_NAMES", ()))
+
+    def masks() -> dict[str, Any]:
+        return {"rng": np.random.default_rng(seed)} if dropout else {}
+
+    def training_loss() -> float:
+        if not training:
+            return module.loss(params, X, Y)
+        return module.loss(params, X, Y, training=True, **masks())
+
+    loss, grads = module.loss_and_grad(params, X, Y, **masks())
     rows = []
-    for key in params:
+    for key in getattr(module, "PARAM_NAMES", params):
         value = params[key]
         grad = np.asarray(grads[key], dtype=np.float64)
         entries = list(itertools.product(*(range(s) for s in value.shape)))
@@ -184,9 +198,9 @@ def compare_module(
         for idx in entries:
             original = value[idx]
             value[idx] = original + step
-            up = module.loss(params, X, Y)
+            up = training_loss()
             value[idx] = original - step
-            down = module.loss(params, X, Y)
+            down = training_loss()
             value[idx] = original
             fd = (up - down) / (2 * step)
             g = float(grad[idx]) if grad.shape == value.shape else float("nan")
