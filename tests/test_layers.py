@@ -15,6 +15,7 @@ import copy
 import subprocess
 import sys
 import tracemalloc
+import types
 from pathlib import Path
 
 import harness
@@ -226,7 +227,7 @@ def test_loss_and_grad_matches_torch(generate, name: str) -> None:
     m = X.shape[0]
 
     value, grads = module.loss_and_grad(params, X, Y, rng=np.random.default_rng(11))
-    ref_value, ref_grads, _ = tr.loss_and_grad(
+    ref_value, ref_grads, ref_stats = tr.loss_and_grad(
         spec, params, X, Y, masks=masks(spec, m, 11), custom=CUSTOM
     )
     assert isinstance(value, float)
@@ -259,6 +260,15 @@ def test_loss_and_grad_matches_torch(generate, name: str) -> None:
         np.testing.assert_array_equal(predicted, ref_eval >= 0.5)
     else:
         assert rel(predicted, ref_eval) <= RTOL
+
+    # the in-place step: the same masks, sgd's update (its default learning rate,
+    # 0.01), the running statistics of torch's train()
+    loss_before = module.step(params, module.init_state(params, seed=11), X, Y)
+    assert rel(loss_before, value) <= 1e-12
+    for k, g in grads.items():
+        assert rel(params[k], before[k] - 0.01 * g) <= 1e-12, k
+    for k in module.BUFFER_NAMES:
+        assert rel(params[k], ref_stats[k]) <= RTOL, k
 
 
 # ---------------------------------------------------------------- 2. batchnorm
@@ -351,9 +361,8 @@ def test_fit_matches_torch_training(generate, n: int) -> None:
 
     history = module.fit(params, X, labels, epochs=2, batch_size=4, seed=3)
     np.testing.assert_allclose(history["loss"], losses, rtol=1e-10)
-    with torch.no_grad():
-        for k, v in net.params.items():
-            assert rel(params[k], v.numpy()) <= 1e-10, k
+    for k, v in net.params.items():  # trainable and running statistics
+        assert rel(params[k], v.detach().numpy()) <= 1e-10, k
 
     # eval mode after training: the running statistics, as torch's eval()
     fitted = {k: v.detach().numpy() for k, v in net.params.items()}
@@ -392,9 +401,12 @@ def test_save_and_load_keep_the_running_statistics(generate, tmp_path) -> None:
     spec = BN_SPEC
     module = generate(spec)
     params, X, Y = problem(module, spec)
+    start = {k: params[k].copy() for k in module.BUFFER_NAMES}
     state = module.init_state(params)
     for _ in range(3):
         module.step(params, state, X, Y)
+    for k, v in start.items():  # the statistics moved: the file holds the new ones
+        assert not np.allclose(params[k], v), k
     path = tmp_path / "p.npz"
     module.save_params(path, params)
     with np.load(path) as saved:
@@ -404,12 +416,9 @@ def test_save_and_load_keep_the_running_statistics(generate, tmp_path) -> None:
     for k in params:
         np.testing.assert_array_equal(loaded[k], params[k], err_msg=k)
     np.testing.assert_array_equal(module.forward(loaded, X), module.forward(params, X))
-    assert not np.allclose(params["mean5"], 0)  # the statistics moved from their init
 
 
 # ---------------------------------------------------------------- 3. dropout
-
-DROP_SPEC = SPECS["drop_in_softsign"]  # dropout on the input X
 
 
 @pytest.mark.parametrize("name", ["drop_in_softsign", "everything"])
@@ -491,6 +500,10 @@ def test_custom_norms_match_torch(generate, case) -> None:
     assert_grads_close(grads, ref_grads)
     ref = tr.forward(spec, params, X, custom=CUSTOM)
     assert rel(module.forward(params, X), ref) <= RTOL
+    before = copy.deepcopy(params)
+    module.step(params, module.init_state(params), X, Y)  # sgd, learning rate 0.01
+    for k, g in grads.items():
+        assert rel(params[k], before[k] - 0.01 * g) <= 1e-12, k
 
 
 def test_max_ties_split_the_gradient_as_torch(generate) -> None:
@@ -503,6 +516,10 @@ def test_max_ties_split_the_gradient_as_torch(generate) -> None:
     _, grads = module.loss_and_grad(params, X, Y)
     _, ref_grads, _ = tr.loss_and_grad(spec, params, X, Y, custom=CUSTOM)
     assert_grads_close(grads, ref_grads)
+    before = copy.deepcopy(params)
+    module.step(params, module.init_state(params), X, Y)  # the step splits them too
+    for k, g in ref_grads.items():
+        assert rel(params[k], before[k] - 0.01 * g) <= 1e-12, k
 
 
 # ---------------------------------------------------------------- 5. finite differences
@@ -662,7 +679,7 @@ def test_float32_end_to_end(generate) -> None:
     value, grads = module.loss_and_grad(p32, X32, Y32, rng=np.random.default_rng(3))
     assert isinstance(value, float)
     drawn = masks(spec, 7, 3, np.float32)  # float32 uniforms: other masks
-    ref_value, ref_grads, _ = tr.loss_and_grad(
+    ref_value, ref_grads, ref_stats = tr.loss_and_grad(
         spec, ref, X32, Y32, masks=drawn, custom=CUSTOM
     )
     assert rel(value, ref_value) <= 1e-5
@@ -679,8 +696,9 @@ def test_float32_end_to_end(generate) -> None:
         assert stepped[k].dtype == np.float32
         want = p32[k] - np.float32(lr) * grads[k]
         np.testing.assert_allclose(stepped[k], want, rtol=1e-6, atol=1e-7, err_msg=k)
-    for k in module.BUFFER_NAMES:
+    for k in module.BUFFER_NAMES:  # the running statistics, as torch's train()
         assert stepped[k].dtype == np.float32
+        assert rel(stepped[k], ref_stats[k]) <= 1e-5, k
     for work in state["buffers"].values():
         assert {w.dtype for w in work.values()} == {np.dtype(np.float32)}
 
@@ -776,3 +794,25 @@ def test_batchnorm_torch_reference_is_pytorch_batchnorm() -> None:
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(layer.running_mean, mean)
     torch.testing.assert_close(layer.running_var, var)
+
+
+# ---------------------------------------------------------------- symgrad check
+
+
+def test_symgrad_check_differentiates_the_training_loss(generate) -> None:
+    from symgrad.check import compare_module
+
+    module = generate(BN_SPEC)  # batchnorm and dropout
+    result = compare_module(module, targets="one-hot")
+    assert result.ok, result.table()
+    assert [p.name for p in result.params] == list(module.PARAM_NAMES)
+
+    # a 1% error in one norm's gain is a mismatch there only
+    def wrong(params, X, Y, rng=None):  # noqa: ANN001, ANN202
+        value, grads = module.loss_and_grad(params, X, Y, rng=rng)
+        return value, {**grads, "gamma6": grads["gamma6"] * 1.01}
+
+    broken = types.SimpleNamespace(**vars(module))
+    broken.loss_and_grad = wrong
+    result = compare_module(broken, targets="one-hot")
+    assert [p.name for p in result.params if result.failed(p)] == ["gamma6"]
