@@ -734,6 +734,47 @@ def test_a_constant_row_into_layernorm_is_finite(generate) -> None:
         assert rel(params[k], before[k] - 0.01 * g) <= 1e-12, k
 
 
+DEGENERATE = [  # (norm on the input, how X is made degenerate)
+    (BN, "a constant column: the batch variance is 0, σ = √eps"),
+    (RMS, "a zero row: mean(x²) = 0, σ = √eps"),
+    (MEANABS, "a constant row: mean(|x − mean(x)|) = 0, the denominator is eps"),
+]
+
+
+@pytest.mark.parametrize(
+    ("norm", "what"), DEGENERATE, ids=["batchnorm", "rmsnorm", "meanabs"]
+)
+def test_degenerate_groups_are_finite_and_match_torch(generate, norm, what) -> None:
+    spec = {
+        "name": f"flat_{norm.get('name', norm['type'])}",
+        "input": 4,
+        "layers": [norm, dense(3, "tanh"), dense(2, "identity")],
+        "loss": "mse",
+    }
+    module = generate(spec)
+    params, X, Y = problem(module, spec)
+    if norm is BN:
+        X[:, 1] = 2.0
+    elif norm is RMS:
+        X[0] = 0.0
+    else:
+        X[0] = -1.5
+    value, grads = module.loss_and_grad(params, X, Y)
+    finite = np.isfinite(value) and all(np.isfinite(g).all() for g in grads.values())
+    assert finite, what
+    ref_value, ref_grads, stats = tr.loss_and_grad(spec, params, X, Y, custom=CUSTOM)
+    assert rel(value, ref_value) <= RTOL
+    assert_grads_close(grads, ref_grads)
+    before = copy.deepcopy(params)
+    module.step(params, module.init_state(params), X, Y)
+    for k, g in ref_grads.items():
+        assert rel(params[k], before[k] - 0.01 * g) <= 1e-12, k
+    for k in module.BUFFER_NAMES:  # a constant column: its running variance decays
+        assert rel(params[k], stats[k]) <= RTOL, k
+    ref = tr.forward(spec, params, X, custom=CUSTOM)
+    assert rel(module.forward(params, X), ref) <= RTOL
+
+
 @pytest.mark.parametrize("name", ["bn_in_elu_res", "ln_in_cube", "everything"])
 @pytest.mark.parametrize("scale", [1e3, -1e3])
 def test_large_inputs_stay_finite_and_match_torch(generate, name, scale) -> None:
