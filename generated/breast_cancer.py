@@ -85,8 +85,8 @@ def _forward(params, X, training, rng):
 def _loss(params, X, Y, training, rng):
     """The loss for checked inputs."""
     m = X.shape[0]
-    A2, (A1, Z2, SP2) = _forward_pass(params, X, training, rng)
-    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
+    _, (_, Z2, SP2) = _forward_pass(params, X, training, rng)
+    W1, _, W2, _ = (params[k] for k in PARAM_NAMES)
     L = float(np.sum(SP2 * Y + (1 - Y) * np.logaddexp(0, Z2))) / m
     L += 0.5 * (L2 * (float(np.sum(W1**2)) + float(np.sum(W2**2))))
     return L
@@ -95,7 +95,7 @@ def _loss(params, X, Y, training, rng):
 def _loss_and_grad(params, X, Y, rng):
     """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
-    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
+    W1, _, W2, _ = (params[k] for k in PARAM_NAMES)
     A2, (A1, Z2, SP2) = _forward_pass(params, X, True, rng)
     L = float(np.sum(SP2 * Y + (1 - Y) * np.logaddexp(0, Z2))) / m
     L += 0.5 * (L2 * (float(np.sum(W1**2)) + float(np.sum(W2**2))))

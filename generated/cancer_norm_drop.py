@@ -165,9 +165,7 @@ def _forward(params, X, training, rng):
 def _loss(params, X, Y, training, rng):
     """The loss for checked inputs."""
     m = X.shape[0]
-    A7, (M1, Sigma2, Xhat2, K3, A3, M4, Sigma5, Xhat5, K6, A6, Z7, SP7) = _forward_pass(
-        params, X, training, rng
-    )
+    _, (_, _, _, _, _, _, _, _, _, _, Z7, SP7) = _forward_pass(params, X, training, rng)
     L = float(np.sum(SP7 * Y + (1 - Y) * np.logaddexp(0, Z7))) / m
     return L
 
@@ -175,9 +173,7 @@ def _loss(params, X, Y, training, rng):
 def _loss_and_grad(params, X, Y, rng):
     """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
-    W1, b1, gamma2, beta2, W4, b4, gamma5, beta5, W7, b7 = (
-        params[k] for k in PARAM_NAMES
-    )
+    _, _, gamma2, _, W4, _, gamma5, _, W7, _ = (params[k] for k in PARAM_NAMES)
     A7, (M1, Sigma2, Xhat2, K3, A3, M4, Sigma5, Xhat5, K6, A6, Z7, SP7) = _forward_pass(
         params, X, True, rng
     )
@@ -383,7 +379,7 @@ def _step(params, state, X, Y, work):
     var2 += tmp2
     # K3 = 1/(1 − 0.2) with probability 1 − 0.2, else 0; inverted dropout, as PyTorch:
     #   the kept values are scaled up in training
-    rng.random(out=mask3)
+    rng.random(dtype=mask3.dtype, out=mask3)
     np.greater_equal(mask3, 0.2, out=mask3)
     mask3 *= 1.25
     # A3 = A2 ⊙ K3
@@ -414,7 +410,7 @@ def _step(params, state, X, Y, work):
     h5_4 += beta5
     # K6 = 1/(1 − 0.2) with probability 1 − 0.2, else 0; inverted dropout, as PyTorch:
     #   the kept values are scaled up in training
-    rng.random(out=mask6)
+    rng.random(dtype=mask6.dtype, out=mask6)
     np.greater_equal(mask6, 0.2, out=mask6)
     mask6 *= 1.25
     # A6 = A5 ⊙ K6

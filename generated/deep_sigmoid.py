@@ -181,7 +181,7 @@ def _forward(params, X, training, rng):
 def _loss(params, X, Y, training, rng):
     """The loss for checked inputs."""
     m = X.shape[0]
-    A8, (A1, A2, A3, A4, A5, A6, A7, Z8, SP8) = _forward_pass(params, X, training, rng)
+    _, (_, _, _, _, _, _, _, Z8, SP8) = _forward_pass(params, X, training, rng)
     L = float(np.sum(SP8 * Y + (1 - Y) * np.logaddexp(0, Z8))) / m
     return L
 
@@ -189,7 +189,7 @@ def _loss(params, X, Y, training, rng):
 def _loss_and_grad(params, X, Y, rng):
     """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
-    W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W6, b6, W7, b7, W8, b8 = (
+    _, _, W2, _, W3, _, W4, _, W5, _, W6, _, W7, _, W8, _ = (
         params[k] for k in PARAM_NAMES
     )
     A8, (A1, A2, A3, A4, A5, A6, A7, Z8, SP8) = _forward_pass(params, X, True, rng)

@@ -81,7 +81,7 @@ def _forward(params, X, training, rng):
 def _loss(params, X, Y, training, rng):
     """The loss for checked inputs."""
     m = X.shape[0]
-    Z2, (M1, A1) = _forward_pass(params, X, training, rng)
+    Z2, (_, _) = _forward_pass(params, X, training, rng)
     L = (
         float(
             np.sum(
@@ -98,7 +98,7 @@ def _loss(params, X, Y, training, rng):
 def _loss_and_grad(params, X, Y, rng):
     """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
-    W1, b1, W2, b2 = (params[k] for k in PARAM_NAMES)
+    _, _, W2, _ = (params[k] for k in PARAM_NAMES)
     Z2, (M1, A1) = _forward_pass(params, X, True, rng)
     L = (
         float(

@@ -108,8 +108,8 @@ def _forward(params, X, training, rng):
 def _loss(params, X, Y, training, rng):
     """The loss for checked inputs."""
     m = X.shape[0]
-    A3, (M1, A1, M2, A2, LS3) = _forward_pass(params, X, training, rng)
-    W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
+    _, (_, _, _, _, LS3) = _forward_pass(params, X, training, rng)
+    W1, _, W2, _, W3, _ = (params[k] for k in PARAM_NAMES)
     L = float(np.sum(-LS3 * Y)) / m
     L += 0.5 * (
         L2 * (float(np.sum(W1**2)) + float(np.sum(W2**2)) + float(np.sum(W3**2)))
@@ -120,7 +120,7 @@ def _loss(params, X, Y, training, rng):
 def _loss_and_grad(params, X, Y, rng):
     """(loss, grads) for checked inputs: the backward pass."""
     m = X.shape[0]
-    W1, b1, W2, b2, W3, b3 = (params[k] for k in PARAM_NAMES)
+    W1, _, W2, _, W3, _ = (params[k] for k in PARAM_NAMES)
     A3, (M1, A1, M2, A2, LS3) = _forward_pass(params, X, True, rng)
     L = float(np.sum(-LS3 * Y)) / m
     L += 0.5 * (

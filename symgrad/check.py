@@ -15,7 +15,6 @@ ordinary size, absolute below FLOOR, where a central difference's rounding noise
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import itertools
 import math
 import tempfile
@@ -174,8 +173,21 @@ def compare_module(
         if not key.startswith("W"):  # zero biases and unit gains would hide one that
             # is ignored (b, beta: zeros; gamma: ones)
             params[key] = params[key] + 0.1 * rng.standard_normal(params[key].shape)
-    loss, grads = module.loss_and_grad(params, X, Y)
-    training = _training_loss(module)
+    # v2: the gradient is the training loss's (batch statistics, dropout with the
+    # masks of a generator): differentiate that, with the same masks every time;
+    # the running statistics (BUFFER_NAMES) are in params but have no gradient
+    dropout = bool(getattr(module, "DROPOUT", False))
+    training = dropout or bool(getattr(module, "BUFFER_NAMES", ()))
+
+    def masks() -> dict[str, Any]:
+        return {"rng": np.random.default_rng(seed)} if dropout else {}
+
+    def training_loss() -> float:
+        if not training:
+            return module.loss(params, X, Y)
+        return module.loss(params, X, Y, training=True, **masks())
+
+    loss, grads = module.loss_and_grad(params, X, Y, **masks())
     rows = []
     for key in names:
         value = params[key]
@@ -188,9 +200,9 @@ def compare_module(
         for idx in entries:
             original = value[idx]
             value[idx] = original + step
-            up = training(params, X, Y)
+            up = training_loss()
             value[idx] = original - step
-            down = training(params, X, Y)
+            down = training_loss()
             value[idx] = original
             fd = (up - down) / (2 * step)
             g = float(grad[idx]) if grad.shape == value.shape else float("nan")
@@ -211,16 +223,6 @@ def compare_module(
         float(loss),
         tuple(rows),
     )
-
-
-def _training_loss(module: Any):  # noqa: ANN401 - a generated module
-    """The loss whose gradient loss_and_grad returns: with batch statistics (and,
-    without a generator, no dropout), as in training."""
-    try:
-        inspect.signature(module.loss).bind(None, None, None, training=True)
-    except TypeError:  # a stand-in without the keyword
-        return module.loss
-    return lambda params, X, Y: module.loss(params, X, Y, training=True)
 
 
 def import_path(path: Path, name: str) -> ModuleType:

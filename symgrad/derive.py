@@ -1110,14 +1110,8 @@ def _norm_layer(index: int, units: int, layer: NormSpec) -> NormLayerRule:
     else:
         definition = layers_mod.NORMS[layer.name]
     try:
-        rule = norm_rule(
-            definition,
-            {
-                k: v
-                for k, v in values.items()
-                if k in definition.params or k in definition.stat_params
-            },
-        )
+        known = {**definition.params, **definition.stat_params}  # eps, momentum
+        rule = norm_rule(definition, {k: v for k, v in values.items() if k in known})
     except (RecursionError, MemoryError):
         raise SpecError(
             [

@@ -732,7 +732,15 @@ class Norm:
         assert g is not None
         self.names[G] = g
         back = None
+        # the statements the kept results read: without the input gradient (a norm on
+        # the input X), the values only dx reads (h = γ ⊙ g, its means) are dead code
+        needed = {DGAMMA, DBETA} | ({DX} if need_input else set())
+        for st in reversed(r.backward):
+            if st.target in needed:
+                needed |= st.expr.free_symbols
         for st in r.backward:
+            if st.target not in needed:
+                continue
             if st.target == DX:
                 if need_input:
                     expr = on_axis(

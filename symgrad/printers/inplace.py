@@ -299,7 +299,8 @@ class Emitter(Printer):
     def _print_KeepMask(self, e: KeepMask, dest: str) -> None:  # noqa: N802
         """Inverted dropout's mask: uniforms, compared with the rate, scaled."""
         rate = float(e.args[1])
-        self._line(f"rng.random(out={dest})", dest)
+        # the uniforms in the params' dtype, as _keep_mask draws them (float32 too)
+        self._line(f"rng.random(dtype={dest}.dtype, out={dest})", dest)
         self._emit("greater_equal", [dest, number_text(e.args[1])], dest)
         self._emit("multiply", [dest, number_text(sp.Float(1 / (1 - rate)))], dest)
 

@@ -15,6 +15,7 @@ implements and, once, why it has its form.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -93,17 +94,15 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
             body.add(_assign(s, printer, grad))
 
     loss = Lines()
-    loss.add("m = X.shape[0]")
-    loss.add(f"{out}, ({_names(kept)}) = _forward_pass(params, X, training, rng)")
-    if plan.l2:
-        loss.add(_unpack(params, "params"))
     loss_lines(loss)
     loss.add(f"return {nm.LOSS}")
+    head = Lines(["m = X.shape[0]"])
+    head.add(f"{out}, ({_names(kept)}) = _forward_pass(params, X, training, rng)")
+    if plan.l2:
+        head.add(_unpack(params, "params"))
+    loss.lines[:0] = _unused_as_blank(head.lines, loss.lines)
 
     both = Lines()
-    both.add("m = X.shape[0]")
-    both.add(_unpack(params, "params"))
-    both.add(f"{out}, ({_names(kept)}) = _forward_pass(params, X, True, rng)")
     loss_lines(both)
     both.add("")
     for s in plan.backward:
@@ -111,6 +110,9 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
         both.add(_assign(s, printer, grad))
     grads = ", ".join(f'"{p}": {plan.grads[p].name}' for p in params)
     both.add(f"return {nm.LOSS}, {{{grads}}}")
+    head = Lines(["m = X.shape[0]", _unpack(params, "params")])
+    head.add(f"{out}, ({_names(kept)}) = _forward_pass(params, X, True, rng)")
+    both.lines[:0] = _unused_as_blank(head.lines, both.lines)
 
     for body in (forward, loss, both):
         if any(f"{DTYPE}(" in line for line in body.lines):
@@ -188,6 +190,29 @@ def _forward_lines(
         body.comment(s.note)
         body.add(_assign(s, printer, bind))
         i += 1
+
+
+def _unused_as_blank(unpacking: list[str], body: list[str]) -> list[str]:
+    """The unpacking lines with each name the body does not read written `_`: the
+    forward pass returns every value any reader needs, and linters (ruff's RUF059)
+    flag unpacked names left unused."""
+    code = "\n".join(line for line in body if not line.lstrip().startswith("#"))
+    code = re.sub(r'"[^"]*"', "", code)  # the grads' keys are not reads
+    read = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code))
+
+    def blank(line: str) -> str:
+        targets, _, value = line.partition(" = ")
+        names = re.sub(
+            r"[A-Za-z_][A-Za-z0-9_]*",
+            lambda word: word[0] if word[0] in read else "_",
+            targets,
+        )
+        return f"{names} = {value}"
+
+    return [
+        blank(line) if " = (" in line or "_forward_pass(" in line else line
+        for line in unpacking
+    ]
 
 
 def _names(values: Iterable[sp.Symbol]) -> str:
