@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -155,3 +156,10 @@ def test_the_longest_name_and_a_long_path_keep_the_module_within_the_line_length
             cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+    # the command, a word a line, still reads as one command in a shell
+    doc = ast.get_docstring(ast.parse(Path(module).read_text()))
+    command = doc[doc.index("Regenerate with:") + len("Regenerate with:") :]
+    assert "\\\n" in command
+    words = shlex.split(command.replace("\\\n", ""))  # backslash-newline: continued
+    spec_path = str(deep.relative_to(tmp_path) / f"{name}.yaml")
+    assert words == ["symgrad", "generate", spec_path]
