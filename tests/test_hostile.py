@@ -65,10 +65,15 @@ def test_file_name_cannot_break_or_inject_into_the_module(tmp_path, name) -> Non
     compile(source, str(out), "exec")
     tree = ast.parse(source)
     doc = ast.get_docstring(tree)
-    assert doc is not None and "Regenerate with: symgrad generate" in doc
+    assert doc is not None and "Regenerate with:" in doc
+    # a long command is continued with backslash-newline (the docstring is raw);
+    # otherwise, after escaping, no backslash, ESC, bidi override or line separator
+    command = doc[doc.index("Regenerate with:") :].replace("\\\n ", " ")
+    assert command.startswith("Regenerate with:") and "symgrad generate" in command
     # the docstring is the first statement and the only string before `import numpy`
     assert isinstance(tree.body[1], ast.Import)
-    assert not any(c in doc for c in "\\\x1b\u202e\u2028")
+    rest = doc.replace("\\\n ", " ")
+    assert not any(c in rest for c in "\\\x1b\u202e\u2028")
     env = {**os.environ, "PYTHONPATH": str(out.parent)}
     subprocess.run(
         [sys.executable, "-c", "import xor"], cwd=tmp_path, env=env, check=True
