@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -477,6 +478,27 @@ def test_cluster_map_reduce_equals_one_numpy_process(dask_cluster, xp_pair):
         np_module.step(p_np, s_np, X[rows], Y[rows])
     for k in p_np:
         assert xb.relative_error(p[k], p_np[k]) <= xb.TRAIN_RTOL, k
+
+
+def test_a_cluster_that_cannot_start_is_a_reason_not_a_hang(monkeypatch):
+    import dask.distributed
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("[Errno 1] Operation not permitted")
+
+    monkeypatch.setattr(dask.distributed, "LocalCluster", refuse)
+    with pytest.raises(xb.ClusterUnavailable, match="PermissionError: .*not permitted"):
+        xb.start_local_cluster(2, timeout=5)
+
+    def hang(*args, **kwargs):
+        time.sleep(2)
+        raise OSError("gave up")
+
+    monkeypatch.setattr(dask.distributed, "LocalCluster", hang)
+    started = time.perf_counter()
+    with pytest.raises(xb.ClusterUnavailable, match="did not start within 0.2 s"):
+        xb.start_local_cluster(2, timeout=0.2)
+    assert time.perf_counter() - started < 1.5
 
 
 def test_a_local_cluster_closes_its_processes(tmp_path):

@@ -615,10 +615,12 @@ def start_local_cluster(
     from dask.distributed import Client, LocalCluster
 
     box: dict[str, Any] = {}
+    lock = threading.Lock()  # box["late"]: the caller gave up; the thread cleans up
 
     def start() -> None:
+        cluster = client = error = None
         try:
-            box["cluster"] = LocalCluster(
+            cluster = LocalCluster(
                 n_workers=n_workers,
                 processes=True,
                 threads_per_worker=1,
@@ -634,23 +636,25 @@ def start_local_cluster(
                     None if local_directory is None else str(local_directory)
                 ),
             )
-            box["client"] = Client(
-                box["cluster"], timeout=timeout, set_as_default=False
-            )
-        except (
-            BaseException
-        ) as exc:  # noqa: B036 - reported to the caller as the reason
-            box["error"] = exc
+            client = Client(cluster, timeout=timeout, set_as_default=False)
+        except BaseException as exc:  # noqa: B036 - the reason, for the caller
+            error = exc
+        with lock:
+            late = box.get("late", False)
+            box.update(cluster=cluster, client=client, error=error)
+        if late or error is not None:  # nobody will close what did start
+            if cluster is not None:
+                close_local_cluster(cluster, client, timeout=timeout)
 
     thread = threading.Thread(target=start, name="start-local-cluster", daemon=True)
     thread.start()
     thread.join(timeout)
-    if thread.is_alive():
-        raise ClusterUnavailable(f"LocalCluster did not start within {timeout:g} s")
-    if "error" in box:
+    with lock:
+        if "error" not in box:  # still starting
+            box["late"] = True
+            raise ClusterUnavailable(f"LocalCluster did not start within {timeout:g} s")
+    if box["error"] is not None:
         exc = box["error"]
-        if "cluster" in box:
-            close_local_cluster(box["cluster"], None, timeout=timeout)
         raise ClusterUnavailable(
             f"LocalCluster did not start: {type(exc).__name__}: {exc}"
         )
