@@ -176,8 +176,8 @@ def regenerate_xp(source: str, out_dir: str | os.PathLike[str] | None = None) ->
     """The command that writes the array-API module again, for its docstring."""
     if source.startswith("<") and source.endswith(">"):
         return (
-            f'symgrad.generate(spec, target="{TARGET}") with the same spec (given as '
-            f"{source}, not a file)"
+            f'symgrad.generate(spec, target="{TARGET}") with the same spec\n    (given '
+            f"as {source}, not a file)"
         )
     return f"{regenerate_command(source, out_dir)} --target {TARGET}"
 

@@ -23,6 +23,12 @@ compare. What this module offers:
   ``map_reduce_loss_and_grad`` (each worker runs the module's loss_and_grad on its own
   chunk; the module travels by value, as workers cannot import a file in a temp dir).
 
+Dropout: the NumPy module draws its keep-masks from a NumPy Generator (``rng=``, and in
+``step`` from ``state["rng"]``); the array-API module takes the same uniform numbers as
+``noise`` (``host_noise`` draws them in the NumPy module's order). With ``noise_seed``,
+``check_gradients`` compares the two with dropout on; ``check_training`` and
+``check_fit`` feed dropout networks the draws of the NumPy module's generator.
+
 Relative errors are ‖a − b‖ / ‖b‖ over each array (as harness.rel_err), never
 entry-wise: entries that cancel to near 0 carry no meaning of their own.
 """
@@ -363,6 +369,17 @@ def perturbed_params(
     }
 
 
+def host_noise(
+    xp_module: ModuleType, rng: np.random.Generator, m: int, dtype: Any = np.float64
+) -> dict:
+    """Dropout's uniform numbers for a batch of m, as NumPy arrays: the draws the NumPy
+    module's masks take from ``rng`` (one per dropout layer, in order)."""
+    return {
+        name: rng.random((m, width), dtype=dtype)
+        for name, width in xp_module.NOISE.items()
+    }
+
+
 def _floating(a: np.ndarray) -> bool:
     return np.asarray(a).dtype.kind == "f"
 
@@ -376,19 +393,29 @@ def check_gradients(
     *,
     seed: int = 0,
     rtol: float = GRAD_RTOL,
+    noise_seed: int | None = None,
 ) -> float:
     """The largest relative error of loss_and_grad against the NumPy module's (float64).
 
     Also checks: the keys, shapes and float64 dtype of the gradients, and that the call
     changed none of its inputs (the module is functional). Returns the largest error.
+    With ``noise_seed``, dropout is on: the NumPy module draws its masks from
+    default_rng(noise_seed), the array-API module gets the same draws as ``noise``.
     """
     params = perturbed_params(np_module, seed)
+    extra, noise = {}, {}
+    if noise_seed is not None:
+        extra = {"rng": np.random.default_rng(noise_seed)}
+        noise = host_noise(xp_module, np.random.default_rng(noise_seed), len(X))
     want_loss, want = np_module.loss_and_grad(
-        {k: v.copy() for k, v in params.items()}, X, Y
+        {k: v.copy() for k, v in params.items()}, X, Y, **extra
     )
     with backend.context():
         p, Xb, Yb = backend.to(params), backend.data(X), backend.data(Y)
-        got_loss, got = backend.call(xp_module.loss_and_grad)(p, Xb, Yb)
+        kwargs = {"noise": {k: backend.data(v) for k, v in noise.items()}}
+        if noise_seed is None:
+            kwargs = {}
+        got_loss, got = backend.call(xp_module.loss_and_grad)(p, Xb, Yb, **kwargs)
         got_loss, got = backend.back((got_loss, got))
         inputs = backend.back((p, Xb, Yb))
     assert set(got) == set(
@@ -515,14 +542,17 @@ def check_training(
     NumPy module's in-place step; the float64 parameters agree to ``rtol`` (relative).
 
     X and Y are moved to the backend once; the batches are basic slices of them (on
-    Dask they keep their row chunks). Returns the largest relative error.
+    Dask they keep their row chunks). With dropout, train_step gets as noise the draws
+    of the NumPy module's state["rng"] (default_rng(seed)). Returns the largest
+    relative error.
     """
     p_np = np_module.init_params(seed)
-    s_np = np_module.init_state(p_np)
+    s_np = np_module.init_state(p_np, seed)
     losses_np = [
         np_module.step(p_np, s_np, X[b], Y[b])
         for b in _batches(len(X), batch_size, epochs)
     ]
+    draws = np.random.default_rng(seed)
     with backend.context():
         params = xp_module.init_params(
             seed, xp=backend.xp, device=backend.device, dtype=backend.dtype("float64")
@@ -532,8 +562,12 @@ def check_training(
         step = backend.call(xp_module.train_step)
         losses = []
         for b in _batches(len(X), batch_size, epochs):
+            kwargs = {}
+            if xp_module.DROPOUT:
+                noise = host_noise(xp_module, draws, b.stop - b.start)
+                kwargs["noise"] = {k: backend.data(v) for k, v in noise.items()}
             params, state, loss = backend.settle(
-                step(params, state, Xb[b, ...], Yb[b, ...])
+                step(params, state, Xb[b, ...], Yb[b, ...], **kwargs)
             )
             losses.append(loss)
         params, losses = backend.back((params, losses))
