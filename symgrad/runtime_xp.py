@@ -493,7 +493,8 @@ def init_params(seed=0, xp=None, device=None, dtype=None):
         dtype = dtype["real floating"]
     if not _is_float(xp, dtype):
         raise ValueError(
-            f"dtype must be {xp.__name__}'s float32 or float64, found {dtype}"
+            f"dtype must be {xp.__name__}'s float32 or float64, "
+            f"found {getattr(dtype, '__name__', dtype)}"
         )
     rng = np.random.default_rng(seed)
     params = {}
