@@ -533,3 +533,30 @@ def test_cluster_train_step_with_batchnorm_and_dropout(dask_cluster, pair):
     X, Y = data("dropout", m=32)
     backend = xb.cluster_backend(client)
     xb.check_training(*pair("dropout"), backend, X, Y, batch_size=16, epochs=1)
+
+
+def test_example_dask_train_equals_numpy_fit(dask_cluster, tmp_path, generate):
+    """examples/dask_train.py's train() on the session's cluster: data made on the
+    workers, the module's fit on Dask arrays; the same as the NumPy module's fit on
+    the same data, computed into this process."""
+    import dask
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import dask_train
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    _, client = dask_cluster
+    params, history, per_step = dask_train.train(
+        client, rows=1200, batch_size=400, epochs=1, directory=tmp_path, verbose=False
+    )
+    X, Y = dask_train.make_data(1200, 100)
+    with dask.config.set(scheduler=client):
+        X, Y = dask.compute(X, Y)
+    np_module = generate(dask_train.SPEC)
+    p_np = np_module.init_params(0)
+    h_np = np_module.fit(p_np, X, Y, epochs=1, batch_size=400)
+    assert xb.relative_error(history["loss"], h_np["loss"]) <= xb.TRAIN_RTOL
+    for k in p_np:
+        assert xb.relative_error(params[k], p_np[k]) <= xb.TRAIN_RTOL, k
+    assert per_step > 0
