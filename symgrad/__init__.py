@@ -34,7 +34,7 @@ def derive(spec: "SpecSource") -> Derivation:
     return _displayable(_derive.derive(spec))
 
 
-TARGETS = ("numpy", "array-api")  # what generate writes: <name>.py, <name>_xp.py
+_TARGETS = ("numpy", "array-api")  # what generate writes: <name>.py, <name>_xp.py
 
 
 def generate(
@@ -55,9 +55,9 @@ def generate(
     """
     from .files import write_text
 
-    if target not in TARGETS:
+    if target not in _TARGETS:
         raise SymgradError(
-            f"unknown target {target!r}: expected one of {', '.join(TARGETS)}"
+            f"unknown target {target!r}: expected one of {', '.join(_TARGETS)}"
         )
     loaded = as_spec(spec)
     derivation = _derive.derive(loaded)

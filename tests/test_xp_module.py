@@ -560,3 +560,26 @@ def test_example_dask_train_equals_numpy_fit(dask_cluster, tmp_path, generate):
     for k in p_np:
         assert xb.relative_error(params[k], p_np[k]) <= xb.TRAIN_RTOL, k
     assert per_step > 0
+
+
+# --- packaging -------------------------------------------------------------------------------
+
+
+def test_a_wheel_holds_every_package_the_runtime_and_the_templates():
+    """pip install . (not editable) must generate both targets: every package with an
+    __init__.py is listed, runtime_xp.py is in symgrad, the templates are data."""
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    tool = config["tool"]["setuptools"]
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in (ROOT / "symgrad").rglob("__init__.py")
+    }
+    assert found | {"symgrad.templates"} == set(tool["packages"])
+    assert tool["package-dir"]["symgrad.templates"] == "templates"
+    assert tool["package-data"]["symgrad.templates"] == ["*.jinja"]
+    assert (ROOT / "templates" / "module_xp.py.jinja").is_file()
+    extras = config["project"]["optional-dependencies"]
+    assert extras["array-api"] == ["array-api-compat>=1.11"]
+    assert {"array-api-strict>=2.2", "dask[array]>=2024.8"} <= set(extras["test"])
+    assert not any(name.startswith(("torch", "cupy")) for name in extras["test"])
