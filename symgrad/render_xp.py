@@ -179,7 +179,10 @@ def regenerate_xp(source: str, out_dir: str | os.PathLike[str] | None = None) ->
             f'symgrad.generate(spec, target="{TARGET}") with the same spec\n    (given '
             f"as {source}, not a file)"
         )
-    return f"{regenerate_command(source, out_dir)} --target {TARGET}"
+    command = f"{regenerate_command(source, out_dir)} --target {TARGET}"
+    if len("Regenerate with: " + command) > DOC_WIDTH:  # on a line of its own
+        return "\n    " + command
+    return command
 
 
 @functools.cache
