@@ -34,22 +34,41 @@ def derive(spec: "SpecSource") -> Derivation:
     return _displayable(_derive.derive(spec))
 
 
+_TARGETS = ("numpy", "array-api")  # what generate writes: <name>.py, <name>_xp.py
+
+
 def generate(
     spec: "SpecSource",
     out_dir: "str | os.PathLike[str] | None" = None,
+    *,
+    target: str = "numpy",
 ) -> "Path":
     """Generate the training module for a spec; returns the path written.
 
     Args:
         spec: a Spec, a spec file (str or PathLike), YAML text or a dict (see
             `as_spec`).
-        out_dir: where <name>.py goes; default ./generated.
+        out_dir: where the module goes; default ./generated.
+        target: "numpy" (the default): <name>.py, the NumPy module; "array-api":
+            <name>_xp.py, the same derived math against the array API standard (runs
+            on NumPy, PyTorch, CuPy, JAX and Dask arrays).
     """
     from .files import write_text
-    from .render import output_path, render
 
+    if target not in _TARGETS:
+        raise SymgradError(
+            f"unknown target {target!r}: expected one of {', '.join(_TARGETS)}"
+        )
     loaded = as_spec(spec)
     derivation = _derive.derive(loaded)
+    if target == "array-api":
+        from . import render_xp
+
+        path = render_xp.xp_output_path(loaded.name, out_dir)
+        write_text(path, render_xp.render(derivation, out_dir))
+        return path
+    from .render import output_path, render
+
     path = output_path(loaded.name, out_dir)
     write_text(path, render(derivation, out_dir))
     return path

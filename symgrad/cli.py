@@ -35,6 +35,7 @@ GENERATE_EXAMPLES = """examples:
   symgrad generate examples/xor.yaml            # writes generated/xor.py
   symgrad generate my_net.yaml -o build/models  # writes build/models/<name>.py
   symgrad generate my_net.yaml --quiet          # no summary, for scripts
+  symgrad generate my_net.yaml --target array-api  # generated/<name>_xp.py: GPU, JAX, Dask
 """
 LATEX_EXAMPLES = """examples:
   symgrad latex examples/xor.yaml --format text           # read it in the terminal
@@ -110,7 +111,16 @@ def _parser() -> argparse.ArgumentParser:
         "--out-dir",
         metavar="DIR",
         default="generated",
-        help="directory for <name>.py (default: generated; created if missing)",
+        help="directory for the module (default: generated; created if missing)",
+    )
+    gen.add_argument(
+        "-t",
+        "--target",
+        choices=("numpy", "array-api"),
+        default="numpy",
+        help="numpy (default): <name>.py, NumPy only, fastest on one CPU; array-api: "
+        "<name>_xp.py, the same math for any array API library (PyTorch, CuPy, JAX, "
+        "Dask, ...)",
     )
     gen.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing when all goes well"
@@ -221,7 +231,7 @@ def _generate(args: argparse.Namespace) -> int:
     from .spec import load_spec
 
     spec = load_spec(args.spec)
-    path = generate(spec, args.out_dir)
+    path = generate(spec, args.out_dir, target=args.target)
     if not args.quiet:
         _print(summary(derive(spec), path))
     return 0

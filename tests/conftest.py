@@ -51,3 +51,20 @@ def generate(_generated, tmp_path: Path) -> Callable[..., ModuleType]:
         return cache[key]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory):
+    """(cluster, client) of a dask.distributed LocalCluster, 2 worker processes on
+    127.0.0.1, for the whole session (tests/xp_backends.py: bounded start, no
+    dashboard); skipped with the reason when this sandbox cannot start it."""
+    import xp_backends
+
+    try:
+        cluster, client = xp_backends.start_local_cluster(
+            2, local_directory=tmp_path_factory.mktemp("dask-workers")
+        )
+    except xp_backends.ClusterUnavailable as exc:
+        pytest.skip(str(exc))
+    yield cluster, client
+    xp_backends.close_local_cluster(cluster, client)

@@ -1,0 +1,506 @@
+"""The derived part of an array-API module (`<name>_xp.py`), printed from a Plan.
+
+The third printer of the plan's statements, beside numpy_module.py's two: every
+statement becomes one functional expression of the array API standard (2023.12), over
+a namespace `xp` the runtime passes in. What the standard rules out shapes the forms:
+
+- no `out=`, nothing written in place: each statement binds a new array;
+- no Python scalar as a function argument (`maximum(Z, 0)` is refused in 2023.12): a
+  constant operand of a function is `xp.zeros_like(A)`, `xp.ones_like(A)` or
+  `xp.full_like(A, c)` of an array A of the expression, so it takes A's dtype and
+  device; Python numbers appear only as operands of operators (`0.5 * Z`, `D / m`);
+- no bool × float: a 0/1 rule (ReLU's mask) is `xp.astype(condition, dt)`, dt the
+  dtype of X (never a 0-d array or a NumPy scalar, which would promote float32);
+- ReLU as `xp.maximum(Z, zeros)`, so that NaN propagates (`xp.where(Z > 0, ...)`
+  would turn it into 0); every other 0/1 rule keeps the plan's product with its mask;
+- stable forms from standard functions only (no errstate, `where` evaluates both
+  branches): softplus as `xp.logaddexp(zeros, u)`, the sigmoid from e^{-|z|} (no
+  overflow), exp-branches of piecewise rules clamped into their domain (code.py), erf
+  from its series and continued fraction (the standard has no erf).
+
+Functions printed (all take the namespace first; inputs are checked arrays of one dtype):
+
+    _forward(xp, params, X, training, noise) -> Ŷ
+    _loss(xp, params, X, Y, training, noise) -> the loss, a 0-d array
+    _loss_and_grad(xp, params, X, Y, noise) -> (loss, grads, statistics)
+    _update(xp, params, grads, state) -> (params, state)
+
+Each function holds only the statements its results need (ReLU's masks are not in
+`_forward`, the softmax is not in `_loss`). Dropout's keep-masks come from `noise`,
+uniform numbers in [0, 1) the caller passes (see runtime_xp.py); without it, no
+dropout. Batchnorm's running statistics are results of `_loss_and_grad` (a dict over
+BUFFER_NAMES, empty without batchnorm), never written into params.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .. import naming as nm
+from .. import optimizers
+from ..arrays import KeepMask, ReductionBase
+from ..functions import avoid, log_softmax, numeric, sigmoid, softplus, variables
+from ..plan import LOSS, Plan, Stmt, arr
+from .code import NumPyCode, _clamped_pieces, number_text
+
+INDENT = "    "
+COMMENT_WIDTH = 80
+DTYPE = "dt"  # the local naming X's dtype, for xp.astype(mask, dt)
+
+# NumPy's names -> the standard's, for the functions SymPy's NumPy printer knows
+_STANDARD_NAMES = {
+    "arccos": "acos",
+    "arcsin": "asin",
+    "arctan": "atan",
+    "arctan2": "atan2",
+    "arccosh": "acosh",
+    "arcsinh": "asinh",
+    "arctanh": "atanh",
+    "power": "pow",
+    "absolute": "abs",
+}
+
+
+class XPCode(NumPyCode):
+    """Prints expressions over array symbols as array-API code in the namespace `xp`.
+
+    `shapes` maps array names to their shapes (the plan's): a constant operand of a
+    function is made like the expression's largest array.
+    """
+
+    def __init__(self, shapes: dict[str, tuple] | None = None) -> None:
+        super().__init__()
+        self.shapes = dict(shapes or {})
+        self.dtype_uses = 0  # how often the printed code named DTYPE
+
+    # names: xp.<standard name>
+    def _module_format(self, fqn: str, register: bool = True) -> str:
+        out = super()._module_format(fqn, register=False)
+        if out.startswith("np."):
+            name = out[len("np.") :]
+            return "xp." + _STANDARD_NAMES.get(name, name)
+        return out
+
+    # constants made like an array of the expression
+    def _like(self, expr: sp.Expr) -> str:
+        """The name of the array a constant operand of expr is made like: the one of
+        largest rank (an (m, n) array before a row statistic (m, 1))."""
+        arrays = [s for s in variables(expr) if isinstance(s, sp.Symbol)]
+        if not arrays:
+            raise RuntimeError(f"symgrad bug: no array to make a constant like: {expr}")
+
+        def size(s: sp.Symbol) -> tuple:
+            shape = self.shapes.get(s.name, ())
+            return (len(shape), sum(d != 1 for d in shape), s.name)
+
+        return max(arrays, key=size).name
+
+    def _full(self, like: str, value: sp.Expr) -> str:
+        """An array like `like` filled with the number value."""
+        if value is sp.nan:
+            return f"xp.full_like({like}, xp.nan)"
+        if value in (sp.oo, -sp.oo):
+            return f"xp.full_like({like}, {'-' if value == -sp.oo else ''}xp.inf)"
+        if value == 0:
+            return f"xp.zeros_like({like})"
+        if value == 1:
+            return f"xp.ones_like({like})"
+        text = number_text(value)
+        if float(numeric(value)).is_integer() and abs(float(numeric(value))) < 1e15:
+            text += ".0"  # a float fill value: the array's dtype, whatever the number
+        return f"xp.full_like({like}, {text})"
+
+    def _operand(self, value: sp.Expr, like: str) -> str:
+        return self._print(value) if variables(value) else self._full(like, value)
+
+    # functions whose constant arguments must be arrays
+    def _print_Max(self, expr: sp.Max) -> str:
+        return self._xfold("xp.maximum", expr)
+
+    def _print_Min(self, expr: sp.Min) -> str:
+        return self._xfold("xp.minimum", expr)
+
+    def _xfold(self, fn: str, expr: sp.Expr) -> str:
+        like = self._like(expr)
+        args = sorted(expr.args, key=lambda x: not variables(x))  # arrays first
+        out = self._print(args[0])
+        for arg in args[1:]:
+            out = f"{fn}({out}, {self._operand(arg, like)})"
+        return out
+
+    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
+        pieces = list(expr.args)
+        if pieces[-1][1] is not sp.true:
+            pieces.append((sp.nan, sp.true))
+        values = [v for v, _ in pieces]
+        if len(pieces) == 2 and values in ([0, 1], [1, 0]):
+            # a 0/1 rule: a float array (the standard has no bool × float)
+            cond = pieces[0][1] if values[0] == 1 else pieces[0][1].negated
+            self.dtype_uses += 1
+            return f"xp.astype({self._print(cond)}, {DTYPE})"
+        pieces = _clamped_pieces(pieces)
+        like = self._like(expr)
+        out = self._operand(pieces[-1][0], like)
+        for value, cond in reversed(pieces[:-1]):
+            out = f"xp.where({self._print(cond)}, {self._operand(value, like)}, {out})"
+        return out
+
+    def _print_softplus(self, expr: softplus) -> str:
+        like = self._like(expr)
+        return f"xp.logaddexp(xp.zeros_like({like}), {self._print(expr.args[0])})"
+
+    def _print_sigmoid(self, expr: sigmoid) -> str:
+        self.helpers.add("_sigmoid")
+        return f"_sigmoid(xp, {self._print(expr.args[0])})"
+
+    def _print_avoid(self, expr: avoid) -> str:
+        x, p, safe = expr.args
+        xs = self._print(x)
+        return (
+            f"xp.where({xs} == {self._print(p)}, {self._full(self._like(x), safe)}, "
+            f"{xs})"
+        )
+
+    def _print_log_softmax(self, expr: log_softmax) -> str:
+        self.helpers.add("_log_softmax")
+        return f"_log_softmax(xp, {self._print(expr.args[0])})"
+
+    def _print_erf(self, expr: sp.erf) -> str:
+        self.helpers.add("_erf")
+        return f"_erf(xp, {self._print(expr.args[0])})"
+
+    def _print_sign(self, expr: sp.sign) -> str:
+        return f"xp.sign({self._print(expr.args[0])})"
+
+    def _print_Abs(self, expr: sp.Abs) -> str:
+        return f"xp.abs({self._print(expr.args[0])})"
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        if variables(expr) and expr.exp in (sp.S.Half, -sp.S.Half):
+            root = f"xp.sqrt({self._print(expr.base)})"
+            return root if expr.exp == sp.S.Half else f"1 / {root}"
+        return super()._print_Pow(expr, rational)
+
+    def _print_ReductionBase(self, expr: ReductionBase) -> str:
+        arg = self._print(expr.args[0])
+        if expr.axis is None:
+            return f"xp.{expr.op}({arg})"
+        keep = ", keepdims=True" if expr.keepdims else ""
+        return f"xp.{expr.op}({arg}, axis={expr.axis}{keep})"
+
+    def _print_KeepMask(self, expr: KeepMask) -> str:
+        raise RuntimeError("symgrad bug: a keep-mask is printed from noise, not inline")
+
+    def statement(self, target: str, expr: sp.Expr, add: bool = False) -> str:
+        """`target = expr` (`target = target + expr` for an accumulation: nothing is
+        updated in place)."""
+        code = self.doprint(expr)
+        return f"{target} = {target} + {code}" if add else f"{target} = {code}"
+
+
+# ------------------------------------------------------------------ statements
+
+
+@dataclass
+class Lines:
+    """Code lines with comments; a comment already written is not written again."""
+
+    lines: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+    def comment(self, text: str, indent: str = "") -> None:
+        if not text or text in self.seen:
+            return
+        self.seen.add(text)
+        for line in textwrap.wrap(text, COMMENT_WIDTH, subsequent_indent="  "):
+            self.lines.append(f"{indent}# {line}")
+
+    def add(self, *code: str) -> None:
+        self.lines += code
+
+
+@dataclass(frozen=True)
+class XPSource:
+    """The printed functions and the helpers (`_sigmoid`, `_erf`, ...) they call."""
+
+    source: str
+    helpers: frozenset[str]
+
+
+def _relu_forms(plan: Plan) -> tuple[Stmt, ...]:
+    """The forward statements, with A = Z ⊙ M, M = [Z > 0] (ReLU) as A = max(Z, 0):
+    NaN stays NaN (a 0/1 mask would give NaN too, but max is one pass, and reads no
+    mask: predict needs none)."""
+    masks = {}
+    for s in plan.forward:
+        z_ = _relu_mask_of(s.expr)
+        if z_ is not None:
+            masks[s.target] = z_
+    out = []
+    for s in plan.forward:
+        if isinstance(s.expr, sp.Mul) and len(s.expr.args) == 2:
+            m_, z_ = sorted(s.expr.args, key=lambda x: x not in masks)
+            if m_ in masks and masks[m_] == z_:
+                s = Stmt(
+                    s.target,
+                    sp.Max(z_, sp.S.Zero),
+                    s.phase,
+                    s.section,
+                    s.equation,
+                    s.note or "max(Z, 0): NaN stays NaN",
+                    s.add,
+                    s.when,
+                )
+        out.append(s)
+    return tuple(out)
+
+
+def _relu_mask_of(e: sp.Expr) -> sp.Symbol | None:
+    """Z when e is ReLU's mask [Z > 0], written Piecewise((0, Z <= 0), (1, True))."""
+    if not (isinstance(e, sp.Piecewise) and len(e.args) == 2):
+        return None
+    (v0, c0), (v1, c1) = e.args
+    if v0 == 0 and v1 == 1 and c1 is sp.true and isinstance(c0, sp.Le):
+        if c0.lhs.is_Symbol and c0.rhs == 0:
+            return c0.lhs
+    return None
+
+
+def _needed(stmts: Iterable[Stmt], wanted: set[sp.Symbol]) -> list[Stmt]:
+    """The statements the values `wanted` depend on, in their order (a value defined
+    in both branches of a training switch keeps both)."""
+    stmts = list(stmts)
+    need = set(wanted)
+    keep: list[Stmt] = []
+    for s in reversed(stmts):
+        if s.target in need:
+            keep.append(s)
+            need |= s.reads  # (an accumulation keeps its target needed: L += ...)
+    return list(reversed(keep))
+
+
+def _comment(s: Stmt) -> str:
+    return f"{s.equation}; {s.note}" if s.note else s.equation
+
+
+def _unpack(names: list[str], source: str) -> list[str]:
+    if not names:
+        return []
+    keys = ", ".join(f'{source}["{n}"]' for n in names)
+    return [f"{', '.join(names)} = {keys}"]
+
+
+def _noise_name(s: Stmt) -> str:
+    return s.target.name
+
+
+class _Function:
+    """One printed function: its statements, with the training and dropout switches."""
+
+    def __init__(self, printer: XPCode, bind: dict[sp.Symbol, sp.Expr]) -> None:
+        self.printer = printer
+        self.bind = bind
+        self.body = Lines()
+        self.dtype_before = printer.dtype_uses
+
+    @property
+    def uses_dtype(self) -> bool:
+        return self.printer.dtype_uses > self.dtype_before
+
+    def assign(self, s: Stmt, indent: str = "") -> str:
+        return indent + self.printer.statement(
+            s.target.name, s.expr.xreplace(self.bind), s.add
+        )
+
+    def statements(self, stmts: list[Stmt], switch: str | None) -> None:
+        """Print stmts in order; `switch`: the Python condition of the batch
+        statistics ("training"), or None when only training's statements are given.
+        Dropout draws its mask when training and noise is given, else it is 1."""
+        i = 0
+        while i < len(stmts):
+            s = stmts[i]
+            if s.when == "dropout":
+                self.body.comment(s.note)
+                cond = "noise is not None"
+                if switch is not None:
+                    cond = f"{switch} and {cond}"
+                rate = number_text(s.expr.args[1])
+                self.body.add(
+                    f"if {cond}:",
+                    f'{INDENT}{s.target.name} = _keep(xp, noise["{_noise_name(s)}"],'
+                    f" {rate})",
+                    "else:",
+                    f"{INDENT}{s.target.name} = 1.0  # no dropout",
+                )
+                self.printer.helpers.add("_keep")
+                i += 1
+                continue
+            if s.when in ("train", "eval", "step"):
+                run = []
+                while i < len(stmts) and stmts[i].when in ("train", "eval", "step"):
+                    run.append(stmts[i])
+                    i += 1
+                train = [t for t in run if t.when in ("train", "step")]
+                evals = [t for t in run if t.when == "eval"]
+                if switch is None:
+                    for t in train:
+                        self.body.comment(_comment(t))
+                        self.body.add(self.assign(t))
+                    continue
+                self.body.add(f"if {switch}:  # the batch's statistics")
+                self.body.add(*(self.assign(t, INDENT) for t in train))
+                self.body.add("else:  # the running statistics")
+                self.body.add(*([self.assign(t, INDENT) for t in evals] or ["pass"]))
+                continue
+            self.body.comment(_comment(s))
+            self.body.add(self.assign(s))
+            i += 1
+
+
+def _function(signature: str, doc: str, lines: list[str]) -> str:
+    body = "\n".join(INDENT + line if line else "" for line in lines)
+    return f'def {signature}:\n{INDENT}"""{doc}"""\n{body}\n'
+
+
+def derived(plan: Plan) -> XPSource:
+    """The source of _forward, _loss, _loss_and_grad and _update, and the helpers
+    they call."""
+    shapes = {s.name: shape for s, shape in plan.shapes.items()}
+    printer = XPCode(shapes)
+    bind = plan.bindings("grad")
+    forward = _relu_forms(plan)
+    buffers = [p.name for p in plan.params if not p.trainable]
+
+    def header(stmts: list[Stmt]) -> list[str]:
+        """The params the statements read, a line per layer."""
+        read = set().union(*(s.reads for s in stmts)) if stmts else set()
+        layers: dict[int, list[str]] = {}
+        for p in plan.params:
+            if arr(p.name) in read:
+                layers.setdefault(p.layer, []).append(p.name)
+        return [line for names in layers.values() for line in _unpack(names, "params")]
+
+    def with_dtype(f: _Function, head: list[str]) -> list[str]:
+        dt = [f"{DTYPE} = X.dtype  # masks as floats of X's dtype"] * f.uses_dtype
+        return head + dt + f.body.lines
+
+    # _forward: the statements Ŷ needs, batch or running statistics by `training`
+    fwd_stmts = _needed((s for s in forward if s.when != "step"), {plan.output})
+    f = _Function(printer, bind)
+    f.statements(fwd_stmts, "training")
+    f.body.add(f"return {plan.output.name}")
+    source = [
+        _function(
+            "_forward(xp, params, X, training, noise)",
+            "Ŷ for checked inputs.",
+            with_dtype(f, header(fwd_stmts)),
+        )
+    ]
+
+    # _loss: the statements L needs
+    loss_stmts = _needed(
+        [s for s in forward if s.when != "step"] + list(plan.loss), {LOSS}
+    )
+    f = _Function(printer, bind)
+    f.statements(loss_stmts, "training")
+    f.body.add(f"return {nm.LOSS}")
+    source.append(
+        _function(
+            "_loss(xp, params, X, Y, training, noise)",
+            "The loss for checked inputs, a 0-d array.",
+            with_dtype(f, ["m = X.shape[0]", *header(loss_stmts)]),
+        )
+    )
+
+    # _loss_and_grad: training's statements for L, the gradients and the statistics
+    training = [s for s in forward if s.when != "eval"]
+    wanted = {LOSS, *plan.grads.values(), *(arr(b) for b in buffers)}
+    all_stmts = _needed(training + list(plan.loss) + list(plan.backward), wanted)
+    f = _Function(printer, bind)
+    fwd = [s for s in all_stmts if s.phase == "forward"]
+    rest = [s for s in all_stmts if s.phase != "forward"]
+    f.statements(fwd, None)
+    f.statements([s for s in rest if s.phase == "loss"], None)
+    f.body.add("")
+    f.statements([s for s in rest if s.phase == "backward"], None)
+    grads = ", ".join(f'"{p.name}": {plan.grads[p.name].name}' for p in plan.trainable)
+    stats = ", ".join(f'"{b}": {b}' for b in buffers)
+    f.body.add(f"return {nm.LOSS}, {{{grads}}}, {{{stats}}}")
+    head = ["m = X.shape[0]", *header(all_stmts)]
+    doc = "(loss, grads, new running statistics) for checked inputs."
+    source.append(
+        _function(
+            "_loss_and_grad(xp, params, X, Y, noise)",
+            doc,
+            with_dtype(f, head),
+        )
+    )
+    source.append(_update_source(plan, printer))
+    return XPSource("\n\n".join(source), frozenset(printer.helpers))
+
+
+# ------------------------------------------------------------------ the update
+
+
+def _update_source(plan: Plan, printer: XPCode) -> str:
+    """`_update(xp, params, grads, state)`: the optimizer's statements of the
+    registry (the learning rate not folded: the gradients are ∂L/∂p, l2 included)."""
+    up = plan.update
+    dtype_before = printer.dtype_uses
+    settings = dict(up.settings)
+    definition = optimizers.OPTIMIZERS[up.name]
+    scalars, rule = optimizers.statements(up.name, settings)
+    used = set().union(*(a.expr.free_symbols for a in list(rule) + list(scalars)))
+    numbers = [
+        (s.name, settings[s.name])
+        for s in definition.settings
+        if not isinstance(s.default, bool) and s.symbol in used
+    ]
+    lines: list[str] = []
+    if numbers:
+        lines.append(
+            f"{', '.join(n for n, _ in numbers)} = "
+            + ", ".join(number_text(sp.Float(v)) for _, v in numbers)
+        )
+    lines.append('step = state["t"] + 1')
+    if scalars:
+        lines.append(
+            f"t = xp.astype(step, {DTYPE})  # the step count in the params' dtype"
+        )
+        for a in scalars:
+            lines.append(
+                f"{printer.statement(a.target.name, a.expr)}"
+                + (f"  # {a.note}" if a.note else "")
+            )
+    state = list(up.state)
+    lines.append("new_params = dict(params)  # the running statistics stay")
+    keys = ", ".join(f'"{s.key}": {{}}' for s in state)
+    lines.append(f'new_state = {{"t": step{", " if keys else ""}{keys}}}')
+    lines.append("for k in PARAM_NAMES:")
+    names = ["p", "g"] + [s.symbol.name for s in state]
+    sources = ["params[k]", "grads[k]"] + [f'state["{s.key}"][k]' for s in state]
+    lines.append(f"{INDENT}{', '.join(names)} = {', '.join(sources)}")
+    body = Lines()
+    for a in rule:
+        note = f"  ({a.note})" if a.note else ""
+        body.comment(f"{a.target.name} ← {_text(a.expr)}{note}", INDENT)
+        body.add(INDENT + printer.statement(a.target.name, a.expr))
+    lines += body.lines
+    lines.append(f"{INDENT}new_params[k] = p")
+    for s in state:
+        lines.append(f'{INDENT}new_state["{s.key}"][k] = {s.symbol.name}')
+    lines.append("return new_params, new_state")
+    if scalars or printer.dtype_uses > dtype_before:
+        lines.insert(0, f"{DTYPE} = params[PARAM_NAMES[0]].dtype")
+    doc = f"(params, state) after one {definition.title} step; new arrays."
+    return _function("_update(xp, params, grads, state)", doc, lines)
+
+
+def _text(e: sp.Expr) -> str:
+    from .text import text
+
+    return text(e).replace(" - ", " − ")

@@ -1,0 +1,740 @@
+"""The runtime of an array-API module (`<name>_xp.py`): the part that is the same in all.
+
+A module written by `symgrad generate SPEC --target array-api` is its derived part (the
+network's constants and the functions printed from its plan by printers/xp_module.py)
+followed by this file, copied verbatim from the end of the configuration block on. It
+runs on the arrays it is given — NumPy, array-api-strict, PyTorch (CPU or CUDA), CuPy,
+JAX (also inside jax.jit), Dask (also on a cluster) — and imports no array library: the
+namespace comes from the inputs (array_api_compat.array_namespace when that package is
+installed, else x.__array_namespace__()). NumPy is imported inside init_params,
+draw_noise and fit only, for the host generator that makes a seed give the NumPy
+module's numbers.
+
+The functions of the derived part take the namespace and checked arrays of one dtype:
+
+    _forward(xp, params, X, training, noise) -> Ŷ
+    _loss(xp, params, X, Y, training, noise) -> the loss, a 0-d array
+    _loss_and_grad(xp, params, X, Y, noise) -> (loss, grads, statistics)
+    _update(xp, params, grads, state) -> (params, state)
+
+Everything is functional: results are new arrays, no input is written (JAX arrays are
+immutable and the standard has no out=). Checks come in two kinds: static ones (keys,
+shapes, dtypes, one library, the batch size) always run, also while jax.jit traces;
+value checks (NaN/inf, the targets' range, class labels) need the values, so they run
+when those are at hand and are skipped on JAX tracers and Dask arrays (fit runs them
+once, before training). The configuration block below holds placeholder values, so
+that this file imports, lints and tests on its own (tests/test_runtime_xp.py).
+"""
+
+# --- configuration: each generated module has its own constants and derived part ---
+NAME = "runtime_xp"
+LAYER_SIZES = (2, 1)  # input width first
+LOSS = "mse"
+OPTIMIZER = {"name": "sgd", "learning_rate": 0.01}
+L2 = 0.0
+PARAM_NAMES = ("W1", "b1")  # the trainable arrays: grads and optimizer moments
+PARAM_SHAPES = {"W1": (2, 1), "b1": (1,)}
+BUFFER_NAMES = ()  # state arrays kept in params (batchnorm's running statistics)
+BUFFER_SHAPES = {}
+INIT = {"W1": ("glorot_uniform", 2, 1), "b1": ("zeros",)}  # also for the buffers
+TASK = "values"  # what predict returns: "classes" | "binary" | "values"
+TARGETS = "real"  # what Y holds: "simplex" | "unit_interval" | "real"
+LABELS = False  # integer class labels (m,) are accepted for Y
+MOMENTS = ()  # the optimizer's arrays per parameter in the state, e.g. ("m", "v")
+DROPOUT = False  # training with noise (or an rng) drops units
+NOISE = {}  # dropout's keep-masks: name -> width (noise[name] has shape (m, width))
+MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm: a variance)
+CHECK_FINITE = True
+
+
+def _forward(xp, params, X, training, noise):
+    return X @ params["W1"] + params["b1"]
+
+
+def _loss(xp, params, X, Y, training, noise):
+    R = X @ params["W1"] + params["b1"] - Y
+    return xp.sum(R * R) / (2 * X.shape[0])
+
+
+def _loss_and_grad(xp, params, X, Y, noise):
+    R = X @ params["W1"] + params["b1"] - Y
+    D = R / X.shape[0]
+    loss = xp.sum(R * R) / (2 * X.shape[0])
+    return loss, {"W1": X.T @ D, "b1": xp.sum(D, axis=0)}, {}
+
+
+def _update(xp, params, grads, state):
+    lr = OPTIMIZER["learning_rate"]
+    new = dict(params)
+    for k in PARAM_NAMES:
+        new[k] = params[k] - lr * grads[k]
+    return new, {"t": state["t"] + 1}
+
+
+# --- end of configuration ---
+
+
+# The runtime: the same in every array-API module symgrad writes
+# (symgrad/runtime_xp.py), configured by the constants above.
+
+try:  # standard namespaces for PyTorch, CuPy, Dask and NumPy 1.x arrays
+    import array_api_compat as _compat
+except ImportError:  # then arrays with __array_namespace__ only (NumPy 2, JAX, strict)
+    _compat = None
+
+_KEYS = PARAM_NAMES + BUFFER_NAMES  # the keys of params, in order
+_SHAPES = {**PARAM_SHAPES, **BUFFER_SHAPES}
+
+
+# --- namespace, device, values at hand -------------------------------------------------
+
+
+def _namespace(arrays, what):
+    """The one array namespace of `arrays` (a TypeError naming `what` if not)."""
+    if _compat is not None:
+        try:
+            return _compat.array_namespace(*arrays)
+        except TypeError as exc:
+            raise TypeError(
+                f"{what} must be arrays of one array library ({exc}); this module "
+                "never moves data between libraries or devices: convert it first, "
+                "e.g. xp.asarray(X, device=...)"
+            ) from None
+    spaces = []
+    for a in arrays:
+        get = getattr(a, "__array_namespace__", None)
+        if get is None:
+            raise TypeError(
+                f"{what} must be arrays of the array API standard, found "
+                f"{type(a).__name__} (PyTorch, CuPy and Dask arrays need "
+                'array-api-compat: pip install "symgrad[array-api]")'
+            )
+        space = get()
+        if all(space is not s for s in spaces):
+            spaces.append(space)
+    if len(spaces) != 1:
+        raise TypeError(f"{what} must be arrays of one array library, found {spaces}")
+    return spaces[0]
+
+
+def _device(x):
+    return _compat.device(x) if _compat is not None else x.device
+
+
+def _is_dask(x):
+    return _compat is not None and _compat.is_dask_array(x)
+
+
+def _known(flag):
+    """bool(flag) for a 0-d boolean array, or None when its value is not at hand.
+
+    Not at hand: under jax.jit (a tracer: bool() raises a TypeError) and on Dask arrays
+    (bool() would compute the graph, and the whole pipeline that made X, per call).
+    """
+    if _is_dask(flag):
+        return None
+    try:
+        return bool(flag)
+    except TypeError:
+        return None
+
+
+def _is_float(xp, dtype):
+    return dtype == xp.float32 or dtype == xp.float64
+
+
+# --- checks ----------------------------------------------------------------------------
+
+
+def _check_params(params):
+    """(xp, dtype) of params, after checking their keys, shapes and dtype.
+
+    Static checks only (they hold for JAX tracers too). The keys are compared as a
+    set: jax.jit rebuilds a dict argument with its keys sorted.
+    """
+    if not isinstance(params, dict):
+        raise TypeError(
+            f"params must be a dict with keys {list(_KEYS)}, "
+            f"found {type(params).__name__}"
+        )
+    if params.keys() != set(_KEYS):
+        raise ValueError(
+            f"params must be a dict with keys {list(_KEYS)}, "
+            f"found {sorted(params, key=str)}"
+        )
+    arrays = [params[k] for k in _KEYS]
+    xp = _namespace(arrays, "params")
+    for k, a in zip(_KEYS, arrays, strict=True):
+        if tuple(a.shape) != _SHAPES[k]:
+            raise ValueError(
+                f"params[{k!r}] must have shape {_SHAPES[k]}, found {tuple(a.shape)}"
+            )
+    dtype = arrays[0].dtype
+    if not _is_float(xp, dtype) or any(a.dtype != dtype for a in arrays):
+        found = ", ".join(sorted({str(a.dtype) for a in arrays}))
+        raise ValueError(f"params must be all float32 or all float64, found {found}")
+    return xp, dtype
+
+
+def _same_library(xp, a, name):
+    if _namespace([a], name) is not xp:
+        raise TypeError(
+            f"{name} is a {type(a).__module__}.{type(a).__name__} array but params "
+            f"are {xp.__name__} arrays: convert it first, e.g. "
+            f"xp.asarray({name}, device=...)"
+        )
+
+
+def _real(xp, a, name, dtype):
+    """a as an array of dtype, if it holds real numbers (bool, int or float)."""
+    if a.dtype != dtype:
+        if not xp.isdtype(a.dtype, ("bool", "integral", "real floating")):
+            raise TypeError(
+                f"{name} must hold real numbers (bool, int or float), "
+                f"found dtype {a.dtype}"
+            )
+        a = xp.astype(a, dtype)
+    return a
+
+
+def _features(xp, X, dtype):
+    """X (m, n_in) of dtype; shapes checked, values not (see _prepare)."""
+    _same_library(xp, X, "X")
+    if X.ndim != 2 or X.shape[1] != LAYER_SIZES[0]:
+        raise ValueError(
+            f"X must have shape (m, {LAYER_SIZES[0]}), found {tuple(X.shape)}"
+        )
+    m = X.shape[0]
+    known = isinstance(m, int)  # Dask: nan rows after boolean indexing
+    if not known:
+        raise ValueError(
+            f"X has an unknown number of rows ({m}): the loss is a mean over them "
+            "(for a Dask array, call X.compute_chunk_sizes() first)"
+        )
+    return _real(xp, X, "X", dtype)
+
+
+def _targets(xp, Y, m, dtype, check):
+    """(Y as a (m, n_out) array of dtype, a 0-d flag: its values are valid, or None
+    when not `check`).
+
+    Y holds what TARGETS says: rows on the simplex (entries ≥ 0 summing to 1), values
+    in [0, 1] (0/1 labels or probabilities), or any real numbers; with LABELS it may
+    be integer class labels of shape (m,), and with one output unit shape (m,).
+    """
+    if m == 0:
+        raise ValueError(
+            f"X has no examples (shape (0, {LAYER_SIZES[0]})): "
+            "the loss is a mean over at least one example"
+        )
+    _same_library(xp, Y, "Y")
+    if not xp.isdtype(Y.dtype, ("bool", "integral", "real floating")):
+        raise TypeError(
+            f"Y must hold real numbers (bool, int or float), found dtype {Y.dtype}"
+        )
+    n = LAYER_SIZES[-1]
+    if Y.ndim == 1 and Y.shape[0] == m and LABELS:
+        return _one_hot(xp, Y, m, dtype, check)
+    if Y.ndim == 1 and Y.shape[0] == m and n == 1:
+        Y = xp.reshape(Y, (m, 1))
+    if tuple(Y.shape) != (m, n):
+        raise ValueError(f"Y must have shape ({m}, {n}), found {tuple(Y.shape)}")
+    given = Y.dtype
+    Y = _real(xp, Y, "Y", dtype)
+    if not check:
+        return Y, None
+    if TARGETS == "simplex":
+        # row sums 1 within √ε of the coarser of Y's and the params' dtype; with
+        # entries ≥ 0 this implies finite: one check for both
+        eps = xp.finfo(dtype).eps
+        if xp.isdtype(given, "real floating"):
+            eps = max(eps, xp.finfo(given).eps)
+        ok = xp.all(Y >= 0) & xp.all(xp.abs(xp.sum(Y, axis=1) - 1) <= eps**0.5)
+    elif TARGETS == "unit_interval":
+        ok = xp.all((Y >= 0) & (Y <= 1))  # implies finite
+    else:
+        ok = xp.all(xp.isfinite(Y))
+    return Y, ok
+
+
+def _one_hot(xp, labels, m, dtype, check):
+    """(class labels (m,) as one-hot rows of dtype, a 0-d flag: all labels valid, or
+    None when not `check`); whole-number floats are labels too."""
+    n = LAYER_SIZES[-1]
+    if xp.isdtype(labels.dtype, "bool"):
+        labels = xp.astype(labels, dtype)
+    ok = None
+    if check:
+        ok = xp.all((labels >= 0) & (labels < n))
+        if xp.isdtype(labels.dtype, "real floating"):
+            ok = ok & xp.all(xp.floor(labels) == labels)  # NaN too
+    classes = xp.arange(n, dtype=labels.dtype, device=_device(labels))
+    Y = xp.astype(xp.reshape(labels, (m, 1)) == classes, dtype)
+    return Y, ok
+
+
+def _refuse(xp, X, Y, labels):
+    """Raise the ValueError that says which value of X or Y failed the checks."""
+    if not bool(xp.all(xp.isfinite(X))):
+        raise ValueError(
+            "X contains NaN or inf (set CHECK_FINITE = False to skip this check)"
+        )
+    n = LAYER_SIZES[-1]
+    if labels is not None:
+        bad = (labels < 0) | (labels >= n)
+        if xp.isdtype(labels.dtype, "real floating"):
+            bad = bad | (xp.floor(labels) != labels)
+        i = int(xp.argmax(xp.astype(bad, xp.int8)))
+        found = float(labels[i])
+        raise ValueError(
+            f"labels must be {labels.shape[0]} integers in [0, {n}), "
+            f"found {int(found) if found.is_integer() else found} at Y[{i}]"
+        )
+    if not bool(xp.all(xp.isfinite(Y))):
+        raise ValueError(
+            "Y contains NaN or inf (set CHECK_FINITE = False to skip this check)"
+        )
+    if TARGETS == "simplex":
+        bad = xp.any(Y < 0, axis=1) | (xp.abs(xp.sum(Y, axis=1) - 1) > 1e-3)
+        i = int(xp.argmax(xp.astype(bad, xp.int8)))
+        raise ValueError(
+            "categorical cross-entropy takes target rows on the simplex (entries ≥ 0 "
+            f"summing to 1): its derived gradient Ŷ - Y assumes it; found a bad row "
+            f"Y[{i}]; class labels can be passed as integers of shape (m,)"
+        )
+    raise ValueError(
+        "binary cross-entropy takes targets in [0, 1] (0/1 labels or probabilities)"
+    )
+
+
+def _prepare(params, X, Y=None, *, force=False):
+    """(xp, X, Y) checked: X (m, n_in) and Y (m, n_out) of the params' dtype.
+
+    The value checks (CHECK_FINITE) cost one synchronisation: their flags are and-ed
+    into one 0-d array first. They are skipped when the values are not at hand
+    (jax.jit, Dask) unless `force` (fit: once, before training).
+    """
+    xp, dtype = _check_params(params)
+    X = _features(xp, X, dtype)
+    # Dask: not even built (each graph node costs ~0.5 ms on the client)
+    check = CHECK_FINITE and (force or not _is_dask(X))
+    labels = Y if LABELS and getattr(Y, "ndim", None) == 1 else None
+    ok = None
+    if Y is not None:
+        Y, ok = _targets(xp, Y, X.shape[0], dtype, check)
+    if check:
+        flag = xp.all(xp.isfinite(X))
+        if ok is not None:
+            flag = flag & ok
+        valid = bool(flag) if force else _known(flag)
+        if valid is False:
+            _refuse(xp, X, Y, labels)
+    return xp, X, Y
+
+
+def _training_batch(m):
+    """A batch to train on: with batchnorm, two examples at least (as in PyTorch)."""
+    if m < MIN_BATCH:
+        raise ValueError(
+            f"training normalizes with the batch's statistics: a batch needs at least "
+            f"{MIN_BATCH} examples, found {m} (the variance of one example is not "
+            "defined)"
+        )
+
+
+# --- dropout's noise -------------------------------------------------------------------
+
+
+def draw_noise(params, X, rng):
+    """Dropout's noise for a batch X: {name: uniform numbers in [0, 1), shape
+    (m, NOISE[name])}, drawn on the host from the NumPy Generator `rng` in the
+    params' dtype (the draws of the NumPy module's masks, in the same order), then
+    put where X is (its library and device; on Dask, X's row chunks). {} without
+    dropout. For jax.jit, make noise with jax.random.uniform instead (see NOISE).
+    """
+    import numpy as np
+
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a NumPy Generator (np.random.default_rng(seed)), "
+            f"found {type(rng).__name__}"
+        )
+    xp, dtype = _check_params(params)
+    _same_library(xp, X, "X")
+    m = X.shape[0]
+    host = np.float32 if xp.finfo(dtype).bits == 32 else np.float64
+    noise = {}
+    for name, width in NOISE.items():
+        u = rng.random((m, width), dtype=host)
+        if _is_dask(X):  # in X's row chunks, so that each worker keeps its rows
+            import dask.array as da  # loaded already: X is a Dask array
+
+            noise[name] = da.from_array(u, chunks=(X.chunks[0], width))
+        else:
+            noise[name] = xp.asarray(u, dtype=dtype, device=_device(X))
+    return noise
+
+
+def _noise(xp, dtype, m, noise, rng, X, params, training):
+    """The checked noise of a call (None: no dropout)."""
+    if rng is not None and noise is not None:
+        raise ValueError("pass noise or rng, not both")
+    if not training or not DROPOUT:
+        return None
+    if rng is not None:
+        return draw_noise(params, X, rng)
+    if noise is None:
+        return None
+    if not isinstance(noise, dict) or noise.keys() != NOISE.keys():
+        found = sorted(noise, key=str) if isinstance(noise, dict) else type(noise)
+        raise ValueError(
+            f"noise must be a dict with keys {sorted(NOISE)} (dropout's uniform "
+            f"numbers, see draw_noise), found {found}"
+        )
+    checked = {}
+    for name, width in NOISE.items():
+        u = noise[name]
+        _same_library(xp, u, f"noise[{name!r}]")
+        if tuple(u.shape) != (m, width):
+            raise ValueError(
+                f"noise[{name!r}] must have shape ({m}, {width}), "
+                f"found {tuple(u.shape)}"
+            )
+        if not xp.isdtype(u.dtype, "real floating"):
+            raise TypeError(
+                f"noise[{name!r}] must hold uniform floats in [0, 1), found {u.dtype}"
+            )
+        checked[name] = xp.astype(u, dtype) if u.dtype != dtype else u
+    return checked
+
+
+# --- the functions of the network ------------------------------------------------------
+
+
+def forward(params, X, *, training=False, noise=None, rng=None):
+    """The network's output Ŷ, shape (m, LAYER_SIZES[-1]), an array of X's library.
+
+    training=True computes it as training does: batch statistics instead of running
+    ones (batchnorm), and dropout with `noise` (or noise drawn from the NumPy
+    Generator `rng`, see draw_noise). A network with neither computes the same either
+    way.
+    """
+    xp, X, _ = _prepare(params, X)
+    if training:
+        _training_batch(X.shape[0])
+    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, training)
+    return _forward(xp, params, X, training, noise)
+
+
+def loss(params, X, Y, *, training=False, noise=None, rng=None):
+    """The mean loss over the batch (plus the l2 term, if any): a 0-d array of X's
+    library (float() it).
+
+    loss(params, X, Y, training=True, noise=noise) is the function whose gradient
+    loss_and_grad(params, X, Y, noise=noise) returns.
+    """
+    xp, X, Y = _prepare(params, X, Y)
+    if training:
+        _training_batch(X.shape[0])
+    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, training)
+    return _loss(xp, params, X, Y, training, noise)
+
+
+def loss_and_grad(params, X, Y, *, noise=None, rng=None):
+    """(loss, grads): a 0-d array and a dict with the keys PARAM_NAMES, the shapes and
+    dtype of params. The loss is the one of training (batch statistics; dropout only
+    with noise or an rng)."""
+    xp, X, Y = _prepare(params, X, Y)
+    _training_batch(X.shape[0])
+    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, True)
+    L, grads, _ = _loss_and_grad(xp, params, X, Y, noise)
+    return L, grads
+
+
+def predict(params, X):
+    """The predictions, by TASK: the class index per example, shape (m,), for
+    "classes"; 0/1 per output (Ŷ ≥ 0.5) for "binary"; Ŷ itself for "values"."""
+    xp, X, _ = _prepare(params, X)
+    return _decide(xp, _forward(xp, params, X, False, None))
+
+
+def _decide(xp, A):
+    if TASK == "classes":
+        return xp.argmax(A, axis=1)
+    if TASK == "binary":
+        index = xp.__array_namespace_info__().default_dtypes()["indexing"]
+        return xp.astype(A >= 0.5, index)
+    return A
+
+
+def init_params(seed=0, xp=None, device=None, dtype=None):
+    """Fresh parameters as arrays of namespace `xp` (NumPy's by default) on `device`,
+    a dict with the keys PARAM_NAMES + BUFFER_NAMES.
+
+    Drawn with NumPy's default_rng(seed) on the host, in INIT order, then moved with
+    xp.asarray(..., device=): a seed gives the NumPy module's parameters, bit for bit.
+    dtype defaults to the namespace's default float (float64 for NumPy, float32 for
+    PyTorch and for JAX without jax_enable_x64). xp may be a library (torch,
+    dask.array): array-api-compat gives its standard namespace.
+    """
+    import numpy as np
+
+    if xp is None:
+        xp = np
+    if not hasattr(xp, "__array_namespace_info__"):
+        if _compat is None:
+            raise TypeError(
+                f"{getattr(xp, '__name__', xp)} is not an array API namespace: "
+                'install array-api-compat (pip install "symgrad[array-api]")'
+            )
+        xp = _compat.array_namespace(xp.asarray(0.0))  # torch, dask, NumPy 1: wrapped
+    if dtype is None:
+        dtype = xp.__array_namespace_info__().default_dtypes(device=device)
+        dtype = dtype["real floating"]
+    if not _is_float(xp, dtype):
+        raise ValueError(
+            f"dtype must be {xp.__name__}'s float32 or float64, "
+            f"found {getattr(dtype, '__name__', dtype)}"
+        )
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name in _KEYS:
+        kind, *fans = INIT[name]
+        shape = _SHAPES[name]
+        if kind == "he_normal":
+            host = rng.standard_normal(shape) * np.sqrt(2 / fans[0])
+        elif kind == "glorot_uniform":
+            limit = np.sqrt(6 / (fans[0] + fans[1]))
+            host = rng.uniform(-limit, limit, shape)
+        elif kind in ("zeros", "ones"):
+            host = np.zeros(shape) if kind == "zeros" else np.ones(shape)
+        else:
+            raise ValueError(f"INIT[{name!r}]: unknown initialization {kind!r}")
+        params[name] = xp.asarray(host, dtype=dtype, device=device)
+    made = params[_KEYS[0]].dtype
+    if made != dtype:  # JAX without x64: float32, and only a warning
+        raise ValueError(
+            f"{xp.__name__} made {made} arrays when asked for {dtype} "
+            "(JAX: jax.config.update('jax_enable_x64', True) first)"
+        )
+    return params
+
+
+# --- training --------------------------------------------------------------------------
+
+
+def init_state(params):
+    """Optimizer state for `update` and `train_step`: the step count "t" (a 0-d
+    integer array, so that the whole step can run under jax.jit) and the optimizer's
+    arrays per parameter (MOMENTS: none for sgd, "velocity" for momentum, "m" and "v"
+    for adam), zeros like the params."""
+    xp, _ = _check_params(params)
+    state = {"t": xp.asarray(0, device=_device(params[PARAM_NAMES[0]]))}
+    for name in MOMENTS:
+        state[name] = {k: xp.zeros_like(params[k]) for k in PARAM_NAMES}
+    return state
+
+
+def _check_arrays(xp, arrays, dtype, where):
+    if not isinstance(arrays, dict) or arrays.keys() != set(PARAM_NAMES):
+        found = sorted(arrays, key=str) if isinstance(arrays, dict) else type(arrays)
+        raise ValueError(
+            f"{where} must be a dict with keys {list(PARAM_NAMES)}, found {found}"
+        )
+    for k in PARAM_NAMES:
+        a = arrays[k]
+        if _namespace([a], f"{where}[{k!r}]") is not xp:
+            raise TypeError(f"{where}[{k!r}] is not an array of the params' library")
+        if tuple(a.shape) != PARAM_SHAPES[k] or a.dtype != dtype:
+            raise ValueError(
+                f"{where}[{k!r}] must have shape {PARAM_SHAPES[k]} and dtype {dtype}, "
+                f"found {tuple(a.shape)} {a.dtype}"
+            )
+
+
+def _check_state(xp, state, dtype):
+    keys = {"t", *MOMENTS}
+    if not isinstance(state, dict) or state.keys() != keys:
+        found = sorted(state, key=str) if isinstance(state, dict) else type(state)
+        raise ValueError(
+            f"state must be made by init_state(params) for this module's optimizer, "
+            f"{OPTIMIZER['name']}, with keys {sorted(keys)}; found {found}"
+        )
+    t = state["t"]
+    if getattr(t, "shape", None) != () or not xp.isdtype(t.dtype, "integral"):
+        raise TypeError("state['t'] must be a 0-d integer array (the step count)")
+    for name in MOMENTS:
+        _check_arrays(xp, state[name], dtype, f"state[{name!r}]")
+
+
+def update(params, grads, state):
+    """(params, state) after one step of the module's optimizer: new arrays; params,
+    grads and state are not changed. The running statistics in params stay as they
+    are (train_step updates them).
+
+    Only static checks (keys, shapes, dtypes): it runs whole under jax.jit.
+    """
+    xp, dtype = _check_params(params)
+    _check_arrays(xp, grads, dtype, "grads")
+    _check_state(xp, state, dtype)
+    return _update(xp, params, grads, state)
+
+
+def train_step(params, state, X, Y, *, noise=None, rng=None):
+    """(params, state, loss): loss_and_grad, then update, as one pure function; the
+    running statistics (batchnorm) in the new params are updated as PyTorch does.
+
+    Compile it whole with JAX: step = jax.jit(module.train_step). The checks run while
+    tracing; the values of X and Y are not checked under jit (check the data once,
+    eagerly, or let fit do it). With dropout, pass noise (rng, a host generator,
+    cannot go into jax.jit).
+    """
+    xp, X, Y = _prepare(params, X, Y)
+    _check_state(xp, state, X.dtype)
+    _training_batch(X.shape[0])
+    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, True)
+    L, grads, statistics = _loss_and_grad(xp, params, X, Y, noise)
+    params, state = _update(xp, params, grads, state)
+    if statistics:
+        params = {**params, **statistics}
+    return params, state, L
+
+
+def _whole(value, name, low):
+    """value as an int ≥ low: any integer (Python's, NumPy's, ...) but a bool."""
+    try:
+        number = None if isinstance(value, bool) else type(value).__index__(value)
+    except (AttributeError, TypeError):
+        number = None
+    what = "a non-negative int" if low == 0 else "a positive int"
+    if number is None:
+        raise TypeError(f"{name} must be {what}, found {value!r}")
+    if number < low:
+        raise ValueError(f"{name} must be {what}, found {number}")
+    return number
+
+
+def _accuracy(xp, params, X, Y):
+    """The fraction of right predictions on checked X, Y (TASK classes or binary)."""
+    A = _forward(xp, params, X, False, None)
+    if TASK == "classes":
+        hits = xp.argmax(A, axis=1) == xp.argmax(Y, axis=1)
+    else:
+        hits = xp.astype(A >= 0.5, X.dtype) == Y  # as the NumPy module: 0/1 targets
+    return float(xp.mean(xp.astype(hits, X.dtype)))
+
+
+def _persist(arrays):
+    """Dask: compute `arrays` (a tuple of dicts and arrays) into memory, as one graph,
+    so that the next step's graph starts from numbers; without it each step's graph
+    holds every earlier step. With a dask.distributed client the results stay on the
+    workers. Other arrays: as given."""
+    if not _is_dask(arrays[-1]):
+        return arrays
+    import dask  # loaded already: we hold a Dask array
+
+    return dask.persist(*arrays)
+
+
+def fit(
+    params,
+    X,
+    Y,
+    *,
+    epochs,
+    batch_size,
+    seed=0,
+    verbose=False,
+    validation_data=None,
+    state=None,
+    step=None,
+    rng=None,
+):
+    """Mini-batch training; returns (params, state, history) and changes no input.
+
+    Each epoch shuffles the examples with NumPy's default_rng(seed + epoch) and walks
+    them in batches of batch_size (the NumPy module's batches; with batchnorm a last
+    batch of one example is left out). history["loss"] is the mean of the batch
+    losses weighted by batch size; classifiers (TASK "classes" or "binary") also get
+    history["accuracy"] on all of X after each epoch, and with validation_data=(X_val,
+    Y_val) "val_loss" (and "val_accuracy").
+
+    step(params, state, X, Y, **kw) -> (params, state, loss) defaults to train_step
+    without its checks; with JAX pass step=jax.jit(module.train_step). Dropout's noise
+    is drawn from rng (default: default_rng(seed), as the NumPy module's fit with a new
+    state). The values of X and Y are checked once, here, also on Dask (one pass over
+    the data). Dask: X and Y are shuffled once per epoch (persisted) and the batches
+    are contiguous row ranges of that, so they keep their row chunks (on their
+    workers); params and state are persisted after every step. Losses are read once
+    per epoch.
+    """
+    import numpy as np
+
+    epochs = _whole(epochs, "epochs", 0)
+    batch_size = _whole(batch_size, "batch_size", 1)
+    seed = _whole(seed, "seed", 0)
+    xp, X, Y = _prepare(params, X, Y, force=True)
+    n = X.shape[0]
+    if state is None:
+        state = init_state(params)
+    _check_state(xp, state, X.dtype)
+    if DROPOUT and rng is None:
+        rng = np.random.default_rng(seed)
+    if step is None:
+
+        def step(params, state, X, Y, noise=None):
+            L, grads, statistics = _loss_and_grad(xp, params, X, Y, noise)
+            params, state = _update(xp, params, grads, state)
+            if statistics:
+                params = {**params, **statistics}
+            return params, state, L
+
+    classifier = TASK in ("classes", "binary")
+    history = {"loss": []}
+    if classifier:
+        history["accuracy"] = []
+    if validation_data is not None:
+        X_val, Y_val = validation_data
+        _, X_val, Y_val = _prepare(params, X_val, Y_val, force=True)
+        history["val_loss"] = []
+        if classifier:
+            history["val_accuracy"] = []
+    device = _device(X)
+    dask = _is_dask(X)
+    for epoch in range(epochs):
+        order = np.random.default_rng(seed + epoch).permutation(n)
+        if dask:
+            # shuffle once per epoch, then contiguous batches: each batch keeps the
+            # row chunks (on their workers); a per-batch take would gather a batch
+            # into one chunk (take follows the index's chunks) on one worker
+            X_epoch, Y_epoch = _persist((X[order, ...], Y[order, ...]))
+        losses = []
+        for start in range(0, n, batch_size):
+            size = min(batch_size, n - start)
+            if size < MIN_BATCH:  # a last batch of one, with batchnorm: left out
+                continue
+            if dask:
+                X_batch = X_epoch[start : start + size, ...]
+                Y_batch = Y_epoch[start : start + size, ...]
+            else:
+                batch = xp.asarray(order[start : start + size], device=device)
+                X_batch = xp.take(X, batch, axis=0)
+                Y_batch = xp.take(Y, batch, axis=0)
+            extra = {"noise": draw_noise(params, X_batch, rng)} if DROPOUT else {}
+            params, state, L = _persist(step(params, state, X_batch, Y_batch, **extra))
+            losses.append((L, size))
+        counted = sum(size for _, size in losses)
+        total = sum(float(L) * size for L, size in losses)
+        history["loss"].append(total / max(counted, 1))
+        if classifier:
+            history["accuracy"].append(_accuracy(xp, params, X, Y))
+        if validation_data is not None:
+            history["val_loss"].append(
+                float(_loss(xp, params, X_val, Y_val, False, None))
+            )
+            if classifier:
+                history["val_accuracy"].append(_accuracy(xp, params, X_val, Y_val))
+        if verbose:
+            report = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
+            print(f"epoch {epoch + 1}/{epochs}: {report}")
+    return params, state, history
