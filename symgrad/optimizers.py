@@ -119,6 +119,17 @@ def register(opt: OptimizerDef) -> OptimizerDef:
     return opt
 
 
+def math_names(name: str) -> dict[sp.Symbol, tuple[str, str]]:
+    """Each symbol of an optimizer's statements as (LaTeX, unicode text), for the
+    report: p, g, t, its settings, its state arrays and its per-step scalars."""
+    opt = OPTIMIZERS[name]
+    names = {p: ("p", "p"), g: ("g", "g"), t: ("t", "t")}
+    names.update({s.symbol: (s.tex, s.text) for s in opt.settings if s.tex})
+    names.update({s.symbol: (s.tex, s.text) for s in opt.state})
+    names.update(SCALAR_NAMES)
+    return names
+
+
 def statements(
     name: str, values: dict[str, float | bool]
 ) -> tuple[list[Assign], list[Assign]]:
@@ -185,6 +196,10 @@ _m = StateArray("m", sp.Symbol("m1", real=True), r"\mathbf{m}", "m")
 _v = StateArray("v", sp.Symbol("m2", real=True), r"\mathbf{v}", "v")
 step_size = sp.Symbol("step_size", positive=True)  # η / (1 − β₁ᵗ)
 root_correction = sp.Symbol("root_correction", positive=True)  # √(1 − β₂ᵗ)
+SCALAR_NAMES = {
+    step_size: (r"\alpha_{t}", "αₜ"),
+    root_correction: (r"c_{t}", "cₜ"),
+}
 
 
 def _adam_scalars(s: dict[str, sp.Expr]) -> list[Assign]:

@@ -223,7 +223,9 @@ class NumPyCode(NumPyPrinter):
 
 def _ufunc(name: str) -> Callable[[NumPyCode, sp.Function], str]:
     def print_call(self: NumPyCode, expr: sp.Function) -> str:
-        return f"np.{name}({self._print(expr.args[0])})"
+        # through _module_format: np.tanh here, xp.tanh in the array-API printer
+        call = self._module_format(f"numpy.{name}")
+        return f"{call}({self._print(expr.args[0])})"
 
     return print_call
 

@@ -13,6 +13,7 @@ from sympy.printing.str import StrPrinter
 from ..arrays import MatProduct, ReductionBase, Transposed
 from ..functions import sigmoid, softplus
 
+SUPERSCRIPT_LETTERS = {"t": "ᵗ", "n": "ⁿ", "k": "ᵏ", "m": "ᵐ"}  # β₁ᵗ, not β₁**t
 REDUCTION_TEXT = {  # (op, axis) -> how the reduction reads
     ("sum", 1): "Σⱼ",
     ("mean", 1): "meanⱼ",
@@ -34,6 +35,9 @@ class _Text(StrPrinter):
             return base + str(int(expr.exp)).translate(sup)
         if expr.exp == sp.S.Half:
             return f"√({self._print(expr.base)})"
+        if expr.exp.is_Symbol and expr.exp.name in SUPERSCRIPT_LETTERS:  # β₁ᵗ
+            base = self.parenthesize(expr.base, PRECEDENCE["Pow"])
+            return base + SUPERSCRIPT_LETTERS[expr.exp.name]
         return super()._print_Pow(expr, rational)
 
     def _print_sigmoid(self, expr: sigmoid) -> str:

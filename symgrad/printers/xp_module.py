@@ -173,12 +173,6 @@ class XPCode(NumPyCode):
         self.helpers.add("_erf")
         return f"_erf(xp, {self._print(expr.args[0])})"
 
-    def _print_sign(self, expr: sp.sign) -> str:
-        return f"xp.sign({self._print(expr.args[0])})"
-
-    def _print_Abs(self, expr: sp.Abs) -> str:
-        return f"xp.abs({self._print(expr.args[0])})"
-
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         if variables(expr) and expr.exp in (sp.S.Half, -sp.S.Half):
             root = f"xp.sqrt({self._print(expr.base)})"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from sympy import Symbol
 
 from ... import naming as nm
-from ... import ops
+from ... import ops, optimizers
 from ...derive import LS, Derivation, DropoutRule, LayerRule, NormLayerRule
 from ...functions import log_softmax, softplus
 from ...layers import BATCH
@@ -231,10 +231,14 @@ def keep_mask(l: int) -> Math:  # noqa: E741
 
 
 def _update_section(ctx: Context) -> Section:
+    """The optimizer's update, printed from its statements in the registry
+    (symgrad/optimizers.py): the same statements the generated step computes."""
     opt = ctx.d.spec.optimizer
-    params = dict(opt.params)
-    p, g = M(*nm.PARAMETER), M(*nm.GRADIENT)
-    eta = M(*nm.LEARNING_RATE)
+    settings = dict(opt.params)
+    definition = optimizers.OPTIMIZERS[opt.name]
+    scalars, rule = optimizers.statements(opt.name, settings)
+    names = {s: M(*n) for s, n in optimizers.math_names(opt.name).items()}
+    p, g = names[optimizers.p], names[optimizers.g]
     norms = [r for r in ctx.d.layers if isinstance(r, NormLayerRule)]
     shifts = [r for r in norms if r.rule.shift]
     extra: list[Inline] = []
@@ -257,99 +261,39 @@ def _update_section(ctx: Context) -> Section:
             LOSS,
             " (see 'Many examples'). The ",
             Name(opt.name),
-            " update, as torch.optim computes it:",
+            " update, as torch.optim computes it, elementwise:",
         )
     ]
-    values: list[Inline] = [
-        "with ",
-        cat(eta, " = ", number(float(params["learning_rate"]))),
+    eqs = [Eq(names[a.target], (ex(a.expr, names),)) for a in scalars]
+    eqs += [
+        Eq(
+            names.get(a.target, p),
+            (ex(a.expr, names),),
+            f"({a.note})" if a.note and a.note.isascii() else "",
+            rel=ARROW,
+        )
+        for a in rule
     ]
-    if opt.name == "sgd":
-        blocks.append(D(Eq(p, (cat(p, " - ", eta, " ", g),), rel=ARROW)))
-    elif opt.name == "momentum":
-        v, mu = M(*nm.VELOCITY), M(*nm.MOMENTUM)
-        step = (
-            cat(p, " - ", eta, " (", g, " + ", mu, " ", v, ")")
-            if params.get("nesterov")
-            else cat(p, " - ", eta, " ", v)
+    blocks.append(D(*eqs))
+    values: list[Inline] = ["with "]
+    numbers = [s for s in definition.settings if not isinstance(s.default, bool)]
+    for k, setting in enumerate(numbers):
+        if k:
+            values.append(", ")
+        values.append(
+            cat(names[setting.symbol], " = ", number(float(settings[setting.name])))
         )
-        blocks.append(
-            D(
-                Eq(v, (cat(mu, " ", v, " + ", g),), rel=ARROW),
-                Eq(
-                    p,
-                    (step,),
-                    "(Nesterov)" if params.get("nesterov") else "",
-                    rel=ARROW,
-                ),
-            )
+    if scalars:
+        values += ["; ", names[optimizers.t], " counts the steps from 1"]
+    if definition.state:
+        values.append("; ")
+        for k, state in enumerate(definition.state):
+            values += [" and " if k else "", names[state.symbol]]
+        values.append(
+            " start at 0 for every parameter"
+            if len(definition.state) > 1
+            else " starts at 0 for every parameter"
         )
-        values += [
-            ", ",
-            cat(mu, " = ", number(float(params["momentum"]))),
-            ", ",
-            cat(v, " = 0"),
-            " at the start",
-        ]
-    else:
-        m1, m2 = M(*nm.FIRST_MOMENT), M(*nm.SECOND_MOMENT)
-        b1, b2, eps = M(*nm.BETA1), M(*nm.BETA2), M(*nm.EPSILON)
-        m1h, m2h = M(*nm.FIRST_MOMENT_HAT), M(*nm.SECOND_MOMENT_HAT)
-        t = M(*nm.STEP)
-        blocks.append(
-            D(
-                Eq(t, (cat(t, " + 1"),), rel=ARROW),
-                Eq(m1, (cat(b1, " ", m1, " + (1 - ", b1, ") ", g),), rel=ARROW),
-                Eq(
-                    m2, (cat(b2, " ", m2, " + (1 - ", b2, ") ", g, ODOT, g),), rel=ARROW
-                ),
-                Eq(
-                    m1h,
-                    (
-                        Math(
-                            rf"\frac{{{m1.tex}}}{{1 - {b1.tex}^{{{t.tex}}}}}",
-                            f"{m1.text} / (1 - {b1.text}ᵗ)",
-                        ),
-                    ),
-                ),
-                Eq(
-                    m2h,
-                    (
-                        Math(
-                            rf"\frac{{{m2.tex}}}{{1 - {b2.tex}^{{{t.tex}}}}}",
-                            f"{m2.text} / (1 - {b2.text}ᵗ)",
-                        ),
-                    ),
-                ),
-                Eq(
-                    p,
-                    (
-                        Math(
-                            rf"{p.tex} - {eta.tex} \, \frac{{{m1h.tex}}}"
-                            rf"{{\sqrt{{{m2h.tex}}} + {eps.tex}}}",
-                            f"{p.text} - {eta.text} · {m1h.text} / "
-                            f"(√{m2h.text} + {eps.text})",
-                        ),
-                    ),
-                    rel=ARROW,
-                ),
-            )
-        )
-        values += [
-            ", ",
-            cat(b1, " = ", number(float(params["beta1"]))),
-            ", ",
-            cat(b2, " = ", number(float(params["beta2"]))),
-            ", ",
-            cat(eps, " = ", number(float(params["eps"]))),
-            "; the moment estimates ",
-            m1,
-            " and ",
-            m2,
-            " (not the batch size ",
-            M("m"),
-            ") start at 0, and the square root and division are elementwise",
-        ]
     blocks.append(P(*values, "."))
     return Section("Update rule", tuple(blocks))
 
