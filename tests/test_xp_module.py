@@ -427,8 +427,11 @@ def test_cli_target_writes_both_modules_and_keeps_the_numpy_one(tmp_path, capsys
     numpy_text = (out / "xor.py").read_text()
     committed = (ROOT / "generated" / "xor.py").read_text()
 
-    def body(text: str) -> list[str]:
-        return [line for line in text.splitlines() if "Regenerate with" not in line]
+    def body(text: str) -> str:
+        # all but the regenerate command (it names the output directory, and a long
+        # one spans lines), which ends the docstring
+        start = text.index("Regenerate with:")
+        return text[:start] + text[text.index('"""', start) :]
 
     assert body(numpy_text) == body(committed)  # the default target: as before
     assert main(["generate", str(spec), "-o", str(out), "--target", "array-api"]) == 0
@@ -582,4 +585,6 @@ def test_a_wheel_holds_every_package_the_runtime_and_the_templates():
     extras = config["project"]["optional-dependencies"]
     assert extras["array-api"] == ["array-api-compat>=1.11"]
     assert {"array-api-strict>=2.2", "dask[array]>=2024.8"} <= set(extras["test"])
-    assert not any(name.startswith(("torch", "cupy")) for name in extras["test"])
+    # PyTorch's CPU build is a reference of the tests; CuPy needs a GPU: not installed
+    assert not any(name.startswith("cupy") for name in extras["test"])
+    assert "torch>=2.4,<=2.13.0" in extras["test"]
