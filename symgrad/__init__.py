@@ -1,8 +1,9 @@
 """symgrad: derive neural-network gradients with SymPy, generate standalone NumPy modules.
 
 The pipeline, one stage per module: spec (YAML -> Spec) -> derive (SymPy rules) ->
-printers (NumPy / text) -> render (Jinja2 + black -> file), and the report (LaTeX,
-Markdown, text) from the derivation. `generate` runs all of it; `derive` returns the
+plan (the step as statements) -> printers of the plan (NumPy allocating and in place,
+the array API) -> render (Jinja2 + the runtime + black -> file), and the report (LaTeX,
+Markdown, text) from the derivation and the plan. `generate` runs all of it; `derive` returns the
 derivation with Jupyter's display (report/notebook.py), which derive.py does not know of.
 """
 

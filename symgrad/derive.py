@@ -24,6 +24,7 @@ from . import ops, stability
 from .errors import DerivationError, ExpressionError, SpecError
 from .functions import (
     avoid,
+    invert,
     numeric,
     sigmoid,
     softplus,
@@ -241,41 +242,9 @@ def _sigmoid_rewrite(e: sp.Expr) -> sp.Expr:
 # ------------------------------------------------------------------ inverses
 
 
-def _peel(e: sp.Expr, target: sp.Expr) -> sp.Expr | None:
-    """z with e(z) = target, when z occurs once in e: undo one layer at a time."""
-    while e != z:
-        if e.is_Add or e.is_Mul:
-            inner = [t for t in e.args if t.has(z)]
-            if len(inner) != 1:
-                return None
-            rest = e.func(*[t for t in e.args if not t.has(z)])
-            target = target - rest if e.is_Add else target / rest
-            e = inner[0]
-        elif e.is_Pow and not e.exp.has(z):
-            target, e = target ** (1 / e.exp), e.base
-        elif e.is_Pow and not e.base.has(z) and e.base.is_positive:
-            target, e = sp.log(target) / sp.log(e.base), e.exp
-        elif type(e) in INVERSES and len(e.args) == 1:
-            target, e = INVERSES[type(e)](target), e.args[0]
-        else:
-            return None
-    return target
-
-
-INVERSES = {
-    sp.exp: sp.log,
-    sp.log: sp.exp,
-    sp.tanh: sp.atanh,
-    sp.sinh: sp.asinh,
-    sp.atan: sp.tan,
-    sigmoid: lambda t: sp.log(t / (1 - t)),
-    softplus: lambda t: sp.log(sp.exp(t) - 1),
-}
-
-
 def _inverses(e: sp.Expr) -> list[sp.Expr]:
     """Expressions z(a) that may invert a = e(z); branches may be wrong (checked later)."""
-    peeled = _peel(e, a)
+    peeled = invert(e, z, a)
     if peeled is not None:
         return [peeled]
     if not e.is_rational_function(z) or not affordable(e):
@@ -349,7 +318,7 @@ def _monotone_set(rel: sp.Basic, diff: sp.Expr) -> sp.Set | None:
     """The half-line where rel holds, when diff has one root, found by peeling."""
     if not isinstance(rel, sp.Lt | sp.Le | sp.Gt | sp.Ge):
         return None
-    root = _peel(diff, sp.S.Zero)
+    root = invert(diff, z, sp.S.Zero)
     if root is None or not root.is_extended_real or variables(root):
         return None
     c = sp.Rational(repr(float(root)))

@@ -226,3 +226,43 @@ def stabilize(expr: sp.Expr) -> sp.Expr:
     rebuilt = expr.func(*args)
     again = _stable_node(rebuilt)
     return again
+
+
+# ------------------------------------------------------------------ inverses
+
+INVERSES = {  # the inverse of each one-argument function the derivations peel
+    sp.exp: sp.log,
+    sp.log: sp.exp,
+    sp.tanh: sp.atanh,
+    sp.sinh: sp.asinh,
+    sp.atan: sp.tan,
+    sigmoid: lambda t: sp.log(t / (1 - t)),
+    softplus: lambda t: sp.log(sp.exp(t) - 1),
+}
+
+
+def invert(f: sp.Expr, var: sp.Symbol, target: sp.Expr) -> sp.Expr | None:
+    """var with f(var) = target, when var occurs once in f: undo one layer at a time
+    (a sum or product with one term in var, a constant power, a power of a positive
+    constant, a function of INVERSES); None otherwise.
+
+    Roots and logs may pick a wrong branch: callers check every use numerically.
+    """
+    e = f
+    while e != var:
+        if e.is_Add or e.is_Mul:
+            inner = [t for t in e.args if t.has(var)]
+            if len(inner) != 1:
+                return None
+            rest = e.func(*[t for t in e.args if not t.has(var)])
+            target = target - rest if e.is_Add else target / rest
+            e = inner[0]
+        elif e.is_Pow and not e.exp.has(var):
+            target, e = target ** (1 / e.exp), e.base
+        elif e.is_Pow and not e.base.has(var) and e.base.is_positive:
+            target, e = sp.log(target) / sp.log(e.base), e.exp
+        elif type(e) in INVERSES and len(e.args) == 1:
+            target, e = INVERSES[type(e)](target), e.args[0]
+        else:
+            return None
+    return target

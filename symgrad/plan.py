@@ -7,11 +7,20 @@ in-place printer into `step` (each statement ufunc calls with `out=` into the wo
 expression over array symbols (with the array nodes of arrays.py for products and
 reductions), the equation it implements and the derivation section it comes from.
 
-The network is a chain of ops, each with a forward and a backward method:
+The network is a chain of ops, each with a forward and a backward method; the backward
+gets G = ∂L/∂(its output) and gives ∂L/∂(its input) to the op below:
 
-    affine      Z = X W + b                      dW = Xᵀ δ, db = Σₙ δ, ∂L/∂X = δ Wᵀ
-    activation  A = f(Z)                         δ = G ⊙ f'(·), f' in A or in Z
-    output      Ŷ = f(Z), L = Σ ℓ(Ŷ, Y) / m      δ = the derived output delta
+    dense     Z = X W + b, A = f(Z)      δ = G ⊙ f'(·) (f' in A or in Z), dW = Xᵀ δ,
+                                          db = Σₙ δ, ∂L/∂X = δ Wᵀ
+      residual  A = X + f(X W + b)       ∂L/∂X = δ Wᵀ + G
+      output    Ŷ = f(Z), L = Σ ℓ / m    δ = the derived output delta
+    norm      the statements of its derived rule (reductions.norm_rule), on rows or, for
+              batchnorm, on columns; a reduction inside an expression is computed first,
+              as a statement of its own; batchnorm's batch and running statistics
+    dropout   A = X ⊙ K, K drawn in training   ∂L/∂X = G ⊙ K
+
+A layer kind is handled by its op alone: a norm added to the registry (layers.py) needs
+no code here, its rule says everything.
 
 Fusions are decided here, once per layer: an activation f(z) = z·g(z) with g piecewise
 constant and g = f' (ReLU, leaky ReLU) keeps its mask M = g(Z) from the forward pass
@@ -28,7 +37,6 @@ update applies l2 as a decay instead).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -1012,13 +1020,4 @@ def _allocate(plan: Plan) -> Storage:
     return Storage(home, arrays, layer_of)
 
 
-def reads_in_order(stmts: Iterable[Stmt]) -> list[sp.Symbol]:
-    """Every symbol the statements read, in order of first appearance."""
-    seen: dict[sp.Symbol, None] = {}
-    for s in stmts:
-        for sym in sorted(s.reads, key=str):
-            seen.setdefault(sym)
-    return list(seen)
-
-
-__all__ = ["Plan", "Stmt", "Storage", "build", "ReductionBase"]
+__all__ = ["Plan", "Stmt", "Storage", "build"]

@@ -49,7 +49,7 @@ from sympy.printing.str import StrPrinter
 from . import expr as expr_mod
 from .arrays import ColSum, GroupMax, GroupMean, GroupReduction, GroupSum
 from .errors import DerivationError
-from .functions import Coefficient, decimal_text, numeric, sigmoid, symbolize
+from .functions import Coefficient, decimal_text, invert, numeric, symbolize
 from .layers import NormDef
 
 X = expr_mod.NORM_X  # one value of the group
@@ -337,41 +337,6 @@ def _named(part: sp.Expr, product: bool, parts: list[tuple[str, sp.Expr]]) -> sp
     mark = sp.Symbol(f"_part{len(parts)}")
     parts.append(("c", part))
     return mark
-
-
-INVERSES = {
-    sp.exp: sp.log,
-    sp.log: sp.exp,
-    sp.tanh: sp.atanh,
-    sp.sinh: sp.asinh,
-    sp.atan: sp.tan,
-    sigmoid: lambda t: sp.log(t / (1 - t)),
-}
-
-
-def invert(f: sp.Expr, var: sp.Symbol, target: sp.Expr) -> sp.Expr | None:
-    """var with f(var) = target, when var occurs once in f: undo one layer at a time.
-
-    Roots and logs may pick a wrong branch: every use is checked numerically.
-    """
-    e = f
-    while e != var:
-        if e.is_Add or e.is_Mul:
-            inner = [t for t in e.args if t.has(var)]
-            if len(inner) != 1:
-                return None
-            rest = e.func(*[t for t in e.args if not t.has(var)])
-            target = target - rest if e.is_Add else target / rest
-            e = inner[0]
-        elif e.is_Pow and not e.exp.has(var):
-            target, e = target ** (1 / e.exp), e.base
-        elif e.is_Pow and not e.base.has(var) and e.base.is_positive:
-            target, e = sp.log(target) / sp.log(e.base), e.exp
-        elif type(e) in INVERSES and len(e.args) == 1:
-            target, e = INVERSES[type(e)](target), e.args[0]
-        else:
-            return None
-    return target
 
 
 def _to_piecewise(e: sp.Expr) -> sp.Expr:

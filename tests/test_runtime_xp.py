@@ -22,7 +22,7 @@ import pytest
 import xp_backends as xb
 from harness import import_path
 
-from symgrad import render_xp
+from symgrad import render, render_xp
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "symgrad" / "runtime_xp.py"
@@ -129,8 +129,8 @@ def batch(m: int = 6, seed: int = 0):
 def test_the_runtime_is_what_follows_the_configuration_block():
     code = render_xp.runtime_code()
     text = RUNTIME.read_text(encoding="utf-8")
-    assert text.endswith(code + "\n") and text.count(render_xp.CONFIG_END) == 1
-    block = ast.parse(text[: text.index(render_xp.CONFIG_END)]).body
+    assert text.endswith(code + "\n") and text.count(render.CONFIG_END) == 1
+    block = ast.parse(text[: text.index(render.CONFIG_END)]).body
     names = [t.id for n in block if isinstance(n, ast.Assign) for t in n.targets]
     assert names == list(BASE)  # the constants, in the order modules print them
     functions = [n.name for n in block if isinstance(n, ast.FunctionDef)]
