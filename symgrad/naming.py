@@ -116,6 +116,13 @@ def running(statistic: str, l: int) -> str:  # noqa: E741
     return f"{statistic}{l}"
 
 
+def norm_value(name: str, l: int) -> str:  # noqa: E741
+    """A norm rule's value in layer l, by the rule's own name: mu -> Mu3, xhat ->
+    Xhat3, r1 -> R1_3 (an underscore before the layer when the name ends in a digit)."""
+    base = name[:1].upper() + name[1:]
+    return f"{base}_{l}" if base[-1].isdigit() else f"{base}{l}"
+
+
 def grad(param: str) -> str:
     """The gradient of a parameter in code: dW1, db1."""
     return f"d{param}"

@@ -68,6 +68,7 @@ from .functions import numeric, sigmoid, softplus
 from .ops import a, y, z
 from .printers import text
 from .reductions import BETA, DBETA, DGAMMA, DX, GAMMA, G, N, Statement
+from .reductions import text as rule_text
 
 Shape = tuple[int | str, ...]  # "m": the batch size
 
@@ -343,10 +344,12 @@ def _text(e: sp.Expr) -> str:
 
 @dataclass(frozen=True)
 class Back:
-    """A gradient flowing into the op below, with its equation text."""
+    """A gradient flowing into the op below, with its equation text (and the rule it
+    applies, when the equation alone does not say)."""
 
     expr: sp.Expr
     text: str
+    note: str = ""
 
 
 def _act_forward(
@@ -658,9 +661,7 @@ class Norm:
         return 0 if self.rule.definition.group == "batch" else 1
 
     def _value(self, s: sp.Symbol) -> str:
-        """The rule's name for a value, for layer l: mu -> Mu3; r1 -> R1_3."""
-        base = s.name[:1].upper() + s.name[1:]
-        return f"{base}_{self.l}" if base[-1].isdigit() else f"{base}{self.l}"
+        return nm.norm_value(s.name, self.l)
 
     def forward(self, bd: _Builder, x: sp.Symbol) -> sp.Symbol:
         l, r = self.l, self.rule.rule  # noqa: E741
@@ -754,7 +755,10 @@ class Norm:
                     expr = on_axis(
                         st.expr.xreplace(self.sub).xreplace(self.names), self.axis
                     )
-                    back = Back(bd.lift(expr, l, "backward", self.section), _text(expr))
+                    rule = f"{self.rule.title}: ∂L/∂x = {rule_text(st.expr)}"
+                    back = Back(
+                        bd.lift(expr, l, "backward", self.section), _text(expr), rule
+                    )
                 continue
             if st.target in (DGAMMA, DBETA):
                 param = nm.gamma(l) if st.target == DGAMMA else nm.beta(l)
@@ -849,6 +853,7 @@ def build(d: Derivation) -> Plan:
             bd.shapes[inputs[i]],
             f"{chain[i - 1].rule.kind}-{below}",
             f"G{below} = {back.text}",
+            back.note,
         )
     return Plan(
         d,

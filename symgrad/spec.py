@@ -993,10 +993,10 @@ class _Validator:
         if "rate" not in item.value:
             return None
         rnode = item.value["rate"]
-        rate = self.real(rnode, 0.0)
+        rate = self.real(rnode)
         if rate is None:
             return None
-        if not rate < 1:
+        if not 0 <= rate < 1:
             self.err(
                 rnode.loc,
                 f"rate is the probability of dropping a value: expected a number in"

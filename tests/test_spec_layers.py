@@ -119,7 +119,8 @@ PROBLEMS = [
     (
         "{type: dropout, rate: -0.1}",
         "-0.1",
-        "layers[1].rate: expected a number ≥ 0, found -0.1",
+        "layers[1].rate: rate is the probability of dropping a value: expected a number"
+        " in [0, 1), found -0.1",
     ),
     ("{type: dropout}", "{", "layers[1]: missing required key 'rate'"),
     ("{type: dropout, rate: 0.1, p: 2}", "p:", "layers[1].p: unknown key 'p'"),

@@ -63,8 +63,7 @@ def layer_tex(base: str, l: int) -> str:  # noqa: E741
 def norm_code_name(sym: sympy.Symbol, l: int) -> str:  # noqa: E741
     """The Plan's name of a norm rule's value in layer l (plan.Norm._value): mu -> Mu3,
     r1 -> R1_3."""
-    base = sym.name[:1].upper() + sym.name[1:]
-    return f"{base}_{l}" if base[-1].isdigit() else f"{base}{l}"
+    return nm.norm_value(sym.name, l)
 
 
 def rule_symbols(rule: NormRule) -> list[sympy.Symbol]:
