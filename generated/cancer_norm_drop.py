@@ -186,21 +186,17 @@ def _loss_and_grad(params, X, Y, rng):
     dW7 = A6.T @ D7
     # ∂L/∂b7 = Σₙ δ7
     db7 = D7.sum(axis=0)
-    # G6 = δ7 W7ᵀ
     G6 = D7 @ W7.T
-    # G5 = G6 ⊙ K6
     G5 = G6 * K6
-    # H5 = G5·gamma5
     H5 = G5 * gamma5
-    # Mean5_1 = meanⱼ H5
     Mean5_1 = H5.mean(axis=1, keepdims=True)
-    # Mean5_2 = meanⱼ (H5·Xhat5)
     Mean5_2 = np.mean(H5 * Xhat5, axis=1, keepdims=True)
     # ∂L/∂gamma5 = Σₙ (G5·Xhat5)
     dgamma5 = np.sum(G5 * Xhat5, axis=0)
     # ∂L/∂beta5 = Σₙ G5
     dbeta5 = G5.sum(axis=0)
-    # G4 = (H5 - Xhat5·meanⱼ (H5·Xhat5) - meanⱼ H5)/Sigma5
+    # G4 = (H5 - Xhat5·meanⱼ (H5·Xhat5) - meanⱼ H5)/Sigma5; layer normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     G4 = (H5 - Mean5_1 - Mean5_2 * Xhat5) / Sigma5
     # δ4 = G4 ⊙ relu'(Z4),   relu'(z) = {0 if a ≤ 0; else 1}
     D4 = G4 * M4
@@ -208,21 +204,17 @@ def _loss_and_grad(params, X, Y, rng):
     dW4 = A3.T @ D4
     # ∂L/∂b4 = Σₙ δ4
     db4 = D4.sum(axis=0)
-    # G3 = δ4 W4ᵀ
     G3 = D4 @ W4.T
-    # G2 = G3 ⊙ K3
     G2 = G3 * K3
-    # H2 = G2·gamma2
     H2 = G2 * gamma2
-    # Mean2_1 = meanₙ H2
     Mean2_1 = H2.mean(axis=0)
-    # Mean2_2 = meanₙ (H2·Xhat2)
     Mean2_2 = np.mean(H2 * Xhat2, axis=0)
     # ∂L/∂gamma2 = Σₙ (G2·Xhat2)
     dgamma2 = np.sum(G2 * Xhat2, axis=0)
     # ∂L/∂beta2 = Σₙ G2
     dbeta2 = G2.sum(axis=0)
-    # G1 = (H2 - Xhat2·meanₙ (H2·Xhat2) - meanₙ H2)/Sigma2
+    # G1 = (H2 - Xhat2·meanₙ (H2·Xhat2) - meanₙ H2)/Sigma2; batch normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     G1 = (H2 - Mean2_1 - Mean2_2 * Xhat2) / Sigma2
     # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
     D1 = G1 * M1
@@ -456,7 +448,8 @@ def _step(params, state, X, Y, work):
     np.dot(ones, tmp5_mx32, out=dgamma5)
     # ∂L/∂beta5 = Σₙ G5
     np.dot(ones, g5, out=dbeta5)
-    # G4 = (H5 - Xhat5·meanⱼ (H5·Xhat5) - meanⱼ H5)/Sigma5
+    # G4 = (H5 - Xhat5·meanⱼ (H5·Xhat5) - meanⱼ H5)/Sigma5; layer normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     np.multiply(h5_3, r5_2, out=g4)
     np.subtract(h5_4, g4, out=g4)
     g4 -= r5
@@ -485,7 +478,8 @@ def _step(params, state, X, Y, work):
     np.dot(ones, tmp2_mx32, out=dgamma2)
     # ∂L/∂beta2 = Σₙ G2
     np.dot(ones, g2, out=dbeta2)
-    # G1 = (H2 - Xhat2·meanₙ (H2·Xhat2) - meanₙ H2)/Sigma2
+    # G1 = (H2 - Xhat2·meanₙ (H2·Xhat2) - meanₙ H2)/Sigma2; batch normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     np.multiply(h2_4, r2_2, out=g1)
     np.subtract(h2_5, g1, out=g1)
     g1 -= r2

@@ -195,7 +195,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW8 = A7.T @ D8
     # ∂L/∂b8 = Σₙ δ8
     db8 = D8.sum(axis=0)
-    # G7 = δ8 W8ᵀ
     G7 = D8 @ W8.T
     # δ7 = G7 ⊙ relu'(Z7),   relu'(z) = {0 if a ≤ 0; else 1}
     D7 = G7 * M7
@@ -203,7 +202,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW7 = A6.T @ D7
     # ∂L/∂b7 = Σₙ δ7
     db7 = D7.sum(axis=0)
-    # G6 = δ7 W7ᵀ
     G6 = D7 @ W7.T
     # δ6 = G6 ⊙ relu'(Z6),   relu'(z) = {0 if a ≤ 0; else 1}
     D6 = G6 * M6
@@ -211,7 +209,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW6 = A5.T @ D6
     # ∂L/∂b6 = Σₙ δ6
     db6 = D6.sum(axis=0)
-    # G5 = δ6 W6ᵀ
     G5 = D6 @ W6.T
     # δ5 = G5 ⊙ relu'(Z5),   relu'(z) = {0 if a ≤ 0; else 1}
     D5 = G5 * M5
@@ -219,7 +216,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW5 = A4.T @ D5
     # ∂L/∂b5 = Σₙ δ5
     db5 = D5.sum(axis=0)
-    # G4 = δ5 W5ᵀ
     G4 = D5 @ W5.T
     # δ4 = G4 ⊙ relu'(Z4),   relu'(z) = {0 if a ≤ 0; else 1}
     D4 = G4 * M4
@@ -227,7 +223,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW4 = A3.T @ D4
     # ∂L/∂b4 = Σₙ δ4
     db4 = D4.sum(axis=0)
-    # G3 = δ4 W4ᵀ
     G3 = D4 @ W4.T
     # δ3 = G3 ⊙ relu'(Z3),   relu'(z) = {0 if a ≤ 0; else 1}
     D3 = G3 * M3
@@ -235,7 +230,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW3 = A2.T @ D3
     # ∂L/∂b3 = Σₙ δ3
     db3 = D3.sum(axis=0)
-    # G2 = δ3 W3ᵀ
     G2 = D3 @ W3.T
     # δ2 = G2 ⊙ relu'(Z2),   relu'(z) = {0 if a ≤ 0; else 1}
     D2 = G2 * M2
@@ -243,7 +237,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW2 = A1.T @ D2
     # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # G1 = δ2 W2ᵀ
     G1 = D2 @ W2.T
     # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
     D1 = G1 * M1

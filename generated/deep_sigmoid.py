@@ -202,7 +202,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW8 = A7.T @ D8
     # ∂L/∂b8 = Σₙ δ8
     db8 = D8.sum(axis=0)
-    # G7 = δ8 W8ᵀ
     G7 = D8 @ W8.T
     # δ7 = G7 ⊙ sigmoid'(Z7),   sigmoid'(z) = a·(1 - a)
     D7 = A7 * G7 * (1 - A7)
@@ -210,7 +209,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW7 = A6.T @ D7
     # ∂L/∂b7 = Σₙ δ7
     db7 = D7.sum(axis=0)
-    # G6 = δ7 W7ᵀ
     G6 = D7 @ W7.T
     # δ6 = G6 ⊙ sigmoid'(Z6),   sigmoid'(z) = a·(1 - a)
     D6 = A6 * G6 * (1 - A6)
@@ -218,7 +216,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW6 = A5.T @ D6
     # ∂L/∂b6 = Σₙ δ6
     db6 = D6.sum(axis=0)
-    # G5 = δ6 W6ᵀ
     G5 = D6 @ W6.T
     # δ5 = G5 ⊙ sigmoid'(Z5),   sigmoid'(z) = a·(1 - a)
     D5 = A5 * G5 * (1 - A5)
@@ -226,7 +223,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW5 = A4.T @ D5
     # ∂L/∂b5 = Σₙ δ5
     db5 = D5.sum(axis=0)
-    # G4 = δ5 W5ᵀ
     G4 = D5 @ W5.T
     # δ4 = G4 ⊙ sigmoid'(Z4),   sigmoid'(z) = a·(1 - a)
     D4 = A4 * G4 * (1 - A4)
@@ -234,7 +230,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW4 = A3.T @ D4
     # ∂L/∂b4 = Σₙ δ4
     db4 = D4.sum(axis=0)
-    # G3 = δ4 W4ᵀ
     G3 = D4 @ W4.T
     # δ3 = G3 ⊙ sigmoid'(Z3),   sigmoid'(z) = a·(1 - a)
     D3 = A3 * G3 * (1 - A3)
@@ -242,7 +237,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW3 = A2.T @ D3
     # ∂L/∂b3 = Σₙ δ3
     db3 = D3.sum(axis=0)
-    # G2 = δ3 W3ᵀ
     G2 = D3 @ W3.T
     # δ2 = G2 ⊙ sigmoid'(Z2),   sigmoid'(z) = a·(1 - a)
     D2 = A2 * G2 * (1 - A2)
@@ -250,7 +244,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW2 = A1.T @ D2
     # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # G1 = δ2 W2ᵀ
     G1 = D2 @ W2.T
     # δ1 = G1 ⊙ sigmoid'(Z1),   sigmoid'(z) = a·(1 - a)
     D1 = A1 * G1 * (1 - A1)

@@ -444,7 +444,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW14 = A13.T @ D14
     # ∂L/∂b14 = Σₙ δ14
     db14 = D14.sum(axis=0)
-    # G13 = δ14 W14ᵀ
     G13 = D14 @ W14.T
     # δ13 = G13 ⊙ sigmoid'(Z13),   sigmoid'(z) = a·(1 - a)
     D13 = A13 * G13 * (1 - A13)
@@ -452,19 +451,16 @@ def _loss_and_grad(params, X, Y, rng):
     dW13 = A12.T @ D13
     # ∂L/∂b13 = Σₙ δ13
     db13 = D13.sum(axis=0)
-    # G12 = δ13 W13ᵀ
     G12 = D13 @ W13.T
-    # H12 = G12·gamma12
     H12 = G12 * gamma12
-    # Mean12_1 = meanⱼ H12
     Mean12_1 = H12.mean(axis=1, keepdims=True)
-    # Mean12_2 = meanⱼ (H12·Xhat12)
     Mean12_2 = np.mean(H12 * Xhat12, axis=1, keepdims=True)
     # ∂L/∂gamma12 = Σₙ (G12·Xhat12)
     dgamma12 = np.sum(G12 * Xhat12, axis=0)
     # ∂L/∂beta12 = Σₙ G12
     dbeta12 = G12.sum(axis=0)
-    # G11 = (H12 - Xhat12·meanⱼ (H12·Xhat12) - meanⱼ H12)/Sigma12
+    # G11 = (H12 - Xhat12·meanⱼ (H12·Xhat12) - meanⱼ H12)/Sigma12; layer
+    #   normalization: ∂L/∂x = (h − mean(h) − x̂·mean(h·x̂))/σ
     G11 = (H12 - Mean12_1 - Mean12_2 * Xhat12) / Sigma12
     # δ11 = G11 ⊙ sigmoid'(Z11),   sigmoid'(z) = a·(1 - a)
     D11 = A11 * G11 * (1 - A11)
@@ -472,19 +468,16 @@ def _loss_and_grad(params, X, Y, rng):
     dW11 = A10.T @ D11
     # ∂L/∂b11 = Σₙ δ11
     db11 = D11.sum(axis=0)
-    # G10 = δ11 W11ᵀ
     G10 = D11 @ W11.T
-    # H10 = G10·gamma10
     H10 = G10 * gamma10
-    # Mean10_1 = meanⱼ H10
     Mean10_1 = H10.mean(axis=1, keepdims=True)
-    # Mean10_2 = meanⱼ (H10·Xhat10)
     Mean10_2 = np.mean(H10 * Xhat10, axis=1, keepdims=True)
     # ∂L/∂gamma10 = Σₙ (G10·Xhat10)
     dgamma10 = np.sum(G10 * Xhat10, axis=0)
     # ∂L/∂beta10 = Σₙ G10
     dbeta10 = G10.sum(axis=0)
-    # G9 = (H10 - Xhat10·meanⱼ (H10·Xhat10) - meanⱼ H10)/Sigma10
+    # G9 = (H10 - Xhat10·meanⱼ (H10·Xhat10) - meanⱼ H10)/Sigma10; layer normalization:
+    #   ∂L/∂x = (h − mean(h) − x̂·mean(h·x̂))/σ
     G9 = (H10 - Mean10_1 - Mean10_2 * Xhat10) / Sigma10
     # δ9 = G9 ⊙ sigmoid'(Z9),   sigmoid'(z) = a·(1 - a)
     D9 = A9 * G9 * (1 - A9)
@@ -492,19 +485,16 @@ def _loss_and_grad(params, X, Y, rng):
     dW9 = A8.T @ D9
     # ∂L/∂b9 = Σₙ δ9
     db9 = D9.sum(axis=0)
-    # G8 = δ9 W9ᵀ
     G8 = D9 @ W9.T
-    # H8 = G8·gamma8
     H8 = G8 * gamma8
-    # Mean8_1 = meanⱼ H8
     Mean8_1 = H8.mean(axis=1, keepdims=True)
-    # Mean8_2 = meanⱼ (H8·Xhat8)
     Mean8_2 = np.mean(H8 * Xhat8, axis=1, keepdims=True)
     # ∂L/∂gamma8 = Σₙ (G8·Xhat8)
     dgamma8 = np.sum(G8 * Xhat8, axis=0)
     # ∂L/∂beta8 = Σₙ G8
     dbeta8 = G8.sum(axis=0)
-    # G7 = (H8 - Xhat8·meanⱼ (H8·Xhat8) - meanⱼ H8)/Sigma8
+    # G7 = (H8 - Xhat8·meanⱼ (H8·Xhat8) - meanⱼ H8)/Sigma8; layer normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     G7 = (H8 - Mean8_1 - Mean8_2 * Xhat8) / Sigma8
     # δ7 = G7 ⊙ sigmoid'(Z7),   sigmoid'(z) = a·(1 - a)
     D7 = A7 * G7 * (1 - A7)
@@ -512,19 +502,16 @@ def _loss_and_grad(params, X, Y, rng):
     dW7 = A6.T @ D7
     # ∂L/∂b7 = Σₙ δ7
     db7 = D7.sum(axis=0)
-    # G6 = δ7 W7ᵀ
     G6 = D7 @ W7.T
-    # H6 = G6·gamma6
     H6 = G6 * gamma6
-    # Mean6_1 = meanⱼ H6
     Mean6_1 = H6.mean(axis=1, keepdims=True)
-    # Mean6_2 = meanⱼ (H6·Xhat6)
     Mean6_2 = np.mean(H6 * Xhat6, axis=1, keepdims=True)
     # ∂L/∂gamma6 = Σₙ (G6·Xhat6)
     dgamma6 = np.sum(G6 * Xhat6, axis=0)
     # ∂L/∂beta6 = Σₙ G6
     dbeta6 = G6.sum(axis=0)
-    # G5 = (H6 - Xhat6·meanⱼ (H6·Xhat6) - meanⱼ H6)/Sigma6
+    # G5 = (H6 - Xhat6·meanⱼ (H6·Xhat6) - meanⱼ H6)/Sigma6; layer normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     G5 = (H6 - Mean6_1 - Mean6_2 * Xhat6) / Sigma6
     # δ5 = G5 ⊙ sigmoid'(Z5),   sigmoid'(z) = a·(1 - a)
     D5 = A5 * G5 * (1 - A5)
@@ -532,19 +519,16 @@ def _loss_and_grad(params, X, Y, rng):
     dW5 = A4.T @ D5
     # ∂L/∂b5 = Σₙ δ5
     db5 = D5.sum(axis=0)
-    # G4 = δ5 W5ᵀ
     G4 = D5 @ W5.T
-    # H4 = G4·gamma4
     H4 = G4 * gamma4
-    # Mean4_1 = meanⱼ H4
     Mean4_1 = H4.mean(axis=1, keepdims=True)
-    # Mean4_2 = meanⱼ (H4·Xhat4)
     Mean4_2 = np.mean(H4 * Xhat4, axis=1, keepdims=True)
     # ∂L/∂gamma4 = Σₙ (G4·Xhat4)
     dgamma4 = np.sum(G4 * Xhat4, axis=0)
     # ∂L/∂beta4 = Σₙ G4
     dbeta4 = G4.sum(axis=0)
-    # G3 = (H4 - Xhat4·meanⱼ (H4·Xhat4) - meanⱼ H4)/Sigma4
+    # G3 = (H4 - Xhat4·meanⱼ (H4·Xhat4) - meanⱼ H4)/Sigma4; layer normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     G3 = (H4 - Mean4_1 - Mean4_2 * Xhat4) / Sigma4
     # δ3 = G3 ⊙ sigmoid'(Z3),   sigmoid'(z) = a·(1 - a)
     D3 = A3 * G3 * (1 - A3)
@@ -552,19 +536,16 @@ def _loss_and_grad(params, X, Y, rng):
     dW3 = A2.T @ D3
     # ∂L/∂b3 = Σₙ δ3
     db3 = D3.sum(axis=0)
-    # G2 = δ3 W3ᵀ
     G2 = D3 @ W3.T
-    # H2 = G2·gamma2
     H2 = G2 * gamma2
-    # Mean2_1 = meanⱼ H2
     Mean2_1 = H2.mean(axis=1, keepdims=True)
-    # Mean2_2 = meanⱼ (H2·Xhat2)
     Mean2_2 = np.mean(H2 * Xhat2, axis=1, keepdims=True)
     # ∂L/∂gamma2 = Σₙ (G2·Xhat2)
     dgamma2 = np.sum(G2 * Xhat2, axis=0)
     # ∂L/∂beta2 = Σₙ G2
     dbeta2 = G2.sum(axis=0)
-    # G1 = (H2 - Xhat2·meanⱼ (H2·Xhat2) - meanⱼ H2)/Sigma2
+    # G1 = (H2 - Xhat2·meanⱼ (H2·Xhat2) - meanⱼ H2)/Sigma2; layer normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     G1 = (H2 - Mean2_1 - Mean2_2 * Xhat2) / Sigma2
     # δ1 = G1 ⊙ sigmoid'(Z1),   sigmoid'(z) = a·(1 - a)
     D1 = A1 * G1 * (1 - A1)
@@ -1024,7 +1005,8 @@ def _step(params, state, X, Y, work):
     np.dot(ones, tmp12_mx32, out=dgamma12)
     # ∂L/∂beta12 = Σₙ G12
     np.dot(ones, g12, out=dbeta12)
-    # G11 = (H12 - Xhat12·meanⱼ (H12·Xhat12) - meanⱼ H12)/Sigma12
+    # G11 = (H12 - Xhat12·meanⱼ (H12·Xhat12) - meanⱼ H12)/Sigma12; layer
+    #   normalization: ∂L/∂x = (h − mean(h) − x̂·mean(h·x̂))/σ
     np.multiply(h12_3, r12_2, out=g11)
     np.subtract(h12_4, g11, out=g11)
     g11 -= r12
@@ -1053,7 +1035,8 @@ def _step(params, state, X, Y, work):
     np.dot(ones, tmp10_mx32, out=dgamma10)
     # ∂L/∂beta10 = Σₙ G10
     np.dot(ones, g10, out=dbeta10)
-    # G9 = (H10 - Xhat10·meanⱼ (H10·Xhat10) - meanⱼ H10)/Sigma10
+    # G9 = (H10 - Xhat10·meanⱼ (H10·Xhat10) - meanⱼ H10)/Sigma10; layer normalization:
+    #   ∂L/∂x = (h − mean(h) − x̂·mean(h·x̂))/σ
     np.multiply(h10_3, r10_2, out=g9)
     np.subtract(h10_4, g9, out=g9)
     g9 -= r10
@@ -1082,7 +1065,8 @@ def _step(params, state, X, Y, work):
     np.dot(ones, tmp8_mx32, out=dgamma8)
     # ∂L/∂beta8 = Σₙ G8
     np.dot(ones, g8, out=dbeta8)
-    # G7 = (H8 - Xhat8·meanⱼ (H8·Xhat8) - meanⱼ H8)/Sigma8
+    # G7 = (H8 - Xhat8·meanⱼ (H8·Xhat8) - meanⱼ H8)/Sigma8; layer normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     np.multiply(h8_3, r8_2, out=g7)
     np.subtract(h8_4, g7, out=g7)
     g7 -= r8
@@ -1111,7 +1095,8 @@ def _step(params, state, X, Y, work):
     np.dot(ones, tmp6_mx32, out=dgamma6)
     # ∂L/∂beta6 = Σₙ G6
     np.dot(ones, g6, out=dbeta6)
-    # G5 = (H6 - Xhat6·meanⱼ (H6·Xhat6) - meanⱼ H6)/Sigma6
+    # G5 = (H6 - Xhat6·meanⱼ (H6·Xhat6) - meanⱼ H6)/Sigma6; layer normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     np.multiply(h6_3, r6_2, out=g5)
     np.subtract(h6_4, g5, out=g5)
     g5 -= r6
@@ -1140,7 +1125,8 @@ def _step(params, state, X, Y, work):
     np.dot(ones, tmp4_mx32, out=dgamma4)
     # ∂L/∂beta4 = Σₙ G4
     np.dot(ones, g4, out=dbeta4)
-    # G3 = (H4 - Xhat4·meanⱼ (H4·Xhat4) - meanⱼ H4)/Sigma4
+    # G3 = (H4 - Xhat4·meanⱼ (H4·Xhat4) - meanⱼ H4)/Sigma4; layer normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     np.multiply(h4_3, r4_2, out=g3)
     np.subtract(h4_4, g3, out=g3)
     g3 -= r4
@@ -1169,7 +1155,8 @@ def _step(params, state, X, Y, work):
     np.dot(ones, tmp2_mx32, out=dgamma2)
     # ∂L/∂beta2 = Σₙ G2
     np.dot(ones, g2, out=dbeta2)
-    # G1 = (H2 - Xhat2·meanⱼ (H2·Xhat2) - meanⱼ H2)/Sigma2
+    # G1 = (H2 - Xhat2·meanⱼ (H2·Xhat2) - meanⱼ H2)/Sigma2; layer normalization: ∂L/∂x
+    #   = (h − mean(h) − x̂·mean(h·x̂))/σ
     np.multiply(h2_3, r2_2, out=g1)
     np.subtract(h2_4, g1, out=g1)
     g1 -= r2

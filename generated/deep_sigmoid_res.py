@@ -214,7 +214,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW8 = A7.T @ D8
     # ∂L/∂b8 = Σₙ δ8
     db8 = D8.sum(axis=0)
-    # G7 = δ8 W8ᵀ
     G7 = D8 @ W8.T
     # δ7 = G7 ⊙ sigmoid'(Z7),   sigmoid'(z) = a·(1 - a)
     D7 = F7 * G7 * (1 - F7)
@@ -222,7 +221,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW7 = A6.T @ D7
     # ∂L/∂b7 = Σₙ δ7
     db7 = D7.sum(axis=0)
-    # G6 = δ7 W7ᵀ + G7
     G6 = D7 @ W7.T + G7
     # δ6 = G6 ⊙ sigmoid'(Z6),   sigmoid'(z) = a·(1 - a)
     D6 = F6 * G6 * (1 - F6)
@@ -230,7 +228,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW6 = A5.T @ D6
     # ∂L/∂b6 = Σₙ δ6
     db6 = D6.sum(axis=0)
-    # G5 = δ6 W6ᵀ + G6
     G5 = D6 @ W6.T + G6
     # δ5 = G5 ⊙ sigmoid'(Z5),   sigmoid'(z) = a·(1 - a)
     D5 = F5 * G5 * (1 - F5)
@@ -238,7 +235,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW5 = A4.T @ D5
     # ∂L/∂b5 = Σₙ δ5
     db5 = D5.sum(axis=0)
-    # G4 = δ5 W5ᵀ + G5
     G4 = D5 @ W5.T + G5
     # δ4 = G4 ⊙ sigmoid'(Z4),   sigmoid'(z) = a·(1 - a)
     D4 = F4 * G4 * (1 - F4)
@@ -246,7 +242,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW4 = A3.T @ D4
     # ∂L/∂b4 = Σₙ δ4
     db4 = D4.sum(axis=0)
-    # G3 = δ4 W4ᵀ + G4
     G3 = D4 @ W4.T + G4
     # δ3 = G3 ⊙ sigmoid'(Z3),   sigmoid'(z) = a·(1 - a)
     D3 = F3 * G3 * (1 - F3)
@@ -254,7 +249,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW3 = A2.T @ D3
     # ∂L/∂b3 = Σₙ δ3
     db3 = D3.sum(axis=0)
-    # G2 = δ3 W3ᵀ + G3
     G2 = D3 @ W3.T + G3
     # δ2 = G2 ⊙ sigmoid'(Z2),   sigmoid'(z) = a·(1 - a)
     D2 = F2 * G2 * (1 - F2)
@@ -262,7 +256,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW2 = A1.T @ D2
     # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # G1 = δ2 W2ᵀ + G2
     G1 = D2 @ W2.T + G2
     # δ1 = G1 ⊙ sigmoid'(Z1),   sigmoid'(z) = a·(1 - a)
     D1 = A1 * G1 * (1 - A1)

@@ -109,7 +109,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW2 = A1.T @ D2
     # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # G1 = δ2 W2ᵀ
     G1 = D2 @ W2.T
     # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
     D1 = G1 * M1

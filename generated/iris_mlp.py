@@ -134,7 +134,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW3 = A2.T @ D3 + L2 * W3
     # ∂L/∂b3 = Σₙ δ3
     db3 = D3.sum(axis=0)
-    # G2 = δ3 W3ᵀ
     G2 = D3 @ W3.T
     # δ2 = G2 ⊙ leaky_relu'(Z2),   leaky_relu'(z) = {1/10 if a ≤ 0; else 1}
     D2 = G2 * M2
@@ -142,7 +141,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW2 = A1.T @ D2 + L2 * W2
     # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # G1 = δ2 W2ᵀ
     G1 = D2 @ W2.T
     # δ1 = G1 ⊙ relu'(Z1),   relu'(z) = {0 if a ≤ 0; else 1}
     D1 = G1 * M1

@@ -131,7 +131,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW3 = A2.T @ D3
     # ∂L/∂b3 = Σₙ δ3
     db3 = D3.sum(axis=0)
-    # G2 = δ3 W3ᵀ
     G2 = D3 @ W3.T
     # δ2 = G2 ⊙ sigmoid'(Z2),   sigmoid'(z) = a·(1 - a)
     D2 = A2 * G2 * (1 - A2)
@@ -139,7 +138,6 @@ def _loss_and_grad(params, X, Y, rng):
     dW2 = A1.T @ D2
     # ∂L/∂b2 = Σₙ δ2
     db2 = D2.sum(axis=0)
-    # G1 = δ2 W2ᵀ
     G1 = D2 @ W2.T
     # δ1 = G1 ⊙ tanh'(Z1),   tanh'(z) = 1 - a²
     D1 = G1 * (1 - A1**2)

@@ -106,7 +106,10 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
     loss_lines(both)
     both.add("")
     for s in plan.backward:
-        both.comment(_comment(s.equation, s.note))
+        if s.note or not s.equation.startswith(f"{s.target.name} = "):
+            # the math, where it names the value otherwise (δ2, ∂L/∂W2) or says why;
+            # `H5 = G5·gamma5` above `H5 = G5 * gamma5` would say nothing
+            both.comment(_comment(s.equation, s.note))
         both.add(_assign(s, printer, grad))
     grads = ", ".join(f'"{p}": {plan.grads[p].name}' for p in params)
     both.add(f"return {nm.LOSS}, {{{grads}}}")
