@@ -160,6 +160,16 @@ def parse(
     return expr
 
 
+def names(text: str) -> frozenset[str]:
+    """The names an expression's text reads (to find a named parameter it never uses);
+    only parsed, never evaluated; text that does not parse reads none."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        return frozenset()
+    return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
+
+
 def parameter(name: str, value: float | int) -> sp.Expr:
     """The symbol a named norm parameter (eps) stands for in a derivation.
 

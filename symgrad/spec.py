@@ -789,7 +789,23 @@ class _Validator:
         except ExpressionError as exc:
             self.err(expr_node.loc, f"expression rejected: {exc}")
             return None
+        if not self.all_used(node, text, values):
+            return None
         return OpSpec(name, tuple(values.items()), text, node.loc)
+
+    def all_used(self, node: _Node, text: str, values: dict[str, float]) -> bool:
+        """Whether expr reads every named parameter: one that it never reads is most
+        likely a misspelling (`alpah: 0.1`) or a forgotten edit, and is refused."""
+        from . import expr as expr_mod
+
+        unused = [k for k in values if k not in expr_mod.names(text)]
+        for key in unused:
+            self.err(
+                node.key_locs.get(key, node.loc),
+                f"parameter {key!r} is not used in expr {echo(text)}",
+                f"use {key} in expr, or remove the key",
+            )
+        return not unused
 
     def optimizer(self, node: _Node | None) -> OptimizerSpec | None:
         if node is None:
@@ -1076,7 +1092,7 @@ class _Validator:
         except ExpressionError as exc:
             self.err(v["expr"].loc, f"expression rejected: {exc}")
             return None
-        if affine is None:
+        if affine is None or not self.all_used(item, text, values):
             return None
         return NormSpec(name, tuple(values.items()), text, affine, item.loc)
 

@@ -3,6 +3,8 @@ central finite differences of the generated module's own loss."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -43,14 +45,18 @@ LOSSES = [
 
 
 def spec_with(act: str, loss: str) -> dict:
+    """The expressions in a network; k and c are given where they are read (a
+    parameter that expr never reads is refused)."""
+    k = {"k": 1.5} if re.search(r"\bk\b", act) else {}
+    c = {"c": 0.5} if re.search(r"\bc\b", loss) else {}
     return {
         "name": "custom",
         "input": 3,
         "layers": [
-            {"units": 4, "activation": {"name": "my_act", "expr": act, "k": 1.5}},
+            {"units": 4, "activation": {"name": "my_act", "expr": act, **k}},
             {"units": 2, "activation": "sigmoid"},
         ],
-        "loss": {"name": "my_loss", "expr": loss, "c": 0.5},
+        "loss": {"name": "my_loss", "expr": loss, **c},
     }
 
 

@@ -222,6 +222,33 @@ def test_custom_parameters_have_the_literal_bounds(param: str, message: str) -> 
     assert "expression rejected" not in found[0]
 
 
+def test_a_parameter_that_expr_never_reads_is_refused_at_its_key() -> None:
+    # a misspelt key: the name expr reads is unknown, and the message lists the key
+    text = GOOD.replace(
+        "activation: tanh",
+        "activation: {name: lrelu, expr: 'max(z, alpha*z)', alpah: 0.1}",
+    )
+    found = problems(text)
+    assert len(found) == 1 and found[0].endswith(
+        "unknown name 'alpha'; known names: alpah, e, pi, z"
+    ), found
+    text = GOOD.replace(
+        "activation: tanh", "activation: {name: soft, expr: 'tanh(z)', k: 2.0}"
+    ).replace(
+        "loss: categorical_crossentropy",
+        "loss: {name: sq, expr: '(yhat - y)**2', s: 3}",
+    )
+    found = problems(text)
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "layers[0].activation.k: parameter 'k' is not used in expr 'tanh(z)' (use k in"
+        " expr, or remove the key)",
+        "loss.s: parameter 's' is not used in expr '(yhat - y)**2' (use s in expr, or"
+        " remove the key)",
+    ]
+    assert found[0].startswith(f"s.yaml:5:{text.splitlines()[4].index('k:') + 1}:")
+    assert found[1].startswith(f"s.yaml:8:{text.splitlines()[7].index(' s:') + 2}:")
+
+
 @pytest.mark.parametrize(
     "activation",
     ["{name: leaky_relu, alpha: 1.0e+300}", "{name: elu, alpha: 1.0e-300}"],

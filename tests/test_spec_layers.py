@@ -200,6 +200,12 @@ PROBLEMS = [
         "'my norm'",
         "layers[1].name: custom norm name 'my norm' is not an identifier",
     ),
+    (
+        "{type: norm, name: mine, expr: 'x - mean(x)', k: 2}",
+        "k:",
+        "layers[1].k: parameter 'k' is not used in expr 'x - mean(x)' (use k in expr,"
+        " or remove the key)",
+    ),
     ("{type: norm, name: mine}", "{", "layers[1]: missing required key 'expr'"),
 ]
 
