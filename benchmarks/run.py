@@ -43,13 +43,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def blas() -> str:
+    """NumPy's BLAS, with the kernels and threads it runs (threadpoolctl, where installed):
+    'OpenBLAS 0.3.31, SkylakeX kernels, 2 threads'."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "BLAS unknown (no threadpoolctl)"
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            name = {"openblas": "OpenBLAS", "mkl": "MKL"}.get(
+                pool.get("internal_api", ""), pool.get("internal_api", "BLAS")
+            )
+            arch = pool.get("architecture")
+            kernels = f", {arch} kernels" if arch else ""
+            return (
+                f"{name} {pool.get('version')}{kernels}, {pool['num_threads']} threads"
+            )
+    return "BLAS unknown"
+
+
 def machine() -> str:
     import jax
     import torch
 
     return (
         f"{cpu_model()}, {os.cpu_count()} cores; "
-        f"Python {platform.python_version()}, NumPy {np.__version__}, "
+        f"Python {platform.python_version()}, NumPy {np.__version__} ({blas()}), "
         f"PyTorch {torch.__version__}, JAX {jax.__version__}"
     )
 
