@@ -85,8 +85,8 @@ def _forward(params, X, training, rng):
 def _loss(params, X, Y, training, rng):
     """The loss for checked inputs."""
     m = X.shape[0]
-    _, (_, Z2, SP2) = _forward_pass(params, X, training, rng)
     W1, _, W2, _ = (params[k] for k in PARAM_NAMES)
+    _, (_, Z2, SP2) = _forward_pass(params, X, training, rng)
     L = float(np.sum(SP2 * Y + (1 - Y) * np.logaddexp(0, Z2))) / m
     L += 0.5 * (L2 * (float(np.sum(W1**2)) + float(np.sum(W2**2))))
     return L

@@ -108,8 +108,8 @@ def _forward(params, X, training, rng):
 def _loss(params, X, Y, training, rng):
     """The loss for checked inputs."""
     m = X.shape[0]
-    _, (_, _, _, _, LS3) = _forward_pass(params, X, training, rng)
     W1, _, W2, _, W3, _ = (params[k] for k in PARAM_NAMES)
+    _, (_, _, _, _, LS3) = _forward_pass(params, X, training, rng)
     L = float(np.sum(-LS3 * Y)) / m
     L += 0.5 * (
         L2 * (float(np.sum(W1**2)) + float(np.sum(W2**2)) + float(np.sum(W3**2)))

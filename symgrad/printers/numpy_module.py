@@ -15,7 +15,6 @@ implements and, once, why it has its form.
 
 from __future__ import annotations
 
-import re
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -87,22 +86,32 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
     )
     _forward_lines(plan, forward, printer, grad)
     out = plan.output.name
-    forward.add(f"return {out}, ({_names(kept)})")
+    forward.add(f"return {out}, ({_names([v.name for v in kept])})")
 
     def loss_lines(body: Lines) -> None:
         for s in plan.loss:
             body.add(_assign(s, printer, grad))
 
-    loss = Lines()
+    def head(stmts: list[Stmt], training: str, unpack: bool) -> list[str]:
+        """m, the forward pass's values and the params, each name the statements do
+        not read written `_`: the forward pass returns every value any reader needs,
+        and linters (ruff's RUF059) flag unpacked names left unused."""
+        read = {x.name for t in stmts for x in t.expr.xreplace(grad).free_symbols}
+        lines = ["m = X.shape[0]"]
+        if unpack:
+            lines.append(_unpack(_read_or_blank(params, read), "params"))
+        values = _names(_read_or_blank([v.name for v in kept], read))
+        lines.append(
+            f"{_read_or_blank([out], read)[0]}, ({values})"
+            f" = _forward_pass(params, X, {training}, rng)"
+        )
+        return lines
+
+    loss = Lines(head(plan.loss, "training", plan.l2))
     loss_lines(loss)
     loss.add(f"return {nm.LOSS}")
-    head = Lines(["m = X.shape[0]"])
-    head.add(f"{out}, ({_names(kept)}) = _forward_pass(params, X, training, rng)")
-    if plan.l2:
-        head.add(_unpack(params, "params"))
-    loss.lines[:0] = _unused_as_blank(head.lines, loss.lines)
 
-    both = Lines()
+    both = Lines(head(plan.loss + plan.backward, "True", True))
     loss_lines(both)
     both.add("")
     for s in plan.backward:
@@ -113,9 +122,6 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
         both.add(_assign(s, printer, grad))
     grads = ", ".join(f'"{p}": {plan.grads[p].name}' for p in params)
     both.add(f"return {nm.LOSS}, {{{grads}}}")
-    head = Lines(["m = X.shape[0]", _unpack(params, "params")])
-    head.add(f"{out}, ({_names(kept)}) = _forward_pass(params, X, True, rng)")
-    both.lines[:0] = _unused_as_blank(head.lines, both.lines)
 
     for body in (forward, loss, both):
         if any(f"{DTYPE}(" in line for line in body.lines):
@@ -195,31 +201,11 @@ def _forward_lines(
         i += 1
 
 
-def _unused_as_blank(unpacking: list[str], body: list[str]) -> list[str]:
-    """The unpacking lines with each name the body does not read written `_`: the
-    forward pass returns every value any reader needs, and linters (ruff's RUF059)
-    flag unpacked names left unused."""
-    code = "\n".join(line for line in body if not line.lstrip().startswith("#"))
-    code = re.sub(r'"[^"]*"', "", code)  # the grads' keys are not reads
-    read = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code))
-
-    def blank(line: str) -> str:
-        targets, _, value = line.partition(" = ")
-        names = re.sub(
-            r"[A-Za-z_][A-Za-z0-9_]*",
-            lambda word: word[0] if word[0] in read else "_",
-            targets,
-        )
-        return f"{names} = {value}"
-
-    return [
-        blank(line) if " = (" in line or "_forward_pass(" in line else line
-        for line in unpacking
-    ]
+def _read_or_blank(names: Iterable[str], read: set[str]) -> list[str]:
+    return [name if name in read else "_" for name in names]
 
 
-def _names(values: Iterable[sp.Symbol]) -> str:
-    names = [v.name for v in values]
+def _names(names: list[str]) -> str:
     return ", ".join(names) + ("," if len(names) == 1 else "")
 
 
