@@ -129,7 +129,7 @@ def context(
             spec.source,
         ),
         "regenerate": regenerate_line(regenerate_words(spec.source, out_dir)),
-        "notes": _notes(step.source, buffers, plan),
+        "notes": _notes(buffers, plan),
         "dropout": repr(any(r.kind == "dropout" for r in d.layers)),
         "helpers": sorted(helpers),
         "erf_source": _erf_source() if "_erf" in helpers else "",
@@ -152,7 +152,7 @@ def _init_note(d: Derivation, p: Param) -> str:
     return f"layer {p.layer}: {rule.title}"
 
 
-def _notes(step: str, buffers: bool, plan: Plan) -> list[str]:
+def _notes(buffers: bool, plan: Plan) -> list[str]:
     """The docstring's paragraphs on how the module computes: once, not per line."""
     how = (
         "step computes the numbers of loss_and_grad and the update with in-place NumPy "
@@ -245,13 +245,19 @@ ERF_TERMS = 56  # Kummer series terms: the tail is below 1e-17 relative for |x| 
 ERF_DEPTH = 32  # continued fraction: erfc(x ≥ 2.5) to 1e-13 relative, so erf to 1 ulp
 
 
-def _erf_source() -> str:
+def erf_series() -> list[str]:
+    """The coefficients of the modules' erf series, as literals: c_n = 2^n / (2n + 1)!!,
+    exactly, then rounded once."""
     series, c = [], Fraction(1)
-    for n in range(ERF_TERMS):  # c_n = 2^n / (2n + 1)!!, exactly, then rounded once
+    for n in range(ERF_TERMS):
         series.append(repr(float(c)))
         c = c * 2 / (2 * n + 3)
+    return series
+
+
+def _erf_source() -> str:
     template = environment().get_template("erf.py.jinja")
-    return template.render(erf_series=series, erf_depth=ERF_DEPTH).strip()
+    return template.render(erf_series=erf_series(), erf_depth=ERF_DEPTH).strip()
 
 
 def docstring_text(text: str) -> str:
@@ -266,23 +272,17 @@ def docstring_text(text: str) -> str:
     )
 
 
-def regenerate_command(
-    source: str, out_dir: str | os.PathLike[str] | None = None
-) -> str:
-    """The command that writes the module again, for its docstring.
-
-    The spec's path as it was given (relative to the working directory when it was
-    given as an absolute path inside it) and `-o DIR` when DIR is not the default, both
-    quoted for a POSIX shell and escaped for the docstring: `generated/` stays the same
-    on every machine. A spec not read from a file (YAML text, a dict) is named as such.
-    """
-    return " ".join(regenerate_words(source, out_dir))
-
-
 def regenerate_words(
     source: str, out_dir: str | os.PathLike[str] | None = None
 ) -> list[str]:
-    """regenerate_command's shell words, each quoted and escaped."""
+    """The shell words of the command that writes the module again, for its docstring.
+
+    The spec's path as it was given (relative to the working directory when it was
+    given as an absolute path inside it) and `-o DIR` when DIR is not the default, each
+    quoted for a POSIX shell and escaped for the docstring: `generated/` stays the same
+    on every machine. A spec not read from a file (YAML text, a dict) is named as such,
+    in one word of prose.
+    """
     if source.startswith("<") and source.endswith(">"):
         return [
             f"symgrad.generate(spec) with the same spec (given as {source}, not a file)"

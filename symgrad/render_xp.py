@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import textwrap
-from fractions import Fraction
 from pathlib import Path
 
 from .derive import Derivation
@@ -21,11 +20,11 @@ from .printers.xp_module import derived
 from .render import (
     DOC_WIDTH,
     ERF_DEPTH,
-    ERF_TERMS,
     _version,
     constants,
     copied_runtime,
     environment,
+    erf_series,
     formatted,
     output_path,
     regenerate_line,
@@ -119,13 +118,9 @@ def _notes(plan: Plan, buffers: bool, dropout: bool) -> list[str]:
 
 
 def _erf_source() -> str:
-    series, c = [], Fraction(1)
-    for n in range(ERF_TERMS):  # c_n = 2^n / (2n + 1)!!, exactly, then rounded once
-        series.append(repr(float(c)))
-        c = c * 2 / (2 * n + 3)
     template = environment().get_template("erf_xp.py.jinja")
     return template.render(
-        erf_series=series,
+        erf_series=erf_series(),
         erf_depth=ERF_DEPTH,
         two_over_sqrt_pi=repr(2 / math.sqrt(math.pi)),
         sqrt_pi=repr(math.sqrt(math.pi)),

@@ -798,7 +798,8 @@ class _Validator:
         likely a misspelling (`alpah: 0.1`) or a forgotten edit, and is refused."""
         from . import expr as expr_mod
 
-        unused = [k for k in values if k not in expr_mod.names(text)]
+        read = expr_mod.names(text)
+        unused = [k for k in values if k not in read]
         for key in unused:
             self.err(
                 node.key_locs.get(key, node.loc),

@@ -230,10 +230,8 @@ def _ufunc(name: str) -> Callable[[NumPyCode, sp.Function], str]:
     return print_call
 
 
-for (
-    _cls,
-    _name,
-) in FUNCTIONS.items():  # the table prints them: _print_exp, _print_Abs, ...
+# the table prints them: _print_exp, _print_Abs, ...
+for _cls, _name in FUNCTIONS.items():
     setattr(NumPyCode, f"_print_{_cls.__name__}", _ufunc(_name))
 
 

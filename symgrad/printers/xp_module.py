@@ -110,7 +110,8 @@ class XPCode(NumPyCode):
         if value == 1:
             return f"xp.ones_like({like})"
         text = number_text(value)
-        if float(numeric(value)).is_integer() and abs(float(numeric(value))) < 1e15:
+        number = float(numeric(value))
+        if number.is_integer() and abs(number) < 1e15:
             text += ".0"  # a float fill value: the array's dtype, whatever the number
         return f"xp.full_like({like}, {text})"
 

@@ -60,12 +60,6 @@ def layer_tex(base: str, l: int) -> str:  # noqa: E741
     return f"{base}^{{[{l}]}}"
 
 
-def norm_code_name(sym: sympy.Symbol, l: int) -> str:  # noqa: E741
-    """The Plan's name of a norm rule's value in layer l (plan.Norm._value): mu -> Mu3,
-    r1 -> R1_3."""
-    return nm.norm_value(sym.name, l)
-
-
 def rule_symbols(rule: NormRule) -> list[sympy.Symbol]:
     """The values a norm computes: reductions, scales, x̂, h."""
     out = [s.target for s in rule.forward]
@@ -98,7 +92,7 @@ class PlanView:
             l, r = rule.index, rule.rule  # noqa: E741
             for s in rule_symbols(r):
                 base = BATCH_TEX.get(s, symbol_tex(s))
-                tex[arr(norm_code_name(s, l))] = layer_tex(base, l)
+                tex[arr(nm.norm_value(s.name, l))] = layer_tex(base, l)
             for upd in r.running:
                 code = nm.running(upd.buffer.name.removeprefix("running_"), l)
                 base = layer_tex(symbol_tex(upd.statistic), l)
