@@ -12,6 +12,7 @@ import importlib.util
 import itertools
 import os
 import sys
+import tracemalloc
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -265,3 +266,29 @@ def check_finite_differences(module: ModuleType, spec: Mapping[str, Any], seed=0
         if not err <= FD_RTOL:
             bad[key] = (err, g.tolist(), fd.tolist())
     assert not bad, f"FD mismatch (rel err, analytic, central differences): {bad}"
+
+
+def step_peak_bytes(
+    module: ModuleType, params, X, Y, bufsize: int | None = None
+) -> tuple[int, int]:
+    """(peak, buffer): the most memory three in-place steps allocate after the first
+    (which makes the work arrays), and NumPy's buffer size while they ran (its buffered
+    iterator takes one buffer of that many elements per call that broadcasts or casts:
+    Z += b, a comparison into a float mask). CHECK_FINITE is off, as its NaN scan makes
+    a boolean array."""
+    state = module.init_state(params)
+    module.step(params, state, X, Y)  # makes the work arrays
+    module.CHECK_FINITE = False
+    size = np.getbufsize()
+    try:
+        if bufsize is not None:
+            np.setbufsize(bufsize)
+        tracemalloc.start()
+        for _ in range(3):
+            module.step(params, state, X, Y)
+        _, peak = tracemalloc.get_traced_memory()
+        return peak, np.getbufsize()
+    finally:
+        tracemalloc.stop()
+        np.setbufsize(size)
+        module.CHECK_FINITE = True

@@ -499,15 +499,15 @@ def pdflatex() -> str:
     return exe
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
-def test_standalone_document_compiles_with_pdflatex(tmp_path, name) -> None:
+def compile_tex(folder: Path, document: str) -> str:
+    """pdflatex on a standalone document in folder (derivation.tex): asserts it compiles
+    to a PDF, and returns pdflatex's log."""
     exe = pdflatex()
-    d = derivation(tmp_path, SPECS[name], name)
-    tex = tmp_path / "derivation.tex"
-    tex.write_text(render_report(d, "latex", standalone=True), encoding="utf-8")
+    tex = folder / "derivation.tex"
+    tex.write_text(document, encoding="utf-8")
     result = subprocess.run(
         [exe, "-interaction=nonstopmode", "-halt-on-error", tex.name],
-        cwd=tmp_path,
+        cwd=folder,
         capture_output=True,
         text=True,
         errors="replace",
@@ -516,8 +516,15 @@ def test_standalone_document_compiles_with_pdflatex(tmp_path, name) -> None:
     )
     errors = re.findall(r"^!.*$", result.stdout, flags=re.MULTILINE)
     assert result.returncode == 0, f"pdflatex failed: {errors or result.stdout[-2000:]}"
-    pdf = tmp_path / "derivation.pdf"
+    pdf = folder / "derivation.pdf"
     assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF")
+    return (folder / "derivation.log").read_text(errors="replace")
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_standalone_document_compiles_with_pdflatex(tmp_path, name) -> None:
+    d = derivation(tmp_path, SPECS[name], name)
+    compile_tex(tmp_path, render_report(d, "latex", standalone=True))
 
 
 def test_without_pdflatex_the_compile_test_skips_unless_ci_requires_it(

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-import tracemalloc
 
+import harness
 import numpy as np
 import pytest
 
@@ -209,21 +209,10 @@ def test_step_allocates_no_arrays_after_the_first(generate, layers, loss, opt, d
     Y = targets(spec, m, rng, dtype)
     if loss == CCE:
         Y = np.eye(layers[-1][0], dtype=dtype)[Y]  # labels would be one-hot encoded
-    state = module.init_state(params)
-    module.step(params, state, X, Y)  # makes the work arrays
-    module.CHECK_FINITE = False  # the NaN scan makes a boolean array
-    try:
-        tracemalloc.start()
-        for _ in range(3):
-            module.step(params, state, X, Y)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        module.CHECK_FINITE = True
-    # NumPy's buffered iterator (Z += b broadcasts; a comparison casts into a float
-    # mask) takes one buffer of np.getbufsize() elements per call, Python a few kB
+    peak, buffer = harness.step_peak_bytes(module, params, X, Y)
+    # two of NumPy's iterator buffers; Python a few kB
     itemsize = np.dtype(dtype).itemsize
-    allowance = 2 * np.getbufsize() * itemsize + 16 * 1024
+    allowance = 2 * buffer * itemsize + 16 * 1024
     smallest_array = m * min(u for u, _ in layers) * itemsize
     assert allowance < smallest_array
     assert peak < allowance, f"a step allocated up to {peak} bytes"
