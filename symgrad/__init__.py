@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 __version__ = "0.1.0"
 
 from . import derive as _derive
+from . import kinds as _kinds  # noqa: F401 - registers the built-in layer kinds
 from .check import CheckResult, check_gradients
 from .derive import Derivation
 from .errors import DerivationError, ExpressionError, SpecError, SymgradError

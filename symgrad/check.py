@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from . import layer_registry
 from .derive import Derivation, derive
 from .errors import SymgradError
 from .files import write_text
 from .render import output_path, render
-from .spec import SpecSource, as_spec
+from .spec import Spec, SpecSource, as_spec
 
 STEP = 1e-5  # central difference step: balances truncation (h²) and rounding (ε/h)
 FLOOR = 1e-4  # below this, gradients are compared absolutely
@@ -235,17 +236,21 @@ def import_path(path: Path, name: str) -> ModuleType:
     return module
 
 
-def _parameters(sizes: tuple[int, ...]) -> int:
-    """An upper bound of the numbers of a network of these widths: (n + 1)·k per layer
-    (a dense layer's; a norm has fewer)."""
-    return sum((n + 1) * k for n, k in itertools.pairwise(sizes))
+def _parameters(spec: Spec) -> int:
+    """An upper bound of the numbers a network keeps, as each layer's kind counts them
+    (a dense layer (n + 1)·k, a norm 4n at most, dropout none)."""
+    sizes = spec.sizes
+    return sum(
+        layer_registry.of(layer).parameters(layer, sizes[i])
+        for i, layer in enumerate(spec.layers)
+    )
 
 
-def memory_estimate(sizes: tuple[int, ...], examples: int) -> int:
+def memory_estimate(spec: Spec, examples: int) -> int:
     """Bytes a check allocates, roughly: float64 parameters, gradients and the random
     parameters' temporaries (3 per parameter), and per example the inputs, the
     pre-activations, activations and deltas of every layer (4 per unit)."""
-    return 8 * (3 * _parameters(sizes) + 4 * examples * sum(sizes))
+    return 8 * (3 * _parameters(spec) + 4 * examples * sum(spec.sizes))
 
 
 def _bytes(n: float) -> str:
@@ -272,11 +277,11 @@ def check_gradients(
         tolerance: the largest acceptable error.
     """
     loaded = as_spec(spec)
-    need = memory_estimate(loaded.sizes, examples)
+    need = memory_estimate(loaded, examples)
     if need > MAX_MEMORY:
         raise SymgradError(
             f"checking {loaded.name} on {examples} examples needs about "
-            f"{_bytes(need)} of memory ({_parameters(loaded.sizes):,} parameters); "
+            f"{_bytes(need)} of memory ({_parameters(loaded):,} parameters); "
             f"symgrad check allocates at most {_bytes(MAX_MEMORY)} (check a narrower "
             "copy of the spec: the derivation does not depend on the widths)"
         )

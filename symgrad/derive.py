@@ -19,8 +19,7 @@ import numpy as np
 import sympy as sp
 
 from . import expr as expr_mod
-from . import layers as layers_mod
-from . import ops, stability
+from . import layer_registry, ops, stability
 from .errors import DerivationError, ExpressionError, SpecError
 from .functions import (
     avoid,
@@ -32,10 +31,11 @@ from .functions import (
     symbolize,
     variables,
 )
+from .layer_registry import Rule
 from .layers import NormDef
 from .ops import a, y, z
-from .reductions import NormRule, norm_rule
-from .spec import LayerSpec, NormSpec, OpSpec, Spec, SpecSource, as_spec
+from .reductions import NormRule
+from .spec import OpSpec, Spec, SpecSource, as_spec
 
 # where a candidate rewrite is checked (0 and small values hit piecewise boundaries)
 CHECK_POINTS = (-7.5, -3.2, -1.3, -0.6, -0.15, -0.01, 0, 0.01, 0.2, 0.7, 1.1, 2.9, 6.3)
@@ -692,6 +692,34 @@ def activation_rule(op: OpSpec) -> ActivationRule:
     )
 
 
+@functools.cache
+def mask_factor(act: ActivationRule) -> sp.Expr | None:
+    """g(z) when f(z) = z·g(z) with g piecewise constant and f' = g (ReLU, leaky ReLU).
+
+    Then the forward pass computes the mask g(Z) once, takes A = Z·g(Z), and the
+    backward pass reuses it: δ ⊙ f'(Z) is δ ⊙ g(Z). (Z·g(Z) differs from max(Z, 0) only
+    in the sign of zeros, and at Z = −inf.)
+    """
+    forward, df = numeric(act.forward), numeric(act.df)
+    f = forward.rewrite(sp.Piecewise) if forward.has(sp.Max, sp.Min) else forward
+    f = sp.piecewise_fold(f)
+    if not isinstance(f, sp.Piecewise):
+        return None
+    pieces = []
+    for value, cond in f.args:
+        c = sp.cancel(value / z) if value != 0 else sp.S.Zero
+        if c.free_symbols:
+            return None
+        pieces.append((c, cond))
+    g = sp.Piecewise(*pieces)
+    if not all(
+        (g.subs(z, p) - df.subs({a: f.subs(z, p), z: p})).equals(0)
+        for p in (-2.5, -1, sp.Rational(-1, 3), 0, sp.Rational(1, 7), 1, 3)
+    ):
+        return None
+    return g
+
+
 def _in_unit_range(op: OpSpec, rule: ActivationRule) -> bool:
     """The activation's outputs lie in [0, 1]: registered so, or, for a custom one,
     sampled so at the range points and at extreme inputs."""
@@ -892,7 +920,7 @@ def _softmax_delta(loss: sp.Expr, simplex: bool) -> tuple[sp.Expr, sp.Expr, bool
 
 
 @dataclass(frozen=True)
-class LayerRule:
+class LayerRule(Rule):
     """Dense layer l (1-based) of the network: sizes and its activation rule; a
     residual layer adds its input to its output."""
 
@@ -910,12 +938,24 @@ class LayerRule:
         return (self.fan_in + 1) * self.units
 
     @property
+    def plain_dense(self) -> bool:
+        return not self.residual
+
+    @property
+    def label(self) -> str:
+        return self.activation.title + (", residual" if self.residual else "")
+
+    @property
+    def activations(self) -> tuple[ActivationRule, ...]:
+        return (self.activation,)
+
+    @property
     def title(self) -> str:
         return f"{self.units} ({self.activation.title}{', residual' if self.residual else ''})"
 
 
 @dataclass(frozen=True)
-class NormLayerRule:
+class NormLayerRule(Rule):
     """A normalization layer: its definition and the backward rule SymPy derived
     (reductions.norm_rule), with the spec's values of its parameters."""
 
@@ -940,9 +980,13 @@ class NormLayerRule:
     def title(self) -> str:
         return self.definition.title or self.definition.name
 
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return self.rule.notes
+
 
 @dataclass(frozen=True)
-class DropoutRule:
+class DropoutRule(Rule):
     """Inverted dropout with the given rate (training only)."""
 
     index: int
@@ -961,7 +1005,7 @@ class DropoutRule:
         return f"dropout {self.rate:g}"
 
 
-Layer = LayerRule | NormLayerRule | DropoutRule
+Layer = Rule  # a layer kind's rule (layer_registry): LayerRule, NormLayerRule, ...
 
 
 @dataclass(frozen=True)
@@ -1003,28 +1047,22 @@ class Derivation:
     @property
     def notes(self) -> tuple[str, ...]:
         """Where no overflow-free form was found: what the generate summary warns of."""
-        seen = dict.fromkeys(n for r in self.dense for n in r.activation.notes)
-        seen.update(
-            dict.fromkeys(
-                n
-                for r in self.layers
-                if isinstance(r, NormLayerRule)
-                for n in r.rule.notes
-            )
-        )
+        seen: dict[str, None] = {}
+        for r in self.layers:
+            for act in r.activations:
+                seen.update(dict.fromkeys(act.notes))
+            seen.update(dict.fromkeys(r.notes))
         return (*seen, *self.output.notes)
 
     @property
     def dense(self) -> tuple[LayerRule, ...]:
         """The dense layers, in order (the last is the output layer)."""
-        return tuple(r for r in self.layers if isinstance(r, LayerRule))
+        return tuple(r for r in self.layers if layer_registry.of(r).output)
 
     @property
     def out(self) -> LayerRule:
-        """The output layer."""
-        layer = self.layers[-1]
-        assert isinstance(layer, LayerRule)
-        return layer
+        """The output layer (of a kind that may end the network: the spec checked)."""
+        return self.layers[-1]  # type: ignore[return-value]
 
     def layer(self, l: int) -> Layer:
         """Layer l, counted from 1 as W1 and W^{[1]} are: sizes and the derived rule."""
@@ -1049,53 +1087,24 @@ class Derivation:
 
 
 def derive(spec: SpecSource) -> Derivation:
-    """Derive the gradient rules of a spec: a Spec, a path, YAML text or a dict."""
+    """Derive the gradient rules of a spec: a Spec, a path, YAML text or a dict.
+
+    Each layer is derived by its kind (layer_registry), then the output rule of the
+    loss on the output activation, then the facts only the report shows.
+    """
     spec = as_spec(spec)
     sizes = spec.sizes
-    layers: list[Layer] = []
-    for i, layer in enumerate(spec.layers):
-        fan_in, units = sizes[i], sizes[i + 1]
-        if isinstance(layer, LayerSpec):
-            act = _guarded(activation_rule, layer.activation)
-            layers.append(LayerRule(i + 1, fan_in, units, act, layer.residual))  # type: ignore[arg-type]
-        elif isinstance(layer, NormSpec):
-            layers.append(_norm_layer(i + 1, units, layer))
-        else:
-            layers.append(DropoutRule(i + 1, units, layer.rate))
+    layers = tuple(
+        layer_registry.of(layer).derive(layer, i + 1, sizes[i])
+        for i, layer in enumerate(spec.layers)
+    )
     out_act = spec.output.activation
-    _check_output_range(spec.loss, out_act, layers[-1].activation)  # type: ignore[union-attr]
-    output = _guarded(output_rule, spec.loss, out_act)
-    layers_t = tuple(layers)
-    return Derivation(spec, layers_t, output, report_facts(layers_t, output))  # type: ignore[arg-type]
+    _check_output_range(spec.loss, out_act, layers[-1].activation)  # type: ignore[attr-defined]
+    output = guarded(output_rule, spec.loss, out_act)
+    return Derivation(spec, layers, output, report_facts(layers, output))  # type: ignore[arg-type]
 
 
-def _norm_layer(index: int, units: int, layer: NormSpec) -> NormLayerRule:
-    """A norm's definition (registered or from the spec's expression) and its rule."""
-    values = dict(layer.params)
-    if layer.custom:
-        definition = layers_mod.custom(
-            layer.name, layer.expr or "", values, affine=layer.affine
-        )
-    else:
-        definition = layers_mod.NORMS[layer.name]
-    try:
-        known = {**definition.params, **definition.stat_params}  # eps, momentum
-        rule = norm_rule(definition, {k: v for k, v in values.items() if k in known})
-    except (RecursionError, MemoryError):
-        raise SpecError(
-            [
-                layer.loc.problem(
-                    f"norm {layer.name!r} is too large to derive (SymPy ran out of room)",
-                    "write a smaller expression",
-                )
-            ]
-        ) from None
-    except DerivationError as exc:
-        raise SpecError([layer.loc.problem(f"norm {layer.name!r}: {exc}")]) from None
-    return NormLayerRule(index, units, definition, rule, tuple(values.items()))
-
-
-def _guarded(rule: object, op: OpSpec, *more: OpSpec) -> object:
+def guarded(rule: object, op: OpSpec, *more: OpSpec) -> object:
     """rule(op, ...), with SymPy's own limits (recursion, memory) as a spec error on op."""
     try:
         return rule(op, *more)  # type: ignore[operator]
@@ -1240,16 +1249,16 @@ class ReportFacts:
 
 def report_facts(layers: tuple[Layer, ...], output: OutputRule) -> ReportFacts:
     """The report's facts for a network's layers and output rule."""
-    dense = [r for r in layers if isinstance(r, LayerRule)]
+    acts = [act for r in layers for act in r.activations]
     softmax = None
-    if dense[-1].activation.vector:
+    if layers[-1].activation.vector:  # type: ignore[attr-defined]
         h = tidy(sp.together(a * output.dl_da))
         negated = h.could_extract_minus_sign()
         softmax = SoftmaxOutput(softmax_jacobian(), h, -h if negated else h, negated)
     used: dict[str, ActivationRule] = {}  # by name, in the order of first use
-    for r in dense:
-        if r.activation.name in SATURATING and not r.activation.custom:
-            used.setdefault(r.activation.name, r.activation)
+    for act in acts:
+        if act.name in SATURATING and not act.custom:
+            used.setdefault(act.name, act)
     found = tuple(saturation(rule) for rule in used.values())
     relu = activation_rule(OpSpec("relu")) if found else None
     return ReportFacts(softmax, found, relu)

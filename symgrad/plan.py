@@ -7,26 +7,13 @@ in-place printer into `step` (each statement ufunc calls with `out=` into the wo
 expression over array symbols (with the array nodes of arrays.py for products and
 reductions), the equation it implements and the derivation section it comes from.
 
-The network is a chain of ops, each with a forward and a backward method; the backward
-gets G = ∂L/∂(its output) and gives ∂L/∂(its input) to the op below:
-
-    dense     Z = X W + b, A = f(Z)      δ = G ⊙ f'(·) (f' in A or in Z), dW = Xᵀ δ,
-                                          db = Σₙ δ, ∂L/∂X = δ Wᵀ
-      residual  A = X + f(X W + b)       ∂L/∂X = δ Wᵀ + G
-      output    Ŷ = f(Z), L = Σ ℓ / m    δ = the derived output delta
-    norm      the statements of its derived rule (reductions.norm_rule), on rows or, for
-              batchnorm, on columns; a reduction inside an expression is computed first,
-              as a statement of its own; batchnorm's batch and running statistics
-    dropout   A = X ⊙ K, K drawn in training   ∂L/∂X = G ⊙ K
-
-A layer kind is handled by its op alone: a norm added to the registry (layers.py) needs
-no code here, its rule says everything.
-
-Fusions are decided here, once per layer: an activation f(z) = z·g(z) with g piecewise
-constant and g = f' (ReLU, leaky ReLU) keeps its mask M = g(Z) from the forward pass
-(A = Z ⊙ M, δ = G ⊙ M); binary cross-entropy on a sigmoid computes softplus(−Z) once, for
-the loss and for Ŷ = e^{−softplus(−Z)}; softmax is written with row reductions so that
-its log-softmax, when the loss reads it, shares the row max and the row sums.
+The network is a chain of ops, one per layer, each made by its layer kind
+(layer_registry; the built-in kinds in symgrad/kinds/). An op adds its forward statements
+given its input, and its backward statements given G = ∂L/∂(its output); it returns
+∂L/∂(its input) (`Back`), which `build` stores as G{l-1} for the op below. The output
+layer's op adds the loss and starts the backward pass from the derived output delta.
+Fusions (the ReLU mask, softplus shared by a sigmoid and its loss, softmax's row
+reductions shared by its log-softmax) are decided by the ops, once per layer.
 
 Some numbers differ between the two uses of the backward pass and are symbols bound by
 each printer (`bindings`): the delta's scale (1/m; η/m in a step that folds sgd's
@@ -41,34 +28,12 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from . import layer_registry, optimizers
 from . import naming as nm
-from . import ops, optimizers
-from .arrays import (
-    ArrayNode,
-    ColSum,
-    KeepMask,
-    MatProduct,
-    ReductionBase,
-    RowMax,
-    RowSum,
-    Total,
-    Transposed,
-    on_axis,
-)
-from .derive import (
-    LS,
-    ActivationRule,
-    Derivation,
-    DropoutRule,
-    LayerRule,
-    NormLayerRule,
-)
-from .expr import NORM_X
-from .functions import numeric, sigmoid, softplus
-from .ops import a, y, z
+from .arrays import ArrayNode, MatProduct, ReductionBase, Transposed
+from .derive import Derivation
+from .layer_registry import Rule
 from .printers import text
-from .reductions import BETA, DBETA, DGAMMA, DX, GAMMA, G, N, Statement
-from .reductions import text as rule_text
 
 Shape = tuple[int | str, ...]  # "m": the batch size
 
@@ -224,7 +189,7 @@ class Storage:
 # ---------------------------------------------------------------- the builder
 
 
-class _Builder:
+class Builder:
     """Collects statements, shapes and value roles as the ops of the chain add them."""
 
     def __init__(self, d: Derivation) -> None:
@@ -235,9 +200,11 @@ class _Builder:
         self.roles: dict[sp.Symbol, tuple[str, int]] = {}
         self.grads: dict[str, sp.Symbol] = {}
         self.lifted: dict[int, int] = {}  # reductions lifted, per layer
+        self.weights: dict[str, bool] = {}  # l2 applies to the parameter
 
     def param(self, p: Param) -> sp.Symbol:
         self.params.append(p)
+        self.weights[p.name] = p.weight
         sym = arr(p.name)
         self.shapes[sym] = p.shape
         return sym
@@ -270,9 +237,14 @@ class _Builder:
     def gradient(
         self, param: str, expr: sp.Expr, section: str, equation: str
     ) -> sp.Symbol:
+        """∂L/∂param = expr (the loss term's gradient), plus l2·param for a weight when
+        the spec has an l2 term: every kind's weights carry it alike."""
         target = arr(nm.grad(param))
         self.shapes[target] = self.shapes[arr(param)]
         self.grads[param] = target
+        if self.d.spec.l2 > 0 and self.weights.get(param, False):
+            expr += L2_GRAD * arr(param)
+            equation += f" + l2·{param}" if equation else ""
         self.stmts["backward"].append(Stmt(target, expr, "backward", section, equation))
         return target
 
@@ -352,507 +324,46 @@ class Back:
     note: str = ""
 
 
-def _act_forward(
-    bd: _Builder,
-    act: ActivationRule,
-    zs: sp.Symbol,
-    l: int,
-    section: str,
-    role: str,  # noqa: E741
-) -> tuple[sp.Symbol, sp.Symbol | None]:
-    """f(Z) of a hidden layer, as the value `role` (a, or f under a residual sum);
-    with a mask M = f'(Z) when f(z) = z·f'(z) piecewise (ReLU). Returns (value, mask).
-    """
-    shape = bd.shapes[zs]
-    f = act.forward.xreplace({z: zs})
-    if f == zs:  # identity
-        return zs, None
-    g = mask_factor(act)
-    name = nm.value(role, l)
-    if g is not None:
-        mask = bd.emit(
-            "forward",
-            "mask",
-            l,
-            g.xreplace({z: zs}),
-            shape,
-            section,
-            f"M{l} = {act.name}'(Z{l})",
-        )
-        out = bd.emit(
-            "forward",
-            role,
-            l,
-            zs * mask,
-            shape,
-            section,
-            f"{name} = {act.name}(Z{l}) = Z{l} ⊙ M{l}",
-        )
-        return out, mask
-    out = bd.emit("forward", role, l, f, shape, section, f"{name} = {act.name}(Z{l})")
-    return out, None
-
-
-@dataclass
-class Dense:
-    """A dense layer: Z = X W + b, then its activation (the output layer: the output
-    activation and the loss, whose derived delta starts the backward pass); residual:
-    A = X + f(Z)."""
-
-    rule: LayerRule
-    init: str
-    last: bool
-    x: sp.Symbol = X
-    W: sp.Symbol = X  # noqa: N815 - set by forward
-    b: sp.Symbol = X
-    z: sp.Symbol = X
-    out: sp.Symbol = X  # f(Z) (F{l} under a residual sum)
-    mask: sp.Symbol | None = None
-    names: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
-    loss_expr: sp.Expr = sp.S.Zero
-
-    @property
-    def l(self) -> int:  # noqa: E743
-        return self.rule.index
-
-    @property
-    def section(self) -> str:
-        return "output" if self.last else f"dense-{self.l}"
-
-    def forward(self, bd: _Builder, x: sp.Symbol) -> sp.Symbol:
-        l, r = self.l, self.rule  # noqa: E741
-        self.x = x
-        self.W = bd.param(
-            Param(
-                nm.W(l),
-                (r.fan_in, r.units),
-                (self.init, r.fan_in, r.units),
-                l,
-                weight=True,
-            )
-        )
-        self.b = bd.param(Param(nm.b(l), (r.units,), ("zeros",), l))
-        self.z = bd.emit(
-            "forward",
-            "z",
-            l,
-            MatProduct(x, self.W) + self.b,
-            (nm.BATCH, r.units),
-            f"dense-{l}",
-            f"Z{l} = {x.name} W{l} + b{l}",
-        )
-        if self.last:
-            return self._output(bd)
-        role = "f" if r.residual else "a"
-        self.out, self.mask = _act_forward(
-            bd, r.activation, self.z, l, self.section, role
-        )
-        if not r.residual:
-            return self.out
-        return bd.emit(
-            "forward",
-            "a",
-            l,
-            x + self.out,
-            None,
-            self.section,
-            f"A{l} = {x.name} + F{l}",
-            "a residual connection: the input goes around",
-        )
-
-    def _output(self, bd: _Builder) -> sp.Symbol:
-        d, l, zs = bd.d, self.l, self.z  # noqa: E741
-        act = self.rule.activation
-        shape = bd.shapes[zs]
-        loss = d.output.forward
-        names: dict[sp.Symbol, sp.Expr] = {z: zs, y: Y}
-        sec = self.section
-        if act.vector:
-            # softmax, with its row max and row sums shared by the log-softmax
-            zmax = bd.emit("forward", "rowmax", l, RowMax(zs), (nm.BATCH, 1), sec)
-            s = bd.emit(
-                "forward",
-                "shifted",
-                l,
-                zs - zmax,
-                shape,
-                sec,
-                note="subtracting the row max keeps exp() from overflowing",
-            )
-            e = bd.emit("forward", "exp", l, sp.exp(s), shape, sec)
-            esum = bd.emit("forward", "expsum", l, RowSum(e), (nm.BATCH, 1), sec)
-            self.out = bd.emit(
-                "forward", "a", l, e / esum, shape, sec, f"Ŷ = A{l} = softmax(Z{l})"
-            )
-            if loss.has(LS):
-                log_sum = bd.emit(
-                    "forward", "logsum", l, sp.log(esum), (nm.BATCH, 1), sec
-                )
-                names[LS] = bd.emit(
-                    "forward",
-                    "logsoftmax",
-                    l,
-                    s - log_sum,
-                    shape,
-                    sec,
-                    f"LS{l} = log softmax(Z{l}) = S{l} − log Σⱼ E{l}",
-                )
-        elif act.forward == sigmoid(z) and loss.has(softplus(-z)):
-            sp_ = bd.emit(
-                "forward",
-                "softplus",
-                l,
-                softplus(-zs),
-                shape,
-                sec,
-                note="softplus(−Z) serves the loss and σ(Z) = e^{−softplus(−Z)}",
-            )
-            self.out = bd.emit(
-                "forward",
-                "a",
-                l,
-                sp.exp(-sp_),
-                shape,
-                sec,
-                f"Ŷ = A{l} = σ(Z{l}) = exp(−SP{l})",
-            )
-            loss = loss.xreplace({softplus(-z): sp_})
-        else:
-            f = act.forward.xreplace({z: zs})
-            if f == zs:
-                self.out = zs
-            else:
-                self.out = bd.emit(
-                    "forward", "a", l, f, shape, sec, f"Ŷ = A{l} = {act.name}(Z{l})"
-                )
-        names[a] = self.out
-        self.names = names
-        self.loss_expr = loss.xreplace(names)
-        return self.out
-
-    def loss(self, bd: _Builder, weights: list[sp.Symbol]) -> None:
-        d = bd.d
-        term = Total(self.loss_expr) / BATCH
-        shown = _text(d.output.loss.xreplace({a: YHAT}))
-        bd.stmts["loss"].append(
-            Stmt(LOSS, term, "loss", "loss", f"L = Σ ℓ / m,  ℓ = {shown}")
-        )
-        if d.spec.l2 > 0:
-            squares = sp.Add(*(Total(w**2) for w in weights))
-            bd.stmts["loss"].append(
-                Stmt(
-                    LOSS,
-                    L2 / 2 * squares,
-                    "loss",
-                    "loss",
-                    "L += l2/2 · Σ ‖W‖²",
-                    add=True,
-                )
-            )
-
-    def output_delta(self, bd: _Builder) -> sp.Symbol:
-        d, l = bd.d, self.l  # noqa: E741
-        out = d.output
-        shape = bd.shapes[self.z]
-        sec = self.section
-        if out.jvp:
-            h = bd.emit(
-                "backward",
-                "h",
-                l,
-                out.delta.xreplace(self.names),
-                shape,
-                sec,
-                f"H{l} = Ŷ ⊙ ∂ℓ/∂Ŷ = {_text(out.delta)}",
-            )
-            hsum = bd.emit("backward", "hsum", l, RowSum(h), (nm.BATCH, 1), sec)
-            return bd.emit(
-                "backward",
-                "delta",
-                l,
-                (h - self.out * hsum) * SCALE,
-                shape,
-                sec,
-                f"δ{l} = (H{l} − Ŷ ⊙ Σₖ H{l}ₖ) / m",
-                "softmax's Jacobian: δ = h − ŷ ⊙ Σₖ hₖ",
-            )
-        shown = _text(out.delta.xreplace({a: YHAT}))
-        batch = text(out.delta, {a: "Ŷ", y: "Y", z: f"Z{l}"})
-        why = f"{out.loss_title.split(' (')[0]} on {self.rule.activation.title}: "
-        why += (
-            f"SymPy simplified ∂ℓ/∂ŷ · ∂ŷ/∂z to {shown}"
-            if out.collapsed
-            else f"∂ℓ/∂ŷ · ∂ŷ/∂z = {shown}"
-        )
-        return bd.emit(
-            "backward",
-            "delta",
-            l,
-            out.delta.xreplace(self.names) * SCALE,
-            shape,
-            sec,
-            f"δ{l} = ({batch}) / m" + ("   (collapsed)" if out.collapsed else ""),
-            why,
-        )
-
-    def backward(
-        self, bd: _Builder, g: sp.Symbol | None, need_input: bool
-    ) -> Back | None:
-        """From G = ∂L/∂A (None at the output layer: its delta) to ∂L/∂X."""
-        l, act = self.l, self.rule.activation  # noqa: E741
-        if g is None:
-            delta = self.output_delta(bd)
-        else:
-            factor: sp.Expr
-            if self.mask is not None:
-                factor = self.mask
-            else:
-                factor = act.df.xreplace({a: self.out, z: self.z})
-            rule = f"{act.name}'(z) = {_text(act.df)}"
-            if factor == 1:
-                delta = g  # δ = G: nothing to compute
-            else:
-                delta = bd.emit(
-                    "backward",
-                    "delta",
-                    l,
-                    g * factor,
-                    bd.shapes[self.z],
-                    self.section,
-                    f"δ{l} = G{l} ⊙ {act.name}'(Z{l}),   {rule}",
-                )
-        x_name = self.x.name
-        dW = MatProduct(Transposed(self.x), delta)  # noqa: N806
-        eq = f"∂L/∂W{l} = {x_name}ᵀ δ{l}"
-        if bd.d.spec.l2 > 0:
-            dW += L2_GRAD * self.W  # noqa: N806
-            eq += f" + l2·W{l}"
-        bd.gradient(nm.W(l), dW, f"dense-{l}", eq)
-        bd.gradient(nm.b(l), ColSum(delta), f"dense-{l}", f"∂L/∂b{l} = Σₙ δ{l}")
-        if not need_input:
-            return None
-        back = MatProduct(delta, Transposed(self.W))
-        if self.rule.residual and g is not None:
-            return Back(back + g, f"δ{l} W{l}ᵀ + G{l}")
-        return Back(back, f"δ{l} W{l}ᵀ")
-
-
-@dataclass
-class Norm:
-    """A normalization layer: the statements of its derived rule (reductions.norm_rule)
-    placed on its axis (rows: a norm over features; columns: batchnorm), with the
-    reductions inside an expression lifted into statements of their own."""
-
-    rule: NormLayerRule
-    names: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
-    sub: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
-    shown: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
-
-    @property
-    def l(self) -> int:  # noqa: E743
-        return self.rule.index
-
-    @property
-    def section(self) -> str:
-        return f"norm-{self.l}"
-
-    @property
-    def axis(self) -> int:
-        return 0 if self.rule.definition.group == "batch" else 1
-
-    def _value(self, s: sp.Symbol) -> str:
-        return nm.norm_value(s.name, self.l)
-
-    def forward(self, bd: _Builder, x: sp.Symbol) -> sp.Symbol:
-        l, r = self.l, self.rule.rule  # noqa: E741
-        n = self.rule.units
-        sub: dict[sp.Symbol, sp.Expr] = {NORM_X: x}
-        self.shown = {NORM_X: x}  # as sub, with the parameters (ε) left as names
-        sub.update({sym: value for sym, value in r.params})
-        sub[N] = BATCH if self.axis == 0 else sp.Integer(n)
-        if r.gain:
-            sub[GAMMA] = bd.param(Param(nm.gamma(l), (n,), ("ones",), l))
-        if r.shift:
-            sub[BETA] = bd.param(Param(nm.beta(l), (n,), ("zeros",), l))
-        for upd in r.running:
-            buf = upd.buffer.name.removeprefix("running_")
-            sub[upd.buffer] = bd.param(
-                Param(nm.running(buf, l), (n,), (upd.init,), l, trainable=False)
-            )
-        self.shown.update({k: v for k, v in sub.items() if k not in dict(r.params)})
-        when = "train" if r.inference else ""
-        for st in r.forward:
-            self._statement(bd, st, sub, "forward", when)
-        for st in r.inference:
-            self._statement(bd, st, sub, "forward", "eval")
-        for upd in r.running:
-            buf = sub[upd.buffer]
-            expr = on_axis(upd.update.xreplace(sub).xreplace(self.names), self.axis)
-            bd.stmts["forward"].append(
-                Stmt(
-                    buf,
-                    expr,
-                    "forward",
-                    self.section,
-                    f"{buf.name} ← (1 − momentum)·{buf.name} + momentum·"
-                    f"{self._value(upd.statistic)}"
-                    + ("·m/(m − 1)" if "var" in buf.name else ""),
-                    "running statistics for inference, as PyTorch keeps them",
-                    when="step",
-                )
-            )
-        self.sub = sub
-        return self.names[r.output]
-
-    def _statement(
-        self,
-        bd: _Builder,
-        st: Statement,
-        sub: dict[sp.Symbol, sp.Expr],
-        phase: str,
-        when: str,
-    ) -> sp.Symbol:
-        l = self.l  # noqa: E741
-        shown = on_axis(st.expr.xreplace(self.shown).xreplace(self.names), self.axis)
-        expr = on_axis(st.expr.xreplace(sub).xreplace(self.names), self.axis)
-        expr = bd.lift(expr, l, phase, self.section, when)
-        if st.target == self.rule.rule.output:
-            name, role = nm.A(l), "a"
-        else:
-            name, role = self._value(st.target), "norm"
-        target = bd.emit(
-            phase,
-            role,
-            l,
-            expr,
-            None,
-            self.section,
-            f"{name} = {_text(shown)}",
-            name=name,
-            when=when,
-        )
-        self.names[st.target] = target
-        return target
-
-    def backward(
-        self, bd: _Builder, g: sp.Symbol | None, need_input: bool
-    ) -> Back | None:
-        l, r = self.l, self.rule.rule  # noqa: E741
-        assert g is not None
-        self.names[G] = g
-        back = None
-        # the statements the kept results read: without the input gradient (a norm on
-        # the input X), the values only dx reads (h = γ ⊙ g, its means) are dead code
-        needed = {DGAMMA, DBETA} | ({DX} if need_input else set())
-        for st in reversed(r.backward):
-            if st.target in needed:
-                needed |= st.expr.free_symbols
-        for st in r.backward:
-            if st.target not in needed:
-                continue
-            if st.target == DX:
-                if need_input:
-                    expr = on_axis(
-                        st.expr.xreplace(self.sub).xreplace(self.names), self.axis
-                    )
-                    rule = f"{self.rule.title}: ∂L/∂x = {rule_text(st.expr)}"
-                    back = Back(
-                        bd.lift(expr, l, "backward", self.section), _text(expr), rule
-                    )
-                continue
-            if st.target in (DGAMMA, DBETA):
-                param = nm.gamma(l) if st.target == DGAMMA else nm.beta(l)
-                expr = st.expr.xreplace(self.sub).xreplace(self.names)
-                bd.gradient(param, expr, self.section, f"∂L/∂{param} = {_text(expr)}")
-                continue
-            self._statement(bd, st, self.sub, "backward", "")
-        return back
-
-
-@dataclass
-class Dropout:
-    """Inverted dropout: A = X ⊙ K, K = 1/(1 − rate) with probability 1 − rate, else 0
-    (drawn in training when a generator is given; K = 1 otherwise)."""
-
-    rule: DropoutRule
-    keep: sp.Symbol = X
-
-    def forward(self, bd: _Builder, x: sp.Symbol) -> sp.Symbol:
-        l, rate = self.rule.index, self.rule.rate  # noqa: E741
-        sec = f"dropout-{l}"
-        self.keep = bd.emit(
-            "forward",
-            "keep",
-            l,
-            KeepMask(x, sp.Float(rate)),
-            bd.shapes[x],
-            sec,
-            f"K{l} = 1/(1 − {rate:g}) with probability 1 − {rate:g}, else 0",
-            "inverted dropout, as PyTorch: the kept values are scaled up in training",
-            when="dropout",
-        )
-        return bd.emit(
-            "forward",
-            "a",
-            l,
-            x * self.keep,
-            bd.shapes[x],
-            sec,
-            f"A{l} = {x.name} ⊙ K{l}",
-        )
-
-    def backward(
-        self, bd: _Builder, g: sp.Symbol | None, need_input: bool
-    ) -> Back | None:
-        assert g is not None
-        if not need_input:
-            return None
-        return Back(g * self.keep, f"G{self.rule.index} ⊙ K{self.rule.index}")
-
-
-OPS = {"dense": Dense, "norm": Norm, "dropout": Dropout}
+def section(rule: Rule) -> str:
+    """The plan section of a layer's statements: its kind and position, `dense-3`."""
+    return f"{rule.kind}-{rule.index}"
 
 
 # ---------------------------------------------------------------- the plan
 
 
 def build(d: Derivation) -> Plan:
-    """The plan of a derivation: forward, loss, backward and update as statements."""
-    bd = _Builder(d)
+    """The plan of a derivation: forward, loss, backward and update as statements.
+
+    Each layer's kind (layer_registry) makes its op; the ops run forward in order, the
+    output layer's op adds the loss, and the backward pass runs from the output down,
+    each op's gradient at its input stored as G{l-1} for the op below.
+    """
+    bd = Builder(d)
     bd.shapes[X] = (nm.BATCH, d.spec.input)
     bd.shapes[Y] = (nm.BATCH, d.out.units)
-    chain: list[Dense | Norm | Dropout] = []
+    chain = [layer_registry.of(rule).op(rule, d) for rule in d.layers]
     inputs: list[sp.Symbol] = []
     x = X
-    for rule in d.layers:
-        if isinstance(rule, LayerRule):
-            op: Dense | Norm | Dropout = Dense(
-                rule, _init(d, rule.activation), rule.index == d.depth
-            )
-        elif isinstance(rule, NormLayerRule):
-            op = Norm(rule)
-        else:
-            op = Dropout(rule)
+    for op in chain:
         inputs.append(x)
         x = op.forward(bd, x)
-        chain.append(op)
     output = chain[-1]
-    assert isinstance(output, Dense)
     output.loss(bd, [arr(p.name) for p in bd.params if p.weight])
     g: sp.Symbol | None = None
     for i in range(len(chain) - 1, -1, -1):
         back = chain[i].backward(bd, g, need_input=i > 0)
         if back is None:
             break
-        below = chain[i - 1].rule.index
+        below = d.layers[i - 1]
         g = bd.emit(
             "backward",
             "back",
-            below,
+            below.index,
             back.expr,
             bd.shapes[inputs[i]],
-            f"{chain[i - 1].rule.kind}-{below}",
-            f"G{below} = {back.text}",
+            section(below),
+            f"G{below.index} = {back.text}",
             back.note,
         )
     return Plan(
@@ -868,13 +379,6 @@ def build(d: Derivation) -> Plan:
         bd.roles,
         d.spec.l2 > 0,
     )
-
-
-def _init(d: Derivation, act: ActivationRule) -> str:
-    if d.spec.init != "auto":
-        return d.spec.init
-    relu = act.name in ops.RELU_FAMILY and not act.custom
-    return "he_normal" if relu else "glorot_uniform"
 
 
 def _update(d: Derivation) -> Update:
@@ -910,34 +414,6 @@ def _update(d: Derivation) -> Update:
         definition.state,
         definition.folds_learning_rate,
     )
-
-
-@functools.cache
-def mask_factor(act: ActivationRule) -> sp.Expr | None:
-    """g(z) when f(z) = z·g(z) with g piecewise constant and f' = g (ReLU, leaky ReLU).
-
-    Then the forward pass computes the mask g(Z) once, takes A = Z·g(Z), and the
-    backward pass reuses it: δ ⊙ f'(Z) is δ ⊙ g(Z). (Z·g(Z) differs from max(Z, 0) only
-    in the sign of zeros, and at Z = −inf.)
-    """
-    forward, df = numeric(act.forward), numeric(act.df)
-    f = forward.rewrite(sp.Piecewise) if forward.has(sp.Max, sp.Min) else forward
-    f = sp.piecewise_fold(f)
-    if not isinstance(f, sp.Piecewise):
-        return None
-    pieces = []
-    for value, cond in f.args:
-        c = sp.cancel(value / z) if value != 0 else sp.S.Zero
-        if c.free_symbols:
-            return None
-        pieces.append((c, cond))
-    g = sp.Piecewise(*pieces)
-    if not all(
-        (g.subs(z, p) - df.subs({a: f.subs(z, p), z: p})).equals(0)
-        for p in (-2.5, -1, sp.Rational(-1, 3), 0, sp.Rational(1, 7), 1, 3)
-    ):
-        return None
-    return g
 
 
 # ---------------------------------------------------------------- storage

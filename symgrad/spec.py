@@ -21,8 +21,9 @@ from typing import Any
 
 import yaml
 
-from . import files, ops, optimizers
+from . import files, layer_registry, ops, optimizers
 from .errors import ExpressionError, Problem, SpecError, echo
+from .layer_registry import LayerAt, LayerKind
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 20
@@ -107,7 +108,7 @@ class DropoutSpec:
     kind = "dropout"
 
 
-Layer = LayerSpec | NormSpec | DropoutSpec
+Layer = LayerSpec | NormSpec | DropoutSpec  # or a layer kind's own spec object
 
 
 @dataclass(frozen=True)
@@ -134,19 +135,17 @@ class Spec:
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        """The input width, then each layer's output width (a norm or dropout keeps
-        the width it is given)."""
+        """The input width, then each layer's output width (as its kind says: a norm
+        or dropout keeps the width it is given)."""
         sizes = [self.input]
         for layer in self.layers:
-            sizes.append(layer.units if isinstance(layer, LayerSpec) else sizes[-1])
+            sizes.append(layer_registry.of(layer).width(layer, sizes[-1]))
         return tuple(sizes)
 
     @property
     def output(self) -> LayerSpec:
-        """The output layer (validated to be dense)."""
-        layer = self.layers[-1]
-        assert isinstance(layer, LayerSpec)
-        return layer
+        """The output layer (validated to be of a kind that may end the network)."""
+        return self.layers[-1]  # type: ignore[return-value]
 
 
 # what names a spec in the API: the Spec, a path, YAML text or a dict (see as_spec)
@@ -442,16 +441,6 @@ def _compose(text: str, file: str) -> tuple[_Node | None, list[Problem]]:
 # ------------------------------------------------------------------ validation
 
 TOP_KEYS = ("name", "input", "layers", "loss", "l2", "optimizer", "init")
-LAYER_KEYS = ("units", "activation")  # a dense layer's required keys
-DENSE_KEYS = ("type", "units", "activation", "residual")
-
-
-def layer_types() -> tuple[str, ...]:
-    """The layer types a spec may name: dense, each registered norm (layers.NORMS:
-    a norm added there is a type here), a custom norm, dropout."""
-    from . import layers  # the norm registry (SymPy: only for specs that name a type)
-
-    return ("dense", *layers.NORMS, "norm", "dropout")
 
 
 # module names that mean something beside the generated file: run on startup (site),
@@ -535,6 +524,11 @@ def _loss_fits(output: OpSpec, loss: str) -> bool:
 
 
 class _Validator:
+    """Checks a spec's tree, collecting every problem; a layer kind's `validate`
+    (layer_registry) checks its layer's keys with these methods."""
+
+    max_units = MAX_UNITS
+
     def __init__(self, file: str) -> None:
         self.file = file
         self.problems: list[Problem] = []
@@ -927,77 +921,36 @@ class _Validator:
                     "e.g. {units: 8, activation: relu}",
                 )
                 continue
-            kind = self.layer_type(item)
+            kind = self.layer_kind(item)
             if kind is None:
                 continue
-            if kind != "dense" and i == last:
+            if not kind.output and i == last:
                 self.err(
                     item.loc,
-                    f"the last layer is the output layer: it must be dense, found {kind}",
+                    "the last layer is the output layer: it must be dense, found"
+                    f" {item.value['type'].value}",
                     "end with {units: N, activation: NAME}",
                 )
                 continue
-            layer: Layer | None
-            if kind == "dense":
-                layer = self.dense(item, i == last, width)
-            elif kind == "dropout":
-                layer = self.dropout(item)
-            else:
-                layer = self.norm(item, kind)
+            layer = kind.validate(self, item, LayerAt(i + 1, i == last, width))
             if layer is not None:
                 out.append(layer)
-            units = item.value.get("units")
-            if kind == "dense" and units is not None and _whole_number(units.value):
-                width = units.value  # the next layer's input, even if this one failed
+            width = kind.item_width(item, width)  # the next layer's input, even if
+            # this one failed
         return tuple(out) if len(out) == len(node.value) else None
 
-    def layer_type(self, item: _Node) -> str | None:
-        """The layer's kind: its `type`, or dense without one."""
+    def layer_kind(self, item: _Node) -> LayerKind | None:
+        """The layer's kind: the one its `type` names, or dense without one."""
         tnode = item.value.get("type")
         if tnode is None:
-            return "dense"
-        kind = tnode.value
-        types = layer_types()
-        if kind not in types:
-            hint = _suggest(kind, types) or "known: " + ", ".join(types)
-            self.err(tnode.loc, f"unknown layer type {echo(kind)}", hint)
-            return None
-        return str(kind)
-
-    def dense(self, item: _Node, last: bool, width: int | None) -> LayerSpec | None:
-        self.keys(item, DENSE_KEYS, LAYER_KEYS)
-        v = item.value
-        units = self.integer(v["units"], 1, MAX_UNITS) if "units" in v else None
-        act = (
-            self.op(v["activation"], ops.ACTIVATIONS, "activation")
-            if "activation" in v
-            else None
-        )
-        if act and act.name == ops.SOFTMAX and not last:
-            self.err(
-                act.loc,
-                "softmax is only supported on the output (last) layer",
-                "use relu or tanh in hidden layers",
-            )
-        residual = self.flag(v["residual"]) if "residual" in v else False
-        if residual and last:
-            self.err(
-                v["residual"].loc,
-                "the output layer cannot be residual: its output is the prediction",
-                "put the residual connection on a hidden layer",
-            )
-            residual = None
-        elif residual and units is not None and width is not None and units != width:
-            self.err(
-                v["residual"].loc,
-                f"a residual layer adds its input to its output: its units ({units})"
-                f" must equal its input width ({width})",
-                f"set units: {width}, or drop residual",
-            )
-            residual = None
-        if units is None or act is None or residual is None:
-            return None
-        return LayerSpec(units, act, item.loc, residual)
+            return layer_registry.LAYER_KINDS[layer_registry.DENSE]
+        name = tnode.value
+        kind = layer_registry.for_type(name) if isinstance(name, str) else None
+        if kind is None:
+            types = layer_registry.types()
+            hint = _suggest(name, types) or "known: " + ", ".join(types)
+            self.err(tnode.loc, f"unknown layer type {echo(name)}", hint)
+        return kind
 
     def flag(self, node: _Node) -> bool | None:
         if not isinstance(node.value, bool):
@@ -1005,97 +958,10 @@ class _Validator:
             return None
         return node.value
 
-    def dropout(self, item: _Node) -> DropoutSpec | None:
-        self.keys(item, ("type", "rate"), ("rate",))
-        if "rate" not in item.value:
-            return None
-        rnode = item.value["rate"]
-        rate = self.real(rnode)
-        if rate is None:
-            return None
-        if not 0 <= rate < 1:
-            self.err(
-                rnode.loc,
-                f"rate is the probability of dropping a value: expected a number in"
-                f" [0, 1), found {rate:g}",
-                "e.g. rate: 0.1",
-            )
-            return None
-        return DropoutSpec(rate, item.loc)
-
-    def norm(self, item: _Node, kind: str) -> NormSpec | None:
-        from . import layers  # the norm registry (SymPy: only for specs that use it)
-
-        if kind != "norm":
-            definition = layers.NORMS[kind]
-            values = {**definition.params, **definition.stat_params}
-            self.keys(item, ("type", *values), ())
-        else:
-            self.keys(item, tuple(item.value), ("name", "expr"))
-            values = {}
-        ok = True
-        for key, pnode in item.value.items():
-            if key in ("type", "name", "expr", "affine") and kind == "norm":
-                continue
-            if key == "type" or (kind != "norm" and key not in values):
-                continue
-            ploc = item.key_locs.get(key, pnode.loc)
-            if kind == "norm" and (not key.isidentifier() or key.startswith("_")):
-                self.err(
-                    ploc, f"parameter name {key!r} is not usable", "pick another name"
-                )
-                ok = False
-                continue
-            value = self.parameter(pnode)
-            if value is None:
-                ok = False
-            elif key == "momentum" and not 0 <= value <= 1:
-                self.err(pnode.loc, f"momentum must be in [0, 1], found {value:g}")
-                ok = False
-            elif key == "eps" and not value > 0:
-                self.err(pnode.loc, f"eps must be positive, found {value:g}")
-                ok = False
-            else:
-                values[key] = value
-        if kind != "norm":
-            return (
-                NormSpec(kind, tuple(values.items()), None, True, item.loc)
-                if ok
-                else None
-            )
-        return self.custom_norm(item, values) if ok else None
-
-    def custom_norm(self, item: _Node, values: dict[str, float]) -> NormSpec | None:
-        from . import layers
-
-        v = item.value
-        if "name" not in v or "expr" not in v:
-            return None
-        name, text = v["name"].value, v["expr"].value
-        if not isinstance(name, str) or not name.isidentifier():
-            self.err(
-                v["name"].loc, f"custom norm name {echo(name)} is not an identifier"
-            )
-            return None
-        if name in layers.NORMS:
-            self.err(
-                v["name"].loc,
-                f"{name!r} is a built-in norm; a custom expression needs its own name",
-                f"e.g. my_{name}",
-            )
-            return None
-        affine = self.flag(v["affine"]) if "affine" in v else True
-        if not isinstance(text, str):
-            self.err(v["expr"].loc, f"expr must be text, found {_kind(text)}")
-            return None
-        try:
-            layers.custom(name, text, values, affine=bool(affine))
-        except ExpressionError as exc:
-            self.err(v["expr"].loc, f"expression rejected: {exc}")
-            return None
-        if affine is None or not self.all_used(item, text, values):
-            return None
-        return NormSpec(name, tuple(values.items()), text, affine, item.loc)
+    @staticmethod
+    def kind(value: object) -> str:
+        """What a value is, in words: 'the text \'abc\'', 'a list', ..."""
+        return _kind(value)
 
     def output_checks(self, layers: tuple[Layer, ...], loss: OpSpec) -> None:
         out = layers[-1].activation  # type: ignore[union-attr] - the last is dense

@@ -30,6 +30,7 @@ STAGES = {
     "arrays": 0,
     "files": 0,
     "ops": 0,
+    "layer_registry": 0,  # the table of layer kinds: below every stage
     "expr": 1,
     "spec": 2,
     "stability": 2,
@@ -38,6 +39,7 @@ STAGES = {
     "inplace": 4,
     "report": 5,
     "render": 6,
+    "kinds": 6,  # each built-in layer kind, whole: spec, derive, plan and report parts
     "check": 7,
     "plot": 7,
     "cli": 8,

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 import symgrad
+from symgrad import layer_registry
 from symgrad.derive import LayerRule
 from symgrad.derive import derive as derive_alone
+from symgrad.kinds.dense import Dense
 from symgrad.printers import text
-from symgrad.report import build, render_report, sections, tex
+from symgrad.report import build, render_report, tex
 from symgrad.report.document import P, Section
 
 XOR = """name: xor
@@ -282,25 +284,30 @@ def test_sections_follow_the_seed_notes(iris, xor) -> None:
     assert "    relu'(z) = {0 if z ≤ 0; else 1}\n" in out
 
 
-def test_a_layer_kind_brings_its_own_sections(iris, monkeypatch) -> None:
-    """Sections are found by the kind of layer: a new kind registers a builder and
-    leaves the other layers' sections as they were."""
+def test_a_layer_kind_brings_its_own_sections(iris) -> None:
+    """Sections are found by the kind of layer: a new kind's entry names its builder
+    and leaves the other layers' sections as they were."""
 
     @dataclasses.dataclass(frozen=True)
     class ProbeRule(LayerRule):
         kind: str = "probe"
 
+    class Probe(Dense):
+        name = "probe"
+
+        def sections(self, ctx, l):  # noqa: E741
+            return (Section(f"Probe layer {l} of {ctx.d.depth}", ()),)
+
     first = iris.layer(1)
     probe = ProbeRule(first.index, first.fan_in, first.units, first.activation)
     d = dataclasses.replace(iris, layers=(probe, *iris.layers[1:]))
-    with pytest.raises(NotImplementedError, match=r"@layer_sections\('probe'\)"):
+    with pytest.raises(KeyError, match="no layer kind 'probe' is registered"):
         build(d)
-    monkeypatch.setitem(
-        sections.LAYER_SECTIONS,
-        "probe",
-        lambda ctx, l: (Section(f"Probe layer {l} of {ctx.d.depth}", ()),),
-    )
-    titles = [s.title for s in build(d).sections]
+    layer_registry.register(Probe())
+    try:
+        titles = [s.title for s in build(d).sections]
+    finally:
+        layer_registry.unregister("probe")
     assert titles[:4] == [
         "Output layer (layer 3)",
         "Bias",

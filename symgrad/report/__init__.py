@@ -9,8 +9,8 @@ Plan's statements (plan_view.py), in the order the generated code runs them.
 - document.py: the document model (sections, paragraphs of prose, math and names,
   displayed equations);
 - notation.py: how each quantity is written (names from naming.py);
-- sections/: the section builders (dense.py, norm.py, dropout.py: a layer's, found by
-  its kind; network.py: the network's) and `build`;
+- sections/: the section builders (dense.py, norm.py, dropout.py: a layer's, named by
+  its kind's entry in layer_registry; network.py: the network's) and `build`;
 - latex.py, markdown.py, text.py: the three formats (tex.py: TeX escaping, ASCII only);
 - notebook.py: Jupyter's display of a derivation (`symgrad.derive` returns one).
 """
@@ -24,7 +24,7 @@ from .document import Report
 from .latex import latex
 from .markdown import markdown
 from .notebook import NotebookDerivation, displayable, latex_summary
-from .sections import LAYER_SECTIONS, batch_equations, build, layer_sections
+from .sections import batch_equations, build
 from .text import plain_text
 
 FORMATS = ("latex", "markdown", "text")
@@ -60,7 +60,6 @@ def render_report(
 
 __all__ = [
     "FORMATS",
-    "LAYER_SECTIONS",
     "NotebookDerivation",
     "Report",
     "batch_equations",
@@ -68,7 +67,6 @@ __all__ = [
     "displayable",
     "latex",
     "latex_summary",
-    "layer_sections",
     "markdown",
     "plain_text",
     "render_report",

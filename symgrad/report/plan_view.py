@@ -16,10 +16,10 @@ from collections.abc import Iterable
 import sympy
 from sympy import Symbol
 
+from .. import layer_registry
 from .. import naming as nm
 from ..arrays import MatProduct
-from ..derive import NormLayerRule
-from ..plan import BATCH, L2_GRAD, LOSS, Plan, Stmt, X, Y, arr
+from ..plan import BATCH, L2_GRAD, LOSS, Plan, Stmt, X, Y, arr, section
 from ..reductions import BETA, GAMMA, XHAT, G, H, NormRule
 from ..reductions import text as rule_text
 from .document import Eq, M, Math
@@ -87,16 +87,8 @@ class PlanView:
             elif name == nm.beta(p.layer):
                 tex[arr(name)] = nm.tex(r"\beta", p.layer)
             text[arr(name)] = name
-        norms = {r.index: r for r in d.layers if isinstance(r, NormLayerRule)}
-        for rule in norms.values():
-            l, r = rule.index, rule.rule  # noqa: E741
-            for s in rule_symbols(r):
-                base = BATCH_TEX.get(s, symbol_tex(s))
-                tex[arr(nm.norm_value(s.name, l))] = layer_tex(base, l)
-            for upd in r.running:
-                code = nm.running(upd.buffer.name.removeprefix("running_"), l)
-                base = layer_tex(symbol_tex(upd.statistic), l)
-                tex[arr(code)] = rf"{base}_{{\mathrm{{run}}}}"
+        for rule in d.layers:  # what each kind names beyond the roles
+            tex.update(layer_registry.of(rule).names(rule, plan))
         for sym, (role, l) in plan.roles.items():
             text[sym] = nm.value_text(role, l) if role == "delta" else sym.name
             if sym in tex:
@@ -146,7 +138,7 @@ class PlanView:
         """The Plan's section ids of layer l: dense-3, norm-2, dropout-4; the output
         layer's statements are in "output" and, for its affine part, "dense-L"."""
         d = self.plan.derivation
-        return {f"{d.layer(l).kind}-{l}"} | ({"output"} if l == d.depth else set())
+        return {section(d.layer(l))} | ({"output"} if l == d.depth else set())
 
     def forward(
         self, l: int, when: Iterable[str] = ("", "train", "dropout")  # noqa: E741

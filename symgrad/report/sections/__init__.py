@@ -5,24 +5,24 @@ down (dense.py: the output layer's chain rule with each factor derived, the outp
 and its collapse to ŷ − y where SymPy finds it, the bias, each hidden layer), then the
 network's sections (network.py: matrix form, update rule, loss, K output units, a batch of
 m examples, saturation versus ReLU). Layers of other kinds have their own modules
-(norm.py, dropout.py); a residual dense layer shows the identity term in dense.py.
+(norm.py, dropout.py); a residual dense layer shows the identity term in dense.py. A
+layer's sections are its kind's (layer_registry: the entry names its builder).
 
 Every formula that depends on the spec is a SymPy result from derive.py (the layer rules,
 the output rule and `Derivation.facts`), only printed here; the dense-layer algebra, the
-same for every layer, is written out. A layer's sections are found by its kind
-(base.LAYER_SECTIONS); every builder gets a `Context`: the derivation, the plan when the
-report has one, and what earlier sections derived.
+same for every layer, is written out. Every builder gets a `Context`: the derivation,
+the plan when the report has one, and what earlier sections derived.
 """
 
 from __future__ import annotations
 
-from ...derive import Derivation, LayerRule
+from ... import layer_registry
+from ...derive import Derivation
 from ...plan import Plan
 from ...plan import build as build_plan
 from ..document import Block, Code, Inline, M, Name, P, Report, Section, cat
 from ..notation import ELL, RIGHT, loss_formula, loss_title
-from . import dense, dropout, norm  # noqa: F401 - register their layers' sections
-from .base import LAYER_SECTIONS, Context, layer_kind, layer_sections
+from .base import Context
 from .network import NETWORK_SECTIONS, batch_equations
 
 
@@ -32,10 +32,7 @@ def _intro(d: Derivation) -> tuple[Block, ...]:
     spec = d.spec
     network: list[Inline] = [str(spec.input)]
     for r in d.layers:
-        title = r.activation.title if isinstance(r, LayerRule) else r.title
-        if isinstance(r, LayerRule) and r.residual:
-            title += ", residual"
-        network += [" ", RIGHT, f" {r.units} (", Name(title), ")"]
+        network += [" ", RIGHT, f" {r.units} (", Name(r.label), ")"]
     title, cut = loss_title(d)
     loss: list[Inline] = [Name(title)]
     if cut:
@@ -87,7 +84,7 @@ def _intro(d: Derivation) -> tuple[Block, ...]:
 
 def _intro_v2(d: Derivation) -> tuple[Block, ...]:
     """The notation of layers that are not plain dense ones, when the network has any."""
-    if all(isinstance(r, LayerRule) and not r.residual for r in d.layers):
+    if all(r.plain_dense for r in d.layers):
         return ()
     return (
         P(
@@ -115,13 +112,7 @@ def build(d: Derivation, plan: Plan | None = None) -> Report:
     ctx = Context(d, plan if plan is not None else build_plan(d))
     sections: list[Section] = []
     for l in range(d.depth, 0, -1):  # backpropagation: from the output layer down
-        kind = layer_kind(d.layer(l))
-        if kind not in LAYER_SECTIONS:
-            raise NotImplementedError(
-                f"the report has no section for {kind} layers: register a builder with"
-                f" @layer_sections({kind!r}) (see symgrad/report/sections/base.py)"
-            )
-        sections += LAYER_SECTIONS[kind](ctx, l)
+        sections += layer_registry.of(d.layer(l)).sections(ctx, l)
     for builder in NETWORK_SECTIONS:
         section = builder(ctx)
         if section is not None:
@@ -138,12 +129,4 @@ def _source_name(source: str) -> str:
     return printable(Path(source).name)
 
 
-__all__ = [
-    "LAYER_SECTIONS",
-    "NETWORK_SECTIONS",
-    "Context",
-    "batch_equations",
-    "build",
-    "layer_kind",
-    "layer_sections",
-]
+__all__ = ["NETWORK_SECTIONS", "Context", "batch_equations", "build"]

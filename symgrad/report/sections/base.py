@@ -1,20 +1,18 @@
-"""What every section builder gets, and the registry of layer kinds' builders.
+"""What every section builder gets, and what the dense sections ask of the layers
+around them (whether a neighbour is the textbook's dense layer).
 
-A layer's sections are found by the kind of layer: `LAYER_SECTIONS` maps a kind to its
-builder, registered with `@layer_sections(kind)` (dense.py registers "dense"), so that a
-new kind adds a module with its builder and touches no other (norm.py: layernorm,
-rmsnorm, batchnorm and custom norms; dropout.py; a residual layer is dense).
+A layer's sections are found by its kind: the kind's entry (layer_registry) names its
+builder, builder(context, l) (the built-in kinds' builders are dense.py, norm.py and
+dropout.py here).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ...derive import ActivationRule, Derivation, LayerRule
+from ...derive import ActivationRule, Derivation
 from ...plan import Plan
-from ..document import Section
 from ..plan_view import PlanView
 
 
@@ -40,30 +38,10 @@ class Context:
         return None if self.plan is None else PlanView(self.plan)
 
 
-LayerBuilder = Callable[[Context, int], tuple[Section, ...]]
-LAYER_SECTIONS: dict[str, LayerBuilder] = {}
-
-
-def layer_sections(kind: str) -> Callable[[LayerBuilder], LayerBuilder]:
-    """Register the builder of a layer kind's sections: builder(context, l)."""
-
-    def register(builder: LayerBuilder) -> LayerBuilder:
-        LAYER_SECTIONS[kind] = builder
-        return builder
-
-    return register
-
-
-def layer_kind(rule: LayerRule) -> str:
-    """The kind of a layer; every layer is dense until LayerRule says otherwise."""
-    return getattr(rule, "kind", "dense")
-
-
 def plain_dense(d: Derivation, l: int) -> bool:  # noqa: E741
     """Layer l is a dense layer without a residual connection (the chain rule into the
     layer below is the textbook's Σₖ δₖ wⱼₖ)."""
-    rule = d.layer(l)
-    return isinstance(rule, LayerRule) and not rule.residual
+    return d.layer(l).plain_dense
 
 
 def classic(d: Derivation, l: int) -> bool:  # noqa: E741
@@ -78,7 +56,7 @@ def passes_down(d: Derivation, l: int) -> bool:  # noqa: E741
     dropout receives it; a residual layer reads it twice). Else the layer below sums
     over l's deltas itself."""
     rule = d.layer(l)
-    if l == 1 or not isinstance(rule, LayerRule):
+    if l == 1 or not rule.plain_dense and not rule.residual:
         return False
     return rule.residual or not plain_dense(d, l - 1)
 

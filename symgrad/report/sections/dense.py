@@ -52,7 +52,7 @@ from ..notation import (
     vec,
     weight,
 )
-from .base import Context, layer_sections, passes_down, units_word
+from .base import Context, passes_down, units_word
 from .base import classic as is_classic
 
 # ------------------------------------------------------------------ activations
@@ -626,7 +626,7 @@ def passed_down(ctx: Context, l: int) -> list[Block]:  # noqa: E741
     else:
         why = (
             "is residual and reads it twice (through its activation and around it)"
-            if isinstance(d.layer(l - 1), LayerRule)
+            if d.layer(l - 1).residual
             else "is not a dense layer"
         )
         blocks = [
@@ -666,7 +666,6 @@ def passed_down(ctx: Context, l: int) -> list[Block]:  # noqa: E741
     return blocks
 
 
-@layer_sections("dense")
 def dense_sections(ctx: Context, l: int) -> tuple[Section, ...]:
     """A dense layer: the output layer (with the bias), or a hidden layer."""
     if l == ctx.d.depth:

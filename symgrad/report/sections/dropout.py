@@ -10,10 +10,9 @@ from __future__ import annotations
 from ...derive import DropoutRule
 from ..document import Block, Code, D, Eq, M, Math, P, Section, cat
 from ..notation import ELL, act_unit, number, partial, upstream
-from .base import Context, layer_sections
+from .base import Context
 
 
-@layer_sections("dropout")
 def dropout_sections(ctx: Context, l: int) -> tuple[Section, ...]:  # noqa: E741
     """Inverted dropout with the layer's rate."""
     layer = ctx.d.layer(l)

@@ -7,20 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sympy import Symbol
-
+from ... import layer_registry, ops, optimizers
 from ... import naming as nm
-from ... import ops, optimizers
-from ...derive import LS, Derivation, DropoutRule, LayerRule, NormLayerRule
+from ...derive import LS, Derivation, NormLayerRule
 from ...functions import log_softmax, softplus
-from ...layers import BATCH
 from ...ops import a, y, z
 from ...plan import Plan
 from ...plan import build as build_plan
-from ...reductions import BETA, GAMMA, XHAT, G, H
-from ...reductions import X as NORM_X
-from ...reductions import text as rule_text
-from .. import tex as tex_mod
 from ..document import (
     Block,
     Code,
@@ -39,7 +32,6 @@ from ..notation import (
     ELEMENTWISE,
     ELL,
     LOSS,
-    ODOT,
     PREDICTION,
     act_unit,
     apply,
@@ -50,126 +42,34 @@ from ..notation import (
     loss_formula,
     loss_phrase,
     loss_title,
-    mat,
     number,
     paren,
     partial,
     summed,
     target,
-    transposed,
     unit,
-    upstream,
-    vec,
 )
-from ..plan_view import PlanView, layer_tex, rule_symbols, symbol_tex
-from ..printing import math
-from .base import Context, passes_down, units_word
-from .dense import activation_of, hidden_delta, output_delta_vector
-
-# a norm's values that are row vectors (one example's)
-ROW_VALUES = frozenset({NORM_X, XHAT, G, H, GAMMA, BETA})
+from ..plan_view import PlanView
+from .base import Context, units_word
 
 # ------------------------------------------------------------------ matrix form
-
-
-def _norm_row_names(
-    layer: NormLayerRule,
-) -> tuple[dict[Symbol, str], dict[Symbol, str]]:
-    """A norm rule's symbols as one example's row vectors of layer l: x̂^{[2]}, σ^{[2]},
-    g^{[2]} (LaTeX) and x̂2, σ2, g2 (text)."""
-    l, r = layer.index, layer.rule  # noqa: E741
-    tex: dict[Symbol, str] = {}
-    text: dict[Symbol, str] = {}
-    for sym in [*rule_symbols(r), G, GAMMA, BETA]:
-        tex[sym] = layer_tex(symbol_tex(sym), l)
-        text[sym] = f"{rule_text(sym)}{l}"
-    return tex, text
-
-
-def _norm_function(layer: NormLayerRule) -> Math:
-    """A norm as a function in formulas: its name upright."""
-    name = layer.definition.name
-    return Math(rf"\operatorname{{{tex_mod.identifier(name)}}}", name)
 
 
 def _matrix_section(ctx: Context) -> Section:
     d = ctx.d
     n = d.depth
     fwd, back, grads = [], [], []
-    for rule in d.layers:
-        l = rule.index  # noqa: E741
-        a_in, a_out = vec("a", l - 1, n), vec("a", l, n)
-        if isinstance(rule, LayerRule):
-            fwd.append(
-                Eq(
-                    vec("z", l, n),
-                    (cat(a_in, " ", mat("W", l), " + ", mat("b", l)),),
-                )
-            )
-            fwd.append(Eq(a_out, (activation_of(rule, vec("z", l, n), a_in),)))
-            grads.append(
-                Eq(
-                    partial(ELL, mat("W", l)),
-                    (cat(transposed(a_in), " ", delta(l)),),
-                    note=M(
-                        rf"({rule.fan_in} \times 1)(1 \times {rule.units})",
-                        f"({rule.fan_in} × 1)(1 × {rule.units})",
-                    ),
-                )
-            )
-            grads.append(Eq(partial(ELL, mat("b", l)), (delta(l),)))
-        elif isinstance(rule, NormLayerRule):
-            over = "(over the batch)" if rule.rule.group == BATCH else ""
-            fwd.append(Eq(a_out, (apply(_norm_function(rule), a_in),), over))
-            tex, text = _norm_row_names(rule)
-            for st in rule.rule.backward:
-                if st.role in ("gain", "shift"):  # Σ over the batch of one example's
-                    param = GAMMA if st.role == "gain" else BETA
-                    grads.append(
-                        Eq(
-                            partial(ELL, M(tex[param], text[param])),
-                            (math(st.expr.args[0], tex, text, ROW_VALUES),),
-                        )
-                    )
-        elif isinstance(rule, DropoutRule):
-            fwd.append(Eq(a_out, (cat(a_in, ODOT, keep_mask(l)),)))
-    for l in range(n, 0, -1):  # noqa: E741
-        rule = d.layer(l)
-        if isinstance(rule, LayerRule):
-            if l == n:
-                back.append(Eq(delta(n), (output_delta_vector(d, batch=False),)))
-            else:
-                back.append(Eq(delta(l), (hidden_delta(d, l, batch=False),)))
-            if passes_down(d, l):
-                row = cat(delta(l), " ", transposed(mat("W", l)))
-                if rule.residual:
-                    row = cat(row, " + ", upstream(l))
-                back.append(Eq(upstream(l - 1), (row,)))
-        elif isinstance(rule, NormLayerRule) and l > 1:
-            tex, text = _norm_row_names(rule)
-            over = "(means over the batch)" if rule.rule.group == BATCH else ""
-            for st in rule.rule.backward:
-                if st.role == "upstream":
-                    back.append(
-                        Eq(
-                            M(tex[st.target], text[st.target]),
-                            (math(st.expr, tex, text, ROW_VALUES),),
-                        )
-                    )
-                elif st.role == "input":
-                    back.append(
-                        Eq(
-                            upstream(l - 1),
-                            (math(st.expr, tex, text, ROW_VALUES),),
-                            over,
-                        )
-                    )
-        elif isinstance(rule, DropoutRule) and l > 1:
-            back.append(Eq(upstream(l - 1), (cat(upstream(l), ODOT, keep_mask(l)),)))
+    notes: dict[str, None] = {}  # what the gradients' sentence adds, once each
+    rows = {r.index: layer_registry.of(r).matrix_form(ctx, r) for r in d.layers}
+    for l in range(1, n + 1):  # noqa: E741
+        fwd += rows[l].forward
+        grads += rows[l].grads
+        if rows[l].grads_note:
+            notes[rows[l].grads_note] = None
+    for l in range(n, 0, -1):  # noqa: E741 - the backward pass, from the output down
+        back += rows[l].backward
     mixed: list[Inline] = []
-    if any(not isinstance(r, LayerRule) for r in d.layers) or any(
-        r.residual for r in d.dense
-    ):
+    if layer_registry.any_but_plain_dense(d.layers):
         mixed = [
             "; ",
             cat(M("g^{[l]}", "gˡ"), " = ", partial(ELL, M("a^{[l]}", "aˡ"))),
@@ -209,12 +109,7 @@ def _matrix_section(ctx: Context) -> Section:
             P(
                 "Each weight gradient is an outer product of the layer's input and its "
                 "delta; each bias gradient is the delta"
-                + (
-                    "; a norm's gain and shift gradients are those of one example, "
-                    "summed over the batch"
-                    if any(isinstance(r, NormLayerRule) for r in d.layers)
-                    else ""
-                )
+                + "".join(f"; {note}" for note in notes)
                 + ":"
             ),
             D(*grads),
@@ -500,34 +395,12 @@ def batch_equations(d: Derivation, plan: Plan | None = None) -> list[Eq]:
 
 
 def _batch_forward(ctx: Context, view: PlanView) -> list[Eq]:
-    """The forward pass for a batch: a dense layer's product and activation as the
-    matrix form writes them (with the mask a ReLU-like activation keeps for the
-    backward pass, as the code computes it), a norm's and dropout's the Plan's
-    training statements."""
-    d = ctx.d
-    n = d.depth
+    """The forward pass for a batch, each layer as its kind writes it (a dense layer's
+    product and activation as the matrix form does; a norm's and dropout's the Plan's
+    training statements)."""
     fwd = []
-    for rule in d.layers:
-        l = rule.index  # noqa: E741
-        if not isinstance(rule, LayerRule):
-            fwd += [view.eq(s) for s in view.forward(l)]
-            continue
-        a_in = mat("A", l - 1, n)
-        fwd.append(Eq(mat("Z", l), (cat(a_in, " ", mat("W", l), " + ", mat("b", l)),)))
-        for s in view.forward(l):
-            if view.plan.roles.get(s.target, ("", 0))[0] == "mask":
-                fwd.append(
-                    Eq(
-                        view.lhs(s),
-                        (view.ex(s.expr),),
-                        note=cat(
-                            "(",
-                            apply(fn_name(rule.activation), mat("Z", l), prime=True),
-                            ", kept for the backward pass)",
-                        ),
-                    )
-                )
-        fwd.append(Eq(mat("A", l, n), (activation_of(rule, mat("Z", l), a_in),)))
+    for rule in ctx.d.layers:
+        fwd += layer_registry.of(rule).batch_forward(ctx, view, rule)
     return fwd
 
 
@@ -549,7 +422,7 @@ def _batch_section(ctx: Context) -> Section:
             ),
         )
     view = ctx.view if ctx.view is not None else PlanView(build_plan(d))
-    v2 = any(not isinstance(r, LayerRule) or r.residual for r in d.layers)
+    v2 = layer_registry.any_but_plain_dense(d.layers)
     z_l, a_l, delta_l = (
         M(r"Z^{[l]}", "Zˡ"),
         M(r"A^{[l]}", "Aˡ"),

@@ -23,7 +23,7 @@ from ...reductions import Y as NORM_Y
 from ..document import Block, Code, D, Eq, Inline, M, Math, Name, P, Section, cat
 from ..notation import ARROW, LOSS, act_unit, number, partial, upstream
 from ..plan_view import rule_math, rule_name, symbol_tex
-from .base import Context, layer_sections
+from .base import Context
 
 SUM_OVER_BATCH = Math(r"\sum_{n}", "Σₙ")
 
@@ -508,7 +508,6 @@ def _running_blocks(layer: NormLayerRule) -> list[Block]:
     return blocks
 
 
-@layer_sections("norm")
 def norm_sections(ctx: Context, l: int) -> tuple[Section, ...]:  # noqa: E741
     """A normalization layer, derived step by step from its rule."""
     layer = ctx.d.layer(l)
