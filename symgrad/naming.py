@@ -14,6 +14,8 @@ then its activation):
     r{l}, ...           its row statistics, one number per example (m, 1)
     mask{l}             f'(Z) as 0/1, kept from the forward pass for the backward pass
     tmp{l}, tmp{l}_2    scratch for one expression at a time
+    update_scratch      the optimizer update's scratch: one array per parameter, of its
+                        shape (scratch = update_scratch[k] in the update of parameter k)
     ones, ones_{n}      vectors of ones: Σₙ over the batch and Σⱼ over a row as products
 """
 
@@ -161,6 +163,18 @@ def buffer(family: str, l: int, k: int = 1) -> str:  # noqa: E741
 
 
 ONES_BATCH = "ones"  # (m,): Σ over the batch as the product 1ᵀ D
+
+
+def update_scratch(k: int) -> str:
+    """The k-th scratch array of the optimizer's update of one parameter: scratch,
+    scratch_2 (its optimizer entry's temporaries)."""
+    return "scratch" + (f"_{k}" if k > 1 else "")
+
+
+def update_work(scratch: str) -> str:
+    """The work entry that holds a temporary's array for every parameter (a dict):
+    update_scratch, from which the update of parameter k takes update_scratch[k]."""
+    return f"update_{scratch}"
 
 
 def ones_row(n: int) -> str:

@@ -1,11 +1,21 @@
-"""The registry of optimizers: definitions only — settings, their bounds, state, update rule.
+"""The registry of optimizers: each entry is the whole kind — settings, state, update.
 
-An optimizer is registered once, as ops.py registers activations. Its update rule is a
-list of statements over one parameter p, its gradient g (of the batch loss, l2 included),
-its state arrays (momentum's velocity v, adam's moments m and v) and per-step scalars
-computed from the step count t (after the increment). Every consumer reads the same
-statements: the plan turns them into the in-place step and the array-API update, the
-report prints them, the spec validator takes its defaults and bounds from here.
+An optimizer is registered once, as ops.py registers activations. Its entry declares
+everything the pipeline needs about it, so that nothing downstream tests its name:
+
+- its settings (defaults, bounds, names in the math), which the spec validator reads;
+- its state arrays, kept per parameter between steps (zeros at first);
+- its per-step scalars, numbers computed once per step from the step count t (after
+  the increment) and the settings, with their names in the math (adam's αₜ and cₜ);
+- its update rule: statements over one parameter p, its gradient g (of the batch loss,
+  l2 included), its state arrays and its scalars;
+- its temporaries: how many scratch arrays of a parameter's shape the in-place step
+  needs to evaluate the rule (beyond g, which serves as scratch once the rule has read
+  it for the last time). RMSprop's v ← α v + (1 − α) g² needs one for g² (g is read
+  again by p's statement).
+
+The plan (plan.py) turns an entry and a spec's settings into its `Update`, which every
+printer reads: the in-place step, the array-API update, the report.
 
 Defaults and update rules follow torch.optim (SGD with momentum and dampening 0, Adam
 with its bias corrections), so a generated module can be checked against it.
@@ -73,6 +83,21 @@ class StateArray:
 
 
 @dataclass(frozen=True)
+class StepScalar:
+    """A number the update computes once per step from t and the settings.
+
+    `value(settings)` is its expression (settings as `OptimizerDef.rule` gets them);
+    tex and text name it in the report and in the code's comments.
+    """
+
+    symbol: sp.Symbol
+    tex: str
+    text: str
+    value: Callable[[dict[str, sp.Expr]], sp.Expr]
+    note: str = ""  # what it is, in words
+
+
+@dataclass(frozen=True)
 class Assign:
     """target ← expr: one statement of an update rule (scalar or elementwise)."""
 
@@ -88,8 +113,10 @@ class OptimizerDef:
     Attributes:
         settings: its numbers and switches, in the order a spec lists them.
         state: its per-parameter arrays.
-        scalars: given the settings, per-step scalars (functions of t) the rule uses.
+        scalars: the per-step scalars (functions of t and the settings) the rule reads.
         rule: given the settings, the statements that update p (and the state) from g.
+        temporaries: how many scratch arrays of a parameter's shape the in-place update
+            needs besides g (the in-place printer fails, naming this, when too few).
         folds_learning_rate: the rule is p ← p − η g and nothing else reads g: the step
             may scale the gradients by η as it computes them, and subtract them as they
             are (one pass less over every parameter); l2 is then applied as a decay of p.
@@ -99,8 +126,9 @@ class OptimizerDef:
     title: str
     settings: tuple[Setting, ...]
     state: tuple[StateArray, ...] = ()
-    scalars: Callable[[dict[str, sp.Expr]], list[Assign]] = lambda s: []
+    scalars: tuple[StepScalar, ...] = ()
     rule: Callable[[dict[str, sp.Expr]], list[Assign]] = lambda s: []
+    temporaries: int = 0
     folds_learning_rate: bool = False
     notes: tuple[str, ...] = field(default=())
 
@@ -115,35 +143,35 @@ OPTIMIZERS: dict[str, OptimizerDef] = {}
 
 
 def register(opt: OptimizerDef) -> OptimizerDef:
+    """Add an optimizer to the registry (a spec can then name it); returns it."""
     OPTIMIZERS[opt.name] = opt
     return opt
 
 
-def math_names(name: str) -> dict[sp.Symbol, tuple[str, str]]:
-    """Each symbol of an optimizer's statements as (LaTeX, unicode text), for the
-    report: p, g, t, its settings, its state arrays and its per-step scalars."""
-    opt = OPTIMIZERS[name]
+def math_names(opt: OptimizerDef) -> dict[sp.Symbol, tuple[str, str]]:
+    """Each symbol of an optimizer's statements as (LaTeX, unicode text): p, g, t, its
+    settings, its state arrays and its per-step scalars, as its entry names them."""
     names = {p: ("p", "p"), g: ("g", "g"), t: ("t", "t")}
     names.update({s.symbol: (s.tex, s.text) for s in opt.settings if s.tex})
     names.update({s.symbol: (s.tex, s.text) for s in opt.state})
-    names.update(SCALAR_NAMES)
+    names.update({s.symbol: (s.tex, s.text) for s in opt.scalars})
     return names
 
 
 def statements(
-    name: str, values: dict[str, float | bool]
+    opt: OptimizerDef, values: dict[str, float | bool]
 ) -> tuple[list[Assign], list[Assign]]:
     """The per-step scalars and the update rule of an optimizer with these settings.
 
     Numbers stay symbols (the rule reads η, β₁, ... by name); switches (nesterov) choose
     the rule.
     """
-    opt = OPTIMIZERS[name]
     args: dict[str, sp.Expr] = {
         s.name: (values[s.name] if isinstance(s.default, bool) else s.symbol)  # type: ignore[misc]
         for s in opt.settings
     }
-    return opt.scalars(args), opt.rule(args)
+    scalars = [Assign(s.symbol, s.value(args), s.note) for s in opt.scalars]
+    return scalars, opt.rule(args)
 
 
 LEARNING_RATE = Setting(
@@ -194,19 +222,20 @@ register(
 
 _m = StateArray("m", sp.Symbol("m1", real=True), r"\mathbf{m}", "m")
 _v = StateArray("v", sp.Symbol("m2", real=True), r"\mathbf{v}", "v")
-step_size = sp.Symbol("step_size", positive=True)  # η / (1 − β₁ᵗ)
-root_correction = sp.Symbol("root_correction", positive=True)  # √(1 − β₂ᵗ)
-SCALAR_NAMES = {
-    step_size: (r"\alpha_{t}", "αₜ"),
-    root_correction: (r"c_{t}", "cₜ"),
-}
-
-
-def _adam_scalars(s: dict[str, sp.Expr]) -> list[Assign]:
-    return [
-        Assign(step_size, s["learning_rate"] / (1 - s["beta1"] ** t), "η / (1 − β₁ᵗ)"),
-        Assign(root_correction, sp.sqrt(1 - s["beta2"] ** t), "√(1 − β₂ᵗ)"),
-    ]
+_step_size = StepScalar(
+    sp.Symbol("step_size", positive=True),
+    r"\alpha_{t}",
+    "αₜ",
+    lambda s: s["learning_rate"] / (1 - s["beta1"] ** t),
+    "η / (1 − β₁ᵗ)",
+)
+_root_correction = StepScalar(
+    sp.Symbol("root_correction", positive=True),
+    r"c_{t}",
+    "cₜ",
+    lambda s: sp.sqrt(1 - s["beta2"] ** t),
+    "√(1 − β₂ᵗ)",
+)
 
 
 def _adam_rule(s: dict[str, sp.Expr]) -> list[Assign]:
@@ -216,7 +245,8 @@ def _adam_rule(s: dict[str, sp.Expr]) -> list[Assign]:
         Assign(v, b2 * v + (1 - b2) * g**2, "second moment"),
         Assign(
             p,
-            p - step_size * m / (sp.sqrt(v) / root_correction + s["eps"]),
+            p
+            - _step_size.symbol * m / (sp.sqrt(v) / _root_correction.symbol + s["eps"]),
             "η m̂ / (√v̂ + ε), m̂ = m / (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ)",
         ),
     ]
@@ -239,7 +269,7 @@ register(
             Setting("eps", 1e-8, r"\epsilon", "ε", low=0.0, high=None, low_open=True),
         ),
         state=(_m, _v),
-        scalars=_adam_scalars,
+        scalars=(_step_size, _root_correction),
         rule=_adam_rule,
         notes=(
             "the bias corrections as torch.optim.Adam computes them: "

@@ -93,20 +93,47 @@ class Param:
 
 @dataclass(frozen=True)
 class Update:
-    """The optimizer's statements, for one parameter p with gradient g.
+    """The optimizer's update, for one parameter p with gradient g: all that a printer of
+    the update reads (none goes back to the optimizer registry).
 
-    `rule` is the registry's, with the learning rate folded into the gradients when
-    the optimizer allows it (then `folded`); `decay_rule` is the rule for weights when
-    the l2 term is applied in the update rather than in the gradients.
+    Attributes:
+        name, title: the optimizer's name in the spec and its title in words.
+        settings: the spec's settings, name -> value (switches included).
+        numbers: each number among the settings as (its symbol, its value), in the
+            entry's order; the statements read them by symbol.
+        param, grad, step: the symbols of p, g and the step count t (after the
+            increment) in the statements.
+        scalars: the per-step scalars, `scalar ← f(t, settings)`, computed before the
+            rule.
+        rule: the registry's rule, g = ∂L/∂p with l2 included (the array-API update,
+            the report).
+        step_rule: the in-place step's rule: `rule`, or with the learning rate folded
+            into the gradients (then `folded`, and g stands for η ∂L/∂p).
+        decay_rule: the in-place rule for weights when l2 is applied in the update, as a
+            decay, rather than in the gradients (folded only).
+        state: the per-parameter arrays kept between steps.
+        temporaries: the names, in the in-place update of one parameter, of its scratch
+            arrays (plan.storage holds one per temporary and trainable parameter).
+        names: each symbol of the statements as (LaTeX, unicode text).
+        notes: what the report says besides the statements.
     """
 
     name: str
+    title: str
     settings: tuple[tuple[str, float | bool], ...]
+    numbers: tuple[tuple[sp.Symbol, float], ...]
+    param: sp.Symbol
+    grad: sp.Symbol
+    step: sp.Symbol
     scalars: tuple[optimizers.Assign, ...]
     rule: tuple[optimizers.Assign, ...]
+    step_rule: tuple[optimizers.Assign, ...]
     decay_rule: tuple[optimizers.Assign, ...] | None
     state: tuple[optimizers.StateArray, ...]
+    temporaries: tuple[str, ...]
+    names: dict[sp.Symbol, tuple[str, str]]
     folded: bool
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,11 +206,18 @@ class Storage:
         home: each value -> the work array that holds it (a gradient's: its own name,
             an array of the optimizer state).
         arrays: each work array -> its shape, in the order they are made.
+        per_param: the optimizer update's scratch: each work entry -> the name of its
+            array in the update of one parameter (`Update.temporaries`). An entry is a
+            dict with one array per trainable parameter, of its shape: not shared
+            between parameters of one shape, so that the update's loop takes
+            `scratch[k]` as it takes `state["v"][k]`; it costs what one more state
+            array costs.
     """
 
     home: dict[sp.Symbol, str]
     arrays: dict[str, Shape]
     layer_of: dict[str, int] = field(default_factory=dict)
+    per_param: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the builder
@@ -382,16 +416,18 @@ def build(d: Derivation) -> Plan:
 
 
 def _update(d: Derivation) -> Update:
+    """The spec's optimizer as an Update: its entry's statements with the spec's
+    settings, its numbers, names and temporaries."""
     spec = d.spec.optimizer
     settings = dict(spec.params)
-    scalars, rule = optimizers.statements(spec.name, settings)
     definition = optimizers.OPTIMIZERS[spec.name]
+    scalars, rule = optimizers.statements(definition, settings)
     g, p = optimizers.g, optimizers.p
-    decay = None
+    step_rule, decay = rule, None
     if definition.folds_learning_rate:
         lr = definition.setting("learning_rate").symbol
         # the step's gradients carry η already: g here stands for η ∂L/∂p
-        folded = [
+        step_rule = [
             optimizers.Assign(s.target, sp.expand(s.expr.xreplace({g: g / lr})), s.note)
             for s in rule
         ]
@@ -404,15 +440,28 @@ def _update(d: Derivation) -> Update:
                 )
                 for s in rule
             )
-        rule = folded
+    numbers = tuple(
+        (s.symbol, float(settings[s.name]))
+        for s in definition.settings
+        if not isinstance(s.default, bool)
+    )
     return Update(
         spec.name,
+        definition.title,
         tuple(spec.params),
+        numbers,
+        p,
+        g,
+        optimizers.t,
         tuple(scalars),
         tuple(rule),
+        tuple(step_rule),
         decay,
         definition.state,
+        tuple(nm.update_scratch(k) for k in range(1, definition.temporaries + 1)),
+        optimizers.math_names(definition),
         definition.folds_learning_rate,
+        definition.notes,
     )
 
 
@@ -439,7 +488,8 @@ def _allocate(plan: Plan) -> Storage:
     statement, elementwise, with the same shape and the same family (a layer's forward
     values, its gradients, its row statistics); else into a free array of its family
     and shape (one whose value is dead); else into a new one. Gradients of parameters
-    live in the optimizer state's arrays, under their own names.
+    live in the optimizer state's arrays, under their own names. The optimizer's
+    temporaries get one array per trainable parameter each (see Storage.per_param).
     """
     stmts = [s for s in plan.statements if s.when != "eval"]  # the step's
     last_read: dict[sp.Symbol, int] = {}
@@ -498,7 +548,8 @@ def _allocate(plan: Plan) -> Storage:
             family_of[chosen] = family
         home[s.target] = chosen
         holder[chosen] = s.target
-    return Storage(home, arrays, layer_of)
+    per_param = {nm.update_work(name): name for name in plan.update.temporaries}
+    return Storage(home, arrays, layer_of, per_param)
 
 
 __all__ = ["Plan", "Stmt", "Storage", "build"]

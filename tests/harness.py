@@ -116,6 +116,16 @@ def make_targets(spec: Mapping[str, Any], m: int, rng: np.random.Generator):
     return rng.standard_normal((m, n_out))
 
 
+def batches(n: int, size: int, epochs: int):
+    """Shuffled mini-batches of n examples, as index arrays; the last of each epoch
+    partial when size does not divide n (20 = 8 + 8 + 4). Epoch e shuffles with
+    default_rng(e)."""
+    for epoch in range(epochs):
+        order = np.random.default_rng(epoch).permutation(n)
+        for start in range(0, n, size):
+            yield order[start : start + size]
+
+
 def perturb_biases(params: dict[str, np.ndarray], rng: np.random.Generator) -> None:
     """Give biases non-zero values in place (init_params may zero them, hiding bugs)."""
     for key, value in params.items():

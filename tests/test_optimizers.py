@@ -17,6 +17,7 @@ jax.config.update("jax_enable_x64", True)
 
 optax = pytest.importorskip("optax")
 import jax_reference as ref  # noqa: E402 - tests/ is on sys.path (conftest.py)
+from harness import batches  # noqa: E402
 
 RTOL = 1e-10
 
@@ -76,14 +77,6 @@ def data(spec: dict, n: int = 20, seed: int = 0):
     if spec["loss"] == "categorical_crossentropy":
         return X, np.eye(units)[rng.integers(0, units, n)]
     return X, rng.standard_normal((n, units))
-
-
-def batches(n: int, size: int, epochs: int):
-    """Shuffled mini-batches, the last of each epoch partial (20 = 8 + 8 + 4)."""
-    for epoch in range(epochs):
-        order = np.random.default_rng(epoch).permutation(n)
-        for start in range(0, n, size):
-            yield order[start : start + size]
 
 
 def rel_err(a, b) -> float:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from .. import naming as nm
-from .. import optimizers
 from ..plan import BATCH, L2, LOSS, SCALE, Plan, Stmt, Y, arr
 from .code import DTYPE, NumPyCode, number_text
 from .inplace import EXP_MAX, Emitter, Scratch
@@ -308,6 +307,10 @@ def in_place(plan: Plan) -> StepCode:
         work.append((name, _empty(shape)))
     for name, shape in scratch_shapes.items():
         work.append((name, _empty(shape)))
+    for name in storage.per_param:  # the update's scratch, one array per parameter
+        work.append(
+            (name, "{k: np.empty(PARAM_SHAPES[k], dtype) for k in PARAM_NAMES}")
+        )
     for n in sorted(em.ones_rows):
         work.append((nm.ones_row(n), f"np.ones(({n}, 1), dtype)"))
     work.append((nm.ONES_BATCH, "np.ones(m, dtype)"))
@@ -422,40 +425,32 @@ def _loss_lines(
 
 
 def _update_lines(plan: Plan, em: Emitter) -> Lines:
-    """The optimizer's statements, in place: unrolled per parameter when its rule
-    differs between parameters or is a single statement (sgd), else a loop."""
+    """The update's statements (plan.update), in place: unrolled per parameter when the
+    rule is a single statement and needs no temporaries (sgd), else a loop over the
+    parameters, with the update's scratch arrays (plan.storage.per_param) beside the
+    state's."""
     up = plan.update
     out = Lines()
-    settings = dict(up.settings)
-    definition = optimizers.OPTIMIZERS[up.name]
-    numbers = [
-        (s.name, settings[s.name])
-        for s in definition.settings
-        if not isinstance(s.default, bool)
-    ]
-    scalar_syms = {sp.Symbol(n, real=True) for n, _ in numbers} | {
-        optimizers.t,
-        optimizers.step_size,
-        optimizers.root_correction,
-        L2,
-    }
-    em.scalars |= scalar_syms
-    used = set().union(*(a.expr.free_symbols for a in up.rule + up.scalars))
+    em.scalars |= {sym for sym, _ in up.numbers}
+    em.scalars |= {up.step, L2} | {a.target for a in up.scalars}
+    used = set().union(*(a.expr.free_symbols for a in up.step_rule + up.scalars))
     if up.decay_rule:
         used |= set().union(*(a.expr.free_symbols for a in up.decay_rule))
-    names = [n for n, _ in numbers if sp.Symbol(n, real=True) in used]
-    if names:
+    numbers = [(sym, value) for sym, value in up.numbers if sym in used]
+    if numbers:
         out.add(
-            f"{', '.join(names)} = " + ", ".join(_setting(settings[n]) for n in names)
+            f"{', '.join(sym.name for sym, _ in numbers)} = "
+            + ", ".join(_setting(value) for _, value in numbers)
         )
     if up.scalars:
-        out.add('t = state["t"] + 1')
+        out.add(f'{up.step.name} = state["t"] + 1')
         for a in up.scalars:
             out.add(f"{a.target.name} = {em.printer.doprint(a.expr)}  # {a.note}")
-    p, g = optimizers.p, optimizers.g
-    if len(up.rule) == 1:  # unrolled: one statement per parameter, no loop overhead
+    p, g = up.param, up.grad
+    if len(up.step_rule) == 1 and not up.temporaries:
+        # unrolled: one statement per parameter, no loop overhead
         for param in plan.trainable:
-            rule = up.decay_rule if (param.weight and up.decay_rule) else up.rule
+            rule = up.decay_rule if (param.weight and up.decay_rule) else up.step_rule
             ps, gs = arr(param.name), arr(nm.grad(param.name))
             for a in rule:
                 target = ps if a.target == p else a.target
@@ -467,18 +462,20 @@ def _update_lines(plan: Plan, em: Emitter) -> Lines:
                     donors=[gs],
                 )
                 out.comment(
-                    f"p ← {_text(a.expr)}" + (f"  ({a.note})" if a.note else "")
+                    f"{p.name} ← {_text(a.expr)}" + (f"  ({a.note})" if a.note else "")
                 )
                 out.add(*lines)
         return out
-    state = list(up.state)
-    loop_vars = ["p", "g"] + [s.symbol.name for s in state]
+    work = {scratch: name for name, scratch in plan.storage.per_param.items()}
+    loop_vars = [p.name, g.name] + [s.symbol.name for s in up.state]
+    loop_vars += list(up.temporaries)
     sources = ["params[k]", 'state["grads"][k]']
-    sources += [f'state["{s.key}"][k]' for s in state]
+    sources += [f'state["{s.key}"][k]' for s in up.state]
+    sources += [f"{work[name]}[k]" for name in up.temporaries]
     out.add("for k in PARAM_NAMES:")
     inner = Lines(seen=out.seen)
     inner.add(f"{', '.join(loop_vars)} = {', '.join(sources)}")
-    rule = list(up.rule)
+    rule = list(up.step_rule)
     for i, a in enumerate(rule):
         later = (
             set().union(*(b.expr.free_symbols for b in rule[i + 1 :]))
@@ -486,9 +483,17 @@ def _update_lines(plan: Plan, em: Emitter) -> Lines:
             else set()
         )
         donors = [g] if g not in later else []
-        lines = em.into(
-            a.expr, a.target.name, Scratch("", new=False), owner=a.target, donors=donors
-        )
+        scratch = Scratch("", free=list(reversed(up.temporaries)), new=False)
+        try:
+            lines = em.into(
+                a.expr, a.target.name, scratch, owner=a.target, donors=donors
+            )
+        except ValueError as exc:  # Scratch.take: none left
+            raise RuntimeError(
+                f"the {up.name} update needs more scratch arrays in place than the"
+                f" {len(up.temporaries)} temporaries its registry entry declares,"
+                f" for {a.target.name} ← {a.expr}"
+            ) from exc
         if lines is None:
             raise RuntimeError(f"the {up.name} update is not printable in place: {a}")
         note = f"  ({a.note})" if a.note else ""

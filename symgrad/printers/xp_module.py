@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from .. import naming as nm
-from .. import optimizers
 from ..arrays import KeepMask, ReductionBase
 from ..functions import avoid, log_softmax, numeric, sigmoid, softplus, variables
 from ..plan import LOSS, Plan, Stmt, arr
@@ -442,31 +441,25 @@ def derived(plan: Plan) -> XPSource:
 
 
 def _update_source(plan: Plan, printer: XPCode) -> str:
-    """`_update(xp, params, grads, state)`: the optimizer's statements of the
-    registry (the learning rate not folded: the gradients are ∂L/∂p, l2 included)."""
+    """`_update(xp, params, grads, state)`: the update's statements (plan.update; the
+    learning rate not folded: the gradients are ∂L/∂p, l2 included)."""
     up = plan.update
     dtype_before = printer.dtype_uses
-    settings = dict(up.settings)
-    definition = optimizers.OPTIMIZERS[up.name]
-    scalars, rule = optimizers.statements(up.name, settings)
-    used = set().union(*(a.expr.free_symbols for a in list(rule) + list(scalars)))
-    numbers = [
-        (s.name, settings[s.name])
-        for s in definition.settings
-        if not isinstance(s.default, bool) and s.symbol in used
-    ]
+    used = set().union(*(a.expr.free_symbols for a in up.rule + up.scalars))
+    numbers = [(sym, value) for sym, value in up.numbers if sym in used]
     lines: list[str] = []
     if numbers:
         lines.append(
-            f"{', '.join(n for n, _ in numbers)} = "
+            f"{', '.join(sym.name for sym, _ in numbers)} = "
             + ", ".join(number_text(sp.Float(v)) for _, v in numbers)
         )
     lines.append('step = state["t"] + 1')
-    if scalars:
+    if up.scalars:
         lines.append(
-            f"t = xp.astype(step, {DTYPE})  # the step count in the params' dtype"
+            f"{up.step.name} = xp.astype(step, {DTYPE})"
+            "  # the step count in the params' dtype"
         )
-        for a in scalars:
+        for a in up.scalars:
             lines.append(
                 f"{printer.statement(a.target.name, a.expr)}"
                 + (f"  # {a.note}" if a.note else "")
@@ -476,22 +469,22 @@ def _update_source(plan: Plan, printer: XPCode) -> str:
     keys = ", ".join(f'"{s.key}": {{}}' for s in state)
     lines.append(f'new_state = {{"t": step{", " if keys else ""}{keys}}}')
     lines.append("for k in PARAM_NAMES:")
-    names = ["p", "g"] + [s.symbol.name for s in state]
+    names = [up.param.name, up.grad.name] + [s.symbol.name for s in state]
     sources = ["params[k]", "grads[k]"] + [f'state["{s.key}"][k]' for s in state]
     lines.append(f"{INDENT}{', '.join(names)} = {', '.join(sources)}")
     body = Lines()
-    for a in rule:
+    for a in up.rule:
         note = f"  ({a.note})" if a.note else ""
         body.comment(f"{a.target.name} ← {_text(a.expr)}{note}", INDENT)
         body.add(INDENT + printer.statement(a.target.name, a.expr))
     lines += body.lines
-    lines.append(f"{INDENT}new_params[k] = p")
+    lines.append(f"{INDENT}new_params[k] = {up.param.name}")
     for s in state:
         lines.append(f'{INDENT}new_state["{s.key}"][k] = {s.symbol.name}')
     lines.append("return new_params, new_state")
-    if scalars or printer.dtype_uses > dtype_before:
+    if up.scalars or printer.dtype_uses > dtype_before:
         lines.insert(0, f"{DTYPE} = params[PARAM_NAMES[0]].dtype")
-    doc = f"(params, state) after one {definition.title} step; new arrays."
+    doc = f"(params, state) after one {up.title} step; new arrays."
     return _function("_update(xp, params, grads, state)", doc, lines)
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ... import layer_registry, ops, optimizers
+from ... import layer_registry, ops
 from ... import naming as nm
-from ...derive import LS, Derivation, NormLayerRule
+from ...derive import LS, Derivation
 from ...functions import log_softmax, softplus
 from ...ops import a, y, z
 from ...plan import Plan
@@ -126,18 +126,17 @@ def keep_mask(l: int) -> Math:  # noqa: E741
 
 
 def _update_section(ctx: Context) -> Section:
-    """The optimizer's update, printed from its statements in the registry
-    (symgrad/optimizers.py): the same statements the generated step computes."""
-    opt = ctx.d.spec.optimizer
-    settings = dict(opt.params)
-    definition = optimizers.OPTIMIZERS[opt.name]
-    scalars, rule = optimizers.statements(opt.name, settings)
-    names = {s: M(*n) for s, n in optimizers.math_names(opt.name).items()}
-    p, g = names[optimizers.p], names[optimizers.g]
-    norms = [r for r in ctx.d.layers if isinstance(r, NormLayerRule)]
-    shifts = [r for r in norms if r.rule.shift]
+    """The optimizer's update, printed from the plan's Update (its registry entry's
+    statements and names): the same statements the generated step computes."""
+    plan = ctx.plan if ctx.plan is not None else build_plan(ctx.d)
+    up = plan.update
+    scalars, rule = up.scalars, up.rule
+    names = {s: M(*n) for s, n in up.names.items()}
+    p, g = names[up.param], names[up.grad]
+    gains = any(q.name == nm.gamma(q.layer) for q in plan.trainable)
+    shifts = any(q.name == nm.beta(q.layer) for q in plan.trainable)
     extra: list[Inline] = []
-    if any(r.rule.gain for r in norms):
+    if gains:
         extra = [", and each norm's gain ", M(r"\gamma^{[l]}", "γˡ")]
         if shifts:
             extra += [" and shift ", M(r"\beta^{[l]}", "βˡ")]
@@ -155,7 +154,7 @@ def _update_section(ctx: Context) -> Section:
             ", the gradient of the batch loss ",
             LOSS,
             " (see 'Many examples'). The ",
-            Name(opt.name),
+            Name(up.name),
             " update, as torch.optim computes it, elementwise:",
         )
     ]
@@ -171,22 +170,19 @@ def _update_section(ctx: Context) -> Section:
     ]
     blocks.append(D(*eqs))
     values: list[Inline] = ["with "]
-    numbers = [s for s in definition.settings if not isinstance(s.default, bool)]
-    for k, setting in enumerate(numbers):
+    for k, (symbol, value) in enumerate(up.numbers):
         if k:
             values.append(", ")
-        values.append(
-            cat(names[setting.symbol], " = ", number(float(settings[setting.name])))
-        )
+        values.append(cat(names[symbol], " = ", number(value)))
     if scalars:
-        values += ["; ", names[optimizers.t], " counts the steps from 1"]
-    if definition.state:
+        values += ["; ", names[up.step], " counts the steps from 1"]
+    if up.state:
         values.append("; ")
-        for k, state in enumerate(definition.state):
+        for k, state in enumerate(up.state):
             values += [" and " if k else "", names[state.symbol]]
         values.append(
             " start at 0 for every parameter"
-            if len(definition.state) > 1
+            if len(up.state) > 1
             else " starts at 0 for every parameter"
         )
     blocks.append(P(*values, "."))
