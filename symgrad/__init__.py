@@ -17,7 +17,7 @@ from .check import CheckResult, check_gradients
 from .derive import Derivation
 from .errors import DerivationError, ExpressionError, SpecError, SymgradError
 from .report import displayable as _displayable
-from .report import render_report
+from .report import render_report as _render_report
 from .spec import Spec, as_spec, load_spec, parse_spec
 
 if _TYPE_CHECKING:  # for the annotations only: the namespace stays the API
@@ -34,6 +34,25 @@ def derive(spec: "SpecSource") -> Derivation:
     pass) or Markdown (the whole derivation, as `render_report(d, "markdown")`).
     """
     return _displayable(_derive.derive(spec))
+
+
+def render_report(
+    spec: "SpecSource | Derivation",
+    fmt: str = "latex",
+    *,
+    standalone: bool = False,
+) -> str:
+    """The derivation of a spec as LaTeX, Markdown or unicode text, as `symgrad latex`
+    prints it.
+
+    Args:
+        spec: a Derivation (`symgrad.derive(spec)`), or a spec as every entry point
+            takes one: a Spec, a spec file, YAML text or a dict.
+        fmt: "latex", "markdown" or "text".
+        standalone: LaTeX only: a complete document for pdflatex, not a fragment.
+    """
+    d = spec if isinstance(spec, Derivation) else _derive.derive(spec)
+    return _render_report(d, fmt, standalone=standalone)
 
 
 _TARGETS = ("numpy", "array-api")  # what generate writes: <name>.py, <name>_xp.py

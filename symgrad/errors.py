@@ -41,6 +41,14 @@ def echo(value: object) -> str:
     return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + "..."
 
 
+def number(value: float) -> str:
+    """A number as a message shows it: short (%g) where that is exact, else every
+    digit, so that a value just out of range is never shown as the bound it broke
+    (momentum 1.0000001 is not "found 1")."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a spec, and where."""

@@ -24,7 +24,7 @@ import jinja2
 import sympy as sp
 
 from .derive import Derivation
-from .errors import SymgradError
+from .errors import SymgradError, printable
 from .plan import Param, Plan, build
 from .printers import number_text
 from .printers.numpy_module import allocating, in_place
@@ -357,6 +357,13 @@ def output_path(name: str, out_dir: str | os.PathLike[str] | None) -> Path:
     if directory.exists() and not directory.is_dir():
         raise SymgradError(f"{directory}: output directory is a file")
     path = directory / f"{name}.py"
-    if path.resolve().parent != directory.resolve():
+    try:
+        inside = path.resolve().parent == directory.resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before 3.13)
+        raise SymgradError(
+            f"{printable(str(path))}: cannot follow its links ({exc.__class__.__name__}:"
+            " a symlink loop?); write to another directory with -o"
+        ) from None
+    if not inside:
         raise SymgradError(f"{name!r} would be written outside {directory}")
     return path

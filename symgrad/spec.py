@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from . import files, layer_registry, ops, optimizers
-from .errors import ExpressionError, Problem, SpecError, echo
+from .errors import ExpressionError, Problem, SpecError, echo, number
 from .layer_registry import LayerAt, LayerKind
 
 MAX_BYTES = 256 * 1024
@@ -422,7 +422,10 @@ def _compose(text: str, file: str) -> tuple[_Node | None, list[Problem]]:
         message = (exc.problem or "malformed YAML").strip()
         if exc.context:
             message = f"{exc.context.strip()}: {message}"
-        return None, [Loc(file, line, col).problem(f"malformed YAML: {message}")]
+        hint = (
+            "indent with spaces: YAML allows no tabs there" if "\\t" in message else ""
+        )
+        return None, [Loc(file, line, col).problem(f"malformed YAML: {message}", hint)]
     except yaml.YAMLError as exc:
         return None, [Loc(file).problem(f"malformed YAML: {str(exc)[:120]}")]
     except _TooBig as exc:
@@ -482,6 +485,9 @@ def _suggest(
     synonym = SYNONYMS.get(word.lower().replace("-", "_"))
     if synonym in choices:
         close = [synonym, *(c for c in close if c != synonym)]
+    same = [c for c in choices if c.lower() == word.lower()]  # Relu: relu, not elu
+    if same:
+        close = [*same, *(c for c in close if c not in same)]
     if not close:
         return ""
     best = next((c for c in close if fits(c)), close[0])
@@ -585,7 +591,7 @@ class _Validator:
             self.err(node.loc, f"expected a finite number, found {v}")
             return None
         if low is not None and v < low:
-            self.err(node.loc, f"expected a number ≥ {low:g}, found {v:g}")
+            self.err(node.loc, f"expected a number ≥ {low:g}, found {number(v)}")
             return None
         return v
 
@@ -714,7 +720,7 @@ class _Validator:
             elif (
                 key in ("alpha", "delta") and value < 0 or key == "delta" and value == 0
             ):
-                self.err(pnode.loc, f"{key} must be positive, found {value:g}")
+                self.err(pnode.loc, f"{key} must be positive, found {number(value)}")
                 ok = False
             else:
                 values[key] = value
@@ -853,7 +859,7 @@ class _Validator:
                 continue
             problem = definition.setting(key).problem(value)
             if problem:
-                self.err(pnode.loc, f"{problem}, found {value:g}")
+                self.err(pnode.loc, f"{problem}, found {number(value)}")
             else:
                 values[key] = value
         return OptimizerSpec(name, tuple(values.items()))

@@ -16,6 +16,7 @@ import sympy as sp
 from .. import layer_registry
 from ..arrays import KeepMask
 from ..derive import DropoutRule
+from ..errors import number
 from ..layer_registry import LayerAt, LayerKind, MatrixRows
 from ..plan import Back, Builder, X, section
 from ..report.document import Eq, cat
@@ -43,7 +44,7 @@ class Dropout(LayerKind):
             check.err(
                 rnode.loc,
                 f"rate is the probability of dropping a value: expected a number in"
-                f" [0, 1), found {rate:g}",
+                f" [0, 1), found {number(rate)}",
                 "e.g. rate: 0.1",
             )
             return None

@@ -21,7 +21,7 @@ from .. import layers as norms
 from .. import naming as nm
 from ..arrays import on_axis
 from ..derive import NormLayerRule
-from ..errors import DerivationError, ExpressionError, SpecError, echo
+from ..errors import DerivationError, ExpressionError, SpecError, echo, number
 from ..expr import NORM_X
 from ..layer_registry import LayerAt, LayerKind, MatrixRows
 from ..plan import BATCH, Back, Builder, Param, Stmt, arr, section
@@ -91,10 +91,12 @@ class Norm(LayerKind):
             if value is None:
                 ok = False
             elif key == "momentum" and not 0 <= value <= 1:
-                check.err(pnode.loc, f"momentum must be in [0, 1], found {value:g}")
+                check.err(
+                    pnode.loc, f"momentum must be in [0, 1], found {number(value)}"
+                )
                 ok = False
             elif key == "eps" and not value > 0:
-                check.err(pnode.loc, f"eps must be positive, found {value:g}")
+                check.err(pnode.loc, f"eps must be positive, found {number(value)}")
                 ok = False
             else:
                 values[key] = value
