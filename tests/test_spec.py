@@ -303,7 +303,7 @@ def test_control_characters_in_keys_are_shown_escaped() -> None:
     found = problems(GOOD + '"\\e[2J\\u202ekey": 1\n')
     assert found == [
         "s.yaml:9:1: \\x1b[2J\\u202ekey: unknown key '\\x1b[2J\\u202ekey' (allowed"
-        " keys: name, input, layers, loss, l2, optimizer, init)"
+        " keys: name, input, layers, loss, l2, optimizer, init, task)"
     ]
 
 
@@ -422,7 +422,7 @@ def test_a_dict_is_validated_with_key_paths() -> None:
         as_spec(bad)
     assert sorted(str(p) for p in info.value.problems) == [
         "<dict>: extra: unknown key 'extra' (allowed keys: name, input, layers, loss,"
-        " l2, optimizer, init)",
+        " l2, optimizer, init, task)",
         "<dict>: extra: unsupported value of type object (use names, numbers, lists"
         " and dicts)",
         "<dict>: input: expected an integer from 1 to 1000000, found the number 3.5"

@@ -302,12 +302,13 @@ def _update_section(ctx: Context) -> Section:
 
 
 def _targets_note(d: Derivation) -> str:
-    if d.task == "classes":
+    """What the targets are: what the loss needs (d.targets), or what the task means."""
+    if d.targets == "simplex" or d.task == "classes":
         return (
             "Targets are one-hot rows (the generated module also accepts integer class "
             "labels and turns them into one-hot rows)."
         )
-    if d.task == "binary":
+    if d.targets == "unit_interval" or d.task == "binary":
         return "Targets are 0/1 labels (or probabilities in [0, 1])."
     return ""
 
