@@ -1128,14 +1128,17 @@ class _Validator:
             need = ops.TASK_NEEDS[task.value]
             if not ops.output_gives(need, softmax, unit):
                 message, hint = OUTPUT_NEEDS[need](f"task {task.value!r}", out.name)
-                self.err(task.loc, message, hint + ", or another task")
+                self.err(task.loc, message, hint + ", or task: values")
 
     def task(self, node: _Node) -> str | None:
         """The spec's `task:` (what predict returns), overriding derive's decision."""
         v = node.value
         if v in ops.TASKS:
             return v
-        hint = _suggest(v, ops.TASKS) or "known: " + ", ".join(ops.TASKS)
+        hint = _suggest(v, ops.TASKS) or (
+            "classes: predict gives class indices; binary: 0/1 per output;"
+            " values: Ŷ itself"
+        )
         self.err(
             node.loc,
             f"task must be one of {', '.join(ops.TASKS)}, found {_kind(v)}",
