@@ -899,8 +899,6 @@ class _Validator:
             self.output_checks(layers, loss, task_node)
         if self.problems or None in (name, n_in, layers, loss, l2, optimizer):
             return None
-        if task_node is not None and task is None:
-            return None
         return Spec(  # type: ignore[arg-type] - none of them is None here
             name,
             n_in,

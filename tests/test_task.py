@@ -102,3 +102,34 @@ def test_the_cli_refuses_a_bad_task_in_one_located_line(tmp_path) -> None:
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
     assert f"{path}:6:7: task: task 'binary' needs predictions in (0, 1)" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("task", "returns"),
+    [
+        (None, "predict returns argmaxₖ ŷₖ."),
+        ("values", "predict returns ŷ itself (the spec's task: values)."),
+        (
+            "binary",
+            "predict returns 1 where ŷₖ is at least 0.5 (the spec's task: binary).",
+        ),
+    ],
+)
+def test_the_report_says_what_predict_returns_on_a_softmax(task, returns) -> None:
+    from symgrad.report import render_report
+
+    spec = {
+        "name": "soft",
+        "input": 2,
+        "layers": [{"units": 3, "activation": "softmax"}],
+        "loss": "categorical_crossentropy",
+        **({"task": task} if task else {}),
+    }
+    d = symgrad.derive(spec)
+    text = " ".join(render_report(d, "text").split())
+    assert (
+        "through the Jacobian" in text
+    )  # a softmax couples its outputs, whatever the task
+    assert returns in text
+    for fmt in ("markdown", "latex"):
+        assert "Jacobian" in render_report(d, fmt)

@@ -423,7 +423,16 @@ def _classes_section(ctx: Context) -> Section:
     act = d.out.activation
     K = cat(M("K"), f" = {k}")
     yk_hat = act_unit(n, "k", n)
-    if d.task == "classes":
+    if act.vector:  # a softmax: the coupling holds whatever the task says
+        returns = {
+            "classes": (cat(M(r"\arg\max_{k} ", "argmaxₖ "), yk_hat), "."),
+            "binary": (
+                "1 where ",
+                yk_hat,
+                " is at least 0.5 (the spec's task: binary).",
+            ),
+            "values": (PREDICTION, " itself (the spec's task: values)."),
+        }[d.task]
         body = P(
             "The output has ",
             K,
@@ -438,8 +447,7 @@ def _classes_section(ctx: Context) -> Section:
             "one-hot, and ",
             Code("predict"),
             " returns ",
-            cat(M(r"\arg\max_{k} ", "argmaxₖ "), yk_hat),
-            ".",
+            *returns,
         )
     elif d.task == "binary" and k == 1:
         body = P(
