@@ -2,10 +2,10 @@
 
 `check_gradients(spec)` generates the module into a temporary directory, imports it, and
 compares each parameter's gradient with central differences of the module's own `loss`,
-on seeded random inputs and targets that suit the loss (one-hot rows for a softmax output,
-0/1 labels for binary cross-entropy or a custom loss on a sigmoid, normal values
-otherwise). It is what to run after writing a custom activation or loss: the derivation
-is SymPy's, but the check is independent of it.
+on seeded random inputs and targets that suit the loss and the task (`target_kind`:
+one-hot rows for targets on the simplex or a classifier, 0/1 labels for targets in [0, 1]
+or a binary task, normal values otherwise). It is what to run after writing a custom
+activation or loss: the derivation is SymPy's, but the check is independent of it.
 
 The error of an entry is |g − fd| / max(|g|, |fd|, FLOOR): relative for gradients of
 ordinary size, absolute below FLOOR, where a central difference's rounding noise
@@ -123,8 +123,16 @@ class CheckResult:
 
 
 def target_kind(d: Derivation) -> str:
-    """Which targets are valid for the loss: 'one-hot', '0/1' or 'normal' (d.task)."""
-    return {"classes": "one-hot", "binary": "0/1"}.get(d.task, "normal")
+    """Which random targets suit the loss and the task: 'one-hot', '0/1' or 'normal'.
+
+    What the loss needs (d.targets) comes first, then what the output means (d.task):
+    a classifier's targets are one-hot rows or 0/1 labels even where its loss would
+    take real numbers."""
+    if d.targets == "simplex" or d.task == "classes":
+        return "one-hot"
+    if d.targets == "unit_interval" or d.task == "binary":
+        return "0/1"
+    return "normal"
 
 
 def random_batch(

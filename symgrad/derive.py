@@ -833,7 +833,7 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
     title = _title(loss_op, ops.LOSSES)
     act = activation_rule(act_op)
     dl_da = heaviside_to_piecewise(sp.diff(loss, a))
-    simplex = not loss_op.custom and ops.LOSSES[loss_op.name].simplex_targets
+    simplex = not loss_op.custom and ops.LOSSES[loss_op.name].targets == "simplex"
     notes: list[str] = []
     points = [{z: v, y: t} for v in stability.EXTREMES for t in TARGETS]
     if act.vector:
@@ -1027,22 +1027,34 @@ class Derivation:
 
     @property
     def task(self) -> str:
-        """What the network predicts, decided here once for every printer:
+        """What the network predicts (one of ops.TASKS), decided here once for every
+        printer, the runtimes, `symgrad check` and the report:
 
-        - "classes": a softmax output. predict gives class indices, fit reports
-          accuracy, targets are one-hot rows (or integer labels);
-        - "binary": outputs in [0, 1] under binary cross-entropy or a custom loss
-          (a custom loss on probabilities is taken to be a likelihood). predict gives
-          0/1 at the threshold 0.5, fit reports accuracy, targets are 0/1;
-        - "values": anything else. predict gives Ŷ, targets are real numbers.
+        - the spec's `task:` where it says one (validated against the output);
+        - else "classes" for a softmax output, whatever the loss: predict gives class
+          indices, fit reports accuracy, targets are one-hot rows (or integer labels);
+        - else the task a registered loss declares (binary cross-entropy: "binary",
+          0/1 at the threshold 0.5; mse, mae, huber: "values", Ŷ itself);
+        - else, for a custom loss, a guess: "binary" on an output in [0, 1] (a custom
+          loss on probabilities is taken to be a likelihood), "values" otherwise.
         """
-        out = self.layers[-1].activation
+        if self.spec.task is not None:
+            return self.spec.task
+        out = self.out.activation
         if out.vector:
             return "classes"
         loss = self.spec.loss
-        if loss.name == "binary_crossentropy" and not loss.custom:
-            return "binary"
-        return "binary" if loss.custom and out.unit_range else "values"
+        if loss.custom:
+            return "binary" if out.unit_range else "values"
+        return ops.LOSSES[loss.name].task
+
+    @property
+    def targets(self) -> str:
+        """What the targets Y must hold (one of ops.TARGETS), for the generated
+        modules' checks, `symgrad check`'s random targets and the report: what a
+        registered loss declares; any real numbers for a custom loss."""
+        loss = self.spec.loss
+        return "real" if loss.custom else ops.LOSSES[loss.name].targets
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -1099,7 +1111,7 @@ def derive(spec: SpecSource) -> Derivation:
         for i, layer in enumerate(spec.layers)
     )
     out_act = spec.output.activation
-    _check_output_range(spec.loss, out_act, layers[-1].activation)  # type: ignore[attr-defined]
+    _check_output_range(spec, layers[-1].activation)  # type: ignore[attr-defined]
     output = guarded(output_rule, spec.loss, out_act)
     return Derivation(spec, layers, output, report_facts(layers, output))  # type: ignore[arg-type]
 
@@ -1122,23 +1134,37 @@ def guarded(rule: object, op: OpSpec, *more: OpSpec) -> object:
 RANGE_POINTS = tuple(range(-10, 11)) + (-0.5, 0.5)
 
 
-def _check_output_range(loss: OpSpec, out: OpSpec, rule: ActivationRule) -> None:
-    """A loss that needs predictions in (0, 1) on a custom output: sample the activation."""
-    if loss.custom or not out.custom or not ops.LOSSES[loss.name].needs_unit_interval:
+def _check_output_range(spec: Spec, rule: ActivationRule) -> None:
+    """A custom output activation where the loss or the spec's task needs outputs in
+    (0, 1): sample it (spec.py checks the built-in activations by their range)."""
+    loss, out = spec.loss, spec.output.activation
+    if not out.custom:
         return
-    values = stability.exact(rule.f, [{z: p} for p in RANGE_POINTS])
-    for p, v in zip(RANGE_POINTS, values, strict=True):
-        if v is None or not 0 < v < 1:
-            shown = "no real value" if v is None else f"{v:.6g}"
-            raise SpecError(
-                [
-                    loss.loc.problem(
-                        f"{loss.name} needs predictions in (0, 1), but the output activation"
-                        f" {out.name!r} gives {shown} at z = {p}",
-                        "use a sigmoid output layer or a loss for real-valued outputs",
-                    )
-                ]
-            )
+    if not loss.custom and ops.LOSSES[loss.name].output == "unit_interval":
+        values = stability.exact(rule.f, [{z: p} for p in RANGE_POINTS])
+        for p, v in zip(RANGE_POINTS, values, strict=True):
+            if v is None or not 0 < v < 1:
+                shown = "no real value" if v is None else f"{v:.6g}"
+                raise SpecError(
+                    [
+                        loss.loc.problem(
+                            f"{loss.name} needs predictions in (0, 1), but the output"
+                            f" activation {out.name!r} gives {shown} at z = {p}",
+                            "use a sigmoid output layer or a loss for real-valued"
+                            " outputs",
+                        )
+                    ]
+                )
+    if spec.task == "binary" and not rule.unit_range:
+        raise SpecError(
+            [
+                spec.task_loc.problem(
+                    "task 'binary' needs outputs in [0, 1], but the output activation"
+                    f" {out.name!r} gives values outside it",
+                    "use a sigmoid output layer, or task: values",
+                )
+            ]
+        )
 
 
 # ---- facts for the report

@@ -105,9 +105,11 @@ class sigmoid(sp.Function):  # noqa: N801 - SymPy functions are lower case
     def _eval_rewrite_as_exp(self, x: sp.Expr, **kwargs: object) -> sp.Expr:
         return 1 / (1 + sp.exp(-x))
 
-    def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
+    def _latex(
+        self, printer: sp.printing.latex.LatexPrinter, exp: str | None = None
+    ) -> str:
         arg = printer._print(self.args[0])
-        return rf"\sigma\left({arg}\right)"
+        return _power(rf"\sigma\left({arg}\right)", exp)
 
 
 class softplus(sp.Function):  # noqa: N801
@@ -119,9 +121,11 @@ class softplus(sp.Function):  # noqa: N801
     def _eval_rewrite_as_exp(self, x: sp.Expr, **kwargs: object) -> sp.Expr:
         return sp.log(1 + sp.exp(x))
 
-    def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
+    def _latex(
+        self, printer: sp.printing.latex.LatexPrinter, exp: str | None = None
+    ) -> str:
         arg = printer._print(self.args[0])
-        return rf"\operatorname{{softplus}}\left({arg}\right)"
+        return _power(rf"\operatorname{{softplus}}\left({arg}\right)", exp)
 
 
 class avoid(sp.Function):  # noqa: N801
@@ -137,16 +141,27 @@ class avoid(sp.Function):  # noqa: N801
     def _sympystr(self, printer: sp.printing.str.StrPrinter) -> str:
         return printer._print(self.args[0])
 
-    def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
-        return printer._print(self.args[0])
+    def _latex(
+        self, printer: sp.printing.latex.LatexPrinter, exp: str | None = None
+    ) -> str:
+        arg = printer._print(self.args[0])
+        return arg if exp is None else _power(rf"\left({arg}\right)", exp)
 
 
 class log_softmax(sp.Function):  # noqa: N801
     """Row-wise log-softmax of the output pre-activations: z_j - log sum_k e^{z_k}."""
 
-    def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
+    def _latex(
+        self, printer: sp.printing.latex.LatexPrinter, exp: str | None = None
+    ) -> str:
         arg = printer._print(self.args[0])
-        return rf"\log\operatorname{{softmax}}\left({arg}\right)"
+        return _power(rf"\log\operatorname{{softmax}}\left({arg}\right)", exp)
+
+
+def _power(function: str, exp: str | None) -> str:
+    """A function's LaTeX raised to a power: SymPy's printer passes the power of a
+    Pow whose base is a Function as `exp=` (sigmoid(z)**(3/2) in a focal loss)."""
+    return function if exp is None else f"{function}^{{{exp}}}"
 
 
 def _single_exp(expr: sp.Expr) -> sp.Expr | None:

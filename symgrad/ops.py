@@ -4,6 +4,13 @@ An activation is a SymPy expression in the pre-activation `z`; a loss is a per-u
 expression in the prediction `a` (ŷ) and the target `y`, summed over output units and
 averaged over the batch. Parameters (leaky_relu's alpha, huber's delta) are passed in as
 exact SymPy numbers. Every derivative is computed from these definitions in derive.py.
+
+A loss also declares its traits, and nothing else in symgrad tests a loss by name:
+`targets` (what Y must hold: one of TARGETS), `output` (what the output layer must give:
+one of OUTPUTS) and `task` (what its output means, what `predict` returns: one of TASKS).
+derive.py turns them into one decision per spec (`Derivation.task`, `.targets`); the
+spec's validation, the generated modules' constants, `symgrad check` and the report
+read that decision.
 """
 
 from __future__ import annotations
@@ -29,10 +36,41 @@ class OpDef:
     aliases: tuple[str, ...] = ()
     # activations: open interval the output lies in (None: unbounded side)
     output_range: tuple[float | None, float | None] = (None, None)
-    # losses: what the output layer must provide
-    needs_softmax: bool = False
-    needs_unit_interval: bool = False  # predictions in (0, 1)
-    simplex_targets: bool = False  # each target row sums to one
+    # losses: their traits (see the module docstring)
+    targets: str = "real"  # one of TARGETS
+    output: str = "any"  # one of OUTPUTS
+    task: str = (
+        "values"  # one of TASKS; a softmax output means "classes" whatever this says
+    )
+
+
+# what a loss's targets Y must hold, by the names the generated modules' TARGETS use:
+# any real numbers; values in [0, 1] (0/1 labels or probabilities); rows on the simplex
+# (entries >= 0 summing to 1: one-hot rows; integer class labels are turned into them)
+TARGETS = ("real", "unit_interval", "simplex")
+# what a loss needs of the output layer: nothing; predictions in (0, 1); a softmax
+OUTPUTS = ("any", "unit_interval", "softmax")
+# what the output means, so what predict returns: class indices, 0/1 per output, Ŷ itself
+TASKS = ("classes", "binary", "values")
+# what a task needs of the output layer, as a loss's `output` trait says it
+TASK_NEEDS = {"classes": "softmax", "binary": "unit_interval", "values": "any"}
+
+
+def output_gives(need: str, softmax: bool, unit_range: bool) -> bool:
+    """Whether an output layer gives what a loss or a task needs (one of OUTPUTS):
+    `softmax` tells whether it is the softmax, `unit_range` whether every output lies
+    in [0, 1] (a softmax's do)."""
+    if need == "softmax":
+        return softmax
+    if need == "unit_interval":
+        return softmax or unit_range
+    return True
+
+
+def unit_range(activation: str) -> bool:
+    """Whether a built-in activation's outputs lie in [0, 1], as registered."""
+    low, high = ACTIVATIONS[activation].output_range
+    return low is not None and high is not None and 0 <= low and high <= 1
 
 
 ACTIVATIONS: dict[str, OpDef] = {}
@@ -59,8 +97,40 @@ def activation(name: str, **kwargs: object) -> Callable:
     return _register(ACTIVATIONS, name=name, **kwargs)
 
 
-def loss(name: str, **kwargs: object) -> Callable:
-    return _register(LOSSES, name=name, **kwargs)
+def loss(
+    name: str,
+    *,
+    targets: str = "real",
+    output: str = "any",
+    task: str = "values",
+    **kwargs: object,
+) -> Callable:
+    """Register a loss: its per-unit expression in `a` and `y`, with its traits.
+
+    Args:
+        targets: what Y must hold, one of TARGETS ("simplex" rows also accept integer
+            class labels).
+        output: what the output layer must give, one of OUTPUTS.
+        task: what the output means, one of TASKS ("binary" needs an output in
+            (0, 1), "classes" a softmax).
+    """
+    for trait, value, choices in (
+        ("targets", targets, TARGETS),
+        ("output", output, OUTPUTS),
+        ("task", task, TASKS),
+    ):
+        if value not in choices:
+            raise ValueError(
+                f"loss {name!r}: {trait} must be one of {', '.join(choices)}, found {value!r}"
+            )
+    if not output_gives(TASK_NEEDS[task], output == "softmax", output != "any"):
+        raise ValueError(
+            f"loss {name!r}: task {task!r} needs output {TASK_NEEDS[task]!r},"
+            f" found {output!r}"
+        )
+    return _register(
+        LOSSES, name=name, targets=targets, output=output, task=task, **kwargs
+    )
 
 
 # ---------------------------------------------------------------- activations
@@ -143,7 +213,13 @@ def _huber(delta: sp.Expr) -> sp.Expr:
     )
 
 
-@loss("binary_crossentropy", title="binary cross-entropy", needs_unit_interval=True)
+@loss(
+    "binary_crossentropy",
+    title="binary cross-entropy",
+    targets="unit_interval",
+    output="unit_interval",
+    task="binary",
+)
 def _binary_crossentropy() -> sp.Expr:
     return -(y * sp.log(a) + (1 - y) * sp.log(1 - a))
 
@@ -151,8 +227,9 @@ def _binary_crossentropy() -> sp.Expr:
 @loss(
     "categorical_crossentropy",
     title="categorical cross-entropy",
-    needs_softmax=True,
-    simplex_targets=True,
+    targets="simplex",
+    output="softmax",
+    task="classes",
 )
 def _categorical_crossentropy() -> sp.Expr:
     return -y * sp.log(a)

@@ -63,13 +63,6 @@ def constants(d: Derivation, plan: Plan) -> dict[str, object]:
     opt = spec.optimizer
     loss_name = spec.loss.name
     out_act = d.out.activation
-    # what the runtime's _targets checks beyond shape and NaN/inf: the targets a loss's
-    # derivation assumes (cross-entropy), or nothing (the other losses, custom ones
-    # included: a custom loss never has a built-in name, take any real target)
-    targets = {
-        "binary_crossentropy": "unit_interval",
-        "categorical_crossentropy": "simplex",
-    }.get(loss_name, "real")
     trainable = plan.trainable
     buffers = [p for p in plan.params if not p.trainable]
     return {
@@ -101,9 +94,10 @@ def constants(d: Derivation, plan: Plan) -> dict[str, object]:
             "binary": "predict: 0/1 per output (Ŷ ≥ 0.5)",
             "values": "predict: Ŷ itself",
         }[d.task],
-        "targets": targets,
+        # what the runtime's _targets checks beyond shape and NaN/inf
+        "targets": d.targets,
         "target_note": _comment(
-            "Y: " + _target_note(loss_name, spec.loss.custom, out_act.vector)
+            "Y: " + _target_note(d.targets, spec.loss.custom, out_act.vector)
         ),
         "labels": repr(out_act.vector),
         "moments": repr(tuple(s.key for s in plan.update.state)),
@@ -208,16 +202,18 @@ def _comment(text: str) -> str:
     )
 
 
-def _target_note(loss_name: str, custom: bool, labels: bool) -> str:
-    """The targets a generated module's loss takes, for the docstring of _targets."""
-    if custom:
-        note = "real targets, as the custom loss takes them (checked for NaN/inf only)"
-    elif loss_name == "binary_crossentropy":
-        note = "targets in [0, 1]: 0/1 labels or probabilities"
-    elif loss_name == "categorical_crossentropy":
-        note = "rows on the simplex (entries >= 0, summing to 1)"
-    else:
-        note = "real targets"
+def _target_note(targets: str, custom: bool, labels: bool) -> str:
+    """The targets a generated module's loss takes (ops.TARGETS), for the docstring of
+    _targets."""
+    note = {
+        "unit_interval": "targets in [0, 1]: 0/1 labels or probabilities",
+        "simplex": "rows on the simplex (entries >= 0, summing to 1)",
+        "real": (
+            "real targets, as the custom loss takes them (checked for NaN/inf only)"
+            if custom
+            else "real targets"
+        ),
+    }[targets]
     return note + (", or integer class labels of shape (m,)" if labels else "")
 
 

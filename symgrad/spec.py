@@ -132,6 +132,8 @@ class Spec:
     optimizer: OptimizerSpec = OptimizerSpec("sgd", (("learning_rate", 0.01),))
     init: str = "auto"
     source: str = "<spec>"
+    task: str | None = None  # what predict returns (ops.TASKS); None: derive decides
+    task_loc: Loc = field(default=Loc("<spec>"), compare=False)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -443,7 +445,7 @@ def _compose(text: str, file: str) -> tuple[_Node | None, list[Problem]]:
 
 # ------------------------------------------------------------------ validation
 
-TOP_KEYS = ("name", "input", "layers", "loss", "l2", "optimizer", "init")
+TOP_KEYS = ("name", "input", "layers", "loss", "l2", "optimizer", "init", "task")
 
 
 # module names that mean something beside the generated file: run on startup (site),
@@ -517,16 +519,15 @@ def _kind(value: object) -> str:
 
 
 def _loss_fits(output: OpSpec, loss: str) -> bool:
-    """Whether a built-in loss suits the output activation (see output_checks)."""
+    """Whether a built-in loss suits the output activation (see output_checks), for a
+    suggestion: on a softmax, only a loss made for one."""
     opdef = ops.LOSSES.get(ops.canonical(loss))
     if opdef is None or output.custom:
         return opdef is not None
-    if opdef.needs_softmax != (output.name == ops.SOFTMAX):
+    softmax = output.name == ops.SOFTMAX
+    if (opdef.output == "softmax") != softmax:
         return False
-    if opdef.needs_unit_interval:
-        lo, hi = ops.ACTIVATIONS[output.name].output_range
-        return lo is not None and hi is not None and lo >= 0 and hi <= 1
-    return True
+    return ops.output_gives(opdef.output, softmax, ops.unit_range(output.name))
 
 
 class _Validator:
@@ -892,11 +893,24 @@ class _Validator:
                 self.err(top["init"].loc, f"unknown init {echo(v)}", hint)
             else:
                 init = v
+        task_node = top.get("task")
+        task = self.task(task_node) if task_node is not None else None
         if layers and loss:
-            self.output_checks(layers, loss)
+            self.output_checks(layers, loss, task_node)
         if self.problems or None in (name, n_in, layers, loss, l2, optimizer):
             return None
-        return Spec(name, n_in, layers, loss, l2, optimizer, init, self.file)  # type: ignore[arg-type]
+        return Spec(  # type: ignore[arg-type] - none of them is None here
+            name,
+            n_in,
+            layers,
+            loss,
+            l2,
+            optimizer,
+            init,
+            self.file,
+            task,
+            task_node.loc if task_node is not None else Loc(self.file),
+        )
 
     def layers(self, node: _Node) -> tuple[LayerSpec, ...] | None:
         if not isinstance(node.value, list):
@@ -969,26 +983,51 @@ class _Validator:
         """What a value is, in words: 'the text \'abc\'', 'a list', ..."""
         return _kind(value)
 
-    def output_checks(self, layers: tuple[Layer, ...], loss: OpSpec) -> None:
+    def output_checks(
+        self, layers: tuple[Layer, ...], loss: OpSpec, task: _Node | None
+    ) -> None:
+        """What the loss's traits and the spec's task need of the output layer; a
+        custom output's range is sampled in derive (derive._check_output_range)."""
         out = layers[-1].activation  # type: ignore[union-attr] - the last is dense
-        if loss.custom:
-            return
-        opdef = ops.LOSSES[loss.name]
-        if opdef.needs_softmax and out.name != ops.SOFTMAX:
-            self.err(
-                loss.loc,
-                f"{loss.name} needs a softmax output layer, found {out.name!r}",
-                "set the last layer's activation to softmax",
-            )
-        if opdef.needs_unit_interval and not out.custom:
-            lo, hi = ops.ACTIVATIONS[out.name].output_range
-            if lo is None or hi is None or lo < 0 or hi > 1:
-                self.err(
-                    loss.loc,
-                    f"{loss.name} needs predictions in (0, 1), found output activation"
-                    f" {out.name!r}",
-                    "use a sigmoid output layer",
-                )
+        softmax = out.name == ops.SOFTMAX and not out.custom
+        unit = out.custom or ops.unit_range(out.name)
+        need = "any" if loss.custom else ops.LOSSES[loss.name].output
+        if not ops.output_gives(need, softmax, unit):
+            self.err(loss.loc, *OUTPUT_NEEDS[need](loss.name, out.name))
+        if task is not None and task.value in ops.TASKS:
+            need = ops.TASK_NEEDS[task.value]
+            if not ops.output_gives(need, softmax, unit):
+                message, hint = OUTPUT_NEEDS[need](f"task {task.value!r}", out.name)
+                self.err(task.loc, message, hint + ", or task: values")
+
+    def task(self, node: _Node) -> str | None:
+        """The spec's `task:` (what predict returns), overriding derive's decision."""
+        v = node.value
+        if v in ops.TASKS:
+            return v
+        hint = _suggest(v, ops.TASKS) or (
+            "classes: predict gives class indices; binary: 0/1 per output;"
+            " values: Ŷ itself"
+        )
+        self.err(
+            node.loc,
+            f"task must be one of {', '.join(ops.TASKS)}, found {_kind(v)}",
+            hint,
+        )
+        return None
+
+
+# what a loss or a task ("task 'classes'") needs of the output layer, as a message and a fix
+OUTPUT_NEEDS: dict[str, Callable[[str, str], tuple[str, str]]] = {
+    "softmax": lambda who, out: (
+        f"{who} needs a softmax output layer, found {out!r}",
+        "set the last layer's activation to softmax",
+    ),
+    "unit_interval": lambda who, out: (
+        f"{who} needs predictions in (0, 1), found output activation {out!r}",
+        "use a sigmoid output layer",
+    ),
+}
 
 
 def load_spec(source: str | os.PathLike[str]) -> Spec:

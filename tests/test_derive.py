@@ -125,3 +125,32 @@ def test_the_task_is_decided_once_by_one_rule(output, loss, task) -> None:
         "loss": loss,
     }
     assert symgrad.derive(spec).task == task
+
+
+CUSTOM_BCE = {"name": "bce", "expr": "-(y*log(yhat) + (1-y)*log(1-yhat))"}
+OVERRIDES = [
+    # (output activation, loss, the spec's task, Derivation.task, Derivation.targets):
+    # the spec's task wins over the rule above; the targets stay what the loss needs
+    ("sigmoid", CUSTOM_BCE, None, "binary", "real"),  # the guess ...
+    ("sigmoid", CUSTOM_BCE, "values", "values", "real"),  # ... and its correction
+    ("sigmoid", "mse", "binary", "binary", "real"),
+    ("sigmoid", "binary_crossentropy", "values", "values", "unit_interval"),
+    ("softmax", "categorical_crossentropy", "values", "values", "simplex"),
+    ("softmax", "categorical_crossentropy", "binary", "binary", "simplex"),
+    ("softmax", "mse", "classes", "classes", "real"),
+]
+
+
+@pytest.mark.parametrize(("output", "loss", "given", "task", "targets"), OVERRIDES)
+def test_the_spec_task_overrides_the_rule(output, loss, given, task, targets) -> None:
+    import symgrad
+
+    spec = {
+        "name": "t",
+        "input": 2,
+        "layers": [{"units": 2, "activation": output}],
+        "loss": loss,
+        **({"task": given} if given else {}),
+    }
+    d = symgrad.derive(spec)
+    assert (d.task, d.targets) == (task, targets)

@@ -303,7 +303,7 @@ def test_control_characters_in_keys_are_shown_escaped() -> None:
     found = problems(GOOD + '"\\e[2J\\u202ekey": 1\n')
     assert found == [
         "s.yaml:9:1: \\x1b[2J\\u202ekey: unknown key '\\x1b[2J\\u202ekey' (allowed"
-        " keys: name, input, layers, loss, l2, optimizer, init)"
+        " keys: name, input, layers, loss, l2, optimizer, init, task)"
     ]
 
 
@@ -346,6 +346,80 @@ def test_init_synonyms_are_suggested(init: str, meant: str) -> None:
     assert problems(GOOD + f"init: {init}\n") == [
         f"s.yaml:9:7: init: unknown init {init!r} (did you mean {meant!r}?)"
     ]
+
+
+def test_the_task_is_optional_and_read_when_given() -> None:
+    assert parse_spec(GOOD, "s.yaml").task is None
+    for task in ("classes", "binary", "values"):  # a softmax gives what each needs
+        assert parse_spec(GOOD + f"task: {task}\n", "s.yaml").task == task
+
+
+def with_output(output: str, loss: str, task: str) -> str:
+    return GOOD.replace("activation: softmax", f"activation: {output}").replace(
+        "loss: categorical_crossentropy", f"loss: {loss}\ntask: {task}"
+    )
+
+
+TASK_WHAT = (
+    "classes: predict gives class indices; binary: 0/1 per output; values: Ŷ itself"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            GOOD + "task: regression\n",
+            "s.yaml:9:7: task: task must be one of classes, binary, values, found the"
+            f" text 'regression' ({TASK_WHAT})",
+        ),
+        (
+            GOOD + "task: class\n",
+            "s.yaml:9:7: task: task must be one of classes, binary, values, found the"
+            " text 'class' (did you mean 'classes'?)",
+        ),
+        (
+            GOOD + "task: [binary]\n",
+            "s.yaml:9:7: task: task must be one of classes, binary, values, found a"
+            f" list ({TASK_WHAT})",
+        ),
+        (
+            with_output("sigmoid", "mse", "classes"),
+            "s.yaml:9:7: task: task 'classes' needs a softmax output layer, found"
+            " 'sigmoid' (set the last layer's activation to softmax, or task: values)",
+        ),
+        (
+            with_output("identity", "mse", "binary"),
+            "s.yaml:9:7: task: task 'binary' needs predictions in (0, 1), found output"
+            " activation 'identity' (use a sigmoid output layer, or task: values)",
+        ),
+        (
+            with_output("tanh", "{name: sq, expr: '(yhat - y)**2'}", "binary"),
+            "s.yaml:9:7: task: task 'binary' needs predictions in (0, 1), found output"
+            " activation 'tanh' (use a sigmoid output layer, or task: values)",
+        ),
+    ],
+)
+def test_a_task_the_output_cannot_serve_is_refused_at_its_key(
+    text: str, expected: str
+) -> None:
+    assert problems(text) == [expected]
+
+
+def test_a_binary_task_on_a_custom_output_outside_0_1_is_refused_at_its_key() -> None:
+    # a custom activation's range is known once derived (sampled): derive refuses it
+    from symgrad import derive
+
+    text = with_output("{name: wave, expr: 'sin(z)'}", "mse", "binary")
+    with pytest.raises(SpecError) as info:
+        derive(parse_spec(text, "s.yaml"))
+    assert [str(p) for p in info.value.problems] == [
+        "s.yaml:9:7: task: task 'binary' needs outputs in [0, 1], but the output"
+        " activation 'wave' gives values outside it (use a sigmoid output layer, or"
+        " task: values)"
+    ]
+    squashed = with_output("{name: squash, expr: '1/(1 + exp(-z))'}", "mse", "binary")
+    assert derive(parse_spec(squashed, "s.yaml")).task == "binary"
 
 
 @pytest.mark.parametrize(
@@ -422,7 +496,7 @@ def test_a_dict_is_validated_with_key_paths() -> None:
         as_spec(bad)
     assert sorted(str(p) for p in info.value.problems) == [
         "<dict>: extra: unknown key 'extra' (allowed keys: name, input, layers, loss,"
-        " l2, optimizer, init)",
+        " l2, optimizer, init, task)",
         "<dict>: extra: unsupported value of type object (use names, numbers, lists"
         " and dicts)",
         "<dict>: input: expected an integer from 1 to 1000000, found the number 3.5"

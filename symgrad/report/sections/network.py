@@ -193,12 +193,13 @@ def _update_section(ctx: Context) -> Section:
 
 
 def _targets_note(d: Derivation) -> str:
-    if d.task == "classes":
+    """What the targets are: what the loss needs (d.targets), or what the task means."""
+    if d.targets == "simplex" or d.task == "classes":
         return (
             "Targets are one-hot rows (the generated module also accepts integer class "
             "labels and turns them into one-hot rows)."
         )
-    if d.task == "binary":
+    if d.targets == "unit_interval" or d.task == "binary":
         return "Targets are 0/1 labels (or probabilities in [0, 1])."
     return ""
 
@@ -313,7 +314,16 @@ def _classes_section(ctx: Context) -> Section:
     act = d.out.activation
     K = cat(M("K"), f" = {k}")
     yk_hat = act_unit(n, "k", n)
-    if d.task == "classes":
+    if act.vector:  # a softmax: the coupling holds whatever the task says
+        returns = {
+            "classes": (cat(M(r"\arg\max_{k} ", "argmaxₖ "), yk_hat), "."),
+            "binary": (
+                "1 where ",
+                yk_hat,
+                " is at least 0.5 (the spec's task: binary).",
+            ),
+            "values": (PREDICTION, " itself (the spec's task: values)."),
+        }[d.task]
         body = P(
             "The output has ",
             K,
@@ -328,8 +338,7 @@ def _classes_section(ctx: Context) -> Section:
             "one-hot, and ",
             Code("predict"),
             " returns ",
-            cat(M(r"\arg\max_{k} ", "argmaxₖ "), yk_hat),
-            ".",
+            *returns,
         )
     elif d.task == "binary" and k == 1:
         body = P(
