@@ -202,8 +202,8 @@ def _step(params, state, X, Y, work):
     return L
 
 
-# The runtime both modules share (symgrad/runtime_shared.py), configured by the
-# constants above; the target's own runtime follows it.
+# The runtime: first what both modules share (symgrad/runtime_shared.py), configured
+# by the constants above; the target's own runtime follows it.
 
 _KEYS = PARAM_NAMES + BUFFER_NAMES  # the keys of params, in order
 _SHAPES = {**PARAM_SHAPES, **BUFFER_SHAPES}
@@ -267,7 +267,7 @@ def _accuracy(xp, params, X, Y):
         # NaN in Ŷ predicts 0, as predict does
         hits = xp.where(Yhat >= 0.5, Y == 1, Y == 0)
         counted = hits.shape[0] * hits.shape[1]
-    return int(xp.count_nonzero(hits)) / counted
+    return int(xp.sum(_as_index(xp, hits))) / counted  # exact: a count
 
 
 # --- training ---------------------------------------------------------------------------
@@ -319,6 +319,23 @@ def _batch_ranges(n, batch_size):
             yield start, size
 
 
+def _trainable_batches(n, batch_size):
+    """Refuse a fit whose batches would all be left out (under MIN_BATCH examples: one
+    example, with batchnorm), which would train nothing and report a loss of 0."""
+    if batch_size < MIN_BATCH:
+        raise ValueError(
+            f"batch_size must be at least {MIN_BATCH}, found {batch_size}: training "
+            "normalizes with the batch's statistics, and the variance of one example "
+            "is not defined"
+        )
+    if n < MIN_BATCH:
+        raise ValueError(
+            f"fit needs at least {MIN_BATCH} examples to train on, found {n}: training "
+            "normalizes with the batch's statistics, and the variance of one example "
+            "is not defined"
+        )
+
+
 def _train(
     xp,
     params,
@@ -347,6 +364,7 @@ def _train(
     import numpy as np  # the host generator of the shuffles, also in the array-API module
 
     n = X.shape[0]
+    _trainable_batches(n, batch_size)
     classifier = TASK in ("classes", "binary")
     history = {"loss": []}
     if classifier:

@@ -85,8 +85,8 @@ def _update(xp, params, grads, state):
 # --- end of configuration ---
 
 
-# The runtime: the same in every array-API module symgrad writes
-# (symgrad/runtime_xp.py), configured by the constants above.
+# The array-API module's own runtime, after the shared one: the same in every such
+# module symgrad writes (symgrad/runtime_xp.py), configured by the constants above.
 
 try:  # standard namespaces for PyTorch, CuPy, Dask and NumPy 1.x arrays
     import array_api_compat as _compat

@@ -488,3 +488,23 @@ def test_fit_stores_the_trained_arrays_into_the_dicts_it_is_given(make):
     module.fit(again, X, Y, epochs=1, batch_size=2)
     for k in params:
         np.testing.assert_array_equal(again[k], params[k])
+
+
+def test_fit_refuses_batches_that_would_all_be_left_out(make):
+    """With batchnorm (MIN_BATCH 2), batch_size 1 or a single example used to train
+    nothing and report a loss of 0.0 each epoch."""
+    module = make(MIN_BATCH=2)
+    X, Y = batch()
+    params = module.init_params(0)
+    kept = {k: v.copy() for k, v in params.items()}
+    with pytest.raises(ValueError, match="batch_size must be at least 2, found 1"):
+        module.fit(params, X, Y, epochs=2, batch_size=1)
+    with pytest.raises(ValueError, match="at least 2 examples to train on, found 1"):
+        module.fit(params, X[:1], Y[:1], epochs=2, batch_size=4)
+    for k in params:
+        np.testing.assert_array_equal(params[k], kept[k])
+    # two examples train: the loss is a real one, and params move
+    _, _, history = module.fit(params, X[:2], Y[:2], epochs=1, batch_size=4)
+    losses = history["loss"]
+    assert losses[0] > 0
+    assert not np.array_equal(params["W1"], kept["W1"])
