@@ -22,10 +22,11 @@ in work arrays made once per batch size (_make_work) and named by role (h: a lay
 values, g: its gradients, r: row statistics, tmp: scratch); sums over the batch as
 products with ones, faster than a sum.
 
-After _step comes symgrad's runtime, the same in every module (symgrad/runtime.py,
-configured by the constants above): the checks of params, X and Y, init_params,
-forward, loss, loss_and_grad, predict, save_params, load_params, init_state, step
-and fit.
+After _step comes symgrad's runtime, the same in every module
+(symgrad/runtime_shared.py, shared with the array-API module, then
+symgrad/runtime.py; configured by the constants above): the checks of params, X and
+Y, init_params, forward, loss, loss_and_grad, predict, save_params, load_params,
+init_state, step and fit.
 
 Regenerate with: symgrad generate examples/breast_cancer.yaml
 """
@@ -226,11 +227,203 @@ def _step(params, state, X, Y, work):
     return L
 
 
-# The runtime: the same in every module symgrad writes (symgrad/runtime.py), configured
-# by the constants above; the derived part above it computes the numbers.
+# The runtime: first what both modules share (symgrad/runtime_shared.py), configured
+# by the constants above; the target's own runtime follows it.
 
 _KEYS = PARAM_NAMES + BUFFER_NAMES  # the keys of params, in order
 _SHAPES = {**PARAM_SHAPES, **BUFFER_SHAPES}
+
+
+def _initial_values(seed):
+    """The initial parameters as float64 NumPy arrays, {key: array} in the order of
+    PARAM_NAMES + BUFFER_NAMES.
+
+    INIT says how each array is made: "he_normal" (normal, standard deviation
+    √(2 / fan_in)), "glorot_uniform" (uniform in ±√(6 / (fan_in + fan_out))), "zeros"
+    or "ones". The draws come from NumPy's default_rng(seed), in the order of the keys,
+    so a seed gives the same parameters on every machine and in both modules.
+    """
+    import numpy as np  # the host generator, also in the array-API module
+
+    rng = np.random.default_rng(seed)
+    values = {}
+    for key in _KEYS:
+        kind, *fans = INIT[key]
+        shape = _SHAPES[key]
+        if kind == "he_normal":
+            values[key] = rng.standard_normal(shape) * np.sqrt(2 / fans[0])
+        elif kind == "glorot_uniform":
+            limit = np.sqrt(6 / (fans[0] + fans[1]))
+            values[key] = rng.uniform(-limit, limit, shape)
+        elif kind in ("zeros", "ones"):
+            values[key] = np.zeros(shape) if kind == "zeros" else np.ones(shape)
+        else:
+            raise ValueError(f"INIT[{key!r}]: unknown initialization {kind!r}")
+    return values
+
+
+# --- predictions ------------------------------------------------------------------------
+
+
+def predict(params, X):
+    """The predictions, by TASK: the class index per example, shape (m,), for
+    "classes"; 0/1 per output (Ŷ ≥ 0.5), shape (m, n_out), for "binary"; Ŷ itself for
+    "values"."""
+    Yhat = forward(params, X)
+    return _decide(_namespace([Yhat], "Ŷ"), Yhat)
+
+
+def _decide(xp, Yhat):
+    if TASK == "classes":
+        return xp.argmax(Yhat, axis=1)
+    if TASK == "binary":
+        return _as_index(xp, Yhat >= 0.5)
+    return Yhat
+
+
+def _accuracy(xp, params, X, Y):
+    """The fraction of right predictions on checked X and Y (Y one-hot for "classes",
+    0/1 for "binary": a target other than 0 or 1 is never predicted), a float."""
+    Yhat = _output(xp, params, X)
+    if TASK == "classes":
+        hits = xp.argmax(Yhat, axis=1) == xp.argmax(Y, axis=1)
+        counted = hits.shape[0]
+    else:
+        # NaN in Ŷ predicts 0, as predict does
+        hits = xp.where(Yhat >= 0.5, Y == 1, Y == 0)
+        counted = hits.shape[0] * hits.shape[1]
+    return int(xp.sum(_as_index(xp, hits))) / counted  # exact: a count
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+def _training_batch(m):
+    """A batch to train on: with batchnorm, two examples at least (as in PyTorch)."""
+    if m < MIN_BATCH:
+        raise ValueError(
+            f"training normalizes with the batch's statistics: a batch needs at least "
+            f"{MIN_BATCH} examples, found {m} (the variance of one example is not "
+            "defined)"
+        )
+
+
+def _whole(value, name, low):
+    """value as an int ≥ low: any integer (Python's, NumPy's, ...) but a bool."""
+    try:
+        number = None if isinstance(value, bool) else type(value).__index__(value)
+    except (AttributeError, TypeError):
+        number = None
+    what = "a non-negative int" if low == 0 else "a positive int"
+    if number is None:
+        why = " (the batches are drawn from default_rng(seed + epoch): a seed repeats a run)"
+        raise TypeError(
+            f"{name} must be {what}, found {value!r}{why if name == 'seed' else ''}"
+        )
+    if number < low:
+        raise ValueError(f"{name} must be {what}, found {number}")
+    return number
+
+
+def _fit_counts(epochs, batch_size, seed):
+    """fit's epochs, batch_size and seed as ints, checked."""
+    return (
+        _whole(epochs, "epochs", 0),
+        _whole(batch_size, "batch_size", 1),
+        _whole(seed, "seed", 0),
+    )
+
+
+def _batch_ranges(n, batch_size):
+    """(start, size) of each batch of an epoch over n shuffled examples: batch_size
+    each, the last one smaller; a batch under MIN_BATCH (a last batch of one, with
+    batchnorm) is left out."""
+    for start in range(0, n, batch_size):
+        size = min(batch_size, n - start)
+        if size >= MIN_BATCH:
+            yield start, size
+
+
+def _trainable_batches(n, batch_size):
+    """Refuse a fit whose batches would all be left out (under MIN_BATCH examples: one
+    example, with batchnorm), which would train nothing and report a loss of 0."""
+    if batch_size < MIN_BATCH:
+        raise ValueError(
+            f"batch_size must be at least {MIN_BATCH}, found {batch_size}: training "
+            "normalizes with the batch's statistics, and the variance of one example "
+            "is not defined"
+        )
+    if n < MIN_BATCH:
+        raise ValueError(
+            f"fit needs at least {MIN_BATCH} examples to train on, found {n}: training "
+            "normalizes with the batch's statistics, and the variance of one example "
+            "is not defined"
+        )
+
+
+def _train(
+    xp,
+    params,
+    state,
+    X,
+    Y,
+    *,
+    epochs,
+    batch_size,
+    seed,
+    validation,
+    verbose,
+    batches,
+    step,
+):
+    """fit's epochs on checked X and Y: (params, state, history).
+
+    Each epoch shuffles the examples with NumPy's default_rng(seed + epoch);
+    batches(order) gives the function (start, size) -> (X_batch, Y_batch) that gathers
+    the epoch's batches, and step(params, state, X_batch, Y_batch) -> (params, state,
+    loss) trains on one. history["loss"] is the mean of the batch losses, weighted by
+    batch size; classifiers (TASK "classes" or "binary") get history["accuracy"] on
+    all of X after each epoch, and validation=(X_val, Y_val), checked, adds "val_loss"
+    (and "val_accuracy"). verbose prints one line per epoch.
+    """
+    import numpy as np  # the host generator of the shuffles, also in the array-API module
+
+    n = X.shape[0]
+    _trainable_batches(n, batch_size)
+    classifier = TASK in ("classes", "binary")
+    history = {"loss": []}
+    if classifier:
+        history["accuracy"] = []
+    if validation is not None:
+        X_val, Y_val = validation
+        history["val_loss"] = []
+        if classifier:
+            history["val_accuracy"] = []
+    for epoch in range(epochs):
+        order = np.random.default_rng(seed + epoch).permutation(n)
+        batch = batches(order)
+        losses = []
+        for start, size in _batch_ranges(n, batch_size):
+            params, state, L = step(params, state, *batch(start, size))
+            losses.append((L, size))  # read once per epoch: no synchronisation a step
+        counted = sum(size for _, size in losses)
+        total = sum(float(L) * size for L, size in losses)
+        history["loss"].append(total / max(counted, 1))
+        if classifier:
+            history["accuracy"].append(_accuracy(xp, params, X, Y))
+        if validation is not None:
+            history["val_loss"].append(_inference_loss(xp, params, X_val, Y_val))
+            if classifier:
+                history["val_accuracy"].append(_accuracy(xp, params, X_val, Y_val))
+        if verbose:
+            report = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
+            print(f"epoch {epoch + 1}/{epochs}: {report}")
+    return params, state, history
+
+
+# NumPy's runtime: the same in every module symgrad writes (symgrad/runtime.py), after
+# the shared one; configured by the constants above, the derived part computes the
+# numbers.
 
 
 def init_params(seed=0, dtype=np.float64):
@@ -241,22 +434,7 @@ def init_params(seed=0, dtype=np.float64):
     or "ones". The draws come from NumPy's default_rng(seed), in the order of the keys,
     so a seed gives the same parameters on every machine.
     """
-    rng = np.random.default_rng(seed)
-    params = {}
-    for key in _KEYS:
-        kind, *fans = INIT[key]
-        shape = _SHAPES[key]
-        if kind == "he_normal":
-            values = rng.standard_normal(shape) * np.sqrt(2 / fans[0])
-        elif kind == "glorot_uniform":
-            limit = np.sqrt(6 / (fans[0] + fans[1]))
-            values = rng.uniform(-limit, limit, shape)
-        elif kind in ("zeros", "ones"):
-            values = np.zeros(shape) if kind == "zeros" else np.ones(shape)
-        else:
-            raise ValueError(f"INIT[{key!r}]: unknown initialization {kind!r}")
-        params[key] = values.astype(dtype)
-    return params
+    return {k: v.astype(dtype) for k, v in _initial_values(seed).items()}
 
 
 # --- checks ---------------------------------------------------------------------------
@@ -494,34 +672,23 @@ def loss_and_grad(params, X, Y, *, rng=None):
     return _loss_and_grad(params, X, Y, _generator(rng))
 
 
-def _training_batch(m):
-    """A batch to train on: with batchnorm, two examples at least (as in PyTorch)."""
-    if m < MIN_BATCH:
-        raise ValueError(
-            f"training normalizes with the batch's statistics: a batch needs at least "
-            f"{MIN_BATCH} examples, found {m} (the variance of one example is not defined)"
-        )
+# what the shared runtime asks of NumPy's (see symgrad/runtime_shared.py)
 
 
-def _classes(Yhat):
-    return Yhat.argmax(axis=1)
+def _namespace(arrays, what):
+    return np  # the checks have made them NumPy arrays
 
 
-def _zero_one(Yhat):
-    return (Yhat >= 0.5).astype(np.int64)
+def _output(xp, params, X):
+    return _forward(params, X, False, None)
 
 
-def _values(Yhat):
-    return Yhat
+def _inference_loss(xp, params, X, Y):
+    return _loss(params, X, Y, False, None)
 
 
-_decide = {"classes": _classes, "binary": _zero_one, "values": _values}[TASK]
-
-
-def predict(params, X):
-    """The predictions, by TASK: the class index per example, shape (m,), for "classes";
-    0/1 per output (Ŷ ≥ 0.5), shape (m, n_out), for "binary"; Ŷ itself for "values"."""
-    return _decide(forward(params, X))
+def _as_index(xp, flags):
+    return flags.astype(np.int64)
 
 
 # --- saved parameters -----------------------------------------------------------------
@@ -754,38 +921,6 @@ def step(params, state, X, Y):
         raise error from None
 
 
-def _class_accuracy(params, X, Y):
-    Y = np.asarray(Y)
-    labels = Y if Y.ndim == 1 else Y.argmax(axis=1)
-    return float(np.mean(predict(params, X) == labels))
-
-
-def _binary_accuracy(params, X, Y):
-    Y = np.asarray(Y).reshape(len(Y), -1)
-    return float(np.mean(predict(params, X) == Y))
-
-
-# the fraction of right predictions, for the tasks that have them
-_accuracy = {"classes": _class_accuracy, "binary": _binary_accuracy}.get(TASK)
-
-
-def _whole(value, name, low):
-    """value as an int ≥ low: any integer (Python's, NumPy's, ...) but a bool."""
-    try:
-        number = None if isinstance(value, bool) else type(value).__index__(value)
-    except (AttributeError, TypeError):
-        number = None
-    what = "a non-negative int" if low == 0 else "a positive int"
-    if number is None:
-        why = " (the batches are drawn from default_rng(seed + epoch): a seed repeats a run)"
-        raise TypeError(
-            f"{name} must be {what}, found {value!r}{why if name == 'seed' else ''}"
-        )
-    if number < low:
-        raise ValueError(f"{name} must be {what}, found {number}")
-    return number
-
-
 def fit(
     params,
     X,
@@ -810,9 +945,7 @@ def fit(
     training with its optimizer state (and its dropout generator: a new state's is
     seeded with seed).
     """
-    epochs = _whole(epochs, "epochs", 0)
-    batch_size = _whole(batch_size, "batch_size", 1)
-    seed = _whole(seed, "seed", 0)
+    epochs, batch_size, seed = _fit_counts(epochs, batch_size, seed)
     X = _inputs(params, X)
     n = X.shape[0]
     if np.shape(Y)[:1] != (n,):
@@ -823,46 +956,42 @@ def fit(
     error = _state_error(params, state, _check_step(params, state))  # the gradients too
     if error is not None:
         raise error
-    history = {"loss": []}
-    if _accuracy is not None:
-        history["accuracy"] = []
     if validation_data is not None:
         X_val, Y_val = validation_data
         X_val = _inputs(params, X_val)
-        Y_val = _targets(Y_val, X_val.shape[0], X.dtype)
-        history["val_loss"] = []
-        if _accuracy is not None:
-            history["val_accuracy"] = []
-    batches = {}  # batch size -> the arrays a batch is gathered into
-    for epoch in range(epochs):
-        order = np.random.default_rng(seed + epoch).permutation(n)
-        total, counted = 0.0, 0
-        for start in range(0, n, batch_size):
-            batch = order[start : start + batch_size]
-            size = len(batch)
-            if size < MIN_BATCH:  # a last batch of one, with batchnorm: left out
-                continue
-            if size not in batches:
-                batches[size] = (
+        validation_data = (X_val, _targets(Y_val, X_val.shape[0], X.dtype))
+    gathered = {}  # batch size -> the arrays a batch is gathered into
+
+    def batches(order):
+        def batch(start, size):
+            if size not in gathered:
+                gathered[size] = (
                     np.empty((size, LAYER_SIZES[0]), X.dtype),
                     np.empty((size, LAYER_SIZES[-1]), X.dtype),
                 )
-            X_batch, Y_batch = batches[size]
-            np.take(X, batch, axis=0, out=X_batch)
-            np.take(Y, batch, axis=0, out=Y_batch)
-            total += (
-                _step(params, state, X_batch, Y_batch, _work(state, size, X.dtype))
-                * size
-            )
-            counted += size
-        history["loss"].append(total / max(counted, 1))
-        if _accuracy is not None:
-            history["accuracy"].append(_accuracy(params, X, Y))
-        if validation_data is not None:
-            history["val_loss"].append(loss(params, X_val, Y_val))
-            if _accuracy is not None:
-                history["val_accuracy"].append(_accuracy(params, X_val, Y_val))
-        if verbose:
-            report = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
-            print(f"epoch {epoch + 1}/{epochs}: {report}")
+            X_batch, Y_batch = gathered[size]
+            np.take(X, order[start : start + size], axis=0, out=X_batch)
+            np.take(Y, order[start : start + size], axis=0, out=Y_batch)
+            return X_batch, Y_batch
+
+        return batch
+
+    def train(params, state, X_batch, Y_batch):
+        work = _work(state, X_batch.shape[0], X.dtype)
+        return params, state, _step(params, state, X_batch, Y_batch, work)
+
+    _, _, history = _train(
+        np,
+        params,
+        state,
+        X,
+        Y,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        validation=validation_data,
+        verbose=verbose,
+        batches=batches,
+        step=train,
+    )
     return history

@@ -2,11 +2,12 @@
 
 A module is its derived part followed by the runtime. Python builds the template context
 of the derived part (the constants, every name, every printed expression, every comment);
-the Jinja2 templates in templates/ only lay it out. The runtime is symgrad/runtime.py
-from the end of its configuration block on, copied in as it is: the same in every module,
-configured by the printed constants. The source is formatted with black in process and
-written atomically: a temporary file in the target directory, then a rename, so a failed
-run leaves any existing file untouched (symgrad.files).
+the Jinja2 templates in templates/ only lay it out. The runtime is
+symgrad/runtime_shared.py (what the NumPy module and its array-API twin share) and then
+symgrad/runtime.py, each from the end of its configuration block on, copied in as it is:
+the same in every module, configured by the printed constants. The source is formatted
+with black in process and written atomically: a temporary file in the target directory,
+then a rename, so a failed run leaves any existing file untouched (symgrad.files).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ DOC_WIDTH = 84  # the module docstring's paragraphs
 LINE_LENGTH = 100  # the project's ruff limit (pyproject.toml)
 DEFAULT_OUT_DIR = "generated"  # of `symgrad generate` and symgrad.generate
 RUNTIME = Path(__file__).resolve().parent / "runtime.py"
+RUNTIME_SHARED = (
+    Path(__file__).resolve().parent / "runtime_shared.py"
+)  # in both modules
 CONFIG_END = "# --- end of configuration ---\n"  # the runtime is what follows this line
 
 
@@ -168,7 +172,8 @@ def _notes(buffers: bool, plan: Plan) -> list[str]:
         )
     runtime = (
         "After _step comes symgrad's runtime, the same in every module "
-        "(symgrad/runtime.py, configured by the constants above): the checks of "
+        "(symgrad/runtime_shared.py, shared with the array-API module, then "
+        "symgrad/runtime.py; configured by the constants above): the checks of "
         "params, X and Y, init_params, forward, loss, loss_and_grad, predict, "
         "save_params, load_params, init_state, step and fit."
     )
@@ -301,9 +306,14 @@ def _shown_path(path: str | os.PathLike[str]) -> str:
 
 
 def runtime_code() -> str:
-    """symgrad/runtime.py after its configuration block: the runtime every module ends
-    with."""
-    return copied_runtime(RUNTIME)
+    """The runtime every module ends with: the shared runtime, then runtime.py."""
+    return runtime_of(RUNTIME)
+
+
+def runtime_of(target_runtime: Path) -> str:
+    """symgrad/runtime_shared.py and then a target's runtime file, each after its
+    configuration block: the runtime a module of that target ends with."""
+    return copied_runtime(RUNTIME_SHARED) + "\n\n\n" + copied_runtime(target_runtime)
 
 
 @functools.cache

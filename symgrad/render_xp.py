@@ -2,8 +2,9 @@
 
 The same layout as the NumPy module (render.py): the constants and the functions printed
 from the plan (printers/xp_module.py), laid out by templates/module_xp.py.jinja, then
-the runtime, symgrad/runtime_xp.py from the end of its configuration block on, copied in
-as it is. The source is formatted with black in process and compiled before anything
+the runtime: symgrad/runtime_shared.py (the same text as in the NumPy module) and
+symgrad/runtime_xp.py, each from the end of its configuration block on, copied in as
+it is. The source is formatted with black in process and compiled before anything
 is written; symgrad.generate writes it atomically (symgrad.files).
 """
 
@@ -22,13 +23,13 @@ from .render import (
     ERF_DEPTH,
     _version,
     constants,
-    copied_runtime,
     environment,
     erf_series,
     formatted,
     output_path,
     regenerate_line,
     regenerate_words,
+    runtime_of,
     title,
 )
 
@@ -108,7 +109,8 @@ def _notes(plan: Plan, buffers: bool, dropout: bool) -> list[str]:
         )
     notes.append(
         "After _update comes symgrad's array-API runtime, the same in every such "
-        "module (symgrad/runtime_xp.py, configured by the constants above): the "
+        "module (symgrad/runtime_shared.py, the same text as in the NumPy module, "
+        "then symgrad/runtime_xp.py; configured by the constants above): the "
         "namespace, the checks of params, X and Y (values only where they are at "
         "hand: not under jax.jit, not on Dask), init_params, forward, loss, "
         "loss_and_grad, predict, draw_noise, init_state, update, train_step and fit."
@@ -128,8 +130,9 @@ def _erf_source() -> str:
 
 
 def runtime_code() -> str:
-    """symgrad/runtime_xp.py after its configuration block."""
-    return copied_runtime(RUNTIME_XP)
+    """The runtime every array-API module ends with: the shared runtime, then
+    runtime_xp.py."""
+    return runtime_of(RUNTIME_XP)
 
 
 def render(d: Derivation, out_dir: str | os.PathLike[str] | None = None) -> str:

@@ -1,10 +1,13 @@
-"""The runtime of a generated module: the part that is the same in every one.
+"""The runtime of a generated NumPy module: its checks and its in-place step machinery.
 
 A module symgrad writes is its derived part (the network's constants and the functions
-printed from its derivation) followed by this file, copied verbatim from the end of the
-configuration block on. The runtime checks what it is given, draws the initial
-parameters, and offers the public API: init_params, forward, loss, loss_and_grad,
-predict, save_params, load_params, init_state, step and fit. The numbers come from the
+printed from its derivation) followed by the runtime: symgrad/runtime_shared.py (what
+the NumPy module and its array-API twin do alike: the initial draws, predict, fit's
+loop and history), then this file, each copied verbatim from the end of its
+configuration block on. This file checks what it is given (NumPy arrays, values
+scanned in every call), and offers the public API with the shared part:
+init_params, forward, loss, loss_and_grad, predict, save_params, load_params,
+init_state, step and fit, which trains params and state in place. The numbers come from the
 functions of the derived part, called on checked arrays (X of shape (m, LAYER_SIZES[0])
 and Y of shape (m, LAYER_SIZES[-1]), both of the params' dtype):
 
@@ -23,6 +26,17 @@ functions of its own.
 """
 
 import numpy as np
+
+# the shared runtime: a generated module has its code instead, before this file's,
+# configured by the module's constants; this file alone runs it on its placeholders
+from symgrad.runtime_shared import (
+    _KEYS,
+    _SHAPES,
+    _fit_counts,
+    _initial_values,
+    _train,
+    _training_batch,
+)
 
 # --- configuration: each generated module has its own constants and derived part ---
 NAME = "runtime"
@@ -67,11 +81,9 @@ def _step(params, state, X, Y, work):
 # --- end of configuration ---
 
 
-# The runtime: the same in every module symgrad writes (symgrad/runtime.py), configured
-# by the constants above; the derived part above it computes the numbers.
-
-_KEYS = PARAM_NAMES + BUFFER_NAMES  # the keys of params, in order
-_SHAPES = {**PARAM_SHAPES, **BUFFER_SHAPES}
+# NumPy's runtime: the same in every module symgrad writes (symgrad/runtime.py), after
+# the shared one; configured by the constants above, the derived part computes the
+# numbers.
 
 
 def init_params(seed=0, dtype=np.float64):
@@ -82,22 +94,7 @@ def init_params(seed=0, dtype=np.float64):
     or "ones". The draws come from NumPy's default_rng(seed), in the order of the keys,
     so a seed gives the same parameters on every machine.
     """
-    rng = np.random.default_rng(seed)
-    params = {}
-    for key in _KEYS:
-        kind, *fans = INIT[key]
-        shape = _SHAPES[key]
-        if kind == "he_normal":
-            values = rng.standard_normal(shape) * np.sqrt(2 / fans[0])
-        elif kind == "glorot_uniform":
-            limit = np.sqrt(6 / (fans[0] + fans[1]))
-            values = rng.uniform(-limit, limit, shape)
-        elif kind in ("zeros", "ones"):
-            values = np.zeros(shape) if kind == "zeros" else np.ones(shape)
-        else:
-            raise ValueError(f"INIT[{key!r}]: unknown initialization {kind!r}")
-        params[key] = values.astype(dtype)
-    return params
+    return {k: v.astype(dtype) for k, v in _initial_values(seed).items()}
 
 
 # --- checks ---------------------------------------------------------------------------
@@ -335,34 +332,23 @@ def loss_and_grad(params, X, Y, *, rng=None):
     return _loss_and_grad(params, X, Y, _generator(rng))
 
 
-def _training_batch(m):
-    """A batch to train on: with batchnorm, two examples at least (as in PyTorch)."""
-    if m < MIN_BATCH:
-        raise ValueError(
-            f"training normalizes with the batch's statistics: a batch needs at least "
-            f"{MIN_BATCH} examples, found {m} (the variance of one example is not defined)"
-        )
+# what the shared runtime asks of NumPy's (see symgrad/runtime_shared.py)
 
 
-def _classes(Yhat):
-    return Yhat.argmax(axis=1)
+def _namespace(arrays, what):
+    return np  # the checks have made them NumPy arrays
 
 
-def _zero_one(Yhat):
-    return (Yhat >= 0.5).astype(np.int64)
+def _output(xp, params, X):
+    return _forward(params, X, False, None)
 
 
-def _values(Yhat):
-    return Yhat
+def _inference_loss(xp, params, X, Y):
+    return _loss(params, X, Y, False, None)
 
 
-_decide = {"classes": _classes, "binary": _zero_one, "values": _values}[TASK]
-
-
-def predict(params, X):
-    """The predictions, by TASK: the class index per example, shape (m,), for "classes";
-    0/1 per output (Ŷ ≥ 0.5), shape (m, n_out), for "binary"; Ŷ itself for "values"."""
-    return _decide(forward(params, X))
+def _as_index(xp, flags):
+    return flags.astype(np.int64)
 
 
 # --- saved parameters -----------------------------------------------------------------
@@ -595,38 +581,6 @@ def step(params, state, X, Y):
         raise error from None
 
 
-def _class_accuracy(params, X, Y):
-    Y = np.asarray(Y)
-    labels = Y if Y.ndim == 1 else Y.argmax(axis=1)
-    return float(np.mean(predict(params, X) == labels))
-
-
-def _binary_accuracy(params, X, Y):
-    Y = np.asarray(Y).reshape(len(Y), -1)
-    return float(np.mean(predict(params, X) == Y))
-
-
-# the fraction of right predictions, for the tasks that have them
-_accuracy = {"classes": _class_accuracy, "binary": _binary_accuracy}.get(TASK)
-
-
-def _whole(value, name, low):
-    """value as an int ≥ low: any integer (Python's, NumPy's, ...) but a bool."""
-    try:
-        number = None if isinstance(value, bool) else type(value).__index__(value)
-    except (AttributeError, TypeError):
-        number = None
-    what = "a non-negative int" if low == 0 else "a positive int"
-    if number is None:
-        why = " (the batches are drawn from default_rng(seed + epoch): a seed repeats a run)"
-        raise TypeError(
-            f"{name} must be {what}, found {value!r}{why if name == 'seed' else ''}"
-        )
-    if number < low:
-        raise ValueError(f"{name} must be {what}, found {number}")
-    return number
-
-
 def fit(
     params,
     X,
@@ -651,9 +605,7 @@ def fit(
     training with its optimizer state (and its dropout generator: a new state's is
     seeded with seed).
     """
-    epochs = _whole(epochs, "epochs", 0)
-    batch_size = _whole(batch_size, "batch_size", 1)
-    seed = _whole(seed, "seed", 0)
+    epochs, batch_size, seed = _fit_counts(epochs, batch_size, seed)
     X = _inputs(params, X)
     n = X.shape[0]
     if np.shape(Y)[:1] != (n,):
@@ -664,46 +616,42 @@ def fit(
     error = _state_error(params, state, _check_step(params, state))  # the gradients too
     if error is not None:
         raise error
-    history = {"loss": []}
-    if _accuracy is not None:
-        history["accuracy"] = []
     if validation_data is not None:
         X_val, Y_val = validation_data
         X_val = _inputs(params, X_val)
-        Y_val = _targets(Y_val, X_val.shape[0], X.dtype)
-        history["val_loss"] = []
-        if _accuracy is not None:
-            history["val_accuracy"] = []
-    batches = {}  # batch size -> the arrays a batch is gathered into
-    for epoch in range(epochs):
-        order = np.random.default_rng(seed + epoch).permutation(n)
-        total, counted = 0.0, 0
-        for start in range(0, n, batch_size):
-            batch = order[start : start + batch_size]
-            size = len(batch)
-            if size < MIN_BATCH:  # a last batch of one, with batchnorm: left out
-                continue
-            if size not in batches:
-                batches[size] = (
+        validation_data = (X_val, _targets(Y_val, X_val.shape[0], X.dtype))
+    gathered = {}  # batch size -> the arrays a batch is gathered into
+
+    def batches(order):
+        def batch(start, size):
+            if size not in gathered:
+                gathered[size] = (
                     np.empty((size, LAYER_SIZES[0]), X.dtype),
                     np.empty((size, LAYER_SIZES[-1]), X.dtype),
                 )
-            X_batch, Y_batch = batches[size]
-            np.take(X, batch, axis=0, out=X_batch)
-            np.take(Y, batch, axis=0, out=Y_batch)
-            total += (
-                _step(params, state, X_batch, Y_batch, _work(state, size, X.dtype))
-                * size
-            )
-            counted += size
-        history["loss"].append(total / max(counted, 1))
-        if _accuracy is not None:
-            history["accuracy"].append(_accuracy(params, X, Y))
-        if validation_data is not None:
-            history["val_loss"].append(loss(params, X_val, Y_val))
-            if _accuracy is not None:
-                history["val_accuracy"].append(_accuracy(params, X_val, Y_val))
-        if verbose:
-            report = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
-            print(f"epoch {epoch + 1}/{epochs}: {report}")
+            X_batch, Y_batch = gathered[size]
+            np.take(X, order[start : start + size], axis=0, out=X_batch)
+            np.take(Y, order[start : start + size], axis=0, out=Y_batch)
+            return X_batch, Y_batch
+
+        return batch
+
+    def train(params, state, X_batch, Y_batch):
+        work = _work(state, X_batch.shape[0], X.dtype)
+        return params, state, _step(params, state, X_batch, Y_batch, work)
+
+    _, _, history = _train(
+        np,
+        params,
+        state,
+        X,
+        Y,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        validation=validation_data,
+        verbose=verbose,
+        batches=batches,
+        step=train,
+    )
     return history

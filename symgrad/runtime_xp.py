@@ -26,6 +26,17 @@ once, before training). The configuration block below holds placeholder values, 
 that this file imports, lints and tests on its own (tests/test_runtime_xp.py).
 """
 
+# the shared runtime: a generated module has its code instead, before this file's,
+# configured by the module's constants; this file alone runs it on its placeholders
+from symgrad.runtime_shared import (
+    _KEYS,
+    _SHAPES,
+    _fit_counts,
+    _initial_values,
+    _train,
+    _training_batch,
+)
+
 # --- configuration: each generated module has its own constants and derived part ---
 NAME = "runtime_xp"
 LAYER_SIZES = (2, 1)  # input width first
@@ -74,17 +85,13 @@ def _update(xp, params, grads, state):
 # --- end of configuration ---
 
 
-# The runtime: the same in every array-API module symgrad writes
-# (symgrad/runtime_xp.py), configured by the constants above.
+# The array-API module's own runtime, after the shared one: the same in every such
+# module symgrad writes (symgrad/runtime_xp.py), configured by the constants above.
 
 try:  # standard namespaces for PyTorch, CuPy, Dask and NumPy 1.x arrays
     import array_api_compat as _compat
 except ImportError:  # then arrays with __array_namespace__ only (NumPy 2, JAX, strict)
     _compat = None
-
-_KEYS = PARAM_NAMES + BUFFER_NAMES  # the keys of params, in order
-_SHAPES = {**PARAM_SHAPES, **BUFFER_SHAPES}
-
 
 # --- namespace, device, values at hand -------------------------------------------------
 
@@ -332,16 +339,6 @@ def _prepare(params, X, Y=None, *, force=False):
     return xp, X, Y
 
 
-def _training_batch(m):
-    """A batch to train on: with batchnorm, two examples at least (as in PyTorch)."""
-    if m < MIN_BATCH:
-        raise ValueError(
-            f"training normalizes with the batch's statistics: a batch needs at least "
-            f"{MIN_BATCH} examples, found {m} (the variance of one example is not "
-            "defined)"
-        )
-
-
 # --- dropout's noise -------------------------------------------------------------------
 
 
@@ -451,20 +448,20 @@ def loss_and_grad(params, X, Y, *, noise=None, rng=None):
     return L, grads
 
 
-def predict(params, X):
-    """The predictions, by TASK: the class index per example, shape (m,), for
-    "classes"; 0/1 per output (Ŷ ≥ 0.5) for "binary"; Ŷ itself for "values"."""
-    xp, X, _ = _prepare(params, X)
-    return _decide(xp, _forward(xp, params, X, False, None))
+# what the shared runtime asks of this one (see symgrad/runtime_shared.py)
 
 
-def _decide(xp, A):
-    if TASK == "classes":
-        return xp.argmax(A, axis=1)
-    if TASK == "binary":
-        index = xp.__array_namespace_info__().default_dtypes()["indexing"]
-        return xp.astype(A >= 0.5, index)
-    return A
+def _output(xp, params, X):
+    return _forward(xp, params, X, False, None)
+
+
+def _inference_loss(xp, params, X, Y):
+    return float(_loss(xp, params, X, Y, False, None))
+
+
+def _as_index(xp, flags):
+    index = xp.__array_namespace_info__().default_dtypes()["indexing"]
+    return xp.astype(flags, index)
 
 
 def init_params(seed=0, xp=None, device=None, dtype=None):
@@ -496,21 +493,10 @@ def init_params(seed=0, xp=None, device=None, dtype=None):
             f"dtype must be {xp.__name__}'s float32 or float64, "
             f"found {getattr(dtype, '__name__', dtype)}"
         )
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name in _KEYS:
-        kind, *fans = INIT[name]
-        shape = _SHAPES[name]
-        if kind == "he_normal":
-            host = rng.standard_normal(shape) * np.sqrt(2 / fans[0])
-        elif kind == "glorot_uniform":
-            limit = np.sqrt(6 / (fans[0] + fans[1]))
-            host = rng.uniform(-limit, limit, shape)
-        elif kind in ("zeros", "ones"):
-            host = np.zeros(shape) if kind == "zeros" else np.ones(shape)
-        else:
-            raise ValueError(f"INIT[{name!r}]: unknown initialization {kind!r}")
-        params[name] = xp.asarray(host, dtype=dtype, device=device)
+    params = {
+        name: xp.asarray(host, dtype=dtype, device=device)
+        for name, host in _initial_values(seed).items()
+    }
     made = params[_KEYS[0]].dtype
     if made != dtype:  # JAX without x64: float32, and only a warning
         raise ValueError(
@@ -600,30 +586,6 @@ def train_step(params, state, X, Y, *, noise=None, rng=None):
     return params, state, L
 
 
-def _whole(value, name, low):
-    """value as an int ≥ low: any integer (Python's, NumPy's, ...) but a bool."""
-    try:
-        number = None if isinstance(value, bool) else type(value).__index__(value)
-    except (AttributeError, TypeError):
-        number = None
-    what = "a non-negative int" if low == 0 else "a positive int"
-    if number is None:
-        raise TypeError(f"{name} must be {what}, found {value!r}")
-    if number < low:
-        raise ValueError(f"{name} must be {what}, found {number}")
-    return number
-
-
-def _accuracy(xp, params, X, Y):
-    """The fraction of right predictions on checked X, Y (TASK classes or binary)."""
-    A = _forward(xp, params, X, False, None)
-    if TASK == "classes":
-        hits = xp.argmax(A, axis=1) == xp.argmax(Y, axis=1)
-    else:
-        hits = xp.astype(A >= 0.5, X.dtype) == Y  # as the NumPy module: 0/1 targets
-    return float(xp.mean(xp.astype(hits, X.dtype)))
-
-
 def _persist(arrays):
     """Dask: compute `arrays` (a tuple of dicts and arrays) into memory, as one graph,
     so that the next step's graph starts from numbers; without it each step's graph
@@ -650,8 +612,12 @@ def fit(
     step=None,
     rng=None,
 ):
-    """Mini-batch training; returns (params, state, history) and changes no input.
+    """Mini-batch training, as the NumPy module's fit: it stores the trained arrays
+    into `params` (and into `state` when one is given) and returns (params, state,
+    history), params and state being those dicts.
 
+    It writes into no array (JAX arrays are immutable): each step makes new ones, and
+    the dicts get them at the end; hold `dict(params)` to keep the arrays of before.
     Each epoch shuffles the examples with NumPy's default_rng(seed + epoch) and walks
     them in batches of batch_size (the NumPy module's batches; with batchnorm a last
     batch of one example is left out). history["loss"] is the mean of the batch
@@ -670,14 +636,16 @@ def fit(
     """
     import numpy as np
 
-    epochs = _whole(epochs, "epochs", 0)
-    batch_size = _whole(batch_size, "batch_size", 1)
-    seed = _whole(seed, "seed", 0)
+    epochs, batch_size, seed = _fit_counts(epochs, batch_size, seed)
     xp, X, Y = _prepare(params, X, Y, force=True)
-    n = X.shape[0]
+    given_state = state
     if state is None:
         state = init_state(params)
     _check_state(xp, state, X.dtype)
+    if validation_data is not None:
+        X_val, Y_val = validation_data
+        _, X_val, Y_val = _prepare(params, X_val, Y_val, force=True)
+        validation_data = (X_val, Y_val)
     if DROPOUT and rng is None:
         rng = np.random.default_rng(seed)
     if step is None:
@@ -689,52 +657,45 @@ def fit(
                 params = {**params, **statistics}
             return params, state, L
 
-    classifier = TASK in ("classes", "binary")
-    history = {"loss": []}
-    if classifier:
-        history["accuracy"] = []
-    if validation_data is not None:
-        X_val, Y_val = validation_data
-        _, X_val, Y_val = _prepare(params, X_val, Y_val, force=True)
-        history["val_loss"] = []
-        if classifier:
-            history["val_accuracy"] = []
+    def train(params, state, X_batch, Y_batch):
+        extra = {"noise": draw_noise(params, X_batch, rng)} if DROPOUT else {}
+        return _persist(step(params, state, X_batch, Y_batch, **extra))
+
     device = _device(X)
-    dask = _is_dask(X)
-    for epoch in range(epochs):
-        order = np.random.default_rng(seed + epoch).permutation(n)
-        if dask:
+
+    def batches(order):
+        if _is_dask(X):
             # shuffle once per epoch, then contiguous batches: each batch keeps the
             # row chunks (on their workers); a per-batch take would gather a batch
             # into one chunk (take follows the index's chunks) on one worker
             X_epoch, Y_epoch = _persist((X[order, ...], Y[order, ...]))
-        losses = []
-        for start in range(0, n, batch_size):
-            size = min(batch_size, n - start)
-            if size < MIN_BATCH:  # a last batch of one, with batchnorm: left out
-                continue
-            if dask:
-                X_batch = X_epoch[start : start + size, ...]
-                Y_batch = Y_epoch[start : start + size, ...]
-            else:
-                batch = xp.asarray(order[start : start + size], device=device)
-                X_batch = xp.take(X, batch, axis=0)
-                Y_batch = xp.take(Y, batch, axis=0)
-            extra = {"noise": draw_noise(params, X_batch, rng)} if DROPOUT else {}
-            params, state, L = _persist(step(params, state, X_batch, Y_batch, **extra))
-            losses.append((L, size))
-        counted = sum(size for _, size in losses)
-        total = sum(float(L) * size for L, size in losses)
-        history["loss"].append(total / max(counted, 1))
-        if classifier:
-            history["accuracy"].append(_accuracy(xp, params, X, Y))
-        if validation_data is not None:
-            history["val_loss"].append(
-                float(_loss(xp, params, X_val, Y_val, False, None))
+            return lambda start, size: (
+                X_epoch[start : start + size, ...],
+                Y_epoch[start : start + size, ...],
             )
-            if classifier:
-                history["val_accuracy"].append(_accuracy(xp, params, X_val, Y_val))
-        if verbose:
-            report = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
-            print(f"epoch {epoch + 1}/{epochs}: {report}")
+
+        def batch(start, size):
+            rows = xp.asarray(order[start : start + size], device=device)
+            return xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
+
+        return batch
+
+    trained, state, history = _train(
+        xp,
+        params,
+        state,
+        X,
+        Y,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        validation=validation_data,
+        verbose=verbose,
+        batches=batches,
+        step=train,
+    )
+    params.update(trained)  # in the caller's key order (jax.jit returns them sorted)
+    if given_state is not None:
+        given_state.update(state)
+        state = given_state
     return params, state, history

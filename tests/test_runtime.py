@@ -147,21 +147,31 @@ def _configuration_names() -> list[str]:
     return names
 
 
-def test_the_runtime_is_what_follows_the_configuration_block():
+def test_the_runtime_is_the_shared_runtime_then_what_follows_the_configuration_block():
     code = render.runtime_code()
+    shared = render.copied_runtime(render.RUNTIME_SHARED)
+    assert code.startswith(shared + "\n\n\n")
     text = RUNTIME.read_text(encoding="utf-8")
-    assert text.endswith(code + "\n") and text.count(render.CONFIG_END) == 1
+    own = code[len(shared) + 3 :]
+    assert text.endswith(own + "\n") and text.count(render.CONFIG_END) == 1
     tree = ast.parse(code)
     defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert defined.isdisjoint(_configuration_names())
     assert {"init_params", "forward", "loss", "loss_and_grad", "predict"} <= defined
     assert {"save_params", "load_params", "init_state", "step", "fit"} <= defined
-    imports = [
+    # what a module gets imports NumPy only; the file alone imports the shared runtime
+    # (in a module, its code comes first instead)
+    imports = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert {alias.name for n in imports for alias in n.names} == {"numpy"}
+    file_imports = [
         n
         for n in ast.walk(ast.parse(text))
         if isinstance(n, ast.Import | ast.ImportFrom)
     ]
-    assert [alias.name for n in imports for alias in n.names] == ["numpy"]
+    assert [getattr(n, "module", None) or n.names[0].name for n in file_imports] == [
+        "numpy",
+        "symgrad.runtime_shared",
+    ]
 
 
 def test_the_configuration_block_is_the_constants_and_the_derived_functions():
@@ -603,3 +613,23 @@ def test_the_runtime_functions_have_the_documented_signatures(make):
         "validation_data",
         "state",
     ]
+
+
+def test_fit_refuses_batches_that_would_all_be_left_out(make):
+    """With batchnorm (MIN_BATCH 2), batch_size 1 or a single example used to train
+    nothing and report a loss of 0.0 each epoch."""
+    module = make(MIN_BATCH=2)
+    X, Y = batch()
+    params = module.init_params(0)
+    kept = {k: v.copy() for k, v in params.items()}
+    with pytest.raises(ValueError, match="batch_size must be at least 2, found 1"):
+        module.fit(params, X, Y, epochs=2, batch_size=1)
+    with pytest.raises(ValueError, match="at least 2 examples to train on, found 1"):
+        module.fit(params, X[:1], Y[:1], epochs=2, batch_size=4)
+    for k in params:
+        np.testing.assert_array_equal(params[k], kept[k])
+    # two examples train: the loss is a real one, and params move
+    history = module.fit(params, X[:2], Y[:2], epochs=1, batch_size=4)
+    losses = history["loss"]
+    assert losses[0] > 0
+    assert not np.array_equal(params["W1"], kept["W1"])

@@ -126,10 +126,13 @@ def batch(m: int = 6, seed: int = 0):
 # --- the file ------------------------------------------------------------------------------
 
 
-def test_the_runtime_is_what_follows_the_configuration_block():
+def test_the_runtime_is_the_shared_runtime_then_what_follows_the_configuration_block():
     code = render_xp.runtime_code()
+    shared = render.copied_runtime(render.RUNTIME_SHARED)
+    assert code.startswith(shared + "\n\n\n")
     text = RUNTIME.read_text(encoding="utf-8")
-    assert text.endswith(code + "\n") and text.count(render.CONFIG_END) == 1
+    assert text.endswith(code[len(shared) + 3 :] + "\n")
+    assert text.count(render.CONFIG_END) == 1
     block = ast.parse(text[: text.index(render.CONFIG_END)]).body
     names = [t.id for n in block if isinstance(n, ast.Assign) for t in n.targets]
     assert names == list(BASE)  # the constants, in the order modules print them
@@ -447,6 +450,7 @@ def test_fit_walks_the_numpy_modules_batches_and_reports(make, capsys):
     rng = np.random.default_rng(1)
     X, Y = rng.standard_normal((7, 3)), rng.integers(0, 2, (7, 2)).astype(float)
     params = module.init_params(0)
+    initial = {k: v.copy() for k, v in params.items()}
     module.CALLS.clear()
     new, state, history = module.fit(
         params, X, Y, epochs=2, batch_size=3, verbose=True, validation_data=(X, Y)
@@ -456,7 +460,7 @@ def test_fit_walks_the_numpy_modules_batches_and_reports(make, capsys):
     # the first epoch's losses are those of the NumPy module's batches: the rows of
     # default_rng(seed + epoch).permutation(7), three at a time, each before its update
     order = np.random.default_rng(0).permutation(7)
-    p, total = params, 0.0
+    p, total = initial, 0.0
     for start in (0, 3, 6):
         rows = order[start : start + 3]
         L, g = module.loss_and_grad(p, X[rows], Y[rows])
@@ -464,4 +468,43 @@ def test_fit_walks_the_numpy_modules_batches_and_reports(make, capsys):
         p, _ = module.update(p, g, module.init_state(p))
     assert history["loss"][0] == pytest.approx(total / 7, rel=1e-14)
     assert "epoch 2/2: loss" in capsys.readouterr().out
-    assert not np.array_equal(new["W1"], params["W1"])
+    assert not np.array_equal(new["W1"], initial["W1"])
+
+
+def test_fit_stores_the_trained_arrays_into_the_dicts_it_is_given(make):
+    """As the NumPy module's fit trains params and state in place, this one stores its
+    new arrays into the caller's dicts, and writes into no array."""
+    module = make()
+    X, Y = batch()
+    params = module.init_params(0)
+    before = dict(params)  # the arrays themselves
+    state = module.init_state(params)
+    new, new_state, _ = module.fit(params, X, Y, epochs=1, batch_size=2, state=state)
+    assert new is params and new_state is state and int(state["t"]) == 3
+    assert list(params) == ["W1", "b1"]
+    assert not np.array_equal(params["W1"], before["W1"])
+    # the arrays of before are as they were: training from them again gives the same
+    again = dict(before)
+    module.fit(again, X, Y, epochs=1, batch_size=2)
+    for k in params:
+        np.testing.assert_array_equal(again[k], params[k])
+
+
+def test_fit_refuses_batches_that_would_all_be_left_out(make):
+    """With batchnorm (MIN_BATCH 2), batch_size 1 or a single example used to train
+    nothing and report a loss of 0.0 each epoch."""
+    module = make(MIN_BATCH=2)
+    X, Y = batch()
+    params = module.init_params(0)
+    kept = {k: v.copy() for k, v in params.items()}
+    with pytest.raises(ValueError, match="batch_size must be at least 2, found 1"):
+        module.fit(params, X, Y, epochs=2, batch_size=1)
+    with pytest.raises(ValueError, match="at least 2 examples to train on, found 1"):
+        module.fit(params, X[:1], Y[:1], epochs=2, batch_size=4)
+    for k in params:
+        np.testing.assert_array_equal(params[k], kept[k])
+    # two examples train: the loss is a real one, and params move
+    _, _, history = module.fit(params, X[:2], Y[:2], epochs=1, batch_size=4)
+    losses = history["loss"]
+    assert losses[0] > 0
+    assert not np.array_equal(params["W1"], kept["W1"])

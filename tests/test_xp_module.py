@@ -297,6 +297,7 @@ def test_fit_history_and_validation(pair):
     p_np = np_module.init_params(0)
     want = np_module.fit(p_np, X, Y, **kwargs)
     params = xp_module.init_params(0)
+    before = dict(params)  # the arrays themselves
     copy = {k: v.copy() for k, v in params.items()}
     new, state, got = xp_module.fit(params, X, Y, **kwargs)
     assert list(got) == list(want) == ["loss", "accuracy", "val_loss", "val_accuracy"]
@@ -304,7 +305,9 @@ def test_fit_history_and_validation(pair):
         assert xb.relative_error(got[key], want[key]) <= xb.TRAIN_RTOL, key
     for k in p_np:  # the running statistics too
         assert xb.relative_error(new[k], p_np[k]) <= xb.TRAIN_RTOL, k
-    assert all(np.array_equal(params[k], copy[k]) for k in params)  # functional
+    # as the NumPy module's fit: the trained arrays in the caller's dict; none written
+    assert new is params
+    assert all(np.array_equal(before[k], copy[k]) for k in params)
     assert int(state["t"]) == 6  # 40 = 16 + 16 + 8: three steps an epoch
 
 

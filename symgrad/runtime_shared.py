@@ -1,0 +1,255 @@
+"""The runtime both generated modules share: one source, copied into each.
+
+A NumPy module (`<name>.py`) and its array-API twin (`<name>_xp.py`) end with the same
+runtime code wherever they do the same thing: the initial draws, predict's decision by
+task, the counts fit takes, its batches, its epoch loop and its history. That code is
+this file, from the end of the configuration block on, copied verbatim into both
+modules before the target's own runtime (symgrad/runtime.py: NumPy's checks and its
+in-place step machinery; symgrad/runtime_xp.py: the namespace, Dask and jit). A test
+(tests/test_runtime_shared.py) checks that every function below is the same text in
+a generated module and its twin.
+
+It is written in the vocabulary that NumPy (≥ 1.26) and the array API standard share,
+with the namespace `xp` passed in (the NumPy module passes numpy itself), and it reads
+the module's constants and these functions of the target's runtime:
+
+    forward(params, X) -> Ŷ, the public function (X and params checked)
+    _namespace(arrays, what) -> the array namespace of arrays
+    _output(xp, params, X) -> Ŷ for inference, on checked X
+    _inference_loss(xp, params, X, Y) -> the loss for inference on checked X, Y, a float
+    _as_index(xp, flags) -> boolean flags as 0/1 in the namespace's index dtype
+
+NumPy, for the host generator (a seed gives the same draws in both modules), is
+imported inside the functions that draw: the array-API module imports no array library
+at its top. The configuration block below holds placeholder values, so that this file
+imports and lints on its own; tests/test_runtime.py and tests/test_runtime_xp.py run
+it, configured, together with each target's runtime.
+"""
+
+# --- configuration: each generated module has its own constants and derived part ---
+NAME = "runtime_shared"
+LAYER_SIZES = (2, 1)  # input width first
+PARAM_NAMES = ("W1", "b1")  # the trainable arrays: grads and optimizer moments
+PARAM_SHAPES = {"W1": (2, 1), "b1": (1,)}
+BUFFER_NAMES = ()  # state arrays kept in params (batchnorm's running statistics)
+BUFFER_SHAPES = {}
+INIT = {"W1": ("glorot_uniform", 2, 1), "b1": ("zeros",)}  # also for the buffers
+TASK = "values"  # what predict returns: "classes" | "binary" | "values"
+MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm: a variance)
+
+
+def forward(params, X):
+    raise NotImplementedError("defined by the target's runtime")
+
+
+def _namespace(arrays, what):
+    raise NotImplementedError("defined by the target's runtime")
+
+
+def _output(xp, params, X):
+    raise NotImplementedError("defined by the target's runtime")
+
+
+def _inference_loss(xp, params, X, Y):
+    raise NotImplementedError("defined by the target's runtime")
+
+
+def _as_index(xp, flags):
+    raise NotImplementedError("defined by the target's runtime")
+
+
+# --- end of configuration ---
+
+
+# The runtime: first what both modules share (symgrad/runtime_shared.py), configured
+# by the constants above; the target's own runtime follows it.
+
+_KEYS = PARAM_NAMES + BUFFER_NAMES  # the keys of params, in order
+_SHAPES = {**PARAM_SHAPES, **BUFFER_SHAPES}
+
+
+def _initial_values(seed):
+    """The initial parameters as float64 NumPy arrays, {key: array} in the order of
+    PARAM_NAMES + BUFFER_NAMES.
+
+    INIT says how each array is made: "he_normal" (normal, standard deviation
+    √(2 / fan_in)), "glorot_uniform" (uniform in ±√(6 / (fan_in + fan_out))), "zeros"
+    or "ones". The draws come from NumPy's default_rng(seed), in the order of the keys,
+    so a seed gives the same parameters on every machine and in both modules.
+    """
+    import numpy as np  # the host generator, also in the array-API module
+
+    rng = np.random.default_rng(seed)
+    values = {}
+    for key in _KEYS:
+        kind, *fans = INIT[key]
+        shape = _SHAPES[key]
+        if kind == "he_normal":
+            values[key] = rng.standard_normal(shape) * np.sqrt(2 / fans[0])
+        elif kind == "glorot_uniform":
+            limit = np.sqrt(6 / (fans[0] + fans[1]))
+            values[key] = rng.uniform(-limit, limit, shape)
+        elif kind in ("zeros", "ones"):
+            values[key] = np.zeros(shape) if kind == "zeros" else np.ones(shape)
+        else:
+            raise ValueError(f"INIT[{key!r}]: unknown initialization {kind!r}")
+    return values
+
+
+# --- predictions ------------------------------------------------------------------------
+
+
+def predict(params, X):
+    """The predictions, by TASK: the class index per example, shape (m,), for
+    "classes"; 0/1 per output (Ŷ ≥ 0.5), shape (m, n_out), for "binary"; Ŷ itself for
+    "values"."""
+    Yhat = forward(params, X)
+    return _decide(_namespace([Yhat], "Ŷ"), Yhat)
+
+
+def _decide(xp, Yhat):
+    if TASK == "classes":
+        return xp.argmax(Yhat, axis=1)
+    if TASK == "binary":
+        return _as_index(xp, Yhat >= 0.5)
+    return Yhat
+
+
+def _accuracy(xp, params, X, Y):
+    """The fraction of right predictions on checked X and Y (Y one-hot for "classes",
+    0/1 for "binary": a target other than 0 or 1 is never predicted), a float."""
+    Yhat = _output(xp, params, X)
+    if TASK == "classes":
+        hits = xp.argmax(Yhat, axis=1) == xp.argmax(Y, axis=1)
+        counted = hits.shape[0]
+    else:
+        # NaN in Ŷ predicts 0, as predict does
+        hits = xp.where(Yhat >= 0.5, Y == 1, Y == 0)
+        counted = hits.shape[0] * hits.shape[1]
+    return int(xp.sum(_as_index(xp, hits))) / counted  # exact: a count
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+def _training_batch(m):
+    """A batch to train on: with batchnorm, two examples at least (as in PyTorch)."""
+    if m < MIN_BATCH:
+        raise ValueError(
+            f"training normalizes with the batch's statistics: a batch needs at least "
+            f"{MIN_BATCH} examples, found {m} (the variance of one example is not "
+            "defined)"
+        )
+
+
+def _whole(value, name, low):
+    """value as an int ≥ low: any integer (Python's, NumPy's, ...) but a bool."""
+    try:
+        number = None if isinstance(value, bool) else type(value).__index__(value)
+    except (AttributeError, TypeError):
+        number = None
+    what = "a non-negative int" if low == 0 else "a positive int"
+    if number is None:
+        why = " (the batches are drawn from default_rng(seed + epoch): a seed repeats a run)"
+        raise TypeError(
+            f"{name} must be {what}, found {value!r}{why if name == 'seed' else ''}"
+        )
+    if number < low:
+        raise ValueError(f"{name} must be {what}, found {number}")
+    return number
+
+
+def _fit_counts(epochs, batch_size, seed):
+    """fit's epochs, batch_size and seed as ints, checked."""
+    return (
+        _whole(epochs, "epochs", 0),
+        _whole(batch_size, "batch_size", 1),
+        _whole(seed, "seed", 0),
+    )
+
+
+def _batch_ranges(n, batch_size):
+    """(start, size) of each batch of an epoch over n shuffled examples: batch_size
+    each, the last one smaller; a batch under MIN_BATCH (a last batch of one, with
+    batchnorm) is left out."""
+    for start in range(0, n, batch_size):
+        size = min(batch_size, n - start)
+        if size >= MIN_BATCH:
+            yield start, size
+
+
+def _trainable_batches(n, batch_size):
+    """Refuse a fit whose batches would all be left out (under MIN_BATCH examples: one
+    example, with batchnorm), which would train nothing and report a loss of 0."""
+    if batch_size < MIN_BATCH:
+        raise ValueError(
+            f"batch_size must be at least {MIN_BATCH}, found {batch_size}: training "
+            "normalizes with the batch's statistics, and the variance of one example "
+            "is not defined"
+        )
+    if n < MIN_BATCH:
+        raise ValueError(
+            f"fit needs at least {MIN_BATCH} examples to train on, found {n}: training "
+            "normalizes with the batch's statistics, and the variance of one example "
+            "is not defined"
+        )
+
+
+def _train(
+    xp,
+    params,
+    state,
+    X,
+    Y,
+    *,
+    epochs,
+    batch_size,
+    seed,
+    validation,
+    verbose,
+    batches,
+    step,
+):
+    """fit's epochs on checked X and Y: (params, state, history).
+
+    Each epoch shuffles the examples with NumPy's default_rng(seed + epoch);
+    batches(order) gives the function (start, size) -> (X_batch, Y_batch) that gathers
+    the epoch's batches, and step(params, state, X_batch, Y_batch) -> (params, state,
+    loss) trains on one. history["loss"] is the mean of the batch losses, weighted by
+    batch size; classifiers (TASK "classes" or "binary") get history["accuracy"] on
+    all of X after each epoch, and validation=(X_val, Y_val), checked, adds "val_loss"
+    (and "val_accuracy"). verbose prints one line per epoch.
+    """
+    import numpy as np  # the host generator of the shuffles, also in the array-API module
+
+    n = X.shape[0]
+    _trainable_batches(n, batch_size)
+    classifier = TASK in ("classes", "binary")
+    history = {"loss": []}
+    if classifier:
+        history["accuracy"] = []
+    if validation is not None:
+        X_val, Y_val = validation
+        history["val_loss"] = []
+        if classifier:
+            history["val_accuracy"] = []
+    for epoch in range(epochs):
+        order = np.random.default_rng(seed + epoch).permutation(n)
+        batch = batches(order)
+        losses = []
+        for start, size in _batch_ranges(n, batch_size):
+            params, state, L = step(params, state, *batch(start, size))
+            losses.append((L, size))  # read once per epoch: no synchronisation a step
+        counted = sum(size for _, size in losses)
+        total = sum(float(L) * size for L, size in losses)
+        history["loss"].append(total / max(counted, 1))
+        if classifier:
+            history["accuracy"].append(_accuracy(xp, params, X, Y))
+        if validation is not None:
+            history["val_loss"].append(_inference_loss(xp, params, X_val, Y_val))
+            if classifier:
+                history["val_accuracy"].append(_accuracy(xp, params, X_val, Y_val))
+        if verbose:
+            report = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
+            print(f"epoch {epoch + 1}/{epochs}: {report}")
+    return params, state, history
