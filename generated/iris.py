@@ -58,6 +58,8 @@ TASK = "classes"  # predict: the class index of each example (argmax of Ŷ)
 TARGETS = "simplex"
 LABELS = True
 MOMENTS = ("m", "v")
+# the state arrays of each optimizer symgrad had: to name the one a wrong state was made for
+OPTIMIZER_STATES = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v")}
 DROPOUT = False
 MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm)
 # Set to False to skip the scans of X's and Y's values in every call: NaN/inf, and the
@@ -587,13 +589,13 @@ def _refuse_targets(Y, given):
     if TARGETS == "unit_interval":
         i, j = np.argwhere((Y < 0) | (Y > 1))[0]
         raise ValueError(
-            "binary cross-entropy takes targets in [0, 1] (0/1 labels or probabilities), "
+            f"the loss {LOSS} takes targets in [0, 1] (0/1 labels or probabilities), "
             f"found Y[{i}, {j}] = {Y[i, j]}"
         )
     tol = _simplex_tolerance(Y.dtype, given)
     i = int(np.argmax((Y < 0).any(axis=1) | (np.abs(Y.sum(axis=1) - 1) > tol)))
     raise ValueError(
-        f"categorical cross-entropy takes target rows on the simplex (entries ≥ 0 summing to 1): "
+        f"the loss {LOSS} takes target rows on the simplex (entries ≥ 0 summing to 1): "
         f"its derived gradient Ŷ - Y assumes it; found Y[{i}] = {Y[i]} (sum {Y[i].sum():.8g}); "
         f"class labels can be passed as integers of shape (m,)"
     )
@@ -757,11 +759,6 @@ def init_state(params, seed=0):
     return state
 
 
-_OPTIMIZER_MOMENTS = {  # of symgrad's optimizers, to name the one a state was made for
-    "sgd": (),
-    "momentum": ("velocity",),
-    "adam": ("m", "v"),
-}
 _EXTRA_KEYS = {"rng"} if DROPOUT else set()
 _STATE_KEYS = {"t", *MOMENTS, "grads", "buffers", *_EXTRA_KEYS}
 _STEP_SIGNATURES = [  # (key, shape, dtype, writeable) of params and state[MOMENTS], in order
@@ -823,7 +820,7 @@ def _state_error(params, state, dtype):
         found = sorted(state, key=str)
         others = [
             name
-            for name, moments in _OPTIMIZER_MOMENTS.items()
+            for name, moments in OPTIMIZER_STATES.items()
             if state.keys() == {"t", *moments, "grads", "buffers", *_EXTRA_KEYS}
         ]
         origin = f" (the keys of the {others[0]} optimizer's state)" if others else ""

@@ -24,6 +24,7 @@ import black
 import jinja2
 import sympy as sp
 
+from . import optimizers
 from .derive import Derivation
 from .errors import SymgradError, printable
 from .plan import Param, Plan, build
@@ -105,6 +106,12 @@ def constants(d: Derivation, plan: Plan) -> dict[str, object]:
         ),
         "labels": repr(out_act.vector),
         "moments": repr(tuple(s.key for s in plan.update.state)),
+        "optimizer_states": repr(
+            {
+                name: tuple(s.key for s in entry.state)
+                for name, entry in optimizers.OPTIMIZERS.items()
+            }
+        ),
         "min_batch": 2 if buffers else 1,
     }
 

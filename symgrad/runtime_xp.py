@@ -305,12 +305,12 @@ def _refuse(xp, X, Y, labels):
         bad = xp.any(Y < 0, axis=1) | (xp.abs(xp.sum(Y, axis=1) - 1) > 1e-3)
         i = int(xp.argmax(xp.astype(bad, xp.int8)))
         raise ValueError(
-            "categorical cross-entropy takes target rows on the simplex (entries ≥ 0 "
+            f"the loss {LOSS} takes target rows on the simplex (entries ≥ 0 "
             f"summing to 1): its derived gradient Ŷ - Y assumes it; found a bad row "
             f"Y[{i}]; class labels can be passed as integers of shape (m,)"
         )
     raise ValueError(
-        "binary cross-entropy takes targets in [0, 1] (0/1 labels or probabilities)"
+        f"the loss {LOSS} takes targets in [0, 1] (0/1 labels or probabilities)"
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import symgrad
-from symgrad import SpecError, files, load_spec
+from symgrad import SpecError, as_spec, files, load_spec
 from symgrad.check import memory_estimate
 from symgrad.cli import main
 from symgrad.render import docstring_text
@@ -221,7 +221,18 @@ def test_check_estimates_memory_before_allocating(tmp_path, capsys) -> None:
     assert err.startswith("symgrad: error: checking huge on 8 examples needs about ")
     assert "TiB of memory (2,000,003,000,001 parameters)" in err
     assert "at most 2.0 GiB" in err and "Traceback" not in err
-    assert memory_estimate((2, 8, 1), 8) == 8 * (3 * 33 + 4 * 8 * 11)
+    small = as_spec(
+        {
+            "name": "small",
+            "input": 2,
+            "layers": [
+                {"units": 8, "activation": "tanh"},
+                {"units": 1, "activation": "sigmoid"},
+            ],
+            "loss": "binary_crossentropy",
+        }
+    )
+    assert memory_estimate(small, 8) == 8 * (3 * 33 + 4 * 8 * 11)
 
 
 # ------------------------------------------------------------------ special paths
