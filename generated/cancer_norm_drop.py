@@ -134,8 +134,8 @@ def _forward_pass(params, X, training, rng):
     # inverted dropout, as PyTorch: the kept values are scaled up in training
     if training and rng is not None:
         K3 = _keep_mask(rng, A2, 0.2)
-    else:
-        K3 = 1.0  # no dropout
+    else:  # no dropout
+        K3 = 1
     A3 = A2 * K3
     Z4 = A3 @ W4 + b4
     M4 = Z4 > 0
@@ -147,8 +147,8 @@ def _forward_pass(params, X, training, rng):
     A5 = Xhat5 * gamma5 + beta5
     if training and rng is not None:
         K6 = _keep_mask(rng, A5, 0.2)
-    else:
-        K6 = 1.0  # no dropout
+    else:  # no dropout
+        K6 = 1
     A6 = A5 * K6
     Z7 = A6 @ W7 + b7
     # softplus(−Z) serves the loss and σ(Z) = e^{−softplus(−Z)}
