@@ -251,6 +251,9 @@ class Update:
             into the gradients (then `folded`, and g stands for η ∂L/∂p).
         decay_rule: the in-place rule for weights when l2 is applied in the update, as a
             decay, rather than in the gradients (folded only).
+        step_scalars: the constant scalars the in-place rules read (the ratio of a
+            moving average written in place: optimizers.averages_in_place), computed
+            once a step.
         state: the per-parameter arrays kept between steps.
         temporaries: the names, in the in-place update of one parameter, of its scratch
             arrays (plan.storage holds one per temporary and trainable parameter).
@@ -269,6 +272,7 @@ class Update:
     rule: tuple[optimizers.Assign, ...]
     step_rule: tuple[optimizers.Assign, ...]
     decay_rule: tuple[optimizers.Assign, ...] | None
+    step_scalars: tuple[optimizers.Assign, ...]
     state: tuple[optimizers.StateArray, ...]
     temporaries: tuple[str, ...]
     names: dict[sp.Symbol, tuple[str, str]]
@@ -631,23 +635,12 @@ def _update(d: Derivation) -> Update:
     definition = optimizers.OPTIMIZERS[spec.name]
     scalars, rule = optimizers.statements(definition, settings)
     g, p = optimizers.g, optimizers.p
-    step_rule, decay = rule, None
-    if definition.folds_learning_rate:
-        lr = definition.setting("learning_rate").symbol
-        # the step's gradients carry η already: g here stands for η ∂L/∂p
-        step_rule = [
-            optimizers.Assign(s.target, sp.expand(s.expr.xreplace({g: g / lr})), s.note)
-            for s in rule
-        ]
-        if d.spec.l2 > 0:  # l2 as a decay: p ← p − η (∂L/∂p + l2 p)
-            decay = tuple(
-                optimizers.Assign(
-                    s.target,
-                    sp.collect(sp.expand(s.expr.xreplace({g: g / lr + L2 * p})), p),
-                    "l2 as a decay of W",
-                )
-                for s in rule
-            )
+    step_rule, decay = list(rule), None
+    if definition.folds_learning_rate:  # the step's gradients carry η already
+        step_rule, decay = optimizers.folded(
+            definition, rule, L2 if d.spec.l2 > 0 else None
+        )
+    step_rule, ratios = optimizers.averages_in_place(definition, step_rule)
     numbers = tuple(
         (s.symbol, float(settings[s.name]))
         for s in definition.settings
@@ -664,7 +657,8 @@ def _update(d: Derivation) -> Update:
         tuple(scalars),
         tuple(rule),
         tuple(step_rule),
-        decay,
+        tuple(decay) if decay is not None else None,
+        tuple(ratios),
         definition.state,
         tuple(nm.update_scratch(k) for k in range(1, definition.temporaries + 1)),
         optimizers.math_names(definition),

@@ -385,8 +385,10 @@ def _update_lines(plan: Plan, em: Emitter) -> Lines:
     up = plan.update
     out = Lines()
     em.scalars |= {sym for sym, _ in up.numbers}
-    em.scalars |= {up.step, L2} | {a.target for a in up.scalars}
-    used = set().union(*(a.expr.free_symbols for a in up.step_rule + up.scalars))
+    em.scalars |= {up.step, L2} | {a.target for a in up.scalars + up.step_scalars}
+    used = set().union(
+        *(a.expr.free_symbols for a in up.step_rule + up.scalars + up.step_scalars)
+    )
     if up.decay_rule:
         used |= set().union(*(a.expr.free_symbols for a in up.decay_rule))
     numbers = [(sym, value) for sym, value in up.numbers if sym in used]
@@ -399,6 +401,8 @@ def _update_lines(plan: Plan, em: Emitter) -> Lines:
         out.add(f'{up.step.name} = state["t"] + 1')
         for a in up.scalars:
             out.add(f"{a.target.name} = {em.printer.doprint(a.expr)}  # {a.note}")
+    for a in up.step_scalars:
+        out.add(f"{a.target.name} = {em.printer.doprint(a.expr)}  # {a.note}")
     p, g = up.param, up.grad
     if len(up.step_rule) == 1 and not up.temporaries:
         # unrolled: one statement per parameter, no loop overhead
