@@ -137,8 +137,8 @@ def _forward_pass(params, X, training, rng):
     # inverted dropout, as PyTorch: the kept values are scaled up in training
     if training and rng is not None:
         K3 = _keep_mask(rng, A2, 0.2)
-    else:
-        K3 = 1.0  # no dropout
+    else:  # no dropout
+        K3 = 1
     A3 = A2 * K3
     Z4 = A3 @ W4 + b4
     M4 = Z4 > 0
@@ -150,8 +150,8 @@ def _forward_pass(params, X, training, rng):
     A5 = Xhat5 * gamma5 + beta5
     if training and rng is not None:
         K6 = _keep_mask(rng, A5, 0.2)
-    else:
-        K6 = 1.0  # no dropout
+    else:  # no dropout
+        K6 = 1
     A6 = A5 * K6
     Z7 = A6 @ W7 + b7
     # softplus(−Z) serves the loss and σ(Z) = e^{−softplus(−Z)}
@@ -498,10 +498,11 @@ def _step(params, state, X, Y, work):
     t = state["t"] + 1
     step_size = learning_rate / (1 - beta1**t)  # η / (1 − β₁ᵗ)
     root_correction = np.sqrt(1 - beta2**t)  # √(1 − β₂ᵗ)
+    m1_ratio = beta1 / (1 - beta1)  # c₁/c₂ for m1 in c₁·m1 + c₂·u
     for k in PARAM_NAMES:
         p, g, m1, m2 = params[k], state["grads"][k], state["m"][k], state["v"][k]
-        # m1 ← beta1·m1 + g·(1 − beta1)  (first moment)
-        m1 *= beta1 / (1 - beta1)
+        # m1 ← (1 − beta1)·(g + m1·m1_ratio)  (first moment)
+        m1 *= m1_ratio
         m1 += g
         m1 *= 1 - beta1
         # m2 ← beta2·m2 + g²·(1 − beta2)  (second moment)

@@ -201,10 +201,11 @@ def _step(params, state, X, Y, work):
     t = state["t"] + 1
     step_size = learning_rate / (1 - beta1**t)  # η / (1 − β₁ᵗ)
     root_correction = np.sqrt(1 - beta2**t)  # √(1 − β₂ᵗ)
+    m1_ratio = beta1 / (1 - beta1)  # c₁/c₂ for m1 in c₁·m1 + c₂·u
     for k in PARAM_NAMES:
         p, g, m1, m2 = params[k], state["grads"][k], state["m"][k], state["v"][k]
-        # m1 ← beta1·m1 + g·(1 − beta1)  (first moment)
-        m1 *= beta1 / (1 - beta1)
+        # m1 ← (1 − beta1)·(g + m1·m1_ratio)  (first moment)
+        m1 *= m1_ratio
         m1 += g
         m1 *= 1 - beta1
         # m2 ← beta2·m2 + g²·(1 − beta2)  (second moment)

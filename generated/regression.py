@@ -232,16 +232,16 @@ def _step(params, state, X, Y, work):
     np.dot(ones, g1, out=db1)
 
     learning_rate, momentum = 0.05, 0.9
+    g_ratio = 1 / momentum  # c₁/c₂ for g in c₁·g + c₂·u
     for k in PARAM_NAMES:
         p, g, v = params[k], state["grads"][k], state["velocity"][k]
         # v ← g + momentum·v  (torch.optim.SGD's momentum buffer)
         v *= momentum
         v += g
-        # p ← p − learning_rate·(g + momentum·v)  (Nesterov)
-        g *= 1 / momentum
+        # p ← p − learning_rate·momentum·(g·g_ratio + v)  (Nesterov)
+        g *= g_ratio
         g += v
-        g *= momentum
-        g *= learning_rate
+        g *= learning_rate * momentum
         p -= g
     state["t"] += 1
     return L

@@ -171,6 +171,12 @@ def update_scratch(k: int) -> str:
     return "scratch" + (f"_{k}" if k > 1 else "")
 
 
+def update_ratio(state: str) -> str:
+    """The per-step ratio c₁/c₂ of a moving average x ← c₁x + c₂u written in place as
+    c₂(r x + u): m1_ratio."""
+    return f"{state}_ratio"
+
+
 def update_work(scratch: str) -> str:
     """The work entry that holds a temporary's array for every parameter (a dict):
     update_scratch, from which the update of parameter k takes update_scratch[k]."""

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from . import naming as nm
+
 p = sp.Symbol("p", real=True)  # a parameter
 g = sp.Symbol("g", real=True)  # its gradient
 t = sp.Symbol("t", positive=True, integer=True)  # the step count, after the increment
@@ -172,6 +174,74 @@ def statements(
     }
     scalars = [Assign(s.symbol, s.value(args), s.note) for s in opt.scalars]
     return scalars, opt.rule(args)
+
+
+def folded(
+    opt: OptimizerDef, rule: list[Assign], l2: sp.Symbol | None
+) -> tuple[list[Assign], list[Assign] | None]:
+    """The in-place step's rule for an optimizer that folds its learning rate into the
+    gradients (g there stands for η ∂L/∂p), and, given the l2 coefficient's symbol, the
+    rule for weights with l2 applied as a decay, p ← p − η (∂L/∂p + l2 p) (else None).
+    The derivation of the step's rule, done once here: printers print it as it is."""
+    lr = opt.setting("learning_rate").symbol
+    step_rule = [
+        Assign(s.target, sp.expand(s.expr.xreplace({g: g / lr})), s.note) for s in rule
+    ]
+    if l2 is None:
+        return step_rule, None
+    decay = [
+        Assign(
+            s.target,
+            sp.collect(sp.expand(s.expr.xreplace({g: g / lr + l2 * p})), p),
+            "l2 as a decay of W",
+        )
+        for s in rule
+    ]
+    return step_rule, decay
+
+
+def averages_in_place(
+    opt: OptimizerDef, rule: list[Assign]
+) -> tuple[list[Assign], list[Assign]]:
+    """The step's rule with each weighted sum c₁x + c₂u of two arrays (c₂ ≠ 1; x the
+    statement's target or g, the array the in-place update writes the sum into) written
+    c₂(r x + u), r = c₁/c₂, for an optimizer without temporaries, in a statement where
+    g is read (so its array is no scratch): three passes over x and no scratch array for
+    c₂u (adam's m ← β₁m + (1 − β₁)g, nesterov's g + μv; c₂ a setting, not a number).
+    Returns the rule and the scalars r it reads, computed once a step before the loop.
+    """
+    if opt.temporaries:
+        return rule, []
+    arrays = {p, g} | {s.symbol for s in opt.state}
+    ratios: list[Assign] = []
+
+    def visit(e: sp.Expr, target: sp.Symbol) -> sp.Expr:
+        if e.is_Atom:
+            return e
+        args = [visit(arg, target) for arg in e.args]
+        e = e.func(*args) if args != list(e.args) else e
+        terms = sp.Add.make_args(e)
+        if len(terms) != 2:
+            return e
+        into = target if e.has(target) else g  # the array the sum is written into
+        for first, second in (terms, terms[::-1]):
+            c1, x = first.as_independent(*arrays, as_Add=False)
+            c2, u = second.as_independent(*arrays, as_Add=False)
+            if x == into and u in arrays and u != x and not c2.is_Number:
+                r = sp.Symbol(nm.update_ratio(x.name), real=True)
+                if all(a.target != r for a in ratios):
+                    note = f"c₁/c₂ for {x.name} in c₁·{x.name} + c₂·u"
+                    ratios.append(Assign(r, c1 / c2, note))
+                return sp.Mul(c2, sp.Add(r * x, u), evaluate=False)
+        return e
+
+    out = []
+    for i, a in enumerate(rule):
+        # where g is read neither here nor later, its array is scratch enough
+        if any(g in b.expr.free_symbols for b in rule[i:]):
+            a = Assign(a.target, visit(a.expr, a.target), a.note)
+        out.append(a)
+    return out, ratios
 
 
 LEARNING_RATE = Setting(

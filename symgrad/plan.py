@@ -23,8 +23,12 @@ update applies l2 as a decay instead).
 
 from __future__ import annotations
 
+import enum
 import functools
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Protocol, TypeVar
 
 import sympy as sp
 
@@ -55,7 +59,8 @@ YHAT = sp.Symbol("ŷ", real=True)  # the prediction, in equations
 
 @dataclass(frozen=True)
 class Stmt:
-    """target = expr (or target += expr when `add`): one step of the computation.
+    """target = expr: one step of the computation (a typed statement: see Assign,
+    Accumulate, Draw and Renew; printers dispatch on the class).
 
     Attributes:
         phase: "forward", "loss" or "backward".
@@ -70,13 +75,148 @@ class Stmt:
     section: str
     equation: str = ""
     note: str = ""
-    add: bool = False
-    when: str = ""  # "" always; "train" / "eval" (batchnorm's statistics), "dropout"
-    # (training with a generator), "step" (the running statistics, in step only)
 
     @property
     def reads(self) -> set[sp.Symbol]:
         return {s for s in self.expr.free_symbols if isinstance(s, sp.Symbol)}
+
+    @property
+    def add(self) -> bool:
+        """The statement adds expr to its target (target += expr)."""
+        return False
+
+
+@dataclass(frozen=True)
+class Assign(Stmt):
+    """target = expr."""
+
+
+@dataclass(frozen=True)
+class Accumulate(Stmt):
+    """target += expr (the l2 term added to the loss)."""
+
+    @property
+    def add(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Draw(Stmt):
+    """target = a random keep-mask (expr: a KeepMask): dropout's mask, drawn from the
+    random numbers a printer's function is given."""
+
+
+@dataclass(frozen=True)
+class Renew(Stmt):
+    """target ← expr: a buffer renewed from the batch (batchnorm's running statistics),
+    written where the pass keeps the buffers."""
+
+
+class Condition(enum.Enum):
+    """When the statements of a block run. A printer that knows the answer for its
+    function (the in-place step always trains) resolves the block (`resolve`); one that
+    does not prints a switch, naming the condition in its target's words."""
+
+    TRAINING = "training"  # else inference: the running statistics
+    GENERATOR = "random numbers given"  # dropout's masks are drawn from them
+    RUNNING = "the pass keeps the running statistics"  # the step; xp's loss_and_grad
+
+
+@dataclass(frozen=True)
+class Block:
+    """Statements that run only when every condition of `when` holds; `otherwise`, those
+    that run instead (the running statistics in inference; a keep-mask of 1).
+
+    Attributes:
+        note: what the switch is about, for a comment beside it.
+        otherwise_note: likewise for the other branch.
+    """
+
+    when: tuple[Condition, ...]
+    body: tuple[Stmt, ...]
+    otherwise: tuple[Stmt, ...] = ()
+    note: str = ""
+    otherwise_note: str = ""
+
+    @property
+    def statements(self) -> tuple[Stmt, ...]:
+        return self.body + self.otherwise
+
+
+Item = Stmt | Block  # what a pass of the plan holds, in order
+
+
+def flatten(items: Iterable[Item]) -> tuple[Stmt, ...]:
+    """Every statement of items, both branches of a block included, in order."""
+    out: list[Stmt] = []
+    for it in items:
+        out += it.statements if isinstance(it, Block) else [it]
+    return tuple(out)
+
+
+def resolve(items: Iterable[Item], known: dict[Condition, bool]) -> tuple[Item, ...]:
+    """items for a function that knows some conditions: a block whose conditions all
+    hold becomes its body, one with a condition known false its otherwise; the rest stay
+    blocks, less the conditions that are known to hold."""
+    out: list[Item] = []
+    for it in items:
+        if not isinstance(it, Block):
+            out.append(it)
+            continue
+        if any(known.get(c) is False for c in it.when):
+            out += it.otherwise
+            continue
+        when = tuple(c for c in it.when if not known.get(c, False))
+        if not when:
+            out += it.body
+        else:
+            out.append(replace(it, when=when))
+    return tuple(out)
+
+
+def branch(
+    items: Iterable[Item], condition: Condition, taken: bool
+) -> tuple[Stmt, ...]:
+    """The statements of the blocks on `condition`, in their body (taken) or otherwise."""
+    out: list[Stmt] = []
+    for it in items:
+        if isinstance(it, Block) and condition in it.when:
+            out += it.body if taken else it.otherwise
+    return tuple(out)
+
+
+class _Node(Protocol):
+    target: sp.Symbol
+    expr: sp.Expr
+
+
+N = TypeVar("N", bound=_Node)
+
+
+def live(items: Sequence[N | Block], wanted: Iterable[sp.Symbol]) -> list[N | Block]:
+    """The dead-code pass: the statements the values `wanted` depend on, in their order.
+
+    A statement is kept when a later kept statement (or `wanted`) reads its target; an
+    accumulation keeps its target needed (L += ...). A block keeps what each branch
+    needs (a value both branches define keeps both) and is dropped when both are empty.
+    Statements are the plan's or a derived rule's (anything with a target and an expr).
+    """
+
+    def back(stmts: Sequence, need: set[sp.Symbol]) -> tuple[list, set[sp.Symbol]]:
+        keep: list = []
+        for s in reversed(stmts):
+            if isinstance(s, Block):
+                body, need_body = back(s.body, set(need))
+                other, need_other = back(s.otherwise, set(need))
+                if body or other:
+                    keep.append(replace(s, body=tuple(body), otherwise=tuple(other)))
+                need = need_body | need_other
+            elif s.target in need:
+                keep.append(s)
+                need = need | s.expr.free_symbols
+        return list(reversed(keep)), need
+
+    return back(items, set(wanted))[0]
 
 
 @dataclass(frozen=True)
@@ -111,6 +251,9 @@ class Update:
             into the gradients (then `folded`, and g stands for η ∂L/∂p).
         decay_rule: the in-place rule for weights when l2 is applied in the update, as a
             decay, rather than in the gradients (folded only).
+        step_scalars: the constant scalars the in-place rules read (the ratio of a
+            moving average written in place: optimizers.averages_in_place), computed
+            once a step.
         state: the per-parameter arrays kept between steps.
         temporaries: the names, in the in-place update of one parameter, of its scratch
             arrays (plan.storage holds one per temporary and trainable parameter).
@@ -129,6 +272,7 @@ class Update:
     rule: tuple[optimizers.Assign, ...]
     step_rule: tuple[optimizers.Assign, ...]
     decay_rule: tuple[optimizers.Assign, ...] | None
+    step_scalars: tuple[optimizers.Assign, ...]
     state: tuple[optimizers.StateArray, ...]
     temporaries: tuple[str, ...]
     names: dict[sp.Symbol, tuple[str, str]]
@@ -149,7 +293,7 @@ class Plan:
 
     derivation: Derivation
     params: tuple[Param, ...]
-    forward: tuple[Stmt, ...]
+    forward: tuple[Item, ...]
     loss: tuple[Stmt, ...]
     backward: tuple[Stmt, ...]
     output: sp.Symbol
@@ -161,7 +305,19 @@ class Plan:
 
     @property
     def statements(self) -> tuple[Stmt, ...]:
-        return self.forward + self.loss + self.backward
+        """Every statement, both branches of each block included, in order."""
+        return flatten(self.forward) + self.loss + self.backward
+
+    @property
+    def dropout(self) -> bool:
+        """The forward pass draws keep-masks."""
+        return any(isinstance(s, Draw) for s in self.statements)
+
+    def step_pass(self) -> tuple[Stmt, ...]:
+        """The statements of the in-place step, which trains, keeps the running
+        statistics and draws dropout's masks: every block resolved."""
+        known = dict.fromkeys(Condition, True)
+        return flatten(resolve(self.forward, known)) + self.loss + self.backward
 
     @property
     def trainable(self) -> tuple[Param, ...]:
@@ -183,15 +339,22 @@ class Plan:
             return sp.Float(dict(self.update.settings)["learning_rate"]) / BATCH
         return 1 / BATCH
 
+    @property
+    def results(self) -> set[sp.Symbol]:
+        """What a training pass computes for its caller: the loss and the gradients."""
+        return {LOSS, *self.grads.values()}
+
     def forward_values(self) -> tuple[sp.Symbol, ...]:
-        """The values of the forward pass that the loss or the backward pass read."""
-        later = set().union(*(s.reads for s in self.loss + self.backward))
-        kept = (
+        """The values of the forward pass that the live loss and backward statements
+        read (besides Ŷ)."""
+        kept = live(self.loss + self.backward, self.results)
+        later = set().union(*(s.reads for s in kept))
+        values = (
             s.target
-            for s in self.forward
+            for s in flatten(self.forward)
             if s.target in later and s.target != self.output
         )
-        return tuple(dict.fromkeys(kept))
+        return tuple(dict.fromkeys(values))
 
     @functools.cached_property
     def storage(self) -> Storage:
@@ -229,7 +392,8 @@ class Builder:
     def __init__(self, d: Derivation) -> None:
         self.d = d
         self.params: list[Param] = []
-        self.stmts: dict[str, list[Stmt]] = {"forward": [], "loss": [], "backward": []}
+        self.stmts: dict[str, list] = {"forward": [], "loss": [], "backward": []}
+        self._open: list | None = None  # the branch of an open block emits go to
         self.shapes: dict[sp.Symbol, Shape] = {}
         self.roles: dict[sp.Symbol, tuple[str, int]] = {}
         self.grads: dict[str, sp.Symbol] = {}
@@ -255,18 +419,35 @@ class Builder:
         note: str = "",
         *,
         name: str = "",
-        when: str = "",
+        kind: type[Stmt] = Assign,
     ) -> sp.Symbol:
-        """Add `name = expr` (name: the role's name for layer l, unless given)."""
+        """Add `name = expr` (name: the role's name for layer l, unless given), a
+        statement of the class `kind`, into the open block's branch if there is one."""
         target = arr(name or nm.value(role, l))
         self.shapes[target] = shape if shape is not None else self.shape_of(expr)
         self.roles[target] = (role, l)
         label = name or nm.value_text(role, l)
         eq = equation or f"{label} = {_text(expr)}"
-        self.stmts[phase].append(
-            Stmt(target, expr, phase, section, eq, note, when=when)
-        )
+        self.add(phase, kind(target, expr, phase, section, eq, note))
         return target
+
+    def add(self, phase: str, s: Stmt) -> None:
+        """Append a statement to its phase, or to the open block's branch."""
+        (self._open if self._open is not None else self.stmts[phase]).append(s)
+
+    @contextmanager
+    def block(
+        self, phase: str, *when: Condition, note: str = "", otherwise_note: str = ""
+    ) -> Iterator[_OpenBlock]:
+        """A block on `when`: what is emitted inside goes into its body, or into its
+        otherwise inside `with blk.otherwise():`."""
+        blk = _OpenBlock(self, when, note, otherwise_note)
+        outer, self._open = self._open, blk.body
+        try:
+            yield blk
+        finally:
+            self._open = outer
+        self.add(phase, blk.close())  # type: ignore[arg-type]
 
     def gradient(
         self, param: str, expr: sp.Expr, section: str, equation: str
@@ -279,7 +460,7 @@ class Builder:
         if self.d.spec.l2 > 0 and self.weights.get(param, False):
             expr += L2_GRAD * arr(param)
             equation += f" + l2·{param}" if equation else ""
-        self.stmts["backward"].append(Stmt(target, expr, "backward", section, equation))
+        self.add("backward", Assign(target, expr, "backward", section, equation))
         return target
 
     def shape_of(self, e: sp.Expr) -> Shape:
@@ -302,7 +483,7 @@ class Builder:
         return _broadcast([s for s in shapes if s])
 
     def lift(
-        self, e: sp.Expr, l: int, phase: str, section: str, when: str = ""  # noqa: E741
+        self, e: sp.Expr, l: int, phase: str, section: str  # noqa: E741
     ) -> sp.Expr:
         """e with each reduction inside it computed first, as a statement of its own
         (its value has another shape than e's: the in-place step needs that)."""
@@ -315,12 +496,43 @@ class Builder:
             if isinstance(node, ReductionBase) and node.axis is not None and not top:
                 k = self.lifted[l] = self.lifted.get(l, 0) + 1
                 name = f"{node.op.capitalize()}{l}_{k}"  # Mean7_1: layer 7's first
-                return self.emit(
-                    phase, "r", l, node, None, section, name=name, when=when
-                )
+                return self.emit(phase, "r", l, node, None, section, name=name)
             return node
 
         return visit(e, True)
+
+
+class _OpenBlock:
+    """A block being built (Builder.block): its branches collect the emitted statements."""
+
+    def __init__(
+        self, bd: Builder, when: tuple[Condition, ...], note: str, otherwise_note: str
+    ) -> None:
+        self.bd, self.when, self.note, self.otherwise_note = (
+            bd,
+            when,
+            note,
+            otherwise_note,
+        )
+        self.body: list[Stmt] = []
+        self.other: list[Stmt] = []
+
+    @contextmanager
+    def otherwise(self) -> Iterator[None]:
+        outer, self.bd._open = self.bd._open, self.other
+        try:
+            yield
+        finally:
+            self.bd._open = outer
+
+    def close(self) -> Block:
+        return Block(
+            self.when,
+            tuple(self.body),
+            tuple(self.other),
+            self.note,
+            self.otherwise_note,
+        )
 
 
 def _broadcast(shapes: list[Shape]) -> Shape:
@@ -423,23 +635,12 @@ def _update(d: Derivation) -> Update:
     definition = optimizers.OPTIMIZERS[spec.name]
     scalars, rule = optimizers.statements(definition, settings)
     g, p = optimizers.g, optimizers.p
-    step_rule, decay = rule, None
-    if definition.folds_learning_rate:
-        lr = definition.setting("learning_rate").symbol
-        # the step's gradients carry η already: g here stands for η ∂L/∂p
-        step_rule = [
-            optimizers.Assign(s.target, sp.expand(s.expr.xreplace({g: g / lr})), s.note)
-            for s in rule
-        ]
-        if d.spec.l2 > 0:  # l2 as a decay: p ← p − η (∂L/∂p + l2 p)
-            decay = tuple(
-                optimizers.Assign(
-                    s.target,
-                    sp.collect(sp.expand(s.expr.xreplace({g: g / lr + L2 * p})), p),
-                    "l2 as a decay of W",
-                )
-                for s in rule
-            )
+    step_rule, decay = list(rule), None
+    if definition.folds_learning_rate:  # the step's gradients carry η already
+        step_rule, decay = optimizers.folded(
+            definition, rule, L2 if d.spec.l2 > 0 else None
+        )
+    step_rule, ratios = optimizers.averages_in_place(definition, step_rule)
     numbers = tuple(
         (s.symbol, float(settings[s.name]))
         for s in definition.settings
@@ -456,7 +657,8 @@ def _update(d: Derivation) -> Update:
         tuple(scalars),
         tuple(rule),
         tuple(step_rule),
-        decay,
+        tuple(decay) if decay is not None else None,
+        tuple(ratios),
         definition.state,
         tuple(nm.update_scratch(k) for k in range(1, definition.temporaries + 1)),
         optimizers.math_names(definition),
@@ -491,7 +693,7 @@ def _allocate(plan: Plan) -> Storage:
     live in the optimizer state's arrays, under their own names. The optimizer's
     temporaries get one array per trainable parameter each (see Storage.per_param).
     """
-    stmts = [s for s in plan.statements if s.when != "eval"]  # the step's
+    stmts = plan.step_pass()
     last_read: dict[sp.Symbol, int] = {}
     for i, s in enumerate(stmts):
         for sym in s.reads:
@@ -552,4 +754,17 @@ def _allocate(plan: Plan) -> Storage:
     return Storage(home, arrays, layer_of, per_param)
 
 
-__all__ = ["Plan", "Stmt", "Storage", "build"]
+__all__ = [
+    "Accumulate",
+    "Assign",
+    "Block",
+    "Condition",
+    "Draw",
+    "Plan",
+    "Renew",
+    "Stmt",
+    "Storage",
+    "build",
+    "live",
+    "resolve",
+]

@@ -135,7 +135,7 @@ def context(
         ),
         "regenerate": regenerate_line(regenerate_words(spec.source, out_dir)),
         "notes": _notes(buffers, plan),
-        "dropout": repr(any(s.when == "dropout" for s in plan.forward)),
+        "dropout": repr(plan.dropout),
         "helpers": sorted(helpers),
         "erf_source": _erf_source() if "_erf" in helpers else "",
         "derived": derived,

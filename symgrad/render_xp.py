@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 from .derive import Derivation
-from .plan import Plan, build
+from .plan import Draw, Plan, build
 from .printers.xp_module import derived
 from .render import (
     DOC_WIDTH,
@@ -48,8 +48,8 @@ def context(
     buffers = any(not p.trainable for p in plan.params)
     noise = {
         s.target.name: plan.shapes[s.target][-1]
-        for s in plan.forward
-        if s.when == "dropout"
+        for s in plan.statements
+        if isinstance(s, Draw)
     }
     words = regenerate_words(spec.source, out_dir)
     if len(words) > 1:  # a file: the command, with its target

@@ -258,3 +258,68 @@ def test_the_report_calls_nothing_that_derives() -> None:
                 if extra:
                     found.append(f"{where}: imports {extra} from sympy")
     assert not found
+
+
+# the calculus a plan or a printer must not do: folding, regrouping and rewriting are
+# decided in the derivation (derive.py, reductions.py, optimizers.py) and handed on
+CALCULUS = {
+    "cancel",
+    "expand",
+    "collect",
+    "simplify",
+    "factor",
+    "piecewise_fold",
+    "equals",
+    "together",
+}
+
+
+def calculus_calls(source: str) -> list[str]:
+    """Where source calls one of CALCULUS, as a function or a method: 'line: name'."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = (
+            func.attr
+            if isinstance(func, ast.Attribute)
+            else func.id if isinstance(func, ast.Name) else ""
+        )
+        if name in CALCULUS:
+            found.append(f"{node.lineno}: {name}")
+    return found
+
+
+def test_calculus_calls_are_found() -> None:
+    # the scan itself: each spelling is caught, and what only prints is not
+    source = (
+        "import sympy as sp\n"
+        "from sympy import cancel\n"
+        "a = sp.expand(x)\n"
+        "b = cancel(x)\n"
+        "c = x.equals(y)\n"
+        "d = sp.collect(sp.piecewise_fold(x), y)\n"
+        "e = x.xreplace({})\n"
+        "f = sp.Mul(x, y, evaluate=False)\n"
+    )
+    assert calculus_calls(source) == [
+        "3: expand",
+        "4: cancel",
+        "5: equals",
+        "6: collect",
+        "6: piecewise_fold",
+    ]
+
+
+def test_the_plan_printers_and_kinds_do_no_calculus() -> None:
+    files = [PACKAGE / "plan.py"]
+    files += sorted((PACKAGE / "printers").rglob("*.py"))
+    files += sorted((PACKAGE / "kinds").rglob("*.py"))
+    assert len(files) > 6
+    found = [
+        f"{path.relative_to(PACKAGE)}:{where}"
+        for path in files
+        for where in calculus_calls(path.read_text(encoding="utf-8"))
+    ]
+    assert not found, found

@@ -246,17 +246,31 @@ def test_a_reduction_inside_an_expression_is_the_plans_to_lift():
 
 def test_an_update_without_scratch_is_factored_and_donors_lend_their_arrays():
     # the optimizer's update runs over parameters of every shape: no scratch array;
-    # m1 ← β m1 + (1 − β) g is m1 = (1 − β)(m1 β/(1 − β) + g), and g, read for the
-    # last time, holds (1 − β₂) g² for the second moment
+    # the derivation writes m1 ← β m1 + (1 − β) g as (1 − β)(r m1 + g), r = β/(1 − β)
+    # computed once a step (optimizers.averages_in_place), and the emitter prints it as
+    # given; g, read for the last time, holds (1 − β₂) g² for the second moment
+    from symgrad import optimizers
+
+    adam = optimizers.OPTIMIZERS["adam"]
+    _, rule = optimizers.statements(adam, adam.defaults())
+    rule, ratios = optimizers.averages_in_place(adam, rule)
+    (ratio,) = ratios
+    b1 = adam.setting("beta1").symbol
+    assert sp.simplify(ratio.expr - b1 / (1 - b1)) == 0
     beta, beta2 = sp.Rational(9, 10), sp.Rational(999, 1000)
     m1, m2, g = array("m1"), array("m2"), array("g")
+    assert rule[0].target.name == "m1" and rule[0].expr.has(g)
+    first_rule = rule[0].expr
     arrays = {
         k: np.random.default_rng(i).uniform(0.1, 1, (3, 2))
         for i, k in enumerate(("m1", "m2", "g"))
     }
-    em = Emitter(NumPyCode())
-    first = em.into(beta * m1 + (1 - beta) * g, "m1", Scratch("", new=False), owner=m1)
-    assert first == ["m1 *= 9", "m1 += g", "m1 *= 0.1"]  # β/(1 − β), then 1 − β
+    em = Emitter(NumPyCode(), scalars=[b1, ratio.target])
+    first = em.into(first_rule, "m1", Scratch("", new=False), owner=m1)
+    assert first == ["m1 *= m1_ratio", "m1 += g", "m1 *= 1 - beta1"]
+    first = ["beta1 = 0.9", "m1_ratio = beta1 / (1 - beta1)", *first]
+    with pytest.raises(ValueError, match="no scratch"):  # the printer folds nothing
+        em.into(beta * m1 + (1 - beta) * g, "m1", Scratch("", new=False), owner=m1)
     second = em.into(
         beta2 * m2 + (1 - beta2) * g**2,
         "m2",

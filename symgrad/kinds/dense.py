@@ -35,10 +35,11 @@ from ..plan import (
     LOSS,
     SCALE,
     YHAT,
+    Accumulate,
+    Assign,
     Back,
     Builder,
     Param,
-    Stmt,
     X,
     Y,
     section,
@@ -390,20 +391,14 @@ class DenseOp:
         d = bd.d
         term = Total(self.loss_expr) / BATCH
         shown = text(d.output.loss.xreplace({a: YHAT}))
-        bd.stmts["loss"].append(
-            Stmt(LOSS, term, "loss", "loss", f"L = Σ ℓ / m,  ℓ = {shown}")
-        )
+        bd.add("loss", Assign(LOSS, term, "loss", "loss", f"L = Σ ℓ / m,  ℓ = {shown}"))
         if d.spec.l2 > 0:
             squares = sp.Add(*(Total(w**2) for w in weights))
-            bd.stmts["loss"].append(
-                Stmt(
-                    LOSS,
-                    L2 / 2 * squares,
-                    "loss",
-                    "loss",
-                    "L += l2/2 · Σ ‖W‖²",
-                    add=True,
-                )
+            bd.add(
+                "loss",
+                Accumulate(
+                    LOSS, L2 / 2 * squares, "loss", "loss", "L += l2/2 · Σ ‖W‖²"
+                ),
             )
 
     def output_delta(self, bd: Builder) -> sp.Symbol:

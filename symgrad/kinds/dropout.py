@@ -18,7 +18,7 @@ from ..arrays import KeepMask
 from ..derive import DropoutRule
 from ..errors import number
 from ..layer_registry import LayerAt, LayerKind, MatrixRows
-from ..plan import Back, Builder, X, section
+from ..plan import Back, Builder, Condition, Draw, X, section
 from ..report.document import Eq, cat
 from ..report.notation import ODOT, upstream, vec
 from ..report.sections import dropout as report
@@ -86,17 +86,36 @@ class DropoutOp:
     def forward(self, bd: Builder, x: sp.Symbol) -> sp.Symbol:
         l, rate = self.rule.index, self.rule.rate  # noqa: E741
         sec = section(self.rule)
-        self.keep = bd.emit(
+        # drawn in training from the random numbers given, else 1: no dropout
+        with bd.block(
             "forward",
-            "keep",
-            l,
-            KeepMask(x, sp.Float(rate)),
-            bd.shapes[x],
-            sec,
-            f"K{l} = 1/(1 − {rate:g}) with probability 1 − {rate:g}, else 0",
-            "inverted dropout, as PyTorch: the kept values are scaled up in training",
-            when="dropout",
-        )
+            Condition.TRAINING,
+            Condition.GENERATOR,
+            otherwise_note="no dropout",
+        ) as blk:
+            self.keep = bd.emit(
+                "forward",
+                "keep",
+                l,
+                KeepMask(x, sp.Float(rate)),
+                bd.shapes[x],
+                sec,
+                f"K{l} = 1/(1 − {rate:g}) with probability 1 − {rate:g}, else 0",
+                "inverted dropout, as PyTorch: the kept values are scaled up in "
+                "training",
+                kind=Draw,
+            )
+            with blk.otherwise():
+                bd.emit(
+                    "forward",
+                    "keep",
+                    l,
+                    sp.Float(1.0),
+                    bd.shapes[x],
+                    sec,
+                    f"K{l} = 1",
+                    name=self.keep.name,
+                )
         return bd.emit(
             "forward",
             "a",

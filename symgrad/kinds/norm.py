@@ -24,7 +24,17 @@ from ..derive import NormLayerRule
 from ..errors import DerivationError, ExpressionError, SpecError, echo, number
 from ..expr import NORM_X
 from ..layer_registry import LayerAt, LayerKind, MatrixRows
-from ..plan import BATCH, Back, Builder, Param, Stmt, arr, section
+from ..plan import (
+    BATCH,
+    Back,
+    Builder,
+    Condition,
+    Param,
+    Renew,
+    arr,
+    live,
+    section,
+)
 from ..printers import text
 from ..reductions import (
     BETA,
@@ -296,27 +306,39 @@ class NormOp:
                 Param(nm.running(buf, l), (n,), (upd.init,), l, trainable=False)
             )
         self.shown.update({k: v for k, v in sub.items() if k not in dict(r.params)})
-        when = "train" if r.inference else ""
-        for st in r.forward:
-            self._statement(bd, st, sub, "forward", when)
-        for st in r.inference:
-            self._statement(bd, st, sub, "forward", "eval")
-        for upd in r.running:
-            buf = sub[upd.buffer]
-            expr = on_axis(upd.update.xreplace(sub).xreplace(self.names), self.axis)
-            bd.stmts["forward"].append(
-                Stmt(
-                    buf,
-                    expr,
-                    "forward",
-                    self.section,
-                    f"{buf.name} ← (1 − momentum)·{buf.name} + momentum·"
-                    f"{self._value(upd.statistic)}"
-                    + ("·m/(m − 1)" if "var" in buf.name else ""),
-                    "running statistics for inference, as PyTorch keeps them",
-                    when="step",
-                )
-            )
+        if r.inference:  # training: the batch's statistics; inference: the running ones
+            with bd.block(
+                "forward",
+                Condition.TRAINING,
+                note="the batch's statistics",
+                otherwise_note="the running statistics",
+            ) as blk:
+                for st in r.forward:
+                    self._statement(bd, st, sub, "forward")
+                with blk.otherwise():
+                    for st in r.inference:
+                        self._statement(bd, st, sub, "forward")
+        else:
+            for st in r.forward:
+                self._statement(bd, st, sub, "forward")
+        if r.running:
+            with bd.block("forward", Condition.RUNNING):
+                for upd in r.running:
+                    buf = sub[upd.buffer]
+                    expr = upd.update.xreplace(sub).xreplace(self.names)
+                    bd.add(
+                        "forward",
+                        Renew(
+                            buf,
+                            on_axis(expr, self.axis),
+                            "forward",
+                            self.section,
+                            f"{buf.name} ← (1 − momentum)·{buf.name} + momentum·"
+                            f"{self._value(upd.statistic)}"
+                            + ("·m/(m − 1)" if "var" in buf.name else ""),
+                            "running statistics for inference, as PyTorch keeps them",
+                        ),
+                    )
         self.sub = sub
         return self.names[r.output]
 
@@ -326,12 +348,11 @@ class NormOp:
         st: Statement,
         sub: dict[sp.Symbol, sp.Expr],
         phase: str,
-        when: str,
     ) -> sp.Symbol:
         l = self.l  # noqa: E741
         shown = on_axis(st.expr.xreplace(self.shown).xreplace(self.names), self.axis)
         expr = on_axis(st.expr.xreplace(sub).xreplace(self.names), self.axis)
-        expr = bd.lift(expr, l, phase, self.section, when)
+        expr = bd.lift(expr, l, phase, self.section)
         if st.target == self.rule.rule.output:
             name, role = nm.A(l), "a"
         else:
@@ -345,7 +366,6 @@ class NormOp:
             self.section,
             f"{name} = {text(shown)}",
             name=name,
-            when=when,
         )
         self.names[st.target] = target
         return target
@@ -359,13 +379,8 @@ class NormOp:
         back = None
         # the statements the kept results read: without the input gradient (a norm on
         # the input X), the values only dx reads (h = γ ⊙ g, its means) are dead code
-        needed = {DGAMMA, DBETA} | ({DX} if need_input else set())
-        for st in reversed(r.backward):
-            if st.target in needed:
-                needed |= st.expr.free_symbols
-        for st in r.backward:
-            if st.target not in needed:
-                continue
+        wanted = {DGAMMA, DBETA} | ({DX} if need_input else set())
+        for st in live(r.backward, wanted):
             if st.target == DX:
                 if need_input:
                     expr = on_axis(
@@ -381,7 +396,7 @@ class NormOp:
                 expr = st.expr.xreplace(self.sub).xreplace(self.names)
                 bd.gradient(param, expr, self.section, f"∂L/∂{param} = {text(expr)}")
                 continue
-            self._statement(bd, st, self.sub, "backward", "")
+            self._statement(bd, st, self.sub, "backward")
         return back
 
 

@@ -495,8 +495,6 @@ class Emitter(Printer):
         if start is None:
             start = next((it for it in arrays if not self._is_atom(it[1])), arrays[0])
         rest.remove(start)
-        if self._axpy(op, start, rest, dest):
-            return
         inverse = INVERSE[op]
         taken: list[str] = []
         if not rest and self._is_atom(start[1]):  # -a or 1/a: one array and a sign
@@ -539,40 +537,6 @@ class Emitter(Printer):
             self._emit("negative" if op == "add" else "reciprocal", [dest], dest)
         if negate:
             self._emit("negative", [dest], dest)
-
-    def _axpy(
-        self,
-        op: str,
-        start: tuple[bool, sp.Expr],
-        rest: list[tuple[bool, sp.Expr]],
-        dest: str,
-    ) -> bool:
-        """c1·u + c2·x with no scratch array: dest = c2·((c1/c2)·u + x), three passes.
-
-        Only where the pool has no array to spare (the optimizer's update, where arrays
-        have every parameter's shape): elsewhere c2·x goes to scratch, one pass fewer.
-        """
-        if (
-            op != "add"
-            or self.pool.spare
-            or len(rest) != 1
-            or self._is_atom(rest[0][1])
-        ):
-            return False  # scratch to spare, or none needed
-        (inv1, u), (inv2, x) = start, rest[0]
-        c1, us = self._split_scalar(u)
-        c2, xs = self._split_scalar(x)
-        if len(us) != 1 or len(xs) != 1 or not self._is_atom(xs[0]):
-            return False
-        c1, c2 = (-c1 if inv1 else c1), (-c2 if inv2 else c2)
-        self._into(us[0], dest)
-        ratio = c1 / c2
-        if ratio != 1:
-            self._emit("multiply", [dest, self._scalar_text(ratio)], dest)
-        self._emit("add", [dest, self._text(xs[0])], dest)
-        if c2 != 1:
-            self._emit("multiply", [dest, self._scalar_text(c2)], dest)
-        return True
 
     def _pow(self, e: sp.Pow, dest: str) -> None:
         base, exp = e.args

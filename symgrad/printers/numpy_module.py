@@ -15,41 +15,16 @@ implements and, once, why it has its form.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sympy as sp
 
 from .. import naming as nm
-from ..plan import BATCH, L2, LOSS, SCALE, Plan, Stmt, Y, arr
+from ..plan import BATCH, L2, LOSS, SCALE, Condition, Plan, Stmt, Y, arr, resolve
+from .blocks import INDENT, Lines, Walker, equation_comment, note_comment
 from .code import DTYPE, NumPyCode, number_text
 from .inplace import EXP_MAX, Emitter, Scratch
-
-COMMENT_WIDTH = 80
-INDENT = "    "
-
-
-@dataclass
-class Lines:
-    """Code lines with comments; a comment already written is not written again."""
-
-    lines: list[str] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
-
-    def comment(self, text: str) -> None:
-        if not text or text in self.seen:
-            return
-        self.seen.add(text)
-        wrapped = textwrap.wrap(text, COMMENT_WIDTH, subsequent_indent="  ")
-        self.lines += [f"# {w}" for w in wrapped]
-
-    def add(self, *code: str) -> None:
-        self.lines += code
-
-    def body(self, indent: int = 1) -> str:
-        pad = INDENT * indent
-        return "\n".join(pad + line if line else "" for line in self.lines)
 
 
 def _function(signature: str, doc: str, body: Lines) -> str:
@@ -88,8 +63,7 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
     forward.add(f"return {out}, ({_names([v.name for v in kept])})")
 
     def loss_lines(body: Lines) -> None:
-        for s in plan.loss:
-            body.add(_assign(s, printer, grad))
+        _Allocating(body, printer, grad, lambda s: "").walk(plan.loss)
 
     def head(stmts: list[Stmt], training: str, unpack: bool) -> list[str]:
         """m, the forward pass's values and the params, each name the statements do
@@ -113,12 +87,7 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
     both = Lines(head(plan.loss + plan.backward, "True", True))
     loss_lines(both)
     both.add("")
-    for s in plan.backward:
-        if s.note or not s.equation.startswith(f"{s.target.name} = "):
-            # the math, where it names the value otherwise (δ2, ∂L/∂W2) or says why;
-            # `H5 = G5·gamma5` above `H5 = G5 * gamma5` would say nothing
-            both.comment(_comment(s.equation, s.note))
-        both.add(_assign(s, printer, grad))
+    _Allocating(both, printer, grad, _backward_comment).walk(plan.backward)
     grads = ", ".join(f'"{p}": {plan.grads[p].name}' for p in params)
     both.add(f"return {nm.LOSS}, {{{grads}}}")
 
@@ -154,50 +123,44 @@ def allocating(plan: Plan) -> tuple[str, set[str]]:
     return source, printer.helpers
 
 
+class _Allocating(Walker):
+    """Statements as allocating NumPy expressions (`_forward_pass`, `_loss_and_grad`)."""
+
+    CONDITIONS = {
+        Condition.TRAINING: "training",
+        Condition.GENERATOR: "rng is not None",
+    }
+
+    def __init__(
+        self,
+        lines: Lines,
+        printer: NumPyCode,
+        bind: dict[sp.Symbol, sp.Expr],
+        comment=equation_comment,
+    ) -> None:
+        super().__init__(lines, comment)
+        self.printer, self.bind = printer, bind
+
+    def _print_Stmt(self, s: Stmt) -> str:  # noqa: N802
+        return _assign(s, self.printer, self.bind)
+
+
 def _forward_lines(
     plan: Plan, body: Lines, printer: NumPyCode, bind: dict[sp.Symbol, sp.Expr]
 ) -> None:
-    """The forward statements; batchnorm's as `if training: ... else: ...`, dropout's
-    masks drawn only in training with a generator (else 1), the running statistics
-    left to the step."""
-    stmts = [s for s in plan.forward if s.when != "step"]
-    i = 0
-    while i < len(stmts):
-        s = stmts[i]
-        if s.when == "dropout":
-            body.comment(s.note)
-            body.add("if training and rng is not None:")
-            body.add(INDENT + _assign(s, printer, bind))
-            body.add("else:")
-            body.add(INDENT + f"{s.target.name} = 1.0  # no dropout")
-            i += 1
-            continue
-        if s.when in ("train", "eval"):
-            train = [t for t in stmts[i:] if t.when == "train"]
-            run = [t for t in stmts[i:] if t.when in ("train", "eval")]
-            run = run[
-                : next(
-                    (
-                        k
-                        for k, t in enumerate(stmts[i:])
-                        if t.when not in ("train", "eval")
-                    ),
-                    len(run),
-                )
-            ]
-            evals = [t for t in run if t.when == "eval"]
-            body.add("if training:  # the batch's statistics")
-            body.add(
-                *(INDENT + _assign(t, printer, bind) for t in run if t.when == "train")
-            )
-            body.add("else:  # the running statistics")
-            body.add(*(INDENT + _assign(t, printer, bind) for t in evals))
-            i += len(run)
-            del train
-            continue
-        body.comment(s.note)
-        body.add(_assign(s, printer, bind))
-        i += 1
+    """The forward statements as the plan's blocks give them (batchnorm's statistics by
+    `training`, dropout's masks by `training` and a generator), the running statistics
+    left to the step; a note above a line, the equations in the step."""
+    forward = resolve(plan.forward, {Condition.RUNNING: False})
+    _Allocating(body, printer, bind, note_comment).walk(forward)
+
+
+def _backward_comment(s: Stmt) -> str:
+    """The math, where it names the value otherwise (δ2, ∂L/∂W2) or says why; `H5 =
+    G5·gamma5` above `H5 = G5 * gamma5` would say nothing."""
+    if s.note or not s.equation.startswith(f"{s.target.name} = "):
+        return equation_comment(s)
+    return ""
 
 
 def _read_or_blank(names: Iterable[str], read: set[str]) -> list[str]:
@@ -245,11 +208,7 @@ def in_place(plan: Plan) -> StepCode:
     home = {v: arr(name) for v, name in storage.home.items()}
     pools: dict[tuple, Scratch] = {}
     scratch_shapes: dict[str, tuple] = {}
-    last_read: dict[sp.Symbol, int] = {}
-    stmts = list(plan.statements)
-    for i, s in enumerate(stmts):
-        for sym in s.reads:
-            last_read[sym] = i
+    stmts = plan.step_pass()
 
     body = Lines()
 
@@ -267,8 +226,6 @@ def in_place(plan: Plan) -> StepCode:
     em.pool_for = lambda shape: pool(layer_now[0], shape)
     layer_now = [0]
     for s in stmts:
-        if s.when == "eval":
-            continue
         if s.target == LOSS:
             _loss_lines(
                 plan, s, em, body, home, pool(plan.derivation.depth, plan.shapes[Y])
@@ -293,7 +250,7 @@ def in_place(plan: Plan) -> StepCode:
             tmp = scratch.take()
             lines = em.into(expr, tmp, scratch) + [f"np.copyto({dest.name}, {tmp})"]
             scratch.give(tmp)
-        body.comment(_comment(s.equation, s.note))  # the code names dest: out=g1
+        body.comment(equation_comment(s))  # the code names dest: out=g1
         body.add(*lines)
 
     update = _update_lines(plan, em)
@@ -338,7 +295,7 @@ def in_place(plan: Plan) -> StepCode:
     head.add(*_unpack_work(work, layer_of))
     if DTYPE in printer.helpers:
         head.add(f"{DTYPE} = X.dtype.type  # typed constants keep float32 float32")
-    if any(s.when == "dropout" for s in plan.forward):
+    if plan.dropout:
         head.add('rng = state["rng"]  # dropout\'s masks')
     step_body = Lines(head.lines + [""] + body.lines + [""] + update.lines, body.seen)
     step_body.add('state["t"] += 1', f"return {nm.LOSS}")
@@ -361,10 +318,6 @@ def in_place(plan: Plan) -> StepCode:
 
 def _shape_label(shape: tuple) -> str:
     return "x".join(str(d) for d in shape)
-
-
-def _comment(equation: str, note: str) -> str:
-    return f"{equation}; {note}" if note else equation
 
 
 def _layer(name: str) -> int:
@@ -432,8 +385,10 @@ def _update_lines(plan: Plan, em: Emitter) -> Lines:
     up = plan.update
     out = Lines()
     em.scalars |= {sym for sym, _ in up.numbers}
-    em.scalars |= {up.step, L2} | {a.target for a in up.scalars}
-    used = set().union(*(a.expr.free_symbols for a in up.step_rule + up.scalars))
+    em.scalars |= {up.step, L2} | {a.target for a in up.scalars + up.step_scalars}
+    used = set().union(
+        *(a.expr.free_symbols for a in up.step_rule + up.scalars + up.step_scalars)
+    )
     if up.decay_rule:
         used |= set().union(*(a.expr.free_symbols for a in up.decay_rule))
     numbers = [(sym, value) for sym, value in up.numbers if sym in used]
@@ -446,6 +401,8 @@ def _update_lines(plan: Plan, em: Emitter) -> Lines:
         out.add(f'{up.step.name} = state["t"] + 1')
         for a in up.scalars:
             out.add(f"{a.target.name} = {em.printer.doprint(a.expr)}  # {a.note}")
+    for a in up.step_scalars:
+        out.add(f"{a.target.name} = {em.printer.doprint(a.expr)}  # {a.note}")
     p, g = up.param, up.grad
     if len(up.step_rule) == 1 and not up.temporaries:
         # unrolled: one statement per parameter, no loop overhead

@@ -34,20 +34,18 @@ BUFFER_NAMES, empty without batchnorm), never written into params.
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import sympy as sp
 
 from .. import naming as nm
 from ..arrays import KeepMask, ReductionBase
 from ..functions import avoid, log_softmax, numeric, sigmoid, softplus, variables
-from ..plan import LOSS, Plan, Stmt, arr
+from ..plan import LOSS, Block, Condition, Draw, Item, Plan, Stmt, arr, flatten, live
+from ..plan import resolve as resolved
+from .blocks import INDENT, Lines, Walker
 from .code import NumPyCode, _clamped_pieces, number_text
 
-INDENT = "    "
-COMMENT_WIDTH = 80
 DTYPE = "dt"  # the local naming X's dtype, for xp.astype(mask, dt)
 
 # NumPy's names -> the standard's, for the functions SymPy's NumPy printer knows
@@ -199,24 +197,6 @@ class XPCode(NumPyCode):
 # ------------------------------------------------------------------ statements
 
 
-@dataclass
-class Lines:
-    """Code lines with comments; a comment already written is not written again."""
-
-    lines: list[str] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
-
-    def comment(self, text: str, indent: str = "") -> None:
-        if not text or text in self.seen:
-            return
-        self.seen.add(text)
-        for line in textwrap.wrap(text, COMMENT_WIDTH, subsequent_indent="  "):
-            self.lines.append(f"{indent}# {line}")
-
-    def add(self, *code: str) -> None:
-        self.lines += code
-
-
 @dataclass(frozen=True)
 class XPSource:
     """The printed functions and the helpers (`_sigmoid`, `_erf`, ...) they call."""
@@ -225,29 +205,28 @@ class XPSource:
     helpers: frozenset[str]
 
 
-def _relu_forms(plan: Plan) -> tuple[Stmt, ...]:
+def _relu_forms(plan: Plan) -> tuple[Item, ...]:
     """The forward statements, with A = Z ⊙ M, M = [Z > 0] (ReLU) as A = max(Z, 0):
     NaN stays NaN (a 0/1 mask would give NaN too, but max is one pass, and reads no
     mask: predict needs none)."""
     masks = {}
-    for s in plan.forward:
+    for s in flatten(plan.forward):
         z_ = _relu_mask_of(s.expr)
         if z_ is not None:
             masks[s.target] = z_
-    out = []
+    out: list[Item] = []
     for s in plan.forward:
-        if isinstance(s.expr, sp.Mul) and len(s.expr.args) == 2:
+        if (
+            not isinstance(s, Block)
+            and isinstance(s.expr, sp.Mul)
+            and len(s.expr.args) == 2
+        ):
             m_, z_ = sorted(s.expr.args, key=lambda x: x not in masks)
             if m_ in masks and masks[m_] == z_:
-                s = Stmt(
-                    s.target,
-                    sp.Max(z_, sp.S.Zero),
-                    s.phase,
-                    s.section,
-                    s.equation,
-                    s.note or "max(Z, 0): NaN stays NaN",
-                    s.add,
-                    s.when,
+                s = replace(
+                    s,
+                    expr=sp.Max(z_, sp.S.Zero),
+                    note=s.note or "max(Z, 0): NaN stays NaN",
                 )
         out.append(s)
     return tuple(out)
@@ -264,23 +243,6 @@ def _relu_mask_of(e: sp.Expr) -> sp.Symbol | None:
     return None
 
 
-def _needed(stmts: Iterable[Stmt], wanted: set[sp.Symbol]) -> list[Stmt]:
-    """The statements the values `wanted` depend on, in their order (a value defined
-    in both branches of a training switch keeps both)."""
-    stmts = list(stmts)
-    need = set(wanted)
-    keep: list[Stmt] = []
-    for s in reversed(stmts):
-        if s.target in need:
-            keep.append(s)
-            need |= s.reads  # (an accumulation keeps its target needed: L += ...)
-    return list(reversed(keep))
-
-
-def _comment(s: Stmt) -> str:
-    return f"{s.equation}; {s.note}" if s.note else s.equation
-
-
 def _unpack(names: list[str], source: str) -> list[str]:
     if not names:
         return []
@@ -288,71 +250,33 @@ def _unpack(names: list[str], source: str) -> list[str]:
     return [f"{', '.join(names)} = {keys}"]
 
 
-def _noise_name(s: Stmt) -> str:
-    return s.target.name
+class _Function(Walker):
+    """One printed function: its statements, as the plan's blocks give them."""
 
-
-class _Function:
-    """One printed function: its statements, with the training and dropout switches."""
+    CONDITIONS = {
+        Condition.TRAINING: "training",
+        Condition.GENERATOR: "noise is not None",
+    }
 
     def __init__(self, printer: XPCode, bind: dict[sp.Symbol, sp.Expr]) -> None:
+        super().__init__(Lines())
         self.printer = printer
         self.bind = bind
-        self.body = Lines()
+        self.body = self.lines
         self.dtype_before = printer.dtype_uses
 
     @property
     def uses_dtype(self) -> bool:
         return self.printer.dtype_uses > self.dtype_before
 
-    def assign(self, s: Stmt, indent: str = "") -> str:
-        return indent + self.printer.statement(
-            s.target.name, s.expr.xreplace(self.bind), s.add
-        )
+    def _print_Stmt(self, s: Stmt) -> str:  # noqa: N802
+        return self.printer.statement(s.target.name, s.expr.xreplace(self.bind), s.add)
 
-    def statements(self, stmts: list[Stmt], switch: str | None) -> None:
-        """Print stmts in order; `switch`: the Python condition of the batch
-        statistics ("training"), or None when only training's statements are given.
-        Dropout draws its mask when training and noise is given, else it is 1."""
-        i = 0
-        while i < len(stmts):
-            s = stmts[i]
-            if s.when == "dropout":
-                self.body.comment(s.note)
-                cond = "noise is not None"
-                if switch is not None:
-                    cond = f"{switch} and {cond}"
-                rate = number_text(s.expr.args[1])
-                self.body.add(
-                    f"if {cond}:",
-                    f'{INDENT}{s.target.name} = _keep(xp, noise["{_noise_name(s)}"],'
-                    f" {rate})",
-                    "else:",
-                    f"{INDENT}{s.target.name} = 1.0  # no dropout",
-                )
-                self.printer.helpers.add("_keep")
-                i += 1
-                continue
-            if s.when in ("train", "eval", "step"):
-                run = []
-                while i < len(stmts) and stmts[i].when in ("train", "eval", "step"):
-                    run.append(stmts[i])
-                    i += 1
-                train = [t for t in run if t.when in ("train", "step")]
-                evals = [t for t in run if t.when == "eval"]
-                if switch is None:
-                    for t in train:
-                        self.body.comment(_comment(t))
-                        self.body.add(self.assign(t))
-                    continue
-                self.body.add(f"if {switch}:  # the batch's statistics")
-                self.body.add(*(self.assign(t, INDENT) for t in train))
-                self.body.add("else:  # the running statistics")
-                self.body.add(*([self.assign(t, INDENT) for t in evals] or ["pass"]))
-                continue
-            self.body.comment(_comment(s))
-            self.body.add(self.assign(s))
-            i += 1
+    def _print_Draw(self, s: Draw) -> str:  # noqa: N802
+        """A keep-mask from the uniform numbers `noise` holds under its name."""
+        self.printer.helpers.add("_keep")
+        rate = number_text(s.expr.args[1])
+        return f'{s.target.name} = _keep(xp, noise["{s.target.name}"], {rate})'
 
 
 def _function(signature: str, doc: str, lines: list[str]) -> str:
@@ -369,8 +293,9 @@ def derived(plan: Plan) -> XPSource:
     forward = _relu_forms(plan)
     buffers = [p.name for p in plan.params if not p.trainable]
 
-    def header(stmts: list[Stmt]) -> list[str]:
+    def header(items: list[Item]) -> list[str]:
         """The params the statements read, a line per layer."""
+        stmts = flatten(items)
         read = set().union(*(s.reads for s in stmts)) if stmts else set()
         layers: dict[int, list[str]] = {}
         for p in plan.params:
@@ -383,9 +308,10 @@ def derived(plan: Plan) -> XPSource:
         return head + dt + f.body.lines
 
     # _forward: the statements Ŷ needs, batch or running statistics by `training`
-    fwd_stmts = _needed((s for s in forward if s.when != "step"), {plan.output})
+    inference = resolved(forward, {Condition.RUNNING: False})
+    fwd_stmts = live(inference, {plan.output})
     f = _Function(printer, bind)
-    f.statements(fwd_stmts, "training")
+    f.walk(fwd_stmts)
     f.body.add(f"return {plan.output.name}")
     source = [
         _function(
@@ -396,11 +322,9 @@ def derived(plan: Plan) -> XPSource:
     ]
 
     # _loss: the statements L needs
-    loss_stmts = _needed(
-        [s for s in forward if s.when != "step"] + list(plan.loss), {LOSS}
-    )
+    loss_stmts = live(inference + plan.loss, {LOSS})
     f = _Function(printer, bind)
-    f.statements(loss_stmts, "training")
+    f.walk(loss_stmts)
     f.body.add(f"return {nm.LOSS}")
     source.append(
         _function(
@@ -411,16 +335,13 @@ def derived(plan: Plan) -> XPSource:
     )
 
     # _loss_and_grad: training's statements for L, the gradients and the statistics
-    training = [s for s in forward if s.when != "eval"]
-    wanted = {LOSS, *plan.grads.values(), *(arr(b) for b in buffers)}
-    all_stmts = _needed(training + list(plan.loss) + list(plan.backward), wanted)
+    training = resolved(forward, {Condition.TRAINING: True, Condition.RUNNING: True})
+    wanted = plan.results | {arr(b) for b in buffers}
+    all_stmts = live(training + plan.loss + plan.backward, wanted)
     f = _Function(printer, bind)
-    fwd = [s for s in all_stmts if s.phase == "forward"]
-    rest = [s for s in all_stmts if s.phase != "forward"]
-    f.statements(fwd, None)
-    f.statements([s for s in rest if s.phase == "loss"], None)
+    f.walk(s for s in all_stmts if isinstance(s, Block) or s.phase != "backward")
     f.body.add("")
-    f.statements([s for s in rest if s.phase == "backward"], None)
+    f.walk(s for s in all_stmts if not isinstance(s, Block) and s.phase == "backward")
     grads = ", ".join(f'"{p.name}": {plan.grads[p.name].name}' for p in plan.trainable)
     stats = ", ".join(f'"{b}": {b}' for b in buffers)
     f.body.add(f"return {nm.LOSS}, {{{grads}}}, {{{stats}}}")

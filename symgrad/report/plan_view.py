@@ -11,7 +11,6 @@ module's comments are.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 
 import sympy
 from sympy import Symbol
@@ -19,7 +18,22 @@ from sympy import Symbol
 from .. import layer_registry
 from .. import naming as nm
 from ..arrays import MatProduct
-from ..plan import BATCH, L2_GRAD, LOSS, Plan, Stmt, X, Y, arr, section
+from ..plan import (
+    BATCH,
+    L2_GRAD,
+    LOSS,
+    Condition,
+    Plan,
+    Renew,
+    Stmt,
+    X,
+    Y,
+    arr,
+    branch,
+    flatten,
+    resolve,
+    section,
+)
 from ..reductions import BETA, GAMMA, XHAT, G, H, NormRule
 from ..reductions import text as rule_text
 from .document import Eq, M, Math
@@ -129,7 +143,7 @@ class PlanView:
         return self.name(s.target)
 
     def eq(self, s: Stmt, tex: dict | None = None, text: dict | None = None) -> Eq:
-        rel = PLUS_EQ if s.add else ARROW if s.when == "step" else EQUALS
+        rel = PLUS_EQ if s.add else ARROW if isinstance(s, Renew) else EQUALS
         return Eq(self.lhs(s), (self.ex(s.expr, tex, text),), rel=rel)
 
     # ---------------------------------------------------------------- by layer
@@ -140,13 +154,24 @@ class PlanView:
         d = self.plan.derivation
         return {section(d.layer(l))} | ({"output"} if l == d.depth else set())
 
-    def forward(
-        self, l: int, when: Iterable[str] = ("", "train", "dropout")  # noqa: E741
-    ) -> list[Stmt]:
-        """Layer l's forward statements that run when `when` says (by default those
-        of training: the batch statistics and dropout's mask)."""
-        sec, when = self.sections(l), set(when)
-        return [s for s in self.plan.forward if s.section in sec and s.when in when]
+    def forward(self, l: int, part: str = "training") -> list[Stmt]:  # noqa: E741
+        """Layer l's forward statements of one part of the plan's forward pass:
+        "training" (the batch statistics, dropout's mask drawn), "running" (the running
+        statistics renewed, in the step only) or "inference" (the running statistics
+        used)."""
+        items = self.plan.forward
+        if part == "training":
+            stmts = flatten(
+                resolve(
+                    items, dict.fromkeys(Condition, True) | {Condition.RUNNING: False}
+                )
+            )
+        elif part == "running":
+            stmts = branch(items, Condition.RUNNING, True)
+        else:
+            stmts = branch(items, Condition.TRAINING, False)
+        sec = self.sections(l)
+        return [s for s in stmts if s.section in sec]
 
     def backward(self, l: int) -> list[Stmt]:  # noqa: E741
         """What layer l's backward pass computes: its section's statements (less the

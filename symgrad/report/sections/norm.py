@@ -403,13 +403,13 @@ def _batch_blocks(ctx: Context, layer: NormLayerRule) -> list[Block]:
         ),
         D(*(view.eq(s) for s in view.forward(l))),
     ]
-    step = view.forward(l, ("step",))
+    step = view.forward(l, "running")
     if step:
         blocks += [
             P("then, in the training step only, the running statistics:"),
             D(*(view.eq(s) for s in step)),
         ]
-    evaluate = view.forward(l, ("eval",))
+    evaluate = view.forward(l, "inference")
     if evaluate:
         blocks += [
             P("and in inference, with the running statistics:"),
