@@ -411,6 +411,88 @@ def piecewise_rule(parts: list[tuple[sp.Expr, sp.Expr]]) -> sp.Expr:
     return sp.Piecewise(*branches, (merged[-1][0], True))
 
 
+SEAMED = (sp.sign, sp.Abs, sp.Heaviside, sp.Max, sp.Min)
+
+
+def seam_derivative(f: sp.Expr, var: sp.Symbol) -> sp.Expr:
+    """∂f/∂var, with the derivative itself (not 0) where f is differentiable at a seam.
+
+    diff() of sign(u)·log(1 + |u|) gives sign(u)²/(1 + |u|), which is 0 at u = 0 where
+    the slope is 1: sign, abs, Heaviside, max and min are differentiated as if their
+    kink were a jump. For each seam u = 0 with u linear in var (var = s, s free of var:
+    a loss's ŷ = y), f is written on each side without the seamed function and the two
+    one-sided derivatives are compared at s: where f is continuous there and they agree,
+    the derivative at the seam is their common value. A true kink (|ŷ − y|, whose
+    one-sided slopes are −1 and 1) keeps SymPy's value there (sign(0) = 0).
+    """
+    d = heaviside_to_piecewise(sp.diff(f, var))
+    seams: dict[sp.Expr, None] = {}
+    for node in sp.preorder_traversal(f):
+        if isinstance(node, SEAMED):
+            seam = _seam_of(node, var)
+            if seam is not None:
+                seams.setdefault(seam[0])
+    for s in seams:
+        sides = [_one_side(f, var, s, side) for side in (-1, 1)]
+        if any(g is None for g in sides):
+            continue
+        values = [g.subs(var, s) for g in sides]
+        slopes = [heaviside_to_piecewise(sp.diff(g, var)).subs(var, s) for g in sides]
+        if any(v.has(sp.nan, sp.zoo, sp.oo, -sp.oo) for v in values + slopes):
+            continue
+        if not (_equal(*values) and _equal(*slopes)):
+            continue  # a jump or a kink: SymPy's value there stands
+        at = min((slopes[0], tidy(slopes[0])), key=_rank)
+        if _equal(d.subs(var, s), at):
+            continue  # already right at the seam
+        d = sp.Piecewise((at, sp.Eq(var, s)), (d, True))
+    return d
+
+
+def _seam_of(node: sp.Expr, var: sp.Symbol) -> tuple[sp.Expr, sp.Expr] | None:
+    """(s, p): the seamed function node switches at var = s, its argument u ≈ p·(var − s);
+    None when u is not linear in var with a known sign of p."""
+    if len(node.args) > 2:
+        return None
+    u = node.args[0] - node.args[1] if len(node.args) == 2 else node.args[0]
+    if not u.has(var):
+        return None
+    p = sp.diff(u, var)
+    if p.has(var) or not (p.is_positive or p.is_negative):
+        return None
+    return sp.expand(var - u / p), p
+
+
+def _one_side(
+    f: sp.Expr, var: sp.Symbol, s: sp.Expr, side: int
+) -> sp.Expr | None:
+    """f just left (side −1) or right (+1) of var = s, with each function that switches
+    there replaced by its branch on that side; None when one cannot be decided."""
+    swaps: dict[sp.Expr, sp.Expr] = {}
+    for node in sp.preorder_traversal(f):
+        if not isinstance(node, SEAMED):
+            continue
+        if len(node.args) > 2 and node.has(var):
+            return None  # max of three: not split here
+        seam = _seam_of(node, var)
+        if seam is None or not _equal(seam[0], s):
+            continue
+        positive = (side > 0) == bool(seam[1].is_positive)  # the sign of u there
+        if isinstance(node, sp.sign):
+            swaps[node] = sp.S.One if positive else sp.S.NegativeOne
+        elif isinstance(node, sp.Abs):
+            swaps[node] = node.args[0] if positive else -node.args[0]
+        elif isinstance(node, sp.Heaviside):
+            swaps[node] = sp.S.One if positive else sp.S.Zero
+        elif len(node.args) == 2:  # max/min of two: u = first − second
+            first, second = node.args
+            big = isinstance(node, sp.Max) == positive
+            swaps[node] = first if big else second
+        else:
+            return None
+    return f.xreplace(swaps) if swaps else None
+
+
 # ------------------------------------------------------------------ activations
 
 
@@ -823,6 +905,42 @@ def _stable_loss(loss: sp.Expr, act: ActivationRule) -> sp.Expr:
     return loss.replace(lambda n: isinstance(n, sp.log) and n.args[0].has(a), rewrite)
 
 
+def _loss_forms(loss: sp.Expr, act: ActivationRule) -> list[sp.Expr]:
+    """The loss as written, stabilized, then with its logs split (log(y/ŷ) = log y −
+    log ŷ, so that log ŷ of a sigmoid becomes −softplus(−z)) and each target-only
+    y·log y taken as 0 at y = 0 (its limit; NumPy's 0·log 0 is NaN)."""
+    forms = [_stable_loss(loss, act)]
+    split = sp.expand_log(loss, force=True)
+    if split != loss:
+        split = _xlogy(split)
+        if affordable(split):
+            split = sp.expand(split)
+        forms.append(_stable_loss(split, act))
+    return forms
+
+
+def _xlogy(e: sp.Expr) -> sp.Expr:
+    """u·log(u) -> u·log(avoid(u, 0, 1)) for u free of the prediction: 0 at u = 0."""
+
+    def swap(term: sp.Expr) -> sp.Expr:
+        # log(u) as a factor of the product or a term of one of its sums: u·(log u − …)
+        logs = {
+            g
+            for f in term.args
+            for g in (f.args if f.is_Add else (f,))
+            for g in [_unsigned(g)]
+            if isinstance(g, sp.log)
+        }
+        for lg in logs:
+            u = lg.args[0]
+            if u.has(a, z) or not any(_equal(f, u) for f in term.args):
+                continue
+            term = term.xreplace({lg: sp.log(avoid(u, 0, 1))})
+        return term
+
+    return e.replace(lambda n: n.is_Mul and n.has(sp.log), swap)
+
+
 TARGETS = (0.0, 0.25, 1.0)  # targets y at which output deltas and losses are checked
 
 
@@ -832,7 +950,7 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
     loss = loss_expr(loss_op)
     title = _title(loss_op, ops.LOSSES)
     act = activation_rule(act_op)
-    dl_da = heaviside_to_piecewise(sp.diff(loss, a))
+    dl_da = seam_derivative(loss, a)
     simplex = not loss_op.custom and ops.LOSSES[loss_op.name].targets == "simplex"
     notes: list[str] = []
     points = [{z: v, y: t} for v in stability.EXTREMES for t in TARGETS]
@@ -844,7 +962,7 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         product = sp.Mul(dl_da, da_dz, evaluate=False)
         jvp = False
         # the same δ from the loss as written and from its stable form (softplus ...)
-        stable_dl = heaviside_to_piecewise(sp.diff(stabilize(loss), a))
+        stable_dl = seam_derivative(stabilize(loss), a)
         deltas = {tidy(sp.together(d * da_dz)) for d in (dl_da, stable_dl)}
         delta = min(deltas, key=_rank)
     q = None if jvp else _collapse_factor(delta)
@@ -858,13 +976,19 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         delta, missed = _pick_stable([*deltas, *in_z], exact, {a: act.forward})
         if missed:
             notes.append(_missed_note(f"output delta of {loss_op.name}", missed))
-    forward = _stable_loss(loss, act)
+    forms = _loss_forms(loss, act)
+    forward = forms[0]
     if not act.vector:
-        missed = stability.failures(
-            forward, loss.xreplace({a: act.forward}), points, {a: act.forward}
-        )
-        if missed:
-            notes.append(_missed_note(f"loss {loss_op.name}", missed))
+        reference = loss.xreplace({a: act.forward})
+        first: list[str] = []
+        for form in forms:
+            missed = stability.failures(form, reference, points, {a: act.forward})
+            if not missed:
+                forward = form
+                break
+            first = first or missed
+        else:
+            notes.append(_missed_note(f"loss {loss_op.name}", first))
     return OutputRule(
         loss_op.name,
         title,
