@@ -859,7 +859,11 @@ class OutputRule:
         delta: δ simplified, in a and y (and z where the activation needs it).
         collapsed: δ is a constant multiple of (a - y).
         jvp: softmax with a loss that does not collapse: δ = h - a ⊙ Σ_k h_k with h = `delta`.
-        forward: ℓ rewritten for a stable forward pass, in z, a, y (and `ls`, the log-softmax).
+        forward: ℓ rewritten for a stable forward pass, in z, a, y (and `ls`, the
+            log-softmax, and `l1m`, log(1 − softmax)).
+        log_terms: a softmax output with a loss g(log ŷ, log(1 − ŷ), y) that does not
+            collapse: (∂g/∂ls, ∂g/∂l1m), from which the plan computes δ without forming
+            ŷ/(1 − ŷ), which overflows where ŷ rounds to 1.
     """
 
     loss_name: str
@@ -873,9 +877,11 @@ class OutputRule:
     jvp: bool
     forward: sp.Expr
     notes: tuple[str, ...] = ()
+    log_terms: tuple[sp.Expr, sp.Expr] | None = None
 
 
 LS = sp.Symbol("ls", real=True)  # log-softmax of the output, elementwise
+L1M = sp.Symbol("l1m", real=True)  # log(1 − softmax) of the output, elementwise
 
 
 def _collapse_factor(delta: sp.Expr) -> sp.Expr | None:
@@ -954,9 +960,22 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
     simplex = not loss_op.custom and ops.LOSSES[loss_op.name].targets == "simplex"
     notes: list[str] = []
     points = [{z: v, y: t} for v in stability.EXTREMES for t in TARGETS]
+    log_terms = None
     if act.vector:
         delta, product, jvp = _softmax_delta(loss, simplex)
         da_dz = sp.S.Zero
+        through_logs = _softmax_logs(loss) if jvp else None
+        if through_logs is not None:
+            log_terms = (
+                tidy(sp.diff(through_logs, LS)),
+                tidy(sp.diff(through_logs, L1M)),
+            )
+        if not loss_op.custom and ops.LOSSES[loss_op.name].output == "unit_interval":
+            notes.append(
+                f"{loss_op.name} on a softmax output scores each class as its own"
+                " yes/no, though the outputs sum to 1: for one class per example use"
+                " categorical_crossentropy, for independent labels a sigmoid output"
+            )
     else:
         da_dz = act.df
         product = sp.Mul(dl_da, da_dz, evaluate=False)
@@ -978,6 +997,8 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
             notes.append(_missed_note(f"output delta of {loss_op.name}", missed))
     forms = _loss_forms(loss, act)
     forward = forms[0]
+    if log_terms is not None:
+        forward = _softmax_logs(loss)
     if not act.vector:
         reference = loss.xreplace({a: act.forward})
         first: list[str] = []
@@ -1001,7 +1022,28 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         jvp,
         forward,
         tuple(notes),
+        log_terms,
     )
+
+
+def _softmax_logs(loss: sp.Expr) -> sp.Expr | None:
+    """The loss on a softmax output as g(ls, l1m, y), with log ŷ as ls and log(1 − ŷ)
+    as l1m (both finite where ŷ rounds to 0 or 1), when ŷ occurs only there; else None."""
+
+    def swap(node: sp.Expr) -> sp.Expr:
+        arg = node.args[0]
+        if arg == a:
+            return LS
+        if _equal(arg, 1 - a):
+            return L1M
+        return node
+
+    split = _xlogy(sp.expand_log(loss, force=True))
+    for form in (loss, split):
+        g = form.replace(lambda n: isinstance(n, sp.log), swap)
+        if not g.has(a) and g.has(L1M):
+            return sp.expand(g) if affordable(g) else g
+    return None
 
 
 SOFTMAX_K = 3  # classes in the concrete softmax derivation

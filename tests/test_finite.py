@@ -157,3 +157,90 @@ def test_kl_divergence_on_a_sigmoid_at_extreme_logits(tmp_path, target, dtype) -
     X = _column(ZS)
     Y = np.full((len(ZS), 1), target)
     _compare(module, _kl, _mp_sigmoid, X, Y, dtype)
+
+
+# ------------------------------------------------------------------ softmax outputs
+
+
+def _softmax_reference(loss, Z, Y):
+    """Mean loss and δ = ∂L/∂Z (m×K) of Σ_k loss((ŷ_k, 1 − ŷ_k), y_k) on a softmax,
+    in mpmath; 1 − ŷ_k as the sum of the other classes (no cancellation)."""
+    m, n = Z.shape
+    with mpmath.workdps(DIGITS):
+
+        def row_loss(zs, ys):
+            e = [mpmath.exp(v - max(zs)) for v in zs]
+            total = mpmath.fsum(e)
+            return mpmath.fsum(
+                loss((e[k] / total, mpmath.fsum(e[:k] + e[k + 1 :]) / total), ys[k])
+                for k in range(n)
+            )
+
+        value, delta = mpmath.mpf(0), np.zeros((m, n))
+        for i in range(m):
+            zs = [mpmath.mpf(float(v)) for v in Z[i]]
+            ys = [mpmath.mpf(float(v)) for v in Y[i]]
+            value += row_loss(zs, ys)
+            for j in range(n):
+
+                def moved(u, j=j, zs=zs, ys=ys):
+                    return row_loss(zs[:j] + [u] + zs[j + 1 :], ys)
+
+                delta[i, j] = float(mpmath.diff(moved, zs[j]) / m)
+        return float(value / m), delta
+
+
+def _softmax_rows(gap: float) -> tuple[np.ndarray, np.ndarray]:
+    Z = np.array(
+        [
+            [gap, 0.0, 0.0],  # right, sure
+            [gap, 0.0, 0.0],  # wrong, sure: loss ≈ gap
+            [0.0, gap, -gap / 2],
+            [-gap, 0.0, 3.0],
+            [gap, gap, 0.0],  # a tie at the max
+            [0.5, -0.2, 0.1],
+        ]
+    )
+    Y = np.array(
+        [
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [1.0, 1.0, 0.0],
+            [0.0, 0.25, 0.75],
+            [1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0],
+        ]
+    )
+    return Z, Y
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("gap", GAPS)
+@pytest.mark.parametrize("loss", ["binary_crossentropy", "kl"])
+def test_log_one_minus_softmax_at_large_logit_gaps(tmp_path, loss, gap, dtype) -> None:
+    """Binary cross-entropy (or KL) on a softmax: log(1 − ŷ) as a log-sum-exp over
+    the other classes; NaN from a gap of 37 before."""
+    spec = {
+        "name": "bce_softmax",
+        "input": 3,
+        "layers": [{"units": 3, "activation": "softmax"}],
+        "loss": loss if loss != "kl" else {"name": "kl", "expr": KL},
+    }
+    module = generate_module(spec, tmp_path)
+    Z, Y = _softmax_rows(gap)
+    want, delta = _softmax_reference(_bce if loss != "kl" else _kl, Z.astype(dtype), Y)
+    params = {"W1": np.eye(3, dtype=dtype), "b1": np.zeros(3, dtype)}
+    got, grads = module.loss_and_grad(params, Z.astype(dtype), Y.astype(dtype))
+    assert np.isfinite(got) and abs(got - want) <= TOL[dtype] * max(1.0, abs(want))
+    Zr = Z.astype(dtype).astype(np.float64)
+    expected = {"W1": Zr.T @ delta, "b1": delta.sum(axis=0)}
+    for key, g in grads.items():
+        assert np.all(np.isfinite(g)), (key, g)
+        scale = max(1.0, float(np.abs(expected[key]).max()))
+        np.testing.assert_allclose(
+            g, expected[key], rtol=0, atol=TOL[dtype] * scale, err_msg=key
+        )
+    # the in-place step computes the same
+    stepped = {k: v.copy() for k, v in params.items()}
+    before = module.step(stepped, module.init_state(stepped), Z.astype(dtype), Y.astype(dtype))
+    assert np.isfinite(before) and np.all(np.isfinite(stepped["W1"]))
