@@ -15,6 +15,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 
+import mpmath
 import numpy as np
 import sympy as sp
 
@@ -1010,6 +1011,22 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
             first = first or missed
         else:
             notes.append(_missed_note(f"loss {loss_op.name}", first))
+        if not loss_op.custom and ops.LOSSES[loss_op.name].output == "unit_interval":
+            exact_to = _exact_range(
+                [
+                    (forward, loss.xreplace({a: act.forward})),
+                    (delta, (dl_da * act.dz).xreplace({a: act.forward})),
+                ],
+                act,
+            )
+            if exact_to is not None:
+                notes.append(
+                    f"{loss_op.name} on {act.name!r}: no stable form found for the"
+                    " loss and its gradient where ŷ rounds to 0 or 1; the module is"
+                    f" exact for |z| <= {exact_to[0]:g} in float64 (<= {exact_to[1]:g}"
+                    " in float32), loses digits and then gives inf or NaN beyond, though the loss is"
+                    " finite for every z"
+                )
     return OutputRule(
         loss_op.name,
         title,
@@ -1024,6 +1041,36 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         tuple(notes),
         log_terms,
     )
+
+
+RANGE_SCAN = tuple(float(v) for v in range(1, 41)) + (50.0, 100.0, 1000.0)
+
+
+def _exact_range(
+    forms: list[tuple[sp.Expr, sp.Expr]], act: ActivationRule
+) -> tuple[float, float] | None:
+    """For a loss that is finite for every z (an output strictly inside (0, 1)): the
+    largest |z| up to which each printed form (the loss, the delta) is finite and
+    matches its exact reference at every smaller |z|, in float64 and in float32; None
+    when they are up to |z| = 1000."""
+    points = [{z: s * v, y: t} for v in RANGE_SCAN for s in (-1, 1) for t in TARGETS]
+    out = []
+    for dtype in stability.DTYPES:
+        ok = np.ones(len(points), dtype=bool)
+        for form, reference in forms:
+            got = stability.evaluate(form, {a: act.forward}, points, dtype)
+            want = np.array(
+                [np.nan if w is None else w for w in stability.exact(reference, points)]
+            )
+            with np.errstate(all="ignore"):
+                close = np.abs(got - want) <= stability.TOL[dtype] * np.maximum(
+                    1.0, np.abs(want)
+                )
+            ok &= np.isfinite(got) & (close | np.isnan(want))
+        bad = [abs(p[z]) for p, good in zip(points, ok, strict=True) if not good]
+        first = min(bad, default=None)
+        out.append(max((v for v in RANGE_SCAN if first is None or v < first), default=0))
+    return None if out[0] == RANGE_SCAN[-1] else (out[0], out[1])
 
 
 def _softmax_logs(loss: sp.Expr) -> sp.Expr | None:
@@ -1307,9 +1354,11 @@ def _check_output_range(spec: Spec, rule: ActivationRule) -> None:
     if not out.custom:
         return
     if not loss.custom and ops.LOSSES[loss.name].output == "unit_interval":
-        values = stability.exact(rule.f, [{z: p} for p in RANGE_POINTS])
-        for p, v in zip(RANGE_POINTS, values, strict=True):
-            if v is None or not 0 < v < 1:
+        # in exact arithmetic: a probit's Φ(9) = 1 − 1.1e-19 lies in (0, 1), though
+        # it rounds to 1 as a float
+        for p, inside in zip(RANGE_POINTS, _in_open_unit(rule.f), strict=True):
+            if not inside:
+                v = stability.exact(rule.f, [{z: p}])[0]
                 shown = "no real value" if v is None else f"{v:.6g}"
                 raise SpecError(
                     [
@@ -1331,6 +1380,22 @@ def _check_output_range(spec: Spec, rule: ActivationRule) -> None:
                 )
             ]
         )
+
+
+def _in_open_unit(f: sp.Expr) -> list[bool]:
+    """f lies strictly inside (0, 1) at each range point, in 50-digit arithmetic (not
+    rounded to a float first)."""
+    fn = sp.lambdify([z], numeric(f), modules=[stability.MP_FUNCTIONS, "mpmath"])
+    out = []
+    with mpmath.workdps(stability.DIGITS):
+        for p in RANGE_POINTS:
+            try:
+                v = fn(mpmath.mpf(p))
+            except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+                out.append(False)
+                continue
+            out.append(mpmath.im(v) == 0 and 0 < mpmath.re(v) < 1)
+    return out
 
 
 # ---- facts for the report
