@@ -15,6 +15,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 
+import mpmath
 import numpy as np
 import sympy as sp
 
@@ -411,6 +412,88 @@ def piecewise_rule(parts: list[tuple[sp.Expr, sp.Expr]]) -> sp.Expr:
     return sp.Piecewise(*branches, (merged[-1][0], True))
 
 
+SEAMED = (sp.sign, sp.Abs, sp.Heaviside, sp.Max, sp.Min)
+
+
+def seam_derivative(f: sp.Expr, var: sp.Symbol) -> sp.Expr:
+    """∂f/∂var, with the derivative itself (not 0) where f is differentiable at a seam.
+
+    diff() of sign(u)·log(1 + |u|) gives sign(u)²/(1 + |u|), which is 0 at u = 0 where
+    the slope is 1: sign, abs, Heaviside, max and min are differentiated as if their
+    kink were a jump. For each seam u = 0 with u linear in var (var = s, s free of var:
+    a loss's ŷ = y), f is written on each side without the seamed function and the two
+    one-sided derivatives are compared at s: where f is continuous there and they agree,
+    the derivative at the seam is their common value. A true kink (|ŷ − y|, whose
+    one-sided slopes are −1 and 1) keeps SymPy's value there (sign(0) = 0).
+    """
+    d = heaviside_to_piecewise(sp.diff(f, var))
+    seams: dict[sp.Expr, None] = {}
+    for node in sp.preorder_traversal(f):
+        if isinstance(node, SEAMED):
+            seam = _seam_of(node, var)
+            if seam is not None:
+                seams.setdefault(seam[0])
+    for s in seams:
+        sides = [_one_side(f, var, s, side) for side in (-1, 1)]
+        if any(g is None for g in sides):
+            continue
+        values = [g.subs(var, s) for g in sides]
+        slopes = [heaviside_to_piecewise(sp.diff(g, var)).subs(var, s) for g in sides]
+        if any(v.has(sp.nan, sp.zoo, sp.oo, -sp.oo) for v in values + slopes):
+            continue
+        if not (_equal(*values) and _equal(*slopes)):
+            continue  # a jump or a kink: SymPy's value there stands
+        at = min((slopes[0], tidy(slopes[0])), key=_rank)
+        if _equal(d.subs(var, s), at):
+            continue  # already right at the seam
+        d = sp.Piecewise((at, sp.Eq(var, s)), (d, True))
+    return d
+
+
+def _seam_of(node: sp.Expr, var: sp.Symbol) -> tuple[sp.Expr, sp.Expr] | None:
+    """(s, p): the seamed function node switches at var = s, its argument u ≈ p·(var − s);
+    None when u is not linear in var with a known sign of p."""
+    if len(node.args) > 2:
+        return None
+    u = node.args[0] - node.args[1] if len(node.args) == 2 else node.args[0]
+    if not u.has(var):
+        return None
+    p = sp.diff(u, var)
+    if p.has(var) or not (p.is_positive or p.is_negative):
+        return None
+    return sp.expand(var - u / p), p
+
+
+def _one_side(
+    f: sp.Expr, var: sp.Symbol, s: sp.Expr, side: int
+) -> sp.Expr | None:
+    """f just left (side −1) or right (+1) of var = s, with each function that switches
+    there replaced by its branch on that side; None when one cannot be decided."""
+    swaps: dict[sp.Expr, sp.Expr] = {}
+    for node in sp.preorder_traversal(f):
+        if not isinstance(node, SEAMED):
+            continue
+        if len(node.args) > 2 and node.has(var):
+            return None  # max of three: not split here
+        seam = _seam_of(node, var)
+        if seam is None or not _equal(seam[0], s):
+            continue
+        positive = (side > 0) == bool(seam[1].is_positive)  # the sign of u there
+        if isinstance(node, sp.sign):
+            swaps[node] = sp.S.One if positive else sp.S.NegativeOne
+        elif isinstance(node, sp.Abs):
+            swaps[node] = node.args[0] if positive else -node.args[0]
+        elif isinstance(node, sp.Heaviside):
+            swaps[node] = sp.S.One if positive else sp.S.Zero
+        elif len(node.args) == 2:  # max/min of two: u = first − second
+            first, second = node.args
+            big = isinstance(node, sp.Max) == positive
+            swaps[node] = first if big else second
+        else:
+            return None
+    return f.xreplace(swaps) if swaps else None
+
+
 # ------------------------------------------------------------------ activations
 
 
@@ -777,7 +860,11 @@ class OutputRule:
         delta: δ simplified, in a and y (and z where the activation needs it).
         collapsed: δ is a constant multiple of (a - y).
         jvp: softmax with a loss that does not collapse: δ = h - a ⊙ Σ_k h_k with h = `delta`.
-        forward: ℓ rewritten for a stable forward pass, in z, a, y (and `ls`, the log-softmax).
+        forward: ℓ rewritten for a stable forward pass, in z, a, y (and `ls`, the
+            log-softmax, and `l1m`, log(1 − softmax)).
+        log_terms: a softmax output with a loss g(log ŷ, log(1 − ŷ), y) that does not
+            collapse: (∂g/∂ls, ∂g/∂l1m), from which the plan computes δ without forming
+            ŷ/(1 − ŷ), which overflows where ŷ rounds to 1.
     """
 
     loss_name: str
@@ -791,9 +878,11 @@ class OutputRule:
     jvp: bool
     forward: sp.Expr
     notes: tuple[str, ...] = ()
+    log_terms: tuple[sp.Expr, sp.Expr] | None = None
 
 
 LS = sp.Symbol("ls", real=True)  # log-softmax of the output, elementwise
+L1M = sp.Symbol("l1m", real=True)  # log(1 − softmax) of the output, elementwise
 
 
 def _collapse_factor(delta: sp.Expr) -> sp.Expr | None:
@@ -823,6 +912,42 @@ def _stable_loss(loss: sp.Expr, act: ActivationRule) -> sp.Expr:
     return loss.replace(lambda n: isinstance(n, sp.log) and n.args[0].has(a), rewrite)
 
 
+def _loss_forms(loss: sp.Expr, act: ActivationRule) -> list[sp.Expr]:
+    """The loss as written, stabilized, then with its logs split (log(y/ŷ) = log y −
+    log ŷ, so that log ŷ of a sigmoid becomes −softplus(−z)) and each target-only
+    y·log y taken as 0 at y = 0 (its limit; NumPy's 0·log 0 is NaN)."""
+    forms = [_stable_loss(loss, act)]
+    split = sp.expand_log(loss, force=True)
+    if split != loss:
+        split = _xlogy(split)
+        if affordable(split):
+            split = sp.expand(split)
+        forms.append(_stable_loss(split, act))
+    return forms
+
+
+def _xlogy(e: sp.Expr) -> sp.Expr:
+    """u·log(u) -> u·log(avoid(u, 0, 1)) for u free of the prediction: 0 at u = 0."""
+
+    def swap(term: sp.Expr) -> sp.Expr:
+        # log(u) as a factor of the product or a term of one of its sums: u·(log u − …)
+        logs = {
+            g
+            for f in term.args
+            for g in (f.args if f.is_Add else (f,))
+            for g in [_unsigned(g)]
+            if isinstance(g, sp.log)
+        }
+        for lg in logs:
+            u = lg.args[0]
+            if u.has(a, z) or not any(_equal(f, u) for f in term.args):
+                continue
+            term = term.xreplace({lg: sp.log(avoid(u, 0, 1))})
+        return term
+
+    return e.replace(lambda n: n.is_Mul and n.has(sp.log), swap)
+
+
 TARGETS = (0.0, 0.25, 1.0)  # targets y at which output deltas and losses are checked
 
 
@@ -832,19 +957,32 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
     loss = loss_expr(loss_op)
     title = _title(loss_op, ops.LOSSES)
     act = activation_rule(act_op)
-    dl_da = heaviside_to_piecewise(sp.diff(loss, a))
+    dl_da = seam_derivative(loss, a)
     simplex = not loss_op.custom and ops.LOSSES[loss_op.name].targets == "simplex"
     notes: list[str] = []
     points = [{z: v, y: t} for v in stability.EXTREMES for t in TARGETS]
+    log_terms = None
     if act.vector:
         delta, product, jvp = _softmax_delta(loss, simplex)
         da_dz = sp.S.Zero
+        through_logs = _softmax_logs(loss) if jvp else None
+        if through_logs is not None:
+            log_terms = (
+                tidy(sp.diff(through_logs, LS)),
+                tidy(sp.diff(through_logs, L1M)),
+            )
+        if not loss_op.custom and ops.LOSSES[loss_op.name].output == "unit_interval":
+            notes.append(
+                f"{loss_op.name} on a softmax output scores each class as its own"
+                " yes/no, though the outputs sum to 1: for one class per example use"
+                " categorical_crossentropy, for independent labels a sigmoid output"
+            )
     else:
         da_dz = act.df
         product = sp.Mul(dl_da, da_dz, evaluate=False)
         jvp = False
         # the same δ from the loss as written and from its stable form (softplus ...)
-        stable_dl = heaviside_to_piecewise(sp.diff(stabilize(loss), a))
+        stable_dl = seam_derivative(stabilize(loss), a)
         deltas = {tidy(sp.together(d * da_dz)) for d in (dl_da, stable_dl)}
         delta = min(deltas, key=_rank)
     q = None if jvp else _collapse_factor(delta)
@@ -858,13 +996,37 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         delta, missed = _pick_stable([*deltas, *in_z], exact, {a: act.forward})
         if missed:
             notes.append(_missed_note(f"output delta of {loss_op.name}", missed))
-    forward = _stable_loss(loss, act)
+    forms = _loss_forms(loss, act)
+    forward = forms[0]
+    if log_terms is not None:
+        forward = _softmax_logs(loss)
     if not act.vector:
-        missed = stability.failures(
-            forward, loss.xreplace({a: act.forward}), points, {a: act.forward}
-        )
-        if missed:
-            notes.append(_missed_note(f"loss {loss_op.name}", missed))
+        reference = loss.xreplace({a: act.forward})
+        first: list[str] = []
+        for form in forms:
+            missed = stability.failures(form, reference, points, {a: act.forward})
+            if not missed:
+                forward = form
+                break
+            first = first or missed
+        else:
+            notes.append(_missed_note(f"loss {loss_op.name}", first))
+        if not loss_op.custom and ops.LOSSES[loss_op.name].output == "unit_interval":
+            exact_to = _exact_range(
+                [
+                    (forward, loss.xreplace({a: act.forward})),
+                    (delta, (dl_da * act.dz).xreplace({a: act.forward})),
+                ],
+                act,
+            )
+            if exact_to is not None:
+                notes.append(
+                    f"{loss_op.name} on {act.name!r}: no stable form found for the"
+                    " loss and its gradient where ŷ rounds to 0 or 1; the module is"
+                    f" exact for |z| <= {exact_to[0]:g} in float64 (<= {exact_to[1]:g}"
+                    " in float32), loses digits and then gives inf or NaN beyond, though the loss is"
+                    " finite for every z"
+                )
     return OutputRule(
         loss_op.name,
         title,
@@ -877,7 +1039,58 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         jvp,
         forward,
         tuple(notes),
+        log_terms,
     )
+
+
+RANGE_SCAN = tuple(float(v) for v in range(1, 41)) + (50.0, 100.0, 1000.0)
+
+
+def _exact_range(
+    forms: list[tuple[sp.Expr, sp.Expr]], act: ActivationRule
+) -> tuple[float, float] | None:
+    """For a loss that is finite for every z (an output strictly inside (0, 1)): the
+    largest |z| up to which each printed form (the loss, the delta) is finite and
+    matches its exact reference at every smaller |z|, in float64 and in float32; None
+    when they are up to |z| = 1000."""
+    points = [{z: s * v, y: t} for v in RANGE_SCAN for s in (-1, 1) for t in TARGETS]
+    out = []
+    for dtype in stability.DTYPES:
+        ok = np.ones(len(points), dtype=bool)
+        for form, reference in forms:
+            got = stability.evaluate(form, {a: act.forward}, points, dtype)
+            want = np.array(
+                [np.nan if w is None else w for w in stability.exact(reference, points)]
+            )
+            with np.errstate(all="ignore"):
+                close = np.abs(got - want) <= stability.TOL[dtype] * np.maximum(
+                    1.0, np.abs(want)
+                )
+            ok &= np.isfinite(got) & (close | np.isnan(want))
+        bad = [abs(p[z]) for p, good in zip(points, ok, strict=True) if not good]
+        first = min(bad, default=None)
+        out.append(max((v for v in RANGE_SCAN if first is None or v < first), default=0))
+    return None if out[0] == RANGE_SCAN[-1] else (out[0], out[1])
+
+
+def _softmax_logs(loss: sp.Expr) -> sp.Expr | None:
+    """The loss on a softmax output as g(ls, l1m, y), with log ŷ as ls and log(1 − ŷ)
+    as l1m (both finite where ŷ rounds to 0 or 1), when ŷ occurs only there; else None."""
+
+    def swap(node: sp.Expr) -> sp.Expr:
+        arg = node.args[0]
+        if arg == a:
+            return LS
+        if _equal(arg, 1 - a):
+            return L1M
+        return node
+
+    split = _xlogy(sp.expand_log(loss, force=True))
+    for form in (loss, split):
+        g = form.replace(lambda n: isinstance(n, sp.log), swap)
+        if not g.has(a) and g.has(L1M):
+            return sp.expand(g) if affordable(g) else g
+    return None
 
 
 SOFTMAX_K = 3  # classes in the concrete softmax derivation
@@ -1141,9 +1354,11 @@ def _check_output_range(spec: Spec, rule: ActivationRule) -> None:
     if not out.custom:
         return
     if not loss.custom and ops.LOSSES[loss.name].output == "unit_interval":
-        values = stability.exact(rule.f, [{z: p} for p in RANGE_POINTS])
-        for p, v in zip(RANGE_POINTS, values, strict=True):
-            if v is None or not 0 < v < 1:
+        # in exact arithmetic: a probit's Φ(9) = 1 − 1.1e-19 lies in (0, 1), though
+        # it rounds to 1 as a float
+        for p, inside in zip(RANGE_POINTS, _in_open_unit(rule.f), strict=True):
+            if not inside:
+                v = stability.exact(rule.f, [{z: p}])[0]
                 shown = "no real value" if v is None else f"{v:.6g}"
                 raise SpecError(
                     [
@@ -1165,6 +1380,22 @@ def _check_output_range(spec: Spec, rule: ActivationRule) -> None:
                 )
             ]
         )
+
+
+def _in_open_unit(f: sp.Expr) -> list[bool]:
+    """f lies strictly inside (0, 1) at each range point, in 50-digit arithmetic (not
+    rounded to a float first)."""
+    fn = sp.lambdify([z], numeric(f), modules=[stability.MP_FUNCTIONS, "mpmath"])
+    out = []
+    with mpmath.workdps(stability.DIGITS):
+        for p in RANGE_POINTS:
+            try:
+                v = fn(mpmath.mpf(p))
+            except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+                out.append(False)
+                continue
+            out.append(mpmath.im(v) == 0 and 0 < mpmath.re(v) < 1)
+    return out
 
 
 # ---- facts for the report

@@ -19,6 +19,7 @@ from .. import layer_registry, ops
 from .. import naming as nm
 from ..arrays import ColSum, MatProduct, RowMax, RowSum, Total, Transposed
 from ..derive import (
+    L1M,
     LS,
     ActivationRule,
     LayerRule,
@@ -354,6 +355,8 @@ class DenseOp:
                     sec,
                     f"LS{l} = log softmax(Z{l}) = S{l} − log Σⱼ E{l}",
                 )
+            if loss.has(L1M):
+                names[L1M] = _log1m_softmax(bd, l, s, log_sum, self.out, shape, sec)
         elif act.forward == sigmoid(z) and loss.has(softplus(-z)):
             sp_ = bd.emit(
                 "forward",
@@ -406,6 +409,8 @@ class DenseOp:
         out = d.output
         shape = bd.shapes[self.z]
         sec = self.section
+        if out.log_terms is not None:
+            return self._delta_through_logs(bd)
         if out.jvp:
             h = bd.emit(
                 "backward",
@@ -444,6 +449,65 @@ class DenseOp:
             sec,
             f"δ{l} = ({batch}) / m" + ("   (collapsed)" if out.collapsed else ""),
             why,
+        )
+
+    def _delta_through_logs(self, bd: Builder) -> sp.Symbol:
+        """δ for a loss g(LS, L1M, y) on a softmax: δ_j = Σ_k c_k (δ_jk − ŷ_j) with
+        c = P − Q·ŷ/(1 − ŷ), P = ∂g/∂LS, Q = ∂g/∂L1M (derived), written so that
+        ŷ/(1 − ŷ) is never formed where it overflows:
+
+            δ_j = P_j (1 − ŷ_j) − ŷ_j Σ_{k≠j} P_k − Q_j ŷ_j + ŷ_j Σ_{k≠j} Q_k ŷ_k/(1 − ŷ_k)
+
+        with 1 − ŷ = e^{L1M}. ŷ_k/(1 − ŷ_k) ≤ 1 except at an output above 1/2 (at most
+        one a row, k*); its term enters as Q_k* ŷ_k* · e^{LS_j − L1M_k*}, whose exponent
+        is log(e^{z_j} / Σ_{i≠k*} e^{z_i}) ≤ 0 for j ≠ k*.
+        """
+        d, l = bd.d, self.l  # noqa: E741
+        p, q = (
+            t.xreplace(self.names) for t in d.output.log_terms  # type: ignore[union-attr]
+        )
+        yhat, ls, l1m = self.out, self.names[LS], self.names[L1M]
+        shape, sec = bd.shapes[self.z], self.section
+        row = (nm.BATCH, 1)
+        big = sp.Piecewise((1, yhat > sp.S.Half), (0, True))
+        small = sp.Piecewise((1, yhat <= sp.S.Half), (0, True))
+        odds = sp.exp(sp.Min(ls - l1m, 0))  # ŷ/(1 − ŷ) below 1/2; 1 (unused) above
+        psum = bd.emit("backward", "psum", l, RowSum(p), row, sec, f"Psum{l} = Σₖ P")
+        qsum = bd.emit(
+            "backward",
+            "qsum",
+            l,
+            RowSum(small * q * odds),
+            row,
+            sec,
+            f"Qsum{l} = Σₖ Q ŷ/(1 − ŷ) over the outputs up to 1/2",
+        )
+        qbig = bd.emit(
+            "backward", "qbig", l, RowSum(big * q * yhat), row, sec,
+            f"Qbig{l} = Q ŷ at the output above 1/2 (0 if none)",
+        )
+        lbig = bd.emit(
+            "backward", "lbig", l, RowSum(big * l1m), row, sec,
+            f"L1Mbig{l} = L1M at the output above 1/2 (0 if none)",
+        )
+        expr = (
+            p * sp.exp(l1m)
+            - yhat * (psum - p)
+            - q * yhat
+            + yhat * (qsum - small * q * odds)
+            + small * qbig * sp.exp(sp.Min(ls - lbig, 0))
+        )
+        return bd.emit(
+            "backward",
+            "delta",
+            l,
+            expr * SCALE,
+            shape,
+            sec,
+            f"δ{l} = (P(1 − Ŷ) − Ŷ Σₖ≠ⱼ P − QŶ + Ŷ Σₖ≠ⱼ QŶ/(1 − Ŷ)) / m,"
+            f"  P = {text(d.output.log_terms[0])}, Q = {text(d.output.log_terms[1])}",
+            "softmax's Jacobian through log ŷ and log(1 − ŷ): finite where ŷ rounds"
+            " to 1",
         )
 
     def backward(
@@ -486,3 +550,50 @@ class DenseOp:
 
 
 layer_registry.register(Dense())
+
+
+def _log1m_softmax(
+    bd: Builder,
+    l: int,  # noqa: E741
+    s: sp.Symbol,
+    log_sum: sp.Symbol,
+    yhat: sp.Symbol,
+    shape: tuple,
+    sec: str,
+) -> sp.Symbol:
+    """log(1 − softmax(Z)), finite where softmax rounds to 1: up to 1/2, log(1 − ŷ)
+    itself; above (the unique max, S = 0 there) the log-sum-exp of the other classes,
+    shifted by their own max S2max, minus log Σⱼ E."""
+    row = (nm.BATCH, 1)
+    second = bd.emit(
+        "forward",
+        "second",
+        l,
+        RowMax(sp.Piecewise((s, s < 0), (-RowMax(-s), True))),
+        row,
+        sec,
+        f"S2max{l} = the largest S{l} below 0 (the row min where there is none)",
+    )
+    others = bd.emit(
+        "forward",
+        "othersum",
+        l,
+        RowSum(sp.Piecewise((sp.exp(sp.Min(s, second) - second), s < 0), (0, True))),
+        row,
+        sec,
+        f"Osum{l} = Σ over S{l} < 0 of e^(S{l} − S2max{l})",
+    )
+    return bd.emit(
+        "forward",
+        "log1m",
+        l,
+        sp.Piecewise(
+            (second + sp.log(sp.Max(others, 1)) - log_sum, yhat > sp.S.Half),
+            (sp.log(1 - sp.Min(yhat, sp.S.Half)), True),
+        ),
+        shape,
+        sec,
+        f"L1M{l} = log(1 − Ŷ): above 1/2, S2max{l} + log Osum{l} − log Σⱼ E{l}",
+        "log(1 − ŷ) as a log-sum-exp over the other classes: finite where ŷ rounds"
+        " to 1",
+    )
