@@ -464,9 +464,7 @@ def _seam_of(node: sp.Expr, var: sp.Symbol) -> tuple[sp.Expr, sp.Expr] | None:
     return sp.expand(var - u / p), p
 
 
-def _one_side(
-    f: sp.Expr, var: sp.Symbol, s: sp.Expr, side: int
-) -> sp.Expr | None:
+def _one_side(f: sp.Expr, var: sp.Symbol, s: sp.Expr, side: int) -> sp.Expr | None:
     """f just left (side −1) or right (+1) of var = s, with each function that switches
     there replaced by its branch on that side; None when one cannot be decided."""
     swaps: dict[sp.Expr, sp.Expr] = {}
@@ -1024,8 +1022,8 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
                     f"{loss_op.name} on {act.name!r}: no stable form found for the"
                     " loss and its gradient where ŷ rounds to 0 or 1; the module is"
                     f" exact for |z| <= {exact_to[0]:g} in float64 (<= {exact_to[1]:g}"
-                    " in float32), loses digits and then gives inf or NaN beyond, though the loss is"
-                    " finite for every z"
+                    " in float32), loses digits and then gives inf or NaN beyond,"
+                    " though the loss is finite for every z"
                 )
     return OutputRule(
         loss_op.name,
@@ -1069,13 +1067,16 @@ def _exact_range(
             ok &= np.isfinite(got) & (close | np.isnan(want))
         bad = [abs(p[z]) for p, good in zip(points, ok, strict=True) if not good]
         first = min(bad, default=None)
-        out.append(max((v for v in RANGE_SCAN if first is None or v < first), default=0))
+        out.append(
+            max((v for v in RANGE_SCAN if first is None or v < first), default=0)
+        )
     return None if out[0] == RANGE_SCAN[-1] else (out[0], out[1])
 
 
 def _softmax_logs(loss: sp.Expr) -> sp.Expr | None:
     """The loss on a softmax output as g(ls, l1m, y), with log ŷ as ls and log(1 − ŷ)
-    as l1m (both finite where ŷ rounds to 0 or 1), when ŷ occurs only there; else None."""
+    as l1m (both finite where ŷ rounds to 0 or 1), when ŷ occurs only there; else None.
+    """
 
     def swap(node: sp.Expr) -> sp.Expr:
         arg = node.args[0]

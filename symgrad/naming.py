@@ -58,7 +58,11 @@ ROLES: dict[str, Role] = {
         "L1M{l}", r"\log(1 - \hat{{Y}})", "L1M{l}", "log(1 − softmax(Z))", "h"
     ),
     "second": Role(
-        "S2max{l}", r"\max_j^{{(2)}} S^{{[{l}]}}", "S2max{l}", "second largest of S", "r"
+        "S2max{l}",
+        r"\max_j^{{(2)}} S^{{[{l}]}}",
+        "S2max{l}",
+        "second largest of S",
+        "r",
     ),
     "othersum": Role(
         "Osum{l}",
@@ -67,7 +71,9 @@ ROLES: dict[str, Role] = {
         "row sums of e^(S − S2max) below the max",
         "r",
     ),
-    "psum": Role("Psum{l}", r"\Sigma_k P^{{[{l}]}}", "Psum{l}", "row sums of ∂ℓ/∂LS", "r"),
+    "psum": Role(
+        "Psum{l}", r"\Sigma_k P^{{[{l}]}}", "Psum{l}", "row sums of ∂ℓ/∂LS", "r"
+    ),
     "qsum": Role(
         "Qsum{l}", r"\Sigma_k Q^{{[{l}]}}", "Qsum{l}", "row sums of Q·ŷ/(1 − ŷ)", "r"
     ),
@@ -75,7 +81,11 @@ ROLES: dict[str, Role] = {
         "Qbig{l}", "Q^{{[{l}]}}_*", "Qbig{l}", "Q·ŷ at an output above 1/2", "r"
     ),
     "lbig": Role(
-        "L1Mbig{l}", r"\log(1 - \hat{{Y}}_*)", "L1Mbig{l}", "L1M at an output above 1/2", "r"
+        "L1Mbig{l}",
+        r"\log(1 - \hat{{Y}}_*)",
+        "L1Mbig{l}",
+        "L1M at an output above 1/2",
+        "r",
     ),
     "h": Role("H{l}", "H^{{[{l}]}}", "H{l}", "Ŷ ⊙ ∂ℓ/∂Ŷ", "g"),
     "hsum": Role("Hsum{l}", r"\Sigma_k H^{{[{l}]}}", "Hsum{l}", "row sums of H", "r"),

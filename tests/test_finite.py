@@ -111,7 +111,7 @@ def _reference(loss, act, X, Y):
             for k in range(n):
                 t, zk = mpmath.mpf(float(Y[i, k])), mpmath.mpf(float(X[i, 0]))
                 total += loss(act(zk), t)
-                d = mpmath.diff(lambda u: loss(act(u), t), zk)
+                d = mpmath.diff(lambda u, t=t: loss(act(u), t), zk)
                 dw[k] += d * zk
                 db[k] += d
         return (
@@ -243,7 +243,9 @@ def test_log_one_minus_softmax_at_large_logit_gaps(tmp_path, loss, gap, dtype) -
         )
     # the in-place step computes the same
     stepped = {k: v.copy() for k, v in params.items()}
-    before = module.step(stepped, module.init_state(stepped), Z.astype(dtype), Y.astype(dtype))
+    before = module.step(
+        stepped, module.init_state(stepped), Z.astype(dtype), Y.astype(dtype)
+    )
     assert np.isfinite(before) and np.all(np.isfinite(stepped["W1"]))
 
 

@@ -483,11 +483,21 @@ class DenseOp:
             f"Qsum{l} = Σₖ Q ŷ/(1 − ŷ) over the outputs up to 1/2",
         )
         qbig = bd.emit(
-            "backward", "qbig", l, RowSum(big * q * yhat), row, sec,
+            "backward",
+            "qbig",
+            l,
+            RowSum(big * q * yhat),
+            row,
+            sec,
             f"Qbig{l} = Q ŷ at the output above 1/2 (0 if none)",
         )
         lbig = bd.emit(
-            "backward", "lbig", l, RowSum(big * l1m), row, sec,
+            "backward",
+            "lbig",
+            l,
+            RowSum(big * l1m),
+            row,
+            sec,
             f"L1Mbig{l} = L1M at the output above 1/2 (0 if none)",
         )
         expr = (
