@@ -36,6 +36,16 @@ MAX_NESTING = 6  # functions applied to functions: exp(tanh(sigmoid(z))) is 3
 MAX_KINKS = 8  # abs, sign, max, min, relu: each can double the pieces of a rule
 KINKS = (sp.Abs, sp.sign, sp.Max, sp.Min, GroupMax)
 MAX_REDUCTIONS = 8  # distinct group reductions in a norm: each adds a backward term
+# exponentials stacked, each in the exponent of the next: exp(exp(z)) is 2, 9**9**9**z is
+# 3. The derivation checks values at |z| up to 1000: e^(e^(e^1000)) has an exponent of
+# 2^1443 bits, 9^(9^(9^6.3)) one of 2^3000000 bits (stability.MAX_ARGUMENT_BITS)
+MAX_TOWER = 2
+# reductions inside reductions in a norm: mean(x*mean(x*mean(x))) is 3. The norm's check
+# writes each one out over a group of 3 values (reductions.Reference), so every level
+# triples the expression SymPy differentiates and rewrites
+MAX_REDUCTION_DEPTH = 3
+MAX_WRITTEN = 400  # nodes of a norm written out over a group of 3 values
+WRITTEN_GROUP = 3  # = reductions.CHECK_SIZE
 
 
 def _relu(x: sp.Expr) -> sp.Expr:
@@ -239,6 +249,22 @@ def _check_norm(expr: sp.Expr, variables: set[sp.Symbol]) -> None:
         )
     for node in found:  # check_cost saw each reduction as one generator
         check_cost(node.args[0])
+    depth = reduction_depth(expr)
+    if depth > MAX_REDUCTION_DEPTH:
+        raise ExpressionError(
+            f"reductions are nested {depth} deep (mean/sum/max inside mean/sum/max);"
+            f" at most {MAX_REDUCTION_DEPTH} are allowed (each level triples the"
+            " expression the derivation checks): write statistics side by side where"
+            " you can, as in (x - mean(x))/sqrt(mean((x - mean(x))**2) + eps)"
+        )
+    size = written_size(expr)
+    if size > MAX_WRITTEN:
+        raise ExpressionError(
+            f"the norm written out over a group of {WRITTEN_GROUP} values has {size}"
+            f" parts; at most {MAX_WRITTEN} are allowed (each reduction repeats its"
+            " argument for every value): use fewer or smaller reductions, fewer"
+            " nested inside others"
+        )
     if not elementwise_part(expr).free_symbols & variables:
         raise ExpressionError(
             "the norm gives every element of the group the same value: x appears only"
@@ -269,6 +295,52 @@ def degree(e: sp.Expr) -> int:
     return 1 if e.free_symbols else 0
 
 
+def tower(e: sp.Expr) -> int:
+    """How many exponentials are stacked in e, each in the exponent of the next: exp,
+    sinh, cosh and a power with a variable exponent count one each (z**2: 0; exp(z): 1;
+    exp(exp(z)): 2; z**z**z: 2; 9**9**9**z: 3). A function that bounds its value
+    (tanh, sigmoid, ...) still counts the tower inside it: it must be evaluated."""
+    memo: dict[sp.Basic, int] = {}
+
+    def height(u: sp.Basic) -> int:
+        if u.is_Atom:
+            return 0
+        if u not in memo:
+            inner = max((height(v) for v in u.args), default=0)
+            grows = isinstance(u, sp.exp | sp.sinh | sp.cosh) or (
+                u.is_Pow and bool(u.exp.free_symbols)
+            )
+            memo[u] = inner + 1 if grows and u.free_symbols else inner
+        return memo[u]
+
+    return height(e)
+
+
+def reduction_depth(e: sp.Expr) -> int:
+    """How deeply group reductions nest in a norm (x - mean(x): 1)."""
+    if e.is_Atom:
+        return 0
+    inner = max((reduction_depth(u) for u in e.args), default=0)
+    return inner + 1 if isinstance(e, GroupReduction) else inner
+
+
+def written_size(e: sp.Expr) -> int:
+    """The parts of a norm written out over a group of WRITTEN_GROUP values: each
+    reduction repeats its argument once per value (an upper bound: shared parts count
+    every time)."""
+    memo: dict[sp.Basic, int] = {}
+
+    def size(u: sp.Basic) -> int:
+        if u.is_Atom:
+            return 1
+        if u not in memo:
+            inner = sum(size(v) for v in u.args)
+            memo[u] = 1 + (WRITTEN_GROUP * inner if isinstance(u, GroupReduction) else inner)
+        return memo[u]
+
+    return size(e)
+
+
 def nesting(e: sp.Expr) -> int:
     """How deeply function calls nest in e (z**2 + 1: 0; exp(tanh(z)): 2)."""
     if e.is_Atom:
@@ -294,6 +366,14 @@ def check_cost(expr: sp.Expr) -> None:
         raise ExpressionError(
             f"expression has polynomial degree up to {found} (nested powers multiply);"
             f" at most {MAX_DEGREE} is allowed, or the derivation would not finish"
+        )
+    found = tower(expr)
+    if found > MAX_TOWER:
+        raise ExpressionError(
+            f"exponentials are stacked {found} high (exp, sinh, cosh or a power with a"
+            f" variable exponent, each in the exponent of another); at most {MAX_TOWER}"
+            " are allowed: e^(e^(e^2)) already overflows float64, and the values at the"
+            " inputs the derivation checks are too large to compute"
         )
     found = nesting(expr)
     if found > MAX_NESTING:
