@@ -335,7 +335,9 @@ def written_size(e: sp.Expr) -> int:
             return 1
         if u not in memo:
             inner = sum(size(v) for v in u.args)
-            memo[u] = 1 + (WRITTEN_GROUP * inner if isinstance(u, GroupReduction) else inner)
+            memo[u] = 1 + (
+                WRITTEN_GROUP * inner if isinstance(u, GroupReduction) else inner
+            )
         return memo[u]
 
     return size(e)

@@ -1083,7 +1083,9 @@ class _Checker:
         not finite in float64, as text; None when both are finite everywhere."""
         if self.env is not None and np.isfinite(self.expected).all():
             return None
-        rows = Evaluator(self.values, np.float64).rows(self.forward, {X: self.x, H: self.h})
+        rows = Evaluator(self.values, np.float64).rows(
+            self.forward, {X: self.x, H: self.h}
+        )
         for i, row in enumerate(rows):
             if row is None or not np.isfinite(self.expected[i]).all():
                 return _row(self.x[i])

@@ -158,7 +158,9 @@ def mp_lambdify(
         lambda n: n.is_Pow and bool(n.exp.free_symbols),
         lambda n: MP_POWER(n.base, n.exp),
     )
-    return sp.lambdify(args, powers, modules=[dict(extra or {}), MP_FUNCTIONS, "mpmath"])
+    return sp.lambdify(
+        args, powers, modules=[dict(extra or {}), MP_FUNCTIONS, "mpmath"]
+    )
 
 
 def evaluator(
