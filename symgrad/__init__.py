@@ -9,8 +9,6 @@ derivation with Jupyter's display (report/notebook.py), which derive.py does not
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-__version__ = "0.1.0"
-
 from . import derive as _derive
 from . import kinds as _kinds  # noqa: F401 - registers the built-in layer kinds
 from .check import CheckResult, check_gradients
@@ -19,6 +17,7 @@ from .errors import DerivationError, ExpressionError, SpecError, SymgradError
 from .report import displayable as _displayable
 from .report import render_report as _render_report
 from .spec import Spec, as_spec, load_spec, parse_spec
+from .version import __version__
 
 if _TYPE_CHECKING:  # for the annotations only: the namespace stays the API
     import os

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
 from .errors import SpecError, SymgradError, printable
+from .version import __version__
 
 if TYPE_CHECKING:
     from .derive import Derivation
@@ -202,7 +202,7 @@ def _print(text: str, file: object = None) -> None:
 def summary(d: Derivation, path: Path) -> str:
     """What `generate` prints: network, parameter count, output delta, file."""
     from .ops import a
-    from .printers import text
+    from .sym.text import text
 
     spec, out = d.spec, d.output
     count = sum(r.trainable for r in d.layers)

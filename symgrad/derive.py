@@ -19,10 +19,16 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from . import expr as expr_mod
 from . import layer_registry, ops, stability
 from .errors import DerivationError, ExpressionError, SpecError
-from .functions import (
+from .layer_registry import Rule
+from .norm_rules import NormRule
+from .norms import NormDef
+from .ops import a, y, z
+from .spec import OpSpec, Spec, SpecSource, as_spec
+from .sym import parse
+from .sym.cost import cost
+from .sym.functions import (
     avoid,
     invert,
     numeric,
@@ -32,11 +38,7 @@ from .functions import (
     symbolize,
     variables,
 )
-from .layer_registry import Rule
-from .layers import NormDef
-from .ops import a, y, z
-from .reductions import NormRule
-from .spec import OpSpec, Spec, SpecSource, as_spec
+from .sym.text import text
 
 # where a candidate rewrite is checked (0 and small values hit piecewise boundaries)
 CHECK_POINTS = (-7.5, -3.2, -1.3, -0.6, -0.15, -0.01, 0, 0.01, 0.2, 0.7, 1.1, 2.9, 6.3)
@@ -53,45 +55,6 @@ CHECK_DIGITS = 50
 
 MAX_TIDY_OPS = 150  # count_ops above which tidy() keeps an expression as it is
 MAX_TIDY_DEGREE = 24  # polynomial degree above which factor/cancel/expand are skipped
-
-
-def cost(e: sp.Expr) -> int:
-    """NumPy operations needed to evaluate e: the measure for picking among equal forms.
-
-    A subtraction is one operation (not a negation plus an addition) and powers weigh more
-    than products, so a*(1 - a) (2) beats a - a**2 (3). Constants (coefficients included)
-    are folded when printed: they cost nothing.
-    """
-    if e.is_Atom or not variables(e):
-        return 0
-    if e.is_Add:
-        terms = [_unsigned(t) for t in e.args]
-        negs = all(t.could_extract_minus_sign() for t in e.args)
-        return len(terms) - 1 + int(negs) + sum(cost(t) for t in terms)
-    if e.is_Mul:
-        consts = [f for f in e.args if not variables(f)]
-        factors = [f for f in e.args if variables(f)]
-        coeff = sp.Mul(*consts)
-        n = (
-            len(factors)
-            - 1
-            + (0 if coeff in (1, -1) else 1)
-            + (1 if coeff == -1 else 0)
-        )
-        return n + sum(cost(f) for f in factors)
-    if e.is_Pow:
-        if e.exp == 2:
-            return 2 + cost(e.base)
-        if e.exp == -1:
-            return 1 + cost(e.base)
-        return 4 + cost(e.base) + cost(e.exp)
-    if isinstance(e, sp.Piecewise):
-        return 1 + sum(cost(x) + cost(c) for x, c in e.args)
-    if isinstance(e, sp.Abs | sp.sign | sp.Max | sp.Min) or e.is_Relational:
-        return 1 + sum(cost(x) for x in e.args)
-    if isinstance(e, sp.Function):
-        return 8 + sum(cost(x) for x in e.args)
-    return 1 + sum(cost(x) for x in e.args)
 
 
 def _leads_with_minus(t: sp.Expr) -> bool:
@@ -148,7 +111,7 @@ def affordable(e: sp.Expr) -> bool:
     """
     return (
         sp.count_ops(e) <= MAX_TIDY_OPS
-        and expr_mod.degree(e) <= MAX_TIDY_DEGREE
+        and parse.degree(e) <= MAX_TIDY_DEGREE
         and expanded_terms(e) <= MAX_TIDY_TERMS
     )
 
@@ -835,9 +798,9 @@ def _parsed(
     op: OpSpec, variables: dict[str, sp.Symbol], table: dict[str, ops.OpDef]
 ) -> sp.Expr:
     try:
-        params = {k: expr_mod.number(v) for k, v in op.params}
+        params = {k: parse.number(v) for k, v in op.params}
         if op.custom:
-            return expr_mod.parse(op.expr or "", variables, params)
+            return parse.parse(op.expr or "", variables, params)
     except ExpressionError as exc:
         raise SpecError([op.loc.problem(f"expression rejected: {exc}")]) from None
     return table[op.name].build(**params)
@@ -1299,8 +1262,6 @@ class Derivation:
     def __repr__(self) -> str:
         """One line: the network and the output delta, e.g. `<Derivation xor: 2 → 8
         (tanh) → 1 (sigmoid); binary cross-entropy, δ = ŷ − y (collapsed)>`."""
-        from .printers import text
-
         out = self.output
         network = " → ".join([str(self.spec.input)] + [r.title for r in self.layers])
         loss = self.spec.loss.name if self.spec.loss.custom else out.loss_title

@@ -34,10 +34,10 @@ import sympy as sp
 
 from . import layer_registry, optimizers
 from . import naming as nm
-from .arrays import ArrayNode, MatProduct, ReductionBase, Transposed
 from .derive import Derivation
 from .layer_registry import Rule
-from .printers import text
+from .sym.arrays import ArrayNode, MatProduct, ReductionBase, Transposed
+from .sym.text import text
 
 Shape = tuple[int | str, ...]  # "m": the batch size
 

@@ -28,8 +28,9 @@ from . import optimizers
 from .derive import Derivation
 from .errors import SymgradError, printable
 from .plan import Param, Plan, build
-from .printers import number_text
 from .printers.numpy_module import allocating, in_place
+from .sym.code import number_text
+from .version import __version__
 
 COMMENT_WIDTH = 80
 DOC_WIDTH = 84  # the module docstring's paragraphs
@@ -244,8 +245,6 @@ def _wrap_equations(eqs: list[str]) -> list[str]:
 
 
 def _version() -> str:
-    from . import __version__
-
     return __version__
 
 

@@ -599,7 +599,7 @@ class _Validator:
     def parameter(self, node: _Node) -> float | None:
         """An activation or loss parameter: a number that generated code holds exactly
         (the bounds of a literal in a custom expression, expr.check_number)."""
-        from .expr import check_number  # no SymPy at import: expr imports it
+        from .sym.parse import check_number  # no SymPy at import: the parser imports it
 
         value = self.real(node)
         if value is None:
@@ -737,7 +737,7 @@ class _Validator:
         params: dict[str, _Node],
         kind: str,
     ) -> OpSpec | None:
-        from . import expr as expr_mod  # SymPy is only needed for custom expressions
+        from .sym import parse  # SymPy is only needed for custom expressions
 
         if not name.isidentifier():
             self.err(
@@ -762,8 +762,8 @@ class _Validator:
             if (
                 not key.isidentifier()
                 or key in variables
-                or key in expr_mod.FUNCTIONS
-                or key in expr_mod.CONSTANTS
+                or key in parse.FUNCTIONS
+                or key in parse.CONSTANTS
             ):
                 self.err(
                     ploc, f"parameter name {key!r} is not usable", "pick another name"
@@ -784,9 +784,7 @@ class _Validator:
             return None
         symbols = {v: getattr(ops, "a" if v == "yhat" else v) for v in variables}
         try:
-            expr_mod.parse(
-                text, symbols, {k: expr_mod.number(v) for k, v in values.items()}
-            )
+            parse.parse(text, symbols, {k: parse.number(v) for k, v in values.items()})
         except ExpressionError as exc:
             self.err(expr_node.loc, f"expression rejected: {exc}")
             return None
@@ -797,9 +795,9 @@ class _Validator:
     def all_used(self, node: _Node, text: str, values: dict[str, float]) -> bool:
         """Whether expr reads every named parameter: one that it never reads is most
         likely a misspelling (`alpah: 0.1`) or a forgotten edit, and is refused."""
-        from . import expr as expr_mod
+        from .sym import parse
 
-        read = expr_mod.names(text)
+        read = parse.names(text)
         unused = [k for k in values if k not in read]
         for key in unused:
             self.err(

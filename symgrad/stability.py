@@ -30,8 +30,8 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .functions import Coefficient
-from .printers import DTYPE, NumPyCode
+from .sym.code import DTYPE, NumPyCode
+from .sym.functions import Coefficient
 
 EXTREMES = (-1000.0, -100.0, -30.0, -3.0, -0.5, 0.5, 3.0, 30.0, 100.0, 1000.0)
 DIGITS = 50
@@ -131,7 +131,14 @@ def _mp_avoid(x: mpmath.mpf, p: mpmath.mpf, safe: mpmath.mpf) -> mpmath.mpf:
 
 
 MP_POWER = sp.Function("_mp_power")  # a power with a variable exponent, for lambdify
-MP_FUNCTIONS = {
+
+
+def _mp_heaviside(u: object, h0: object = 0.5) -> object:
+    return 1 if u > 0 else (0 if u < 0 else h0)
+
+
+MP_FUNCTIONS = {  # the one table of functions mpmath evaluates for symgrad's checks
+    "Heaviside": _mp_heaviside,
     "sigmoid": _mp_sigmoid,
     "softplus": _mp_softplus,
     "avoid": _mp_avoid,

@@ -57,3 +57,13 @@ def test_namespace_is_the_api() -> None:
     assert public - modules == set(symgrad.__all__) - {"__version__"}
     for name in symgrad.__all__:
         assert hasattr(symgrad, name)
+
+
+def test_the_version_is_pyprojects() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert (
+        re.search(r'^version = "([^"]+)"', text, re.M).group(1) == symgrad.__version__
+    )

@@ -7,8 +7,8 @@ import sympy as sp
 
 from symgrad.derive import activation_rule, output_rule
 from symgrad.ops import a, y, z
-from symgrad.printers import text
 from symgrad.spec import OpSpec
+from symgrad.sym.text import text
 
 
 def act(name: str, **params: float) -> OpSpec:

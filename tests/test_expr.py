@@ -8,8 +8,8 @@ import pytest
 import sympy as sp
 
 from symgrad.errors import ExpressionError
-from symgrad.expr import number, parse
 from symgrad.ops import a, y, z
+from symgrad.sym.parse import number, parse
 
 Z = {"z": z}
 
@@ -92,9 +92,9 @@ def test_parameters_have_the_bounds_of_literals(value: float) -> None:
 
 
 def test_norm_reductions_are_group_nodes() -> None:
-    from symgrad.arrays import GroupMax, GroupMean, GroupSum
-    from symgrad.expr import NORM_X as x
-    from symgrad.expr import parse_norm
+    from symgrad.sym.arrays import GroupMax, GroupMean, GroupSum
+    from symgrad.sym.parse import NORM_X as x
+    from symgrad.sym.parse import parse_norm
 
     eps = sp.Symbol("eps", positive=True)
     mu = GroupMean(x)
@@ -139,7 +139,7 @@ def test_norm_reductions_are_group_nodes() -> None:
     ],
 )
 def test_norm_rejections(text: str, message: str) -> None:
-    from symgrad.expr import parse_norm
+    from symgrad.sym.parse import parse_norm
 
     start = time.perf_counter()
     with pytest.raises(ExpressionError) as info:
@@ -163,7 +163,7 @@ def test_norm_rejections(text: str, message: str) -> None:
     ],
 )
 def test_norm_parameters(params: dict, message: str) -> None:
-    from symgrad.expr import parse_norm
+    from symgrad.sym.parse import parse_norm
 
     with pytest.raises(ExpressionError, match=message.replace("(", r"\(")):
         parse_norm("x / (mean(abs(x)) + eps)", params)

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symgrad.arrays import ColSum, MatProduct, RowMax, RowMean, RowSum, Transposed
-from symgrad.functions import sigmoid, softplus
-from symgrad.printers import NumPyCode
-from symgrad.printers.code import FUNCTIONS
 from symgrad.printers.inplace import Emitter, Scratch, array
+from symgrad.sym.arrays import ColSum, MatProduct, RowMax, RowMean, RowSum, Transposed
+from symgrad.sym.code import FUNCTIONS, NumPyCode
+from symgrad.sym.functions import sigmoid, softplus
 
 Z, A, Y, D = (array(n) for n in ("Z", "A", "Y", "D"))
 SCALE = array("scale")

@@ -18,7 +18,7 @@ from harness import import_path  # noqa: E402
 
 import symgrad  # noqa: E402
 from symgrad import ops  # noqa: E402
-from symgrad.functions import softplus  # noqa: E402
+from symgrad.sym.functions import softplus  # noqa: E402
 
 SPEC = {
     "name": "mishnet",

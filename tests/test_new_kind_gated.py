@@ -23,7 +23,6 @@ from harness import import_path  # noqa: E402
 
 import symgrad  # noqa: E402
 from symgrad import layer_registry, ops  # noqa: E402
-from symgrad.arrays import ColSum, MatProduct, Transposed  # noqa: E402
 from symgrad.derive import ActivationRule, activation_rule, guarded  # noqa: E402
 from symgrad.layer_registry import LayerKind, MatrixRows, Rule  # noqa: E402
 from symgrad.ops import a, z  # noqa: E402
@@ -31,6 +30,7 @@ from symgrad.plan import Back, Param, section  # noqa: E402
 from symgrad.report import render_report  # noqa: E402
 from symgrad.report.document import D, Eq, M, P, Section  # noqa: E402
 from symgrad.spec import Loc, OpSpec  # noqa: E402
+from symgrad.sym.arrays import ColSum, MatProduct, Transposed  # noqa: E402
 
 NAME = "gated"
 

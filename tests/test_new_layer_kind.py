@@ -3,7 +3,7 @@
 Issue 11's criterion: a maintainer adds a layer kind by writing its definition and its
 derivation, and loss_and_grad, step, the report and `symgrad check` handle it with no
 other change. Here a norm nobody wrote code for — normalization by the mean absolute
-deviation — is registered in symgrad/layers.py the way the built-in norms are (an
+deviation — is registered in symgrad/norms.py the way the built-in norms are (an
 expression with group reductions, nothing about its derivative); everything after that is
 the generator's, and the module's gradients are checked against finite differences of its
 own training loss (independent of the derivation).
@@ -16,10 +16,10 @@ import pytest
 import sympy as sp
 
 import symgrad
-from symgrad import layers
-from symgrad.arrays import GroupMean
+from symgrad import norms
 from symgrad.check import import_path
 from symgrad.report import render_report
+from symgrad.sym.arrays import GroupMean
 
 NAME = "meanabsnorm"
 SPEC = {
@@ -40,9 +40,9 @@ SPEC = {
 @pytest.fixture
 def registered():
     """The new norm, registered like layernorm: a definition, nothing more."""
-    x = layers.x
+    x = norms.x
 
-    @layers.norm(
+    @norms.norm(
         NAME,
         params={"eps": 1e-5},
         title="mean-absolute normalization",
@@ -53,7 +53,7 @@ def registered():
         return centred / (GroupMean(sp.Abs(centred)) + eps)
 
     yield
-    del layers.NORMS[NAME]
+    del norms.NORMS[NAME]
 
 
 def _batch(m: int = 7, seed: int = 0):

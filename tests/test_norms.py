@@ -18,10 +18,9 @@ import sympy as sp
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from symgrad import layers
-from symgrad.arrays import ColSum, GroupMax, GroupMean, GroupSum, on_axis
+from symgrad import norms
 from symgrad.errors import ExpressionError
-from symgrad.reductions import (
+from symgrad.norm_rules import (
     BETA,
     DBETA,
     DGAMMA,
@@ -35,6 +34,7 @@ from symgrad.reductions import (
     _derive,
     norm_rule,
 )
+from symgrad.sym.arrays import ColSum, GroupMax, GroupMean, GroupSum, on_axis
 
 torch.set_default_dtype(torch.float64)
 SIGMA = sp.Symbol("sigma", positive=True)
@@ -137,7 +137,7 @@ KINDS = ["normal", "large", "offset", "constant_rows"]
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_layernorm_matches_torch(shape, kind) -> None:
-    rule = norm_rule(layers.NORMS["layernorm"])
+    rule = norm_rule(norms.NORMS["layernorm"])
     rng = np.random.default_rng(1)
     x, g = data(shape, kind), rng.normal(size=shape)
     gamma, beta = rng.normal(size=shape[1]), rng.normal(size=shape[1])
@@ -158,7 +158,7 @@ def test_layernorm_matches_torch(shape, kind) -> None:
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_rmsnorm_matches_torch(shape, kind) -> None:
-    rule = norm_rule(layers.NORMS["rmsnorm"])
+    rule = norm_rule(norms.NORMS["rmsnorm"])
     rng = np.random.default_rng(2)
     x, g = data(shape, kind), rng.normal(size=shape)
     gamma = rng.normal(size=shape[1])
@@ -175,7 +175,7 @@ def test_rmsnorm_matches_torch(shape, kind) -> None:
 @pytest.mark.parametrize("shape", [(2, 5), (4, 7), (16, 3), (64, 8)])
 @pytest.mark.parametrize("kind", ["normal", "large", "offset", "constant_columns"])
 def test_batchnorm_training_matches_torch(shape, kind) -> None:
-    rule = norm_rule(layers.NORMS["batchnorm"])
+    rule = norm_rule(norms.NORMS["batchnorm"])
     rng = np.random.default_rng(3)
     x, g = data(shape, kind), rng.normal(size=shape)
     gamma, beta = rng.normal(size=shape[1]), rng.normal(size=shape[1])
@@ -227,7 +227,7 @@ def test_batchnorm_training_matches_torch(shape, kind) -> None:
 
 
 def test_parameters_override_the_defaults() -> None:
-    rule = norm_rule(layers.NORMS["layernorm"], {"eps": 1e-2})
+    rule = norm_rule(norms.NORMS["layernorm"], {"eps": 1e-2})
     assert dict((s.name, v) for s, v in rule.params) == {"eps": sp.Rational(1, 100)}
     x = data((3, 4), "constant_rows")
     g = np.random.default_rng(4).normal(size=x.shape)
@@ -237,7 +237,7 @@ def test_parameters_override_the_defaults() -> None:
 
 def test_constant_groups_are_finite_with_sigma_sqrt_eps() -> None:
     for name, eps in (("layernorm", 1e-5), ("rmsnorm", 1e-6), ("batchnorm", 1e-5)):
-        rule = norm_rule(layers.NORMS[name])
+        rule = norm_rule(norms.NORMS[name])
         axis = 0 if rule.group == "batch" else 1
         x = np.zeros((4, 6)) if name == "rmsnorm" else np.full((4, 6), 7.0)
         g = np.random.default_rng(5).normal(size=x.shape)
@@ -250,7 +250,7 @@ def test_constant_groups_are_finite_with_sigma_sqrt_eps() -> None:
 
 def test_float32_statements_stay_close() -> None:
     """The same statements in float32 (as a float32 module would run them)."""
-    rule = norm_rule(layers.NORMS["layernorm"])
+    rule = norm_rule(norms.NORMS["layernorm"])
     rng = np.random.default_rng(6)
     x, g = data((8, 16), "offset"), rng.normal(size=(8, 16))
     _, dx = torch_grads(lambda t: F.layer_norm(t, (16,), eps=1e-5), x, g)
@@ -296,7 +296,7 @@ CUSTOM = [
 @pytest.mark.parametrize(("text", "reference"), CUSTOM, ids=[c[0] for c in CUSTOM])
 @pytest.mark.parametrize("kind", ["normal", "large", "ties"])
 def test_custom_norms_match_torch(text, reference, kind) -> None:
-    norm = layers.custom("mine", text, {"eps": 1e-5}, affine=False)
+    norm = norms.custom("mine", text, {"eps": 1e-5}, affine=False)
     rule = norm_rule(norm)
     rng = np.random.default_rng(7)
     x = data((6, 5), "large" if kind == "large" else "normal")
@@ -317,7 +317,7 @@ def test_custom_norms_match_torch(text, reference, kind) -> None:
 
 
 def test_custom_norm_with_affine_sums_gain_and_shift_over_the_batch() -> None:
-    norm = layers.custom("mabs", CUSTOM[0][0], {"eps": 1e-5})
+    norm = norms.custom("mabs", CUSTOM[0][0], {"eps": 1e-5})
     rule = norm_rule(norm)
     rng = np.random.default_rng(8)
     x, g = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
@@ -332,8 +332,8 @@ def test_custom_norm_with_affine_sums_gain_and_shift_over_the_batch() -> None:
 
 
 def test_unstable_definitions_are_noted_not_rewritten() -> None:
-    stable = norm_rule(layers.custom("sm", CUSTOM[3][0]))
-    naive = norm_rule(layers.custom("naive", "exp(x) / sum(exp(x))"))
+    stable = norm_rule(norms.custom("sm", CUSTOM[3][0]))
+    naive = norm_rule(norms.custom("naive", "exp(x) / sum(exp(x))"))
     assert stable.notes == ()
     assert any("forward" in n for n in naive.notes)
     assert any(n.startswith("dx:") for n in naive.notes)
@@ -341,7 +341,7 @@ def test_unstable_definitions_are_noted_not_rewritten() -> None:
 
 def test_custom_norm_errors_are_expression_errors() -> None:
     with pytest.raises(ExpressionError, match="x appears only inside"):
-        layers.custom("bad", "mean(x) + sum(x)")
+        norms.custom("bad", "mean(x) + sum(x)")
 
 
 # ------------------------------------------------------------------ structure
@@ -351,7 +351,7 @@ def test_layernorm_is_found_in_textbook_form() -> None:
     """SymPy reached (1/σ)(h − mean(h) − x̂ ⊙ mean(h ⊙ x̂)), in x̂ and σ from the
     forward, exact with eps inside σ."""
     for name in ("layernorm", "batchnorm"):
-        rule = norm_rule(layers.NORMS[name])
+        rule = norm_rule(norms.NORMS[name])
         textbook = (H - GroupMean(H) - XHAT * GroupMean(H * XHAT)) / SIGMA
         assert rule.dx == textbook
         assert rule.basis == "xhat"
@@ -368,12 +368,12 @@ def test_layernorm_is_found_in_textbook_form() -> None:
 
 
 def test_rmsnorm_and_softmax_compact_forms() -> None:
-    rms = norm_rule(layers.NORMS["rmsnorm"])
+    rms = norm_rule(norms.NORMS["rmsnorm"])
     assert rms.dx == (H - XHAT * GroupMean(H * XHAT)) / SIGMA
-    softmax = norm_rule(layers.custom("sm", CUSTOM[3][0], affine=False))
+    softmax = norm_rule(norms.custom("sm", CUSTOM[3][0], affine=False))
     assert softmax.dx == XHAT * (G - GroupSum(G * XHAT))
     assert softmax.saved == (XHAT,)
-    shift = norm_rule(layers.custom("shift", "x - max(x)", affine=False))
+    shift = norm_rule(norms.custom("shift", "x - max(x)", affine=False))
     m = shift.reductions[0].symbol
     tie = sp.Piecewise((1, sp.Eq(X, m)), (0, True))
     assert shift.dx.atoms(GroupMax) == set()
@@ -381,7 +381,7 @@ def test_rmsnorm_and_softmax_compact_forms() -> None:
 
 
 def test_parameter_gradients_sum_over_the_batch() -> None:
-    rule = norm_rule(layers.NORMS["layernorm"])
+    rule = norm_rule(norms.NORMS["layernorm"])
     grads = {s.target: s.expr for s in rule.backward}
     assert grads[DGAMMA] == ColSum(G * XHAT)
     assert grads[DBETA] == ColSum(G)
@@ -389,7 +389,7 @@ def test_parameter_gradients_sum_over_the_batch() -> None:
 
 
 def test_steps_show_each_reduction() -> None:
-    rule = norm_rule(layers.NORMS["layernorm"])
+    rule = norm_rule(norms.NORMS["layernorm"])
     labels = [s.label for s in rule.steps]
     assert labels[0] == "elementwise part"
     for r in ("mu", "var"):
@@ -399,7 +399,7 @@ def test_steps_show_each_reduction() -> None:
 
 
 def test_same_rule_in_a_thread() -> None:
-    norm = layers.custom("mabs", CUSTOM[0][0], {"eps": 1e-5})
+    norm = norms.custom("mabs", CUSTOM[0][0], {"eps": 1e-5})
     first = norm_rule(norm)
     _derive.cache_clear()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -410,7 +410,7 @@ def test_same_rule_in_a_thread() -> None:
 
 
 def test_parameters_named_like_derived_values_stay_apart() -> None:
-    norm = layers.custom(
+    norm = norms.custom(
         "named",
         "(x - mean(x)) / (mean(abs(x - mean(x))) + sigma) * r1",
         {"sigma": 1e-3, "r1": 2.0},

@@ -16,9 +16,9 @@ from symgrad import layer_registry
 from symgrad.derive import LayerRule
 from symgrad.derive import derive as derive_alone
 from symgrad.kinds.dense import Dense
-from symgrad.printers import text
 from symgrad.report import build, render_report, tex
 from symgrad.report.document import P, Section
+from symgrad.sym.text import text
 
 XOR = """name: xor
 input: 2

@@ -22,7 +22,12 @@ from test_report import compile_tex
 
 import symgrad
 from symgrad import plan as plan_mod
-from symgrad.arrays import (
+from symgrad.derive import DropoutRule, NormLayerRule
+from symgrad.norm_rules import GAMMA, XHAT, G, H
+from symgrad.norm_rules import text as rule_text
+from symgrad.report import build, plain_text, render_report
+from symgrad.report.printing import Latex, Text
+from symgrad.sym.arrays import (
     ColMean,
     ColSum,
     GroupMean,
@@ -33,11 +38,6 @@ from symgrad.arrays import (
     Total,
     Transposed,
 )
-from symgrad.derive import DropoutRule, NormLayerRule
-from symgrad.reductions import GAMMA, XHAT, G, H
-from symgrad.reductions import text as rule_text
-from symgrad.report import build, plain_text, render_report
-from symgrad.report.printing import Latex, Text
 
 V2 = """name: resnet
 input: 8

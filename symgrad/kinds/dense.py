@@ -17,7 +17,6 @@ import sympy as sp
 
 from .. import layer_registry, ops
 from .. import naming as nm
-from ..arrays import ColSum, MatProduct, RowMax, RowSum, Total, Transposed
 from ..derive import (
     L1M,
     LS,
@@ -27,7 +26,6 @@ from ..derive import (
     guarded,
     mask_factor,
 )
-from ..functions import sigmoid, softplus
 from ..layer_registry import LayerAt, LayerKind, MatrixRows
 from ..ops import a, y, z
 from ..plan import (
@@ -45,7 +43,6 @@ from ..plan import (
     Y,
     section,
 )
-from ..printers import text
 from ..report.document import Eq, M, cat
 from ..report.notation import (
     ELL,
@@ -61,6 +58,9 @@ from ..report.notation import (
 from ..report.sections import dense as report
 from ..report.sections.base import passes_down
 from ..spec import LayerSpec
+from ..sym.arrays import ColSum, MatProduct, RowMax, RowSum, Total, Transposed
+from ..sym.functions import sigmoid, softplus
+from ..sym.text import text
 
 REQUIRED_KEYS = ("units", "activation")
 KEYS = ("units", "activation", "residual")

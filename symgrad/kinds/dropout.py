@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .. import layer_registry
-from ..arrays import KeepMask
 from ..derive import DropoutRule
 from ..errors import number
 from ..layer_registry import LayerAt, LayerKind, MatrixRows
@@ -24,6 +23,7 @@ from ..report.notation import ODOT, upstream, vec
 from ..report.sections import dropout as report
 from ..report.sections.network import keep_mask
 from ..spec import DropoutSpec
+from ..sym.arrays import KeepMask
 
 
 class Dropout(LayerKind):

@@ -1,5 +1,5 @@
 """The normalization layer kind: layernorm, rmsnorm, batchnorm and every norm registered
-in norms.py (symgrad/layers.py: definitions only), and custom norms from a spec's
+in symgrad/norms.py (definitions only), and custom norms from a spec's
 expression (`type: norm`).
 
 One entry holds the whole kind: the spec keys and checks of each norm (its parameters
@@ -16,27 +16,12 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .. import layer_registry
-from .. import layers as norms
+from .. import layer_registry, norms
 from .. import naming as nm
-from ..arrays import on_axis
 from ..derive import NormLayerRule
 from ..errors import DerivationError, ExpressionError, SpecError, echo, number
-from ..expr import NORM_X
 from ..layer_registry import LayerAt, LayerKind, MatrixRows
-from ..plan import (
-    BATCH,
-    Back,
-    Builder,
-    Condition,
-    Param,
-    Renew,
-    arr,
-    live,
-    section,
-)
-from ..printers import text
-from ..reductions import (
+from ..norm_rules import (
     BETA,
     DBETA,
     DGAMMA,
@@ -49,7 +34,18 @@ from ..reductions import (
     Statement,
     norm_rule,
 )
-from ..reductions import text as rule_text
+from ..norm_rules import text as rule_text
+from ..plan import (
+    BATCH,
+    Back,
+    Builder,
+    Condition,
+    Param,
+    Renew,
+    arr,
+    live,
+    section,
+)
 from ..report import tex as tex_mod
 from ..report.document import Eq, M, Math
 from ..report.notation import ELL, apply, partial, upstream, vec
@@ -57,6 +53,9 @@ from ..report.plan_view import BATCH_TEX, layer_tex, rule_symbols, symbol_tex
 from ..report.printing import math
 from ..report.sections import norm as report
 from ..spec import NormSpec
+from ..sym.arrays import on_axis
+from ..sym.parse import NORM_X
+from ..sym.text import text
 
 CUSTOM = "norm"  # the type of a norm written in the spec
 

@@ -1,12 +1,7 @@
-"""Printers: SymPy expressions -> NumPy code (code.py), in-place NumPy lines (inplace.py)
-and readable unicode (text.py); printers of whole plans build on these (numpy_module.py).
+"""Printers of the plan: the NumPy module's allocating `_loss_and_grad` and in-place
+`_step` (numpy_module.py, with inplace.py: a statement as `out=` calls), the array-API
+module (xp_module.py), and the walker of the plan's blocks both share (blocks.py).
 
-Only the expression printers are imported here: derive.py's stability checks print
-candidate forms the way the module will, so they sit below the derivation; the plan
-printers sit above the plan and are imported from their own modules.
+They print what the plan says, with the expression printers of symgrad/sym/ (code.py:
+SymPy -> NumPy, text.py: SymPy -> unicode): no regrouping, no rewriting, no calculus.
 """
-
-from .code import DTYPE, NumPyCode, code, number_text
-from .text import text
-
-__all__ = ["DTYPE", "NumPyCode", "code", "number_text", "text"]

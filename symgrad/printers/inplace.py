@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 import sympy as sp
 from sympy.printing.printer import Printer
 
-from ..arrays import KeepMask, MatProduct, ReductionBase, Transposed
-from ..functions import numeric, sigmoid, softplus
 from ..naming import BATCH, ONES_BATCH, ones_row
-from .code import FUNCTIONS, NumPyCode, number_text
+from ..sym.arrays import KeepMask, MatProduct, ReductionBase, Transposed
+from ..sym.code import FUNCTIONS, NumPyCode, number_text
+from ..sym.functions import numeric, sigmoid, softplus
 
 EXP_MAX = sp.Symbol("EXP_MAX")  # key of `constants`: log of the largest float, floored
 COMPARE = {

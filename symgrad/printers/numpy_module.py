@@ -22,8 +22,8 @@ import sympy as sp
 
 from .. import naming as nm
 from ..plan import BATCH, L2, LOSS, SCALE, Condition, Plan, Stmt, Y, arr, resolve
+from ..sym.code import DTYPE, NumPyCode, number_text
 from .blocks import INDENT, Lines, Walker, equation_comment, note_comment
-from .code import DTYPE, NumPyCode, number_text
 from .inplace import EXP_MAX, Emitter, Scratch
 
 
@@ -357,7 +357,7 @@ def _loss_lines(
     pool: Scratch,
 ) -> None:
     """L = Σ ℓ / m as np.vdot sums; L += l2/2 Σ ‖W‖² likewise."""
-    from ..arrays import Total
+    from ..sym.arrays import Total
 
     expr = s.expr.xreplace(home)
     totals = list(expr.atoms(Total))
@@ -465,6 +465,6 @@ def _setting(value: float | bool) -> str:
 
 
 def _text(e: sp.Expr) -> str:
-    from .text import text
+    from ..sym.text import text
 
     return text(e).replace(" - ", " − ")

@@ -39,12 +39,12 @@ from dataclasses import dataclass, replace
 import sympy as sp
 
 from .. import naming as nm
-from ..arrays import KeepMask, ReductionBase
-from ..functions import avoid, log_softmax, numeric, sigmoid, softplus, variables
 from ..plan import LOSS, Block, Condition, Draw, Item, Plan, Stmt, arr, flatten, live
 from ..plan import resolve as resolved
+from ..sym.arrays import KeepMask, ReductionBase
+from ..sym.code import NumPyCode, _clamped_pieces, number_text
+from ..sym.functions import avoid, log_softmax, numeric, sigmoid, softplus, variables
 from .blocks import INDENT, Lines, Walker
-from .code import NumPyCode, _clamped_pieces, number_text
 
 DTYPE = "dt"  # the local naming X's dtype, for xp.astype(mask, dt)
 
@@ -410,6 +410,6 @@ def _update_source(plan: Plan, printer: XPCode) -> str:
 
 
 def _text(e: sp.Expr) -> str:
-    from .text import text
+    from ..sym.text import text
 
     return text(e).replace(" - ", " − ")

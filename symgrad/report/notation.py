@@ -15,7 +15,8 @@ import sympy as sp
 from .. import naming as nm
 from ..derive import ActivationRule, Derivation
 from ..ops import a, y, z
-from ..printers import number_text, text
+from ..sym.code import number_text
+from ..sym.text import text
 from . import tex as tex_mod
 from .document import Code, Inline, M, Math, Name, cat
 

@@ -17,7 +17,8 @@ from sympy import Symbol
 
 from .. import layer_registry
 from .. import naming as nm
-from ..arrays import MatProduct
+from ..norm_rules import BETA, GAMMA, XHAT, G, H, NormRule
+from ..norm_rules import text as rule_text
 from ..plan import (
     BATCH,
     L2_GRAD,
@@ -34,8 +35,7 @@ from ..plan import (
     resolve,
     section,
 )
-from ..reductions import BETA, GAMMA, XHAT, G, H, NormRule
-from ..reductions import text as rule_text
+from ..sym.arrays import MatProduct
 from .document import Eq, M, Math
 from .notation import ARROW, partial
 from .notation import LOSS as LOSS_MATH

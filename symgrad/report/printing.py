@@ -1,7 +1,7 @@
 """The report's printers for expressions with array nodes: norm rules and Plan statements.
 
 Dense-layer rules print with `sympy.latex` and `printers.text` (notation.ex). A norm's
-rule (reductions.NormRule) and the Plan's statements hold the nodes of arrays.py, which
+rule (norm_rules.NormRule) and the Plan's statements hold the nodes of sym/arrays.py, which
 these printers write as the math does:
 
     MatProduct(A, B)     A B (juxtaposition)              A B
@@ -30,7 +30,9 @@ from sympy import Mul
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from ..arrays import (
+from ..norm_rules import cost
+from ..plan import SCALE
+from ..sym.arrays import (
     GroupReductionBase,
     KeepMask,
     MatProduct,
@@ -38,10 +40,8 @@ from ..arrays import (
     Total,
     Transposed,
 )
-from ..plan import SCALE
-from ..printers import number_text
-from ..printers.text import _Text as PlanText
-from ..reductions import cost
+from ..sym.code import number_text
+from ..sym.text import Text as PlanText
 from .document import Math
 
 REDUCTION_TEX = {  # (op, axis) -> the operator, as printers.text.REDUCTION_TEXT reads

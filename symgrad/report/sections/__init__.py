@@ -20,6 +20,7 @@ from ... import layer_registry
 from ...derive import Derivation
 from ...plan import Plan
 from ...plan import build as build_plan
+from ...version import __version__
 from ..document import Block, Code, Inline, M, Name, P, Report, Section, cat
 from ..notation import ELL, RIGHT, loss_formula, loss_title
 from .base import Context
@@ -27,8 +28,6 @@ from .network import NETWORK_SECTIONS, batch_equations
 
 
 def _intro(d: Derivation) -> tuple[Block, ...]:
-    from ... import __version__
-
     spec = d.spec
     network: list[Inline] = [str(spec.input)]
     for r in d.layers:

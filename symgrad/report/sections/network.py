@@ -10,10 +10,10 @@ from collections.abc import Callable
 from ... import layer_registry, ops
 from ... import naming as nm
 from ...derive import LS, Derivation
-from ...functions import log_softmax, softplus
 from ...ops import a, y, z
 from ...plan import Plan
 from ...plan import build as build_plan
+from ...sym.functions import log_softmax, softplus
 from ..document import (
     Block,
     Code,

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from sympy import Derivative
 
-from ...arrays import GroupReductionBase
 from ...derive import NormLayerRule
-from ...layers import BATCH
-from ...reductions import BETA, DBETA, DGAMMA, DX, GAMMA, XHAT, G, H, N, NormRule, Step
-from ...reductions import X as NORM_X
-from ...reductions import Y as NORM_Y
+from ...norm_rules import BETA, DBETA, DGAMMA, DX, GAMMA, XHAT, G, H, N, NormRule, Step
+from ...norm_rules import X as NORM_X
+from ...norm_rules import Y as NORM_Y
+from ...norms import BATCH
+from ...sym.arrays import GroupReductionBase
 from ..document import Block, Code, D, Eq, Inline, M, Math, Name, P, Section, cat
 from ..notation import ARROW, LOSS, act_unit, number, partial, upstream
 from ..plan_view import rule_math, rule_name, symbol_tex

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 
 import sympy as sp
 
+from ..errors import MAX_ECHO, ExpressionError, echo, printable
 from .arrays import GroupMax, GroupMean, GroupReduction, GroupSum
-from .errors import MAX_ECHO, ExpressionError, echo, printable
 from .functions import sigmoid
 
 MAX_LENGTH = 500  # characters
@@ -81,7 +81,7 @@ REDUCTIONS: dict[str, dict[int, type[GroupReduction]]] = {
 }
 NORM_VARIABLE = "x"
 NORM_X = sp.Symbol("x", real=True)  # one value of the group a norm acts on
-# names a norm's derived rule gives its own values (reductions.py): not for parameters
+# names a norm's derived rule gives its own values (norm_rules.py): not for parameters
 RESERVED_NORM_NAMES = (
     *("x", "xhat", "g", "h", "n", "y", "gamma", "beta"),
     *("dx", "dgamma", "dbeta", "momentum", "running_mean", "running_var"),

@@ -1,6 +1,6 @@
 """Derivation of norms: backward rules of functions with group reductions, by SymPy.
 
-A norm is y = F(x) on a group of n values (layers.py), written with reductions
+A norm is y = F(x) on a group of n values (norms.py), written with reductions
 r_k = reduce_k(G_k(x, r_<k)), reduce ∈ {mean, sum, max}. Its vector-Jacobian product
 dx = J(x)ᵀ h (h the upstream gradient of x̂ = F(x); h = γ ⊙ g with a gain) is found as:
 
@@ -44,16 +44,17 @@ from dataclasses import dataclass
 import mpmath
 import numpy as np
 import sympy as sp
-from sympy.printing.str import StrPrinter
 
-from . import expr as expr_mod
-from .arrays import ColSum, GroupMax, GroupMean, GroupReduction, GroupSum
 from .errors import DerivationError
-from .functions import Coefficient, decimal_text, invert, numeric, symbolize
-from .layers import NormDef
+from .norms import NormDef
 from .stability import mp_lambdify
+from .sym import parse
+from .sym.arrays import ColSum, GroupMax, GroupMean, GroupReduction, GroupSum
+from .sym.cost import cost as shared_cost
+from .sym.functions import Coefficient, decimal_text, invert, numeric, symbolize
+from .sym.text import Text
 
-X = expr_mod.NORM_X  # one value of the group
+X = parse.NORM_X  # one value of the group
 XHAT = sp.Symbol("xhat", real=True)  # the normalized value F(x)
 G = sp.Symbol("g", real=True)  # upstream gradient of the layer output y
 H = sp.Symbol("h", real=True)  # upstream gradient of x̂: γ ⊙ g with a gain, else g
@@ -68,7 +69,7 @@ MOMENTUM = "momentum"
 
 ELEMENTWISE = frozenset({X, XHAT, G, H})
 # names of the rule's own values; a norm parameter may not take one (expr.parse_norm)
-RESERVED = set(expr_mod.RESERVED_NORM_NAMES)
+RESERVED = set(parse.RESERVED_NORM_NAMES)
 NODES = {"mean": GroupMean, "sum": GroupSum, "max": GroupMax}
 
 # bounds of the algebra: past these an expression is kept as it is
@@ -79,7 +80,7 @@ MAX_GENERATORS = 12  # symbols and function calls, above which factor is not tri
 ROUNDS = 4  # linearize + identities, repeated while something changes
 
 # the numeric checks: a concrete group, random points, extreme inputs
-CHECK_SIZE = expr_mod.WRITTEN_GROUP  # values in the concrete group of the checks
+CHECK_SIZE = parse.WRITTEN_GROUP  # values in the concrete group of the checks
 CHECK_ROWS = 6
 CHECK_RTOL = 1e-9
 EXTREME_TOL = {np.float64: 1e-7, np.float32: 2e-2}
@@ -276,7 +277,7 @@ def _sign(e: sp.Expr) -> dict[str, bool]:
 
 def constant(e: sp.Expr) -> bool:
     """e is the same for every value of the group: no x, x̂, g or h outside reductions."""
-    return not (expr_mod.elementwise_part(e).free_symbols & ELEMENTWISE)
+    return not (parse.elementwise_part(e).free_symbols & ELEMENTWISE)
 
 
 def name_scales(
@@ -447,7 +448,7 @@ def affordable(e: sp.Expr) -> bool:
     """Small enough, and of low enough degree, for SymPy's polynomial algorithms."""
     return (
         sp.count_ops(e) <= MAX_OPS
-        and expr_mod.degree(e) <= MAX_DEGREE
+        and parse.degree(e) <= MAX_DEGREE
         and _terms(e) <= MAX_TERMS
     )
 
@@ -671,38 +672,8 @@ def _sized(kind: type, c: sp.Expr) -> tuple[type, sp.Expr]:
 
 
 def cost(e: sp.Expr) -> int:
-    """Array operations to evaluate e: a reduction is a pass over the group (3) plus its
-    argument; a subtraction is one operation; powers weigh more than products."""
-    if e.is_Atom or not (e.free_symbols - {N}) and not e.atoms(GroupReduction):
-        return 0
-    if isinstance(e, GroupReduction):
-        return 3 + cost(e.args[0])
-    if e.is_Add:
-        terms = [-t if t.could_extract_minus_sign() else t for t in e.args]
-        negs = all(t.could_extract_minus_sign() for t in e.args)
-        return len(terms) - 1 + int(negs) + sum(cost(t) for t in terms)
-    if e.is_Mul:
-        coeff, factors = e.as_coeff_mul()
-        return (
-            len(factors)
-            - 1
-            + (0 if coeff in (1, -1) else 1)
-            + (1 if coeff == -1 else 0)
-            + sum(cost(f) for f in factors)
-        )
-    if e.is_Pow:
-        if e.exp == -1:
-            return 1 + cost(e.base)
-        if e.exp == 2:
-            return 2 + cost(e.base)
-        return 4 + cost(e.base) + cost(e.exp)
-    if isinstance(e, sp.Piecewise):
-        return 1 + sum(cost(v) + cost(c) for v, c in e.args)
-    if isinstance(e, sp.Abs | sp.sign | sp.Max | sp.Min) or e.is_Relational:
-        return 1 + sum(cost(a) for a in e.args)
-    if isinstance(e, sp.Function):
-        return 8 + sum(cost(a) for a in e.args)
-    return 1 + sum(cost(a) for a in e.args)
+    """The shared operation count (sym/cost.py), with the group size n a constant."""
+    return shared_cost(e, {N})
 
 
 # ------------------------------------------------------------------ numeric checks
@@ -848,8 +819,8 @@ class Reference:
         y = numeric(sp.Matrix(ys).xreplace(fixed))
         self.has_max = bool(definition.atoms(GroupMax))
         self._f64 = sp.lambdify([*xs, *hs], dx, modules=[NP_FUNCTIONS, "numpy"])
-        self._mp = mp_lambdify([*xs, *hs], dx, MP_FUNCTIONS)
-        self._mp_y = mp_lambdify(xs, y, MP_FUNCTIONS)
+        self._mp = mp_lambdify([*xs, *hs], dx)
+        self._mp_y = mp_lambdify(xs, y)
 
     def gradient(self, x: np.ndarray, h: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
@@ -869,14 +840,6 @@ class Reference:
                 ys.append(_floats(lambda xm=xm: self._mp_y(*xm)))
                 ds.append(_floats(lambda xm=xm, hm=hm: self._mp(*xm, *hm)))
         return np.array(ys), np.array(ds)
-
-
-def _mp_heaviside(u: object, h0: object = 0.5) -> object:
-    return 1 if u > 0 else (0 if u < 0 else h0)
-
-
-# with stability's bounded exp, sin, ... and powers (mp_lambdify)
-MP_FUNCTIONS = {"Heaviside": _mp_heaviside}
 
 
 def _np_sigmoid(u: np.ndarray) -> np.ndarray:
@@ -1253,8 +1216,9 @@ GREEK = {
 }
 
 
-class _Text(StrPrinter):
-    """Readable unicode for statements and steps: mean(h·x̂), √(var + ε), [x = m]."""
+class RuleText(Text):
+    """The unicode printer of sym/text.py in a norm rule's words: mean(h·x̂), √(var + ε),
+    [x = m], Greek names, and a rule's terms ordered positive first, cheaper first."""
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         name = expr.name
@@ -1322,7 +1286,7 @@ class _Text(StrPrinter):
 
 def text(e: sp.Expr) -> str:
     """Readable unicode for an expression of a norm rule."""
-    return _Text().doprint(e).replace(" - ", " − ")
+    return RuleText().doprint(e).replace(" - ", " − ")
 
 
 def _eq(target: sp.Symbol, e: sp.Expr) -> str:

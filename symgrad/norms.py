@@ -1,17 +1,18 @@
-"""The registry of layer kinds beyond dense: norms as definitions, never derivatives.
+"""The registry of norms: each a definition, never a derivative (the norm layer kind,
+kinds/norm.py, derives and lays out every norm registered here).
 
 A norm is a SymPy expression in one value `x` of the group it acts on, with the group
-reductions GroupMean / GroupSum / GroupMax (arrays.py) and named parameters (eps), each a
-symbol (expr.parameter) whose value the rule carries. The group is one example's features
+reductions GroupMean / GroupSum / GroupMax (sym/arrays.py) and named parameters (eps), each a
+symbol (sym/parse.parameter) whose value the rule carries. The group is one example's features
 ("features": layernorm, rmsnorm, custom norms) or one feature's batch ("batch":
 batchnorm). An affine gain γ (ones) and shift β (zeros) per feature follow the
 normalization when the norm has them: y = γ ⊙ x̂ + β.
 
-Backward rules are derived from these definitions in reductions.py; nothing here knows
+Backward rules are derived from these definitions in norm_rules.py; nothing here knows
 one. Running statistics (batchnorm) are definitions too: which reduction each buffer
 tracks, with PyTorch's momentum update and unbiased variance.
 
-    from symgrad import layers
+    from symgrad import norms
     norm = layers.NORMS["layernorm"]          # built-in
     mine = layers.custom("mynorm", "x / (mean(abs(x)) + eps)", {"eps": 1e-5})
 """
@@ -23,8 +24,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .arrays import GroupMean
-from .expr import NORM_VARIABLE, NORM_X, parameter, parse, parse_norm
+from .sym.arrays import GroupMean
+from .sym.parse import NORM_VARIABLE, NORM_X, parameter, parse, parse_norm
 
 x = NORM_X  # one value of the group
 

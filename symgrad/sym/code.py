@@ -1,9 +1,10 @@
-"""Printers: SymPy rules -> NumPy code and -> readable text.
+"""SymPy rules -> NumPy code: the expression printer of the generated modules (and of
+derive's stability checks, which evaluate candidate forms as the module will print them).
 
 `NumPyCode` only adds `_print_<Class>` methods to SymPy's NumPyPrinter: `np.` prefixes,
 exact decimal literals, folded numeric constants, `np.where` for piecewise rules (with
 typed constants so float32 stays float32), and the stable helpers of the generated module
-(`_sigmoid`, `_erf`, `np.logaddexp`). `text` gives the unicode form used in comments.
+(`_sigmoid`, `_erf`, `np.logaddexp`); sym/text.py writes the same rules as unicode.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from ..arrays import KeepMask, MatProduct, ReductionBase, Transposed
 from ..errors import DerivationError
-from ..functions import (
+from .arrays import KeepMask, MatProduct, ReductionBase, Transposed
+from .functions import (
     avoid,
     decimal_text,
     log_softmax,

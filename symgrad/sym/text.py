@@ -10,8 +10,8 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from ..arrays import MatProduct, ReductionBase, Transposed
-from ..functions import sigmoid, softplus
+from .arrays import MatProduct, ReductionBase, Transposed
+from .functions import sigmoid, softplus
 
 SUPERSCRIPT_LETTERS = {"t": "ᵗ", "n": "ⁿ", "k": "ᵏ", "m": "ᵐ"}  # β₁ᵗ, not β₁**t
 REDUCTION_TEXT = {  # (op, axis) -> how the reduction reads
@@ -25,7 +25,7 @@ REDUCTION_TEXT = {  # (op, axis) -> how the reduction reads
 }
 
 
-class _Text(StrPrinter):
+class Text(StrPrinter):
     """Unicode math for comments and the terminal: a², σ(z), ŷ."""
 
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
@@ -86,4 +86,4 @@ def text(expr: sp.Expr, names: dict[sp.Symbol, str] | None = None) -> str:
     """Readable unicode for expr (for comments, docstrings and the terminal)."""
     if names:
         expr = expr.xreplace({s: sp.Symbol(n, real=True) for s, n in names.items()})
-    return _Text().doprint(expr)
+    return Text().doprint(expr)
