@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -77,19 +76,30 @@ DERIVED = {
 }
 
 
-def _capped() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+# the cap is set by the child itself, before it imports anything: a preexec_fn would fork
+# this process, whose JAX (imported by other tests) warns that a fork may deadlock
+CAPPED = f"""
+import resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_CAP}, {MEMORY_CAP}))
+flag, what, *rest = sys.argv[1:]
+if flag == "-c":
+    sys.argv = ["-c", *rest]
+    exec(compile(what, "<string>", "exec"), {{"__name__": "__main__"}})
+else:
+    sys.argv = [what, *rest]
+    runpy.run_module(what, run_name="__main__", alter_sys=True)
+"""
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """python ARGS (-c CODE ... or -m MODULE ...) under the memory cap."""
     return subprocess.run(
-        [sys.executable, *args],
+        [sys.executable, "-c", CAPPED, *args],
         capture_output=True,
         text=True,
         timeout=HANG_GUARD,
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        preexec_fn=_capped,
     )
 
 
