@@ -80,9 +80,11 @@ def main(argv=None) -> None:
                         for which, p in paths.items()
                     }
                     med = train_step.measure(runs, args.rounds, args.block, args.warmup)
+                    old, new = med["old"], med["new"]
                     print(
-                        f"{name:6s} {optimizer:8s} {dtype_name}: old {train_step.fmt(med['old'])}"
-                        f"  new {train_step.fmt(med['new'])}  new/old {med['new'] / med['old']:.3f}",
+                        f"{name:6s} {optimizer:8s} {dtype_name}: "
+                        f"old {train_step.fmt(old)}  new {train_step.fmt(new)}  "
+                        f"new/old {new / old:.3f}",
                         flush=True,
                     )
 
