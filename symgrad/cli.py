@@ -201,7 +201,7 @@ def _print(text: str, file: object = None) -> None:
 
 def summary(d: Derivation, path: Path) -> str:
     """What `generate` prints: network, parameter count, output delta, file."""
-    from .ops import a
+    from .activations import a
     from .sym.text import text
 
     spec, out = d.spec, d.output

@@ -19,12 +19,12 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from . import layer_registry, ops, stability
+from . import activations, layer_registry, losses, stability
+from .activations import a, y, z
 from .errors import DerivationError, ExpressionError, SpecError
 from .layer_registry import Rule
 from .norm_rules import NormRule
 from .norms import NormDef
-from .ops import a, y, z
 from .spec import OpSpec, Spec, SpecSource, as_spec
 from .sym import parse
 from .sym.cost import cost
@@ -717,9 +717,9 @@ def logistic_forms(e: sp.Expr) -> list[sp.Expr]:
 @functools.cache
 def activation_rule(op: OpSpec) -> ActivationRule:
     """The derived rule for a (built-in or custom) activation; cached."""
-    if op.name == ops.SOFTMAX and not op.custom:
+    if op.name == activations.SOFTMAX and not op.custom:
         return ActivationRule(
-            ops.SOFTMAX,
+            activations.SOFTMAX,
             "softmax",
             z,
             sp.S.Zero,
@@ -730,7 +730,9 @@ def activation_rule(op: OpSpec) -> ActivationRule:
             True,
             unit_range=True,
         )
-    rule = _activation_rule(op.name, _title(op, ops.ACTIVATIONS), activation_expr(op))
+    rule = _activation_rule(
+        op.name, _title(op, activations.ACTIVATIONS), activation_expr(op)
+    )
     return dataclasses.replace(
         rule, custom=op.custom, unit_range=_in_unit_range(op, rule)
     )
@@ -768,14 +770,14 @@ def _in_unit_range(op: OpSpec, rule: ActivationRule) -> bool:
     """The activation's outputs lie in [0, 1]: registered so, or, for a custom one,
     sampled so at the range points and at extreme inputs."""
     if not op.custom:
-        low, high = ops.ACTIVATIONS[op.name].output_range
+        low, high = activations.ACTIVATIONS[op.name].output_range
         return low is not None and high is not None and 0 <= low and high <= 1
     points = sorted(set(RANGE_POINTS) | set(stability.EXTREMES))
     values = stability.exact(rule.f, [{z: p} for p in points])
     return all(v is not None and 0 <= v <= 1 for v in values)
 
 
-def _title(op: OpSpec, table: dict[str, ops.OpDef]) -> str:
+def _title(op: OpSpec, table: dict[str, activations.OpDef]) -> str:
     if op.custom:
         return f"{op.name} (custom)"
     base = table[op.name].title or op.name
@@ -786,16 +788,16 @@ def _title(op: OpSpec, table: dict[str, ops.OpDef]) -> str:
 
 def activation_expr(op: OpSpec) -> sp.Expr:
     """f(z) of an activation, its numbers that are not simple kept as Coefficients."""
-    return symbolize(_parsed(op, {"z": z}, ops.ACTIVATIONS))
+    return symbolize(_parsed(op, {"z": z}, activations.ACTIVATIONS))
 
 
 def loss_expr(op: OpSpec) -> sp.Expr:
     """ℓ(a, y) of a loss, its numbers that are not simple kept as Coefficients."""
-    return symbolize(_parsed(op, {"yhat": a, "y": y}, ops.LOSSES))
+    return symbolize(_parsed(op, {"yhat": a, "y": y}, losses.LOSSES))
 
 
 def _parsed(
-    op: OpSpec, variables: dict[str, sp.Symbol], table: dict[str, ops.OpDef]
+    op: OpSpec, variables: dict[str, sp.Symbol], table: dict[str, activations.OpDef]
 ) -> sp.Expr:
     try:
         params = {k: parse.number(v) for k, v in op.params}
@@ -916,10 +918,10 @@ TARGETS = (0.0, 0.25, 1.0)  # targets y at which output deltas and losses are ch
 def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
     """Derive δ = ∂ℓ/∂z for a loss on an output activation; cached per pair."""
     loss = loss_expr(loss_op)
-    title = _title(loss_op, ops.LOSSES)
+    title = _title(loss_op, losses.LOSSES)
     act = activation_rule(act_op)
     dl_da = seam_derivative(loss, a)
-    simplex = not loss_op.custom and ops.LOSSES[loss_op.name].targets == "simplex"
+    simplex = not loss_op.custom and losses.LOSSES[loss_op.name].targets == "simplex"
     notes: list[str] = []
     points = [{z: v, y: t} for v in stability.EXTREMES for t in TARGETS]
     log_terms = None
@@ -932,7 +934,7 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
                 tidy(sp.diff(through_logs, LS)),
                 tidy(sp.diff(through_logs, L1M)),
             )
-        if not loss_op.custom and ops.LOSSES[loss_op.name].output == "unit_interval":
+        if not loss_op.custom and losses.LOSSES[loss_op.name].output == "unit_interval":
             notes.append(
                 f"{loss_op.name} on a softmax output scores each class as its own"
                 " yes/no, though the outputs sum to 1: for one class per example use"
@@ -972,7 +974,7 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
             first = first or missed
         else:
             notes.append(_missed_note(f"loss {loss_op.name}", first))
-        if not loss_op.custom and ops.LOSSES[loss_op.name].output == "unit_interval":
+        if not loss_op.custom and losses.LOSSES[loss_op.name].output == "unit_interval":
             exact_to = _exact_range(
                 [
                     (forward, loss.xreplace({a: act.forward})),
@@ -1204,7 +1206,7 @@ class Derivation:
 
     @property
     def task(self) -> str:
-        """What the network predicts (one of ops.TASKS), decided here once for every
+        """What the network predicts (one of losses.TASKS), decided here once for every
         printer, the runtimes, `symgrad check` and the report:
 
         - the spec's `task:` where it says one (validated against the output);
@@ -1223,15 +1225,15 @@ class Derivation:
         loss = self.spec.loss
         if loss.custom:
             return "binary" if out.unit_range else "values"
-        return ops.LOSSES[loss.name].task
+        return losses.LOSSES[loss.name].task
 
     @property
     def targets(self) -> str:
-        """What the targets Y must hold (one of ops.TARGETS), for the generated
+        """What the targets Y must hold (one of losses.TARGETS), for the generated
         modules' checks, `symgrad check`'s random targets and the report: what a
         registered loss declares; any real numbers for a custom loss."""
         loss = self.spec.loss
-        return "real" if loss.custom else ops.LOSSES[loss.name].targets
+        return "real" if loss.custom else losses.LOSSES[loss.name].targets
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -1315,7 +1317,7 @@ def _check_output_range(spec: Spec, rule: ActivationRule) -> None:
     loss, out = spec.loss, spec.output.activation
     if not out.custom:
         return
-    if not loss.custom and ops.LOSSES[loss.name].output == "unit_interval":
+    if not loss.custom and losses.LOSSES[loss.name].output == "unit_interval":
         # in exact arithmetic: a probit's Φ(9) = 1 − 1.1e-19 lies in (0, 1), though
         # it rounds to 1 as a float
         for p, inside in zip(RANGE_POINTS, _in_open_unit(rule.f), strict=True):

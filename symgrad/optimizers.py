@@ -1,6 +1,6 @@
 """The registry of optimizers: each entry is the whole kind — settings, state, update.
 
-An optimizer is registered once, as ops.py registers activations. Its entry declares
+An optimizer is registered once, as activations.py registers activations. Its entry declares
 everything the pipeline needs about it, so that nothing downstream tests its name:
 
 - its settings (defaults, bounds, names in the math), which the spec validator reads;

@@ -216,7 +216,7 @@ def _comment(text: str) -> str:
 
 
 def _target_note(targets: str, custom: bool, labels: bool) -> str:
-    """The targets a generated module's loss takes (ops.TARGETS), for the docstring of
+    """The targets a generated module's loss takes (losses.TARGETS), for the docstring of
     _targets."""
     note = {
         "unit_interval": "targets in [0, 1]: 0/1 labels or probabilities",

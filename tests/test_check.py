@@ -9,9 +9,9 @@ import pytest
 
 import symgrad
 import symgrad.check as check_mod
+from symgrad.activations import a
 from symgrad.check import check_gradients, compare_module, import_path, target_kind
 from symgrad.cli import main
-from symgrad.ops import a
 
 XOR = """name: xor
 input: 2

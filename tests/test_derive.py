@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import sympy as sp
 
+from symgrad.activations import a, y, z
 from symgrad.derive import activation_rule, output_rule
-from symgrad.ops import a, y, z
 from symgrad.spec import OpSpec
 from symgrad.sym.text import text
 

@@ -13,8 +13,8 @@ import pytest
 import sympy as sp
 
 import symgrad
+from symgrad.activations import a, y, z
 from symgrad.derive import ActivationRule, saturation, softmax_jacobian
-from symgrad.ops import a, y, z
 
 H = 1e-6
 

@@ -7,8 +7,8 @@ import time
 import pytest
 import sympy as sp
 
+from symgrad.activations import a, y, z
 from symgrad.errors import ExpressionError
-from symgrad.ops import a, y, z
 from symgrad.sym.parse import number, parse
 
 Z = {"z": z}

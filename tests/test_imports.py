@@ -33,7 +33,8 @@ STAGES = {
     "runtime": 0,
     "runtime_xp": 0,
     "sym": 1,  # the parser, stable functions, array nodes, code and text printers, cost
-    "ops": 2,
+    "activations": 2,
+    "losses": 2,
     "optimizers": 2,
     "norms": 2,
     "spec": 3,

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from harness import import_path  # noqa: E402
 
 import symgrad  # noqa: E402
-from symgrad import ops  # noqa: E402
+from symgrad import activations  # noqa: E402
 from symgrad.sym.functions import softplus  # noqa: E402
 
 SPEC = {
@@ -33,14 +33,14 @@ SPEC = {
 
 @pytest.fixture
 def mish():
-    z = ops.z
+    z = activations.z
 
-    @ops.activation("mish", title="Mish")
+    @activations.activation("mish", title="Mish")
     def _mish() -> sp.Expr:
         return z * sp.tanh(softplus(z))
 
     yield
-    del ops.ACTIVATIONS["mish"]
+    del activations.ACTIVATIONS["mish"]
 
 
 def test_both_modules_match_torch_mish(mish, tmp_path) -> None:

@@ -22,10 +22,10 @@ torch = pytest.importorskip("torch")
 from harness import import_path  # noqa: E402
 
 import symgrad  # noqa: E402
-from symgrad import layer_registry, ops  # noqa: E402
+from symgrad import activations, layer_registry  # noqa: E402
+from symgrad.activations import a, z  # noqa: E402
 from symgrad.derive import ActivationRule, activation_rule, guarded  # noqa: E402
 from symgrad.layer_registry import LayerKind, MatrixRows, Rule  # noqa: E402
-from symgrad.ops import a, z  # noqa: E402
 from symgrad.plan import Back, Param, section  # noqa: E402
 from symgrad.report import render_report  # noqa: E402
 from symgrad.report.document import D, Eq, M, P, Section  # noqa: E402
@@ -106,7 +106,7 @@ class Gated(LayerKind):
         node = item.value.get("gate")
         gate = OpSpec("sigmoid", loc=item.loc)
         if node is not None:
-            gate = check.op(node, ops.ACTIVATIONS, "activation")
+            gate = check.op(node, activations.ACTIVATIONS, "activation")
         return None if gate is None else GatedSpec(gate, item.loc)
 
     def parameters(self, layer, width):

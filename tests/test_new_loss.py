@@ -22,7 +22,7 @@ import torch_reference as tr
 from harness import import_path, make_targets, perturb_biases, rel_err
 
 import symgrad
-from symgrad import ops
+from symgrad import activations, losses
 from symgrad.report import render_report
 
 NAME = "focal"
@@ -53,9 +53,9 @@ def _torch_focal(gamma: float = 2.0):
 def registered(monkeypatch):
     """The focal loss, registered like binary cross-entropy: a definition and its
     traits, nothing about its derivative; and its torch formula for the reference."""
-    a, y = ops.a, ops.y
+    a, y = activations.a, activations.y
 
-    @ops.loss(
+    @losses.loss(
         NAME,
         title="focal loss",
         params={"gamma": 2.0},
@@ -68,7 +68,7 @@ def registered(monkeypatch):
 
     monkeypatch.setitem(tr.LOSSES, NAME, _torch_focal)
     yield
-    del ops.LOSSES[NAME]
+    del losses.LOSSES[NAME]
 
 
 @pytest.fixture
@@ -176,10 +176,10 @@ def test_its_traits_are_checked_against_the_output(registered) -> None:
 
 def test_registering_inconsistent_traits_is_refused() -> None:
     def build() -> sp.Expr:
-        return ops.a
+        return activations.a
 
     with pytest.raises(ValueError, match="targets must be one of"):
-        ops.loss("bad_targets", targets="probabilities")(build)
+        losses.loss("bad_targets", targets="probabilities")(build)
     with pytest.raises(ValueError, match="task 'binary' needs output 'unit_interval'"):
-        ops.loss("bad_task", task="binary")(build)
-    assert "bad_targets" not in ops.LOSSES and "bad_task" not in ops.LOSSES
+        losses.loss("bad_task", task="binary")(build)
+    assert "bad_targets" not in losses.LOSSES and "bad_task" not in losses.LOSSES

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from harness import import_path
 
-from symgrad import ops, render
+from symgrad import activations, render
 from symgrad.optimizers import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,7 +273,7 @@ def test_init_params_draws_in_key_order_from_default_rng(make):
 
 def _auto_init(activation) -> str:
     name = activation if isinstance(activation, str) else activation["name"]
-    return "he_normal" if name in ops.RELU_FAMILY else "glorot_uniform"
+    return "he_normal" if name in activations.RELU_FAMILY else "glorot_uniform"
 
 
 @pytest.mark.parametrize(

@@ -261,7 +261,7 @@ def test_collapse_up_to_a_constant_and_scaled_outputs_in_a(tmp_path):
     assert d.output.collapsed  # 2(ŷ − y), found by cancellation
     import sympy as sp
 
-    from symgrad.ops import a, y
+    from symgrad.activations import a, y
     from symgrad.sym.functions import numeric
 
     assert sp.expand(numeric(d.output.delta) - 2 * (a - y)) == 0

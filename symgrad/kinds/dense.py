@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .. import layer_registry, ops
+from .. import activations, layer_registry
 from .. import naming as nm
+from ..activations import a, y, z
 from ..derive import (
     L1M,
     LS,
@@ -27,7 +28,6 @@ from ..derive import (
     mask_factor,
 )
 from ..layer_registry import LayerAt, LayerKind, MatrixRows
-from ..ops import a, y, z
 from ..plan import (
     BATCH,
     L2,
@@ -80,11 +80,11 @@ class Dense(LayerKind):
         v = item.value
         units = check.integer(v["units"], 1, check.max_units) if "units" in v else None
         act = (
-            check.op(v["activation"], ops.ACTIVATIONS, "activation")
+            check.op(v["activation"], activations.ACTIVATIONS, "activation")
             if "activation" in v
             else None
         )
-        if act and act.name == ops.SOFTMAX and not at.last:
+        if act and act.name == activations.SOFTMAX and not at.last:
             check.err(
                 act.loc,
                 "softmax is only supported on the output (last) layer",
@@ -203,7 +203,7 @@ def _init(init: str, act: ActivationRule) -> str:
     """The spec's init; for `auto`, He normal for the ReLU family, else Glorot."""
     if init != "auto":
         return init
-    relu = act.name in ops.RELU_FAMILY and not act.custom
+    relu = act.name in activations.RELU_FAMILY and not act.custom
     return "he_normal" if relu else "glorot_uniform"
 
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import sympy as sp
 
 from .. import naming as nm
+from ..activations import a, y, z
 from ..derive import ActivationRule, Derivation
-from ..ops import a, y, z
 from ..sym.code import number_text
 from ..sym.text import text
 from . import tex as tex_mod

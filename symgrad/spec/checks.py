@@ -141,7 +141,9 @@ class Checker:
     def parameter(self, node: _Node) -> float | None:
         """An activation or loss parameter: a number that generated code holds exactly
         (the bounds of a literal in a custom expression, expr.check_number)."""
-        from ..sym.parse import check_number  # no SymPy at import: the parser imports it
+        from ..sym.parse import (
+            check_number,  # no SymPy at import: the parser imports it
+        )
 
         value = self.real(node)
         if value is None:

@@ -112,7 +112,7 @@ class Spec:
     optimizer: OptimizerSpec = OptimizerSpec("sgd", (("learning_rate", 0.01),))
     init: str = "auto"
     source: str = "<spec>"
-    task: str | None = None  # what predict returns (ops.TASKS); None: derive decides
+    task: str | None = None  # what predict returns (losses.TASKS); None: derive decides
     task_loc: Loc = field(default=Loc("<spec>"), compare=False)
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from .. import layer_registry, ops, optimizers
+from .. import activations, layer_registry, losses, optimizers
 from ..errors import ExpressionError, Problem, SpecError, echo, number
 from ..layer_registry import LayerAt, LayerKind
 from .checks import MAX_LAYERS, MAX_UNITS, Checker, _suggest
@@ -22,13 +22,15 @@ TOP_KEYS = ("name", "input", "layers", "loss", "l2", "optimizer", "init", "task"
 def _loss_fits(output: OpSpec, loss: str) -> bool:
     """Whether a built-in loss suits the output activation (see output_checks), for a
     suggestion: on a softmax, only a loss made for one."""
-    opdef = ops.LOSSES.get(ops.canonical(loss))
+    opdef = losses.LOSSES.get(activations.canonical(loss))
     if opdef is None or output.custom:
         return opdef is not None
-    softmax = output.name == ops.SOFTMAX
+    softmax = output.name == activations.SOFTMAX
     if (opdef.output == "softmax") != softmax:
         return False
-    return ops.output_gives(opdef.output, softmax, ops.unit_range(output.name))
+    return losses.output_gives(
+        opdef.output, softmax, activations.unit_range(output.name)
+    )
 
 
 class Validator(Checker):
@@ -37,7 +39,7 @@ class Validator(Checker):
     def op(
         self,
         node: _Node,
-        table: dict[str, ops.OpDef],
+        table: dict[str, activations.OpDef],
         kind: str,
         output: OpSpec | None = None,
     ) -> OpSpec | None:
@@ -73,10 +75,10 @@ class Validator(Checker):
             return None
         if expr_node is not None:
             return self.custom_op(node, name, expr_node, params, kind)
-        canon = ops.canonical(name)
+        canon = activations.canonical(name)
         if canon not in table:
             choices = sorted(
-                [*table, *(k for k, c in ops.ALIASES.items() if c in table)]
+                [*table, *(k for k, c in activations.ALIASES.items() if c in table)]
             )
             fits = functools.partial(_loss_fits, output) if output else lambda _: True
             hint = _suggest(name, choices, fits) or f"known: {', '.join(choices)}"
@@ -127,8 +129,8 @@ class Validator(Checker):
                 f"custom {kind} name {echo(name)} is not an identifier",
             )
             return None
-        canon = ops.canonical(name)
-        table = ops.ACTIVATIONS if kind == "activation" else ops.LOSSES
+        canon = activations.canonical(name)
+        table = activations.ACTIVATIONS if kind == "activation" else losses.LOSSES
         if canon in table:
             self.err(
                 node.value["name"].loc,
@@ -164,7 +166,9 @@ class Validator(Checker):
             return None
         if not ok:
             return None
-        symbols = {v: getattr(ops, "a" if v == "yhat" else v) for v in variables}
+        symbols = {
+            v: getattr(activations, "a" if v == "yhat" else v) for v in variables
+        }
         try:
             parse.parse(text, symbols, {k: parse.number(v) for k, v in values.items()})
         except ExpressionError as exc:
@@ -261,15 +265,19 @@ class Validator(Checker):
         layers = self.layers(top["layers"]) if "layers" in top else None
         output = layers[-1].activation if layers else None  # type: ignore[union-attr]
         loss = (
-            self.op(top["loss"], ops.LOSSES, "loss", output) if "loss" in top else None
+            self.op(top["loss"], losses.LOSSES, "loss", output)
+            if "loss" in top
+            else None
         )
         l2 = self.real(top["l2"], 0.0) if "l2" in top else 0.0
         optimizer = self.optimizer(top.get("optimizer"))
         init = "auto"
         if "init" in top:
             v = top["init"].value
-            if v not in ops.INITS:
-                hint = _suggest(v, ops.INITS) or "known: " + ", ".join(ops.INITS)
+            if v not in activations.INITS:
+                hint = _suggest(v, activations.INITS) or "known: " + ", ".join(
+                    activations.INITS
+                )
                 self.err(top["init"].loc, f"unknown init {echo(v)}", hint)
             else:
                 init = v
@@ -358,29 +366,29 @@ class Validator(Checker):
         """What the loss's traits and the spec's task need of the output layer; a
         custom output's range is sampled in derive (derive._check_output_range)."""
         out = layers[-1].activation  # type: ignore[union-attr] - the last is dense
-        softmax = out.name == ops.SOFTMAX and not out.custom
-        unit = out.custom or ops.unit_range(out.name)
-        need = "any" if loss.custom else ops.LOSSES[loss.name].output
-        if not ops.output_gives(need, softmax, unit):
+        softmax = out.name == activations.SOFTMAX and not out.custom
+        unit = out.custom or activations.unit_range(out.name)
+        need = "any" if loss.custom else losses.LOSSES[loss.name].output
+        if not losses.output_gives(need, softmax, unit):
             self.err(loss.loc, *OUTPUT_NEEDS[need](loss.name, out.name))
-        if task is not None and task.value in ops.TASKS:
-            need = ops.TASK_NEEDS[task.value]
-            if not ops.output_gives(need, softmax, unit):
+        if task is not None and task.value in losses.TASKS:
+            need = losses.TASK_NEEDS[task.value]
+            if not losses.output_gives(need, softmax, unit):
                 message, hint = OUTPUT_NEEDS[need](f"task {task.value!r}", out.name)
                 self.err(task.loc, message, hint + ", or task: values")
 
     def task(self, node: _Node) -> str | None:
         """The spec's `task:` (what predict returns), overriding derive's decision."""
         v = node.value
-        if v in ops.TASKS:
+        if v in losses.TASKS:
             return v
-        hint = _suggest(v, ops.TASKS) or (
+        hint = _suggest(v, losses.TASKS) or (
             "classes: predict gives class indices; binary: 0/1 per output;"
             " values: Ŷ itself"
         )
         self.err(
             node.loc,
-            f"task must be one of {', '.join(ops.TASKS)}, found {_kind(v)}",
+            f"task must be one of {', '.join(losses.TASKS)}, found {_kind(v)}",
             hint,
         )
         return None

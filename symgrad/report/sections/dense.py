@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ... import activations
 from ... import naming as nm
-from ... import ops
+from ...activations import a, y, z
 from ...derive import ActivationRule, Derivation, LayerRule
-from ...ops import a, y, z
 from ..document import (
     Block,
     Code,
@@ -729,7 +729,7 @@ def activation_of(rule: LayerRule, arg: Math, before: Math | None = None) -> Mat
     """f(arg) for a layer's activation; softmax by name; before + f(arg) for a residual
     layer whose input is `before`."""
     if rule.activation.vector:
-        out = apply(function(ops.SOFTMAX), arg)
+        out = apply(function(activations.SOFTMAX), arg)
     else:
         out = apply(fn_name(rule.activation), arg)
     if rule.residual and before is not None:

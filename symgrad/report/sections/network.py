@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ... import layer_registry, ops
+from ... import activations, layer_registry
 from ... import naming as nm
+from ...activations import a, y, z
 from ...derive import LS, Derivation
-from ...ops import a, y, z
 from ...plan import Plan
 from ...plan import build as build_plan
 from ...sym.functions import log_softmax, softplus
@@ -292,7 +292,11 @@ def _loss_section(ctx: Context) -> Section:
             )
         ),
     ]
-    if out.collapsed and act.name in ("sigmoid", ops.SOFTMAX) and not act.custom:
+    if (
+        out.collapsed
+        and act.name in ("sigmoid", activations.SOFTMAX)
+        and not act.custom
+    ):
         blocks.append(
             P(
                 "The error ",
