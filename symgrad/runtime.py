@@ -364,37 +364,108 @@ def save_params(path, params):
 def load_params(path):
     """Params written by save_params, checked against this network's shapes.
 
-    A file that is not such an archive is a ValueError that names it.
+    Reads are bounded: each member's .npy header is read first, and its shape and
+    dtype compared with the module's before any data is read; then exactly the bytes
+    it declares are read. A file that is not such an archive, or one whose members
+    are not this network's arrays (missing, extra, of another shape, pickled objects),
+    is a ValueError that names it and what was found; nothing is loaded.
     """
-    with open(path, "rb") as file:  # np.load(path) leaves it open when the zip is bad
-        head = file.read(6)
-        if not head.startswith(b"PK"):  # a zip archive, as np.savez writes
-            if not head:
-                found = "an empty file"
-            elif head == b"\x93NUMPY":
-                found = "a .npy file (one array)"
-            else:
-                found = f"a file starting {head!r}"
-            raise ValueError(
-                f"{path}: expected an .npz archive written by save_params, found {found}"
-            )
-        file.seek(0)
-        try:
-            with np.load(file, allow_pickle=False) as saved:
-                params = {k: saved[k] for k in saved.files}
-        except MemoryError:
-            raise
-        except (
-            Exception
-        ) as exc:  # zipfile's BadZipFile, EOFError, a pickled member, ...
-            raise ValueError(
-                f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})"
-            ) from exc
+    import zipfile
+
+    try:
+        with open(path, "rb") as file:
+            head = file.read(6)
+            if not head.startswith(b"PK"):  # a zip archive, as np.savez writes
+                if not head:
+                    found = "an empty file"
+                elif head == b"\x93NUMPY":
+                    found = "a .npy file (one array)"
+                else:
+                    found = f"a file starting {head!r}"
+                raise _Refused(
+                    f"expected an .npz archive written by save_params, found {found}"
+                )
+            file.seek(0)
+            try:
+                with zipfile.ZipFile(file) as archive:
+                    params = _read_members(archive)
+            except _Refused:
+                raise
+            except (
+                Exception
+            ) as exc:  # zipfile's BadZipFile, EOFError, a bad header, ...
+                raise _Refused(
+                    f"not a readable .npz archive ({type(exc).__name__}: {exc})"
+                ) from None
+    except _Refused as exc:
+        raise ValueError(f"{path}: {exc}") from None
     try:
         _check_params(params)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{path}: {exc}") from None
     return {k: params[k] for k in _KEYS}
+
+
+class _Refused(Exception):
+    """load_params: why a file is not this network's params (raised as a ValueError)."""
+
+
+def _read_members(archive):
+    """{key: array} of a zip archive whose members are exactly the module's arrays as
+    .npy files: the names are compared first, then each header, then its data read
+    (no more bytes than the header declares)."""
+    infos = archive.infolist()
+    names = [info.filename for info in infos]
+    expected = [f"{k}.npy" for k in _KEYS]
+    if len(names) > 2 * len(_KEYS) or sorted(names) != sorted(expected):
+        missing = sorted(set(expected) - set(names))
+        extra = sorted(set(names) - set(expected))
+        shown = extra[:5] + ([f"... {len(extra) - 5} more"] if len(extra) > 5 else [])
+        raise _Refused(
+            f"params must be a dict with keys {list(_KEYS)}, saved as the members "
+            f"{expected}; found {len(names)} members"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unexpected {shown}" if shown else "")
+        )
+    params = {}
+    for info in infos:
+        key = info.filename[: -len(".npy")]
+        with archive.open(info) as member:
+            params[key] = _read_npy(member, key)
+    return params
+
+
+def _read_npy(member, key):
+    """The array of one .npy member, after its header says it is params[key]: the
+    shape of _SHAPES[key], float32 or float64, not Fortran-ordered, no objects."""
+    fmt = np.lib.format
+    version = fmt.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(member, max_header_size=4096)
+    elif version == (2, 0):
+        shape, fortran, dtype = fmt.read_array_header_2_0(member, max_header_size=4096)
+    else:
+        raise _Refused(f"{key}.npy: unsupported .npy format version {version}")
+    where = f"{key}.npy declares"
+    if dtype.hasobject or dtype not in (np.float32, np.float64):
+        raise _Refused(
+            f"{where} dtype {dtype}: params are float32 or float64 (pickled objects are never read)"
+        )
+    if tuple(shape) != _SHAPES[key]:
+        raise _Refused(
+            f"{where} shape {tuple(shape)}, this network's {key} has shape {_SHAPES[key]}"
+        )
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    data = member.read(
+        size + 1
+    )  # what it declares, and one byte to see if there is more
+    if len(data) != size:
+        found = "more" if len(data) > size else f"{len(data)} bytes of"
+        raise _Refused(
+            f"{key}.npy holds {found} data than the {size} bytes its header declares"
+        )
+    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    return np.array(array, order="C")  # a writeable copy
 
 
 # --- training -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ passed as xp)."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,141 @@ def test_fit_stops_at_a_step_that_overflows(generate):
     with pytest.raises(ValueError, match="step refused"):
         module.fit(params, X, Y, epochs=1, batch_size=len(X))
     assert all(np.isfinite(v).all() for v in params.values())
+
+
+# --- saved params are read within bounds ------------------------------------------------
+
+IRIS = yaml.safe_load((ROOT / "examples" / "iris_mlp.yaml").read_text())
+
+
+def npy_header(shape, dtype="<f8") -> bytes:
+    """A .npy (1.0) header declaring shape and dtype, as np.save writes it."""
+    import io
+
+    out = io.BytesIO()
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(out, header)
+    return out.getvalue()
+
+
+def archive(path, members, *, compress=False):
+    """An .npz of {name: bytes or a callable writing into the member}."""
+    import zipfile
+
+    how = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", how) as z:
+        for name, content in members.items():
+            with z.open(name, "w", force_zip64=True) as member:
+                if callable(content):
+                    content(member)
+                else:
+                    member.write(content)
+    return path
+
+
+def good_members(module):
+    import io
+
+    members = {}
+    for k, v in module.init_params(0).items():
+        out = io.BytesIO()
+        np.save(out, v)
+        members[f"{k}.npy"] = out.getvalue()
+    return members
+
+
+def zeros(total):
+    def write(member):
+        chunk = bytes(1 << 20)
+        for _ in range(total >> 20):
+            member.write(chunk)
+
+    return write
+
+
+def hostile_files(module, tmp_path):
+    good = good_members(module)
+    W1 = module.PARAM_SHAPES["W1"]
+    header = npy_header(W1)
+    return {
+        # 302 bytes on disk, 10¹² float64 declared
+        "huge-header": (
+            {**good, "W1.npy": npy_header((10**12,))},
+            r"W1\.npy declares shape \(1000000000000,\), this network's W1 has shape",
+        ),
+        # the right header, then 256 MiB of zeros compressed to a few hundred kB
+        "zip-bomb": (
+            {**good, "W1.npy": lambda m: (m.write(header), zeros(256 << 20)(m))},
+            r"W1\.npy holds more data than the \d+ bytes its header declares",
+        ),
+        "short-data": (
+            {**good, "W1.npy": header + bytes(8)},
+            r"W1\.npy holds 8 bytes of data than the \d+ bytes",
+        ),
+        "wrong-shape": (
+            {
+                **good,
+                "W1.npy": npy_header((W1[0] + 1, W1[1]))
+                + bytes(8 * (W1[0] + 1) * W1[1]),
+            },
+            r"W1\.npy declares shape .*, this network's W1 has shape",
+        ),
+        "extra-member": (
+            {**good, "evil.npy": good["W1.npy"]},
+            r"params must be a dict with keys .* found \d+ members; unexpected \['evil\.npy'\]",
+        ),
+        "missing-member": (
+            {k: v for k, v in good.items() if k != "b1.npy"},
+            r"missing \['b1\.npy'\]",
+        ),
+        "many-members": (
+            {**good, **{f"x{i}.npy": b"" for i in range(10_000)}},
+            r"found 10\d\d\d members; unexpected \['x0\.npy', .*\.\.\. 9995 more",
+        ),
+        "object-dtype": (
+            {**good, "W1.npy": npy_header(W1, "|O") + b"\x80\x04N."},
+            r"W1\.npy declares dtype object: params are float32 or float64 \(pickled",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "huge-header",
+        "zip-bomb",
+        "short-data",
+        "wrong-shape",
+        "extra-member",
+        "missing-member",
+        "many-members",
+        "object-dtype",
+    ],
+)
+def test_load_params_reads_within_the_declared_shapes(generate, tmp_path, case):
+    import tracemalloc
+
+    module = generate(IRIS)
+    members, message = hostile_files(module, tmp_path)[case]
+    path = archive(tmp_path / f"{case}.npz", members, compress=case == "zip-bomb")
+    assert path.stat().st_size < 2 << 20  # small on disk
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=re.escape(str(path)) + ": .*" + message):
+            module.load_params(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{case}: reading it took {peak} bytes"
+
+
+def test_load_params_reads_back_what_save_params_wrote(generate, tmp_path):
+    module = generate(IRIS)
+    params = module.init_params(3, dtype=np.float32)
+    params["W1"] = np.asfortranarray(params["W1"])
+    module.save_params(tmp_path / "p.npz", params)
+    loaded = module.load_params(tmp_path / "p.npz")
+    assert list(loaded) == list(module.PARAM_NAMES + module.BUFFER_NAMES)
+    for k in params:
+        assert loaded[k].dtype == np.float32 and loaded[k].flags.writeable
+        assert np.array_equal(loaded[k], params[k])
