@@ -36,6 +36,8 @@ from symgrad.runtime_shared import (
     _initial_values,
     _train,
     _training_batch,
+    _validation,
+    _y_shape_error,
 )
 
 # --- configuration: each generated module has its own constants and derived part ---
@@ -200,7 +202,7 @@ def _targets(Y, m, dtype):
         if LAYER_SIZES[-1] == 1:
             Y = Y[:, None]
     if Y.shape != (m, LAYER_SIZES[-1]):
-        raise ValueError(f"Y must have shape ({m}, {LAYER_SIZES[-1]}), found {Y.shape}")
+        raise _y_shape_error(Y.shape, m)
     given = Y.dtype
     Y = Y.astype(dtype, copy=False)
     if CHECK_FINITE and not _in_range(Y, given):
@@ -769,9 +771,12 @@ def fit(
     if error is not None:
         raise error
     if validation_data is not None:
-        X_val, Y_val = validation_data
-        X_val = _inputs(params, X_val)
-        validation_data = (X_val, _targets(Y_val, X_val.shape[0], X.dtype))
+
+        def check(X_val, Y_val):
+            X_val = _inputs(params, X_val)
+            return X_val, _targets(Y_val, X_val.shape[0], X.dtype)
+
+        validation_data = _validation(check, validation_data)
     gathered = {}  # batch size -> the arrays a batch is gathered into
 
     def batches(order):

@@ -35,6 +35,8 @@ from symgrad.runtime_shared import (
     _initial_values,
     _train,
     _training_batch,
+    _validation,
+    _y_shape_error,
 )
 
 # --- configuration: each generated module has its own constants and derived part ---
@@ -245,7 +247,7 @@ def _targets(xp, Y, m, dtype, check):
     if Y.ndim == 1 and Y.shape[0] == m and n == 1:
         Y = xp.reshape(Y, (m, 1))
     if tuple(Y.shape) != (m, n):
-        raise ValueError(f"Y must have shape ({m}, {n}), found {tuple(Y.shape)}")
+        raise _y_shape_error(Y.shape, m)
     given = Y.dtype
     Y = _real(xp, Y, "Y", dtype)
     if not check:
@@ -702,9 +704,10 @@ def fit(
         state = init_state(params)
     _check_state(xp, state, X.dtype)
     if validation_data is not None:
-        X_val, Y_val = validation_data
-        _, X_val, Y_val = _prepare(params, X_val, Y_val, force=True)
-        validation_data = (X_val, Y_val)
+        validation_data = _validation(
+            lambda X_val, Y_val: _prepare(params, X_val, Y_val, force=True)[1:],
+            validation_data,
+        )
     if DROPOUT and rng is None:
         rng = np.random.default_rng(seed)
     if step is None:

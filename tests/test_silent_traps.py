@@ -253,3 +253,52 @@ def test_load_params_reads_back_what_save_params_wrote(generate, tmp_path):
     for k in params:
         assert loaded[k].dtype == np.float32 and loaded[k].flags.writeable
         assert np.array_equal(loaded[k], params[k])
+
+
+# --- messages: a column of labels, validation_data ------------------------------------
+
+
+@pytest.mark.parametrize("target", ["numpy", "xp"])
+def test_a_column_of_labels_says_what_is_accepted(generate, tmp_path, target):
+    module = generate(IRIS)
+    if target == "xp":
+        from harness import import_path
+
+        import symgrad
+
+        spec = tmp_path / "iris_mlp.yaml"
+        spec.write_text(yaml.safe_dump(IRIS))
+        path = symgrad.generate(spec, tmp_path / "out", target="array-api")
+        module = import_path(path, "silent_traps_iris_xp")
+    params = module.init_params(0)
+    X = np.zeros((5, 4))
+    labels = np.array([[0], [1], [2], [1], [0]])
+    with pytest.raises(
+        ValueError,
+        match=r"Y must have shape \(5, 3\), found \(5, 1\): class labels are taken as "
+        r"5 integers of shape \(5,\) \(Y.ravel\(\)\), or as one-hot rows of shape \(5, 3\)",
+    ):
+        module.loss(params, X, labels)
+    module.loss(params, X, labels.ravel())
+    with pytest.raises(
+        ValueError, match=r"^validation_data: X_val must have shape \(m, 4\)"
+    ):
+        module.fit(
+            params,
+            X,
+            labels.ravel(),
+            epochs=1,
+            batch_size=5,
+            validation_data=(np.zeros((5, 3)), labels.ravel()),
+        )
+    with pytest.raises(
+        ValueError, match=r"^validation_data: Y_val must have shape \(5, 3\)"
+    ):
+        module.fit(
+            params,
+            X,
+            labels.ravel(),
+            epochs=1,
+            batch_size=5,
+            validation_data=(X, labels),
+        )
