@@ -455,7 +455,7 @@ def _read_npy(member, key):
         )
     if tuple(shape) != _SHAPES[key]:
         raise _Refused(
-            f"{where} shape {tuple(shape)}, this network's {key} has shape {_SHAPES[key]}"
+            f"{where} shape {tuple(shape)}: params[{key!r}] must have shape {_SHAPES[key]}"
         )
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     data = member.read(
