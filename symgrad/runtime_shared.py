@@ -35,6 +35,7 @@ BUFFER_NAMES = ()  # state arrays kept in params (batchnorm's running statistics
 BUFFER_SHAPES = {}
 INIT = {"W1": ("glorot_uniform", 2, 1), "b1": ("zeros",)}  # also for the buffers
 TASK = "values"  # what predict returns: "classes" | "binary" | "values"
+LABELS = False  # integer class labels (m,) are accepted for Y
 MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm: a variance)
 
 
@@ -127,6 +128,34 @@ def _accuracy(xp, params, X, Y):
         hits = xp.where(Yhat >= 0.5, Y == 1, Y == 0)
         counted = hits.shape[0] * hits.shape[1]
     return int(xp.sum(_as_index(xp, hits))) / counted  # exact: a count
+
+
+def _y_shape_error(shape, m):
+    """The ValueError of targets of the wrong shape (a hint for a column of labels)."""
+    n = LAYER_SIZES[-1]
+    hint = ""
+    if LABELS and tuple(shape) == (m, 1):
+        hint = (
+            f": class labels are taken as {m} integers of shape ({m},) (Y.ravel()), "
+            f"or as one-hot rows of shape ({m}, {n})"
+        )
+    return ValueError(f"Y must have shape ({m}, {n}), found {tuple(shape)}{hint}")
+
+
+def _validation(check, validation_data):
+    """check(X_val, Y_val) -> the checked pair, its errors named as validation_data's."""
+    try:
+        X_val, Y_val = validation_data
+    except (TypeError, ValueError):
+        raise TypeError(
+            "validation_data must be a pair (X_val, Y_val), found "
+            f"{type(validation_data).__name__}"
+        ) from None
+    try:
+        return check(X_val, Y_val)
+    except (TypeError, ValueError) as exc:
+        message = str(exc).replace("X ", "X_val ").replace("Y ", "Y_val ")
+        raise type(exc)(f"validation_data: {message}") from None
 
 
 # --- training ---------------------------------------------------------------------------

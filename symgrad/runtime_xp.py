@@ -35,6 +35,8 @@ from symgrad.runtime_shared import (
     _initial_values,
     _train,
     _training_batch,
+    _validation,
+    _y_shape_error,
 )
 
 # --- configuration: each generated module has its own constants and derived part ---
@@ -245,23 +247,35 @@ def _targets(xp, Y, m, dtype, check):
     if Y.ndim == 1 and Y.shape[0] == m and n == 1:
         Y = xp.reshape(Y, (m, 1))
     if tuple(Y.shape) != (m, n):
-        raise ValueError(f"Y must have shape ({m}, {n}), found {tuple(Y.shape)}")
+        raise _y_shape_error(Y.shape, m)
     given = Y.dtype
     Y = _real(xp, Y, "Y", dtype)
     if not check:
         return Y, None
     if TARGETS == "simplex":
-        # row sums 1 within √ε of the coarser of Y's and the params' dtype; with
-        # entries ≥ 0 this implies finite: one check for both
-        eps = xp.finfo(dtype).eps
-        if xp.isdtype(given, "real floating"):
-            eps = max(eps, xp.finfo(given).eps)
-        ok = xp.all(Y >= 0) & xp.all(xp.abs(xp.sum(Y, axis=1) - 1) <= eps**0.5)
+        # entries ≥ 0 and row sums 1 within _simplex_tolerance: implies finite, one
+        # check for both
+        ok = xp.logical_not(xp.any(_off_simplex(xp, Y, given)))
     elif TARGETS == "unit_interval":
         ok = xp.all((Y >= 0) & (Y <= 1))  # implies finite
     else:
         ok = xp.all(xp.isfinite(Y))
     return Y, ok
+
+
+def _simplex_tolerance(xp, dtype, given):
+    """√ε of the coarser of Y's dtype as given and the params' dtype."""
+    eps = xp.finfo(dtype).eps
+    if xp.isdtype(given, "real floating"):
+        eps = max(eps, xp.finfo(given).eps)
+    return eps**0.5
+
+
+def _off_simplex(xp, Y, given):
+    """Per row: an entry < 0, or a sum off 1 by more than _simplex_tolerance (NaN too)."""
+    tol = _simplex_tolerance(xp, Y.dtype, given)
+    on = xp.all(Y >= 0, axis=1) & (xp.abs(xp.sum(Y, axis=1) - 1) <= tol)
+    return xp.logical_not(on)
 
 
 def _one_hot(xp, labels, m, dtype, check):
@@ -280,7 +294,7 @@ def _one_hot(xp, labels, m, dtype, check):
     return Y, ok
 
 
-def _refuse(xp, X, Y, labels):
+def _refuse(xp, X, Y, labels, given):
     """Raise the ValueError that says which value of X or Y failed the checks."""
     if not bool(xp.all(xp.isfinite(X))):
         raise ValueError(
@@ -302,12 +316,14 @@ def _refuse(xp, X, Y, labels):
             "Y contains NaN or inf (set CHECK_FINITE = False to skip this check)"
         )
     if TARGETS == "simplex":
-        bad = xp.any(Y < 0, axis=1) | (xp.abs(xp.sum(Y, axis=1) - 1) > 1e-3)
+        bad = _off_simplex(xp, Y, given)
         i = int(xp.argmax(xp.astype(bad, xp.int8)))
+        total = float(xp.sum(Y[i, ...]))
         raise ValueError(
             f"the loss {LOSS} takes target rows on the simplex (entries ≥ 0 "
-            f"summing to 1): its derived gradient Ŷ - Y assumes it; found a bad row "
-            f"Y[{i}]; class labels can be passed as integers of shape (m,)"
+            f"summing to 1 within {_simplex_tolerance(xp, Y.dtype, given):.2g}): its "
+            f"derived gradient Ŷ - Y assumes it; found a bad row Y[{i}] (sum "
+            f"{total:.8g}); class labels can be passed as integers of shape (m,)"
         )
     raise ValueError(
         f"the loss {LOSS} takes targets in [0, 1] (0/1 labels or probabilities)"
@@ -326,6 +342,7 @@ def _prepare(params, X, Y=None, *, force=False):
     # Dask: not even built (each graph node costs ~0.5 ms on the client)
     check = CHECK_FINITE and (force or not _is_dask(X))
     labels = Y if LABELS and getattr(Y, "ndim", None) == 1 else None
+    given = getattr(Y, "dtype", None)  # before the cast: the simplex's tolerance
     ok = None
     if Y is not None:
         Y, ok = _targets(xp, Y, X.shape[0], dtype, check)
@@ -335,7 +352,7 @@ def _prepare(params, X, Y=None, *, force=False):
             flag = flag & ok
         valid = bool(flag) if force else _known(flag)
         if valid is False:
-            _refuse(xp, X, Y, labels)
+            _refuse(xp, X, Y, labels, given)
     return xp, X, Y
 
 
@@ -372,16 +389,31 @@ def draw_noise(params, X, rng):
     return noise
 
 
-def _noise(xp, dtype, m, noise, rng, X, params, training):
-    """The checked noise of a call (None: no dropout)."""
+def _noise(xp, dtype, m, noise, rng, X, params, training, dropout):
+    """The checked noise of a call (None: no dropout).
+
+    Training a network with dropout needs its masks: noise, or an rng to draw it
+    from; without either it is refused, unless dropout=False says to train without
+    dropout (a silent fallback would train a network the spec does not describe).
+    """
     if rng is not None and noise is not None:
         raise ValueError("pass noise or rng, not both")
-    if not training or not DROPOUT:
+    if dropout is not True and dropout is not False:
+        raise TypeError(f"dropout must be True or False, found {dropout!r}")
+    if not dropout and (rng is not None or noise is not None):
+        raise ValueError("dropout=False trains without masks: pass no noise or rng")
+    if not training or not DROPOUT or not dropout:
         return None
     if rng is not None:
         return draw_noise(params, X, rng)
     if noise is None:
-        return None
+        raise ValueError(
+            f"this network has dropout ({', '.join(NOISE)}): training needs its masks' "
+            "noise. Pass rng=np.random.default_rng(seed), or noise={name: uniform "
+            "numbers in [0, 1) of shape (m, NOISE[name])} (under jax.jit: "
+            "jax.random.uniform; see draw_noise), or dropout=False to train without "
+            "dropout"
+        )
     if not isinstance(noise, dict) or noise.keys() != NOISE.keys():
         found = sorted(noise, key=str) if isinstance(noise, dict) else type(noise)
         raise ValueError(
@@ -402,28 +434,44 @@ def _noise(xp, dtype, m, noise, rng, X, params, training):
                 f"noise[{name!r}] must hold uniform floats in [0, 1), found {u.dtype}"
             )
         checked[name] = xp.astype(u, dtype) if u.dtype != dtype else u
+    if CHECK_FINITE:  # their values, when at hand (not under jax.jit, not on Dask)
+        ok = None
+        for u in checked.values():
+            within = xp.all((u >= 0) & (u < 1))
+            ok = within if ok is None else ok & within
+        if ok is not None and _known(ok) is False:
+            name = next(
+                n for n, u in checked.items() if not bool(xp.all((u >= 0) & (u < 1)))
+            )
+            u = checked[name]
+            raise ValueError(
+                f"noise[{name!r}] must hold uniform numbers in [0, 1) (dropout keeps a "
+                f"unit where u ≥ rate), found values in [{float(xp.min(u))}, "
+                f"{float(xp.max(u))}] (set CHECK_FINITE = False to skip this check)"
+            )
     return checked
 
 
 # --- the functions of the network ------------------------------------------------------
 
 
-def forward(params, X, *, training=False, noise=None, rng=None):
+def forward(params, X, *, training=False, noise=None, rng=None, dropout=True):
     """The network's output Ŷ, shape (m, LAYER_SIZES[-1]), an array of X's library.
 
     training=True computes it as training does: batch statistics instead of running
     ones (batchnorm), and dropout with `noise` (or noise drawn from the NumPy
-    Generator `rng`, see draw_noise). A network with neither computes the same either
-    way.
+    Generator `rng`, see draw_noise): with dropout, training needs one of them, or
+    dropout=False to leave the masks out. A network with neither batchnorm nor
+    dropout computes the same either way.
     """
     xp, X, _ = _prepare(params, X)
     if training:
         _training_batch(X.shape[0])
-    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, training)
+    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, training, dropout)
     return _forward(xp, params, X, training, noise)
 
 
-def loss(params, X, Y, *, training=False, noise=None, rng=None):
+def loss(params, X, Y, *, training=False, noise=None, rng=None, dropout=True):
     """The mean loss over the batch (plus the l2 term, if any): a 0-d array of X's
     library (float() it).
 
@@ -433,17 +481,17 @@ def loss(params, X, Y, *, training=False, noise=None, rng=None):
     xp, X, Y = _prepare(params, X, Y)
     if training:
         _training_batch(X.shape[0])
-    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, training)
+    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, training, dropout)
     return _loss(xp, params, X, Y, training, noise)
 
 
-def loss_and_grad(params, X, Y, *, noise=None, rng=None):
+def loss_and_grad(params, X, Y, *, noise=None, rng=None, dropout=True):
     """(loss, grads): a 0-d array and a dict with the keys PARAM_NAMES, the shapes and
-    dtype of params. The loss is the one of training (batch statistics; dropout only
-    with noise or an rng)."""
+    dtype of params. The loss is the one of training (batch statistics; with dropout,
+    masks from noise or an rng: one of them is needed, or dropout=False)."""
     xp, X, Y = _prepare(params, X, Y)
     _training_batch(X.shape[0])
-    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, True)
+    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, True, dropout)
     L, grads, _ = _loss_and_grad(xp, params, X, Y, noise)
     return L, grads
 
@@ -479,12 +527,24 @@ def init_params(seed=0, xp=None, device=None, dtype=None):
     if xp is None:
         xp = np
     if not hasattr(xp, "__array_namespace_info__"):
+        what = getattr(xp, "__name__", type(xp).__name__)
+        if not callable(getattr(xp, "asarray", None)):
+            raise TypeError(
+                f"xp must be an array library or array API namespace (numpy, torch, "
+                f"jax.numpy, cupy, dask.array, array_api_strict), found {what}"
+            )
         if _compat is None:
             raise TypeError(
-                f"{getattr(xp, '__name__', xp)} is not an array API namespace: "
+                f"{what} is not an array API namespace: "
                 'install array-api-compat (pip install "symgrad[array-api]")'
             )
-        xp = _compat.array_namespace(xp.asarray(0.0))  # torch, dask, NumPy 1: wrapped
+        try:  # torch, dask, NumPy 1: wrapped
+            xp = _compat.array_namespace(xp.asarray(0.0))
+        except TypeError:
+            raise TypeError(
+                f"xp must be an array library or array API namespace (numpy, torch, "
+                f"jax.numpy, cupy, dask.array, array_api_strict), found {what}"
+            ) from None
     if dtype is None:
         dtype = xp.__array_namespace_info__().default_dtypes(device=device)
         dtype = dtype["real floating"]
@@ -566,19 +626,20 @@ def update(params, grads, state):
     return _update(xp, params, grads, state)
 
 
-def train_step(params, state, X, Y, *, noise=None, rng=None):
+def train_step(params, state, X, Y, *, noise=None, rng=None, dropout=True):
     """(params, state, loss): loss_and_grad, then update, as one pure function; the
     running statistics (batchnorm) in the new params are updated as PyTorch does.
 
     Compile it whole with JAX: step = jax.jit(module.train_step). The checks run while
     tracing; the values of X and Y are not checked under jit (check the data once,
     eagerly, or let fit do it). With dropout, pass noise (rng, a host generator,
-    cannot go into jax.jit).
+    cannot go into jax.jit), or dropout=False to train without it: a call with
+    neither is refused.
     """
     xp, X, Y = _prepare(params, X, Y)
     _check_state(xp, state, X.dtype)
     _training_batch(X.shape[0])
-    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, True)
+    noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, True, dropout)
     L, grads, statistics = _loss_and_grad(xp, params, X, Y, noise)
     params, state = _update(xp, params, grads, state)
     if statistics:
@@ -643,9 +704,10 @@ def fit(
         state = init_state(params)
     _check_state(xp, state, X.dtype)
     if validation_data is not None:
-        X_val, Y_val = validation_data
-        _, X_val, Y_val = _prepare(params, X_val, Y_val, force=True)
-        validation_data = (X_val, Y_val)
+        validation_data = _validation(
+            lambda X_val, Y_val: _prepare(params, X_val, Y_val, force=True)[1:],
+            validation_data,
+        )
     if DROPOUT and rng is None:
         rng = np.random.default_rng(seed)
     if step is None:

@@ -212,7 +212,7 @@ def test_fit_refuses_an_empty_training_or_validation_set(modules):
     params = module.init_params(0)
     with pytest.raises(ValueError, match=r"X has no examples \(shape \(0, 3\)\)"):
         module.fit(params, X[:0], Y[:0], epochs=1, batch_size=4)
-    with pytest.raises(ValueError, match="X has no examples"):
+    with pytest.raises(ValueError, match="^validation_data: X_val has no examples"):
         module.fit(params, X, Y, epochs=1, batch_size=4, validation_data=(X[:0], Y[:0]))
     np.testing.assert_array_equal(params["W1"], module.init_params(0)["W1"])
 

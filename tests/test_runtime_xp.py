@@ -362,7 +362,7 @@ def test_noise_is_checked_and_drawn_on_the_host(make):
         module.loss_and_grad(params, X, Y, noise={"K1": noise["K1"] > 0.5})
     module.CALLS.clear()
     module.forward(params, X, noise=noise)  # not training: no dropout
-    module.loss_and_grad(params, X, Y)  # no noise: no dropout
+    module.loss_and_grad(params, X, Y, dropout=False)  # explicitly no dropout
     module.loss_and_grad(params, X, Y, rng=np.random.default_rng(4))
     calls = module.CALLS
     assert calls[0] == ("_forward", False, None) and calls[1] == (
@@ -370,6 +370,63 @@ def test_noise_is_checked_and_drawn_on_the_host(make):
         None,
     )
     assert np.array_equal(calls[2][1]["K1"], noise["K1"])
+
+
+def test_training_with_dropout_needs_its_noise_or_says_so(make):
+    module = make(DROPOUT=True, NOISE={"K1": 2})
+    X, Y = batch()
+    params = module.init_params(0)
+    state = module.init_state(params)
+    message = r"has dropout \(K1\): training needs .* rng=.* noise=.* dropout=False"
+    module.CALLS.clear()
+    for call in (
+        lambda **kw: module.loss_and_grad(params, X, Y, **kw),
+        lambda **kw: module.train_step(params, state, X, Y, **kw),
+        lambda **kw: module.loss(params, X, Y, training=True, **kw),
+        lambda **kw: module.forward(params, X, training=True, **kw),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
+        with pytest.raises(ValueError, match="dropout=False trains without masks"):
+            call(dropout=False, rng=np.random.default_rng(0))
+        call(dropout=False)
+    assert module.CALLS and all(c[-1] is None for c in module.CALLS)  # no noise
+    module.forward(params, X)  # inference: no noise needed
+    module.fit(params, X, Y, epochs=1, batch_size=3)  # fit draws it (seeded)
+
+
+@pytest.mark.parametrize("low, high", [(-0.5, 0.5), (0.5, 1.0), (0.0, 2.0)])
+def test_noise_outside_0_1_is_refused(make, low, high):
+    module = make(DROPOUT=True, NOISE={"K1": 2})
+    X, Y = batch()
+    params = module.init_params(0)
+    u = np.linspace(low, high, 12).reshape(6, 2)
+    with pytest.raises(
+        ValueError, match=r"noise\['K1'\] must hold uniform numbers in \[0, 1\)"
+    ):
+        module.loss_and_grad(params, X, Y, noise={"K1": u})
+    module.loss_and_grad(params, X, Y, noise={"K1": np.clip(u, 0, 0.999)})
+
+
+@pytest.mark.parametrize("xp", [__import__("os"), "numpy", 3, None.__class__])
+def test_init_params_says_what_xp_must_be(make, xp):
+    module = make()
+    with pytest.raises(
+        TypeError, match="xp must be an array library or array API namespace"
+    ):
+        module.init_params(0, xp=xp)
+
+
+def test_a_row_off_the_simplex_is_named_with_the_checks_tolerance(make):
+    module = make(TARGETS="simplex", LOSS="categorical_crossentropy", TASK="classes")
+    X, _ = batch()
+    params = module.init_params(0)
+    Y = np.full((6, 2), 0.5)
+    Y[3, 0] += 1e-6  # off by more than √ε, less than 1e-3
+    with pytest.raises(ValueError, match=r"bad row Y\[3\] \(sum 1.000001\)"):
+        module.loss(params, X, Y)
+    Y[3, 0] -= 1e-6 - 1e-9  # within √ε of float64: accepted
+    module.loss(params, X, Y)
 
 
 def test_update_is_functional_and_checks_its_inputs(make):

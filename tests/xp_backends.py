@@ -36,6 +36,7 @@ entry-wise: entries that cancel to near 0 carry no meaning of their own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 import sys
@@ -415,7 +416,10 @@ def check_gradients(
         kwargs = {"noise": {k: backend.data(v) for k, v in noise.items()}}
         if noise_seed is None:
             kwargs = {}
-        got_loss, got = backend.call(xp_module.loss_and_grad)(p, Xb, Yb, **kwargs)
+        f = xp_module.loss_and_grad
+        if noise_seed is None and xp_module.DROPOUT:  # as the NumPy module without rng
+            f = functools.partial(f, dropout=False)
+        got_loss, got = backend.call(f)(p, Xb, Yb, **kwargs)
         got_loss, got = backend.back((got_loss, got))
         inputs = backend.back((p, Xb, Yb))
     assert set(got) == set(
@@ -457,6 +461,13 @@ def _assert_float32(backend: Backend, results: dict) -> dict:
     return results
 
 
+def without_masks(xp_module: ModuleType, name: str) -> Callable:
+    """xp_module.<name>, with dropout=False where the network has dropout: the NumPy
+    module without an rng trains without masks, the array-API module only when told."""
+    f = getattr(xp_module, name)
+    return functools.partial(f, dropout=False) if xp_module.DROPOUT else f
+
+
 def check_float32(
     xp_module: ModuleType,
     np_module: ModuleType,
@@ -475,7 +486,9 @@ def check_float32(
     with backend.context():
         params = backend.to(params32)
         Xb, Yb = backend.data(X.astype(np.float64)), backend.data(Y)
-        loss, grads = backend.call(xp_module.loss_and_grad)(params, Xb, Yb)
+        loss, grads = backend.call(without_masks(xp_module, "loss_and_grad"))(
+            params, Xb, Yb
+        )
         results = {
             "forward": backend.call(xp_module.forward)(params, Xb),
             "loss": backend.call(xp_module.loss)(params, Xb, Yb),
@@ -485,7 +498,9 @@ def check_float32(
         got = _assert_float32(backend, results)  # before update, which checks dtypes
         state = xp_module.init_state(params)
         new_params, new_state = backend.call(xp_module.update)(params, grads, state)
-        _, _, step_loss = backend.call(xp_module.train_step)(params, state, Xb, Yb)
+        _, _, step_loss = backend.call(without_masks(xp_module, "train_step"))(
+            params, state, Xb, Yb
+        )
         results = {
             "updated params": new_params,
             "state": {k: v for k, v in new_state.items() if k != "t"},
