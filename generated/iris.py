@@ -293,6 +293,34 @@ def _accuracy(xp, params, X, Y):
     return int(xp.sum(_as_index(xp, hits))) / counted  # exact: a count
 
 
+def _y_shape_error(shape, m):
+    """The ValueError of targets of the wrong shape (a hint for a column of labels)."""
+    n = LAYER_SIZES[-1]
+    hint = ""
+    if LABELS and tuple(shape) == (m, 1):
+        hint = (
+            f": class labels are taken as {m} integers of shape ({m},) (Y.ravel()), "
+            f"or as one-hot rows of shape ({m}, {n})"
+        )
+    return ValueError(f"Y must have shape ({m}, {n}), found {tuple(shape)}{hint}")
+
+
+def _validation(check, validation_data):
+    """check(X_val, Y_val) -> the checked pair, its errors named as validation_data's."""
+    try:
+        X_val, Y_val = validation_data
+    except (TypeError, ValueError):
+        raise TypeError(
+            "validation_data must be a pair (X_val, Y_val), found "
+            f"{type(validation_data).__name__}"
+        ) from None
+    try:
+        return check(X_val, Y_val)
+    except (TypeError, ValueError) as exc:
+        message = str(exc).replace("X ", "X_val ").replace("Y ", "Y_val ")
+        raise type(exc)(f"validation_data: {message}") from None
+
+
 # --- training ---------------------------------------------------------------------------
 
 
@@ -537,7 +565,7 @@ def _targets(Y, m, dtype):
         if LAYER_SIZES[-1] == 1:
             Y = Y[:, None]
     if Y.shape != (m, LAYER_SIZES[-1]):
-        raise ValueError(f"Y must have shape ({m}, {LAYER_SIZES[-1]}), found {Y.shape}")
+        raise _y_shape_error(Y.shape, m)
     given = Y.dtype
     Y = Y.astype(dtype, copy=False)
     if CHECK_FINITE and not _in_range(Y, given):
@@ -701,37 +729,108 @@ def save_params(path, params):
 def load_params(path):
     """Params written by save_params, checked against this network's shapes.
 
-    A file that is not such an archive is a ValueError that names it.
+    Reads are bounded: each member's .npy header is read first, and its shape and
+    dtype compared with the module's before any data is read; then exactly the bytes
+    it declares are read. A file that is not such an archive, or one whose members
+    are not this network's arrays (missing, extra, of another shape, pickled objects),
+    is a ValueError that names it and what was found; nothing is loaded.
     """
-    with open(path, "rb") as file:  # np.load(path) leaves it open when the zip is bad
-        head = file.read(6)
-        if not head.startswith(b"PK"):  # a zip archive, as np.savez writes
-            if not head:
-                found = "an empty file"
-            elif head == b"\x93NUMPY":
-                found = "a .npy file (one array)"
-            else:
-                found = f"a file starting {head!r}"
-            raise ValueError(
-                f"{path}: expected an .npz archive written by save_params, found {found}"
-            )
-        file.seek(0)
-        try:
-            with np.load(file, allow_pickle=False) as saved:
-                params = {k: saved[k] for k in saved.files}
-        except MemoryError:
-            raise
-        except (
-            Exception
-        ) as exc:  # zipfile's BadZipFile, EOFError, a pickled member, ...
-            raise ValueError(
-                f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})"
-            ) from exc
+    import zipfile
+
+    try:
+        with open(path, "rb") as file:
+            head = file.read(6)
+            if not head.startswith(b"PK"):  # a zip archive, as np.savez writes
+                if not head:
+                    found = "an empty file"
+                elif head == b"\x93NUMPY":
+                    found = "a .npy file (one array)"
+                else:
+                    found = f"a file starting {head!r}"
+                raise _Refused(
+                    f"expected an .npz archive written by save_params, found {found}"
+                )
+            file.seek(0)
+            try:
+                with zipfile.ZipFile(file) as archive:
+                    params = _read_members(archive)
+            except _Refused:
+                raise
+            except (
+                Exception
+            ) as exc:  # zipfile's BadZipFile, EOFError, a bad header, ...
+                raise _Refused(
+                    f"not a readable .npz archive ({type(exc).__name__}: {exc})"
+                ) from None
+    except _Refused as exc:
+        raise ValueError(f"{path}: {exc}") from None
     try:
         _check_params(params)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{path}: {exc}") from None
     return {k: params[k] for k in _KEYS}
+
+
+class _Refused(Exception):
+    """load_params: why a file is not this network's params (raised as a ValueError)."""
+
+
+def _read_members(archive):
+    """{key: array} of a zip archive whose members are exactly the module's arrays as
+    .npy files: the names are compared first, then each header, then its data read
+    (no more bytes than the header declares)."""
+    infos = archive.infolist()
+    names = [info.filename for info in infos]
+    expected = [f"{k}.npy" for k in _KEYS]
+    if len(names) > 2 * len(_KEYS) or sorted(names) != sorted(expected):
+        missing = sorted(set(expected) - set(names))
+        extra = sorted(set(names) - set(expected))
+        shown = extra[:5] + ([f"... {len(extra) - 5} more"] if len(extra) > 5 else [])
+        raise _Refused(
+            f"params must be a dict with keys {list(_KEYS)}, saved as the members "
+            f"{expected}; found {len(names)} members"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unexpected {shown}" if shown else "")
+        )
+    params = {}
+    for info in infos:
+        key = info.filename[: -len(".npy")]
+        with archive.open(info) as member:
+            params[key] = _read_npy(member, key)
+    return params
+
+
+def _read_npy(member, key):
+    """The array of one .npy member, after its header says it is params[key]: the
+    shape of _SHAPES[key], float32 or float64, not Fortran-ordered, no objects."""
+    fmt = np.lib.format
+    version = fmt.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(member, max_header_size=4096)
+    elif version == (2, 0):
+        shape, fortran, dtype = fmt.read_array_header_2_0(member, max_header_size=4096)
+    else:
+        raise _Refused(f"{key}.npy: unsupported .npy format version {version}")
+    where = f"{key}.npy declares"
+    if dtype.hasobject or dtype not in (np.float32, np.float64):
+        raise _Refused(
+            f"{where} dtype {dtype}: params are float32 or float64 (pickled objects are never read)"
+        )
+    if tuple(shape) != _SHAPES[key]:
+        raise _Refused(
+            f"{where} shape {tuple(shape)}: params[{key!r}] must have shape {_SHAPES[key]}"
+        )
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    data = member.read(
+        size + 1
+    )  # what it declares, and one byte to see if there is more
+    if len(data) != size:
+        found = "more" if len(data) > size else f"{len(data)} bytes of"
+        raise _Refused(
+            f"{key}.npy holds {found} data than the {size} bytes its header declares"
+        )
+    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    return np.array(array, order="C")  # a writeable copy
 
 
 # --- training -------------------------------------------------------------------------
@@ -762,21 +861,26 @@ def init_state(params, seed=0):
 
 _EXTRA_KEYS = {"rng"} if DROPOUT else set()
 _STATE_KEYS = {"t", *MOMENTS, "grads", "buffers", *_EXTRA_KEYS}
-_STEP_SIGNATURES = [  # (key, shape, dtype, writeable) of params and state[MOMENTS], in order
+_STEP_SIGNATURES = [  # (key, shape, dtype, writeable) of params, state[MOMENTS] and
+    # state["grads"] (for these: writeable and C-contiguous), in order
     [(k, _SHAPES[k], np.dtype(dtype), True) for k in _KEYS]
     + [(k, PARAM_SHAPES[k], np.dtype(dtype), True) for k in PARAM_NAMES] * len(MOMENTS)
+    + [(k, PARAM_SHAPES[k], np.dtype(dtype), True) for k in PARAM_NAMES]
     for dtype in (np.float32, np.float64)
 ]
+_Generator = np.random.Generator
 _BATCH_SIZES_KEPT = 3  # fit's full and partial batch, and one more
 
 
 def _check_step(params, state):
     """The params' dtype, after checking that step can update params and state.
 
-    The usual case is one comparison; anything else goes through _state_error.
+    The usual case is one comparison of every array's (key, shape, dtype, flags) and
+    a few type checks; anything else goes through _state_error. Everything a step
+    writes into is covered, so that no check of step fails after its first write.
     """
     try:
-        # two flat comprehensions: as fast as one over a literal tuple of the dicts
+        # flat comprehensions: as fast as one over a literal tuple of the dicts
         found = [(k, v.shape, v.dtype, v.flags.writeable) for k, v in params.items()]
         if MOMENTS:
             found += [
@@ -784,12 +888,18 @@ def _check_step(params, state):
                 for key in MOMENTS
                 for k, v in state[key].items()
             ]
+        # carray: writeable, aligned and C-contiguous, as np.dot(out=) needs
+        found += [
+            (k, v.shape, v.dtype, v.flags.carray) for k, v in state["grads"].items()
+        ]
         t = state["t"]
         if (
             found in _STEP_SIGNATURES
             and state.keys() == _STATE_KEYS
             and type(t) is int
             and t >= 0
+            and type(state["buffers"]) is dict
+            and (not DROPOUT or type(state["rng"]) is _Generator)
         ):
             return found[0][2]
     except (AttributeError, KeyError, TypeError):
@@ -894,24 +1004,97 @@ def step(params, state, X, Y):
     """One update of params by the module's optimizer, in place; returns the loss before it.
 
     The numbers of loss_and_grad followed by the update, computed with in-place NumPy
-    calls in the arrays of `state` (see init_state): a step allocates nothing new.
-    Params and state are checked before anything is written: a step that raises has
-    changed neither (the gradient and work arrays excepted, which hold nothing between
-    steps).
+    calls in the arrays of `state` (see init_state): a step allocates nothing new
+    after the first with its batch size. All or nothing: params and state are checked
+    before anything is written, and a step whose loss or new values come out NaN or
+    inf (X too large, a learning rate too high) is refused with a ValueError that
+    says so, params and state put back as they were (running statistics, the dropout
+    generator, every array of state, bit for bit; the work arrays in
+    state["buffers"] excepted, which hold nothing between steps). CHECK_FINITE =
+    False skips that check and the copies it keeps.
     """
     dtype = _check_step(params, state)
     X = _features(X, dtype)
     Y = _targets(Y, X.shape[0], dtype)
     _training_batch(X.shape[0])
+    return _step_or_nothing(params, state, X, Y, _work(state, X.shape[0], dtype))
+
+
+_KEPT = (*MOMENTS, "grads")  # the dicts of arrays in state that a step writes into
+_KEPT_SIZE = sum(int(np.prod(_SHAPES[k])) for k in _KEYS) + len(_KEPT) * sum(
+    int(np.prod(PARAM_SHAPES[k])) for k in PARAM_NAMES
+)
+_PARAMS_SIZE = sum(int(np.prod(_SHAPES[k])) for k in _KEYS)
+
+
+def _step_or_nothing(params, state, X, Y, work):
+    """_step on checked params, state and batch, all or nothing (see step): every array
+    it writes into is copied first, into two flat arrays kept with the work arrays
+    (made once, shared by every batch size), and put back if the step raises or its
+    loss or new params are not finite."""
+    if not CHECK_FINITE:
+        return _step(params, state, X, Y, work)
+    arrays = [params[k] for k in _KEYS]
+    arrays += [state[key][k] for key in _KEPT for k in PARAM_NAMES]
+    kept, written = _copies(state, work, arrays[0].dtype)
+    np.concatenate(arrays, axis=None, out=kept)  # one call: cheap for many arrays
+    t = state["t"]
+    drawn = state["rng"].bit_generator.state if DROPOUT else None
     try:
-        return _step(params, state, X, Y, _work(state, X.shape[0], dtype))
-    except (AttributeError, TypeError, ValueError):
-        # the cheap check skips the gradient arrays and the buffers: np.dot(out=) refused
-        # one, or the buffers are not a dict, before anything was updated; say which
-        error = _state_error(params, state, dtype)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            L = _step(params, state, X, Y, work)
+        np.concatenate(arrays[: len(_KEYS)], axis=None, out=written)
+        if L - L == 0 and _finite(written):  # L finite; the new params and buffers
+            return L
+        error = _not_finite(L, params)
+    except BaseException:
+        _put_back(arrays, kept, state, t, drawn)
+        error = _state_error(params, state, arrays[0].dtype)
         if error is None:
             raise
         raise error from None
+    _put_back(arrays, kept, state, t, drawn)
+    raise error
+
+
+def _copies(state, work, dtype):
+    """(kept, written): the flat arrays of _step_or_nothing, kept with the work arrays;
+    one pair per dtype, shared by the batch sizes."""
+    kept = work.get("_kept")
+    if kept is None or kept.dtype != dtype:
+        for other in state["buffers"].values():
+            kept = other.get("_kept")
+            if kept is not None and kept.dtype == dtype:
+                work["_kept"], work["_written"] = kept, other["_written"]
+                break
+        else:
+            work["_kept"] = np.empty(_KEPT_SIZE, dtype)
+            work["_written"] = np.empty(_PARAMS_SIZE, dtype)
+    return work["_kept"], work["_written"]
+
+
+def _put_back(arrays, kept, state, t, drawn):
+    start = 0
+    for a in arrays:
+        a[...] = kept[start : start + a.size].reshape(a.shape)
+        start += a.size
+    state["t"] = t
+    if DROPOUT:
+        state["rng"].bit_generator.state = drawn
+
+
+def _not_finite(L, params):
+    """The ValueError of a step whose loss or new values are NaN or inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = [k for k in _KEYS if not np.isfinite(params[k]).all()]
+    found = f"the loss came out {L}" if L - L != 0 else f"the loss was {L:.6g}"
+    if bad:
+        found += f" and {', '.join(bad)} would become NaN or inf"
+    return ValueError(
+        f"step refused: {found}; params and state are as they were before it. The "
+        "numbers overflowed: scale X (standardize its columns) or lower the learning "
+        "rate (set CHECK_FINITE = False to skip this check)"
+    )
 
 
 def fit(
@@ -936,7 +1119,8 @@ def fit(
     validation_data=(X_val, Y_val), "val_loss" (and "val_accuracy") are recorded too.
     verbose prints one line per epoch. Pass the `state` of an earlier call to go on
     training with its optimizer state (and its dropout generator: a new state's is
-    seeded with seed).
+    seeded with seed). A step that comes out NaN or inf stops fit with step's
+    ValueError: params and state are then those of the last step that did not.
     """
     epochs, batch_size, seed = _fit_counts(epochs, batch_size, seed)
     X = _inputs(params, X)
@@ -950,9 +1134,12 @@ def fit(
     if error is not None:
         raise error
     if validation_data is not None:
-        X_val, Y_val = validation_data
-        X_val = _inputs(params, X_val)
-        validation_data = (X_val, _targets(Y_val, X_val.shape[0], X.dtype))
+
+        def check(X_val, Y_val):
+            X_val = _inputs(params, X_val)
+            return X_val, _targets(Y_val, X_val.shape[0], X.dtype)
+
+        validation_data = _validation(check, validation_data)
     gathered = {}  # batch size -> the arrays a batch is gathered into
 
     def batches(order):
@@ -971,7 +1158,7 @@ def fit(
 
     def train(params, state, X_batch, Y_batch):
         work = _work(state, X_batch.shape[0], X.dtype)
-        return params, state, _step(params, state, X_batch, Y_batch, work)
+        return params, state, _step_or_nothing(params, state, X_batch, Y_batch, work)
 
     _, _, history = _train(
         np,
