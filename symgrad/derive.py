@@ -766,6 +766,33 @@ def mask_factor(act: ActivationRule) -> sp.Expr | None:
     return g
 
 
+def factored(e: sp.Expr) -> sp.Expr:
+    """e with each piecewise {c₀·u if ...; else c₁·u} whose values share one factor u
+    (not a number; the c numbers or Coefficients) written u·{c₀ if ...; else c₁}: u
+    times a piecewise constant, which the in-place step computes as a mask, scaled,
+    and one product (leaky ReLU as the output activation; 2|z|, the derivative of
+    z·|z|). The same numbers: c·u is one product either way."""
+    if not e.has(sp.Piecewise):
+        return e
+    return e.replace(
+        lambda n: isinstance(n, sp.Piecewise) and _common_factor(n) is not None,
+        _common_factor,
+    )
+
+
+def _common_factor(e: sp.Piecewise) -> sp.Expr | None:
+    """u·{c₀ if ...; else c₁} for {c₀·u if ...; else c₁·u}, else None."""
+    coeffs, rests = [], []
+    for value, _ in e.args:
+        factors = sp.Mul.make_args(value)
+        coeffs.append(sp.Mul(*(f for f in factors if not variables(f))))
+        rests.append(sp.Mul(*(f for f in factors if variables(f))))
+    if len(set(rests)) != 1 or not variables(rests[0]):
+        return None
+    pieces = [(c, cond) for c, (_, cond) in zip(coeffs, e.args, strict=True)]
+    return sp.Mul(rests[0], sp.Piecewise(*pieces))
+
+
 def _in_unit_range(op: OpSpec, rule: ActivationRule) -> bool:
     """The activation's outputs lie in [0, 1]: registered so, or, for a custom one,
     sampled so at the range points and at extreme inputs."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
@@ -89,6 +89,22 @@ class Stmt:
 @dataclass(frozen=True)
 class Assign(Stmt):
     """target = expr."""
+
+
+@dataclass(frozen=True)
+class Masked(Assign):
+    """target = expr, a product with a mask that the forward pass keeps for the
+    backward pass (A = Z ⊙ M, M = [Z > 0]: ReLU's fusion, decided by the dense op).
+
+    Attributes:
+        direct: the same value from Z alone (A = max(Z, 0)), as a statement of the
+            same target: one pass that reads no mask, so that a function without a
+            backward pass computes no mask, and NaN stays NaN. The form a target
+            prints where it does not reuse the mask's array in place (the array-API
+            module, through `direct_forms`); None where there is none (leaky ReLU).
+    """
+
+    direct: Assign | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +187,21 @@ def resolve(items: Iterable[Item], known: dict[Condition, bool]) -> tuple[Item, 
             out += it.body
         else:
             out.append(replace(it, when=when))
+    return tuple(out)
+
+
+def direct_forms(items: Iterable[Item]) -> tuple[Item, ...]:
+    """items with each Masked statement as its direct form (where it has one): the
+    masks are then read only where the backward pass reads them."""
+    out: list[Item] = []
+    for it in items:
+        if isinstance(it, Block):
+            body, other = direct_forms(it.body), direct_forms(it.otherwise)
+            out.append(replace(it, body=body, otherwise=other))  # type: ignore[arg-type]
+        elif isinstance(it, Masked) and it.direct is not None:
+            out.append(it.direct)
+        else:
+            out.append(it)
     return tuple(out)
 
 
@@ -419,10 +450,11 @@ class Builder:
         note: str = "",
         *,
         name: str = "",
-        kind: type[Stmt] = Assign,
+        kind: Callable[..., Stmt] = Assign,
     ) -> sp.Symbol:
         """Add `name = expr` (name: the role's name for layer l, unless given), a
-        statement of the class `kind`, into the open block's branch if there is one."""
+        statement of the class `kind` (or made by it: a partial of Masked with its
+        direct form), into the open block's branch if there is one."""
         target = arr(name or nm.value(role, l))
         self.shapes[target] = shape if shape is not None else self.shape_of(expr)
         self.roles[target] = (role, l)

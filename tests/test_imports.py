@@ -331,3 +331,86 @@ def test_the_plan_printers_and_kinds_do_no_calculus() -> None:
         for where in calculus_calls(path.read_text(encoding="utf-8"))
     ]
     assert not found, found
+
+
+# what a printer must not do to the plan's expressions: it prints them as they are
+# (issue 18). Forms (ReLU as max(Z, 0), leaky ReLU as Z times a piecewise constant) are
+# decided where the statement is made and recorded in the plan. What printers do
+# legitimately stays allowed: substituting the plan's bindings and the in-place homes
+# (xreplace with a mapping the plan gives, or a dict of names), str.replace on text, and
+# splitting a product or power into the operands of ufunc calls (sp.Mul, sp.Pow).
+BUILT = {"Piecewise", "Max", "Min"}  # nodes a printer would make of the plan's own
+REWRITING = {"subs", "rewrite", "as_coeff_Mul", "as_coeff_Add", "as_independent"}
+
+
+def rewriting_calls(source: str) -> list[str]:
+    """Where source builds a piecewise or max/min, rewrites an expression or a
+    statement's expression: 'line: what'."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = (
+            func.attr
+            if isinstance(func, ast.Attribute)
+            else func.id if isinstance(func, ast.Name) else ""
+        )
+        where = f"{node.lineno}: {name}"
+        if name in BUILT or name in REWRITING:
+            found.append(where)
+        elif name == "replace" and isinstance(func, ast.Attribute):
+            first = node.args[0] if node.args else None
+            text = isinstance(first, ast.Constant) and isinstance(first.value, str)
+            if not text:  # expr.replace(query, value), not str.replace("a", "b")
+                found.append(where)
+        elif name == "xreplace" and node.args:
+            mapping = node.args[0]
+            names = isinstance(mapping, ast.Name | ast.Attribute) or (
+                isinstance(mapping, ast.Dict)
+                and all(isinstance(v, ast.Name) for v in mapping.values)
+            )
+            if not names:  # a node of the expression put in the place of another
+                found.append(where)
+        if any(k.arg == "expr" for k in node.keywords):  # replace(s, expr=...)
+            found.append(f"{node.lineno}: {name}(expr=)")
+    return found
+
+
+def test_rewriting_calls_are_found() -> None:
+    # the scan itself: the two rewrites issue 18 moved into the plan are caught, and
+    # what only prints is not
+    source = (
+        "import sympy as sp\n"
+        "a = sp.Mul(u, sp.Piecewise(*pieces), evaluate=False)\n"  # _common_factor
+        "b = value.as_coeff_Mul()\n"
+        "s = replace(s, expr=sp.Max(z_, sp.S.Zero))\n"  # _relu_forms
+        "c = e.replace(lambda n: n.is_Pow, lambda n: n.base)\n"
+        "d = e.xreplace({m: sp.Max(z, 0)})\n"
+        "e = e.subs(z, 0) + e.rewrite(sp.Piecewise)\n"
+        "f = s.expr.xreplace(bind).xreplace({p: ps, g: gs})\n"
+        "g = text(e).replace(' - ', ' − ')\n"
+        "h = sp.Pow(f.base, -f.exp)\n"
+    )
+    assert sorted(rewriting_calls(source)) == [
+        "2: Piecewise",
+        "3: as_coeff_Mul",
+        "4: Max",
+        "4: replace(expr=)",
+        "5: replace",
+        "6: Max",
+        "6: xreplace",
+        "7: rewrite",
+        "7: subs",
+    ]
+
+
+def test_the_printers_rewrite_nothing() -> None:
+    files = sorted((PACKAGE / "printers").rglob("*.py"))
+    assert len(files) > 3
+    found = [
+        f"{path.relative_to(PACKAGE)}:{where}"
+        for path in files
+        for where in rewriting_calls(path.read_text(encoding="utf-8"))
+    ]
+    assert not found, found

@@ -78,10 +78,18 @@ CASES = [
         ["np.greater(A, 0, out=tmp)", "D *= tmp"],
     ),
     (
-        sp.Piecewise((Z / 10, Z <= 0), (Z, True)),  # leaky ReLU, in place
+        # leaky ReLU, in place, in the form the plan gives it (derive.factored)
+        Z * sp.Piecewise((sp.Rational(1, 10), Z <= 0), (1, True)),
         "Z",
         Z,
         ["np.less_equal(Z, 0, out=tmp)", "tmp *= -0.9", "tmp += 1", "Z *= tmp"],
+    ),
+    (
+        # ... and as it is written: printed as it is, no factor taken out
+        sp.Piecewise((Z / 10, Z <= 0), (Z, True)),
+        "Z",
+        Z,
+        ["Z[...] = np.where(Z <= 0, 0.1 * Z, Z)"],
     ),
     (D * A * (1 - A), "D", D, ["D *= A", "np.subtract(1, A, out=tmp)", "D *= tmp"]),
     (SCALE * (A - Y), "D", None, ["np.subtract(A, Y, out=D)", "D *= scale"]),

@@ -185,6 +185,14 @@ NO_ALLOCATION = [  # the specs whose every expression has an in-place form
         ADAM,
     ),
     ("swish", [(8, "silu"), (8, "softplus"), (3, "softmax")], CCE, NESTEROV),
+    # leaky ReLU as the output activation: Z times a piecewise constant (the plan's
+    # form, derive.factored), a scaled mask in place
+    (
+        "leaky_out",
+        [(8, "tanh"), (2, {"name": "leaky_relu", "alpha": 0.2})],
+        "mse",
+        MOMENTUM,
+    ),
     # ReLU's mask serves A = Z·M and δ ⊙ M; tanh and the sigmoid in their own arrays
     ("lean", [(6, "relu"), (6, "tanh"), (6, "sigmoid"), (3, "softmax")], CCE, ADAM),
 ]

@@ -11,6 +11,7 @@ sections (report/sections/dense.py) and matrix-form rows.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -24,6 +25,7 @@ from ..derive import (
     ActivationRule,
     LayerRule,
     activation_rule,
+    factored,
     guarded,
     mask_factor,
 )
@@ -38,9 +40,11 @@ from ..plan import (
     Assign,
     Back,
     Builder,
+    Masked,
     Param,
     X,
     Y,
+    arr,
     section,
 )
 from ..report.document import Eq, M, cat
@@ -219,10 +223,11 @@ def _act_forward(
     role: str,  # noqa: E741
 ) -> tuple[sp.Symbol, sp.Symbol | None]:
     """f(Z) of a hidden layer, as the value `role` (a, or f under a residual sum);
-    with a mask M = f'(Z) when f(z) = z·f'(z) piecewise (ReLU). Returns (value, mask).
-    """
+    with a mask M = f'(Z) when f(z) = z·f'(z) piecewise (ReLU), the value then Z ⊙ M,
+    which also carries its direct form max(Z, 0) where the mask is 0/1 and f a max
+    (plan.Masked). Returns (value, mask)."""
     shape = bd.shapes[zs]
-    f = act.forward.xreplace({z: zs})
+    f = factored(act.forward).xreplace({z: zs})
     if f == zs:  # identity
         return zs, None
     g = mask_factor(act)
@@ -237,6 +242,18 @@ def _act_forward(
             section,
             f"M{l} = {act.name}'(Z{l})",
         )
+        direct = None
+        if _is_step(g) and not f.has(sp.Piecewise):
+            # a 0/1 mask and f written with max (ReLU): max(Z, 0) reads no mask
+            target = arr(nm.value(role, l))
+            direct = Assign(
+                target,
+                f,
+                "forward",
+                section,
+                f"{name} = {act.name}(Z{l})",
+                f"from Z{l} alone: NaN stays NaN, no mask read",
+            )
         out = bd.emit(
             "forward",
             role,
@@ -245,10 +262,18 @@ def _act_forward(
             shape,
             section,
             f"{name} = {act.name}(Z{l}) = Z{l} ⊙ M{l}",
+            kind=functools.partial(Masked, direct=direct),
         )
         return out, mask
     out = bd.emit("forward", role, l, f, shape, section, f"{name} = {act.name}(Z{l})")
     return out, None
+
+
+def _is_step(g: sp.Expr) -> bool:
+    """g is a 0/1 rule of z: {0 if ...; else 1} or {1 if ...; else 0}."""
+    if not isinstance(g, sp.Piecewise) or len(g.args) != 2:
+        return False
+    return {g.args[0][0], g.args[1][0]} == {sp.S.Zero, sp.S.One}
 
 
 @dataclass
@@ -378,7 +403,7 @@ class DenseOp:
             )
             loss = loss.xreplace({softplus(-z): sp_})
         else:
-            f = act.forward.xreplace({z: zs})
+            f = factored(act.forward).xreplace({z: zs})
             if f == zs:
                 self.out = zs
             else:
@@ -416,7 +441,7 @@ class DenseOp:
                 "backward",
                 "h",
                 l,
-                out.delta.xreplace(self.names),
+                factored(out.delta).xreplace(self.names),
                 shape,
                 sec,
                 f"H{l} = Ŷ ⊙ ∂ℓ/∂Ŷ = {text(out.delta)}",
@@ -444,7 +469,7 @@ class DenseOp:
             "backward",
             "delta",
             l,
-            out.delta.xreplace(self.names) * SCALE,
+            factored(out.delta).xreplace(self.names) * SCALE,
             shape,
             sec,
             f"δ{l} = ({batch}) / m" + ("   (collapsed)" if out.collapsed else ""),
@@ -532,7 +557,7 @@ class DenseOp:
             if self.mask is not None:
                 factor = self.mask
             else:
-                factor = act.df.xreplace({a: self.out, z: self.z})
+                factor = factored(act.df).xreplace({a: self.out, z: self.z})
             rule = f"{act.name}'(z) = {text(act.df)}"
             if factor == 1:
                 delta = g  # δ = G: nothing to compute

@@ -31,12 +31,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.printer import Printer
 
 from ..naming import BATCH, ONES_BATCH, ones_row
 from ..sym.arrays import KeepMask, MatProduct, ReductionBase, Transposed
 from ..sym.code import FUNCTIONS, NumPyCode, number_text
-from ..sym.functions import numeric, sigmoid, softplus
+from ..sym.functions import numeric, sigmoid, softplus, variables
 
 EXP_MAX = sp.Symbol("EXP_MAX")  # key of `constants`: log of the largest float, floored
 COMPARE = {
@@ -94,13 +95,14 @@ class _OwnerOverwritten(Exception):
     """An expression would read its owner after the owner's array was overwritten."""
 
 
-def _common_factor(e: sp.Piecewise) -> sp.Expr | None:
-    """u·{c0 if cond; else c1} for {c0·u if cond; else c1·u} (leaky ReLU), else None."""
-    coeffs, rests = zip(*(value.as_coeff_Mul() for value, _ in e.args), strict=True)
-    if len(set(rests)) != 1 or not rests[0].free_symbols:
-        return None
-    pieces = [(c, cond) for c, (_, cond) in zip(coeffs, e.args, strict=True)]
-    return sp.Mul(rests[0], sp.Piecewise(*pieces), evaluate=False)
+class ScalarCode(NumPyCode):
+    """Prints expressions of Python numbers (`scale`, the optimizer's step scalars): a
+    square root as ** 0.5, since np.sqrt would make a NumPy scalar."""
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        if expr.exp == sp.S.Half and variables(expr):
+            return f"{self.parenthesize(expr.base, PRECEDENCE['Pow'])}**0.5"
+        return super()._print_Pow(expr, rational)
 
 
 class Emitter(Printer):
@@ -125,6 +127,8 @@ class Emitter(Printer):
     ) -> None:
         super().__init__()
         self.printer = printer
+        self.scalar_printer = ScalarCode()  # Python numbers: scale, step scalars
+        self.scalar_printer.helpers = printer.helpers
         self.scalars = set(scalars)
         self.constants = dict(constants or {})
         self.used: set[str] = set()  # the named constants the lines read
@@ -218,12 +222,7 @@ class Emitter(Printer):
             return e.name
         if not e.free_symbols:
             return number_text(e)
-        # Python numbers: a square root as ** 0.5 (np.sqrt would make a NumPy scalar)
-        e = e.replace(
-            lambda n: n.is_Pow and n.exp == sp.S.Half,
-            lambda n: sp.Pow(n.base, sp.Float(0.5), evaluate=False),
-        )
-        text = self.printer.doprint(e)
+        text = self.scalar_printer.doprint(e)
         return f"({text})" if grouped and e.is_Add else text
 
     def _text(self, e: sp.Expr) -> str:
@@ -365,8 +364,6 @@ class Emitter(Printer):
     def _print_Piecewise(self, e: sp.Piecewise, dest: str) -> None:  # noqa: N802
         if self._two_constants(e):
             self._mask(e, dest)
-        elif _common_factor(e) is not None:
-            self._into(_common_factor(e), dest)  # {c0 u if ...; else c1 u} = u {c0; c1}
         else:
             self._print_Basic(e, dest)
 

@@ -11,8 +11,10 @@ a namespace `xp` the runtime passes in. What the standard rules out shapes the f
   device; Python numbers appear only as operands of operators (`0.5 * Z`, `D / m`);
 - no bool × float: a 0/1 rule (ReLU's mask) is `xp.astype(condition, dt)`, dt the
   dtype of X (never a 0-d array or a NumPy scalar, which would promote float32);
-- ReLU as `xp.maximum(Z, zeros)`, so that NaN propagates (`xp.where(Z > 0, ...)`
-  would turn it into 0); every other 0/1 rule keeps the plan's product with its mask;
+- ReLU as `xp.maximum(Z, zeros)`, the direct form the plan gives A = Z ⊙ M
+  (plan.direct_forms), so that NaN propagates (`xp.where(Z > 0, ...)` would turn it
+  into 0) and `_forward` reads no mask; every other 0/1 rule keeps the plan's product
+  with its mask;
 - stable forms from standard functions only (no errstate, `where` evaluates both
   branches): softplus as `xp.logaddexp(zeros, u)`, the sigmoid from e^{-|z|} (no
   overflow), exp-branches of piecewise rules clamped into their domain (code.py), erf
@@ -34,12 +36,24 @@ BUFFER_NAMES, empty without batchnorm), never written into params.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import sympy as sp
 
 from .. import naming as nm
-from ..plan import LOSS, Block, Condition, Draw, Item, Plan, Stmt, arr, flatten, live
+from ..plan import (
+    LOSS,
+    Block,
+    Condition,
+    Draw,
+    Item,
+    Plan,
+    Stmt,
+    arr,
+    direct_forms,
+    flatten,
+    live,
+)
 from ..plan import resolve as resolved
 from ..sym.arrays import KeepMask, ReductionBase
 from ..sym.code import NumPyCode, _clamped_pieces, number_text
@@ -205,44 +219,6 @@ class XPSource:
     helpers: frozenset[str]
 
 
-def _relu_forms(plan: Plan) -> tuple[Item, ...]:
-    """The forward statements, with A = Z ⊙ M, M = [Z > 0] (ReLU) as A = max(Z, 0):
-    NaN stays NaN (a 0/1 mask would give NaN too, but max is one pass, and reads no
-    mask: predict needs none)."""
-    masks = {}
-    for s in flatten(plan.forward):
-        z_ = _relu_mask_of(s.expr)
-        if z_ is not None:
-            masks[s.target] = z_
-    out: list[Item] = []
-    for s in plan.forward:
-        if (
-            not isinstance(s, Block)
-            and isinstance(s.expr, sp.Mul)
-            and len(s.expr.args) == 2
-        ):
-            m_, z_ = sorted(s.expr.args, key=lambda x: x not in masks)
-            if m_ in masks and masks[m_] == z_:
-                s = replace(
-                    s,
-                    expr=sp.Max(z_, sp.S.Zero),
-                    note=s.note or "max(Z, 0): NaN stays NaN",
-                )
-        out.append(s)
-    return tuple(out)
-
-
-def _relu_mask_of(e: sp.Expr) -> sp.Symbol | None:
-    """Z when e is ReLU's mask [Z > 0], written Piecewise((0, Z <= 0), (1, True))."""
-    if not (isinstance(e, sp.Piecewise) and len(e.args) == 2):
-        return None
-    (v0, c0), (v1, c1) = e.args
-    if v0 == 0 and v1 == 1 and c1 is sp.true and isinstance(c0, sp.Le):
-        if c0.lhs.is_Symbol and c0.rhs == 0:
-            return c0.lhs
-    return None
-
-
 def _unpack(names: list[str], source: str) -> list[str]:
     if not names:
         return []
@@ -290,7 +266,7 @@ def derived(plan: Plan) -> XPSource:
     shapes = {s.name: shape for s, shape in plan.shapes.items()}
     printer = XPCode(shapes)
     bind = plan.bindings("grad")
-    forward = _relu_forms(plan)
+    forward = direct_forms(plan.forward)  # ReLU as max(Z, 0): no mask read
     buffers = [p.name for p in plan.params if not p.trainable]
 
     def header(items: list[Item]) -> list[str]:
