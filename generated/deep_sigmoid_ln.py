@@ -1776,9 +1776,8 @@ def load_params(path):
                     params = _read_members(archive)
             except _Refused:
                 raise
-            except (
-                Exception
-            ) as exc:  # zipfile's BadZipFile, EOFError, a bad header, ...
+            # zipfile's BadZipFile, EOFError, a bad header, ...: whatever it raises
+            except Exception as exc:  # noqa: BLE001
                 raise _Refused(
                     f"not a readable .npz archive ({type(exc).__name__}: {exc})"
                 ) from None
