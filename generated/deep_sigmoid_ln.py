@@ -1173,6 +1173,45 @@ def _step(params, state, X, Y, work):
     # ∂L/∂b1 = Σₙ δ1
     np.dot(ones, g1, out=db1)
 
+    # the update, if the loss, the gradients and the running statistics are finite
+    #   (CHECK_FINITE): Σ a² is NaN or inf if an entry is (or if it overflows: then
+    #   each entry is looked at); if not, nothing more is written and state["t"]
+    #   stays, for the runtime
+    if CHECK_FINITE:
+        squares = (
+            L
+            + np.vdot(dW1, dW1)
+            + np.vdot(db1, db1)
+            + np.vdot(dgamma2, dgamma2)
+            + np.vdot(dbeta2, dbeta2)
+            + np.vdot(dW3, dW3)
+            + np.vdot(db3, db3)
+            + np.vdot(dgamma4, dgamma4)
+            + np.vdot(dbeta4, dbeta4)
+            + np.vdot(dW5, dW5)
+            + np.vdot(db5, db5)
+            + np.vdot(dgamma6, dgamma6)
+            + np.vdot(dbeta6, dbeta6)
+            + np.vdot(dW7, dW7)
+            + np.vdot(db7, db7)
+            + np.vdot(dgamma8, dgamma8)
+            + np.vdot(dbeta8, dbeta8)
+            + np.vdot(dW9, dW9)
+            + np.vdot(db9, db9)
+            + np.vdot(dgamma10, dgamma10)
+            + np.vdot(dbeta10, dbeta10)
+            + np.vdot(dW11, dW11)
+            + np.vdot(db11, db11)
+            + np.vdot(dgamma12, dgamma12)
+            + np.vdot(dbeta12, dbeta12)
+            + np.vdot(dW13, dW13)
+            + np.vdot(db13, db13)
+            + np.vdot(dW14, dW14)
+            + np.vdot(db14, db14)
+        )
+        if not np.isfinite(squares) and not _finite_update(L, params, state["grads"]):
+            return L
+
     # p ← p − g
     W1 -= dW1
     b1 -= db1
@@ -1737,9 +1776,8 @@ def load_params(path):
                     params = _read_members(archive)
             except _Refused:
                 raise
-            except (
-                Exception
-            ) as exc:  # zipfile's BadZipFile, EOFError, a bad header, ...
+            # zipfile's BadZipFile, EOFError, a bad header, ...: whatever it raises
+            except Exception as exc:  # noqa: BLE001
                 raise _Refused(
                     f"not a readable .npz archive ({type(exc).__name__}: {exc})"
                 ) from None
@@ -1986,13 +2024,20 @@ def step(params, state, X, Y):
 
     The numbers of loss_and_grad followed by the update, computed with in-place NumPy
     calls in the arrays of `state` (see init_state): a step allocates nothing new
-    after the first with its batch size. All or nothing: params and state are checked
-    before anything is written, and a step whose loss or new values come out NaN or
-    inf (X too large, a learning rate too high) is refused with a ValueError that
-    says so, params and state put back as they were (running statistics, the dropout
-    generator, every array of state, bit for bit; the work arrays in
-    state["buffers"] excepted, which hold nothing between steps). CHECK_FINITE =
-    False skips that check and the copies it keeps.
+    after the first with its batch size. params and state are checked before anything
+    is written: a step refused for them changes nothing.
+
+    A step whose loss, gradients or running statistics come out NaN or inf (X too
+    large, a learning rate too high) is refused, as PyTorch's GradScaler skips one:
+    the update is skipped, and a ValueError "step refused: ..." names what is not
+    finite. params (running statistics too), t, the optimizer's arrays and the
+    dropout generator are then as they were before the step, bit for bit;
+    state["grads"] holds the refused step's gradients, to look at (the work arrays in
+    state["buffers"], its intermediate values). The check costs one np.vdot per
+    gradient and running statistic, and copies of the running statistics and the
+    generator's state; CHECK_FINITE = False skips it (and the checks of X and Y), and
+    the update then writes what comes out. An exception from inside the update
+    itself (a KeyboardInterrupt) may leave it half done.
     """
     dtype = _check_step(params, state)
     X = _features(X, dtype)
@@ -2001,62 +2046,63 @@ def step(params, state, X, Y):
     return _step_or_nothing(params, state, X, Y, _work(state, X.shape[0], dtype))
 
 
-_KEPT = (*MOMENTS, "grads")  # the dicts of arrays in state that a step writes into
-_KEPT_SIZE = sum(int(np.prod(_SHAPES[k])) for k in _KEYS) + len(_KEPT) * sum(
-    int(np.prod(PARAM_SHAPES[k])) for k in PARAM_NAMES
-)
-_PARAMS_SIZE = sum(int(np.prod(_SHAPES[k])) for k in _KEYS)
+_BUFFERS_SIZE = sum(int(np.prod(BUFFER_SHAPES[k])) for k in BUFFER_NAMES)
 
 
 def _step_or_nothing(params, state, X, Y, work):
-    """_step on checked params, state and batch, all or nothing (see step): every array
-    it writes into is copied first, into two flat arrays kept with the work arrays
-    (made once, shared by every batch size), and put back if the step raises or its
-    loss or new params are not finite."""
+    """_step on checked params, state and batch, refused as step says.
+
+    With CHECK_FINITE, _step looks at the loss, the gradients and the running
+    statistics between the backward pass and the update, and when one is NaN or inf
+    returns before the update, which writes params and the optimizer's state:
+    state["t"] unmoved tells it here. What
+    the forward pass wrote before, the running statistics (BUFFER_NAMES, kept in a
+    flat array with the work arrays) and the dropout generator's state, is kept first
+    and put back. The cost of a step that goes through: those copies, and one np.vdot
+    per gradient and statistic in _step; no array is allocated after the first step.
+    """
     if not CHECK_FINITE:
         return _step(params, state, X, Y, work)
-    arrays = [params[k] for k in _KEYS]
-    arrays += [state[key][k] for key in _KEPT for k in PARAM_NAMES]
-    kept, written = _copies(state, work, arrays[0].dtype)
-    np.concatenate(arrays, axis=None, out=kept)  # one call: cheap for many arrays
     t = state["t"]
+    kept = None
+    if BUFFER_NAMES:
+        kept = work.get("_kept")
+        if kept is None:  # the batch size's first step
+            kept = work["_kept"] = np.empty(_BUFFERS_SIZE, X.dtype)
+        np.concatenate([params[k] for k in BUFFER_NAMES], axis=None, out=kept)
     drawn = state["rng"].bit_generator.state if DROPOUT else None
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             L = _step(params, state, X, Y, work)
-        np.concatenate(arrays[: len(_KEYS)], axis=None, out=written)
-        if L - L == 0 and _finite(written):  # L finite; the new params and buffers
-            return L
-        error = _not_finite(L, params)
     except BaseException:
-        _put_back(arrays, kept, state, t, drawn)
-        error = _state_error(params, state, arrays[0].dtype)
+        _put_back(params, state, kept, t, drawn)
+        error = _state_error(params, state, X.dtype)
         if error is None:
             raise
         raise error from None
-    _put_back(arrays, kept, state, t, drawn)
+    if state["t"] != t:  # the update was made
+        return L
+    error = _refused(L, params, state)  # names the statistics before they go back
+    _put_back(params, state, kept, t, drawn)
     raise error
 
 
-def _copies(state, work, dtype):
-    """(kept, written): the flat arrays of _step_or_nothing, kept with the work arrays;
-    one pair per dtype, shared by the batch sizes."""
-    kept = work.get("_kept")
-    if kept is None or kept.dtype != dtype:
-        for other in state["buffers"].values():
-            kept = other.get("_kept")
-            if kept is not None and kept.dtype == dtype:
-                work["_kept"], work["_written"] = kept, other["_written"]
-                break
-        else:
-            work["_kept"] = np.empty(_KEPT_SIZE, dtype)
-            work["_written"] = np.empty(_PARAMS_SIZE, dtype)
-    return work["_kept"], work["_written"]
+def _finite_update(L, params, grads):
+    """Whether the loss L, every gradient and the running statistics are finite, entry
+    by entry: _step asks when its Σ a² came out NaN or inf, which a sum of squares
+    also does when it overflows (past √max of the dtype)."""
+    return (
+        L - L == 0
+        and all(_finite(g) for g in grads.values())
+        and all(_finite(params[k]) for k in BUFFER_NAMES)
+    )
 
 
-def _put_back(arrays, kept, state, t, drawn):
+def _put_back(params, state, kept, t, drawn):
+    """The running statistics, t and the dropout generator as they were before."""
     start = 0
-    for a in arrays:
+    for k in BUFFER_NAMES:
+        a = params[k]
         a[...] = kept[start : start + a.size].reshape(a.shape)
         start += a.size
     state["t"] = t
@@ -2064,17 +2110,22 @@ def _put_back(arrays, kept, state, t, drawn):
         state["rng"].bit_generator.state = drawn
 
 
-def _not_finite(L, params):
-    """The ValueError of a step whose loss or new values are NaN or inf."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        bad = [k for k in _KEYS if not np.isfinite(params[k]).all()]
+def _refused(L, params, state):
+    """The ValueError of a step refused for a loss or gradients that are NaN or inf."""
+    grads = [k for k in PARAM_NAMES if not np.isfinite(state["grads"][k]).all()]
+    statistics = [k for k in BUFFER_NAMES if not np.isfinite(params[k]).all()]
+    bad = [f"the gradients of {', '.join(grads)}"] if grads else []
+    if statistics:
+        bad.append(f"the running statistics {', '.join(statistics)}")
     found = f"the loss came out {L}" if L - L != 0 else f"the loss was {L:.6g}"
     if bad:
-        found += f" and {', '.join(bad)} would become NaN or inf"
+        found += f" and {' and '.join(bad)} came out NaN or inf"
     return ValueError(
-        f"step refused: {found}; params and state are as they were before it. The "
-        "numbers overflowed: scale X (standardize its columns) or lower the learning "
-        "rate (set CHECK_FINITE = False to skip this check)"
+        f"step refused: {found}; the update was skipped, params and state are as they "
+        "were before it (t, the optimizer's arrays, running statistics, the dropout "
+        "generator), but for state['grads'], which holds the refused step's gradients. "
+        "The numbers overflowed: scale X (standardize its columns) or lower the "
+        "learning rate (set CHECK_FINITE = False to skip this check)"
     )
 
 
@@ -2100,8 +2151,9 @@ def fit(
     validation_data=(X_val, Y_val), "val_loss" (and "val_accuracy") are recorded too.
     verbose prints one line per epoch. Pass the `state` of an earlier call to go on
     training with its optimizer state (and its dropout generator: a new state's is
-    seeded with seed). A step that comes out NaN or inf stops fit with step's
-    ValueError: params and state are then those of the last step that did not.
+    seeded with seed). A step refused for a loss or gradients that come out NaN or
+    inf (see step) stops fit with step's ValueError: params, and the state's t,
+    optimizer arrays and generator, are then those of the last step made.
     """
     epochs, batch_size, seed = _fit_counts(epochs, batch_size, seed)
     X = _inputs(params, X)

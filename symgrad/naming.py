@@ -179,6 +179,7 @@ BATCH = "m"  # the number of examples in a batch
 SCALE = "scale"  # what the output delta is multiplied by: 1/m, or η/m in sgd's step
 L2 = "L2"  # the module constant: the l2 coefficient
 L2_GRAD = "l2_grad"  # the l2 coefficient as the gradient statements read it
+FINITE = "squares"  # the step's check before the update: L + Σ g² over the gradients
 
 # work arrays of the in-place step (see the module docstring)
 FAMILIES = {

@@ -279,16 +279,22 @@ def check_finite_differences(module: ModuleType, spec: Mapping[str, Any], seed=0
 
 
 def step_peak_bytes(
-    module: ModuleType, params, X, Y, bufsize: int | None = None
+    module: ModuleType,
+    params,
+    X,
+    Y,
+    bufsize: int | None = None,
+    check_finite: bool = False,
 ) -> tuple[int, int]:
     """(peak, buffer): the most memory three in-place steps allocate after the first
     (which makes the work arrays), and NumPy's buffer size while they ran (its buffered
     iterator takes one buffer of that many elements per call that broadcasts or casts:
-    Z += b, a comparison into a float mask). CHECK_FINITE is off, as its NaN scan makes
-    a boolean array."""
+    Z += b, a comparison into a float mask). CHECK_FINITE is off unless check_finite:
+    its scans of X and Y and the step's check before the update allocate nothing either
+    (np.vdot, reductions), but for targets found outside their range."""
     state = module.init_state(params)
     module.step(params, state, X, Y)  # makes the work arrays
-    module.CHECK_FINITE = False
+    module.CHECK_FINITE = check_finite
     size = np.getbufsize()
     try:
         if bufsize is not None:

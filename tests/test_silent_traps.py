@@ -34,12 +34,16 @@ def snapshot(params, state):
     return arrays, state["t"], copy.deepcopy(state["rng"].bit_generator.state)
 
 
-def assert_unchanged(before, params, state):
+def assert_unchanged(before, params, state, *, grads=True):
+    """As snapshot found them; with grads=False but for state["grads"], which a step
+    refused for NaN or inf leaves holding its gradients (as GradScaler leaves .grad)."""
     arrays, t, drawn = snapshot(params, state)
     assert t == before[1]
     assert drawn == before[2], "the dropout generator moved"
     assert arrays.keys() == before[0].keys()
     for name, a in arrays.items():
+        if not grads and name.startswith("state['grads']"):
+            continue
         assert a.dtype == before[0][name].dtype, name
         assert a.tobytes() == before[0][name].tobytes(), f"{name} changed"
 
@@ -95,17 +99,113 @@ def test_a_step_that_overflows_is_refused_and_changes_nothing(
     module = norm_drop(generate, optimizer)
     params, state, X, Y = trained(module, dtype)
     before = snapshot(params, state)
+    grads = dict(state["grads"])
     huge = X / np.abs(X).max() * (np.finfo(dtype).max / 10)  # finite; products overflow
     with pytest.raises(
-        ValueError, match=r"step refused: the loss .* params and state are"
+        ValueError,
+        match=r"step refused: the loss .* came out NaN or inf; the update was skipped, "
+        r"params and state are .* but for state\['grads'\], which holds the refused",
     ):
         module.step(params, state, huge, Y)
-    assert_unchanged(before, params, state)
+    assert_unchanged(before, params, state, grads=False)
+    assert all(state["grads"][k] is grads[k] for k in grads)  # the same arrays
     # the same state goes on as if the refused step had not been tried
     again = copy.deepcopy((params, state))
     L1 = module.step(params, state, X, Y)
     L2 = module.step(*again, X, Y)
     assert L1 == L2 and all(np.array_equal(params[k], again[0][k]) for k in params)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_step_with_gradients_that_overflow_is_refused_and_names_them(
+    generate, optimizer
+):
+    # no batchnorm to hide the overflow: the loss and the weights' gradients come out
+    # inf (the biases' are sums of δ, 1e200)
+    module = generate(
+        {
+            "name": "overflowing",
+            "input": 3,
+            "layers": [
+                {"units": 4, "activation": "identity"},
+                {"units": 1, "activation": "identity"},
+            ],
+            "loss": "mse",
+            "optimizer": {"name": optimizer, "learning_rate": 0.1},
+        }
+    )
+    params = module.init_params(0)
+    state = module.init_state(params)
+    X, Y = np.ones((4, 3)), np.zeros((4, 1))
+    module.step(params, state, X, Y)
+    before = {k: v.copy() for k, v in params.items()}
+    moments = {key: copy.deepcopy(state[key]) for key in module.MOMENTS}
+    with pytest.raises(
+        ValueError,
+        match=r"step refused: the loss came out inf and the gradients of W1, W2 came "
+        r"out NaN or inf; the update was skipped",
+    ):
+        module.step(params, state, np.full((4, 3), 1e200), Y)
+    assert state["t"] == 1
+    assert all(np.array_equal(params[k], before[k]) for k in params)
+    for key, arrays in moments.items():
+        assert all(np.array_equal(state[key][k], arrays[k]) for k in arrays)
+    # the refused step's gradients are left to look at
+    assert not np.isfinite(state["grads"]["W2"]).all()
+    module.CHECK_FINITE = False  # the check skipped: the update writes what comes out
+    try:
+        with np.errstate(all="ignore"):
+            module.step(params, state, np.full((4, 3), 1e200), Y)
+    finally:
+        module.CHECK_FINITE = True
+    assert state["t"] == 2 and not np.isfinite(params["W2"]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finite_gradients_whose_squares_overflow_are_not_refused(generate, dtype):
+    # Σ g² overflows past √max (1.8e19 in float32): then each entry is looked at
+    module = generate(
+        {
+            "name": "squares_overflow",
+            "input": 2,
+            "layers": [{"units": 1, "activation": "identity"}],
+            "loss": "mse",
+            "optimizer": {"name": "sgd", "learning_rate": 1.0},
+        }
+    )
+    params = module.init_params(0, dtype=dtype)
+    state = module.init_state(params)
+    big = np.sqrt(np.finfo(dtype).max) * 4
+    X = np.array([[big, 0.0], [0.0, 0.0]], dtype)  # Ŷ = (1, 0): ∂L/∂W1 = (big/2, 0)
+    params["W1"][...] = 1 / big
+    params["b1"][...] = 0
+    L = module.step(params, state, X, np.zeros((2, 1), dtype))
+    assert np.isfinite(L) and state["t"] == 1
+    dW1 = state["grads"]["W1"]
+    with np.errstate(over="ignore"):
+        assert np.isfinite(dW1).all() and not np.isfinite(np.vdot(dW1, dW1))
+    assert module._finite_update(L, params, state["grads"])
+    state["grads"]["b1"][0] = np.nan
+    assert not module._finite_update(L, params, state["grads"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_check_before_the_update_allocates_no_arrays(generate, dtype):
+    import harness
+
+    module = norm_drop(generate, "adam")
+    m = 8192  # a (m, 1) array is larger than the allowance below
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((m, 30)).astype(dtype)
+    Y = (rng.random((m, 1)) < 0.5).astype(dtype)
+    params = module.init_params(0, dtype=dtype)
+    peak, buffer = harness.step_peak_bytes(
+        module, params, X, Y, bufsize=1024, check_finite=True
+    )
+    # two of NumPy's iterator buffers; Python a few kB (the generator's state)
+    allowance = 2 * buffer * np.dtype(dtype).itemsize + 16 * 1024
+    assert allowance < m * np.dtype(dtype).itemsize
+    assert peak < allowance, f"a step allocated up to {peak} bytes"
 
 
 def test_fit_stops_at_a_step_that_overflows(generate):

@@ -297,7 +297,11 @@ def in_place(plan: Plan) -> StepCode:
         head.add(f"{DTYPE} = X.dtype.type  # typed constants keep float32 float32")
     if plan.dropout:
         head.add('rng = state["rng"]  # dropout\'s masks')
-    step_body = Lines(head.lines + [""] + body.lines + [""] + update.lines, body.seen)
+    check = _finite_lines([nm.grad(p) for p in params], buffers)
+    step_body = Lines(
+        head.lines + [""] + body.lines + [""] + check.lines + [""] + update.lines,
+        body.seen,
+    )
     step_body.add('state["t"] += 1', f"return {nm.LOSS}")
     source = "\n\n".join(
         [
@@ -314,6 +318,35 @@ def in_place(plan: Plan) -> StepCode:
         ]
     )
     return StepCode(source, set(printer.helpers))
+
+
+def _finite_lines(grads: list[str], buffers: list[str]) -> Lines:
+    """The check between the backward pass and the update (CHECK_FINITE): the loss,
+    every gradient and the running statistics the forward pass renewed (batchnorm's
+    variance overflows where its normalized output and the gradients do not) finite,
+    or _step returns before its first write into params or the optimizer's state,
+    state["t"] unmoved, which is how the runtime tells a refused step (runtime.py's
+    _step_or_nothing). Σ a² per array, np.vdot: one BLAS pass and a scalar, no
+    temporary; NaN or inf in, NaN or inf out. A sum of squares can also overflow (past
+    √max: 1.3e154 in float64, 1.8e19 in float32) for finite entries: then the
+    runtime's _finite_update looks at each entry, so a step is refused exactly when
+    the loss or an entry is NaN or inf."""
+    lines = Lines()
+    lines.comment(
+        "the update, if the loss, the gradients and the running statistics are finite"
+        " (CHECK_FINITE): Σ a² is NaN or inf if an entry is (or if it overflows: then"
+        ' each entry is looked at); if not, nothing more is written and state["t"]'
+        " stays, for the runtime"
+    )
+    squares = " + ".join(f"np.vdot({a}, {a})" for a in grads + buffers)
+    lines.add(
+        "if CHECK_FINITE:",
+        f"{INDENT}{nm.FINITE} = {nm.LOSS} + {squares}",
+        f"{INDENT}if not np.isfinite({nm.FINITE}) and not _finite_update("
+        f'{nm.LOSS}, params, state["grads"]):',
+        f"{INDENT * 2}return {nm.LOSS}",
+    )
+    return lines
 
 
 def _shape_label(shape: tuple) -> str:
