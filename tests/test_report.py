@@ -546,3 +546,16 @@ def test_without_pdflatex_the_compile_test_skips_unless_ci_requires_it(
         pdflatex()
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "SYMGRAD_REQUIRE_TEX=1 python -m pytest" in ci and "texlive" in ci
+
+
+def test_words_joined_into_a_formula_are_set_upright() -> None:
+    """A word inside a formula is prose: in math mode its letters would be set as a
+    product of italic variables (the report printed 'keptforthebackwardpass')."""
+    from symgrad.report.document import M, cat
+
+    joined = cat(M("x"), ", kept for later)")
+    assert joined.tex == r"x\text{, kept for later)}"
+    assert joined.text == "x, kept for later)"
+    assert cat(M("a"), " = ", M("b")).tex == "a = b"  # no word: as it is
+    latex = render_report(derive_alone("examples/iris.yaml"), "latex")
+    assert r"\text{, kept for the backward pass)}" in latex

@@ -13,6 +13,7 @@ own way:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 TYPOGRAPHY = frozenset("—–…")  # allowed in prose besides printable ASCII
@@ -119,16 +120,23 @@ def D(*eqs: Eq) -> Display:  # noqa: N802
     return Display(tuple(eqs))
 
 
+def _math_or_text(part: str) -> str:
+    """A str as cat sets it in LaTeX: as it is, or as \\text{} when it holds a word."""
+    return rf"\text{{{part}}}" if re.search(r"[A-Za-z]{2,}", part) else part
+
+
 def M(tex: str, txt: str | None = None) -> Math:  # noqa: N802
     return Math(tex, tex if txt is None else txt)
 
 
 def cat(*parts: Math | str) -> Math:
-    """Concatenate formulas; a str is the same in both notations (spaces, =, parentheses)."""
+    """Concatenate formulas; a str is the same in both notations (spaces, =, parentheses),
+    and one with a word in it is prose, set upright in LaTeX (\\text{...}): a run of
+    letters in math mode would read as a product of italic variables."""
     for p in parts:
         if isinstance(p, str) and not p.isascii():
             raise ValueError(f"symgrad bug: {p!r} is not the same in LaTeX and text")
-    ms = [p if isinstance(p, Math) else Math(p, p) for p in parts]
+    ms = [p if isinstance(p, Math) else Math(_math_or_text(p), p) for p in parts]
     inline = "".join(m.tex_inline for m in ms)
     tex = "".join(m.tex for m in ms)
     return Math(tex, "".join(m.text for m in ms), inline if inline != tex else "")
