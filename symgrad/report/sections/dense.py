@@ -526,11 +526,11 @@ def _hidden_section(ctx: Context, l: int) -> Section:  # noqa: E741
         steps.append(back)
     blocks += [
         P(
-            "In this layer it is"
-            + (
-                " (the input added to the output does not depend on z)"
+            "In this layer it is",
+            *(
+                (" (the input added to the output does not depend on ", zj, ")")
                 if layer.residual
-                else ""
+                else ()
             ),
         ),
         D(Eq(partial(aj, zj), (apply(f, zj, prime=True), fp))),

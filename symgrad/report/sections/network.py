@@ -153,7 +153,7 @@ def _update_section(ctx: Context) -> Section:
             cat(g, " = ", partial(LOSS, p)),
             ", the gradient of the batch loss ",
             LOSS,
-            " (see 'Many examples'). The ",
+            " (see the section Many examples). The ",
             Name(up.name),
             " update, as torch.optim computes it, elementwise:",
         )
