@@ -321,7 +321,7 @@ class DenseOp:
             l,
             MatProduct(x, self.W) + self.b,
             (nm.BATCH, r.units),
-            f"dense-{l}",
+            section(r),
             f"Z{l} = {x.name} W{l} + b{l}",
         )
         if self.last:
@@ -574,8 +574,8 @@ class DenseOp:
         x_name = self.x.name
         dW = MatProduct(Transposed(self.x), delta)  # noqa: N806
         eq = f"∂L/∂W{l} = {x_name}ᵀ δ{l}"
-        bd.gradient(nm.W(l), dW, f"dense-{l}", eq)
-        bd.gradient(nm.b(l), ColSum(delta), f"dense-{l}", f"∂L/∂b{l} = Σₙ δ{l}")
+        bd.gradient(nm.W(l), dW, section(self.rule), eq)
+        bd.gradient(nm.b(l), ColSum(delta), section(self.rule), f"∂L/∂b{l} = Σₙ δ{l}")
         if not need_input:
             return None
         back = MatProduct(delta, Transposed(self.W))
