@@ -1,4 +1,4 @@
-"""All benchmarks, printed as the Markdown tables of README.md's Performance section.
+"""All benchmarks, printed as the Markdown tables of docs/performance.md.
 
     python benchmarks/run.py [--rounds 15] [--quick]
 

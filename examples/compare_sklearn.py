@@ -1,4 +1,4 @@
-"""The side-by-side table of the README: each real-data example trained by symgrad and by
+"""The side-by-side table of docs/examples.md: each real-data example trained by symgrad and by
 scikit-learn's MLP with the same architecture, optimizer, epochs, batch size and seeds.
 
     python examples/compare_sklearn.py --seeds 10     # needs: pip install "symgrad[compare]"

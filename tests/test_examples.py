@@ -307,6 +307,9 @@ def test_example_plot_option(script: str, tmp_path: Path, capsys) -> None:
 
 README = ROOT / "README.md"
 TUTORIAL = "## Tutorial: from a spec to a trained model"
+FIRST = "## A first network"
+# what each README section that is run as shown needs beside it (from examples/)
+SECTIONS = {FIRST: ("xor.yaml",), TUTORIAL: ("iris.yaml", "data")}
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 # Runs the tutorial's python blocks in one interpreter, in order, from the directory given
 # as the working directory (the repository root, as a reader types them); writes each
@@ -328,19 +331,21 @@ json.dump(outputs, open(sys.argv[2], "w"))
 """
 
 
-def tutorial_blocks() -> list[tuple[str, str]]:
-    """(language, text) of every fenced block of the tutorial section, in order."""
+def tutorial_blocks(title: str = TUTORIAL) -> list[tuple[str, str]]:
+    """(language, text) of every fenced block of a README section, in order."""
     text = README.read_text()
-    start = text.index(TUTORIAL)
-    end = text.find("\n## ", start + len(TUTORIAL))
+    start = text.index(title)
+    end = text.find("\n## ", start + len(title))
     section = text[start : end if end >= 0 else len(text)]
     return re.findall(r"^```(\w*)\n(.*?)^```$", section, flags=re.S | re.M)
 
 
-def tutorial_steps() -> tuple[list[tuple[str, str]], list[tuple[str, str | None]]]:
+def tutorial_steps(
+    title: str = TUTORIAL,
+) -> tuple[list[tuple[str, str]], list[tuple[str, str | None]]]:
     """The console commands with their shown output, and the python blocks with the
     text block that follows each (None when none does)."""
-    blocks = tutorial_blocks()
+    blocks = tutorial_blocks(title)
     commands, programs = [], []
     for i, (language, text) in enumerate(blocks):
         if language == "console":
@@ -353,15 +358,20 @@ def tutorial_steps() -> tuple[list[tuple[str, str]], list[tuple[str, str | None]
     return commands, programs
 
 
-def run_tutorial(directory: Path, *, plot: bool) -> list[tuple[str, str, str]]:
-    """Run the tutorial in a fresh copy of the files it uses; returns (step, shown,
+def run_tutorial(
+    directory: Path, *, plot: bool, title: str = TUTORIAL
+) -> list[tuple[str, str, str]]:
+    """Run a README section in a fresh copy of the files it uses; returns (step, shown,
     printed) for every command and python block run."""
     (directory / "examples").mkdir()
-    shutil.copy(EXAMPLES / "iris.yaml", directory / "examples")
-    shutil.copytree(EXAMPLES / "data", directory / "examples" / "data")
+    for name in SECTIONS[title]:
+        if (EXAMPLES / name).is_dir():
+            shutil.copytree(EXAMPLES / name, directory / "examples" / name)
+        else:
+            shutil.copy(EXAMPLES / name, directory / "examples")
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    commands, programs = tutorial_steps()
+    commands, programs = tutorial_steps(title)
     results = []
     for command, shown in commands:
         done = subprocess.run(
@@ -414,8 +424,8 @@ def _same_number(printed: str, shown: str) -> bool:
     return abs(a - b) <= 1.5 * unit
 
 
-def check_tutorial(directory: Path, *, plot: bool) -> None:
-    for step, shown, printed in run_tutorial(directory, plot=plot):
+def check_tutorial(directory: Path, *, plot: bool, title: str = TUTORIAL) -> None:
+    for step, shown, printed in run_tutorial(directory, plot=plot, title=title):
         assert same_output(printed, shown), (
             f"README tutorial step\n{step}\nnow prints\n{printed}\nbut the README "
             f"shows\n{shown}\nupdate the README (python tests/test_examples.py prints "
@@ -426,8 +436,8 @@ def check_tutorial(directory: Path, *, plot: bool) -> None:
 def test_vanishing_gradients_section_shows_what_a_rerun_prints(
     capsys: pytest.CaptureFixture,
 ) -> None:
-    text = README.read_text()
-    section = text[text.index("### Vanishing gradients, seen") :]
+    text = (ROOT / "docs" / "examples.md").read_text()
+    section = text[text.index("## Vanishing gradients, seen") :]
     command = "$ python examples/vanishing_gradients.py\n"
     shown = section[section.index(command) + len(command) : section.index("```\n\n")]
     vanishing = importlib.import_module("vanishing_gradients")
@@ -450,6 +460,12 @@ def test_tutorial_spec_is_examples_iris_yaml() -> None:
     assert yaml_blocks == [(EXAMPLES / "iris.yaml").read_text()]
 
 
+def test_first_network_runs_as_shown(tmp_path: Path) -> None:
+    commands, programs = tutorial_steps(FIRST)
+    assert commands and programs
+    check_tutorial(tmp_path, plot=False, title=FIRST)
+
+
 def test_tutorial_runs_as_shown(tmp_path: Path) -> None:
     commands, programs = tutorial_steps()
     assert commands and programs
@@ -468,6 +484,9 @@ if __name__ == "__main__":
     # print what every tutorial step prints now, to paste into the README
     import tempfile
 
-    with tempfile.TemporaryDirectory() as temporary:
-        for step, _, printed in run_tutorial(Path(temporary), plot=True):
-            print(f"----- {step.splitlines()[0]}\n{printed}")
+    for title in SECTIONS:
+        with tempfile.TemporaryDirectory() as temporary:
+            for step, _, printed in run_tutorial(
+                Path(temporary), plot=True, title=title
+            ):
+                print(f"----- {step.splitlines()[0]}\n{printed}")

@@ -525,7 +525,8 @@ def test_the_layer_limit_is_the_documented_one() -> None:
 
     from symgrad.spec import MAX_LAYERS
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "docs" / "command-line.md").read_text()
     assert f"may have at most {MAX_LAYERS} layers" in " ".join(readme.split())
     layer = "  - {units: 2, activation: tanh}\n"
     ok = f"name: net\ninput: 2\nlayers:\n{layer * MAX_LAYERS}loss: mse\n"

@@ -15,7 +15,9 @@ from ..errors import ExpressionError, Problem, echo, number
 from .model import Loc
 from .read import _kind, _Node
 
-MAX_LAYERS = 100  # generation time grows with depth (black): ~4 s here (README)
+MAX_LAYERS = (
+    100  # generation time grows with depth (black): ~4 s here (docs/command-line.md)
+)
 MAX_UNITS = 1_000_000
 MAX_NAME = 64  # characters of a spec's name: NAME = "<name>" stays within a line
 

@@ -282,7 +282,7 @@ def _compose(text: str, file: str) -> tuple[_Node | None, list[Problem]]:
         if root is None:
             return None, [
                 Loc(file, 1, 1).problem(
-                    "the spec is empty", "start from examples/xor.yaml or the README"
+                    "the spec is empty", "start from examples/xor.yaml or docs/spec.md"
                 )
             ]
         reader = _Reader(file, loader)
