@@ -7,32 +7,75 @@ Markdown, text) from the derivation and the plan. `generate` runs all of it; `de
 derivation with Jupyter's display (report/notebook.py), which derive.py does not know of.
 """
 
+import importlib as _importlib
+import sys as _sys
+import types as _types
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from . import derive as _derive
-from . import kinds as _kinds  # noqa: F401 - registers the built-in layer kinds
-from .check import CheckResult, check_gradients
-from .derive import Derivation
 from .errors import DerivationError, ExpressionError, SpecError, SymgradError
-from .report import displayable as _displayable
-from .report import render_report as _render_report
-from .spec import Spec, as_spec, load_spec, parse_spec
 from .version import __version__
 
 if _TYPE_CHECKING:  # for the annotations only: the namespace stays the API
     import os
     from pathlib import Path
 
-    from .spec import SpecSource
+    from .check import CheckResult, check_gradients
+    from .derive import Derivation
+    from .spec import Spec, SpecSource, as_spec, load_spec, parse_spec
+
+# The package loads SymPy and the pipeline when a name that needs them is first used,
+# not on import: `symgrad --help` starts at once, and Ctrl-C while `symgrad generate`
+# loads them is handled by the command line (exit 130, no traceback).
+_LAZY = {
+    "CheckResult": "check",
+    "check_gradients": "check",
+    "Derivation": "derive",
+    "Spec": "spec",
+    "as_spec": "spec",
+    "load_spec": "spec",
+    "parse_spec": "spec",
+}
 
 
-def derive(spec: "SpecSource") -> Derivation:
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'symgrad' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def _pipeline() -> _types.ModuleType:
+    """The submodule symgrad.derive (the name `derive` here is the function)."""
+    return _importlib.import_module(".derive", __name__)
+
+
+class _Facade(_types.ModuleType):
+    """The package keeps `symgrad.derive` the function below: importing the submodule
+    symgrad.derive (sys.modules["symgrad.derive"]) after this file ran would otherwise
+    rebind the name to the module."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "derive" and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+def derive(spec: "SpecSource") -> "Derivation":
     """Derive the gradient rules of a spec: a Spec, a path, YAML text or a dict.
 
     The result is the Derivation, displayed by Jupyter as LaTeX (the batch backward
     pass) or Markdown (the whole derivation, as `render_report(d, "markdown")`).
     """
-    return _displayable(_derive.derive(spec))
+    _derive = _pipeline()
+    from .report import displayable
+
+    return displayable(_derive.derive(spec))
 
 
 def render_report(
@@ -50,7 +93,10 @@ def render_report(
         fmt: "latex", "markdown" or "text".
         standalone: LaTeX only: a complete document for pdflatex, not a fragment.
     """
-    d = spec if isinstance(spec, Derivation) else _derive.derive(spec)
+    _derive = _pipeline()
+    from .report import render_report as _render_report
+
+    d = spec if isinstance(spec, _derive.Derivation) else _derive.derive(spec)
     return _render_report(d, fmt, standalone=standalone)
 
 
@@ -73,7 +119,9 @@ def generate(
             <name>_xp.py, the same derived math against the array API standard (runs
             on NumPy, PyTorch, CuPy, JAX and Dask arrays).
     """
+    _derive = _pipeline()
     from .files import write_text
+    from .spec import as_spec
 
     if target not in _TARGETS:
         raise SymgradError(
@@ -111,3 +159,5 @@ __all__ = [
     "parse_spec",
     "render_report",
 ]
+
+_sys.modules[__name__].__class__ = _Facade

@@ -19,12 +19,14 @@ anywhere else registers itself the same way (`register(MyKind())`) and is then n
 specs, derived, planned, printed and reported with no other change: the stages ask this
 table and never test a kind by name or by class.
 
-This module sits below every stage (it imports none of them): a stage reaches a kind's
-code through the entry it finds here, never by importing the kind's module.
+This module sits below every stage (it imports none of them; the built-in kinds are
+loaded by name on the table's first use): a stage reaches a kind's code through the
+entry it finds here, never by importing the kind's module.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,37 +176,60 @@ class LayerAt:
 
 
 LAYER_KINDS: dict[str, LayerKind] = {}
+BUILTIN_KINDS = "symgrad.kinds"  # the package whose import registers the built-in kinds
+_builtins = {"loaded": False}
+
+
+def _with_builtins() -> dict[str, LayerKind]:
+    """The table, with the built-in kinds registered first on first use.
+
+    The built-ins live above every stage (a kind is whole: spec, derivation, plan and
+    report parts), so this table, below every stage, loads them by name when it is
+    first asked, as a plugin table would: whichever module asks first — the validator,
+    a test, a kind registered from outside — finds dense, norm and dropout there, in
+    the same order.
+    """
+    if not _builtins["loaded"]:
+        _builtins["loaded"] = True  # before the import: the built-ins call register
+        importlib.import_module(BUILTIN_KINDS)
+    return LAYER_KINDS
 
 
 def register(kind: LayerKind) -> LayerKind:
     """Add a kind to the registry (replacing one of the same name)."""
     if not kind.name:
         raise ValueError("a layer kind needs a name")
-    LAYER_KINDS[kind.name] = kind
+    _with_builtins()[kind.name] = kind
     return kind
 
 
 def unregister(name: str) -> None:
     """Remove a kind (a test's kind, after the test)."""
-    LAYER_KINDS.pop(name, None)
+    _with_builtins().pop(name, None)
 
 
 def types() -> tuple[str, ...]:
     """Every `type` a spec may name, in the order the kinds were registered."""
-    return tuple(t for kind in LAYER_KINDS.values() for t in kind.types())
+    return tuple(t for kind in _with_builtins().values() for t in kind.types())
+
+
+def named(name: str) -> LayerKind:
+    """The kind registered under a name (`DENSE` for a layer item without `type`)."""
+    return _with_builtins()[name]
 
 
 def for_type(type_name: str) -> LayerKind | None:
     """The kind a spec's `type` names, or None."""
-    return next((k for k in LAYER_KINDS.values() if type_name in k.types()), None)
+    return next((k for k in _with_builtins().values() if type_name in k.types()), None)
 
 
 def of(layer: Any) -> LayerKind:  # noqa: ANN401
     """The kind of a spec object or rule (its `kind` attribute names it)."""
+    table = _with_builtins()
     try:
-        return LAYER_KINDS[layer.kind]
+        return table[layer.kind]
     except KeyError:
-        known = ", ".join(LAYER_KINDS)
+        known = ", ".join(table)
         raise KeyError(
             f"no layer kind {layer.kind!r} is registered (known: {known}); register"
             " one with symgrad.layer_registry.register"
@@ -224,6 +249,7 @@ __all__ = [
     "MatrixRows",
     "Rule",
     "for_type",
+    "named",
     "of",
     "register",
     "types",

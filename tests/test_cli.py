@@ -160,3 +160,36 @@ def test_errors_print_control_characters_escaped(tmp_path, capsys) -> None:
 def test_spec_argument_is_always_a_path(tmp_path, capsys) -> None:
     assert main(["latex", "name: xor\ninput: 2"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+# Ctrl-C while the command loads SymPy: the child sends itself SIGINT at the moment SymPy
+# is first imported, wherever that happens (it used to be `import symgrad`, before the
+# command line could catch it, and printed a KeyboardInterrupt traceback).
+INTERRUPTED = """
+import builtins, os, signal, sys
+real = builtins.__import__
+def interrupting(name, *args, **kwargs):
+    if name == "sympy" and "sympy" not in sys.modules:
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(name, *args, **kwargs)
+builtins.__import__ = interrupting
+from symgrad.cli import main
+sys.exit(main(["generate", sys.argv[1], "-o", sys.argv[2]]))
+"""
+
+
+def test_ctrl_c_while_loading_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    spec = Path(__file__).resolve().parent.parent / "examples" / "xor.yaml"
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED, str(spec), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert (done.returncode, done.stderr, done.stdout) == (130, "", "")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_starts_without_sympy() -> None:
+    code = "import sys, symgrad, symgrad.cli; print('sympy' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout == "False\n", done.stderr

@@ -351,7 +351,7 @@ class Validator(Checker):
         """The layer's kind: the one its `type` names, or dense without one."""
         tnode = item.value.get("type")
         if tnode is None:
-            return layer_registry.LAYER_KINDS[layer_registry.DENSE]
+            return layer_registry.named(layer_registry.DENSE)
         name = tnode.value
         kind = layer_registry.for_type(name) if isinstance(name, str) else None
         if kind is None:
