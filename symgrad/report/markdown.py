@@ -7,7 +7,7 @@ script) is written as it is, with the characters Markdown or MathJax would act o
 from __future__ import annotations
 
 from .document import Code, Inline, Math, Report
-from .latex import body
+from .latex import body, display
 
 
 def inline(part: Inline) -> str:
@@ -23,6 +23,6 @@ def markdown(report: Report) -> str:
     return f"# {report.title}\n\n" + body(
         report,
         inline,
-        lambda math: f"$$\n{math}\n$$",
+        lambda disp: "$$\n" + "\n".join(display(disp)) + "\n$$",
         lambda i, title: f"## {i}. {title}",
     )

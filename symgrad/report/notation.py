@@ -129,11 +129,16 @@ def ex(e: sp.Expr, names: Mapping[sp.Symbol, Math] | None = None) -> Math:
     return Math(tex, text(e, {s: m.text for s, m in names.items()}))
 
 
+def grouped(m: Math) -> Math:
+    """m in parentheses that grow with it (a sum or a fraction inside stays enclosed)."""
+    return Math(rf"\left({m.tex}\right)", f"({m.text})")
+
+
 def paren(e: sp.Expr, names: Mapping[sp.Symbol, Math]) -> Math:
     """ex(e), parenthesized when it is a sum, a case split or negative (to be a factor)."""
     m = ex(e, names)
     if e.is_Add or isinstance(e, sp.Piecewise) or e.could_extract_minus_sign():
-        return Math(rf"\left({m.tex}\right)", f"({m.text})")
+        return grouped(m)
     return m
 
 

@@ -16,6 +16,10 @@ the plan when the report has one, and what earlier sections derived.
 
 from __future__ import annotations
 
+import dataclasses
+from functools import partial
+from itertools import takewhile
+
 from ... import layer_registry
 from ...derive import Derivation
 from ...plan import Plan
@@ -110,13 +114,62 @@ def build(d: Derivation, plan: Plan | None = None) -> Report:
     """
     ctx = Context(d, plan if plan is not None else build_plan(d))
     sections: list[Section] = []
-    for l in range(d.depth, 0, -1):  # backpropagation: from the output layer down
+    l = d.depth  # noqa: E741 - backpropagation: from the output layer down
+    while l >= 1:
         sections += layer_registry.of(d.layer(l)).sections(ctx, l)
+        below = range(l - 1, 0, -1)
+        run = list(takewhile(partial(_alike, d, l), below))
+        if run:
+            sections.append(_folded(l, run))
+        l -= 1 + len(run)  # noqa: E741
     for builder in NETWORK_SECTIONS:
         section = builder(ctx)
         if section is not None:
             sections.append(section)
     return Report(f"The derivation of {d.spec.name}", _intro(d), tuple(sections))
+
+
+def _signature(d: Derivation, l: int) -> tuple[object, ...]:  # noqa: E741
+    """What a layer's sections depend on: its rule and its neighbours' (the layer that
+    feeds it, the one it passes its gradient to), each with its position left out."""
+
+    def rule(k: int) -> object:
+        return dataclasses.replace(d.layer(k), index=0) if 1 <= k <= d.depth else None
+
+    return (rule(l - 1), rule(l), rule(l + 1))
+
+
+def _alike(d: Derivation, l: int, k: int) -> bool:  # noqa: E741
+    return _signature(d, k) == _signature(d, l)
+
+
+def _folded(reference: int, layers: list[int]) -> Section:
+    """One section for layers derived exactly as the reference layer above them (six
+    identical residual layers would repeat the same pages five times)."""
+    low, high = min(layers), max(layers)
+    if low == high:
+        title, subject = f"Layer {low}", f"Layer {low} is"
+    else:
+        joined = f"{low} and {high}" if high == low + 1 else f"{low}\u2013{high}"
+        title, subject = f"Layers {joined}", f"Layers {joined} are"
+    return Section(
+        title,
+        (
+            P(
+                f"{subject} derived exactly as layer {reference} above: the same kind, width "
+                "and activation, between layers of the same kinds. Each has its own "
+                "parameters and values; read its index for ",
+                M(f"[{reference}]"),
+                f" in layer {reference}'s equations (",
+                M(
+                    rf"W^{{[{reference}]}} \to W^{{[l]}},\ "
+                    rf"\delta^{{[{reference}]}} \to \delta^{{[l]}}",
+                    f"W{reference} → Wˡ, δ{reference} → δˡ",
+                ),
+                ", and so on).",
+            ),
+        ),
+    )
 
 
 def _source_name(source: str) -> str:

@@ -38,6 +38,7 @@ from ..notation import (
     ex,
     fn_name,
     function,
+    grouped,
     indexed,
     loss_phrase,
     mat,
@@ -513,9 +514,9 @@ def _hidden_section(ctx: Context, l: int) -> Section:  # noqa: E741
     fp = ex(act.df, names)
     if classic:
         back = cat(summed("k"), dk1, " ", wjk1)
-        back_p = cat("(", back, ")")
+        back_p = grouped(back)
         incoming = delta(l + 1)
-        row = cat("(", incoming, " ", transposed(mat("W", l + 1)), ")")
+        row = grouped(cat(incoming, " ", transposed(mat("W", l + 1))))
     else:
         back = back_p = gj
         row = upstream(l)
@@ -722,7 +723,7 @@ def hidden_delta(d: Derivation, l: int, batch: bool) -> Math:  # noqa: E741
     back = cat(delta(l + 1), " ", transposed(mat("W", l + 1)))
     if act.df == 1:
         return back
-    return cat("(", back, ")", ODOT, paren(act.df, names))
+    return cat(grouped(back), ODOT, paren(act.df, names))
 
 
 def activation_of(rule: LayerRule, arg: Math, before: Math | None = None) -> Math:
