@@ -1219,13 +1219,18 @@ class Derivation:
     """Everything derived for a spec: what the printers, templates and report need.
 
     `facts` holds what only the report shows (softmax's Jacobian, saturation limits, ...),
-    derived here too: see "facts for the report" at the end of this module.
+    derived here too, on first use: see "facts for the report" at the end of this module.
+    A module that never prints them does not wait for their limits.
     """
 
     spec: Spec
     layers: tuple[Layer, ...]  # by position; the last is the dense output layer
     output: OutputRule
-    facts: ReportFacts
+
+    @functools.cached_property
+    def facts(self) -> ReportFacts:
+        """What only the report shows, derived when the report first asks."""
+        return report_facts(self.layers, self.output)
 
     @property
     def depth(self) -> int:
@@ -1306,7 +1311,8 @@ def derive(spec: SpecSource) -> Derivation:
     """Derive the gradient rules of a spec: a Spec, a path, YAML text or a dict.
 
     Each layer is derived by its kind (layer_registry), then the output rule of the
-    loss on the output activation, then the facts only the report shows.
+    loss on the output activation (the facts only the report shows are derived when
+    it asks: `Derivation.facts`).
     """
     spec = as_spec(spec)
     sizes = spec.sizes
@@ -1317,7 +1323,7 @@ def derive(spec: SpecSource) -> Derivation:
     out_act = spec.output.activation
     _check_output_range(spec, layers[-1].activation)  # type: ignore[attr-defined]
     output = guarded(output_rule, spec.loss, out_act)
-    return Derivation(spec, layers, output, report_facts(layers, output))  # type: ignore[arg-type]
+    return Derivation(spec, layers, output)  # type: ignore[arg-type]
 
 
 def guarded(rule: object, op: OpSpec, *more: OpSpec) -> object:
