@@ -21,6 +21,11 @@ import harness  # noqa: E402
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
+        "slow: left out of the quick subset, python -m pytest -m 'not slow' "
+        "(subprocesses, training against references, fuzzing; docs/development.md)",
+    )
+    config.addinivalue_line(
+        "markers",
         "catalogue: extended activation/loss catalogue (elu, softplus, silu, gelu, "
         "softsign, mae, huber); implemented in a later issue",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import string
 
+import pytest
 import yaml
 from harness import check_against_reference, generate_module, needs_jax
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +13,8 @@ from hypothesis import strategies as st
 
 from symgrad import SpecError, SymgradError, derive, parse_spec
 from symgrad.render import render
+
+pytestmark = pytest.mark.slow  # not in the quick subset: docs/development.md
 
 HIDDEN = [
     "identity",

@@ -26,6 +26,8 @@ from symgrad.cli import main
 from symgrad.render import docstring_text
 from symgrad.spec import MAX_BYTES
 
+pytestmark = pytest.mark.slow  # not in the quick subset: docs/development.md
+
 ROOT = Path(__file__).resolve().parent.parent
 XOR = ROOT / "examples" / "xor.yaml"
 

@@ -9,6 +9,8 @@ import jax_reference as ref
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # not in the quick subset: docs/development.md
+
 ALL_ACTIVATIONS = [
     "identity",
     "linear",

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from harness import generate_module
 
+pytestmark = pytest.mark.slow  # not in the quick subset: docs/development.md
+
 ACTIVATIONS = [
     "identity",
     "sigmoid",

@@ -13,6 +13,8 @@ import jax
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # not in the quick subset: docs/development.md
+
 jax.config.update("jax_enable_x64", True)
 
 optax = pytest.importorskip("optax")

@@ -26,6 +26,8 @@ from harness import generate_module
 import symgrad
 from symgrad.errors import SpecError
 
+pytestmark = pytest.mark.slow  # not in the quick subset: docs/development.md
+
 mp = mpmath.mp
 ROOT = Path(__file__).resolve().parent.parent
 EXTREMES = (-1000.0, -100.0, -30.0, -1.5, 0.0, 0.7, 30.0, 100.0, 1000.0)

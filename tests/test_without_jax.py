@@ -14,6 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # not in the quick subset: docs/development.md
+
 ROOT = Path(__file__).resolve().parent.parent
 WITHOUT_JAX = (
     "import sys; sys.modules.update(dict.fromkeys(['jax', 'jaxlib', 'optax'])); "

@@ -28,6 +28,8 @@ import xp_backends as xb
 import symgrad
 from symgrad.cli import main
 
+pytestmark = pytest.mark.slow  # not in the quick subset: docs/development.md
+
 ROOT = Path(__file__).resolve().parent.parent
 LEAKY = {"name": "leaky_relu", "alpha": 0.1}
 CUSTOM_ACT = {"name": "soft_clip", "expr": "z/(1 + abs(z)) + k*erf(z)", "k": 0.3}
