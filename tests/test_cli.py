@@ -164,9 +164,11 @@ def test_spec_argument_is_always_a_path(tmp_path, capsys) -> None:
 
 # Ctrl-C while the command loads SymPy: the child sends itself SIGINT at the moment SymPy
 # is first imported, wherever that happens (it used to be `import symgrad`, before the
-# command line could catch it, and printed a KeyboardInterrupt traceback).
+# command line could catch it, and printed a KeyboardInterrupt traceback). The child sets
+# Python's own SIGINT handler first: a shell starts background jobs with SIGINT ignored.
 INTERRUPTED = """
 import builtins, os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (see below)
 real = builtins.__import__
 def interrupting(name, *args, **kwargs):
     if name == "sympy" and "sympy" not in sys.modules:

@@ -355,9 +355,15 @@ def test_a_signal_before_the_rename_leaves_no_temp_file(
         real_replace(src, dst)  # not reached: the handler raises first
 
     before = signal.getsignal(signal.SIGTERM)
+    # Python's own SIGINT handler, as at a terminal: a shell starts background jobs
+    # (`pytest &`) with SIGINT ignored, and then Ctrl-C raises nothing
+    interactive = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(files.os, "replace", interrupted)
-    with pytest.raises(raised):
-        files.write_text(target, "new\n")
+    try:
+        with pytest.raises(raised):
+            files.write_text(target, "new\n")
+    finally:
+        signal.signal(signal.SIGINT, interactive)
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["xor.py"]
     assert signal.getsignal(signal.SIGTERM) == before
