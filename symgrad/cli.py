@@ -74,6 +74,13 @@ def _subparser(
         default=argparse.SUPPRESS,
         help=argparse.SUPPRESS,
     )
+    cmd.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="derive everything again, reading and writing no cached rules "
+        "(also SYMGRAD_NO_CACHE=1; the cache: $SYMGRAD_CACHE_DIR or the user cache "
+        "directory)",
+    )
     return cmd
 
 
@@ -298,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
+    if args.no_cache:
+        from . import cache
+
+        cache.disable()
     try:
         return COMMANDS[args.command](args)
     except SpecError as exc:

@@ -19,7 +19,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from . import activations, layer_registry, losses, stability
+from . import activations, cache, layer_registry, losses, stability
 from .activations import a, y, z
 from .errors import DerivationError, ExpressionError, SpecError
 from .layer_registry import Rule
@@ -714,9 +714,34 @@ def logistic_forms(e: sp.Expr) -> list[sp.Expr]:
     )
 
 
-@functools.cache
+def _derived_from(
+    op: OpSpec, table: dict[str, activations.OpDef], definition: sp.Expr
+) -> tuple[object, ...]:
+    """What an activation's or a loss's rule is derived from, as plain data: the
+    derivation cache's key (symgrad/cache.py)."""
+    entry = None if op.custom else table[op.name]
+    traits = None
+    if entry is not None:
+        traits = (
+            entry.title,
+            entry.output_range,
+            entry.targets,
+            entry.output,
+            entry.task,
+        )
+    return (op.name, op.params, op.expr, sp.srepr(definition), traits)
+
+
+def _activation_key(op: OpSpec) -> tuple[object, ...]:
+    if op.name == activations.SOFTMAX and not op.custom:
+        return (op.name,)
+    return _derived_from(op, activations.ACTIVATIONS, activation_expr(op))
+
+
+@cache.persistent(_activation_key)
 def activation_rule(op: OpSpec) -> ActivationRule:
-    """The derived rule for a (built-in or custom) activation; cached."""
+    """The derived rule for a (built-in or custom) activation; cached in memory and on
+    disk (symgrad/cache.py)."""
     if op.name == activations.SOFTMAX and not op.custom:
         return ActivationRule(
             activations.SOFTMAX,
@@ -941,9 +966,15 @@ def _xlogy(e: sp.Expr) -> sp.Expr:
 TARGETS = (0.0, 0.25, 1.0)  # targets y at which output deltas and losses are checked
 
 
-@functools.cache
+def _output_key(loss_op: OpSpec, act_op: OpSpec) -> tuple[object, ...]:
+    loss = _derived_from(loss_op, losses.LOSSES, loss_expr(loss_op))
+    return (loss, _activation_key(act_op))
+
+
+@cache.persistent(_output_key)
 def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
-    """Derive δ = ∂ℓ/∂z for a loss on an output activation; cached per pair."""
+    """Derive δ = ∂ℓ/∂z for a loss on an output activation; cached per pair, in memory
+    and on disk (symgrad/cache.py)."""
     loss = loss_expr(loss_op)
     title = _title(loss_op, losses.LOSSES)
     act = activation_rule(act_op)

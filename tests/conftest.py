@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -17,8 +20,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
 
+_OWN_CACHE = pytest.StashKey[str]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_CACHE, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
+
 
 def pytest_configure(config: pytest.Config) -> None:
+    # One derivation cache for the session, shared by its processes (xdist workers, the
+    # command line run in subprocesses), so that each rule is derived once per session;
+    # not the user's cache, and removed at the end. tests/test_cache.py tests the cache.
+    if "SYMGRAD_CACHE_DIR" not in os.environ:
+        os.environ["SYMGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="symgrad-tests-")
+        config.stash[_OWN_CACHE] = os.environ["SYMGRAD_CACHE_DIR"]
     config.addinivalue_line(
         "markers",
         "slow: left out of the quick subset, python -m pytest -m 'not slow' "

@@ -99,7 +99,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=HANG_GUARD,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # the derivation itself, every time: no rule from the derivation cache
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SYMGRAD_NO_CACHE": "1"},
     )
 
 

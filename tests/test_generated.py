@@ -92,6 +92,7 @@ def test_same_spec_same_bytes_across_hash_seeds(tmp_path: Path) -> None:
         cwd = tmp_path / seed  # the same command in each: `-o models`, relative
         cwd.mkdir()
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
+        env["SYMGRAD_NO_CACHE"] = "1"  # each derives: no rule from another seed's run
         subprocess.run(
             [
                 sys.executable,

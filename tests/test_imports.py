@@ -28,6 +28,7 @@ STAGES = {
     "errors": 0,
     "naming": 0,
     "files": 0,
+    "cache": 0,  # the derivation cache: stores what derive.py derives, knows none of it
     "layer_registry": 0,  # the table of layer kinds: below every stage
     "runtime_shared": 0,  # the runtimes are standalone: copied into generated modules
     "runtime": 0,

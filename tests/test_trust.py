@@ -347,7 +347,8 @@ def _generate_bytes(spec: Path, out: Path, pause: bool) -> bytes:
     proc = subprocess.Popen(
         [sys.executable, "-m", "symgrad", "generate", f"examples/{spec.name}", "-q"],
         cwd=out,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # derived in this run, not read from the derivation cache
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SYMGRAD_NO_CACHE": "1"},
     )
     if pause:  # stopped mid-derivation, then continued: a wall clock would notice
         time.sleep(1.0)
@@ -401,7 +402,7 @@ def _cli_generate(path: Path, out: Path, timeout: float) -> subprocess.Completed
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SYMGRAD_NO_CACHE": "1"},
     )
 
 

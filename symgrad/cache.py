@@ -1,0 +1,189 @@
+"""The derivation cache: derived rules kept on disk between runs, so that regenerating a
+spec after changing a learning rate does not wait for the same SymPy work again.
+
+An entry is one derived rule (an activation's, a loss on an output activation's), stored
+under a key that names exactly what it was derived from: the function, the expression
+as the spec wrote it with its parameters, and the versions of symgrad, SymPy and Python.
+Where a rule is asked for, the cache answers only with an entry whose stored key equals
+the key asked for; anything else — a missing, corrupt, truncated or foreign entry — is
+ignored, derived again and rewritten. So the output is the same bytes with the cache,
+without it, and with a damaged one (tests/test_cache.py).
+
+Where: `$SYMGRAD_CACHE_DIR`, else the platform's user cache directory (Linux
+`$XDG_CACHE_HOME/symgrad` or `~/.cache/symgrad`, macOS `~/Library/Caches/symgrad`,
+Windows `%LOCALAPPDATA%\\symgrad\\Cache`). `SYMGRAD_NO_CACHE=1` or the command line's
+`--no-cache` turn it off.
+
+Trust: an entry is a pickle, and unpickling runs what the file says, so the cache is
+read only from a directory that the user alone can write, as ssh reads its keys: the
+directory and each entry must be owned by the user and not writable by group or others
+(on systems with owners); otherwise the cache is not used for reading. Entries are
+written to a temporary file and renamed into place, so concurrent runs never see half
+an entry; a rule holding a SymPy Dummy (whose identity would not survive a process) is
+not stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+import pickle
+import stat
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .version import __version__
+
+MAX_ENTRY_BYTES = 8 * 2**20  # a derived rule pickles to a few kB; larger is not ours
+_state = {"enabled": os.environ.get("SYMGRAD_NO_CACHE", "") in ("", "0")}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def disable() -> None:
+    """Turn the cache off for this process (the command line's --no-cache)."""
+    _state["enabled"] = False
+
+
+def directory() -> Path:
+    """Where the entries live (see the module's docstring)."""
+    chosen = os.environ.get("SYMGRAD_CACHE_DIR")
+    if chosen:
+        return Path(chosen)
+    home = Path.home()
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(base) / "symgrad" / "Cache"
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / "symgrad"
+    return Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / "symgrad"
+
+
+def _versions() -> tuple[str, ...]:
+    import sympy
+
+    return (__version__, sympy.__version__, "{}.{}".format(*sys.version_info[:2]))
+
+
+def key_text(function: str, args: tuple[Any, ...]) -> str:
+    """The key of an entry: what it is derived from, as text (reprs of plain data)."""
+    return repr((_versions(), function, args))
+
+
+def _private(path: Path) -> bool:
+    """Owned by this user and writable by no one else (always true where there are no
+    owners to check)."""
+    if not hasattr(os, "getuid"):
+        return True
+    info = path.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & (
+        stat.S_IWGRP | stat.S_IWOTH
+    )
+
+
+def _entry(key: str) -> Path:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return directory() / digest[:2] / f"{digest}.pickle"
+
+
+def load(key: str) -> tuple[bool, Any]:
+    """(True, value) of the entry stored under exactly this key, else (False, None)."""
+    if not _state["enabled"]:
+        return False, None
+    path = _entry(key)
+    try:
+        if not (_private(directory()) and _private(path.parent) and _private(path)):
+            return False, None
+        with path.open("rb") as file:
+            data = file.read(MAX_ENTRY_BYTES + 1)
+        if len(data) > MAX_ENTRY_BYTES:
+            return False, None
+        stored_key, value = pickle.loads(data)
+    except Exception:  # noqa: BLE001 - missing, unreadable, corrupt: derive again
+        return False, None
+    if stored_key != key:
+        return False, None
+    return True, value
+
+
+def _rebuild(cls: type, args: tuple[Any, ...]) -> Any:  # noqa: ANN401
+    """A SymPy expression from its class and arguments, as it was built: without
+    evaluation where the class takes `evaluate` (an unevaluated product stays one)."""
+    try:
+        return cls(*args, evaluate=False)
+    except TypeError:
+        return cls(*args)
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles a SymPy expression as its class and arguments (SymPy's own pickles
+    rebuild with evaluation, which flattens a product kept unevaluated on purpose)."""
+
+    def reducer_override(self, obj: Any) -> Any:  # noqa: ANN401
+        import sympy
+
+        if isinstance(obj, sympy.Basic) and not obj.is_Atom:
+            return _rebuild, (type(obj), obj.args)
+        return NotImplemented
+
+
+def _dumps(value: Any) -> bytes:  # noqa: ANN401
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+def store(key: str, value: Any) -> None:  # noqa: ANN401
+    """Write an entry (atomically); a failure to write only means no cache. An entry
+    that does not read back equal to what was derived is not written."""
+    if not _state["enabled"]:
+        return
+    try:
+        data = _dumps((key, value))
+        if b"Dummy" in data or len(data) > MAX_ENTRY_BYTES:
+            return
+        if pickle.loads(data) != (key, value):
+            return
+    except Exception:  # noqa: BLE001 - not picklable, or not back as it was: not cached
+        return
+    path = _entry(key)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError:
+        return
+
+
+def persistent(key: Callable[..., tuple[Any, ...]]) -> Callable[[F], F]:
+    """Keep a derivation's results on disk: `key(*args)` gives the plain data (names,
+    expression texts, numbers) the result is derived from. The function is also cached
+    in memory (functools.cache), as before."""
+
+    def wrap(function: F) -> F:
+        name = f"{function.__module__}.{function.__qualname__}"
+
+        @functools.cache
+        @functools.wraps(function)
+        def cached(*args: Any) -> Any:  # noqa: ANN401
+            text = key_text(name, key(*args))
+            found, value = load(text)
+            if found:
+                return value
+            value = function(*args)
+            store(text, value)
+            return value
+
+        return cached  # type: ignore[return-value]
+
+    return wrap

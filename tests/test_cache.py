@@ -1,0 +1,175 @@
+"""The derivation cache (symgrad/cache.py): the same bytes with it, without it and with a
+damaged one; a warm run derives nothing the cache holds; entries are trusted only under
+their exact key, only from a directory the user alone can write; concurrent runs agree.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from symgrad import cache, render_report
+from symgrad.render import render
+
+# the module (symgrad.derive, the attribute, is the function of the same name)
+derive = importlib.import_module("symgrad.derive")
+
+ROOT = Path(__file__).resolve().parent.parent
+# a built-in, a custom activation and a custom loss: every cached kind of rule
+SPEC = """name: cached
+input: 3
+layers:
+  - {units: 4, activation: {name: soft, expr: "z / (1 + abs(z))"}}
+  - {units: 2, activation: sigmoid}
+loss: {name: bce, expr: "-(y*log(yhat) + (1 - y)*log(1 - yhat))"}
+"""
+
+
+def generate(tmp_path: Path, cache_dir: Path | None, *flags: str) -> bytes:
+    """The module `symgrad generate` writes in a fresh process (so that only the disk
+    cache, not the process's memory, can carry derived rules from run to run)."""
+    spec = tmp_path / "cached.yaml"
+    spec.write_text(SPEC)
+    env = dict(os.environ)
+    env.pop("SYMGRAD_NO_CACHE", None)
+    if cache_dir is None:
+        env["SYMGRAD_NO_CACHE"] = "1"
+    else:
+        env["SYMGRAD_CACHE_DIR"] = str(cache_dir)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "symgrad", "generate", "cached.yaml", "-o", "out", "-q"]
+        + list(flags),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return (out / "cached.py").read_bytes()
+
+
+def entries(directory: Path) -> list[Path]:
+    return sorted(directory.rglob("*.pickle"))
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path: Path) -> Path:
+    """This process's cache in an empty directory, with the memory caches emptied."""
+    directory = tmp_path / "cache"
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(directory))
+    monkeypatch.setitem(cache._state, "enabled", True)
+    for rule in (derive.activation_rule, derive.output_rule):
+        rule.cache_clear()
+    yield directory
+    for rule in (derive.activation_rule, derive.output_rule):
+        rule.cache_clear()
+
+
+def derive_nothing(monkeypatch) -> None:
+    """From here on, any derivation of an activation or a loss fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("derived again: the cache was not used")
+
+    monkeypatch.setattr(derive, "_activation_rule", refuse)
+    monkeypatch.setattr(derive, "_softmax_delta", refuse)
+    monkeypatch.setattr(derive, "seam_derivative", refuse)
+
+
+def test_same_bytes_without_the_cache_cold_and_warm(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    without = generate(tmp_path, None)
+    assert not directory.exists()
+    cold = generate(tmp_path, directory)
+    assert len(entries(directory)) == 3  # soft, sigmoid, the loss on the sigmoid
+    warm = generate(tmp_path, directory)
+    assert without == cold == warm
+    assert generate(tmp_path, directory, "--no-cache") == without
+
+
+def test_a_warm_run_derives_nothing_the_cache_holds(fresh, monkeypatch) -> None:
+    first = derive.derive(SPEC)
+    printed = [render_report(first, f) for f in ("text", "latex")] + [render(first)]
+    for rule in (derive.activation_rule, derive.output_rule):
+        rule.cache_clear()
+    derive_nothing(monkeypatch)
+    again = derive.derive(SPEC)  # the report's facts too (ReLU's rule, for comparison)
+    assert again.layers == first.layers and again.output == first.output
+    # the report prints the rules' unsimplified forms too, as they were built
+    assert [render_report(again, f) for f in ("text", "latex")] + [render(again)] == (
+        printed
+    )
+
+
+def test_damaged_or_foreign_entries_are_derived_again_and_rewritten(
+    fresh, monkeypatch
+) -> None:
+    first = derive.derive(SPEC)
+    found = entries(fresh)
+    a, b, c = (p.read_bytes() for p in found)
+    found[0].write_bytes(b"not a pickle")  # corrupt
+    found[1].write_bytes(c)  # another rule's entry, under this rule's name
+    found[2].write_bytes(c[: len(c) // 2])  # truncated
+    for rule in (derive.activation_rule, derive.output_rule):
+        rule.cache_clear()
+    again = derive.derive(SPEC)
+    assert again.layers == first.layers and again.output == first.output
+    assert [p.read_bytes() for p in found] == [a, b, c]  # rewritten
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="no file owners to check")
+def test_a_directory_others_can_write_is_not_read(fresh, monkeypatch) -> None:
+    derive.derive(SPEC)
+    for rule in (derive.activation_rule, derive.output_rule):
+        rule.cache_clear()
+    os.chmod(fresh, os.stat(fresh).st_mode | stat.S_IWOTH)
+    derive_nothing(monkeypatch)
+    with pytest.raises(AssertionError, match="derived again"):
+        derive.derive(SPEC)
+
+
+def test_no_cache_reads_and_writes_nothing(fresh, monkeypatch) -> None:
+    monkeypatch.setitem(cache._state, "enabled", False)
+    derive.derive(SPEC)
+    assert not fresh.exists()
+
+
+def test_the_key_names_what_the_rule_is_derived_from() -> None:
+    """A registered activation's definition is in the key: a test (or a plugin) that
+    registers another function under a known name does not get the old rule."""
+    from symgrad.spec.model import OpSpec
+
+    tanh = derive._activation_key(OpSpec("tanh"))
+    assert "tanh" in repr(tanh) and tanh != derive._activation_key(OpSpec("sigmoid"))
+    scaled = OpSpec("s", (("k", 2.0),), "tanh(k*z)")
+    assert derive._activation_key(scaled) != derive._activation_key(
+        OpSpec("s", (("k", 3.0),), "tanh(k*z)")
+    )
+
+
+def test_concurrent_runs_write_the_same_module(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    spec = tmp_path / "cached.yaml"
+    spec.write_text(SPEC)
+    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(directory))
+    env.pop("SYMGRAD_NO_CACHE", None)
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "symgrad", "generate", "cached.yaml"]
+            + ["-o", f"out{i}", "-q"],
+            cwd=tmp_path,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    assert [run.wait() for run in runs] == [0, 0]
+    first, second = ((tmp_path / f"out{i}" / "cached.py").read_text() for i in range(2))
+    assert first.replace("out0", "out1") == second
+    assert not list(directory.rglob("*.tmp"))
