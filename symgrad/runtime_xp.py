@@ -647,17 +647,19 @@ def train_step(params, state, X, Y, *, noise=None, rng=None, dropout=True):
     return params, state, L
 
 
-def _finite_update(xp, params, state, L, grads, statistics):
+def _finite_update(xp, params, state, L, grads, statistics, refuse=True):
     """(params, state) after the update of a step with loss L, gradients grads and
     new running statistics; with CHECK_FINITE, none of them may be NaN or inf.
 
-    Where the values are at hand (NumPy, PyTorch, CuPy, array-api-strict, eager JAX)
-    such a step is refused, as the NumPy module's step refuses it: a ValueError
-    "step refused: ..." names what is not finite, and nothing is returned (params
-    and state, never written, are the caller's as before). Where they are not
-    (under jax.jit, on Dask) the step is skipped instead, as PyTorch's GradScaler
-    skips one: xp.where keeps every array of params and state, t included, as it
-    was; a t that did not move tells it (fit checks that once an epoch).
+    With `refuse`, where the values are at hand (NumPy, PyTorch, CuPy,
+    array-api-strict, eager JAX) such a step is refused, as the NumPy module's step
+    refuses it: a ValueError "step refused: ..." names what is not finite, and
+    nothing is returned (params and state, never written, are the caller's as
+    before). Where they are not (under jax.jit, on Dask), or without `refuse` (fit's
+    own step: reading a flag each step would wait for the device each step), the
+    step is skipped instead, as PyTorch's GradScaler skips one: xp.where keeps every
+    array of params and state, t included, as it was; a t that did not move tells
+    it (fit checks that once an epoch).
     """
     if not CHECK_FINITE:
         new, state_new = _update(xp, params, grads, state)
@@ -665,7 +667,7 @@ def _finite_update(xp, params, state, L, grads, statistics):
     ok = xp.all(xp.isfinite(L))
     for a in (*grads.values(), *statistics.values()):
         ok = ok & xp.all(xp.isfinite(a))
-    known = _known(ok)
+    known = _known(ok) if refuse else None
     if known is False:
         raise _refused(xp, L, grads, statistics)
     new, state_new = _update(xp, params, grads, state)
@@ -763,11 +765,12 @@ def fit(
     line).
 
     A step whose loss, gradients or running statistics come out NaN or inf is
-    refused (see train_step): fit stops with its ValueError, and params and state
-    hold the arrays of the last step made, as the NumPy module's fit. A step under
-    jax.jit (or on Dask) skips such a step instead; fit sees that at the end of the
-    epoch (t moved less than the epoch's steps) and stops with a ValueError, params
-    and state holding the arrays after the epoch's last step.
+    skipped (params and state kept as they were, t too; see train_step), so that no
+    step waits for the device to read a flag; at the end of the epoch fit sees that
+    t moved less than the epoch's steps and stops with a ValueError, params and state
+    holding the arrays after the epoch's last step. (The NumPy module's fit stops at
+    the refused step itself.) A step that raises (train_step refusing a step, given
+    as step=) stops fit too, params and state holding the last step made.
 
     callback and early_stopping as in the NumPy module's fit: callback(epoch,
     history) returning True stops; early_stopping=N (with validation_data) stops after
@@ -795,7 +798,9 @@ def fit(
 
         def step(params, state, X, Y, noise=None):
             L, grads, statistics = _loss_and_grad(xp, params, X, Y, noise)
-            params, state = _finite_update(xp, params, state, L, grads, statistics)
+            params, state = _finite_update(
+                xp, params, state, L, grads, statistics, refuse=False
+            )
             return params, state, L
 
     steps = sum(1 for _ in _batch_ranges(X.shape[0], batch_size))  # an epoch's
