@@ -15,6 +15,7 @@ import io
 import itertools
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,7 +321,11 @@ def test_progress_on_a_terminal_is_one_line_per_epoch_redrawn(
     screen = Terminal()
     monkeypatch.setattr(sys, "stdout", screen)
     monkeypatch.setattr(m, "_REDRAW_S", 0.0)  # every batch redraws
-    fit(m, target, m.init_params(0), X, Y, epochs=3, batch_size=8, verbose=True)
+    shown = fit(m, target, m.init_params(0), X, Y, epochs=3, batch_size=8, verbose=True)
+    quiet = fit(m, target, m.init_params(0), X, Y, epochs=3, batch_size=8)
+    assert shown[2] == quiet[2]  # the display changes no number
+    for k in quiet[0]:
+        assert np.array_equal(np.asarray(shown[0][k]), np.asarray(quiet[0][k])), k
     text = screen.getvalue()
     lines = text.split("\n")
     assert len(lines) == 4 and lines[-1] == ""
@@ -528,3 +533,29 @@ def test_xp_fit_stops_after_an_epoch_with_a_step_that_overflows(module):
                 )
         for k in p:  # the skipped step left them as the first step made them
             assert xb.relative_error(np.asarray(params[k]), p[k]) <= xb.TRAIN_RTOL, k
+
+
+# --- the docs ---------------------------------------------------------------------------------
+
+
+def test_the_example_in_the_docs_runs(tmp_path, monkeypatch, capsys):
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "docs" / "generated-module.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```python\n(# docs/generated-module.md.*?)```", text, re.S)
+    package = tmp_path / "generated"
+    symgrad.generate(root / "examples" / "iris.yaml", package)
+    (package / "__init__.py").write_text("")
+    for name in ("generated", "generated.iris"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    scope: dict = {}
+    exec(compile(block, "docs/generated-module.md", "exec"), scope)
+    history, best = scope["history"], scope["best"]
+    assert scope["iris"].__file__ == str(package / "iris.py")
+    lines = capsys.readouterr().out.splitlines()
+    ran = len(history["loss"])
+    assert history["stopped_early"] and best + 1 + 5 == ran < 100
+    assert len(lines) == ran + 1 and lines[0].startswith("epoch 1/100: loss ")
+    assert lines[-1].startswith(f"stopped early: restored epoch {best + 1}, the one")
+    assert history["val_loss"][best] == min(history["val_loss"])
+    assert scope["proba"].shape == (30, 3)
