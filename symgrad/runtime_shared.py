@@ -2,7 +2,8 @@
 
 A NumPy module (`<name>.py`) and its array-API twin (`<name>_xp.py`) end with the same
 runtime code wherever they do the same thing: the initial draws, predict's decision by
-task, the counts fit takes, its batches, its epoch loop and its history. That code is
+task and predict_proba, the counts and options fit takes, its batches, its epoch loop
+and its history, early stopping and callbacks, and the progress line. That code is
 this file, from the end of the configuration block on, copied verbatim into both
 modules before the target's own runtime (symgrad/runtime.py: NumPy's checks and its
 in-place step machinery; symgrad/runtime_xp.py: the namespace, Dask and jit). A test
