@@ -295,8 +295,9 @@ def _metrics(history):
     )
 
 
-def _progress(epochs, steps):
-    """(batch, epoch, say): fit's display with verbose=True, on sys.stdout.
+def _progress(verbose, epochs, steps):
+    """(batch, epoch, say): fit's display, on sys.stdout; with verbose False, three
+    functions that do nothing.
 
     On a terminal, one line per epoch that batch(epoch, b, losses) redraws in place
     with "\\r" (epoch e/E, batches b/B, the epoch's loss so far, the time since fit
@@ -310,6 +311,8 @@ def _progress(epochs, steps):
     import sys
     import time
 
+    if not verbose:
+        return _nothing, _nothing, _nothing
     stream = sys.stdout
     try:
         tty = bool(stream.isatty())
@@ -331,8 +334,6 @@ def _progress(epochs, steps):
         if shown["at"] is not None and now - shown["at"] < _REDRAW_S:
             return
         shown["at"] = now
-        if b < shown["read"]:  # a new epoch
-            shown.update(read=0, total=0.0, counted=0)
         for L, size in losses[shown["read"] :]:
             shown["total"] += float(L) * size
             shown["counted"] += size
@@ -363,6 +364,10 @@ def _progress(epochs, steps):
             print(text, file=stream)
 
     return batch, epoch, say
+
+
+def _nothing(*args):
+    pass
 
 
 def _train(
@@ -420,9 +425,8 @@ def _train(
     if early_stopping is not None:
         history["best_epoch"] = None
         history["stopped_early"] = False
-    shown, kept, waited = None, None, 0
-    if verbose:
-        shown = _progress(epochs, len(ranges))
+    show_batch, show_epoch, say = _progress(verbose, epochs, len(ranges))
+    kept, waited, ended = None, 0, "finished"
     last = -1  # the last epoch trained
     for epoch in range(epochs):
         order = np.random.default_rng(seed + epoch).permutation(n)
@@ -431,8 +435,7 @@ def _train(
         for b, (start, size) in enumerate(ranges, 1):
             params, state, L = step(params, state, *batch(start, size))
             losses.append((L, size))  # read once per epoch: no synchronisation a step
-            if shown is not None:
-                shown[0](epoch, b, losses)
+            show_batch(epoch, b, losses)
         last = epoch
         counted = sum(size for _, size in losses)
         total = sum(float(L) * size for L, size in losses)
@@ -450,20 +453,19 @@ def _train(
                 kept = keep(params, state)
             else:
                 waited += 1
-        if shown is not None:
-            shown[1](epoch, history)
+        show_epoch(epoch, history)
         if callback is not None and _stops(callback(epoch, history)):
+            ended = "stopped by the callback"
             break
         if early_stopping is not None and waited >= early_stopping:
             history["stopped_early"] = epoch + 1 < epochs
+            ended = "stopped early" if history["stopped_early"] else ended
             break
     best = history.get("best_epoch")
     if kept is not None and best != last:
         params, state = restore(params, state, kept)
-        if shown is not None:
-            why = "stopped early" if history["stopped_early"] else "finished"
-            shown[2](
-                f"{why}: restored epoch {best + 1}, the one with the lowest val_loss "
-                f"({history['val_loss'][best]:.4g})"
-            )
+        say(
+            f"{ended}: restored epoch {best + 1}, the one with the lowest val_loss "
+            f"({history['val_loss'][best]:.4g})"
+        )
     return params, state, history

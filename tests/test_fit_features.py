@@ -264,7 +264,9 @@ def test_a_callback_sees_each_epoch_and_may_stop(module, target):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_a_callback_that_stops_with_early_stopping_restores_the_best(module, target):
+def test_a_callback_that_stops_with_early_stopping_restores_the_best(
+    module, target, capsys
+):
     m = module(OVERFIT, target)
     X, Y, validation = overfit_data()
     kwargs = {"batch_size": 6, "validation_data": validation}
@@ -277,11 +279,14 @@ def test_a_callback_that_stops_with_early_stopping_restores_the_best(module, tar
         epochs=60,
         early_stopping=100,
         callback=lambda epoch, history: epoch == 8,
+        verbose=True,
         **kwargs,
     )
     assert len(history["loss"]) == 9 and history["stopped_early"] is False
     best = history["best_epoch"]
     assert best == int(np.argmin(history["val_loss"])) < 8  # not the last: restored
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith(f"stopped by the callback: restored epoch {best + 1}, ")
     again, _, _ = fit(m, target, m.init_params(0), X, Y, epochs=best + 1, **kwargs)
     for k in params:
         assert np.array_equal(np.asarray(params[k]), np.asarray(again[k])), k
