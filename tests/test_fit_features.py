@@ -195,6 +195,38 @@ def test_early_stopping_gives_the_numpy_modules_numbers_in_both_modules(module):
         assert xb.relative_error(np.asarray(p_xp[k]), p_np[k]) <= xb.TRAIN_RTOL, k
 
 
+@pytest.mark.parametrize(
+    "backend",
+    xb.pytest_params(lambda b: b.name in ("array-api-strict", "torch-cpu", "jax-jit")),
+)
+def test_early_stopping_on_other_array_libraries(module, backend):
+    """The array-API module's early stopping holds the best epoch's arrays of any
+    library (and, under jax.jit, of a compiled step): the NumPy module's numbers."""
+    xp_module, np_module = module(OVERFIT, "array-api"), module(OVERFIT)
+    X, Y, (X_val, Y_val) = overfit_data()
+    kwargs = {"epochs": 40, "batch_size": 6, "early_stopping": 3}
+    p_np = np_module.init_params(0)
+    want = np_module.fit(p_np, X, Y, validation_data=(X_val, Y_val), **kwargs)
+    assert want["stopped_early"]
+    with backend.context():
+        params = xp_module.init_params(
+            0, xp=backend.xp, device=backend.device, dtype=backend.dtype("float64")
+        )
+        if backend.name == "jax-jit":
+            kwargs["step"] = backend.call(xp_module.train_step)
+        params, _, got = xp_module.fit(
+            params,
+            backend.data(X),
+            backend.data(Y),
+            validation_data=(backend.data(X_val), backend.data(Y_val)),
+            **kwargs,
+        )
+        params = backend.back(params)
+    assert got["best_epoch"] == want["best_epoch"] and got["stopped_early"]
+    for k in p_np:
+        assert xb.relative_error(params[k], p_np[k]) <= xb.TRAIN_RTOL, k
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_early_stopping_after_the_last_epoch_still_restores_the_best(module, target):
     m = module(OVERFIT, target)
