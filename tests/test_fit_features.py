@@ -121,7 +121,7 @@ def overfit_data():
     return X, Y, noisy_line(50, rng)
 
 
-def state_arrays(module, target, state):
+def state_arrays(module, state):
     """What the state holds of an epoch: t and the optimizer's arrays, as NumPy."""
     out = {"t": int(state["t"])}
     for key in module.MOMENTS:
@@ -167,7 +167,7 @@ def test_early_stopping_restores_the_best_epoch_as_a_run_stopped_there(module, t
     for k in params:  # the running statistics (mean, var of batchnorm) too
         assert np.asarray(params[k]).tobytes() == np.asarray(again[k]).tobytes(), k
     assert {"mean2", "var2"} <= set(m.BUFFER_NAMES)
-    got, want = (state_arrays(m, target, s) for s in (state, again_state))
+    got, want = (state_arrays(m, s) for s in (state, again_state))
     assert got.keys() == want.keys() and got["t"] == want["t"]
     for k in got:
         assert np.array_equal(got[k], want[k]), k
