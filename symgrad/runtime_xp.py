@@ -769,8 +769,10 @@ def fit(
     step waits for the device to read a flag; at the end of the epoch fit sees that
     t moved less than the epoch's steps and stops with a ValueError, params and state
     holding the arrays after the epoch's last step. (The NumPy module's fit stops at
-    the refused step itself.) A step that raises (train_step refusing a step, given
-    as step=) stops fit too, params and state holding the last step made.
+    the refused step itself.) Whatever else ends fit with an exception (train_step
+    refusing a step, given as step=; a callback raising; Ctrl-C) leaves the arrays
+    of the last step made in params and state, as the NumPy module's in-place fit
+    does.
 
     callback and early_stopping as in the NumPy module's fit: callback(epoch,
     history) returning True stops; early_stopping=N (with validation_data) stops after

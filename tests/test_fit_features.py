@@ -325,6 +325,31 @@ def test_a_callback_that_stops_with_early_stopping_restores_the_best(
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_an_interrupted_fit_keeps_what_it_trained(module, target):
+    """Ctrl-C (here from the callback) ends fit with the arrays of its last step in
+    the caller's dicts: in place in the NumPy module, stored by the array-API one."""
+    m = module(CLASSES, target)
+    X, Y = classes_data()
+
+    def interrupt(epoch, history):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    params, state = m.init_params(0), None
+    if target == "array-api":
+        state = m.init_state(params)
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(params, X, Y, epochs=5, batch_size=8, callback=interrupt, state=state)
+    again, again_state, _ = fit(
+        m, target, m.init_params(0), X, Y, epochs=2, batch_size=8
+    )
+    for k in params:
+        assert np.array_equal(np.asarray(params[k]), np.asarray(again[k])), k
+    if state is not None:
+        assert int(state["t"]) == int(again_state["t"]) == 2 * 5
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_a_callback_is_checked(module, target):
     m = module(CLASSES, target)
     X, Y = classes_data()
