@@ -183,7 +183,7 @@ def _notes(buffers: bool, plan: Plan) -> list[str]:
         "(symgrad/runtime_shared.py, shared with the array-API module, then "
         "symgrad/runtime.py; configured by the constants above): the checks of "
         "params, X and Y, init_params, forward, loss, loss_and_grad, predict, "
-        "save_params, load_params, init_state, step and fit."
+        "predict_proba, save_params, load_params, init_state, step and fit."
     )
     notes.append(textwrap.fill(runtime, DOC_WIDTH))
     return notes

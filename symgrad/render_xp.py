@@ -113,7 +113,8 @@ def _notes(plan: Plan, buffers: bool, dropout: bool) -> list[str]:
         "then symgrad/runtime_xp.py; configured by the constants above): the "
         "namespace, the checks of params, X and Y (values only where they are at "
         "hand: not under jax.jit, not on Dask), init_params, forward, loss, "
-        "loss_and_grad, predict, draw_noise, init_state, update, train_step and fit."
+        "loss_and_grad, predict, predict_proba, draw_noise, init_state, update, "
+        "train_step and fit."
     )
     del plan
     return [textwrap.fill(n, DOC_WIDTH) for n in notes]

@@ -36,6 +36,7 @@ from symgrad.runtime_shared import (
     _KEYS,
     _SHAPES,
     _fit_counts,
+    _fit_options,
     _initial_values,
     _train,
     _training_batch,
@@ -760,6 +761,8 @@ def fit(
     verbose=False,
     validation_data=None,
     state=None,
+    early_stopping=None,
+    callback=None,
 ):
     """Mini-batch training with `step`, in place; returns the per-epoch history.
 
@@ -769,13 +772,27 @@ def fit(
     of the batch losses, weighted by batch size; for classifiers (TASK "classes" or
     "binary") history["accuracy"] is measured on all of X after the epoch. With
     validation_data=(X_val, Y_val), "val_loss" (and "val_accuracy") are recorded too.
-    verbose prints one line per epoch. Pass the `state` of an earlier call to go on
-    training with its optimizer state (and its dropout generator: a new state's is
-    seeded with seed). A step refused for a loss or gradients that come out NaN or
-    inf (see step) stops fit with step's ValueError: params, and the state's t,
-    optimizer arrays and generator, are then those of the last step made.
+    verbose=True shows the progress: on a terminal one line per epoch, redrawn as
+    the batches go (epoch, batches, loss, time, ETA), elsewhere one line per epoch
+    when it ends. Pass the `state` of an earlier call to go on training with its
+    optimizer state (and its dropout generator: a new state's is seeded with seed).
+    A step refused for a loss or gradients that come out NaN or inf (see step) stops
+    fit with step's ValueError: params, and the state's t, optimizer arrays and
+    generator, are then those of the last step made.
+
+    callback(epoch, history) runs after each epoch (epoch from 0; history holds its
+    numbers); returning True stops training. early_stopping=N (with validation_data)
+    stops after N epochs in a row without a lower val_loss than the best so far, and
+    at the end, however training ended, puts back into params and state what the
+    best epoch left: every array of params (the running statistics too), and the
+    state's t, optimizer arrays and dropout generator, in place, as if fit had
+    trained best_epoch + 1 epochs (state["grads"] and the work arrays are not
+    restored: the next step overwrites them). history["best_epoch"] is the best
+    epoch's index in history's lists; history["stopped_early"] says whether early
+    stopping ended training before `epochs`.
     """
     epochs, batch_size, seed = _fit_counts(epochs, batch_size, seed)
+    early_stopping, callback = _fit_options(early_stopping, callback, validation_data)
     X = _inputs(params, X)
     n = X.shape[0]
     if np.shape(Y)[:1] != (n,):
@@ -826,5 +843,29 @@ def fit(
         verbose=verbose,
         batches=batches,
         step=train,
+        early_stopping=early_stopping,
+        callback=callback,
+        keep=_keep,
+        restore=_restore,
     )
     return history
+
+
+def _keep(params, state):
+    """Copies of what an epoch leaves in params and state (see fit)."""
+    arrays = {k: params[k] for k in _KEYS}
+    for key in MOMENTS:
+        arrays.update({(key, k): state[key][k] for k in PARAM_NAMES})
+    copies = {k: a.copy() for k, a in arrays.items()}
+    drawn = state["rng"].bit_generator.state if DROPOUT else None
+    return {"arrays": copies, "t": state["t"], "drawn": drawn}
+
+
+def _restore(params, state, kept):
+    """params and state as _keep found them, written into their arrays."""
+    for k, a in kept["arrays"].items():
+        np.copyto(state[k[0]][k[1]] if isinstance(k, tuple) else params[k], a)
+    state["t"] = kept["t"]
+    if DROPOUT:
+        state["rng"].bit_generator.state = kept["drawn"]
+    return params, state

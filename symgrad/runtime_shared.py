@@ -2,7 +2,8 @@
 
 A NumPy module (`<name>.py`) and its array-API twin (`<name>_xp.py`) end with the same
 runtime code wherever they do the same thing: the initial draws, predict's decision by
-task, the counts fit takes, its batches, its epoch loop and its history. That code is
+task and predict_proba, the counts and options fit takes, its batches, its epoch loop
+and its history, early stopping and callbacks, and the progress line. That code is
 this file, from the end of the configuration block on, copied verbatim into both
 modules before the target's own runtime (symgrad/runtime.py: NumPy's checks and its
 in-place step machinery; symgrad/runtime_xp.py: the namespace, Dask and jit). A test
@@ -106,6 +107,26 @@ def predict(params, X):
     "values"."""
     Yhat = forward(params, X)
     return _decide(_namespace([Yhat], "Ŷ"), Yhat)
+
+
+def predict_proba(params, X):
+    """The class probabilities of a classifier: Ŷ itself, the network's output.
+
+    TASK "classes": the softmax rows, shape (m, n_classes), each summing to 1.
+    TASK "binary": the sigmoid (or other (0, 1)) outputs, shape (m, n_out): the
+    probability of class 1 for each output, as torch.sigmoid(logits) and Keras give
+    it, so that predict(params, X) is (predict_proba(params, X) >= 0.5) entry by
+    entry (scikit-learn's (m, 2) layout of one output is hstack([1 - p, p])). A
+    network that predicts values has no probabilities: a ValueError says so.
+    """
+    if TASK not in ("classes", "binary"):
+        raise ValueError(
+            f"predict_proba is for classifiers; this network predicts values (TASK "
+            f"{TASK!r}: its loss is not a classification loss): use forward(params, X) "
+            "or predict(params, X), or set `task: binary` or `task: classes` in the "
+            "spec if the output is a probability"
+        )
+    return forward(params, X)
 
 
 def _decide(xp, Yhat):
@@ -224,6 +245,131 @@ def _trainable_batches(n, batch_size):
         )
 
 
+def _fit_options(early_stopping, callback, validation_data):
+    """fit's early_stopping (None or an int ≥ 1) and callback (None or a callable),
+    checked before anything is trained."""
+    if early_stopping is not None:
+        early_stopping = _whole(early_stopping, "early_stopping", 1)
+        if validation_data is None:
+            raise ValueError(
+                f"early_stopping={early_stopping} stops when the validation loss has "
+                f"not improved for {early_stopping} epochs: pass "
+                "validation_data=(X_val, Y_val), or leave early_stopping out"
+            )
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            "callback must be a function fn(epoch, history) (return True to stop), "
+            f"found {type(callback).__name__}"
+        )
+    return early_stopping, callback
+
+
+def _stops(answer):
+    """Whether a callback's answer says stop: True stops, False or None goes on."""
+    import numpy as np  # NumPy's bool is an answer too
+
+    if answer is None or isinstance(answer, (bool, np.bool_)):
+        return bool(answer)
+    raise TypeError(
+        "callback must return True (stop training), False or None (go on), found "
+        f"{type(answer).__name__}"
+    )
+
+
+_REDRAW_S = 0.1  # seconds between redraws of the progress line on a terminal
+
+
+def _duration(seconds):
+    """seconds as 4.2s, 3:07 or 1:02:07."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, s = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02}:{s:02}" if hours else f"{minutes}:{s:02}"
+
+
+def _metrics(history):
+    """The last epoch's numbers of history, as "loss 0.1234, accuracy 0.9"."""
+    return ", ".join(
+        f"{k} {v[-1]:.4g}" for k, v in history.items() if isinstance(v, list)
+    )
+
+
+def _progress(verbose, epochs, steps):
+    """(batch, epoch, say): fit's display, on sys.stdout; with verbose False, three
+    functions that do nothing.
+
+    On a terminal, one line per epoch that batch(epoch, b, losses) redraws in place
+    with "\\r" (epoch e/E, batches b/B, the epoch's loss so far, the time since fit
+    began and the ETA of all `epochs`, at most every _REDRAW_S seconds: each redraw
+    reads the losses, one synchronisation with the device) and epoch(e, history)
+    finishes with the epoch's numbers and time; elsewhere (a file, a pipe) only
+    epoch(e, history) writes, one line "epoch e/E: loss …" per epoch, the same text
+    in every run. say(text) writes a line of its own. The clock only changes what is
+    shown, never what is computed.
+    """
+    import sys
+    import time
+
+    if not verbose:
+        return _nothing, _nothing, _nothing
+    stream = sys.stdout
+    try:
+        tty = bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        tty = False
+    began = time.perf_counter()
+    shown = {"at": None, "width": 0, "read": 0, "total": 0.0, "counted": 0}
+
+    def draw(text, end):
+        pad = " " * max(shown["width"] - len(text), 0)
+        stream.write(f"\r{text}{pad}{end}")
+        stream.flush()
+        shown["width"] = 0 if end else len(text)
+
+    def batch(epoch, b, losses):
+        if not tty or b == steps:  # the epoch's line follows
+            return
+        now = time.perf_counter()
+        if shown["at"] is not None and now - shown["at"] < _REDRAW_S:
+            return
+        shown["at"] = now
+        for L, size in losses[shown["read"] :]:
+            shown["total"] += float(L) * size
+            shown["counted"] += size
+        shown["read"] = len(losses)
+        done = epoch * steps + b
+        elapsed = now - began
+        eta = elapsed / done * (epochs * steps - done)
+        loss = shown["total"] / max(shown["counted"], 1)
+        draw(
+            f"epoch {epoch + 1}/{epochs}: batch {b}/{steps}, loss {loss:.4g}, "
+            f"{_duration(elapsed)} elapsed, ETA {_duration(eta)}",
+            "",
+        )
+
+    def epoch(e, history):
+        shown.update(read=0, total=0.0, counted=0)
+        if tty:
+            elapsed = _duration(time.perf_counter() - began)
+            text = f"epoch {e + 1}/{epochs}: {steps}/{steps} batches, "
+            draw(f"{text}{_metrics(history)}, {elapsed}", "\n")
+        else:
+            print(f"epoch {e + 1}/{epochs}: {_metrics(history)}", file=stream)
+
+    def say(text):
+        if tty:
+            draw(text, "\n")
+        else:
+            print(text, file=stream)
+
+    return batch, epoch, say
+
+
+def _nothing(*args):
+    pass
+
+
 def _train(
     xp,
     params,
@@ -238,6 +384,10 @@ def _train(
     verbose,
     batches,
     step,
+    early_stopping=None,
+    callback=None,
+    keep=None,
+    restore=None,
 ):
     """fit's epochs on checked X and Y: (params, state, history).
 
@@ -247,12 +397,22 @@ def _train(
     loss) trains on one. history["loss"] is the mean of the batch losses, weighted by
     batch size; classifiers (TASK "classes" or "binary") get history["accuracy"] on
     all of X after each epoch, and validation=(X_val, Y_val), checked, adds "val_loss"
-    (and "val_accuracy"). verbose prints one line per epoch.
+    (and "val_accuracy"). verbose shows the progress (see _progress).
+
+    callback(epoch, history) runs after each epoch (epoch counted from 0, history
+    holding that epoch's numbers): True stops training. early_stopping=N (with
+    validation) stops after N epochs in a row without a val_loss lower than the best
+    so far (NaN is never lower); keep(params, state) -> kept copies what the best
+    epoch leaves, restore(params, state, kept) -> (params, state) brings it back at
+    the end, whether training stopped early, by the callback or after all epochs.
+    history["best_epoch"] is that epoch's index in the lists, history["stopped_early"]
+    whether early stopping ended training.
     """
     import numpy as np  # the host generator of the shuffles, also in the array-API module
 
     n = X.shape[0]
     _trainable_batches(n, batch_size)
+    ranges = list(_batch_ranges(n, batch_size))
     classifier = TASK in ("classes", "binary")
     history = {"loss": []}
     if classifier:
@@ -262,13 +422,21 @@ def _train(
         history["val_loss"] = []
         if classifier:
             history["val_accuracy"] = []
+    if early_stopping is not None:
+        history["best_epoch"] = None
+        history["stopped_early"] = False
+    show_batch, show_epoch, say = _progress(verbose, epochs, len(ranges))
+    kept, waited, ended = None, 0, "finished"
+    last = -1  # the last epoch trained
     for epoch in range(epochs):
         order = np.random.default_rng(seed + epoch).permutation(n)
         batch = batches(order)
         losses = []
-        for start, size in _batch_ranges(n, batch_size):
+        for b, (start, size) in enumerate(ranges, 1):
             params, state, L = step(params, state, *batch(start, size))
             losses.append((L, size))  # read once per epoch: no synchronisation a step
+            show_batch(epoch, b, losses)
+        last = epoch
         counted = sum(size for _, size in losses)
         total = sum(float(L) * size for L, size in losses)
         history["loss"].append(total / max(counted, 1))
@@ -278,7 +446,26 @@ def _train(
             history["val_loss"].append(_inference_loss(xp, params, X_val, Y_val))
             if classifier:
                 history["val_accuracy"].append(_accuracy(xp, params, X_val, Y_val))
-        if verbose:
-            report = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
-            print(f"epoch {epoch + 1}/{epochs}: {report}")
+        if early_stopping is not None:
+            best = history["best_epoch"]
+            if best is None or history["val_loss"][-1] < history["val_loss"][best]:
+                history["best_epoch"], waited = epoch, 0
+                kept = keep(params, state)
+            else:
+                waited += 1
+        show_epoch(epoch, history)
+        if callback is not None and _stops(callback(epoch, history)):
+            ended = "stopped by the callback"
+            break
+        if early_stopping is not None and waited >= early_stopping:
+            history["stopped_early"] = epoch + 1 < epochs
+            ended = "stopped early" if history["stopped_early"] else ended
+            break
+    best = history.get("best_epoch")
+    if kept is not None and best != last:
+        params, state = restore(params, state, kept)
+        say(
+            f"{ended}: restored epoch {best + 1}, the one with the lowest val_loss "
+            f"({history['val_loss'][best]:.4g})"
+        )
     return params, state, history

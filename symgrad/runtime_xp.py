@@ -31,7 +31,9 @@ that this file imports, lints and tests on its own (tests/test_runtime_xp.py).
 from symgrad.runtime_shared import (
     _KEYS,
     _SHAPES,
+    _batch_ranges,
     _fit_counts,
+    _fit_options,
     _initial_values,
     _train,
     _training_batch,
@@ -641,10 +643,74 @@ def train_step(params, state, X, Y, *, noise=None, rng=None, dropout=True):
     _training_batch(X.shape[0])
     noise = _noise(xp, X.dtype, X.shape[0], noise, rng, X, params, True, dropout)
     L, grads, statistics = _loss_and_grad(xp, params, X, Y, noise)
-    params, state = _update(xp, params, grads, state)
-    if statistics:
-        params = {**params, **statistics}
+    params, state = _finite_update(xp, params, state, L, grads, statistics)
     return params, state, L
+
+
+def _finite_update(xp, params, state, L, grads, statistics, refuse=True):
+    """(params, state) after the update of a step with loss L, gradients grads and
+    new running statistics; with CHECK_FINITE, none of them may be NaN or inf.
+
+    With `refuse`, where the values are at hand (NumPy, PyTorch, CuPy,
+    array-api-strict, eager JAX) such a step is refused, as the NumPy module's step
+    refuses it: a ValueError "step refused: ..." names what is not finite, and
+    nothing is returned (params and state, never written, are the caller's as
+    before). Where they are not (under jax.jit, on Dask), or without `refuse` (fit's
+    own step: reading a flag each step would wait for the device each step), the
+    step is skipped instead, as PyTorch's GradScaler skips one: xp.where keeps every
+    array of params and state, t included, as it was; a t that did not move tells
+    it (fit checks that once an epoch).
+    """
+    if not CHECK_FINITE:
+        new, state_new = _update(xp, params, grads, state)
+        return ({**new, **statistics} if statistics else new), state_new
+    ok = xp.all(xp.isfinite(L))
+    for a in (*grads.values(), *statistics.values()):
+        ok = ok & xp.all(xp.isfinite(a))
+    known = _known(ok) if refuse else None
+    if known is False:
+        raise _refused(xp, L, grads, statistics)
+    new, state_new = _update(xp, params, grads, state)
+    if statistics:
+        new = {**new, **statistics}
+    if known:
+        return new, state_new
+    return _where(xp, ok, new, params), _where(xp, ok, state_new, state)
+
+
+def _where(xp, ok, new, old):
+    """new where the 0-d flag ok is true, else old: dicts of arrays, nested."""
+    if isinstance(new, dict):
+        return {k: _where(xp, ok, v, old[k]) for k, v in new.items()}
+    return xp.where(ok, new, old)
+
+
+def _refused(xp, L, grads, statistics):
+    """The ValueError of a step refused for a loss, gradients or running statistics
+    that came out NaN or inf (the NumPy module's step says the same)."""
+
+    def bad(arrays):
+        return [k for k, a in arrays.items() if not bool(xp.all(xp.isfinite(a)))]
+
+    found = float(L)
+    what = (
+        f"the loss came out {found}"
+        if found - found != 0
+        else f"the loss was {found:.6g}"
+    )
+    parts = []
+    if bad(grads):
+        parts.append(f"the gradients of {', '.join(bad(grads))}")
+    if bad(statistics):
+        parts.append(f"the running statistics {', '.join(bad(statistics))}")
+    if parts:
+        what += f" and {' and '.join(parts)} came out NaN or inf"
+    return ValueError(
+        f"step refused: {what}; the update was skipped: no new params or state are "
+        "returned, and the ones passed in are unchanged (this module never writes into "
+        "its inputs). The numbers overflowed: scale X (standardize its columns) or "
+        "lower the learning rate (set CHECK_FINITE = False to skip this check)"
+    )
 
 
 def _persist(arrays):
@@ -672,6 +738,8 @@ def fit(
     state=None,
     step=None,
     rng=None,
+    early_stopping=None,
+    callback=None,
 ):
     """Mini-batch training, as the NumPy module's fit: it stores the trained arrays
     into `params` (and into `state` when one is given) and returns (params, state,
@@ -693,11 +761,29 @@ def fit(
     the data). Dask: X and Y are shuffled once per epoch (persisted) and the batches
     are contiguous row ranges of that, so they keep their row chunks (on their
     workers); params and state are persisted after every step. Losses are read once
-    per epoch.
+    per epoch (and, with verbose=True on a terminal, at each redraw of the progress
+    line).
+
+    A step whose loss, gradients or running statistics come out NaN or inf is
+    skipped (params and state kept as they were, t too; see train_step), so that no
+    step waits for the device to read a flag; at the end of the epoch fit sees that
+    t moved less than the epoch's steps and stops with a ValueError, params and state
+    holding the arrays after the epoch's last step. (The NumPy module's fit stops at
+    the refused step itself.) Whatever else ends fit with an exception (train_step
+    refusing a step, given as step=; a callback raising; Ctrl-C) leaves the arrays
+    of the last step made in params and state, as the NumPy module's in-place fit
+    does.
+
+    callback and early_stopping as in the NumPy module's fit: callback(epoch,
+    history) returning True stops; early_stopping=N (with validation_data) stops after
+    N epochs without a lower val_loss, and at the end params, state (t, the
+    optimizer's arrays) and rng hold what the best epoch left (history["best_epoch"],
+    history["stopped_early"]).
     """
     import numpy as np
 
     epochs, batch_size, seed = _fit_counts(epochs, batch_size, seed)
+    early_stopping, callback = _fit_options(early_stopping, callback, validation_data)
     xp, X, Y = _prepare(params, X, Y, force=True)
     given_state = state
     if state is None:
@@ -714,14 +800,42 @@ def fit(
 
         def step(params, state, X, Y, noise=None):
             L, grads, statistics = _loss_and_grad(xp, params, X, Y, noise)
-            params, state = _update(xp, params, grads, state)
-            if statistics:
-                params = {**params, **statistics}
+            params, state = _finite_update(
+                xp, params, state, L, grads, statistics, refuse=False
+            )
             return params, state, L
 
+    steps = sum(1 for _ in _batch_ranges(X.shape[0], batch_size))  # an epoch's
+    made = {"steps": 0, "t": int(state["t"]), "last": None}
+
     def train(params, state, X_batch, Y_batch):
+        made["last"] = (params, state)
         extra = {"noise": draw_noise(params, X_batch, rng)} if DROPOUT else {}
-        return _persist(step(params, state, X_batch, Y_batch, **extra))
+        params, state, L = _persist(step(params, state, X_batch, Y_batch, **extra))
+        made["last"] = (params, state)
+        made["steps"] += 1
+        if CHECK_FINITE and made["steps"] % steps == 0:  # an epoch's last step
+            moved = int(state["t"]) - made["t"]
+            if moved != made["steps"]:
+                skipped = made["steps"] - moved
+                raise ValueError(
+                    f"fit stopped: {skipped} step(s) up to epoch "
+                    f"{made['steps'] // steps} were skipped (t moved {moved} times in "
+                    f"{made['steps']} steps): their loss, gradients or running "
+                    "statistics came out NaN or inf, and a step under jax.jit (or on "
+                    "Dask) skips such a step instead of refusing it. params and state "
+                    "hold the arrays after the epoch's last step. Scale X (standardize "
+                    "its columns) or lower the learning rate"
+                )
+        return params, state, L
+
+    def keep(params, state):  # the arrays are never written: holding them is enough
+        return dict(params), state, rng.bit_generator.state if DROPOUT else None
+
+    def restore(params, state, kept):
+        if DROPOUT:
+            rng.bit_generator.state = kept[2]
+        return kept[0], kept[1]
 
     device = _device(X)
 
@@ -742,20 +856,31 @@ def fit(
 
         return batch
 
-    trained, state, history = _train(
-        xp,
-        params,
-        state,
-        X,
-        Y,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        validation=validation_data,
-        verbose=verbose,
-        batches=batches,
-        step=train,
-    )
+    try:
+        trained, state, history = _train(
+            xp,
+            params,
+            state,
+            X,
+            Y,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            validation=validation_data,
+            verbose=verbose,
+            batches=batches,
+            step=train,
+            early_stopping=early_stopping,
+            callback=callback,
+            keep=keep,
+            restore=restore,
+        )
+    except BaseException:  # as the NumPy module's fit: the last step made is kept
+        if made["last"] is not None:
+            params.update(made["last"][0])
+            if given_state is not None:
+                given_state.update(made["last"][1])
+        raise
     params.update(trained)  # in the caller's key order (jax.jit returns them sorted)
     if given_state is not None:
         given_state.update(state)

@@ -165,8 +165,14 @@ def test_the_runtime_is_the_shared_runtime_then_what_follows_the_configuration_b
     # what a module gets imports NumPy only; the file alone imports the shared runtime
     # (in a module, its code comes first instead)
     imports = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
-    # NumPy, and the standard library's zipfile (load_params reads the archive)
-    assert {alias.name for n in imports for alias in n.names} == {"numpy", "zipfile"}
+    # NumPy, and the standard library's zipfile (load_params reads the archive), sys
+    # and time (fit's progress line: where it goes, and its clock)
+    assert {alias.name for n in imports for alias in n.names} == {
+        "numpy",
+        "sys",
+        "time",
+        "zipfile",
+    }
     file_imports = [
         n
         for n in ast.walk(ast.parse(text))
@@ -600,6 +606,7 @@ def test_the_runtime_functions_have_the_documented_signatures(make):
         "loss": "(params, X, Y, *, training=False, rng=None)",
         "loss_and_grad": "(params, X, Y, *, rng=None)",
         "predict": "(params, X)",
+        "predict_proba": "(params, X)",
         "init_params": "(seed=0, dtype=<class 'numpy.float64'>)",
         "init_state": "(params, seed=0)",
         "step": "(params, state, X, Y)",
@@ -619,6 +626,8 @@ def test_the_runtime_functions_have_the_documented_signatures(make):
         "verbose",
         "validation_data",
         "state",
+        "early_stopping",
+        "callback",
     ]
 
 

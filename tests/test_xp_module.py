@@ -367,7 +367,8 @@ def test_modules_are_black_and_ruff_clean(texts, tmp_path):
 
 def test_modules_import_no_array_library_at_the_top(texts):
     """Only array_api_compat, guarded; NumPy and Dask only inside the functions that
-    need the host generator or persist."""
+    need the host generator or persist, and the standard library's sys and time
+    inside fit's progress line."""
     for name, text in texts.items():
         tree = ast.parse(text)
         top = [
@@ -382,7 +383,8 @@ def test_modules_import_no_array_library_at_the_top(texts):
             if isinstance(node, ast.Import)
             for alias in node.names
         }
-        assert inside <= {"array_api_compat", "numpy", "dask", "dask.array"}, inside
+        allowed = {"array_api_compat", "numpy", "dask", "dask.array", "sys", "time"}
+        assert inside <= allowed, inside
 
 
 def test_printed_code_is_functional_and_standard(texts):
