@@ -88,8 +88,8 @@ gradients are ready to subtract.
 After _step comes symgrad's runtime, the same in every module
 (symgrad/runtime_shared.py, shared with the array-API module, then
 symgrad/runtime.py; configured by the constants above): the checks of params, X and
-Y, init_params, forward, loss, loss_and_grad, predict, save_params, load_params,
-init_state, step and fit.
+Y, init_params, forward, loss, loss_and_grad, predict, predict_proba, save_params,
+load_params, init_state, step and fit.
 
 Regenerate with: symgrad generate examples/deep_sigmoid_ln.yaml
 """
@@ -1291,6 +1291,26 @@ def predict(params, X):
     return _decide(_namespace([Yhat], "Ŷ"), Yhat)
 
 
+def predict_proba(params, X):
+    """The class probabilities of a classifier: Ŷ itself, the network's output.
+
+    TASK "classes": the softmax rows, shape (m, n_classes), each summing to 1.
+    TASK "binary": the sigmoid (or other (0, 1)) outputs, shape (m, n_out): the
+    probability of class 1 for each output, as torch.sigmoid(logits) and Keras give
+    it, so that predict(params, X) is (predict_proba(params, X) >= 0.5) entry by
+    entry (scikit-learn's (m, 2) layout of one output is hstack([1 - p, p])). A
+    network that predicts values has no probabilities: a ValueError says so.
+    """
+    if TASK not in ("classes", "binary"):
+        raise ValueError(
+            f"predict_proba is for classifiers; this network predicts values (TASK "
+            f"{TASK!r}: its loss is not a classification loss): use forward(params, X) "
+            "or predict(params, X), or set `task: binary` or `task: classes` in the "
+            "spec if the output is a probability"
+        )
+    return forward(params, X)
+
+
 def _decide(xp, Yhat):
     if TASK == "classes":
         return xp.argmax(Yhat, axis=1)
@@ -1407,6 +1427,131 @@ def _trainable_batches(n, batch_size):
         )
 
 
+def _fit_options(early_stopping, callback, validation_data):
+    """fit's early_stopping (None or an int ≥ 1) and callback (None or a callable),
+    checked before anything is trained."""
+    if early_stopping is not None:
+        early_stopping = _whole(early_stopping, "early_stopping", 1)
+        if validation_data is None:
+            raise ValueError(
+                f"early_stopping={early_stopping} stops when the validation loss has "
+                f"not improved for {early_stopping} epochs: pass "
+                "validation_data=(X_val, Y_val), or leave early_stopping out"
+            )
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            "callback must be a function fn(epoch, history) (return True to stop), "
+            f"found {type(callback).__name__}"
+        )
+    return early_stopping, callback
+
+
+def _stops(answer):
+    """Whether a callback's answer says stop: True stops, False or None goes on."""
+    import numpy as np  # NumPy's bool is an answer too
+
+    if answer is None or isinstance(answer, (bool, np.bool_)):
+        return bool(answer)
+    raise TypeError(
+        "callback must return True (stop training), False or None (go on), found "
+        f"{type(answer).__name__}"
+    )
+
+
+_REDRAW_S = 0.1  # seconds between redraws of the progress line on a terminal
+
+
+def _duration(seconds):
+    """seconds as 4.2s, 3:07 or 1:02:07."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, s = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02}:{s:02}" if hours else f"{minutes}:{s:02}"
+
+
+def _metrics(history):
+    """The last epoch's numbers of history, as "loss 0.1234, accuracy 0.9"."""
+    return ", ".join(
+        f"{k} {v[-1]:.4g}" for k, v in history.items() if isinstance(v, list)
+    )
+
+
+def _progress(verbose, epochs, steps):
+    """(batch, epoch, say): fit's display, on sys.stdout; with verbose False, three
+    functions that do nothing.
+
+    On a terminal, one line per epoch that batch(epoch, b, losses) redraws in place
+    with "\\r" (epoch e/E, batches b/B, the epoch's loss so far, the time since fit
+    began and the ETA of all `epochs`, at most every _REDRAW_S seconds: each redraw
+    reads the losses, one synchronisation with the device) and epoch(e, history)
+    finishes with the epoch's numbers and time; elsewhere (a file, a pipe) only
+    epoch(e, history) writes, one line "epoch e/E: loss …" per epoch, the same text
+    in every run. say(text) writes a line of its own. The clock only changes what is
+    shown, never what is computed.
+    """
+    import sys
+    import time
+
+    if not verbose:
+        return _nothing, _nothing, _nothing
+    stream = sys.stdout
+    try:
+        tty = bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        tty = False
+    began = time.perf_counter()
+    shown = {"at": None, "width": 0, "read": 0, "total": 0.0, "counted": 0}
+
+    def draw(text, end):
+        pad = " " * max(shown["width"] - len(text), 0)
+        stream.write(f"\r{text}{pad}{end}")
+        stream.flush()
+        shown["width"] = 0 if end else len(text)
+
+    def batch(epoch, b, losses):
+        if not tty or b == steps:  # the epoch's line follows
+            return
+        now = time.perf_counter()
+        if shown["at"] is not None and now - shown["at"] < _REDRAW_S:
+            return
+        shown["at"] = now
+        for L, size in losses[shown["read"] :]:
+            shown["total"] += float(L) * size
+            shown["counted"] += size
+        shown["read"] = len(losses)
+        done = epoch * steps + b
+        elapsed = now - began
+        eta = elapsed / done * (epochs * steps - done)
+        loss = shown["total"] / max(shown["counted"], 1)
+        draw(
+            f"epoch {epoch + 1}/{epochs}: batch {b}/{steps}, loss {loss:.4g}, "
+            f"{_duration(elapsed)} elapsed, ETA {_duration(eta)}",
+            "",
+        )
+
+    def epoch(e, history):
+        shown.update(read=0, total=0.0, counted=0)
+        if tty:
+            elapsed = _duration(time.perf_counter() - began)
+            text = f"epoch {e + 1}/{epochs}: {steps}/{steps} batches, "
+            draw(f"{text}{_metrics(history)}, {elapsed}", "\n")
+        else:
+            print(f"epoch {e + 1}/{epochs}: {_metrics(history)}", file=stream)
+
+    def say(text):
+        if tty:
+            draw(text, "\n")
+        else:
+            print(text, file=stream)
+
+    return batch, epoch, say
+
+
+def _nothing(*args):
+    pass
+
+
 def _train(
     xp,
     params,
@@ -1421,6 +1566,10 @@ def _train(
     verbose,
     batches,
     step,
+    early_stopping=None,
+    callback=None,
+    keep=None,
+    restore=None,
 ):
     """fit's epochs on checked X and Y: (params, state, history).
 
@@ -1430,12 +1579,22 @@ def _train(
     loss) trains on one. history["loss"] is the mean of the batch losses, weighted by
     batch size; classifiers (TASK "classes" or "binary") get history["accuracy"] on
     all of X after each epoch, and validation=(X_val, Y_val), checked, adds "val_loss"
-    (and "val_accuracy"). verbose prints one line per epoch.
+    (and "val_accuracy"). verbose shows the progress (see _progress).
+
+    callback(epoch, history) runs after each epoch (epoch counted from 0, history
+    holding that epoch's numbers): True stops training. early_stopping=N (with
+    validation) stops after N epochs in a row without a val_loss lower than the best
+    so far (NaN is never lower); keep(params, state) -> kept copies what the best
+    epoch leaves, restore(params, state, kept) -> (params, state) brings it back at
+    the end, whether training stopped early, by the callback or after all epochs.
+    history["best_epoch"] is that epoch's index in the lists, history["stopped_early"]
+    whether early stopping ended training.
     """
     import numpy as np  # the host generator of the shuffles, also in the array-API module
 
     n = X.shape[0]
     _trainable_batches(n, batch_size)
+    ranges = list(_batch_ranges(n, batch_size))
     classifier = TASK in ("classes", "binary")
     history = {"loss": []}
     if classifier:
@@ -1445,13 +1604,21 @@ def _train(
         history["val_loss"] = []
         if classifier:
             history["val_accuracy"] = []
+    if early_stopping is not None:
+        history["best_epoch"] = None
+        history["stopped_early"] = False
+    show_batch, show_epoch, say = _progress(verbose, epochs, len(ranges))
+    kept, waited, ended = None, 0, "finished"
+    last = -1  # the last epoch trained
     for epoch in range(epochs):
         order = np.random.default_rng(seed + epoch).permutation(n)
         batch = batches(order)
         losses = []
-        for start, size in _batch_ranges(n, batch_size):
+        for b, (start, size) in enumerate(ranges, 1):
             params, state, L = step(params, state, *batch(start, size))
             losses.append((L, size))  # read once per epoch: no synchronisation a step
+            show_batch(epoch, b, losses)
+        last = epoch
         counted = sum(size for _, size in losses)
         total = sum(float(L) * size for L, size in losses)
         history["loss"].append(total / max(counted, 1))
@@ -1461,9 +1628,28 @@ def _train(
             history["val_loss"].append(_inference_loss(xp, params, X_val, Y_val))
             if classifier:
                 history["val_accuracy"].append(_accuracy(xp, params, X_val, Y_val))
-        if verbose:
-            report = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
-            print(f"epoch {epoch + 1}/{epochs}: {report}")
+        if early_stopping is not None:
+            best = history["best_epoch"]
+            if best is None or history["val_loss"][-1] < history["val_loss"][best]:
+                history["best_epoch"], waited = epoch, 0
+                kept = keep(params, state)
+            else:
+                waited += 1
+        show_epoch(epoch, history)
+        if callback is not None and _stops(callback(epoch, history)):
+            ended = "stopped by the callback"
+            break
+        if early_stopping is not None and waited >= early_stopping:
+            history["stopped_early"] = epoch + 1 < epochs
+            ended = "stopped early" if history["stopped_early"] else ended
+            break
+    best = history.get("best_epoch")
+    if kept is not None and best != last:
+        params, state = restore(params, state, kept)
+        say(
+            f"{ended}: restored epoch {best + 1}, the one with the lowest val_loss "
+            f"({history['val_loss'][best]:.4g})"
+        )
     return params, state, history
 
 
@@ -2140,6 +2326,8 @@ def fit(
     verbose=False,
     validation_data=None,
     state=None,
+    early_stopping=None,
+    callback=None,
 ):
     """Mini-batch training with `step`, in place; returns the per-epoch history.
 
@@ -2149,13 +2337,27 @@ def fit(
     of the batch losses, weighted by batch size; for classifiers (TASK "classes" or
     "binary") history["accuracy"] is measured on all of X after the epoch. With
     validation_data=(X_val, Y_val), "val_loss" (and "val_accuracy") are recorded too.
-    verbose prints one line per epoch. Pass the `state` of an earlier call to go on
-    training with its optimizer state (and its dropout generator: a new state's is
-    seeded with seed). A step refused for a loss or gradients that come out NaN or
-    inf (see step) stops fit with step's ValueError: params, and the state's t,
-    optimizer arrays and generator, are then those of the last step made.
+    verbose=True shows the progress: on a terminal one line per epoch, redrawn as
+    the batches go (epoch, batches, loss, time, ETA), elsewhere one line per epoch
+    when it ends. Pass the `state` of an earlier call to go on training with its
+    optimizer state (and its dropout generator: a new state's is seeded with seed).
+    A step refused for a loss or gradients that come out NaN or inf (see step) stops
+    fit with step's ValueError: params, and the state's t, optimizer arrays and
+    generator, are then those of the last step made.
+
+    callback(epoch, history) runs after each epoch (epoch from 0; history holds its
+    numbers); returning True stops training. early_stopping=N (with validation_data)
+    stops after N epochs in a row without a lower val_loss than the best so far, and
+    at the end, however training ended, puts back into params and state what the
+    best epoch left: every array of params (the running statistics too), and the
+    state's t, optimizer arrays and dropout generator, in place, as if fit had
+    trained best_epoch + 1 epochs (state["grads"] and the work arrays are not
+    restored: the next step overwrites them). history["best_epoch"] is the best
+    epoch's index in history's lists; history["stopped_early"] says whether early
+    stopping ended training before `epochs`.
     """
     epochs, batch_size, seed = _fit_counts(epochs, batch_size, seed)
+    early_stopping, callback = _fit_options(early_stopping, callback, validation_data)
     X = _inputs(params, X)
     n = X.shape[0]
     if np.shape(Y)[:1] != (n,):
@@ -2206,5 +2408,29 @@ def fit(
         verbose=verbose,
         batches=batches,
         step=train,
+        early_stopping=early_stopping,
+        callback=callback,
+        keep=_keep,
+        restore=_restore,
     )
     return history
+
+
+def _keep(params, state):
+    """Copies of what an epoch leaves in params and state (see fit)."""
+    arrays = {k: params[k] for k in _KEYS}
+    for key in MOMENTS:
+        arrays.update({(key, k): state[key][k] for k in PARAM_NAMES})
+    copies = {k: a.copy() for k, a in arrays.items()}
+    drawn = state["rng"].bit_generator.state if DROPOUT else None
+    return {"arrays": copies, "t": state["t"], "drawn": drawn}
+
+
+def _restore(params, state, kept):
+    """params and state as _keep found them, written into their arrays."""
+    for k, a in kept["arrays"].items():
+        np.copyto(state[k[0]][k[1]] if isinstance(k, tuple) else params[k], a)
+    state["t"] = kept["t"]
+    if DROPOUT:
+        state["rng"].bit_generator.state = kept["drawn"]
+    return params, state
