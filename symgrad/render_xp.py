@@ -105,7 +105,8 @@ def _notes(plan: Plan, buffers: bool, dropout: bool) -> list[str]:
             "(m, NOISE[name])} (made with any library's generator, e.g. "
             "jax.random.uniform inside jax.jit), or as rng=, a NumPy Generator that "
             "draws them on the host (draw_noise: the NumPy module's masks for the "
-            "same generator). Without either, no dropout."
+            "same generator). Without either the call is refused; dropout=False "
+            "trains without the masks, explicitly."
         )
     notes.append(
         "After _update comes symgrad's array-API runtime, the same in every such "
