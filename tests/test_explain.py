@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from harness import generate_module, make_targets, perturb_biases
 
 from symgrad.derive import derive
 from symgrad.explain.evaluate import evaluate
 from symgrad.explain.module import module_of
 from symgrad.plan import build
-from harness import generate_module, make_targets, perturb_biases
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

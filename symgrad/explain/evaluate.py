@@ -42,6 +42,12 @@ class Step:
     state_before: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     state_after: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     scalars: dict[sp.Symbol, float] = field(default_factory=dict)
+    scope: dict[str, object] = field(default_factory=dict, repr=False)
+
+    def value_of(self, expr: sp.Expr) -> object:
+        """A subexpression of a statement (the terms of the loss's sum), evaluated
+        as the statements are, on the values of the step."""
+        return _eval(expr, self.scope, NumPyCode())
 
 
 def training_statements(plan: Plan, masks: bool) -> tuple[Stmt, ...]:
@@ -94,7 +100,7 @@ def evaluate(
             continue
         scope[s.target.name] = value
         values[s.target.name] = value
-    step = Step(values, stmts)
+    step = Step(values, stmts, scope=scope)
     step.after = {k: values[k] for k in params}
     step.after.update(renewed)
     _update(plan, step, scope, printer)
