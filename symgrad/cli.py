@@ -49,7 +49,7 @@ CHECK_EXAMPLES = """examples:
   symgrad check my_net.yaml --seed 3 -m 32    # other random data, a larger batch
 """
 EXPLAIN_EXAMPLES = """examples:
-  symgrad explain examples/mazur.yaml --params examples/mazur_params.yaml \\
+  symgrad explain examples/mazur.yaml --params examples/data/mazur_params.yaml \\
       --x 0.05,0.10 --y 0.01,0.99     # Mazur's step-by-step example, every number
   symgrad explain examples/xor.yaml --x "0,1;1,1" --y "1;0" --seed 3
   symgrad explain my_net.yaml --params trained.npz --data few.csv -f markdown
@@ -352,9 +352,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from .explain import explain
-    from .explain.inputs import examples
     from .spec import load_spec
+    from .worked import explain
+    from .worked.inputs import examples
 
     if args.standalone and args.format != "latex":
         raise SymgradError(

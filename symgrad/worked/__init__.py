@@ -1,5 +1,5 @@
 """The worked example: one training step of a spec's network with the numbers in every
-equation (`symgrad explain`, `symgrad.explain`).
+equation (`symgrad explain`, `symgrad.worked`).
 
 The numbers come from the Plan's statements, evaluated (evaluate.py); the layout is the
 report's document (write.py), printed as text, Markdown or LaTeX by the report's

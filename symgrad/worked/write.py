@@ -28,6 +28,7 @@ from ..sym.arrays import ReductionBase
 from .evaluate import Step
 from .scalar import Entry, Names, Shapes, entry, indices
 
+AFTER = "after:"  # in Writer.shown: a parameter after the update
 SMALL_UNITS = 4
 SMALL_LAYERS = 3
 SMALL_BATCH = 4
@@ -50,6 +51,9 @@ class Numbers:
         s = f"{float(v):.{self.digits}g}"
         return "0" if s == "-0" else s
 
+    def text_all(self, a: np.ndarray) -> tuple[str, ...]:
+        return tuple(self.text(v) for v in np.asarray(a, dtype=np.float64).ravel())
+
     def math(self, v: float, wrap: bool = False) -> Math:
         s = self.text(v)
         tex = s
@@ -66,7 +70,13 @@ class Numbers:
             return self.math(float(a))
         rows = a.reshape(1, -1) if a.ndim == 1 else a
         tex_rows = [" & ".join(self.math(v).tex for v in row) for row in rows]
-        tex = r"\begin{bmatrix}" + r" \\ ".join(tex_rows) + r"\end{bmatrix}"
+        # array, not bmatrix: amsmath's matrices stop at 10 columns
+        cols = "c" * rows.shape[1]
+        tex = (
+            rf"\left[\begin{{array}}{{{cols}}}"
+            + r" \\ ".join(tex_rows)
+            + r"\end{array}\right]"
+        )
         text_rows = ["[" + ", ".join(self.text(v) for v in row) + "]" for row in rows]
         text = text_rows[0] if a.ndim == 1 else "[" + ", ".join(text_rows) + "]"
         return Math(tex, text)
@@ -81,6 +91,8 @@ class Writer:
         self.small = small(plan, self.m)
         self.num = Numbers(digits)
         self.shapes = Shapes(plan, self.m)
+        # each value written, in order: (array, entry or None for all, its text)
+        self.shown: list[tuple[str, tuple[int, ...] | None, object]] = []
         self.names = Names(plan, self.m)
         self.view = PlanView(plan)
         self.bind = {
@@ -107,7 +119,12 @@ class Writer:
             if isinstance(s, Renew)
             else self.step.values[s.target.name]
         )
-        return Eq(eq.lhs, (*eq.steps, self.num.matrix(value)), rel=eq.rel)
+        name = AFTER + s.target.name if isinstance(s, Renew) else s.target.name
+        return Eq(eq.lhs, (*eq.steps, self.matrix(name, value)), rel=eq.rel)
+
+    def matrix(self, name: str, value: np.ndarray) -> Math:
+        self.shown.append((name, None, self.num.text_all(value)))
+        return self.num.matrix(value)
 
     def entries(self, s: Stmt) -> list[Eq]:
         expr = s.expr.xreplace(self.bind).xreplace(self.bind)
@@ -124,6 +141,7 @@ class Writer:
             e = entry(expr, idx, self.shapes, symbols)
             target = Entry(s.target.name, idx)
             value = float(np.asarray(self.step.values[s.target.name])[idx])
+            self.shown.append((s.target.name, idx, self.num.text(value)))
             eqs.append(self.written(self.names(target), e, symbols, value))
         return eqs
 
@@ -307,11 +325,16 @@ class Writer:
             eqs.append(
                 Eq(
                     Math(rf"{s.tex}({name.tex})", f"{s.text}({name.text})"),
-                    (self.num.matrix(self.step.state_after[s.key][pname]),),
+                    (
+                        self.matrix(
+                            f"{s.key}:{pname}", self.step.state_after[s.key][pname]
+                        ),
+                    ),
                 )
             )
-        after = Math(name.tex + "^{+}", name.text + "⁺")
-        eqs.append(Eq(after, (self.num.matrix(self.step.after[pname]),), note="after"))
+        after = Math("{" + name.tex + "}^{+}", name.text + "⁺")
+        value = self.matrix(AFTER + pname, self.step.after[pname])
+        eqs.append(Eq(after, (value,), note="after"))
         return eqs
 
     def update_param(self, pname: str, rule: _Rule) -> list[Eq]:
@@ -337,11 +360,13 @@ class Writer:
                 nums = {sym: self.num.math(v, wrap=True) for sym, v in values.items()}
                 if a.target == up.param:
                     after = float(self.step.after[pname][idx])
+                    self.shown.append((AFTER + pname, idx, self.num.text(after)))
                 else:
                     key = next(s.key for s in up.state if s.symbol == a.target)
                     after = float(self.step.state_after[key][pname][idx])
+                    self.shown.append((f"{key}:{pname}", idx, self.num.text(after)))
                 old = names[a.target]
-                new = Math(old.tex + "^{+}", old.text + "⁺")
+                new = Math("{" + old.tex + "}^{+}", old.text + "⁺")
                 eqs.append(
                     Eq(
                         new,
