@@ -14,6 +14,8 @@ text, Markdown or LaTeX.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import sympy as sp
 
@@ -26,7 +28,7 @@ from ..report.plan_view import PlanView
 from ..report.printing import Latex, Text
 from ..sym.arrays import ReductionBase
 from .evaluate import Step
-from .scalar import Entry, Names, Shapes, entry, indices
+from .scalar import SUBSCRIPT, SUPERSCRIPT, Entry, Names, Shapes, entry, indices
 
 AFTER = "after:"  # in Writer.shown: a parameter after the update
 SMALL_UNITS = 4
@@ -133,52 +135,72 @@ class Writer:
         shape = self.shapes.of(s.target)
         weight = s.target.name in self.names.param_of and len(shape) == 2
         eqs: list[Eq] = []
-        for total in sorted(expr.atoms(ReductionBase), key=sp.default_sort_key):
-            if total.axis is None:
-                eqs += self.terms(total)
+        extra: dict[sp.Symbol, tuple[Math, float]] = {}
+        if not s.add:  # the loss: its terms ℓ first, then their sum
+            for total in sorted(expr.atoms(ReductionBase), key=sp.default_sort_key):
+                if total.axis is None:
+                    written, terms = self.terms(total)
+                    eqs += written
+                    extra.update(terms)
+                    # unevaluated: SymPy would spread the 1/m over the terms
+                    expr = expr.xreplace({total: sp.UnevaluatedExpr(sp.Add(*terms))})
         for idx in indices(shape, weight=weight):
             symbols: dict[sp.Symbol, Entry] = {}
             e = entry(expr, idx, self.shapes, symbols)
             target = Entry(s.target.name, idx)
             value = float(np.asarray(self.step.values[s.target.name])[idx])
             self.shown.append((s.target.name, idx, self.num.text(value)))
-            eqs.append(self.written(self.names(target), e, symbols, value))
+            eqs.append(self.written(self.names(target), e, symbols, value, extra))
         return eqs
 
-    def terms(self, total: ReductionBase) -> list[Eq]:
-        """Each term of a sum over the batch and the outputs (the loss's ℓ), named ℓ."""
+    def terms(
+        self, total: ReductionBase
+    ) -> tuple[list[Eq], dict[sp.Symbol, tuple[Math, float]]]:
+        """Each term of a sum over the batch and the outputs (the loss's ℓ), named ℓ,
+        and the symbols that stand for them in the sum."""
         inner = total.args[0]
         values = np.broadcast_to(
             np.asarray(self.step.value_of(inner), dtype=np.float64),
             self.shapes.of(inner),
         )
         eqs = []
+        terms: dict[sp.Symbol, tuple[Math, float]] = {}
         for idx in indices(values.shape):
             symbols: dict[sp.Symbol, Entry] = {}
             e = entry(inner, idx, self.shapes, symbols)
             name = self.term_name(idx)
             eqs.append(self.written(name, e, symbols, float(values[idx])))
-        return eqs
+            term = sp.Symbol(f"1ell[{','.join(map(str, idx))}]", real=True)
+            terms[term] = (name, float(values[idx]))
+        return eqs, terms
 
     def term_name(self, idx: tuple[int, ...]) -> Math:
         n, k = (idx + (0, 0))[:2] if len(idx) == 2 else (0, idx[0] if idx else 0)
         example = f"({n + 1})" if self.m > 1 else ""
-        from .scalar import SUBSCRIPT, SUPERSCRIPT
-
         tex = r"\ell" + (f"^{{{example}}}" if example else "") + f"_{{{k + 1}}}"
         return Math(
             tex, "ℓ" + str(k + 1).translate(SUBSCRIPT) + example.translate(SUPERSCRIPT)
         )
 
     def written(
-        self, lhs: Math, e: sp.Expr, symbols: dict[sp.Symbol, Entry], value: float
+        self,
+        lhs: Math,
+        e: sp.Expr,
+        symbols: dict[sp.Symbol, Entry],
+        value: float,
+        extra: dict[sp.Symbol, tuple[Math, float]] | None = None,
     ) -> Eq:
-        """lhs = e with names = e with numbers = value (steps that repeat are left out)."""
-        tex_names = {sym: self.names(ent).tex for sym, ent in symbols.items()}
-        text_names = {sym: self.names(ent).text for sym, ent in symbols.items()}
+        """lhs = e with names = e with numbers = value (steps that repeat are left out);
+        `extra`: symbols of e that are no entry (the loss's terms), named and valued."""
+        known = {
+            sym: (self.names(ent), self._entry_value(ent))
+            for sym, ent in symbols.items()
+        }
+        known.update(extra or {})
+        tex_names = {sym: name.tex for sym, (name, _) in known.items()}
+        text_names = {sym: name.text for sym, (name, _) in known.items()}
         tex_nums, text_nums = {}, {}
-        for sym, ent in symbols.items():
-            v = self._entry_value(ent)
+        for sym, (_, v) in known.items():
             number = self.num.math(v, wrap=True)
             tex_nums[sym], text_nums[sym] = number.tex, number.text
         named = _math(e, tex_names, text_names)
@@ -204,7 +226,7 @@ class Writer:
             intro.append(
                 para(
                     "Weights are numbered layer by layer, neuron by neuron: ",
-                    self.weight_list(),
+                    *self.weight_list(),
                     ". Superscripts name the layer",
                     ", and (n) the example." if self.m > 1 else ".",
                 )
@@ -252,14 +274,16 @@ class Writer:
             Eq(Math("Y", "Y"), (self.num.matrix(Y if self.m > 1 else Y[0]),)),
         )
 
-    def weight_list(self) -> Math:
+    def weight_list(self) -> list[Math | str]:
+        """w₁ = W1[1,1], w₂ = W1[2,1], ...: each a formula, so that lines break
+        between them."""
         parts: list[Math | str] = []
         for name, idx in self.names.weights:
             if parts:
                 parts.append(", ")
             w = self.names(Entry(name, idx))
-            parts += [w, f" = {name}[{idx[0] + 1},{idx[1] + 1}]"]
-        return cat(*parts)
+            parts.append(cat(w, f" = {name}[{idx[0] + 1},{idx[1] + 1}]"))
+        return parts
 
     # ------------------------------------------------------------ the update
 
@@ -429,8 +453,15 @@ class _Text(Text):
         return _products_first(super()._as_ordered_terms(expr, order))
 
 
+# a negative number in parentheses, inside a function's own: exp((-0.5)) -> exp(-0.5)
+_TWICE_TEXT = re.compile(r"\(\((-[^()]*)\)\)")
+_TWICE_TEX = re.compile(r"\\left\(\\left\((-[^()]*)\\right\)\\right\)")
+
+
 def _math(e: sp.Expr, tex: dict, text: dict) -> Math:
-    return Math(_Latex(tex).doprint(e), _Text(text).doprint(e).replace(" - ", " − "))
+    latex = _TWICE_TEX.sub(r"\\left(\1\\right)", _Latex(tex).doprint(e))
+    plain = _TWICE_TEXT.sub(r"(\1)", _Text(text).doprint(e))
+    return Math(latex, plain.replace(" - ", " − "))
 
 
 def _merge(blocks: list) -> list:
