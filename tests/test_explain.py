@@ -7,7 +7,9 @@ example spec and a batch.
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -418,3 +420,43 @@ def test_same_input_same_bytes() -> None:
     a = symgrad.explain(spec, params, [0.05, 0.1], [0.01, 0.99], "latex")
     b = symgrad.explain(spec, params, [0.05, 0.1], [0.01, 0.99], "latex")
     assert a == b
+
+
+# ------------------------------------------------------------------ the tutorial
+
+DOC = ROOT / "docs" / "worked-example.md"
+
+
+def doc_blocks() -> list[tuple[str, str]]:
+    return re.findall(r"^```(\w*)\n(.*?)^```$", DOC.read_text(), flags=re.S | re.M)
+
+
+def uncommented(text: str) -> str:
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    return "\n".join(lines).strip() + "\n"
+
+
+def test_tutorial_shows_the_files_it_uses() -> None:
+    yaml_blocks = [text for language, text in doc_blocks() if language == "yaml"]
+    spec = uncommented((ROOT / "examples" / "mazur.yaml").read_text())
+    params = uncommented((ROOT / "examples" / "data" / "mazur_params.yaml").read_text())
+    assert yaml_blocks == [spec, params]
+
+
+def test_tutorial_command_prints_what_it_shows(capsys) -> None:
+    from test_examples import same_output
+
+    (console,) = [text for language, text in doc_blocks() if language == "console"]
+    command, _, shown = console.partition("\n")
+    words = shlex.split(command.removeprefix("$ "))
+    assert words[0] == "symgrad"
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        assert main(words[1:]) == 0
+    finally:
+        os.chdir(cwd)
+    printed = capsys.readouterr().out
+    assert same_output(
+        printed, shown
+    ), f"docs/worked-example.md shows\n{shown}\nbut the command now prints\n{printed}"
