@@ -64,6 +64,7 @@ def explain(
     *,
     seed: int = 0,
     standalone: bool = False,
+    figure: "str | os.PathLike[str] | None" = None,
 ) -> str:
     """One training step of the spec's network on X, Y, written out with the numbers
     in every equation (the worked example of `symgrad explain`): text, "markdown" or
@@ -72,7 +73,15 @@ def explain(
     from .worked import explain as _explain
 
     return _explain(
-        spec, params, X, Y, format, digits, seed=seed, standalone=standalone
+        spec,
+        params,
+        X,
+        Y,
+        format,
+        digits,
+        seed=seed,
+        standalone=standalone,
+        figure=figure,
     )
 
 

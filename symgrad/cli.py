@@ -250,6 +250,12 @@ def _parser() -> argparse.ArgumentParser:
         help="write to FILE instead of standard output",
     )
     exp.add_argument(
+        "--figure",
+        metavar="FILE",
+        help="also draw the network with the step's numbers (.png or .svg; needs "
+        'matplotlib: pip install "symgrad[plot]")',
+    )
+    exp.add_argument(
         "--digits",
         type=int,
         default=9,
@@ -379,6 +385,7 @@ def _explain(args: argparse.Namespace) -> int:
         args.digits,
         seed=args.seed,
         standalone=args.standalone,
+        figure=args.figure,
     )
     return _write(document, args.output, args.format)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -460,3 +461,36 @@ def test_tutorial_command_prints_what_it_shows(capsys) -> None:
     assert same_output(
         printed, shown
     ), f"docs/worked-example.md shows\n{shown}\nbut the command now prints\n{printed}"
+
+
+# ------------------------------------------------------------------ the figure
+
+
+def test_figure_is_written_with_the_steps_numbers(tmp_path: Path, capsys) -> None:
+    pytest.importorskip(
+        "matplotlib", reason='the plot extra: pip install "symgrad[plot]"'
+    )
+    svg = tmp_path / "fig" / "mazur.svg"
+    assert main(MAZUR_COMMAND + ["--figure", str(svg), "--digits", "4"]) == 0
+    text = svg.read_text()
+    for shown in ("0.5933", "0.7514", "0.08217", "w₅", "0.4", "δ 0.1385"):
+        assert shown in text, shown  # the SVG holds its text as text
+    again = tmp_path / "again.svg"
+    assert main(MAZUR_COMMAND + ["--figure", str(again), "--digits", "4"]) == 0
+    assert again.read_bytes() == svg.read_bytes()
+    png = tmp_path / "mazur.png"
+    assert main(MAZUR_COMMAND + ["--figure", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_figure_mistakes_get_one_message(tmp_path: Path, capsys, monkeypatch) -> None:
+    code, err = run(MAZUR_COMMAND + ["--figure", str(tmp_path / "f.pdf")], capsys)
+    assert code == 2 and "--figure writes a .png or an .svg file" in err
+    xor = str(ROOT / "examples" / "breast_cancer.yaml")
+    x = ",".join(["0.1"] * 30)
+    code, err = run(["explain", xor, "--x", x, "--y", "1", "--figure", "f.png"], capsys)
+    assert code == 2 and "at most 12 units a layer" in err, err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    code, err = run(MAZUR_COMMAND + ["--figure", str(tmp_path / "f.png")], capsys)
+    assert code == 2 and 'pip install "symgrad[plot]"' in err, err

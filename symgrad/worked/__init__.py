@@ -54,6 +54,7 @@ def explain(
     *,
     seed: int = 0,
     standalone: bool = False,
+    figure: str | os.PathLike[str] | None = None,
 ) -> Explanation:
     """One training step of the spec's network on X, Y, written out with its numbers.
 
@@ -67,6 +68,8 @@ def explain(
         digits: significant digits of every printed number.
         seed: the seed of init_params (without params) and of dropout's masks.
         standalone: LaTeX only: a complete document for pdflatex.
+        figure: also draw the network with the step's numbers into this .png or
+            .svg file (needs matplotlib: the plot extra).
     """
     if format not in FORMATS:
         raise SymgradError(
@@ -110,6 +113,10 @@ def explain(
     rng = np.random.default_rng(seed) if plan.dropout else None
     step = evaluate(plan, module, params, X, Y, rng)
     writer = Writer(plan, step, digits)
+    if figure is not None:
+        from .figure import draw
+
+        draw(writer.names, step, figure, min(digits, 4))
     report = writer.report()
     if format == "latex":
         text = latex(report, standalone)
