@@ -358,6 +358,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from .derive import derive
     from .spec import load_spec
     from .worked import explain
     from .worked.inputs import examples
@@ -374,6 +375,7 @@ def _explain(args: argparse.Namespace) -> int:
         Path(args.data) if args.data is not None else None,
         spec.input,
         spec.sizes[-1],
+        labels=derive(spec).out.activation.vector,  # class labels: softmax's
     )
     params = Path(args.params) if args.params is not None else None
     document = explain(

@@ -494,3 +494,25 @@ def test_figure_mistakes_get_one_message(tmp_path: Path, capsys, monkeypatch) ->
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     code, err = run(MAZUR_COMMAND + ["--figure", str(tmp_path / "f.png")], capsys)
     assert code == 2 and 'pip install "symgrad[plot]"' in err, err
+
+
+def test_examples_from_a_csv_file(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "few.csv"
+    data.write_text("x1,x2,y1,y2\n0.05,0.10,0.01,0.99\n")
+    argv = MAZUR_COMMAND[:4] + ["--data", str(data)]
+    assert main(argv) == 0
+    from_csv = capsys.readouterr().out
+    assert main(MAZUR_COMMAND) == 0
+    assert capsys.readouterr().out == from_csv
+    data.write_text("0.05,0.10,0.01\n")
+    code, err = run(argv, capsys)
+    assert code == 2 and "row 1 has 3 columns; expected 2 inputs then 2 targets" in err
+    code, err = run(MAZUR_COMMAND + ["--data", str(data)], capsys)
+    assert code == 2 and "either as --x/--y or as --data" in err
+
+
+def test_a_negative_seed_is_one_message(capsys) -> None:
+    code, err = run(
+        MAZUR_COMMAND[:2] + ["--x", "1,2", "--y", "0,1", "--seed", "-1"], capsys
+    )
+    assert code == 2 and "the seed must be a whole number ≥ 0, found -1" in err, err

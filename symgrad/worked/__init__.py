@@ -85,6 +85,8 @@ def explain(
         raise SymgradError(
             f"digits must be a whole number from 1 to {MAX_DIGITS}, found {digits!r}"
         )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SymgradError(f"the seed must be a whole number ≥ 0, found {seed!r}")
     d = derive(spec)
     plan = build(d)
     module = module_of(d)

@@ -19,7 +19,7 @@ import numpy as np
 import sympy as sp
 
 from .. import naming as nm
-from ..plan import L2, Condition, Draw, Plan, Renew, Stmt, flatten, resolve
+from ..plan import Condition, Draw, Plan, Renew, Stmt, flatten, resolve
 from ..sym.code import DTYPE, NumPyCode
 
 
@@ -135,8 +135,6 @@ def _update(
         g = step.values[plan.grads[param.name].name]
         env = dict(local)
         env[up.param.name], env[up.grad.name] = p, g
-        if plan.l2:
-            env[L2.name] = float(plan.derivation.spec.l2)
         for s in up.state:
             zero = np.zeros_like(p)
             env[s.symbol.name] = zero

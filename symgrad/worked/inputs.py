@@ -191,13 +191,19 @@ def _number(item: str, where: str) -> float:
 
 
 def examples(
-    x: str | None, y: str | None, data: Path | None, n_in: int, n_out: int
+    x: str | None,
+    y: str | None,
+    data: Path | None,
+    n_in: int,
+    n_out: int,
+    labels: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """X (m, n_in) and Y (m, n_out), or labels (m,), from --x/--y or --data."""
+    """X (m, n_in) and Y (m, n_out), or class labels (m,) where the network takes
+    them (`labels`), from --x/--y or --data."""
     if data is not None:
         if x is not None or y is not None:
             raise SymgradError("give the examples either as --x/--y or as --data")
-        return _csv(data, n_in, n_out)
+        return _csv(data, n_in, n_out, labels)
     if x is None or y is None:
         raise SymgradError(
             "give the example: --x with its inputs and --y with its targets"
@@ -214,11 +220,11 @@ def examples(
             f"--x gives {len(xs)} examples and --y {len(ys)}: give one target per"
             " example"
         )
-    return np.array(xs), _targets(ys, n_out, "--y")
+    return np.array(xs), _targets(ys, n_out, labels, "--y")
 
 
-def _targets(ys: list[list[float]], n_out: int, where: str) -> np.ndarray:
-    if all(len(r) == 1 for r in ys) and n_out > 1:  # class labels
+def _targets(ys: list[list[float]], n_out: int, labels: bool, where: str) -> np.ndarray:
+    if labels and all(len(r) == 1 for r in ys):  # class labels
         return np.array([r[0] for r in ys])
     for n, row in enumerate(ys, 1):
         if len(row) != n_out:
@@ -229,7 +235,9 @@ def _targets(ys: list[list[float]], n_out: int, where: str) -> np.ndarray:
     return np.array(ys)
 
 
-def _csv(path: Path, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+def _csv(
+    path: Path, n_in: int, n_out: int, labels: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """A CSV file's rows: the inputs, then the targets (or one class label)."""
     try:
         data = files.read_bounded(path, MAX_CSV_BYTES)
@@ -252,17 +260,17 @@ def _csv(path: Path, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for n, line in enumerate(lines, 1):
         cells = line.split(",")
-        if len(cells) not in (n_in + n_out, n_in + 1):
+        if len(cells) not in (n_in + n_out, n_in + 1 if labels else n_in + n_out):
             raise SymgradError(
                 f"{path}: row {n} has {len(cells)} columns; expected {n_in} inputs"
-                f" then {n_out} targets (or one class label)"
+                f" then {n_out} targets" + (" (or one class label)" if labels else "")
             )
         row = [
             _number(c, f"{path}: row {n}, column {k}") for k, c in enumerate(cells, 1)
         ]
         xs.append(row[:n_in])
         ys.append(row[n_in:])
-    return np.array(xs), _targets(ys, n_out, str(path))
+    return np.array(xs), _targets(ys, n_out, labels, str(path))
 
 
 def _numeric(line: str) -> bool:

@@ -38,8 +38,8 @@ class Entry:
 
     @property
     def symbol(self) -> sp.Symbol:
-        # parameters sort first, so that products read w₁·x₁ as textbooks write them
-        rank = "0" if self.array[:1].isupper() and self.array[:1] == "W" else "1"
+        # weights sort first, so that products read w₁·x₁ as textbooks write them
+        rank = "0" if self.array.startswith("W") else "1"
         return sp.Symbol(
             f"{rank}{self.array}[{','.join(map(str, self.index))}]", real=True
         )

@@ -20,7 +20,7 @@ import numpy as np
 import sympy as sp
 
 from .. import naming as nm
-from ..plan import SCALE, Draw, Plan, Renew, Stmt, Update, arr
+from ..plan import BATCH, SCALE, Draw, Plan, Renew, Stmt, Update, arr
 from ..report.document import D as display
 from ..report.document import Display, Eq, Math, Para, Report, Section, cat
 from ..report.document import P as para
@@ -97,10 +97,7 @@ class Writer:
         self.shown: list[tuple[str, tuple[int, ...] | None, object]] = []
         self.names = Names(plan, self.m)
         self.view = PlanView(plan)
-        self.bind = {
-            SCALE: 1 / sp.Integer(self.m),
-            sp.Symbol(nm.BATCH, positive=True, integer=True): sp.Integer(self.m),
-        }
+        self.bind = {SCALE: 1 / sp.Integer(self.m), BATCH: sp.Integer(self.m)}
         self.bind.update(plan.bindings("grad"))
 
     # ------------------------------------------------------------ one statement
@@ -252,10 +249,7 @@ class Writer:
     def phase(self, stmts) -> list:
         blocks: list = []
         for s in stmts:
-            eqs = self.statement(s)
-            if s.note:
-                pass
-            blocks.append(display(*eqs))
+            blocks.append(display(*self.statement(s)))
         return _merge(blocks)
 
     def network_para(self) -> Para:
