@@ -20,7 +20,7 @@ import numpy as np
 import sympy as sp
 
 from .. import naming as nm
-from ..plan import BATCH, SCALE, Draw, Plan, Renew, Stmt, Update, arr
+from ..plan import BATCH, LOSS, SCALE, Draw, Plan, Renew, Stmt, Update, arr, section
 from ..report.document import D as display
 from ..report.document import Display, Eq, Math, Para, Report, Section, cat
 from ..report.document import P as para
@@ -246,11 +246,29 @@ class Writer:
     def backward_stmts(self) -> list[Stmt]:
         return [s for s in self.step.stmts if s.phase == "backward"]
 
-    def phase(self, stmts) -> list:
+    def phase(self, stmts: list[Stmt] | tuple[Stmt, ...]) -> list:
+        """The statements, each layer's under a line that names the layer; per
+        neuron, each statement's entries under its equation in matrices."""
+        titles = {
+            section(r): f"Layer {r.index}: {_ascii(r.title)}."
+            for r in self.plan.derivation.layers
+        }
+        titles["output"] = "The output and its delta, derived for the loss:"
         blocks: list = []
+        shown = None
         for s in stmts:
-            blocks.append(display(*self.statement(s)))
-        return _merge(blocks)
+            if s.section in titles and s.section != shown:
+                blocks.append(para(titles[s.section]))
+                shown = s.section
+            eqs = self.statement(s)
+            if self.small and len(eqs) > 1 and not s.target == LOSS:
+                rule = self.view.eq(s)
+                eqs = [
+                    Eq(rule.lhs, rule.steps, rel=rule.rel, note="for each entry:"),
+                    *eqs,
+                ]
+            blocks.append(display(*eqs))
+        return blocks if self.small else _merge(blocks)  # per neuron: a block each
 
     def network_para(self) -> Para:
         d = self.plan.derivation
