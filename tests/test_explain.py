@@ -516,3 +516,21 @@ def test_a_negative_seed_is_one_message(capsys) -> None:
         MAZUR_COMMAND[:2] + ["--x", "1,2", "--y", "0,1", "--seed", "-1"], capsys
     )
     assert code == 2 and "the seed must be a whole number ≥ 0, found -1" in err, err
+
+
+def test_the_l2_term_is_added_to_the_loss_before_it(tmp_path: Path) -> None:
+    """L = ℓ terms, then L = λ/2 Σ w² + L: the second line reads the first L, the loss
+    without l2 (a module generated without l2 computes it), and ends at the loss."""
+    import symgrad
+
+    spec = SMALL[2]
+    without = generate_module({**spec, "l2": 0.0, "name": "no_l2"}, tmp_path)
+    generated = generate_module(spec, tmp_path)
+    params, X, Y = problem(generated, spec, m=1)
+    out = symgrad.explain(spec, params, X, Y, digits=6)
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("L = λ·"))
+    plain = float(without.loss_and_grad(params, X, Y)[0])
+    assert lines[at + 1].endswith(f"+ {plain:.6g}"), lines[at : at + 3]
+    full = float(generated.loss_and_grad(params, X, Y)[0])
+    assert lines[at + 2].strip() == f"= {full:.6g}"

@@ -29,8 +29,11 @@ class Step:
 
     Attributes:
         values: each array of the step by its code name: X, Y, the parameters and
-            buffers before the step, every forward value, L, every delta and gradient.
+            buffers before the step, every forward value, L, every delta and gradient
+            (a value accumulated into, L with the l2 term, as it is at the end).
         stmts: the statements evaluated, in order (blocks resolved for training).
+        assigned: the value each statement gave its target, by position in stmts.
+        added_to: for an accumulation (L += l2 term), its target's value before it.
         after: each parameter and buffer after the step.
         state_before, state_after: the optimizer's arrays, key -> param -> array.
         scalars: the update's per-step numbers (t, the settings, αₜ, ...), by symbol.
@@ -38,6 +41,8 @@ class Step:
 
     values: dict[str, np.ndarray]
     stmts: tuple[Stmt, ...]
+    assigned: list[np.ndarray]  # what each statement gave its target
+    added_to: dict[int, np.ndarray]  # an accumulation's target before it (L += ...)
     after: dict[str, np.ndarray] = field(default_factory=dict)
     state_before: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     state_after: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -90,17 +95,21 @@ def evaluate(
     bind = plan.bindings("grad")
     stmts = training_statements(plan, rng is not None)
     renewed: dict[str, np.ndarray] = {}
-    for s in stmts:
+    assigned: list[np.ndarray] = []
+    added_to: dict[int, np.ndarray] = {}
+    for i, s in enumerate(stmts):
         value = _eval(s.expr.xreplace(bind), scope, printer)
         if s.add:
+            added_to[i] = np.asarray(scope[s.target.name], dtype=np.float64)
             value = scope[s.target.name] + value
         value = np.asarray(value, dtype=np.float64)
+        assigned.append(value)
         if isinstance(s, Renew):  # a buffer's new value: the old one stays in values
             renewed[s.target.name] = value
             continue
         scope[s.target.name] = value
         values[s.target.name] = value
-    step = Step(values, stmts, scope=scope)
+    step = Step(values, stmts, assigned, added_to, scope=scope)
     step.after = {k: values[k] for k in params}
     step.after.update(renewed)
     _update(plan, step, scope, printer)

@@ -20,7 +20,7 @@ import numpy as np
 import sympy as sp
 
 from .. import naming as nm
-from ..plan import BATCH, LOSS, SCALE, Draw, Plan, Renew, Stmt, Update, arr, section
+from ..plan import BATCH, L2, LOSS, SCALE, Draw, Plan, Renew, Stmt, Update, arr, section
 from ..report.document import D as display
 from ..report.document import Display, Eq, Math, Para, Report, Section, cat
 from ..report.document import P as para
@@ -31,6 +31,7 @@ from .evaluate import Step
 from .scalar import SUBSCRIPT, SUPERSCRIPT, Entry, Names, Shapes, entry, indices
 
 AFTER = "after:"  # in Writer.shown: a parameter after the update
+PARTIAL = ":partial"  # in Writer.shown: a value before a later statement adds to it
 SMALL_UNITS = 4
 SMALL_LAYERS = 3
 SMALL_BATCH = 4
@@ -99,40 +100,52 @@ class Writer:
         self.view = PlanView(plan)
         self.bind = {SCALE: 1 / sp.Integer(self.m), BATCH: sp.Integer(self.m)}
         self.bind.update(plan.bindings("grad"))
+        # the plan's scalar symbols that a statement reads: named and valued
+        self.scalars = {L2: (Math(*nm.L2_COEFFICIENT), float(plan.derivation.spec.l2))}
 
     # ------------------------------------------------------------ one statement
 
-    def statement(self, s: Stmt) -> list[Eq]:
+    def statement(self, i: int) -> list[Eq]:
+        """The equations of the statement at position i of the step."""
+        s = self.step.stmts[i]
         if self.small and not isinstance(s, Draw | Renew):
+            shown = len(self.shown)
             try:
-                return self.entries(s)
-            except ValueError:
-                pass
-        return [self.matrix_eq(s)]
+                return self.entries(i)
+            except ValueError:  # no entry form: in matrices
+                del self.shown[shown:]
+        return [self.matrix_eq(i)]
 
-    def matrix_eq(self, s: Stmt) -> Eq:
+    def matrix_eq(self, i: int) -> Eq:
         """The statement as the report writes it, then its value."""
+        s = self.step.stmts[i]
         eq = self.view.eq(s)
-        value = (
-            self.step.after[s.target.name]
-            if isinstance(s, Renew)
-            else self.step.values[s.target.name]
-        )
-        name = AFTER + s.target.name if isinstance(s, Renew) else s.target.name
+        value = self.step.assigned[i]
+        name = AFTER + s.target.name if isinstance(s, Renew) else self.shown_name(i)
         return Eq(eq.lhs, (*eq.steps, self.matrix(name, value)), rel=eq.rel)
+
+    def shown_name(self, i: int) -> str:
+        """The name `shown` records statement i's value under: its target's, or, where
+        a later statement adds to the target (L += the l2 term), a name of its own."""
+        target = self.step.stmts[i].target
+        later = any(s.target == target for s in self.step.stmts[i + 1 :])
+        return f"{target.name}{PARTIAL}" if later else target.name
 
     def matrix(self, name: str, value: np.ndarray) -> Math:
         self.shown.append((name, None, self.num.text_all(value)))
         return self.num.matrix(value)
 
-    def entries(self, s: Stmt) -> list[Eq]:
+    def entries(self, i: int) -> list[Eq]:
+        s = self.step.stmts[i]
         expr = s.expr.xreplace(self.bind).xreplace(self.bind)
-        if s.add:
-            expr = s.target + expr
+        extra = dict(self.scalars)
+        if s.add:  # L + the l2 term, L as it was before
+            before = sp.Symbol(f"1{s.target.name}[before]", real=True)
+            expr = before + expr
+            extra[before] = (self.view.name(s.target), float(self.step.added_to[i]))
         shape = self.shapes.of(s.target)
         weight = s.target.name in self.names.param_of and len(shape) == 2
         eqs: list[Eq] = []
-        extra: dict[sp.Symbol, tuple[Math, float]] = {}
         if not s.add:  # the loss: its terms ℓ first, then their sum
             for total in sorted(expr.atoms(ReductionBase), key=sp.default_sort_key):
                 if total.axis is None:
@@ -145,8 +158,8 @@ class Writer:
             symbols: dict[sp.Symbol, Entry] = {}
             e = entry(expr, idx, self.shapes, symbols)
             target = Entry(s.target.name, idx)
-            value = float(np.asarray(self.step.values[s.target.name])[idx])
-            self.shown.append((s.target.name, idx, self.num.text(value)))
+            value = float(np.asarray(self.step.assigned[i])[idx])
+            self.shown.append((self.shown_name(i), idx, self.num.text(value)))
             eqs.append(self.written(self.names(target), e, symbols, value, extra))
         return eqs
 
@@ -229,9 +242,9 @@ class Writer:
                 )
             )
         sections = [
-            Section("Forward pass", tuple(self.phase(self.forward_stmts()))),
-            Section("Loss", tuple(self.phase(self.plan.loss))),
-            Section("Backward pass", tuple(self.phase(self.backward_stmts()))),
+            Section("Forward pass", tuple(self.phase("forward"))),
+            Section("Loss", tuple(self.phase("loss"))),
+            Section("Backward pass", tuple(self.phase("backward"))),
             Section(f"Update ({_ascii(self.plan.update.title)})", tuple(self.update())),
         ]
         return Report(
@@ -240,13 +253,10 @@ class Writer:
             tuple(sections),
         )
 
-    def forward_stmts(self) -> list[Stmt]:
-        return [s for s in self.step.stmts if s.phase == "forward"]
-
     def backward_stmts(self) -> list[Stmt]:
         return [s for s in self.step.stmts if s.phase == "backward"]
 
-    def phase(self, stmts: list[Stmt] | tuple[Stmt, ...]) -> list:
+    def phase(self, *phases: str) -> list:
         """The statements, each layer's under a line that names the layer; per
         neuron, each statement's entries under its equation in matrices."""
         titles = {
@@ -256,11 +266,13 @@ class Writer:
         titles["output"] = "The output and its delta, derived for the loss:"
         blocks: list = []
         shown = None
-        for s in stmts:
+        for i, s in enumerate(self.step.stmts):
+            if s.phase not in phases:
+                continue
             if s.section in titles and s.section != shown:
                 blocks.append(para(titles[s.section]))
                 shown = s.section
-            eqs = self.statement(s)
+            eqs = self.statement(i)
             if self.small and len(eqs) > 1 and not s.target == LOSS:
                 rule = self.view.eq(s)
                 eqs = [
