@@ -22,8 +22,9 @@ import sympy as sp
 from .. import naming as nm
 from ..plan import BATCH, L2, LOSS, SCALE, Draw, Plan, Renew, Stmt, Update, arr, section
 from ..report.document import D as display
-from ..report.document import Display, Eq, Math, Para, Report, Section, cat
+from ..report.document import Display, Eq, Math, Name, Para, Report, Section, cat
 from ..report.document import P as para
+from ..report.notation import RIGHT
 from ..report.plan_view import PlanView
 from ..report.printing import Latex, Text
 from ..sym.arrays import ReductionBase
@@ -284,11 +285,12 @@ class Writer:
 
     def network_para(self) -> Para:
         d = self.plan.derivation
-        network = " -> ".join([str(d.spec.input)] + [_ascii(r.title) for r in d.layers])
-        return para(
-            f"Network: {network}. One step of {_ascii(self.plan.update.title)} on ",
-            f"{self.m} example" + ("s" if self.m > 1 else "") + ".",
-        )
+        parts: list[Math | str] = ["Network: ", str(d.spec.input)]
+        for r in d.layers:
+            parts += [" ", RIGHT, " ", Name(r.title)]  # titles come from the spec
+        examples = f"{self.m} example" + ("s" if self.m > 1 else "")
+        title = _ascii(self.plan.update.title)
+        return para(*parts, f". One step of {title} on {examples}.")
 
     def example_display(self) -> Display:
         X = self.step.values[nm.INPUT]
