@@ -39,7 +39,7 @@ def draw(
     plan = names.plan
     d = plan.derivation
     columns = [nm.INPUT] + [nm.A(r.index) for r in d.layers]
-    sizes = [d.spec.input] + [r.units for r in d.layers]
+    sizes = list(d.spec.sizes)
     if max(sizes) > MAX_UNITS:
         raise SymgradError(
             f"--figure draws networks of at most {MAX_UNITS} units a layer; this one"

@@ -41,8 +41,13 @@ SMALL_BATCH = 4
 def small(plan: Plan, m: int) -> bool:
     """The step is written entry by entry (else in matrices)."""
     d = plan.derivation
-    sizes = [d.spec.input] + [r.units for r in d.layers]
-    return max(sizes) <= SMALL_UNITS and d.depth <= SMALL_LAYERS and m <= SMALL_BATCH
+    sizes = d.spec.sizes  # a kind without a width per unit (a conv layer, later) is big
+    return (
+        all(isinstance(n, int) for n in sizes)
+        and max(sizes) <= SMALL_UNITS
+        and d.depth <= SMALL_LAYERS
+        and m <= SMALL_BATCH
+    )
 
 
 class Numbers:
@@ -72,7 +77,8 @@ class Numbers:
         a = np.asarray(a, dtype=np.float64)
         if a.ndim == 0:
             return self.math(float(a))
-        rows = a.reshape(1, -1) if a.ndim == 1 else a
+        # a vector as one row; an array of more axes (images, later) a row per example
+        rows = a.reshape(1, -1) if a.ndim == 1 else a.reshape(a.shape[0], -1)
         tex_rows = [" & ".join(self.math(v).tex for v in row) for row in rows]
         # array, not bmatrix: amsmath's matrices stop at 10 columns
         cols = "c" * rows.shape[1]
