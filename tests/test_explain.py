@@ -124,13 +124,24 @@ def test_evaluated_plan_equals_the_module(name: str, path, tmp_path: Path) -> No
 
 def module_values(generated, params, X, Y, seed: int) -> dict[str, np.ndarray]:
     """What the generated module computes, by the names the worked example shows:
-    the loss, Ŷ and the forward values `_forward_pass` keeps, each gradient, and each
+    the loss, Ŷ and the forward values its `_forward_pass` keeps for the backward
+    pass (named as its `return` statement names them), each gradient, and each
     parameter, buffer and optimizer array after `step`."""
+    import ast
+    import inspect
+
     import symgrad.worked.write as write
 
     rng = np.random.default_rng(seed) if generated.DROPOUT else None
     loss, grads = generated.loss_and_grad(params, X, Y, rng=rng)
     out: dict[str, np.ndarray] = {"L": np.asarray(loss)}
+    tree = ast.parse(inspect.getsource(generated._forward_pass))
+    (returned,) = [n.value for n in ast.walk(tree) if isinstance(n, ast.Return)]
+    first, kept = returned.elts
+    names = [first.id] + [n.id for n in kept.elts]
+    training = generated._forward_pass(params, X, True, np.random.default_rng(seed))
+    for name, value in zip(names, [training[0], *training[1]], strict=True):
+        out[name] = value
     out.update({f"d{k}": g for k, g in grads.items()})
     updated = {k: v.copy() for k, v in params.items()}
     state = generated.init_state(updated, seed=seed)
