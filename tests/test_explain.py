@@ -256,8 +256,9 @@ def test_mazur_lines_read_as_a_textbook(capsys) -> None:
     assert "z¹₁ = w₁·x₁ + w₂·x₂ + b¹₁ = 0.15·0.05 + 0.2·0.1 + 0.35 = 0.3775" in out
     assert "a¹₁ = σ(z¹₁) = σ(0.3775) = 0.593269992" in out
     assert "ℓ₁ = (ŷ₁ − y₁)²/2 = (0.75136507 − 0.01)²/2 = 0.274811083" in out
-    assert "∂L/∂w₅ = a¹₁·δ²₁ = 0.593269992·0.138498562 = 0.0821670406" in out
-    assert "∂L/∂a¹₁ = w₅·δ²₁ + w₇·δ²₂" in out  # the hidden delta's Σₖ δₖ wⱼₖ
+    assert "∂L/∂w₅ = δ²₁·a¹₁ = 0.138498562·0.593269992 = 0.0821670406" in out
+    assert "∂L/∂a¹₁ = δ²₁·w₅ + δ²₂·w₇" in out  # the hidden delta's Σₖ δₖ wⱼₖ
+    assert "δ¹₁ = ∂L/∂a¹₁·a¹₁·(1 − a¹₁)" in out  # times σ'(z) = a(1 − a)
     assert "w₅⁺ = w₅ − η·∂L/∂w₅ = 0.4 − 0.5·0.0821670406 = 0.35891648" in out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 
@@ -35,11 +35,11 @@ class Entry:
 
     array: str
     index: Index
+    first: bool = field(default=False, compare=False)  # see Shapes.first
 
     @property
     def symbol(self) -> sp.Symbol:
-        # weights sort first, so that products read w₁·x₁ as textbooks write them
-        rank = "0" if self.array.startswith("W") else "1"
+        rank = "0" if self.first else "1"
         return sp.Symbol(
             f"{rank}{self.array}[{','.join(map(str, self.index))}]", real=True
         )
@@ -52,6 +52,11 @@ class Shapes:
         self.m = m
         self.builder = Builder(plan.derivation)
         self.builder.shapes = dict(plan.shapes)
+        # the arrays whose entries lead a product, as textbooks write them: w₁·x₁,
+        # δ²₁·a¹₁, ∂L/∂a¹₁·a¹₁·(1 − a¹₁) (SymPy orders a product's factors by name)
+        self.first = {p.name for p in plan.params if p.weight} | {
+            s.name for s, (role, _) in plan.roles.items() if role in ("delta", "back")
+        }
 
     def of(self, e: sp.Expr) -> tuple[int, ...]:
         return tuple(
@@ -79,7 +84,7 @@ def entry(
         if not shape and e.name not in shapes.builder.shapes and e != LOSS:
             return e  # a scalar symbol of the plan (m, scale, l2)
         idx = _broadcast(index, shape)
-        ent = Entry(e.name, idx)
+        ent = Entry(e.name, idx, e.name in shapes.first)
         symbols[ent.symbol] = ent
         return ent.symbol
     if e.is_Number or not e.args:
