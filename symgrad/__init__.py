@@ -100,6 +100,37 @@ def render_report(
     return _render_report(d, fmt, standalone=standalone)
 
 
+def explain(
+    spec: "SpecSource",
+    params: "dict | str | os.PathLike[str] | None",
+    X: object,
+    Y: object,
+    format: str = "text",  # noqa: A002 - the CLI's --format
+    digits: int = 9,
+    *,
+    seed: int = 0,
+    standalone: bool = False,
+    figure: "str | os.PathLike[str] | None" = None,
+) -> str:
+    """One training step of the spec's network on X, Y, written out with the numbers
+    in every equation (the worked example of `symgrad explain`): text, "markdown" or
+    "latex". The result is a str that Jupyter displays as Markdown. See
+    symgrad.worked.explain for the arguments."""
+    from .worked import explain as _explain
+
+    return _explain(
+        spec,
+        params,
+        X,
+        Y,
+        format,
+        digits,
+        seed=seed,
+        standalone=standalone,
+        figure=figure,
+    )
+
+
 _TARGETS = ("numpy", "array-api")  # what generate writes: <name>.py, <name>_xp.py
 
 
@@ -154,6 +185,7 @@ __all__ = [
     "as_spec",
     "check_gradients",
     "derive",
+    "explain",
     "generate",
     "load_spec",
     "parse_spec",

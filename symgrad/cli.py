@@ -1,8 +1,9 @@
-"""The command line: `symgrad generate | latex | check SPEC`.
+"""The command line: `symgrad generate | latex | check | explain SPEC`.
 
 `generate` writes the NumPy training module and prints a short summary of what was derived;
 `latex` prints the derivation (LaTeX, Markdown or terminal text); `check` compares the
-generated gradients with finite differences and exits 1 on a mismatch.
+generated gradients with finite differences and exits 1 on a mismatch; `explain` writes
+out one training step with its numbers (the worked example).
 
 User errors (a bad spec, a rejected expression, an unwritable directory) print as one
 line each, `FILE:LINE:COL: key.path: message (hint)`, and exit with code 2; `--debug`
@@ -46,6 +47,12 @@ LATEX_EXAMPLES = """examples:
 CHECK_EXAMPLES = """examples:
   symgrad check examples/xor.yaml             # exit 0: the gradients match
   symgrad check my_net.yaml --seed 3 -m 32    # other random data, a larger batch
+"""
+EXPLAIN_EXAMPLES = """examples:
+  symgrad explain examples/mazur.yaml --params examples/data/mazur_params.yaml \\
+      --x 0.05,0.10 --y 0.01,0.99     # Mazur's step-by-step example, every number
+  symgrad explain examples/xor.yaml --x "0,1;1,1" --y "1;0" --seed 3
+  symgrad explain my_net.yaml --params trained.npz --data few.csv -f markdown
 """
 EPILOG = """examples:
   symgrad generate examples/xor.yaml            # writes generated/xor.py
@@ -192,6 +199,76 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TOL",
         help="largest acceptable error (default: 1e-05)",
     )
+    exp = _subparser(
+        sub,
+        "explain",
+        "one training step with the numbers in every equation",
+        "Write out one training step of SPEC's network on the given example(s), the "
+        "way hand-worked backpropagation tutorials do: each pre-activation as its sum "
+        "with numbers, each activation, the loss term by term, the output delta, every "
+        "hidden delta and gradient, and each parameter before and after one update by "
+        "the spec's optimizer. Per neuron for a small network, in matrices otherwise. "
+        "Every number is computed from the same statements as the generated module.",
+        EXPLAIN_EXAMPLES,
+    )
+    exp.add_argument(
+        "--params",
+        metavar="FILE",
+        help="the parameters: an .npz written by save_params, or a .yaml/.json "
+        "mapping of W1, b1, ... to nested lists (default: init_params(seed))",
+    )
+    exp.add_argument(
+        "--x",
+        metavar="VALUES",
+        help="the inputs: comma-separated numbers, examples separated by ';'",
+    )
+    exp.add_argument(
+        "--y",
+        metavar="VALUES",
+        help="the targets the same way (or class labels, one per example)",
+    )
+    exp.add_argument(
+        "--data",
+        metavar="FILE.csv",
+        help="examples from a CSV file instead: the inputs, then the targets",
+    )
+    exp.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of init_params (without --params) and of dropout's masks (default: 0)",
+    )
+    exp.add_argument(
+        "-f",
+        "--format",
+        choices=("text", "markdown", "latex"),
+        default="text",
+        help="text (default, for a terminal), markdown or latex",
+    )
+    exp.add_argument(
+        "--standalone",
+        action="store_true",
+        help="with --format latex: a complete document that pdflatex compiles",
+    )
+    exp.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE instead of standard output",
+    )
+    exp.add_argument(
+        "--figure",
+        metavar="FILE",
+        help="also draw the network with the step's numbers (.png or .svg; needs "
+        'matplotlib: pip install "symgrad[plot]")',
+    )
+    exp.add_argument(
+        "--digits",
+        type=int,
+        default=9,
+        metavar="N",
+        help="significant digits of every number (default: 9)",
+    )
     return parser
 
 
@@ -287,6 +364,59 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if result.ok else EXIT_MISMATCH
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from .derive import derive
+    from .spec import load_spec
+    from .worked import explain
+    from .worked.inputs import examples
+
+    if args.standalone and args.format != "latex":
+        raise SymgradError(
+            f"--standalone makes a LaTeX document; it does not apply to --format "
+            f"{args.format}"
+        )
+    spec = load_spec(args.spec)
+    X, Y = examples(
+        args.x,
+        args.y,
+        Path(args.data) if args.data is not None else None,
+        spec.input,
+        spec.sizes[-1],
+        labels=derive(spec).out.activation.vector,  # class labels: softmax's
+    )
+    params = Path(args.params) if args.params is not None else None
+    document = explain(
+        spec,
+        params,
+        X,
+        Y,
+        args.format,
+        args.digits,
+        seed=args.seed,
+        standalone=args.standalone,
+        figure=args.figure,
+    )
+    return _write(document, args.output, args.format)
+
+
+def _write(document: str, output: str | None, fmt: str) -> int:
+    """The document on standard output, or into a file."""
+    if fmt != "latex":
+        document = "\n".join(printable(line) for line in document.split("\n"))
+    if output is None:
+        _print(document.rstrip("\n"))
+        return 0
+    from .files import write_text
+
+    path = Path(output)
+    if path.is_dir():
+        raise SymgradError(f"{path}: is a directory (-o takes a file name)")
+    write_text(path, document)
+    if not _is_stdout(path):
+        _print(f"wrote {printable(str(path))}")
+    return 0
+
+
 def _is_stdout(path: Path) -> bool:
     """-o names the terminal or pipe that standard output already goes to."""
     try:
@@ -295,7 +425,12 @@ def _is_stdout(path: Path) -> bool:
         return False
 
 
-COMMANDS = {"generate": _generate, "latex": _latex, "check": _check}
+COMMANDS = {
+    "generate": _generate,
+    "latex": _latex,
+    "check": _check,
+    "explain": _explain,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,6 +50,7 @@ STAGES = {
     "kinds": 9,  # each built-in layer kind, whole: spec, derive, plan and report parts
     "check": 10,
     "plot": 10,
+    "worked": 10,  # the worked example (symgrad explain): the plan evaluated, written out
     "cli": 11,
     "__main__": 12,
 }
