@@ -58,6 +58,7 @@ EPILOG = """examples:
   symgrad generate examples/xor.yaml            # writes generated/xor.py
   symgrad latex examples/xor.yaml -f text       # the derivation, in the terminal
   symgrad check examples/xor.yaml               # gradients against finite differences
+  symgrad explain examples/xor.yaml --x 0,1 --y 1   # one step, with its numbers
 
 Run `symgrad COMMAND --help` for the options of each command.
 """

@@ -310,8 +310,13 @@ def test_example_plot_option(script: str, tmp_path: Path, capsys) -> None:
 README = ROOT / "README.md"
 TUTORIAL = "## Tutorial: from a spec to a trained model"
 FIRST = "## A first network"
+BY_HAND = "## Backpropagation by hand, with the numbers"
 # what each README section that is run as shown needs beside it (from examples/)
-SECTIONS = {FIRST: ("xor.yaml",), TUTORIAL: ("iris.yaml", "data")}
+SECTIONS = {
+    FIRST: ("xor.yaml",),
+    TUTORIAL: ("iris.yaml", "data"),
+    BY_HAND: ("mazur.yaml", "data"),
+}
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 # Runs the tutorial's python blocks in one interpreter, in order, from the directory given
 # as the working directory (the repository root, as a reader types them); writes each
@@ -466,6 +471,12 @@ def test_first_network_runs_as_shown(tmp_path: Path) -> None:
     commands, programs = tutorial_steps(FIRST)
     assert commands and programs
     check_tutorial(tmp_path, plot=False, title=FIRST)
+
+
+def test_backpropagation_by_hand_runs_as_shown(tmp_path: Path) -> None:
+    commands, _ = tutorial_steps(BY_HAND)
+    assert commands
+    check_tutorial(tmp_path, plot=False, title=BY_HAND)
 
 
 def test_tutorial_runs_as_shown(tmp_path: Path) -> None:

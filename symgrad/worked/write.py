@@ -270,7 +270,11 @@ class Writer:
             section(r): f"Layer {r.index}: {_ascii(r.title)}."
             for r in self.plan.derivation.layers
         }
-        titles["output"] = "The output and its delta, derived for the loss:"
+        titles["output"] = (
+            "The output layer's activation, the prediction:"
+            if "forward" in phases
+            else "The output delta, derived for the loss:"
+        )
         blocks: list = []
         shown = None
         for i, s in enumerate(self.step.stmts):
