@@ -134,7 +134,11 @@ def _signature(d: Derivation, l: int) -> tuple[object, ...]:  # noqa: E741
     feeds it, the one it passes its gradient to), each with its position left out."""
 
     def rule(k: int) -> object:
-        return dataclasses.replace(d.layer(k), index=0) if 1 <= k <= d.depth else None
+        if not 1 <= k <= d.depth:
+            return None
+        r = d.layer(k)
+        # a rule that is not a dataclass with an index is never folded: it equals itself
+        return dataclasses.replace(r, index=0) if dataclasses.is_dataclass(r) else r
 
     return (rule(l - 1), rule(l), rule(l + 1))
 
