@@ -5,15 +5,18 @@
 Each spec has `layers` layers in all: `layers` − 1 hidden layers of `width` units
 (alternating tanh and relu, so two activation rules are derived and then reused from the
 cache) and a 10-unit softmax output with categorical cross-entropy (100 layers is the
-spec's limit). The time is that of the whole command, interpreter start
-and imports included, in a new process; the best of `--repeat` runs is shown (the others
-measure the machine's noise). `--profile` prints where the time goes in one run.
+spec's limit), and examples/xor.yaml. The time is that of the whole command, interpreter
+start and imports included, in a new process; the best of `--repeat` runs is shown (the
+others measure the machine's noise), with the derivation cache cold (a new, empty cache
+directory for each run) and warm (the directory a first run filled).
+`--profile` prints where the time goes in one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import subprocess
 import sys
@@ -39,27 +42,41 @@ def spec(layers: int, width: int) -> dict:
     }
 
 
-def time_generate(path: Path, out: Path) -> float:
+XOR = Path(__file__).resolve().parent.parent / "examples" / "xor.yaml"
+
+
+def time_generate(path: Path, out: Path, cache: Path) -> float:
     t0 = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "symgrad", "generate", "-q", str(path), "-o", str(out)],
         check=True,
+        env={**os.environ, "SYMGRAD_CACHE_DIR": str(cache)},
     )
     return time.perf_counter() - t0
 
 
+def cold_and_warm(path: Path, tmp: Path, repeat: int) -> tuple[float, float]:
+    """Best of `repeat` runs with an empty cache, and with a filled one."""
+    cold = min(
+        time_generate(path, tmp, Path(tempfile.mkdtemp(dir=tmp))) for _ in range(repeat)
+    )
+    filled = Path(tempfile.mkdtemp(dir=tmp))
+    time_generate(path, tmp, filled)
+    return cold, min(time_generate(path, tmp, filled) for _ in range(repeat))
+
+
 def measure(
     layers=(50, 100), widths=(8, 8192), repeat=3
-) -> dict[tuple[int, int], float]:
+) -> dict[str, tuple[float, float]]:
+    """(cold, warm) seconds by spec: 'xor', '50x8', ..."""
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
+        out["xor"] = cold_and_warm(XOR, Path(tmp), repeat)
         for n in layers:
             for width in widths:
                 path = Path(tmp) / f"deep_{n}x{width}.yaml"
                 path.write_text(yaml.safe_dump(spec(n, width), sort_keys=False))
-                out[n, width] = min(
-                    time_generate(path, Path(tmp)) for _ in range(repeat)
-                )
+                out[f"{n}x{width}"] = cold_and_warm(path, Path(tmp), repeat)
     return out
 
 
@@ -87,8 +104,8 @@ def main(argv=None):
         profile(args.layers[0], args.widths[0])
         return {}
     times = measure(args.layers, args.widths, args.repeat)
-    for (n, width), seconds in times.items():
-        print(f"{n:4d} layers × {width:5d} units: {seconds:.2f} s")
+    for name, (cold, warm) in times.items():
+        print(f"{name:>10}: {cold:.2f} s cold, {warm:.2f} s warm")
     return times
 
 
