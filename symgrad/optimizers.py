@@ -39,26 +39,33 @@ t = sp.Symbol("t", positive=True, integer=True)  # the step count, after the inc
 class Setting:
     """A number or switch of an optimizer, with its bounds and its names in the math.
 
-    low/high bound a number (None: unbounded); `*_open` excludes the bound.
+    low/high bound a number (None: unbounded); `*_open` excludes the bound; `integer`
+    asks for a whole number. A default of None makes the setting required (a schedule's
+    step_size). `var` names its symbol (and its variable in the code) where the spec's
+    key would clash with another name of the update (schedules.py: lr_step_size).
     """
 
     name: str
-    default: float | bool
+    default: float | bool | None
     tex: str
     text: str
     low: float | None = None
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    integer: bool = False
+    var: str = ""
 
     @property
     def symbol(self) -> sp.Symbol:
-        return sp.Symbol(self.name, real=True)
+        return sp.Symbol(self.var or self.name, real=True)
 
     def problem(self, value: float) -> str | None:
         """Why value is not allowed, or None."""
         if isinstance(self.default, bool):
             return None
+        if self.integer and not float(value).is_integer():
+            return f"{self.name} must be a whole number"
         below = self.low is not None and (
             value < self.low or (self.low_open and value == self.low)
         )
@@ -67,8 +74,10 @@ class Setting:
         )
         if not (below or above):
             return None
-        if self.high is None:
+        if self.high is None and self.low == 0:
             return f"{self.name} must be {'positive' if self.low_open else '≥ 0'}"
+        if self.high is None:
+            return f"{self.name} must be {'>' if self.low_open else '≥'} {self.low:g}"
         left = "(" if self.low_open else "["
         right = ")" if self.high_open else "]"
         return f"{self.name} must be in {left}{self.low:g}, {self.high:g}{right}"
@@ -135,7 +144,7 @@ class OptimizerDef:
     notes: tuple[str, ...] = field(default=())
 
     def defaults(self) -> dict[str, float | bool]:
-        return {s.name: s.default for s in self.settings}
+        return {s.name: s.default for s in self.settings if s.default is not None}
 
     def setting(self, name: str) -> Setting:
         return next(s for s in self.settings if s.name == name)
@@ -344,6 +353,95 @@ register(
         notes=(
             "the bias corrections as torch.optim.Adam computes them: "
             "p ← p − (η / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)",
+        ),
+    )
+)
+
+# -------------------------------------------------------------------- adamw
+
+_decay = StepScalar(
+    sp.Symbol("decay", positive=True),
+    r"d_{t}",
+    "dₜ",
+    lambda s: 1 - s["learning_rate"] * s["weight_decay"],
+    "1 − η λ: the decoupled weight decay",
+)
+
+
+def _adamw_rule(s: dict[str, sp.Expr]) -> list[Assign]:
+    m, v, b1, b2 = _m.symbol, _v.symbol, s["beta1"], s["beta2"]
+    return [
+        Assign(m, b1 * m + (1 - b1) * g, "first moment"),
+        Assign(v, b2 * v + (1 - b2) * g**2, "second moment"),
+        Assign(
+            p,
+            _decay.symbol * p
+            - _step_size.symbol * m / (sp.sqrt(v) / _root_correction.symbol + s["eps"]),
+            "p decayed by η λ p, then the Adam step",
+        ),
+    ]
+
+
+register(
+    OptimizerDef(
+        "adamw",
+        "AdamW",
+        (
+            Setting(
+                "learning_rate", 0.001, r"\eta", "η", low=0.0, high=None, low_open=True
+            ),
+            Setting(
+                "beta1", 0.9, r"\beta_{1}", "β₁", low=0.0, high=1.0, high_open=True
+            ),
+            Setting(
+                "beta2", 0.999, r"\beta_{2}", "β₂", low=0.0, high=1.0, high_open=True
+            ),
+            Setting("eps", 1e-8, r"\epsilon", "ε", low=0.0, high=None, low_open=True),
+            Setting("weight_decay", 0.01, r"\lambda", "λ", low=0.0, high=None),
+        ),
+        state=(_m, _v),
+        scalars=(_step_size, _root_correction, _decay),
+        rule=_adamw_rule,
+        notes=(
+            "as torch.optim.AdamW: the decay p ← p − η λ p is decoupled from the "
+            "gradient (the spec's l2, if any, is part of g), then the Adam step",
+        ),
+    )
+)
+
+# ------------------------------------------------------------------ rmsprop
+
+_square_avg = StateArray("square_avg", sp.Symbol("square_avg", real=True), "v", "v")
+_buffer = StateArray(
+    "momentum_buffer", sp.Symbol("buf", real=True), r"\mathbf{b}", "buf"
+)
+
+
+def _rmsprop_rule(s: dict[str, sp.Expr]) -> list[Assign]:
+    v, buf, rho = _square_avg.symbol, _buffer.symbol, s["rho"]
+    return [
+        Assign(v, rho * v + (1 - rho) * g**2, "running mean of g²"),
+        Assign(buf, s["momentum"] * buf + g / (sp.sqrt(v) + s["eps"]), "momentum"),
+        Assign(p, p - s["learning_rate"] * buf),
+    ]
+
+
+register(
+    OptimizerDef(
+        "rmsprop",
+        "RMSprop",
+        (
+            LEARNING_RATE,
+            Setting("rho", 0.99, r"\rho", "ρ", low=0.0, high=1.0, high_open=True),
+            Setting("eps", 1e-8, r"\epsilon", "ε", low=0.0, high=None, low_open=True),
+            Setting("momentum", 0.0, r"\mu", "μ", low=0.0, high=1.0, high_open=True),
+        ),
+        state=(_square_avg, _buffer),
+        rule=_rmsprop_rule,
+        temporaries=1,  # (1 − ρ) g² for v, while g is still to be read
+        notes=(
+            "as torch.optim.RMSprop (alpha = ρ, not centered); with μ = 0 the buffer "
+            "is g / (√v + ε) and the step torch's plain RMSprop step",
         ),
     )
 )

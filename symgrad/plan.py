@@ -32,7 +32,7 @@ from typing import Protocol, TypeVar
 
 import sympy as sp
 
-from . import layer_registry, optimizers
+from . import layer_registry, optimizers, schedules
 from . import naming as nm
 from .derive import Derivation
 from .layer_registry import Rule
@@ -290,6 +290,22 @@ class Update:
             arrays (plan.storage holds one per temporary and trainable parameter).
         names: each symbol of the statements as (LaTeX, unicode text).
         notes: what the report says besides the statements.
+        schedule: the learning rate of the step, `ηₜ ← f(t₀)` (the schedule's rate at
+            t₀ = schedules.T0, the state's step count before the step), which the rule
+            and the scalars read in place of η; None without a schedule.
+        schedule_name: the schedule's name in the spec ("" without one).
+        clip: the clipping factor `clip ← min(1, c / (‖g‖ + 1e-6))`, ‖g‖ (GRAD_NORM)
+            the global 2-norm of the gradients without l2, as
+            torch.nn.utils.clip_grad_norm_ sees them; None without clip_norm.
+        clip_rule: `g ← clip·g`, for each parameter before the rule.
+        clip_decay_rule: for weights when the spec has l2: the clipped gradient plus
+            l2·p, `g ← clip·g + l2·p` (torch's weight_decay, added after clipping).
+        clip_decay_step: the same for the in-place step, l2·(clip_ratio·g + p) with
+            `clip_ratio ← clip / l2` (clip_scalars): three passes, no scratch.
+        clip_scalars: the scalars clip_decay_step reads.
+        unclipped: `g ← g − l2·p`: the gradient of a weight without its l2 term, for a
+            printer whose gradients include it (the array-API update); None without
+            l2 or clipping.
     """
 
     name: str
@@ -309,6 +325,22 @@ class Update:
     names: dict[sp.Symbol, tuple[str, str]]
     folded: bool
     notes: tuple[str, ...] = ()
+    schedule: optimizers.Assign | None = None
+    schedule_name: str = ""
+    clip: optimizers.Assign | None = None
+    clip_rule: optimizers.Assign | None = None
+    clip_decay_rule: optimizers.Assign | None = None
+    clip_decay_step: optimizers.Assign | None = None
+    clip_scalars: tuple[optimizers.Assign, ...] = ()
+    unclipped: optimizers.Assign | None = None
+
+
+LR_T = sp.Symbol(nm.LR_T, positive=True)
+GRAD_NORM = sp.Symbol(nm.GRAD_NORM, nonnegative=True)
+CLIP = sp.Symbol(nm.CLIP, positive=True)
+CLIP_NORM = sp.Symbol(nm.CLIP_NORM, positive=True)
+CLIP_RATIO = sp.Symbol(nm.CLIP_RATIO, positive=True)
+CLIP_EPS = sp.Float(1e-6)  # torch.nn.utils.clip_grad_norm_'s
 
 
 @dataclass(frozen=True)
@@ -358,8 +390,9 @@ class Plan:
         """The values of the plan's symbolic numbers in `loss_and_grad` ("grad") or in
         the in-place step ("step", where the scale stays a symbol: `step_scale`)."""
         l2 = L2 if self.l2 else sp.S.Zero
-        if use == "step":
-            return {L2_GRAD: sp.S.Zero if self.update.folded else l2}
+        if use == "step":  # folded, or clipped: l2 is added in the update
+            raw = self.update.folded or self.update.clip is not None
+            return {L2_GRAD: sp.S.Zero if raw else l2}
         return {SCALE: 1 / BATCH, L2_GRAD: l2}
 
     @property
@@ -667,8 +700,49 @@ def _update(d: Derivation) -> Update:
     definition = optimizers.OPTIMIZERS[spec.name]
     scalars, rule = optimizers.statements(definition, settings)
     g, p = optimizers.g, optimizers.p
+    names = optimizers.math_names(definition)
+    schedule, extra_numbers = None, []
+    if spec.schedule is not None:  # ηₜ in place of η, in the rule and the scalars
+        entry = schedules.SCHEDULES[spec.schedule.name]
+        values = dict(spec.schedule.params)
+        lr = definition.setting("learning_rate").symbol
+        rate = schedules.rate(entry, lr, schedules.T0, values)
+        schedule = optimizers.Assign(
+            LR_T, rate, f"the learning rate of this step: {entry.title}"
+        )
+        scalars = [replace(a, expr=a.expr.xreplace({lr: LR_T})) for a in scalars]
+        rule = [replace(a, expr=a.expr.xreplace({lr: LR_T})) for a in rule]
+        used = rate.free_symbols
+        for s in entry.all_settings():
+            if s.symbol in used:
+                extra_numbers.append((s.symbol, float(values[s.name])))
+        names.update(schedules.math_names(entry))
+        names[LR_T] = (r"\eta_{t}", "ηₜ")
+    clip = clip_rule = clip_decay = clip_decay_step = unclipped = None
+    clip_scalars: list[optimizers.Assign] = []
+    if spec.clip_norm is not None:
+        clip = optimizers.Assign(
+            CLIP,
+            sp.Min(1, CLIP_NORM / (GRAD_NORM + CLIP_EPS)),
+            "torch.nn.utils.clip_grad_norm_",
+        )
+        clip_rule = optimizers.Assign(g, CLIP * g, "clipped")
+        if d.spec.l2 > 0:
+            clip_decay = optimizers.Assign(g, CLIP * g + L2 * p, "clipped, plus l2·p")
+            clip_decay_step = optimizers.Assign(
+                g,
+                sp.Mul(L2, sp.Add(CLIP_RATIO * g, p), evaluate=False),
+                "clipped, plus l2·p",
+            )
+            clip_scalars.append(optimizers.Assign(CLIP_RATIO, CLIP / L2, "clip / l2"))
+            unclipped = optimizers.Assign(g, g - L2 * p, "the gradient without l2")
+        extra_numbers.append((CLIP_NORM, float(spec.clip_norm)))
+        names[CLIP] = (r"\kappa_{t}", "κₜ")
+        names[CLIP_NORM] = ("c", "c")
+        names[GRAD_NORM] = (r"\lVert g \rVert", "‖g‖")
     step_rule, decay = list(rule), None
-    if definition.folds_learning_rate:  # the step's gradients carry η already
+    folds = definition.folds_learning_rate and schedule is None and clip is None
+    if folds:  # the step's gradients carry η already
         step_rule, decay = optimizers.folded(
             definition, rule, L2 if d.spec.l2 > 0 else None
         )
@@ -677,7 +751,7 @@ def _update(d: Derivation) -> Update:
         (s.symbol, float(settings[s.name]))
         for s in definition.settings
         if not isinstance(s.default, bool)
-    )
+    ) + tuple(extra_numbers)
     return Update(
         spec.name,
         definition.title,
@@ -693,9 +767,17 @@ def _update(d: Derivation) -> Update:
         tuple(ratios),
         definition.state,
         tuple(nm.update_scratch(k) for k in range(1, definition.temporaries + 1)),
-        optimizers.math_names(definition),
-        definition.folds_learning_rate,
+        names,
+        folds,
         definition.notes,
+        schedule,
+        spec.schedule.name if spec.schedule is not None else "",
+        clip,
+        clip_rule,
+        clip_decay,
+        clip_decay_step,
+        tuple(clip_scalars),
+        unclipped,
     )
 
 

@@ -28,6 +28,7 @@ from . import optimizers
 from .derive import Derivation
 from .errors import SymgradError, printable
 from .plan import Param, Plan, build
+from .printers import learning_rate
 from .printers.numpy_module import allocating, in_place
 from .sym.code import number_text
 from .version import __version__
@@ -139,7 +140,7 @@ def context(
         "dropout": repr(plan.dropout),
         "helpers": sorted(helpers),
         "erf_source": _erf_source() if "_erf" in helpers else "",
-        "derived": derived,
+        "derived": derived + "\n\n" + learning_rate.source(plan),
         "step": step.source,
         "runtime": runtime_code(),
     }
