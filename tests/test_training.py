@@ -101,6 +101,16 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny tensors: torch's thread pool only waits (10 ms a softmax on a busy
+    machine, against microseconds on one thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def modules(tmp_path_factory):
     """(NumPy module, array-API module) per spec, generated once, without black."""
