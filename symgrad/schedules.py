@@ -51,7 +51,7 @@ class ScheduleDef:
 
     def defaults(self) -> dict[str, float]:
         return {
-            s.name: float(s.default)
+            s.name: int(s.default) if s.integer else float(s.default)
             for s in self.all_settings()
             if s.default is not None
         }

@@ -304,12 +304,13 @@ class Validator(Checker):
             if value is None:
                 ok = False
                 continue
-            problem = entry.setting(key).problem(value)
+            setting = entry.setting(key)
+            problem = setting.problem(value)
             if problem:
                 self.err(pnode.loc, f"{problem}, found {number(value)}")
                 ok = False
             else:
-                values[key] = value
+                values[key] = int(value) if setting.integer else value
         missing = [
             s.name for s in entry.settings if s.name not in values and s.name not in v
         ]
