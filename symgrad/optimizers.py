@@ -118,6 +118,35 @@ class Assign:
 
 
 @dataclass(frozen=True)
+class Shown:
+    """A line of an update rule as a textbook writes it, for the report only: its
+    expression is built unevaluated (`written`), so that it prints in the order it is
+    read, p ← p − η·m̂/(√v̂ + ε), not in SymPy's. `define` makes it a name for a value
+    (m̂ = m/(1 − β₁ᵗ)) rather than an assignment. tests/test_training.py checks that
+    an entry's lines compute what its rule computes."""
+
+    target: sp.Symbol
+    expr: sp.Expr
+    define: bool = False
+    note: str = ""
+
+
+def written(op: str, *args: sp.Expr) -> sp.Expr:
+    """An unevaluated sum ("+"), product ("*"), quotient ("/", two args), power ("**")
+    or negation ("-", one arg), in the order given."""
+    if op == "+":
+        return sp.Add(*args, evaluate=False)
+    if op == "*":
+        return sp.Mul(*args, evaluate=False)
+    if op == "/":
+        return sp.Mul(args[0], sp.Pow(args[1], -1, evaluate=False), evaluate=False)
+    if op == "**":
+        return sp.Pow(*args, evaluate=False)
+    assert op == "-" and len(args) == 1
+    return sp.Mul(-1, args[0], evaluate=False)
+
+
+@dataclass(frozen=True)
 class OptimizerDef:
     """A registered optimizer.
 
@@ -131,6 +160,10 @@ class OptimizerDef:
         folds_learning_rate: the rule is p ← p − η g and nothing else reads g: the step
             may scale the gradients by η as it computes them, and subtract them as they
             are (one pass less over every parameter); l2 is then applied as a decay of p.
+        textbook: given the settings (η possibly a schedule's ηₜ), the rule as a
+            textbook writes it (`Shown` lines), for the report; None: the rule itself.
+        shown_names: the names (symbol, LaTeX, text) of the values its lines define
+            (m̂, v̂).
     """
 
     name: str
@@ -142,6 +175,8 @@ class OptimizerDef:
     temporaries: int = 0
     folds_learning_rate: bool = False
     notes: tuple[str, ...] = field(default=())
+    textbook: Callable[[dict[str, sp.Expr]], list[Shown]] | None = None
+    shown_names: tuple[tuple[sp.Symbol, str, str], ...] = ()
 
     def defaults(self) -> dict[str, float | bool]:
         return {s.name: s.default for s in self.settings if s.default is not None}
@@ -166,7 +201,25 @@ def math_names(opt: OptimizerDef) -> dict[sp.Symbol, tuple[str, str]]:
     names.update({s.symbol: (s.tex, s.text) for s in opt.settings if s.tex})
     names.update({s.symbol: (s.tex, s.text) for s in opt.state})
     names.update({s.symbol: (s.tex, s.text) for s in opt.scalars})
+    names.update({sym: (tex, txt) for sym, tex, txt in opt.shown_names})
     return names
+
+
+def textbook(opt: OptimizerDef, args: dict[str, sp.Expr]) -> list[Shown]:
+    """The entry's rule as a textbook writes it, with these settings (as `statements`
+    makes them: numbers as symbols, η perhaps ηₜ), or its rule as it is."""
+    if opt.textbook is not None:
+        return opt.textbook(args)
+    return [Shown(a.target, a.expr, note=a.note) for a in opt.rule(args)]
+
+
+def arguments(opt: OptimizerDef, values: dict[str, float | bool]) -> dict[str, sp.Expr]:
+    """The settings as the rule reads them: numbers as their symbols, switches as
+    their values."""
+    return {
+        s.name: (values[s.name] if isinstance(s.default, bool) else s.symbol)  # type: ignore[misc]
+        for s in opt.settings
+    }
 
 
 def statements(
@@ -177,10 +230,7 @@ def statements(
     Numbers stay symbols (the rule reads η, β₁, ... by name); switches (nesterov) choose
     the rule.
     """
-    args: dict[str, sp.Expr] = {
-        s.name: (values[s.name] if isinstance(s.default, bool) else s.symbol)  # type: ignore[misc]
-        for s in opt.settings
-    }
+    args = arguments(opt, values)
     scalars = [Assign(s.symbol, s.value(args), s.note) for s in opt.scalars]
     return scalars, opt.rule(args)
 
@@ -257,6 +307,20 @@ LEARNING_RATE = Setting(
     "learning_rate", 0.01, r"\eta", "η", low=0.0, high=None, low_open=True
 )
 
+W = written
+ONE = sp.S.One
+
+
+def _average(c: sp.Expr, x: sp.Expr, u: sp.Expr) -> sp.Expr:
+    """c·x + (1 − c)·u, as written."""
+    return W("+", W("*", c, x), W("*", W("+", ONE, W("-", c)), u))
+
+
+def _descent(lr: sp.Expr, step: sp.Expr) -> sp.Expr:
+    """p − η·step, as written."""
+    return W("+", p, W("-", W("*", lr, step)))
+
+
 # ---------------------------------------------------------------------- sgd
 
 register(
@@ -266,6 +330,7 @@ register(
         (LEARNING_RATE,),
         rule=lambda s: [Assign(p, p - s["learning_rate"] * g)],
         folds_learning_rate=True,
+        textbook=lambda s: [Shown(p, _descent(s["learning_rate"], g))],
     )
 )
 
@@ -283,6 +348,16 @@ def _momentum_rule(s: dict[str, sp.Expr]) -> list[Assign]:
     ]
 
 
+def _momentum_textbook(s: dict[str, sp.Expr]) -> list[Shown]:
+    v, lr, mu = _velocity.symbol, s["learning_rate"], s["momentum"]
+    nesterov = s["nesterov"] is True
+    step = W("+", g, W("*", mu, v)) if nesterov else v
+    return [
+        Shown(v, W("+", W("*", mu, v), g), note="the momentum buffer"),
+        Shown(p, _descent(lr, step), note="Nesterov" if nesterov else ""),
+    ]
+
+
 register(
     OptimizerDef(
         "momentum",
@@ -294,6 +369,7 @@ register(
         ),
         state=(_velocity,),
         rule=_momentum_rule,
+        textbook=_momentum_textbook,
     )
 )
 
@@ -315,6 +391,29 @@ _root_correction = StepScalar(
     lambda s: sp.sqrt(1 - s["beta2"] ** t),
     "√(1 − β₂ᵗ)",
 )
+
+
+_m_hat = sp.Symbol("m_hat", real=True)
+_v_hat = sp.Symbol("v_hat", real=True)
+_HATS = (
+    (_m_hat, r"\hat{\mathbf{m}}", "m̂"),
+    (_v_hat, r"\hat{\mathbf{v}}", "v̂"),
+)
+
+
+def _adam_textbook(s: dict[str, sp.Expr], decay: sp.Expr | None = None) -> list[Shown]:
+    """Adam's lines as the paper writes them (AdamW's with its decay term λ·p)."""
+    m, v, b1, b2 = _m.symbol, _v.symbol, s["beta1"], s["beta2"]
+    step = W("/", _m_hat, W("+", W("**", _v_hat, sp.S.Half), s["eps"]))
+    if decay is not None:
+        step = W("+", step, W("*", decay, p))
+    return [
+        Shown(m, _average(b1, m, g), note="first moment"),
+        Shown(v, _average(b2, v, W("**", g, 2)), note="second moment"),
+        Shown(_m_hat, W("/", m, W("+", ONE, W("-", W("**", b1, t)))), define=True),
+        Shown(_v_hat, W("/", v, W("+", ONE, W("-", W("**", b2, t)))), define=True),
+        Shown(p, _descent(s["learning_rate"], step)),
+    ]
 
 
 def _adam_rule(s: dict[str, sp.Expr]) -> list[Assign]:
@@ -350,6 +449,8 @@ register(
         state=(_m, _v),
         scalars=(_step_size, _root_correction),
         rule=_adam_rule,
+        textbook=_adam_textbook,
+        shown_names=_HATS,
         notes=(
             "the bias corrections as torch.optim.Adam computes them: "
             "p ← p − (η / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)",
@@ -397,11 +498,13 @@ register(
                 "beta2", 0.999, r"\beta_{2}", "β₂", low=0.0, high=1.0, high_open=True
             ),
             Setting("eps", 1e-8, r"\epsilon", "ε", low=0.0, high=None, low_open=True),
-            Setting("weight_decay", 0.01, r"\lambda", "λ", low=0.0, high=None),
+            Setting("weight_decay", 0.01, r"\lambda_{w}", "λ_w", low=0.0, high=None),
         ),
         state=(_m, _v),
         scalars=(_step_size, _root_correction, _decay),
         rule=_adamw_rule,
+        textbook=lambda s: _adam_textbook(s, s["weight_decay"]),
+        shown_names=_HATS,
         notes=(
             "as torch.optim.AdamW: the decay p ← p − η λ p is decoupled from the "
             "gradient (the spec's l2, if any, is part of g), then the Adam step",
@@ -426,6 +529,16 @@ def _rmsprop_rule(s: dict[str, sp.Expr]) -> list[Assign]:
     ]
 
 
+def _rmsprop_textbook(s: dict[str, sp.Expr]) -> list[Shown]:
+    v, buf = _square_avg.symbol, _buffer.symbol
+    scaled = W("/", g, W("+", W("**", v, sp.S.Half), s["eps"]))
+    return [
+        Shown(v, _average(s["rho"], v, W("**", g, 2)), note="mean square"),
+        Shown(buf, W("+", W("*", s["momentum"], buf), scaled), note="momentum"),
+        Shown(p, _descent(s["learning_rate"], buf)),
+    ]
+
+
 register(
     OptimizerDef(
         "rmsprop",
@@ -438,6 +551,7 @@ register(
         ),
         state=(_square_avg, _buffer),
         rule=_rmsprop_rule,
+        textbook=_rmsprop_textbook,
         temporaries=1,  # (1 − ρ) g² for v, while g is still to be read
         notes=(
             "as torch.optim.RMSprop (alpha = ρ, not centered); with μ = 0 the buffer "

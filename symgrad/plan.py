@@ -306,6 +306,10 @@ class Update:
         unclipped: `g ← g − l2·p`: the gradient of a weight without its l2 term, for a
             printer whose gradients include it (the array-API update); None without
             l2 or clipping.
+        textbook: the rule as a textbook writes it (its entry's `Shown` lines, ηₜ for
+            η under a schedule), for the report.
+        schedule_shown: the schedule's ηₜ as written, t counted from 1, for the report.
+        clip_shown: the clipping factor and the clipped gradients, as written.
     """
 
     name: str
@@ -333,6 +337,9 @@ class Update:
     clip_decay_step: optimizers.Assign | None = None
     clip_scalars: tuple[optimizers.Assign, ...] = ()
     unclipped: optimizers.Assign | None = None
+    textbook: tuple[optimizers.Shown, ...] = ()
+    schedule_shown: optimizers.Shown | None = None
+    clip_shown: tuple[optimizers.Shown, ...] = ()
 
 
 LR_T = sp.Symbol(nm.LR_T, positive=True)
@@ -740,6 +747,39 @@ def _update(d: Derivation) -> Update:
         names[CLIP] = (r"\kappa_{t}", "κₜ")
         names[CLIP_NORM] = ("c", "c")
         names[GRAD_NORM] = (r"\lVert g \rVert", "‖g‖")
+    args = optimizers.arguments(definition, settings)
+    if schedule is not None:
+        args["learning_rate"] = LR_T
+    shown = optimizers.textbook(definition, args)
+    schedule_shown = None
+    if spec.schedule is not None:
+        entry = schedules.SCHEDULES[spec.schedule.name]
+        values = dict(spec.schedule.params)
+        lr = definition.setting("learning_rate").symbol
+        formula = schedules.shown(entry, lr, optimizers.t, values)
+        schedule_shown = optimizers.Shown(LR_T, formula, define=True)
+    clip_shown: list[optimizers.Shown] = []
+    if clip is not None:
+        W = optimizers.written
+        eps = sp.Symbol("clip_eps", positive=True)  # 1e-6, named 10⁻⁶ in the report
+        names[eps] = ("10^{-6}", "10⁻⁶")
+        clip_shown = [
+            optimizers.Shown(
+                CLIP,
+                sp.Min(1, W("/", CLIP_NORM, W("+", GRAD_NORM, eps)), evaluate=False),
+                define=True,
+            ),
+            optimizers.Shown(g, W("*", CLIP, g)),
+        ]
+        if d.spec.l2 > 0:
+            clip_shown.append(
+                optimizers.Shown(
+                    g,
+                    W("+", W("*", CLIP, g), W("*", L2, p)),
+                    note="a weight: its l2 term, added after clipping",
+                )
+            )
+            names[L2] = (r"\lambda", "λ")
     step_rule, decay = list(rule), None
     folds = definition.folds_learning_rate and schedule is None and clip is None
     if folds:  # the step's gradients carry η already
@@ -778,6 +818,9 @@ def _update(d: Derivation) -> Update:
         clip_decay_step,
         tuple(clip_scalars),
         unclipped,
+        tuple(shown),
+        schedule_shown,
+        tuple(clip_shown),
     )
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .optimizers import Setting
+from .optimizers import Setting, written
 
 Rate = Callable[[sp.Expr, sp.Expr, dict[str, sp.Expr]], sp.Expr]
 T0 = sp.Symbol("t0", integer=True, nonnegative=True)  # the steps taken before this one
@@ -37,6 +37,8 @@ class ScheduleDef:
         rate: (η, k, settings as symbols) -> the learning rate of step k.
         torch: its PyTorch scheduler, for the report and the docs.
         check: (the settings' values, η) -> why they do not go together, or None.
+        shown: as rate, the formula as it is written (unevaluated: optimizers.written),
+            for the report.
     """
 
     name: str
@@ -45,6 +47,7 @@ class ScheduleDef:
     rate: Rate
     torch: str
     check: Callable[[dict[str, float], float], str | None] = lambda v, lr: None
+    shown: Rate | None = None
 
     def all_settings(self) -> tuple[Setting, ...]:
         return (*self.settings, WARMUP)
@@ -87,6 +90,25 @@ def rate(
     return sp.Piecewise((lr * (k + 1) / K, k < K), (entry.rate(lr, k - K, args), True))
 
 
+def shown(
+    entry: ScheduleDef, lr: sp.Expr, t: sp.Expr, values: dict[str, float]
+) -> sp.Expr:
+    """The learning rate of step t, counted from 1, as written for the report (warmup:
+    η·t/K for t ≤ K)."""
+    W = written
+    args = {s.name: s.symbol for s in entry.settings}
+    rate = entry.shown or entry.rate
+    if not values.get("warmup"):
+        return rate(lr, W("+", t, sp.S.NegativeOne), args)
+    K = WARMUP.symbol
+    after = rate(lr, W("+", t, W("-", K), sp.S.NegativeOne), args)
+    return sp.Piecewise(
+        (W("/", W("*", lr, t), K), sp.Le(t, K, evaluate=False)),
+        (after, True),
+        evaluate=False,
+    )
+
+
 def math_names(entry: ScheduleDef) -> dict[sp.Symbol, tuple[str, str]]:
     """Each setting's symbol as (LaTeX, unicode text)."""
     return {s.symbol: (s.tex, s.text) for s in entry.all_settings()}
@@ -111,6 +133,11 @@ register(
         ),
         lambda lr, k, s: lr * s["gamma"] ** sp.floor(k / s["step_size"]),
         "StepLR",
+        shown=lambda lr, k, s: written(
+            "*",
+            lr,
+            written("**", s["gamma"], sp.floor(written("/", k, s["step_size"]))),
+        ),
     )
 )
 
@@ -132,8 +159,17 @@ register(
         ),
         lambda lr, k, s: lr * s["gamma"] ** k,
         "ExponentialLR",
+        shown=lambda lr, k, s: written("*", lr, written("**", s["gamma"], k)),
     )
 )
+
+
+def _cosine_shown(lr: sp.Expr, k: sp.Expr, s: dict[str, sp.Expr]) -> sp.Expr:
+    """η_min + ½(η − η_min)(1 + cos(π·min(k, T)/T)), as written."""
+    W, low, T = written, s["eta_min"], s["t_max"]
+    angle = W("/", W("*", sp.pi, sp.Min(k, T, evaluate=False)), T)
+    half = W("*", sp.S.Half, W("+", lr, W("-", low)), W("+", sp.S.One, sp.cos(angle)))
+    return W("+", low, half)
 
 
 def _eta_min_below(values: dict[str, float], lr: float) -> str | None:
@@ -156,5 +192,6 @@ register(
         / 2,
         "CosineAnnealingLR",
         _eta_min_below,
+        _cosine_shown,
     )
 )

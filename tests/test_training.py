@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sympy as sp
 
 torch = pytest.importorskip("torch")
 
@@ -33,7 +34,9 @@ import torch_reference as tr  # noqa: E402
 
 import symgrad  # noqa: E402
 from symgrad import SpecError, parse_spec, render, render_xp  # noqa: E402
+from symgrad import optimizers as opt  # noqa: E402
 from symgrad.check import import_path  # noqa: E402
+from symgrad.report import render_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-9
@@ -450,3 +453,93 @@ def test_a_valid_schedule_is_read_with_its_defaults():
         "gamma": 0.1,
         "warmup": 0,
     }
+
+
+# --- the report: each rule as a textbook writes it -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "nesterov"),
+    [(n, False) for n in sorted(opt.OPTIMIZERS)] + [("momentum", True)],
+)
+def test_the_textbook_lines_compute_what_the_rule_computes(name, nesterov):
+    """The report's lines (an entry's `textbook`) and the rule the code computes give
+    the same p and state, at random numbers: the two forms cannot drift apart."""
+    entry = opt.OPTIMIZERS[name]
+    rng = np.random.default_rng(1)
+    values = {
+        s.name: (
+            nesterov if isinstance(s.default, bool) else float(rng.uniform(0.1, 0.9))
+        )
+        for s in entry.settings
+    }
+    scalars, rule = opt.statements(entry, values)
+    lines = opt.textbook(entry, opt.arguments(entry, values))
+    start = {
+        s.symbol: sp.Float(v)
+        for s in entry.settings
+        if s.name in values
+        for v in [values[s.name]]
+        if not isinstance(v, bool)
+    }
+    start |= {opt.p: sp.Float(0.7), opt.g: sp.Float(-0.4), opt.t: sp.Integer(3)}
+    start |= {s.symbol: sp.Float(rng.uniform(0.1, 2.0)) for s in entry.state}
+    computed, written = dict(start), dict(start)
+    for a in [*scalars, *rule]:
+        computed[a.target] = a.expr.xreplace(computed).evalf()
+    for line in lines:
+        written[line.target] = line.expr.xreplace(written).evalf()
+    for sym in [opt.p, *(s.symbol for s in entry.state)]:
+        assert float(written[sym]) == pytest.approx(float(computed[sym]), rel=1e-12)
+    assert float(computed[opt.p]) != pytest.approx(0.7)  # the rule moved p
+
+
+def update_text(case) -> str:
+    text = render_report(symgrad.derive(spec_of(*case)), "text")
+    start = text.index("Update rule\n")
+    return text[start : text.index("6. The loss", start)]
+
+
+def test_the_report_prints_adamw_cosine_warmup_and_clipping():
+    out = update_text(("adamw", "cosine", True, True))
+    assert "    κₜ = min(1, c/(‖g‖ + 10⁻⁶))\n    g ← κₜ·g\n" in out
+    assert "    g ← κₜ·g + λ·p   (a weight: its l2 term, added after clipping)\n" in out
+    assert "PyTorch's CosineAnnealingLR after a LinearLR, in a SequentialLR" in out
+    assert (
+        "    ηₜ = {(η·t)/K if t ≤ K; else η_min + (η - η_min)·(1 + cos((π·min(T, t - K"
+        " - 1))/T))/2}\n"
+    ) in out
+    assert (
+        "    m̂ = m/(1 - β₁ᵗ)\n    v̂ = v/(1 - β₂ᵗ)\n"
+        "    p ← p - ηₜ·(m̂/(√v̂ + ε) + λ_w·p)\n"
+    ) in out
+    assert "λ_w = 0.1, T = 50, η_min = 0.001, K = 5,\nc = 0.7;" in out
+    assert "    dₜ = 1 - ηₜ·λ_w\n" in out  # and torch.optim.AdamW's form, computed
+
+
+def test_the_report_prints_rmsprop_and_the_step_schedule():
+    out = update_text(("rmsprop-momentum", "step", False, False))
+    assert "    ηₜ = η·γ^⌊(t - 1)/N⌋\n" in out
+    assert (
+        "    v ← ρ·v + (1 - ρ)·g²   (mean square)\n"
+        "    buf ← μ·buf + g/(√v + ε)   (momentum)\n"
+        "    p ← p - ηₜ·buf\n"
+    ) in out
+    assert "ρ = 0.95, ε = 1e-06, μ = 0.6, N = 7, γ = 0.5" in out
+    assert "ηₜ = η·γ^(t - 1)" in update_text(("sgd", "exponential", False, False))
+
+
+def test_the_latex_update_section_is_ascii_and_names_the_symbols():
+    d = symgrad.derive(spec_of("adamw", "cosine", True, True))
+    tex = render_report(d, "latex", standalone=True)
+    assert tex.isascii()
+    for part in (
+        r"\hat{\mathbf{m}}",
+        r"\lambda_{w}",
+        r"\eta_{t}",
+        r"\kappa_{t}",
+        r"\lVert g \rVert",
+        r"\min",
+        r"\cos",
+    ):
+        assert part in tex, part
