@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from . import naming as nm
+from .sym.text import written
 
 p = sp.Symbol("p", real=True)  # a parameter
 g = sp.Symbol("g", real=True)  # its gradient
@@ -129,21 +130,6 @@ class Shown:
     expr: sp.Expr
     define: bool = False
     note: str = ""
-
-
-def written(op: str, *args: sp.Expr) -> sp.Expr:
-    """An unevaluated sum ("+"), product ("*"), quotient ("/", two args), power ("**")
-    or negation ("-", one arg), in the order given."""
-    if op == "+":
-        return sp.Add(*args, evaluate=False)
-    if op == "*":
-        return sp.Mul(*args, evaluate=False)
-    if op == "/":
-        return sp.Mul(args[0], sp.Pow(args[1], -1, evaluate=False), evaluate=False)
-    if op == "**":
-        return sp.Pow(*args, evaluate=False)
-    assert op == "-" and len(args) == 1
-    return sp.Mul(-1, args[0], evaluate=False)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,21 @@ class Text(StrPrinter):
         return sorted(terms, key=lambda t: t.could_extract_minus_sign())
 
 
+def written(op: str, *args: sp.Expr) -> sp.Expr:
+    """An unevaluated sum ("+"), product ("*"), quotient ("/", two args), power ("**")
+    or negation ("-", one arg), in the order given."""
+    if op == "+":
+        return sp.Add(*args, evaluate=False)
+    if op == "*":
+        return sp.Mul(*args, evaluate=False)
+    if op == "/":
+        return sp.Mul(args[0], sp.Pow(args[1], -1, evaluate=False), evaluate=False)
+    if op == "**":
+        return sp.Pow(*args, evaluate=False)
+    assert op == "-" and len(args) == 1
+    return sp.Mul(-1, args[0], evaluate=False)
+
+
 class _AsWritten(Text):
     """Terms and factors in the order the expression holds them (an unevaluated
     expression: a textbook's line), symbols by their names."""
