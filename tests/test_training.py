@@ -31,6 +31,7 @@ torch = pytest.importorskip("torch")
 
 import harness  # noqa: E402 - tests/ is on sys.path (conftest.py)
 import torch_reference as tr  # noqa: E402
+import xp_backends as xb  # noqa: E402
 
 import symgrad  # noqa: E402
 from symgrad import SpecError, parse_spec, render, render_xp  # noqa: E402
@@ -543,3 +544,23 @@ def test_the_latex_update_section_is_ascii_and_names_the_symbols():
         r"\cos",
     ):
         assert part in tex, part
+
+
+# --- the array-API module on other backends ----------------------------------------------
+
+BACKENDS = {"array-api-strict", "torch-cpu", "jax-jit"}
+
+
+@pytest.mark.parametrize(
+    "backend", xb.pytest_params(lambda b: b.name in BACKENDS)
+)  # fmt: skip
+@pytest.mark.parametrize(
+    "case", [("adamw", "cosine", True, True), ("rmsprop-momentum", "step", True, True)]
+)
+def test_schedules_and_clipping_on_array_backends(modules, backend, case):
+    """The schedule and the clipping in standard functions only (jit-able: ηₜ from
+    state["t"] as an array), float32 kept float32."""
+    module, xp_module = modules(spec_of(*case))
+    X, Y = data()
+    xb.check_training(xp_module, module, backend, X, Y, batch_size=8, epochs=3)
+    xb.check_float32(xp_module, module, backend, X, Y)
