@@ -564,3 +564,29 @@ def test_schedules_and_clipping_on_array_backends(modules, backend, case):
     X, Y = data()
     xb.check_training(xp_module, module, backend, X, Y, batch_size=8, epochs=3)
     xb.check_float32(xp_module, module, backend, X, Y)
+
+
+def test_adamw_decay_is_not_l2(modules):
+    """AdamW with weight_decay 0 is Adam, l2 included (both couple l2 into g); with a
+    decay, AdamW differs from Adam given the same number as l2 (decoupled: p shrinks
+    by η·λ·p whatever m̂/√v̂ does with the gradient)."""
+    X, Y = data()
+
+    def trained(settings: dict, l2: float) -> dict:
+        spec = spec_of("adam", "none", False, False)
+        spec["optimizer"], spec["l2"] = settings, l2
+        spec["name"] = "t_" + "_".join(f"{v}" for v in settings.values()) + f"_{l2}"
+        spec["name"] = spec["name"].replace(".", "_").replace("-", "_")
+        module, _ = modules(spec)
+        params = start(module)
+        state = module.init_state(params)
+        for batch in batches():
+            module.step(params, state, X[batch], Y[batch])
+        return params
+
+    adam = trained({"name": "adam", "learning_rate": 0.01}, 0.1)
+    adamw0 = trained({"name": "adamw", "learning_rate": 0.01, "weight_decay": 0}, 0.1)
+    adamw = trained({"name": "adamw", "learning_rate": 0.01, "weight_decay": 0.1}, 0)
+    for k in adam:
+        np.testing.assert_array_equal(adamw0[k], adam[k])
+    assert harness.rel_err(adamw["W1"], adam["W1"]) > 1e-3
