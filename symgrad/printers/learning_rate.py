@@ -19,7 +19,17 @@ T = sp.Symbol("t", integer=True, nonnegative=True)  # the argument: steps taken
 
 
 class _Python(PythonCodePrinter):
-    """Python floats: math.cos, math.floor, min, a conditional expression."""
+    """Python floats: math.cos, math.floor, min, a conditional expression; the settings
+    (symbols of the update's numbers) printed as their values."""
+
+    def __init__(self, values: dict[sp.Symbol, float]) -> None:
+        super().__init__({"fully_qualified_modules": True})
+        self.values = values
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:  # noqa: N802
+        if expr in self.values:
+            return number_text(sp.Float(self.values[expr]))
+        return super()._print_Symbol(expr)
 
     def _print_Float(self, expr: sp.Float) -> str:  # noqa: N802
         return number_text(expr)
@@ -32,20 +42,16 @@ def source(plan: Plan) -> str:
     expr: sp.Expr = lr
     if up.schedule is not None:
         expr = up.schedule.expr.xreplace({schedules.T0: T})
-    used = expr.free_symbols - {T}
-    numbers = [(sym, value) for sym, value in up.numbers if sym in used]
-    printer = _Python({"fully_qualified_modules": True})
-    text = printer.doprint(expr)
+    text = _Python(dict(up.numbers)).doprint(expr)
     if isinstance(expr, sp.Piecewise):  # ((a) if (c) else (b)): a statement's value
         text = text[1:-1]
-    lines = ['"""The learning rate of optimizer step t (t = 0, 1, ...: state["t"])."""']
+    title = f"the {up.schedule_name} schedule" if up.schedule_name else "constant"
+    lines = [
+        '"""The learning rate of optimizer step t (t = 0, 1, ...: state["t"]):',
+        f'{title}."""',
+    ]
     if "math." in text:
-        lines.append("import math")
-        lines.append("")
-    lines.append(
-        f"{', '.join(sym.name for sym, _ in numbers)} = "
-        + ", ".join(number_text(sp.Float(v)) for _, v in numbers)
-    )
+        lines += ["import math", ""]
     lines.append(f"return {text}")
     body = "\n".join(INDENT + line if line else "" for line in lines)
     return f"def learning_rate(t):\n{body}\n"
