@@ -44,6 +44,9 @@ class Setting:
     asks for a whole number. A default of None makes the setting required (a schedule's
     step_size). `var` names its symbol (and its variable in the code) where the spec's
     key would clash with another name of the update (schedules.py: lr_step_size).
+    `exact_zero`: a value of 0 is given to the rule as the number 0, not as the
+    setting's symbol, so that the rule can leave out what it would multiply (RMSprop
+    without momentum keeps no momentum buffer, as torch.optim.RMSprop).
     """
 
     name: str
@@ -56,6 +59,7 @@ class Setting:
     high_open: bool = False
     integer: bool = False
     var: str = ""
+    exact_zero: bool = False  # 0 reaches the rule as 0, which may then leave out a term
 
     @property
     def symbol(self) -> sp.Symbol:
@@ -202,10 +206,15 @@ def textbook(opt: OptimizerDef, args: dict[str, sp.Expr]) -> list[Shown]:
 def arguments(opt: OptimizerDef, values: dict[str, float | bool]) -> dict[str, sp.Expr]:
     """The settings as the rule reads them: numbers as their symbols, switches as
     their values."""
-    return {
-        s.name: (values[s.name] if isinstance(s.default, bool) else s.symbol)  # type: ignore[misc]
-        for s in opt.settings
-    }
+    out: dict[str, sp.Expr] = {}
+    for s in opt.settings:
+        if isinstance(s.default, bool):
+            out[s.name] = values[s.name]  # type: ignore[assignment]
+        elif s.exact_zero and values[s.name] == 0:
+            out[s.name] = sp.S.Zero
+        else:
+            out[s.name] = s.symbol
+    return out
 
 
 def statements(
@@ -213,8 +222,8 @@ def statements(
 ) -> tuple[list[Assign], list[Assign]]:
     """The per-step scalars and the update rule of an optimizer with these settings.
 
-    Numbers stay symbols (the rule reads η, β₁, ... by name); switches (nesterov) choose
-    the rule.
+    Numbers stay symbols (the rule reads η, β₁, ... by name), but for a 0 of an
+    `exact_zero` setting; switches (nesterov) choose the rule.
     """
     args = arguments(opt, values)
     scalars = [Assign(s.symbol, s.value(args), s.note) for s in opt.scalars]
@@ -508,9 +517,13 @@ _buffer = StateArray(
 
 def _rmsprop_rule(s: dict[str, sp.Expr]) -> list[Assign]:
     v, buf, rho = _square_avg.symbol, _buffer.symbol, s["rho"]
+    average = Assign(v, rho * v + (1 - rho) * g**2, "running mean of g²")
+    scaled = g / (sp.sqrt(v) + s["eps"])
+    if s["momentum"] == 0:  # no buffer, as torch.optim.RMSprop without momentum
+        return [average, Assign(p, p - s["learning_rate"] * scaled)]
     return [
-        Assign(v, rho * v + (1 - rho) * g**2, "running mean of g²"),
-        Assign(buf, s["momentum"] * buf + g / (sp.sqrt(v) + s["eps"]), "momentum"),
+        average,
+        Assign(buf, s["momentum"] * buf + scaled, "momentum"),
         Assign(p, p - s["learning_rate"] * buf),
     ]
 
@@ -518,8 +531,11 @@ def _rmsprop_rule(s: dict[str, sp.Expr]) -> list[Assign]:
 def _rmsprop_textbook(s: dict[str, sp.Expr]) -> list[Shown]:
     v, buf = _square_avg.symbol, _buffer.symbol
     scaled = W("/", g, W("+", W("**", v, sp.S.Half), s["eps"]))
+    average = Shown(v, _average(s["rho"], v, W("**", g, 2)), note="mean square")
+    if s["momentum"] == 0:
+        return [average, Shown(p, _descent(s["learning_rate"], scaled))]
     return [
-        Shown(v, _average(s["rho"], v, W("**", g, 2)), note="mean square"),
+        average,
         Shown(buf, W("+", W("*", s["momentum"], buf), scaled), note="momentum"),
         Shown(p, _descent(s["learning_rate"], buf)),
     ]
@@ -533,15 +549,24 @@ register(
             LEARNING_RATE,
             Setting("rho", 0.99, r"\rho", "ρ", low=0.0, high=1.0, high_open=True),
             Setting("eps", 1e-8, r"\epsilon", "ε", low=0.0, high=None, low_open=True),
-            Setting("momentum", 0.0, r"\mu", "μ", low=0.0, high=1.0, high_open=True),
+            Setting(
+                "momentum",
+                0.0,
+                r"\mu",
+                "μ",
+                low=0.0,
+                high=1.0,
+                high_open=True,
+                exact_zero=True,
+            ),
         ),
         state=(_square_avg, _buffer),
         rule=_rmsprop_rule,
         textbook=_rmsprop_textbook,
         temporaries=1,  # (1 − ρ) g² for v, while g is still to be read
         notes=(
-            "as torch.optim.RMSprop (alpha = ρ, not centered); with μ = 0 the buffer "
-            "is g / (√v + ε) and the step torch's plain RMSprop step",
+            "as torch.optim.RMSprop (alpha = ρ, not centered); with μ = 0 there is "
+            "no momentum buffer, as in torch",
         ),
     )
 )

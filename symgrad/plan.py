@@ -780,6 +780,9 @@ def _update(d: Derivation) -> Update:
                 )
             )
             names[L2] = (r"\lambda", "λ")
+    # the state arrays the rule keeps (rmsprop without momentum keeps no buffer)
+    written = {a.target for a in rule}
+    state = tuple(st for st in definition.state if st.symbol in written)
     step_rule, decay = list(rule), None
     folds = definition.folds_learning_rate and schedule is None and clip is None
     if folds:  # the step's gradients carry η already
@@ -805,7 +808,7 @@ def _update(d: Derivation) -> Update:
         tuple(step_rule),
         tuple(decay) if decay is not None else None,
         tuple(ratios),
-        definition.state,
+        state,
         tuple(nm.update_scratch(k) for k in range(1, definition.temporaries + 1)),
         names,
         folds,

@@ -460,12 +460,14 @@ def test_a_valid_schedule_is_read_with_its_defaults():
 
 
 @pytest.mark.parametrize(
-    ("name", "nesterov"),
-    [(n, False) for n in sorted(opt.OPTIMIZERS)] + [("momentum", True)],
+    ("name", "nesterov", "zero"),
+    [(n, False, False) for n in sorted(opt.OPTIMIZERS)]
+    + [("momentum", True, False), ("rmsprop", False, True)],
 )
-def test_the_textbook_lines_compute_what_the_rule_computes(name, nesterov):
+def test_the_textbook_lines_compute_what_the_rule_computes(name, nesterov, zero):
     """The report's lines (an entry's `textbook`) and the rule the code computes give
-    the same p and state, at random numbers: the two forms cannot drift apart."""
+    the same p and state, at random numbers (`zero`: the settings that may be 0 are 0,
+    rmsprop without momentum): the two forms cannot drift apart."""
     entry = opt.OPTIMIZERS[name]
     rng = np.random.default_rng(1)
     values = {
@@ -474,6 +476,7 @@ def test_the_textbook_lines_compute_what_the_rule_computes(name, nesterov):
         )
         for s in entry.settings
     }
+    values |= {s.name: 0.0 for s in entry.settings if zero and s.exact_zero}
     scalars, rule = opt.statements(entry, values)
     lines = opt.textbook(entry, opt.arguments(entry, values))
     start = {
@@ -528,6 +531,8 @@ def test_the_report_prints_rmsprop_and_the_step_schedule():
     ) in out
     assert "ρ = 0.95, ε = 1e-06, μ = 0.6, N = 7, γ = 0.5" in out
     assert "ηₜ = η·γ^(t - 1)" in update_text(("sgd", "exponential", False, False))
+    plain = update_text(("rmsprop", "none", False, False))  # no momentum: no buffer
+    assert "    p ← p - η·g/(√v + ε)\n" in plain and "buf" not in plain
 
 
 def test_the_latex_update_section_is_ascii_and_names_the_symbols():
