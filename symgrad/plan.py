@@ -701,85 +701,27 @@ def build(d: Derivation) -> Plan:
 
 def _update(d: Derivation) -> Update:
     """The spec's optimizer as an Update: its entry's statements with the spec's
-    settings, its numbers, names and temporaries."""
+    settings (η as the schedule's ηₜ under one), its numbers, names and temporaries,
+    the clipping, and the rule as a textbook writes it."""
     spec = d.spec.optimizer
     settings = dict(spec.params)
     definition = optimizers.OPTIMIZERS[spec.name]
     scalars, rule = optimizers.statements(definition, settings)
     g, p = optimizers.g, optimizers.p
     names = optimizers.math_names(definition)
-    schedule, extra_numbers = None, []
-    if spec.schedule is not None:  # ηₜ in place of η, in the rule and the scalars
-        entry = schedules.SCHEDULES[spec.schedule.name]
-        values = dict(spec.schedule.params)
-        lr = definition.setting("learning_rate").symbol
-        rate = schedules.rate(entry, lr, schedules.T0, values)
-        schedule = optimizers.Assign(
-            LR_T, rate, f"the learning rate of this step: {entry.title}"
-        )
+    lr = definition.setting("learning_rate").symbol
+    schedule, schedule_shown, extra_numbers = _schedule(d, lr, names)
+    if schedule is not None:  # ηₜ in place of η, in the rule and the scalars
         scalars = [replace(a, expr=a.expr.xreplace({lr: LR_T})) for a in scalars]
         rule = [replace(a, expr=a.expr.xreplace({lr: LR_T})) for a in rule]
-        used = rate.free_symbols
-        for s in entry.all_settings():
-            if s.symbol in used:
-                extra_numbers.append((s.symbol, float(values[s.name])))
-        names.update(schedules.math_names(entry))
-        names[LR_T] = (r"\eta_{t}", "ηₜ")
-    clip = clip_rule = clip_decay = clip_decay_step = unclipped = None
-    clip_scalars: list[optimizers.Assign] = []
+    clipping = _clipping(d, names)
+    clip = clipping.clip if clipping is not None else None
     if spec.clip_norm is not None:
-        clip = optimizers.Assign(
-            CLIP,
-            sp.Min(1, CLIP_NORM / (GRAD_NORM + CLIP_EPS)),
-            "torch.nn.utils.clip_grad_norm_",
-        )
-        clip_rule = optimizers.Assign(g, CLIP * g, "clipped")
-        if d.spec.l2 > 0:
-            clip_decay = optimizers.Assign(g, CLIP * g + L2 * p, "clipped, plus l2·p")
-            clip_decay_step = optimizers.Assign(
-                g,
-                sp.Mul(L2, sp.Add(CLIP_RATIO * g, p), evaluate=False),
-                "clipped, plus l2·p",
-            )
-            clip_scalars.append(optimizers.Assign(CLIP_RATIO, CLIP / L2, "clip / l2"))
-            unclipped = optimizers.Assign(g, g - L2 * p, "the gradient without l2")
         extra_numbers.append((CLIP_NORM, float(spec.clip_norm)))
-        names[CLIP] = (r"\kappa_{t}", "κₜ")
-        names[CLIP_NORM] = ("c", "c")
-        names[GRAD_NORM] = (r"\lVert g \rVert", "‖g‖")
     args = optimizers.arguments(definition, settings)
     if schedule is not None:
         args["learning_rate"] = LR_T
     shown = optimizers.textbook(definition, args)
-    schedule_shown = None
-    if spec.schedule is not None:
-        entry = schedules.SCHEDULES[spec.schedule.name]
-        values = dict(spec.schedule.params)
-        lr = definition.setting("learning_rate").symbol
-        formula = schedules.shown(entry, lr, optimizers.t, values)
-        schedule_shown = optimizers.Shown(LR_T, formula, define=True)
-    clip_shown: list[optimizers.Shown] = []
-    if clip is not None:
-        W = optimizers.written
-        eps = sp.Symbol("clip_eps", positive=True)  # 1e-6, named 10⁻⁶ in the report
-        names[eps] = ("10^{-6}", "10⁻⁶")
-        clip_shown = [
-            optimizers.Shown(
-                CLIP,
-                sp.Min(1, W("/", CLIP_NORM, W("+", GRAD_NORM, eps)), evaluate=False),
-                define=True,
-            ),
-            optimizers.Shown(g, W("*", CLIP, g)),
-        ]
-        if d.spec.l2 > 0:
-            clip_shown.append(
-                optimizers.Shown(
-                    g,
-                    W("+", W("*", CLIP, g), W("*", L2, p)),
-                    note="a weight: its l2 term, added after clipping",
-                )
-            )
-            names[L2] = (r"\lambda", "λ")
     # the state arrays the rule keeps (rmsprop without momentum keeps no buffer)
     written = {a.target for a in rule}
     state = tuple(st for st in definition.state if st.symbol in written)
@@ -816,14 +758,102 @@ def _update(d: Derivation) -> Update:
         schedule,
         spec.schedule.name if spec.schedule is not None else "",
         clip,
-        clip_rule,
-        clip_decay,
-        clip_decay_step,
-        tuple(clip_scalars),
-        unclipped,
+        clipping.rule if clipping is not None else None,
+        clipping.decay if clipping is not None else None,
+        clipping.decay_step if clipping is not None else None,
+        clipping.scalars if clipping is not None else (),
+        clipping.unclipped if clipping is not None else None,
         tuple(shown),
         schedule_shown,
-        tuple(clip_shown),
+        clipping.shown if clipping is not None else (),
+    )
+
+
+def _schedule(
+    d: Derivation, lr: sp.Symbol, names: dict[sp.Symbol, tuple[str, str]]
+) -> tuple[
+    optimizers.Assign | None, optimizers.Shown | None, list[tuple[sp.Symbol, float]]
+]:
+    """The spec's schedule as `ηₜ ← rate(t₀)`, its formula as written (t from 1) and
+    the numbers its rate reads; its names go into `names`. (None, None, []) without."""
+    spec = d.spec.optimizer.schedule
+    if spec is None:
+        return None, None, []
+    entry = schedules.SCHEDULES[spec.name]
+    values = dict(spec.params)
+    rate = schedules.rate(entry, lr, schedules.T0, values)
+    schedule = optimizers.Assign(
+        LR_T, rate, f"the learning rate of this step: {entry.title}"
+    )
+    numbers = [
+        (s.symbol, float(values[s.name]))
+        for s in entry.all_settings()
+        if s.symbol in rate.free_symbols
+    ]
+    names.update(schedules.math_names(entry))
+    names[LR_T] = (r"\eta_{t}", "ηₜ")
+    formula = schedules.shown(entry, lr, optimizers.t, values)
+    return schedule, optimizers.Shown(LR_T, formula, define=True), numbers
+
+
+@dataclass(frozen=True)
+class _Clipping:
+    """The parts of Update about clip_norm (see Update's clip_* attributes)."""
+
+    clip: optimizers.Assign
+    rule: optimizers.Assign
+    decay: optimizers.Assign | None
+    decay_step: optimizers.Assign | None
+    scalars: tuple[optimizers.Assign, ...]
+    unclipped: optimizers.Assign | None
+    shown: tuple[optimizers.Shown, ...]
+
+
+def _clipping(
+    d: Derivation, names: dict[sp.Symbol, tuple[str, str]]
+) -> _Clipping | None:
+    """clip_norm as torch.nn.utils.clip_grad_norm_: the factor from the gradients'
+    global norm, the clipped gradients (a weight's l2 term added after, as PyTorch's
+    weight_decay), and the same as written; its names go into `names`."""
+    if d.spec.optimizer.clip_norm is None:
+        return None
+    g, p, W = optimizers.g, optimizers.p, optimizers.written
+    clip = optimizers.Assign(
+        CLIP,
+        sp.Min(1, CLIP_NORM / (GRAD_NORM + CLIP_EPS)),
+        "torch.nn.utils.clip_grad_norm_",
+    )
+    rule = optimizers.Assign(g, CLIP * g, "clipped")
+    eps = sp.Symbol("clip_eps", positive=True)  # 1e-6, named 10⁻⁶ in the report
+    shown = [
+        optimizers.Shown(
+            CLIP,
+            sp.Min(1, W("/", CLIP_NORM, W("+", GRAD_NORM, eps)), evaluate=False),
+            define=True,
+        ),
+        optimizers.Shown(g, W("*", CLIP, g)),
+    ]
+    names[CLIP] = (r"\kappa_{t}", "κₜ")
+    names[CLIP_NORM] = ("c", "c")
+    names[GRAD_NORM] = (r"\lVert g \rVert", "‖g‖")
+    names[eps] = ("10^{-6}", "10⁻⁶")
+    if d.spec.l2 == 0:
+        return _Clipping(clip, rule, None, None, (), None, tuple(shown))
+    names[L2] = (r"\lambda", "λ")
+    note = "a weight: its l2 term, added after clipping"
+    shown.append(optimizers.Shown(g, W("+", W("*", CLIP, g), W("*", L2, p)), note=note))
+    return _Clipping(
+        clip,
+        rule,
+        optimizers.Assign(g, CLIP * g + L2 * p, "clipped, plus l2·p"),
+        optimizers.Assign(
+            g,
+            sp.Mul(L2, sp.Add(CLIP_RATIO * g, p), evaluate=False),
+            "clipped, plus l2·p",
+        ),
+        (optimizers.Assign(CLIP_RATIO, CLIP / L2, "clip / l2"),),
+        optimizers.Assign(g, g - L2 * p, "the gradient without l2"),
+        tuple(shown),
     )
 
 
