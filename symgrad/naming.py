@@ -180,6 +180,11 @@ SCALE = "scale"  # what the output delta is multiplied by: 1/m, or η/m in sgd's
 L2 = "L2"  # the module constant: the l2 coefficient
 L2_GRAD = "l2_grad"  # the l2 coefficient as the gradient statements read it
 FINITE = "squares"  # the step's check before the update: L + Σ g² over the gradients
+LR_T = "lr_t"  # the learning rate of this step, under a schedule
+GRAD_NORM = "grad_norm"  # the global 2-norm of the gradients (clipping)
+CLIP = "clip"  # the clipping factor min(1, c / (‖g‖ + 1e-6))
+CLIP_NORM = "clip_norm"  # the spec's c
+CLIP_RATIO = "clip_ratio"  # clip / l2: the clipped gradient plus l2·W, written in place
 
 # work arrays of the in-place step (see the module docstring)
 FAMILIES = {

@@ -53,6 +53,7 @@ from .sym.arrays import ColSum, GroupMax, GroupMean, GroupReduction, GroupSum
 from .sym.cost import cost as shared_cost
 from .sym.functions import Coefficient, decimal_text, invert, numeric, symbolize
 from .sym.text import Text
+from .sym.text import written as unevaluated
 
 X = parse.NORM_X  # one value of the group
 XHAT = sp.Symbol("xhat", real=True)  # the normalized value F(x)
@@ -140,6 +141,7 @@ class RunningUpdate:
     statistic: sp.Symbol
     update: sp.Expr  # in buffer, statistic, momentum, n
     init: str
+    shown: sp.Expr | None = None  # update as written, (1 − momentum)·buffer + ...
 
 
 @dataclass(frozen=True)
@@ -1182,7 +1184,17 @@ def _running(
         buf = sp.Symbol(f"running_{stat.buffer}", **_sign(r))
         tracked = r * N / (N - 1) if stat.unbiased else r
         update = (1 - momentum) * buf + momentum * tracked
-        updates.append(RunningUpdate(buf, r, update, stat.init))
+        W = unevaluated
+        shown = W(
+            "+",
+            W("*", W("+", sp.S.One, W("-", momentum)), buf),
+            (
+                W("*", momentum, W("/", N, W("+", N, sp.S.NegativeOne)), r)
+                if stat.unbiased
+                else W("*", momentum, r)
+            ),
+        )
+        updates.append(RunningUpdate(buf, r, update, stat.init, shown))
         swap[r] = buf
     inference = tuple(
         Statement(

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from . import naming as nm
+from .sym.text import written
 
 p = sp.Symbol("p", real=True)  # a parameter
 g = sp.Symbol("g", real=True)  # its gradient
@@ -39,26 +40,37 @@ t = sp.Symbol("t", positive=True, integer=True)  # the step count, after the inc
 class Setting:
     """A number or switch of an optimizer, with its bounds and its names in the math.
 
-    low/high bound a number (None: unbounded); `*_open` excludes the bound.
+    low/high bound a number (None: unbounded); `*_open` excludes the bound; `integer`
+    asks for a whole number. A default of None makes the setting required (a schedule's
+    step_size). `var` names its symbol (and its variable in the code) where the spec's
+    key would clash with another name of the update (schedules.py: lr_step_size).
+    `exact_zero`: a value of 0 is given to the rule as the number 0, not as the
+    setting's symbol, so that the rule can leave out what it would multiply (RMSprop
+    without momentum keeps no momentum buffer, as torch.optim.RMSprop).
     """
 
     name: str
-    default: float | bool
+    default: float | bool | None
     tex: str
     text: str
     low: float | None = None
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    integer: bool = False
+    var: str = ""
+    exact_zero: bool = False  # 0 reaches the rule as 0, which may then leave out a term
 
     @property
     def symbol(self) -> sp.Symbol:
-        return sp.Symbol(self.name, real=True)
+        return sp.Symbol(self.var or self.name, real=True)
 
     def problem(self, value: float) -> str | None:
         """Why value is not allowed, or None."""
         if isinstance(self.default, bool):
             return None
+        if self.integer and not float(value).is_integer():
+            return f"{self.name} must be a whole number"
         below = self.low is not None and (
             value < self.low or (self.low_open and value == self.low)
         )
@@ -67,8 +79,10 @@ class Setting:
         )
         if not (below or above):
             return None
-        if self.high is None:
+        if self.high is None and self.low == 0:
             return f"{self.name} must be {'positive' if self.low_open else '≥ 0'}"
+        if self.high is None:
+            return f"{self.name} must be {'>' if self.low_open else '≥'} {self.low:g}"
         left = "(" if self.low_open else "["
         right = ")" if self.high_open else "]"
         return f"{self.name} must be in {left}{self.low:g}, {self.high:g}{right}"
@@ -109,6 +123,20 @@ class Assign:
 
 
 @dataclass(frozen=True)
+class Shown:
+    """A line of an update rule as a textbook writes it, for the report only: its
+    expression is built unevaluated (`written`), so that it prints in the order it is
+    read, p ← p − η·m̂/(√v̂ + ε), not in SymPy's. `define` makes it a name for a value
+    (m̂ = m/(1 − β₁ᵗ)) rather than an assignment. tests/test_training.py checks that
+    an entry's lines compute what its rule computes."""
+
+    target: sp.Symbol
+    expr: sp.Expr
+    define: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class OptimizerDef:
     """A registered optimizer.
 
@@ -122,6 +150,10 @@ class OptimizerDef:
         folds_learning_rate: the rule is p ← p − η g and nothing else reads g: the step
             may scale the gradients by η as it computes them, and subtract them as they
             are (one pass less over every parameter); l2 is then applied as a decay of p.
+        textbook: given the settings (η possibly a schedule's ηₜ), the rule as a
+            textbook writes it (`Shown` lines), for the report; None: the rule itself.
+        shown_names: the names (symbol, LaTeX, text) of the values its lines define
+            (m̂, v̂).
     """
 
     name: str
@@ -133,9 +165,11 @@ class OptimizerDef:
     temporaries: int = 0
     folds_learning_rate: bool = False
     notes: tuple[str, ...] = field(default=())
+    textbook: Callable[[dict[str, sp.Expr]], list[Shown]] | None = None
+    shown_names: tuple[tuple[sp.Symbol, str, str], ...] = ()
 
     def defaults(self) -> dict[str, float | bool]:
-        return {s.name: s.default for s in self.settings}
+        return {s.name: s.default for s in self.settings if s.default is not None}
 
     def setting(self, name: str) -> Setting:
         return next(s for s in self.settings if s.name == name)
@@ -157,7 +191,30 @@ def math_names(opt: OptimizerDef) -> dict[sp.Symbol, tuple[str, str]]:
     names.update({s.symbol: (s.tex, s.text) for s in opt.settings if s.tex})
     names.update({s.symbol: (s.tex, s.text) for s in opt.state})
     names.update({s.symbol: (s.tex, s.text) for s in opt.scalars})
+    names.update({sym: (tex, txt) for sym, tex, txt in opt.shown_names})
     return names
+
+
+def textbook(opt: OptimizerDef, args: dict[str, sp.Expr]) -> list[Shown]:
+    """The entry's rule as a textbook writes it, with these settings (as `statements`
+    makes them: numbers as symbols, η perhaps ηₜ), or its rule as it is."""
+    if opt.textbook is not None:
+        return opt.textbook(args)
+    return [Shown(a.target, a.expr, note=a.note) for a in opt.rule(args)]
+
+
+def arguments(opt: OptimizerDef, values: dict[str, float | bool]) -> dict[str, sp.Expr]:
+    """The settings as the rule reads them: numbers as their symbols, switches as
+    their values."""
+    out: dict[str, sp.Expr] = {}
+    for s in opt.settings:
+        if isinstance(s.default, bool):
+            out[s.name] = values[s.name]  # type: ignore[assignment]
+        elif s.exact_zero and values[s.name] == 0:
+            out[s.name] = sp.S.Zero
+        else:
+            out[s.name] = s.symbol
+    return out
 
 
 def statements(
@@ -165,13 +222,10 @@ def statements(
 ) -> tuple[list[Assign], list[Assign]]:
     """The per-step scalars and the update rule of an optimizer with these settings.
 
-    Numbers stay symbols (the rule reads η, β₁, ... by name); switches (nesterov) choose
-    the rule.
+    Numbers stay symbols (the rule reads η, β₁, ... by name), but for a 0 of an
+    `exact_zero` setting; switches (nesterov) choose the rule.
     """
-    args: dict[str, sp.Expr] = {
-        s.name: (values[s.name] if isinstance(s.default, bool) else s.symbol)  # type: ignore[misc]
-        for s in opt.settings
-    }
+    args = arguments(opt, values)
     scalars = [Assign(s.symbol, s.value(args), s.note) for s in opt.scalars]
     return scalars, opt.rule(args)
 
@@ -248,6 +302,20 @@ LEARNING_RATE = Setting(
     "learning_rate", 0.01, r"\eta", "η", low=0.0, high=None, low_open=True
 )
 
+W = written
+ONE = sp.S.One
+
+
+def _average(c: sp.Expr, x: sp.Expr, u: sp.Expr) -> sp.Expr:
+    """c·x + (1 − c)·u, as written."""
+    return W("+", W("*", c, x), W("*", W("+", ONE, W("-", c)), u))
+
+
+def _descent(lr: sp.Expr, step: sp.Expr) -> sp.Expr:
+    """p − η·step, as written."""
+    return W("+", p, W("-", W("*", lr, step)))
+
+
 # ---------------------------------------------------------------------- sgd
 
 register(
@@ -257,6 +325,7 @@ register(
         (LEARNING_RATE,),
         rule=lambda s: [Assign(p, p - s["learning_rate"] * g)],
         folds_learning_rate=True,
+        textbook=lambda s: [Shown(p, _descent(s["learning_rate"], g))],
     )
 )
 
@@ -274,6 +343,16 @@ def _momentum_rule(s: dict[str, sp.Expr]) -> list[Assign]:
     ]
 
 
+def _momentum_textbook(s: dict[str, sp.Expr]) -> list[Shown]:
+    v, lr, mu = _velocity.symbol, s["learning_rate"], s["momentum"]
+    nesterov = s["nesterov"] is True
+    step = W("+", g, W("*", mu, v)) if nesterov else v
+    return [
+        Shown(v, W("+", W("*", mu, v), g), note="the momentum buffer"),
+        Shown(p, _descent(lr, step), note="Nesterov" if nesterov else ""),
+    ]
+
+
 register(
     OptimizerDef(
         "momentum",
@@ -285,6 +364,7 @@ register(
         ),
         state=(_velocity,),
         rule=_momentum_rule,
+        textbook=_momentum_textbook,
     )
 )
 
@@ -306,6 +386,29 @@ _root_correction = StepScalar(
     lambda s: sp.sqrt(1 - s["beta2"] ** t),
     "√(1 − β₂ᵗ)",
 )
+
+
+_m_hat = sp.Symbol("m_hat", real=True)
+_v_hat = sp.Symbol("v_hat", real=True)
+_HATS = (
+    (_m_hat, r"\hat{\mathbf{m}}", "m̂"),
+    (_v_hat, r"\hat{\mathbf{v}}", "v̂"),
+)
+
+
+def _adam_textbook(s: dict[str, sp.Expr], decay: sp.Expr | None = None) -> list[Shown]:
+    """Adam's lines as the paper writes them (AdamW's with its decay term λ·p)."""
+    m, v, b1, b2 = _m.symbol, _v.symbol, s["beta1"], s["beta2"]
+    step = W("/", _m_hat, W("+", W("**", _v_hat, sp.S.Half), s["eps"]))
+    if decay is not None:
+        step = W("+", step, W("*", decay, p))
+    return [
+        Shown(m, _average(b1, m, g), note="first moment"),
+        Shown(v, _average(b2, v, W("**", g, 2)), note="second moment"),
+        Shown(_m_hat, W("/", m, W("+", ONE, W("-", W("**", b1, t)))), define=True),
+        Shown(_v_hat, W("/", v, W("+", ONE, W("-", W("**", b2, t)))), define=True),
+        Shown(p, _descent(s["learning_rate"], step)),
+    ]
 
 
 def _adam_rule(s: dict[str, sp.Expr]) -> list[Assign]:
@@ -341,9 +444,129 @@ register(
         state=(_m, _v),
         scalars=(_step_size, _root_correction),
         rule=_adam_rule,
+        textbook=_adam_textbook,
+        shown_names=_HATS,
         notes=(
             "the bias corrections as torch.optim.Adam computes them: "
             "p ← p − (η / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)",
+        ),
+    )
+)
+
+# -------------------------------------------------------------------- adamw
+
+_decay = StepScalar(
+    sp.Symbol("decay", positive=True),
+    r"d_{t}",
+    "dₜ",
+    lambda s: 1 - s["learning_rate"] * s["weight_decay"],
+    "1 − η λ: the decoupled weight decay",
+)
+
+
+def _adamw_rule(s: dict[str, sp.Expr]) -> list[Assign]:
+    m, v, b1, b2 = _m.symbol, _v.symbol, s["beta1"], s["beta2"]
+    return [
+        Assign(m, b1 * m + (1 - b1) * g, "first moment"),
+        Assign(v, b2 * v + (1 - b2) * g**2, "second moment"),
+        Assign(
+            p,
+            _decay.symbol * p
+            - _step_size.symbol * m / (sp.sqrt(v) / _root_correction.symbol + s["eps"]),
+            "p decayed by η λ p, then the Adam step",
+        ),
+    ]
+
+
+register(
+    OptimizerDef(
+        "adamw",
+        "AdamW",
+        (
+            Setting(
+                "learning_rate", 0.001, r"\eta", "η", low=0.0, high=None, low_open=True
+            ),
+            Setting(
+                "beta1", 0.9, r"\beta_{1}", "β₁", low=0.0, high=1.0, high_open=True
+            ),
+            Setting(
+                "beta2", 0.999, r"\beta_{2}", "β₂", low=0.0, high=1.0, high_open=True
+            ),
+            Setting("eps", 1e-8, r"\epsilon", "ε", low=0.0, high=None, low_open=True),
+            Setting("weight_decay", 0.01, r"\lambda_{w}", "λ_w", low=0.0, high=None),
+        ),
+        state=(_m, _v),
+        scalars=(_step_size, _root_correction, _decay),
+        rule=_adamw_rule,
+        textbook=lambda s: _adam_textbook(s, s["weight_decay"]),
+        shown_names=_HATS,
+        notes=(
+            "as torch.optim.AdamW: the decay p ← p − η λ p is decoupled from the "
+            "gradient (the spec's l2, if any, is part of g), then the Adam step",
+        ),
+    )
+)
+
+# ------------------------------------------------------------------ rmsprop
+
+_square_avg = StateArray("square_avg", sp.Symbol("square_avg", real=True), "v", "v")
+_buffer = StateArray(
+    "momentum_buffer", sp.Symbol("buf", real=True), r"\mathbf{b}", "buf"
+)
+
+
+def _rmsprop_rule(s: dict[str, sp.Expr]) -> list[Assign]:
+    v, buf, rho = _square_avg.symbol, _buffer.symbol, s["rho"]
+    average = Assign(v, rho * v + (1 - rho) * g**2, "running mean of g²")
+    scaled = g / (sp.sqrt(v) + s["eps"])
+    if s["momentum"] == 0:  # no buffer, as torch.optim.RMSprop without momentum
+        return [average, Assign(p, p - s["learning_rate"] * scaled)]
+    return [
+        average,
+        Assign(buf, s["momentum"] * buf + scaled, "momentum"),
+        Assign(p, p - s["learning_rate"] * buf),
+    ]
+
+
+def _rmsprop_textbook(s: dict[str, sp.Expr]) -> list[Shown]:
+    v, buf = _square_avg.symbol, _buffer.symbol
+    scaled = W("/", g, W("+", W("**", v, sp.S.Half), s["eps"]))
+    average = Shown(v, _average(s["rho"], v, W("**", g, 2)), note="mean square")
+    if s["momentum"] == 0:
+        return [average, Shown(p, _descent(s["learning_rate"], scaled))]
+    return [
+        average,
+        Shown(buf, W("+", W("*", s["momentum"], buf), scaled), note="momentum"),
+        Shown(p, _descent(s["learning_rate"], buf)),
+    ]
+
+
+register(
+    OptimizerDef(
+        "rmsprop",
+        "RMSprop",
+        (
+            LEARNING_RATE,
+            Setting("rho", 0.99, r"\rho", "ρ", low=0.0, high=1.0, high_open=True),
+            Setting("eps", 1e-8, r"\epsilon", "ε", low=0.0, high=None, low_open=True),
+            Setting(
+                "momentum",
+                0.0,
+                r"\mu",
+                "μ",
+                low=0.0,
+                high=1.0,
+                high_open=True,
+                exact_zero=True,
+            ),
+        ),
+        state=(_square_avg, _buffer),
+        rule=_rmsprop_rule,
+        textbook=_rmsprop_textbook,
+        temporaries=1,  # (1 − ρ) g² for v, while g is still to be read
+        notes=(
+            "as torch.optim.RMSprop (alpha = ρ, not centered); with μ = 0 there is "
+            "no momentum buffer, as in torch",
         ),
     )
 )

@@ -32,7 +32,7 @@ from typing import Protocol, TypeVar
 
 import sympy as sp
 
-from . import layer_registry, optimizers
+from . import layer_registry, optimizers, schedules
 from . import naming as nm
 from .derive import Derivation
 from .layer_registry import Rule
@@ -290,6 +290,26 @@ class Update:
             arrays (plan.storage holds one per temporary and trainable parameter).
         names: each symbol of the statements as (LaTeX, unicode text).
         notes: what the report says besides the statements.
+        schedule: the learning rate of the step, `ηₜ ← f(t₀)` (the schedule's rate at
+            t₀ = schedules.T0, the state's step count before the step), which the rule
+            and the scalars read in place of η; None without a schedule.
+        schedule_name: the schedule's name in the spec ("" without one).
+        clip: the clipping factor `clip ← min(1, c / (‖g‖ + 1e-6))`, ‖g‖ (GRAD_NORM)
+            the global 2-norm of the gradients without l2, as
+            torch.nn.utils.clip_grad_norm_ sees them; None without clip_norm.
+        clip_rule: `g ← clip·g`, for each parameter before the rule.
+        clip_decay_rule: for weights when the spec has l2: the clipped gradient plus
+            l2·p, `g ← clip·g + l2·p` (torch's weight_decay, added after clipping).
+        clip_decay_step: the same for the in-place step, l2·(clip_ratio·g + p) with
+            `clip_ratio ← clip / l2` (clip_scalars): three passes, no scratch.
+        clip_scalars: the scalars clip_decay_step reads.
+        unclipped: `g ← g − l2·p`: the gradient of a weight without its l2 term, for a
+            printer whose gradients include it (the array-API update); None without
+            l2 or clipping.
+        textbook: the rule as a textbook writes it (its entry's `Shown` lines, ηₜ for
+            η under a schedule), for the report.
+        schedule_shown: the schedule's ηₜ as written, t counted from 1, for the report.
+        clip_shown: the clipping factor and the clipped gradients, as written.
     """
 
     name: str
@@ -309,6 +329,25 @@ class Update:
     names: dict[sp.Symbol, tuple[str, str]]
     folded: bool
     notes: tuple[str, ...] = ()
+    schedule: optimizers.Assign | None = None
+    schedule_name: str = ""
+    clip: optimizers.Assign | None = None
+    clip_rule: optimizers.Assign | None = None
+    clip_decay_rule: optimizers.Assign | None = None
+    clip_decay_step: optimizers.Assign | None = None
+    clip_scalars: tuple[optimizers.Assign, ...] = ()
+    unclipped: optimizers.Assign | None = None
+    textbook: tuple[optimizers.Shown, ...] = ()
+    schedule_shown: optimizers.Shown | None = None
+    clip_shown: tuple[optimizers.Shown, ...] = ()
+
+
+LR_T = sp.Symbol(nm.LR_T, positive=True)
+GRAD_NORM = sp.Symbol(nm.GRAD_NORM, nonnegative=True)
+CLIP = sp.Symbol(nm.CLIP, positive=True)
+CLIP_NORM = sp.Symbol(nm.CLIP_NORM, positive=True)
+CLIP_RATIO = sp.Symbol(nm.CLIP_RATIO, positive=True)
+CLIP_EPS = sp.Float(1e-6)  # torch.nn.utils.clip_grad_norm_'s
 
 
 @dataclass(frozen=True)
@@ -358,8 +397,9 @@ class Plan:
         """The values of the plan's symbolic numbers in `loss_and_grad` ("grad") or in
         the in-place step ("step", where the scale stays a symbol: `step_scale`)."""
         l2 = L2 if self.l2 else sp.S.Zero
-        if use == "step":
-            return {L2_GRAD: sp.S.Zero if self.update.folded else l2}
+        if use == "step":  # folded, or clipped: l2 is added in the update
+            raw = self.update.folded or self.update.clip is not None
+            return {L2_GRAD: sp.S.Zero if raw else l2}
         return {SCALE: 1 / BATCH, L2_GRAD: l2}
 
     @property
@@ -661,14 +701,33 @@ def build(d: Derivation) -> Plan:
 
 def _update(d: Derivation) -> Update:
     """The spec's optimizer as an Update: its entry's statements with the spec's
-    settings, its numbers, names and temporaries."""
+    settings (η as the schedule's ηₜ under one), its numbers, names and temporaries,
+    the clipping, and the rule as a textbook writes it."""
     spec = d.spec.optimizer
     settings = dict(spec.params)
     definition = optimizers.OPTIMIZERS[spec.name]
     scalars, rule = optimizers.statements(definition, settings)
     g, p = optimizers.g, optimizers.p
+    names = optimizers.math_names(definition)
+    lr = definition.setting("learning_rate").symbol
+    schedule, schedule_shown, extra_numbers = _schedule(d, lr, names)
+    if schedule is not None:  # ηₜ in place of η, in the rule and the scalars
+        scalars = [replace(a, expr=a.expr.xreplace({lr: LR_T})) for a in scalars]
+        rule = [replace(a, expr=a.expr.xreplace({lr: LR_T})) for a in rule]
+    clipping = _clipping(d, names)
+    clip = clipping.clip if clipping is not None else None
+    if spec.clip_norm is not None:
+        extra_numbers.append((CLIP_NORM, float(spec.clip_norm)))
+    args = optimizers.arguments(definition, settings)
+    if schedule is not None:
+        args["learning_rate"] = LR_T
+    shown = optimizers.textbook(definition, args)
+    # the state arrays the rule keeps (rmsprop without momentum keeps no buffer)
+    written = {a.target for a in rule}
+    state = tuple(st for st in definition.state if st.symbol in written)
     step_rule, decay = list(rule), None
-    if definition.folds_learning_rate:  # the step's gradients carry η already
+    folds = definition.folds_learning_rate and schedule is None and clip is None
+    if folds:  # the step's gradients carry η already
         step_rule, decay = optimizers.folded(
             definition, rule, L2 if d.spec.l2 > 0 else None
         )
@@ -677,7 +736,7 @@ def _update(d: Derivation) -> Update:
         (s.symbol, float(settings[s.name]))
         for s in definition.settings
         if not isinstance(s.default, bool)
-    )
+    ) + tuple(extra_numbers)
     return Update(
         spec.name,
         definition.title,
@@ -691,11 +750,110 @@ def _update(d: Derivation) -> Update:
         tuple(step_rule),
         tuple(decay) if decay is not None else None,
         tuple(ratios),
-        definition.state,
+        state,
         tuple(nm.update_scratch(k) for k in range(1, definition.temporaries + 1)),
-        optimizers.math_names(definition),
-        definition.folds_learning_rate,
+        names,
+        folds,
         definition.notes,
+        schedule,
+        spec.schedule.name if spec.schedule is not None else "",
+        clip,
+        clipping.rule if clipping is not None else None,
+        clipping.decay if clipping is not None else None,
+        clipping.decay_step if clipping is not None else None,
+        clipping.scalars if clipping is not None else (),
+        clipping.unclipped if clipping is not None else None,
+        tuple(shown),
+        schedule_shown,
+        clipping.shown if clipping is not None else (),
+    )
+
+
+def _schedule(
+    d: Derivation, lr: sp.Symbol, names: dict[sp.Symbol, tuple[str, str]]
+) -> tuple[
+    optimizers.Assign | None, optimizers.Shown | None, list[tuple[sp.Symbol, float]]
+]:
+    """The spec's schedule as `ηₜ ← rate(t₀)`, its formula as written (t from 1) and
+    the numbers its rate reads; its names go into `names`. (None, None, []) without."""
+    spec = d.spec.optimizer.schedule
+    if spec is None:
+        return None, None, []
+    entry = schedules.SCHEDULES[spec.name]
+    values = dict(spec.params)
+    rate = schedules.rate(entry, lr, schedules.T0, values)
+    schedule = optimizers.Assign(
+        LR_T, rate, f"the learning rate of this step: {entry.title}"
+    )
+    numbers = [
+        (s.symbol, float(values[s.name]))
+        for s in entry.all_settings()
+        if s.symbol in rate.free_symbols
+    ]
+    names.update(schedules.math_names(entry))
+    names[LR_T] = (r"\eta_{t}", "ηₜ")
+    formula = schedules.shown(entry, lr, optimizers.t, values)
+    return schedule, optimizers.Shown(LR_T, formula, define=True), numbers
+
+
+@dataclass(frozen=True)
+class _Clipping:
+    """The parts of Update about clip_norm (see Update's clip_* attributes)."""
+
+    clip: optimizers.Assign
+    rule: optimizers.Assign
+    decay: optimizers.Assign | None
+    decay_step: optimizers.Assign | None
+    scalars: tuple[optimizers.Assign, ...]
+    unclipped: optimizers.Assign | None
+    shown: tuple[optimizers.Shown, ...]
+
+
+def _clipping(
+    d: Derivation, names: dict[sp.Symbol, tuple[str, str]]
+) -> _Clipping | None:
+    """clip_norm as torch.nn.utils.clip_grad_norm_: the factor from the gradients'
+    global norm, the clipped gradients (a weight's l2 term added after, as PyTorch's
+    weight_decay), and the same as written; its names go into `names`."""
+    if d.spec.optimizer.clip_norm is None:
+        return None
+    g, p, W = optimizers.g, optimizers.p, optimizers.written
+    clip = optimizers.Assign(
+        CLIP,
+        sp.Min(1, CLIP_NORM / (GRAD_NORM + CLIP_EPS)),
+        "torch.nn.utils.clip_grad_norm_",
+    )
+    rule = optimizers.Assign(g, CLIP * g, "clipped")
+    eps = sp.Symbol("clip_eps", positive=True)  # 1e-6, named 10⁻⁶ in the report
+    shown = [
+        optimizers.Shown(
+            CLIP,
+            sp.Min(1, W("/", CLIP_NORM, W("+", GRAD_NORM, eps)), evaluate=False),
+            define=True,
+        ),
+        optimizers.Shown(g, W("*", CLIP, g)),
+    ]
+    names[CLIP] = (r"\kappa_{t}", "κₜ")
+    names[CLIP_NORM] = ("c", "c")
+    names[GRAD_NORM] = (r"\lVert g \rVert", "‖g‖")
+    names[eps] = ("10^{-6}", "10⁻⁶")
+    if d.spec.l2 == 0:
+        return _Clipping(clip, rule, None, None, (), None, tuple(shown))
+    names[L2] = (r"\lambda", "λ")
+    note = "a weight: its l2 term, added after clipping"
+    shown.append(optimizers.Shown(g, W("+", W("*", CLIP, g), W("*", L2, p)), note=note))
+    return _Clipping(
+        clip,
+        rule,
+        optimizers.Assign(g, CLIP * g + L2 * p, "clipped, plus l2·p"),
+        optimizers.Assign(
+            g,
+            sp.Mul(L2, sp.Add(CLIP_RATIO * g, p), evaluate=False),
+            "clipped, plus l2·p",
+        ),
+        (optimizers.Assign(CLIP_RATIO, CLIP / L2, "clip / l2"),),
+        optimizers.Assign(g, g - L2 * p, "the gradient without l2"),
+        tuple(shown),
     )
 
 

@@ -28,7 +28,9 @@ from . import optimizers
 from .derive import Derivation
 from .errors import SymgradError, printable
 from .plan import Param, Plan, build
+from .printers import learning_rate
 from .printers.numpy_module import allocating, in_place
+from .spec import OptimizerSpec
 from .sym.code import number_text
 from .version import __version__
 
@@ -81,13 +83,11 @@ def constants(d: Derivation, plan: Plan) -> dict[str, object]:
             f"{d.output.loss_title}, summed over outputs, mean over the batch"
             + (f", plus {spec.l2:g}/2 · Σ‖W‖²" if spec.l2 else "")
         ),
-        "optimizer_line": _wrap(
-            opt.name + " (" + ", ".join(f"{k}={v}" for k, v in opt.params) + ")"
-        ),
+        "optimizer_line": _wrap(_optimizer_line(opt)),
         "equations": _wrap_equations([s.equation for s in plan.backward if s.equation]),
         "sizes": repr(tuple(spec.sizes)),
         "loss_name": loss_name,
-        "optimizer_repr": repr(dict([("name", opt.name), *opt.params])),
+        "optimizer_repr": repr(_optimizer_dict(opt)),
         "l2_text": number_text(sp.Float(spec.l2)) if spec.l2 else "0.0",
         "param_names": repr(tuple(p.name for p in trainable)),
         "param_shapes": repr({p.name: p.shape for p in trainable}),
@@ -117,6 +117,28 @@ def constants(d: Derivation, plan: Plan) -> dict[str, object]:
     }
 
 
+def _optimizer_dict(opt: OptimizerSpec) -> dict[str, object]:
+    """The optimizer as the module's OPTIMIZER constant: name, settings, then its
+    schedule and clip_norm where the spec has them."""
+    out: dict[str, object] = dict([("name", opt.name), *opt.params])
+    if opt.schedule is not None:
+        out["schedule"] = dict([("name", opt.schedule.name), *opt.schedule.params])
+    if opt.clip_norm is not None:
+        out["clip_norm"] = opt.clip_norm
+    return out
+
+
+def _optimizer_line(opt: OptimizerSpec) -> str:
+    """`adam (learning_rate=0.001, ...), schedule cosine (t_max=100, ...), clip_norm 1`."""
+    line = opt.name + " (" + ", ".join(f"{k}={v}" for k, v in opt.params) + ")"
+    if opt.schedule is not None:
+        settings = ", ".join(f"{k}={v:g}" for k, v in opt.schedule.params)
+        line += f", schedule {opt.schedule.name} ({settings})"
+    if opt.clip_norm is not None:
+        line += f", gradients clipped to a global norm of {opt.clip_norm:g}"
+    return line
+
+
 def context(
     d: Derivation, out_dir: str | os.PathLike[str] | None = None
 ) -> dict[str, object]:
@@ -139,7 +161,7 @@ def context(
         "dropout": repr(plan.dropout),
         "helpers": sorted(helpers),
         "erf_source": _erf_source() if "_erf" in helpers else "",
-        "derived": derived,
+        "derived": derived + "\n\n" + learning_rate.source(plan),
         "step": step.source,
         "runtime": runtime_code(),
     }

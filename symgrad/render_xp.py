@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .derive import Derivation
 from .plan import Draw, Plan, build
+from .printers import learning_rate
 from .printers.xp_module import derived
 from .render import (
     DOC_WIDTH,
@@ -69,7 +70,7 @@ def context(
         "noise": repr(noise),
         "helpers": sorted(printed.helpers),
         "erf_source": _erf_source() if "_erf" in printed.helpers else "",
-        "derived": printed.source,
+        "derived": printed.source + "\n\n" + learning_rate.source(plan),
         "runtime": runtime_code(),
     }
 

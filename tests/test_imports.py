@@ -37,6 +37,7 @@ STAGES = {
     "activations": 2,
     "losses": 2,
     "optimizers": 2,
+    "schedules": 2,  # the learning-rate schedules, beside the optimizers
     "norms": 2,
     "spec": 3,
     "stability": 3,

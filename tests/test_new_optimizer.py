@@ -1,8 +1,9 @@
 """Two optimizers added by their registry entries alone: "one entry per kind" for optimizers.
 
 Adagrad, as torch.optim.Adagrad (lr, lr_decay, eps; initial_accumulator_value 0), whose
-decayed learning rate ηₜ is a per-step scalar with names of its own, and plain RMSprop,
-as torch.optim.RMSprop (lr, alpha, eps; momentum 0, not centered), are registered by a
+decayed learning rate ηₜ is a per-step scalar with names of its own, and plain RMSprop
+(named plain_rmsprop here: symgrad registers its own rmsprop), as torch.optim.RMSprop
+(lr, alpha, eps; momentum 0, not centered), are registered by a
 fixture of this file — an `OptimizerDef` each, nothing more — and removed after it; no
 symgrad source names them. Both need a temporary array in the in-place step (g² while g
 is still to be read), which their entries declare.
@@ -90,7 +91,7 @@ def _rmsprop_rule(s: dict[str, sp.Expr]) -> list[opt.Assign]:
 
 
 RMSPROP = opt.OptimizerDef(
-    "rmsprop",
+    "plain_rmsprop",
     "RMSprop",
     (
         LEARNING_RATE,
@@ -137,14 +138,14 @@ CASES = {  # name -> (layers, loss, l2, the spec's optimizer, torch.optim with t
         REGRESSION,
         "mse",
         0.02,
-        {"name": "rmsprop", "learning_rate": 0.01, "alpha": 0.9},
+        {"name": "plain_rmsprop", "learning_rate": 0.01, "alpha": 0.9},
         lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9),
     ),
     "rmsprop-defaults": (
         CLASSIFIER,
         "categorical_crossentropy",
         0.0,
-        {"name": "rmsprop"},
+        {"name": "plain_rmsprop"},
         lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.99, eps=1e-8),
     ),
 }
@@ -255,7 +256,7 @@ def test_the_in_place_update_uses_the_declared_temporaries(registered, tmp_path)
     spec = harness.spec(
         "wide", 64, [(512, "tanh"), (3, "softmax")], "categorical_crossentropy"
     )
-    spec["optimizer"] = {"name": "rmsprop"}
+    spec["optimizer"] = {"name": "plain_rmsprop"}
     module = import_path(symgrad.generate(spec, tmp_path), "_new_opt_wide")
     source = Path(module.__file__).read_text()
     assert "update_scratch[k]" in source
@@ -273,9 +274,9 @@ def test_too_few_temporaries_is_the_entrys_error(registered, tmp_path, monkeypat
     """An entry that declares fewer temporaries than its in-place update needs fails at
     generation, naming the optimizer and its entry."""
     monkeypatch.setitem(
-        opt.OPTIMIZERS, "rmsprop", dataclasses.replace(RMSPROP, temporaries=0)
+        opt.OPTIMIZERS, "plain_rmsprop", dataclasses.replace(RMSPROP, temporaries=0)
     )
-    with pytest.raises(RuntimeError, match="rmsprop update needs more scratch"):
+    with pytest.raises(RuntimeError, match="plain_rmsprop update needs more scratch"):
         symgrad.generate(case_spec("rmsprop"), tmp_path)
 
 

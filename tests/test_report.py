@@ -218,17 +218,23 @@ def test_relu_family_and_l2_and_nesterov(iris) -> None:
     assert "    δ2 = (δ3 W3ᵀ) ⊙ M2\n" in out
     assert "    ∂L/∂W1 = Xᵀ δ1 + λ W1\n" in out
     assert "with λ = 0.0001 (biases are not decayed)." in out
-    # the registry's statements (symgrad/optimizers.py), as the step computes them
-    assert "    v ← g + v·μ   (torch.optim.SGD's momentum buffer)\n" in out
-    assert "    p ← p - η·(g + v·μ)   (Nesterov)\n" in out
+    # the registry's rule as a textbook writes it (symgrad/optimizers.py's textbook)
+    assert "    v ← μ·v + g   (the momentum buffer)\n" in out
+    assert "    p ← p - η·(g + μ·v)   (Nesterov)\n" in out
 
 
 def test_adam_update_as_torch(xor) -> None:
     out = render_report(xor, "text")
-    # torch.optim.Adam's bias corrections: αₜ = η/(1 − β₁ᵗ), p ← p − αₜ m/(√v/cₜ + ε)
+    # as the paper writes it: moments, bias corrections, then the step
+    assert (
+        "    m ← β₁·m + (1 - β₁)·g   (first moment)\n"
+        "    v ← β₂·v + (1 - β₂)·g²   (second moment)\n"
+        "    m̂ = m/(1 - β₁ᵗ)\n"
+        "    v̂ = v/(1 - β₂ᵗ)\n"
+        "    p ← p - η·m̂/(√v̂ + ε)\n"
+    ) in out
+    # then as torch.optim.Adam computes it: αₜ = η/(1 − β₁ᵗ), p ← p − αₜ m/(√v/cₜ + ε)
     assert "    αₜ = η/(1 - β₁ᵗ)\n    cₜ = √(1 - β₂ᵗ)\n" in out
-    assert "    m ← g·(1 - β₁) + m·β₁   (first moment)\n" in out
-    assert "    v ← g²·(1 - β₂) + v·β₂   (second moment)\n" in out
     assert "    p ← p - m·αₜ/(ε + √(v)/cₜ)\n" in out
     assert "with η = 0.05, β₁ = 0.9, β₂ = 0.999, ε = 1e-08;" in out
     assert r"\epsilon = 10^{-8}" in render_report(xor, "latex")

@@ -303,15 +303,20 @@ def test_batchnorm_over_the_batch_with_running_statistics(reports) -> None:
     prose = flat(body)
     assert "normalizes each of its 4 features over the m examples of a batch" in prose
     assert "the reductions are column means (meanₙ, over the m examples)" in prose
-    # PyTorch's momentum update, the variance tracked unbiased
-    assert "running_mean ← momentum·μ + running_mean·(1 − momentum)" in prose
-    assert "running_var ← running_var·(1 − momentum) + momentum·n·var/(n − 1)" in prose
+    # PyTorch's momentum update, as written, the variance tracked unbiased
+    assert "running_mean ← (1 − momentum)·running_mean + momentum·μ" in prose
+    assert (
+        "running_var ← (1 − momentum)·running_var + momentum·(n/(n − 1))·var" in prose
+    )
     assert "with n = m the batch size and momentum = 0.2" in prose
     assert "at the start running_mean = 0 and running_var = 1" in prose
     # inference with the running statistics
     assert "σ = √(ε + running_var)" in prose and "x̂ = (x − running_mean)/σ" in prose
     # and as the generated code computes them: the step's updates, eval's statements
-    assert "mean1 ← Mu1/5 + 4·mean1/5" in prose  # momentum 0.2, as the spec says
+    # in the momentum's symbol, its value from the spec after
+    assert "mean1 ← (1 - momentum)·mean1 + momentum·Mu1" in prose
+    assert "var1 ← (1 - momentum)·var1 + momentum·(m/(m - 1))·Var1" in prose
+    assert "with momentum = 0.2 and m the batch size." in prose
     assert "Xhat1 = (X - mean1)/Sigma1" in prose
     latex = reports["batchnorm.yaml"]["latex"]
     assert r"\mu_{\mathrm{run}} &\leftarrow" in latex

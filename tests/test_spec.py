@@ -81,8 +81,8 @@ def test_alias_and_parameters() -> None:
         ),
         (GOOD.replace("input: 3\n", ""), "missing required key 'input'"),
         (
-            GOOD + "optimizer: {name: adamw}\n",
-            "unknown optimizer 'adamw' (did you mean 'adam'?)",
+            GOOD + "optimizer: {name: adma}\n",
+            "unknown optimizer 'adma' (did you mean 'adam'?)",
         ),
         (
             GOOD + "optimizer: {name: adam, lr: 0.1}\n",

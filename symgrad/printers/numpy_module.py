@@ -417,10 +417,16 @@ def _update_lines(plan: Plan, em: Emitter) -> Lines:
     state's."""
     up = plan.update
     out = Lines()
+    clip_scalars = (up.clip,) if up.clip is not None else ()
+    clip_scalars += up.clip_scalars
     em.scalars |= {sym for sym, _ in up.numbers}
     em.scalars |= {up.step, L2} | {a.target for a in up.scalars + up.step_scalars}
+    em.scalars |= {a.target for a in clip_scalars}
+    if up.schedule is not None:
+        em.scalars.add(up.schedule.target)
     used = set().union(
-        *(a.expr.free_symbols for a in up.step_rule + up.scalars + up.step_scalars)
+        *(a.expr.free_symbols for a in up.step_rule + up.scalars + up.step_scalars),
+        *(a.expr.free_symbols for a in clip_scalars),
     )
     if up.decay_rule:
         used |= set().union(*(a.expr.free_symbols for a in up.decay_rule))
@@ -430,10 +436,17 @@ def _update_lines(plan: Plan, em: Emitter) -> Lines:
             f"{', '.join(sym.name for sym, _ in numbers)} = "
             + ", ".join(_setting(value) for _, value in numbers)
         )
+    if up.schedule is not None:  # the module's learning_rate(t) prints its formula
+        out.add(
+            f'{up.schedule.target.name} = learning_rate(state["t"])'
+            f"  # {up.schedule.note}"
+        )
     if up.scalars:
         out.add(f'{up.step.name} = state["t"] + 1')
         for a in up.scalars:
             out.add(f"{a.target.name} = {em.printer.doprint(a.expr)}  # {a.note}")
+    if up.clip is not None:
+        out.add(*_clip_lines(plan, em))
     for a in up.step_scalars:
         out.add(f"{a.target.name} = {em.printer.doprint(a.expr)}  # {a.note}")
     p, g = up.param, up.grad
@@ -491,6 +504,38 @@ def _update_lines(plan: Plan, em: Emitter) -> Lines:
         inner.add(*lines)
     out.add(*(INDENT + line for line in inner.lines))
     return out
+
+
+def _clip_lines(plan: Plan, em: Emitter) -> list[str]:
+    """The gradients scaled together by clip = min(1, c / (‖g‖ + 1e-6)), ‖g‖ their
+    global 2-norm (l2 not in them: the step binds it to 0 when clipping), then l2·W
+    added to each weight's, in place."""
+    up = plan.update
+    assert up.clip is not None and up.clip_rule is not None
+    grads = [nm.grad(q.name) for q in plan.trainable]
+    squares = " + ".join(f"np.vdot({a}, {a})" for a in grads)
+    lines = [
+        f"{nm.GRAD_NORM} = float({squares}) ** 0.5  # the global 2-norm",
+        f"{up.clip.target.name} = {em.scalar_printer.doprint(up.clip.expr)}"
+        f"  # {up.clip.note}",
+    ]
+    lines += [
+        f"{a.target.name} = {em.scalar_printer.doprint(a.expr)}  # {a.note}"
+        for a in up.clip_scalars
+    ]
+    p, g = up.param, up.grad
+    for q in plan.trainable:
+        rule = up.clip_rule
+        if q.weight and up.clip_decay_step is not None:
+            rule = up.clip_decay_step
+        ps, gs = arr(q.name), arr(nm.grad(q.name))
+        into = em.into(
+            rule.expr.xreplace({p: ps, g: gs}), gs.name, Scratch("", new=False), gs
+        )
+        if into is None:
+            raise RuntimeError(f"clipping is not printable in place: {rule}")
+        lines += [f"# {g.name} ← {_text(rule.expr)}  ({rule.note})", *into]
+    return lines
 
 
 def _setting(value: float | bool) -> str:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .. import naming as nm
+from .. import schedules
 from ..plan import (
     LOSS,
     Block,
@@ -87,6 +88,7 @@ class XPCode(NumPyCode):
         super().__init__()
         self.shapes = dict(shapes or {})
         self.dtype_uses = 0  # how often the printed code named DTYPE
+        self.numbers: set[sp.Symbol] = set()  # symbols that are Python numbers
 
     # names: xp.<standard name>
     def _module_format(self, fqn: str, register: bool = True) -> str:
@@ -100,7 +102,11 @@ class XPCode(NumPyCode):
     def _like(self, expr: sp.Expr) -> str:
         """The name of the array a constant operand of expr is made like: the one of
         largest rank (an (m, n) array before a row statistic (m, 1))."""
-        arrays = [s for s in variables(expr) if isinstance(s, sp.Symbol)]
+        arrays = [
+            s
+            for s in variables(expr)
+            if isinstance(s, sp.Symbol) and s not in self.numbers
+        ]
         if not arrays:
             raise RuntimeError(f"symgrad bug: no array to make a constant like: {expr}")
 
@@ -127,7 +133,11 @@ class XPCode(NumPyCode):
         return f"xp.full_like({like}, {text})"
 
     def _operand(self, value: sp.Expr, like: str) -> str:
-        return self._print(value) if variables(value) else self._full(like, value)
+        if variables(value) and not variables(value) <= self.numbers:
+            return self._print(value)
+        if variables(value):  # of Python numbers only
+            return f"xp.full_like({like}, {self._print(value)})"
+        return self._full(like, value)
 
     # functions whose constant arguments must be arrays
     def _print_Max(self, expr: sp.Max) -> str:
@@ -138,7 +148,9 @@ class XPCode(NumPyCode):
 
     def _xfold(self, fn: str, expr: sp.Expr) -> str:
         like = self._like(expr)
-        args = sorted(expr.args, key=lambda x: not variables(x))  # arrays first
+        args = sorted(  # arrays first
+            expr.args, key=lambda x: not (variables(x) - self.numbers)
+        )
         out = self._print(args[0])
         for arg in args[1:]:
             out = f"{fn}({out}, {self._operand(arg, like)})"
@@ -342,7 +354,13 @@ def _update_source(plan: Plan, printer: XPCode) -> str:
     learning rate not folded: the gradients are ∂L/∂p, l2 included)."""
     up = plan.update
     dtype_before = printer.dtype_uses
-    used = set().union(*(a.expr.free_symbols for a in up.rule + up.scalars))
+    schedule = (up.schedule,) if up.schedule is not None else ()
+    scalars = schedule + up.scalars
+    # the settings are Python numbers: a function's argument of them alone (cosine's
+    # min(t₀, T)) is made an array like t₀
+    printer.numbers = {sym for sym, _ in up.numbers}
+    clip = (up.clip,) if up.clip is not None else ()
+    used = set().union(*(a.expr.free_symbols for a in up.rule + scalars + clip))
     numbers = [(sym, value) for sym, value in up.numbers if sym in used]
     lines: list[str] = []
     if numbers:
@@ -351,16 +369,24 @@ def _update_source(plan: Plan, printer: XPCode) -> str:
             + ", ".join(number_text(sp.Float(v)) for _, v in numbers)
         )
     lines.append('step = state["t"] + 1')
+    if schedule:
+        lines.append(
+            f'{schedules.T0.name} = xp.astype(state["t"], {DTYPE})'
+            "  # the steps taken before this one"
+        )
     if up.scalars:
         lines.append(
             f"{up.step.name} = xp.astype(step, {DTYPE})"
             "  # the step count in the params' dtype"
         )
-        for a in up.scalars:
+    if scalars:
+        for a in scalars:
             lines.append(
                 f"{printer.statement(a.target.name, a.expr)}"
                 + (f"  # {a.note}" if a.note else "")
             )
+    if up.clip is not None:
+        lines += _clip_lines(plan, printer)
     state = list(up.state)
     lines.append("new_params = dict(params)  # the running statistics stay")
     keys = ", ".join(f'"{s.key}": {{}}' for s in state)
@@ -379,10 +405,49 @@ def _update_source(plan: Plan, printer: XPCode) -> str:
     for s in state:
         lines.append(f'{INDENT}new_state["{s.key}"][k] = {s.symbol.name}')
     lines.append("return new_params, new_state")
-    if up.scalars or printer.dtype_uses > dtype_before:
+    if scalars or printer.dtype_uses > dtype_before:
         lines.insert(0, f"{DTYPE} = params[PARAM_NAMES[0]].dtype")
     doc = f"(params, state) after one {up.title} step; new arrays."
     return _function("_update(xp, params, grads, state)", doc, lines)
+
+
+def _clip_lines(plan: Plan, printer: XPCode) -> list[str]:
+    """The gradients scaled together by clip = min(1, c / (‖g‖ + 1e-6)), ‖g‖ the
+    global 2-norm of the gradients without l2 (taken out of the weights' first), then
+    l2·W added back to each weight's: new arrays, in a new dict."""
+    up = plan.update
+    assert up.clip is not None and up.clip_rule is not None
+    p, g = up.param, up.grad
+    lines = ["grads = dict(grads)"]
+    if up.unclipped is not None:
+        lines.append(f"# {g.name} ← {_text(up.unclipped.expr)}: {up.unclipped.note}")
+        for q in plan.trainable:
+            if q.weight:
+                ps, gs = _entry("params", q.name), _entry("grads", q.name)
+                expr = up.unclipped.expr.xreplace({p: ps, g: gs})
+                lines.append(f"{gs.name} = {printer.doprint(expr)}")
+    squares = " + ".join(
+        f"xp.sum({_entry('grads', q.name).name} ** 2)" for q in plan.trainable
+    )
+    lines.append(f"{nm.GRAD_NORM} = xp.sqrt({squares})  # the global 2-norm")
+    lines.append(
+        f"{printer.statement(up.clip.target.name, up.clip.expr)}  # {up.clip.note}"
+    )
+    for q in plan.trainable:
+        rule = up.clip_rule
+        if q.weight and up.clip_decay_rule is not None:
+            rule = up.clip_decay_rule
+        ps, gs = _entry("params", q.name), _entry("grads", q.name)
+        lines.append(f"# {g.name} ← {_text(rule.expr)}  ({rule.note})")
+        lines.append(
+            f"{gs.name} = {printer.doprint(rule.expr.xreplace({p: ps, g: gs}))}"
+        )
+    return lines
+
+
+def _entry(mapping: str, key: str) -> sp.Symbol:
+    """The symbol printed as mapping["key"]."""
+    return sp.Symbol(f'{mapping}["{key}"]')
 
 
 def _text(e: sp.Expr) -> str:

@@ -16,7 +16,7 @@ from .. import naming as nm
 from ..activations import a, y, z
 from ..derive import ActivationRule, Derivation
 from ..sym.code import number_text
-from ..sym.text import text
+from ..sym.text import as_written, text
 from . import tex as tex_mod
 from .document import Code, Inline, M, Math, Name, cat
 
@@ -132,6 +132,14 @@ def ex(e: sp.Expr, names: Mapping[sp.Symbol, Math] | None = None) -> Math:
 def grouped(m: Math) -> Math:
     """m in parentheses that grow with it (a sum or a fraction inside stays enclosed)."""
     return Math(rf"\left({m.tex}\right)", f"({m.text})")
+
+
+def shown(e: sp.Expr, names: Mapping[sp.Symbol, Math] | None = None) -> Math:
+    """An expression built unevaluated (a textbook's line of an update rule), printed
+    in its own order, in both notations."""
+    names = names or {}
+    tex = sp.latex(e, symbol_names={s: m.tex for s, m in names.items()}, order="none")
+    return Math(tex, as_written(e, {s: m.text for s, m in names.items()}))
 
 
 def paren(e: sp.Expr, names: Mapping[sp.Symbol, Math]) -> Math:

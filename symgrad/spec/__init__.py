@@ -25,6 +25,7 @@ from .model import (
     NormSpec,
     OpSpec,
     OptimizerSpec,
+    ScheduleSpec,
     Spec,
     SpecSource,
 )
@@ -131,6 +132,7 @@ __all__ = [
     "NormSpec",
     "OpSpec",
     "OptimizerSpec",
+    "ScheduleSpec",
     "Spec",
     "SpecError",
     "SpecSource",

@@ -92,9 +92,22 @@ Layer = LayerSpec | NormSpec | DropoutSpec  # or a layer kind's own spec object
 
 
 @dataclass(frozen=True)
+class ScheduleSpec:
+    """A learning-rate schedule (schedules.py): its name and its settings, warmup
+    included (0: none)."""
+
+    name: str
+    params: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
 class OptimizerSpec:
+    """The optimizer: its name and settings, its schedule and its clipping norm."""
+
     name: str
     params: tuple[tuple[str, float | bool], ...]
+    schedule: ScheduleSpec | None = None
+    clip_norm: float | None = None
 
     def param(self, key: str) -> float | bool:
         return dict(self.params)[key]

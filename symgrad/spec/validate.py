@@ -9,14 +9,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from .. import activations, layer_registry, losses, optimizers
+from .. import activations, layer_registry, losses, optimizers, schedules
 from ..errors import ExpressionError, Problem, SpecError, echo, number
 from ..layer_registry import LayerAt, LayerKind
 from .checks import MAX_LAYERS, MAX_UNITS, Checker, _suggest
-from .model import Layer, LayerSpec, Loc, OpSpec, OptimizerSpec, Spec
+from .model import Layer, LayerSpec, Loc, OpSpec, OptimizerSpec, ScheduleSpec, Spec
 from .read import _kind, _Node
 
 TOP_KEYS = ("name", "input", "layers", "loss", "l2", "optimizer", "init", "task")
+OPTIMIZER_KEYS = (
+    "schedule",
+    "clip_norm",
+)  # in the optimizer mapping, beside its settings
 
 
 def _loss_fits(output: OpSpec, loss: str) -> bool:
@@ -220,12 +224,12 @@ class Validator(Checker):
             return None
         definition = optimizers.OPTIMIZERS[name]
         values = definition.defaults()
+        extra = {k: params.pop(k) for k in OPTIMIZER_KEYS if k in params}
         for key, pnode in params.items():
             ploc = node.key_locs.get(key, pnode.loc)
             if key not in values:
-                hint = (
-                    _suggest(key, list(values)) or f"{name} takes: {', '.join(values)}"
-                )
+                takes = [*values, *OPTIMIZER_KEYS]
+                hint = _suggest(key, takes) or f"{name} takes: {', '.join(takes)}"
                 self.err(
                     ploc, f"unknown parameter {key!r} for optimizer {name!r}", hint
                 )
@@ -247,7 +251,83 @@ class Validator(Checker):
                 self.err(pnode.loc, f"{problem}, found {number(value)}")
             else:
                 values[key] = value
-        return OptimizerSpec(name, tuple(values.items()))
+        clip = None
+        if "clip_norm" in extra:
+            clip = self.real(extra["clip_norm"])
+            if clip is not None and clip <= 0:
+                self.err(
+                    extra["clip_norm"].loc,
+                    f"clip_norm must be positive, found {number(clip)}",
+                    "the largest global gradient norm, e.g. clip_norm: 1.0",
+                )
+                clip = None
+        schedule = None
+        if "schedule" in extra:
+            lr = values.get("learning_rate")
+            schedule = self.schedule(extra["schedule"], float(lr) if lr else None)
+            if schedule is None:
+                return None
+        return OptimizerSpec(name, tuple(values.items()), schedule, clip)
+
+    def schedule(self, node: _Node, lr: float | None) -> ScheduleSpec | None:
+        """`schedule: {name: cosine, t_max: 100, warmup: 5}` in the optimizer mapping."""
+        v = node.value
+        example = "e.g. schedule: {name: cosine, t_max: 1000}"
+        if not isinstance(v, dict) or "name" not in v:
+            self.err(
+                node.loc,
+                f"schedule must be a mapping with a name, found {_kind(v)}",
+                example,
+            )
+            return None
+        name_node = v["name"]
+        name = name_node.value
+        known = list(schedules.SCHEDULES)
+        if not isinstance(name, str) or name not in schedules.SCHEDULES:
+            hint = _suggest(name, known) or "known: " + ", ".join(known)
+            self.err(name_node.loc, f"unknown schedule {echo(name)}", hint)
+            return None
+        entry = schedules.SCHEDULES[name]
+        values = entry.defaults()
+        takes = [s.name for s in entry.all_settings()]
+        ok = True
+        for key, pnode in v.items():
+            if key == "name":
+                continue
+            ploc = node.key_locs.get(key, pnode.loc)
+            if key not in takes:
+                hint = _suggest(key, takes) or f"{name} takes: {', '.join(takes)}"
+                self.err(ploc, f"unknown parameter {key!r} for schedule {name!r}", hint)
+                ok = False
+                continue
+            value = self.real(pnode)
+            if value is None:
+                ok = False
+                continue
+            setting = entry.setting(key)
+            problem = setting.problem(value)
+            if problem:
+                self.err(pnode.loc, f"{problem}, found {number(value)}")
+                ok = False
+            else:
+                values[key] = int(value) if setting.integer else value
+        missing = [
+            s.name for s in entry.settings if s.name not in values and s.name not in v
+        ]
+        for key in missing:
+            self.err(
+                node.loc,
+                f"schedule {name!r} needs {key}",
+                f"e.g. schedule: {{name: {name}, {key}: 100}}",
+            )
+        if not ok or missing:
+            return None
+        problem = entry.check(values, lr) if lr is not None else None
+        if problem:
+            self.err(node.loc, problem, "lower it, or raise learning_rate")
+            return None
+        order = [s.name for s in entry.all_settings()]
+        return ScheduleSpec(name, tuple((k, values[k]) for k in order))
 
     def spec(self, root: _Node) -> Spec | None:
         if not isinstance(root.value, dict):

@@ -82,6 +82,67 @@ class Text(StrPrinter):
         return sorted(terms, key=lambda t: t.could_extract_minus_sign())
 
 
+def written(op: str, *args: sp.Expr) -> sp.Expr:
+    """An unevaluated sum ("+"), product ("*"), quotient ("/", two args), power ("**")
+    or negation ("-", one arg), in the order given."""
+    if op == "+":
+        return sp.Add(*args, evaluate=False)
+    if op == "*":
+        return sp.Mul(*args, evaluate=False)
+    if op == "/":
+        return sp.Mul(args[0], sp.Pow(args[1], -1, evaluate=False), evaluate=False)
+    if op == "**":
+        return sp.Pow(*args, evaluate=False)
+    assert op == "-" and len(args) == 1
+    return sp.Mul(-1, args[0], evaluate=False)
+
+
+class _AsWritten(Text):
+    """Terms and factors in the order the expression holds them (an unevaluated
+    expression: a textbook's line), symbols by their names."""
+
+    def __init__(self, names: dict[sp.Symbol, str]) -> None:
+        super().__init__({"order": "none"})
+        self.names = names
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:  # noqa: N802
+        return self.names.get(expr, expr.name)
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:  # noqa: N802
+        sup = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+        base = self.parenthesize(expr.base, PRECEDENCE["Pow"])
+        if expr.exp.is_Integer and expr.exp != -1:  # 10⁻⁶, g²
+            return base + str(int(expr.exp)).translate(sup)
+        if expr.exp == sp.S.Half:
+            return f"√{base}" if expr.base.is_Atom else f"√({self._print(expr.base)})"
+        if expr.exp.is_Symbol and self._print(expr.exp) in SUPERSCRIPT_LETTERS:
+            return base + SUPERSCRIPT_LETTERS[self._print(expr.exp)]
+        if expr.exp == -1:
+            return f"1/{base}"
+        exp = self._print(expr.exp)
+        return (
+            f"{base}^{exp}" if expr.exp.is_Atom or "⌊" == exp[0] else f"{base}^({exp})"
+        )
+
+    def _print_floor(self, expr: sp.floor) -> str:
+        return f"⌊{self._print(expr.args[0])}⌋"
+
+    def _print_Min(self, expr: sp.Min) -> str:  # noqa: N802
+        return f"min({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Pi(self, expr: sp.Expr) -> str:  # noqa: N802
+        return "π"
+
+    def _print_Half(self, expr: sp.Expr) -> str:  # noqa: N802
+        return "½"
+
+
+def as_written(expr: sp.Expr, names: dict[sp.Symbol, str] | None = None) -> str:
+    """Unicode for an expression built unevaluated, in its own order (no rewriting:
+    substituting names would evaluate it)."""
+    return _AsWritten(dict(names or {})).doprint(expr)
+
+
 def text(expr: sp.Expr, names: dict[sp.Symbol, str] | None = None) -> str:
     """Readable unicode for expr (for comments, docstrings and the terminal)."""
     if names:

@@ -50,6 +50,16 @@ def _intro(d: Derivation) -> tuple[Block, ...]:
             *loss,
             ". Optimizer: ",
             Name(spec.optimizer.name),
+            *(
+                [", schedule ", Name(spec.optimizer.schedule.name)]
+                if spec.optimizer.schedule is not None
+                else []
+            ),
+            *(
+                [", gradients clipped by norm"]
+                if spec.optimizer.clip_norm is not None
+                else []
+            ),
             ".",
         ),
         P(

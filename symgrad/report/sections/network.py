@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ... import activations, layer_registry
+from ... import activations, layer_registry, schedules
 from ... import naming as nm
 from ...activations import a, y, z
 from ...derive import LS, Derivation
+from ...optimizers import Shown
 from ...plan import Plan
 from ...plan import build as build_plan
 from ...sym.functions import log_softmax, softplus
@@ -45,6 +46,7 @@ from ..notation import (
     number,
     paren,
     partial,
+    shown,
     summed,
     target,
     unit,
@@ -126,11 +128,11 @@ def keep_mask(l: int) -> Math:  # noqa: E741
 
 
 def _update_section(ctx: Context) -> Section:
-    """The optimizer's update, printed from the plan's Update (its registry entry's
-    statements and names): the same statements the generated step computes."""
+    """The optimizer's update, printed from the plan's Update: its schedule's learning
+    rate and its clipping factor, the rule as a textbook writes it (its registry
+    entry's `textbook` lines), then the statements the generated step computes."""
     plan = ctx.plan if ctx.plan is not None else build_plan(ctx.d)
     up = plan.update
-    scalars, rule = up.scalars, up.rule
     names = {s: M(*n) for s, n in up.names.items()}
     p, g = names[up.param], names[up.grad]
     gains = any(q.name == nm.gamma(q.layer) for q in plan.trainable)
@@ -153,28 +155,53 @@ def _update_section(ctx: Context) -> Section:
             cat(g, " = ", partial(LOSS, p)),
             ", the gradient of the batch loss ",
             LOSS,
-            " (see the section Many examples). The ",
+            " (see the section Many examples).",
+        )
+    ]
+    if up.clip_shown:
+        blocks += [
+            P(
+                "First the gradients are clipped together, as "
+                "torch.nn.utils.clip_grad_norm_ does, ",
+                names[up.clip_shown[0].target],
+                " the factor from ",
+                M(r"\lVert g \rVert", "‖g‖"),
+                ", the 2-norm of all of them as one vector (without the l2 term, which "
+                "PyTorch's weight_decay adds inside the optimizer, after clipping):",
+            ),
+            D(*(_shown_eq(a, names, p) for a in up.clip_shown)),
+        ]
+    if up.schedule_shown is not None:
+        entry = schedules.SCHEDULES[up.schedule_name]
+        warm = any(sym.name == "lr_warmup" and v for sym, v in up.numbers)
+        blocks += [
+            P(
+                "The learning rate of step ",
+                names[up.step],
+                " follows the ",
+                entry.title,
+                " schedule",
+                " after a linear warmup" if warm else "",
+                f" (PyTorch's {entry.torch}"
+                + (" after a LinearLR, in a SequentialLR" if warm else "")
+                + ", stepped after every optimizer step):",
+            ),
+            D(_shown_eq(up.schedule_shown, names, p)),
+        ]
+    blocks += [
+        P(
+            "The ",
             Name(up.name),
-            " update, as torch.optim computes it, elementwise:",
-        )
+            " update, elementwise, as textbooks write it:",
+        ),
+        D(*(_shown_eq(a, names, p) for a in up.textbook)),
     ]
-    eqs = [Eq(names[a.target], (ex(a.expr, names),)) for a in scalars]
-    eqs += [
-        Eq(
-            names.get(a.target, p),
-            (ex(a.expr, names),),
-            f"({a.note})" if a.note and a.note.isascii() else "",
-            rel=ARROW,
-        )
-        for a in rule
-    ]
-    blocks.append(D(*eqs))
     values: list[Inline] = ["with "]
     for k, (symbol, value) in enumerate(up.numbers):
         if k:
             values.append(", ")
         values.append(cat(names[symbol], " = ", number(value)))
-    if scalars:
+    if up.scalars or up.schedule is not None:
         values += ["; ", names[up.step], " counts the steps from 1"]
     if up.state:
         values.append("; ")
@@ -186,7 +213,29 @@ def _update_section(ctx: Context) -> Section:
             else " starts at 0 for every parameter"
         )
     blocks.append(P(*values, "."))
+    computed = [Eq(names[a.target], (ex(a.expr, names),)) for a in up.scalars]
+    computed += [
+        Eq(names.get(a.target, p), (ex(a.expr, names),), rel=ARROW) for a in up.rule
+    ]
+    if up.scalars:  # torch's form differs from the textbook's
+        blocks += [
+            P(
+                "The generated code computes the same numbers in the form "
+                "torch.optim computes them:"
+            ),
+            D(*computed),
+        ]
     return Section("Update rule", tuple(blocks))
+
+
+def _shown_eq(a: Shown, names: dict, p: Math) -> Eq:
+    """A line as written: `target = expr` (a definition) or `target ← expr`."""
+    return Eq(
+        names.get(a.target, p),
+        (shown(a.expr, names),),
+        f"({a.note})" if a.note and a.note.isascii() else "",
+        rel=M("=") if a.define else ARROW,
+    )
 
 
 # ------------------------------------------------------------------ the loss

@@ -21,7 +21,7 @@ from ...norm_rules import Y as NORM_Y
 from ...norms import BATCH
 from ...sym.arrays import GroupReductionBase
 from ..document import Block, Code, D, Eq, Inline, M, Math, Name, P, Section, cat
-from ..notation import ARROW, LOSS, act_unit, number, partial, upstream
+from ..notation import ARROW, LOSS, act_unit, number, partial, shown, upstream
 from ..plan_view import rule_math, rule_name, symbol_tex
 from .base import Context
 
@@ -367,6 +367,38 @@ def _later(red: object, rule: NormRule) -> bool:
     return any(red.symbol in u.arg.free_symbols for u in rule.reductions[i + 1 :])  # type: ignore[attr-defined]
 
 
+MOMENTUM = M(r"\mathrm{momentum}", "momentum")
+
+
+def _as_written(upd: object, tex: dict) -> Math:
+    """A running statistic's update as written, (1 − momentum)·buffer + momentum·μ,
+    in the rule's names."""
+    e = upd.shown  # type: ignore[attr-defined]
+    names = {sym: rule_name(sym) for sym in e.free_symbols}
+    names[upd.buffer] = Math(tex[upd.buffer], upd.buffer.name)  # type: ignore[attr-defined]
+    m = shown(e, names)
+    return Math(m.tex, m.text.replace(" - ", " − "))  # as the rule's other lines
+
+
+def _running_eq(view: object, s: object, upd: object) -> Eq:
+    """A running statistic's renewal as written, (1 − momentum)·buffer +
+    momentum·statistic, in the plan's names (its Renew statement's target, and the
+    batch statistic it reads), the momentum a symbol."""
+    target = s.target  # type: ignore[attr-defined]
+    stat = next(
+        sym
+        for sym in sorted(s.expr.free_symbols, key=str)  # type: ignore[attr-defined]
+        if sym != target and sym.name != "m"
+    )
+    names = {
+        upd.buffer: view.ex(target),  # type: ignore[attr-defined]
+        upd.statistic: view.ex(stat),  # type: ignore[attr-defined]
+        N: M("m"),
+        next(x for x in upd.shown.free_symbols if x.name == "momentum"): MOMENTUM,  # type: ignore[attr-defined]
+    }
+    return Eq(view.lhs(s), (shown(upd.shown, names),), rel=ARROW)  # type: ignore[attr-defined]
+
+
 def _batch_blocks(ctx: Context, layer: NormLayerRule) -> list[Block]:
     view = ctx.view
     if view is None:
@@ -405,9 +437,19 @@ def _batch_blocks(ctx: Context, layer: NormLayerRule) -> list[Block]:
     ]
     step = view.forward(l, "running")
     if step:
+        momentum = [float(v) for sym, v in r.params if sym.name == "momentum"]
         blocks += [
             P("then, in the training step only, the running statistics:"),
-            D(*(view.eq(s) for s in step)),
+            D(
+                *(
+                    _running_eq(view, s, upd)
+                    for s, upd in zip(step, r.running, strict=True)
+                )
+            ),
+        ]
+        blocks += [
+            P("with ", cat(MOMENTUM, " = ", number(v)), " and m the batch size.")
+            for v in momentum
         ]
     evaluate = view.forward(l, "inference")
     if evaluate:
@@ -468,7 +510,7 @@ def _running_blocks(layer: NormLayerRule) -> list[Block]:
             *(
                 Eq(
                     Math(names[upd.buffer], upd.buffer.name),
-                    (rule_math(upd.update, names),),
+                    (_as_written(upd, names),),
                     rel=ARROW,
                 )
                 for upd in r.running
