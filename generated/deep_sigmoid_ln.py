@@ -199,7 +199,13 @@ TARGETS = "unit_interval"
 LABELS = False
 MOMENTS = ()
 # the state arrays of each optimizer symgrad had: to name the one a wrong state was made for
-OPTIMIZER_STATES = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v")}
+OPTIMIZER_STATES = {
+    "sgd": (),
+    "momentum": ("velocity",),
+    "adam": ("m", "v"),
+    "adamw": ("m", "v"),
+    "rmsprop": ("square_avg", "momentum_buffer"),
+}
 DROPOUT = False
 MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm)
 # Set to False to skip the scans of X's and Y's values in every call: NaN/inf, and the
@@ -586,6 +592,12 @@ def _loss_and_grad(params, X, Y, rng):
         "W14": dW14,
         "b14": db14,
     }
+
+
+def learning_rate(t):
+    """The learning rate of optimizer step t (t = 0, 1, ...: state["t"]):
+    constant."""
+    return 0.02
 
 
 def _make_work(m, dtype):
@@ -1471,9 +1483,12 @@ def _duration(seconds):
 
 
 def _metrics(history):
-    """The last epoch's numbers of history, as "loss 0.1234, accuracy 0.9"."""
+    """The last epoch's numbers of history, as "loss 0.1234, accuracy 0.9" (the
+    learning rate is in history["lr"], not on the line)."""
     return ", ".join(
-        f"{k} {v[-1]:.4g}" for k, v in history.items() if isinstance(v, list)
+        f"{k} {v[-1]:.4g}"
+        for k, v in history.items()
+        if isinstance(v, list) and k != "lr"
     )
 
 
@@ -1577,9 +1592,11 @@ def _train(
     batches(order) gives the function (start, size) -> (X_batch, Y_batch) that gathers
     the epoch's batches, and step(params, state, X_batch, Y_batch) -> (params, state,
     loss) trains on one. history["loss"] is the mean of the batch losses, weighted by
-    batch size; classifiers (TASK "classes" or "binary") get history["accuracy"] on
-    all of X after each epoch, and validation=(X_val, Y_val), checked, adds "val_loss"
-    (and "val_accuracy"). verbose shows the progress (see _progress).
+    batch size; history["lr"] the learning rate of each epoch's first step
+    (learning_rate(t), the spec's schedule); classifiers (TASK "classes" or "binary")
+    get history["accuracy"] on all of X after each epoch, and validation=(X_val,
+    Y_val), checked, adds "val_loss" (and "val_accuracy"). verbose shows the
+    progress (see _progress).
 
     callback(epoch, history) runs after each epoch (epoch counted from 0, history
     holding that epoch's numbers): True stops training. early_stopping=N (with
@@ -1596,7 +1613,7 @@ def _train(
     _trainable_batches(n, batch_size)
     ranges = list(_batch_ranges(n, batch_size))
     classifier = TASK in ("classes", "binary")
-    history = {"loss": []}
+    history = {"loss": [], "lr": []}
     if classifier:
         history["accuracy"] = []
     if validation is not None:
@@ -1611,6 +1628,7 @@ def _train(
     kept, waited, ended = None, 0, "finished"
     last = -1  # the last epoch trained
     for epoch in range(epochs):
+        history["lr"].append(learning_rate(int(state["t"])))  # the epoch's first step
         order = np.random.default_rng(seed + epoch).permutation(n)
         batch = batches(order)
         losses = []

@@ -85,6 +85,11 @@ def _step(params, state, X, Y, work):
     raise NotImplementedError("defined by the derived part of a generated module")
 
 
+def learning_rate(t):
+    """The learning rate of optimizer step t (printed from the spec's schedule)."""
+    return OPTIMIZER["learning_rate"]
+
+
 # --- end of configuration ---
 
 

@@ -19,6 +19,7 @@ the module's constants and these functions of the target's runtime:
     _output(xp, params, X) -> Ŷ for inference, on checked X
     _inference_loss(xp, params, X, Y) -> the loss for inference on checked X, Y, a float
     _as_index(xp, flags) -> boolean flags as 0/1 in the namespace's index dtype
+    learning_rate(t) -> the learning rate of optimizer step t (the derived part)
 
 NumPy, for the host generator (a seed gives the same draws in both modules), is
 imported inside the functions that draw: the array-API module imports no array library
@@ -42,6 +43,10 @@ MIN_BATCH = 1  # examples a training batch needs (2 with batchnorm: a variance)
 
 def forward(params, X):
     raise NotImplementedError("defined by the target's runtime")
+
+
+def learning_rate(t):
+    raise NotImplementedError("defined by the derived part of a generated module")
 
 
 def _namespace(arrays, what):
@@ -289,9 +294,12 @@ def _duration(seconds):
 
 
 def _metrics(history):
-    """The last epoch's numbers of history, as "loss 0.1234, accuracy 0.9"."""
+    """The last epoch's numbers of history, as "loss 0.1234, accuracy 0.9" (the
+    learning rate is in history["lr"], not on the line)."""
     return ", ".join(
-        f"{k} {v[-1]:.4g}" for k, v in history.items() if isinstance(v, list)
+        f"{k} {v[-1]:.4g}"
+        for k, v in history.items()
+        if isinstance(v, list) and k != "lr"
     )
 
 
@@ -395,9 +403,11 @@ def _train(
     batches(order) gives the function (start, size) -> (X_batch, Y_batch) that gathers
     the epoch's batches, and step(params, state, X_batch, Y_batch) -> (params, state,
     loss) trains on one. history["loss"] is the mean of the batch losses, weighted by
-    batch size; classifiers (TASK "classes" or "binary") get history["accuracy"] on
-    all of X after each epoch, and validation=(X_val, Y_val), checked, adds "val_loss"
-    (and "val_accuracy"). verbose shows the progress (see _progress).
+    batch size; history["lr"] the learning rate of each epoch's first step
+    (learning_rate(t), the spec's schedule); classifiers (TASK "classes" or "binary")
+    get history["accuracy"] on all of X after each epoch, and validation=(X_val,
+    Y_val), checked, adds "val_loss" (and "val_accuracy"). verbose shows the
+    progress (see _progress).
 
     callback(epoch, history) runs after each epoch (epoch counted from 0, history
     holding that epoch's numbers): True stops training. early_stopping=N (with
@@ -414,7 +424,7 @@ def _train(
     _trainable_batches(n, batch_size)
     ranges = list(_batch_ranges(n, batch_size))
     classifier = TASK in ("classes", "binary")
-    history = {"loss": []}
+    history = {"loss": [], "lr": []}
     if classifier:
         history["accuracy"] = []
     if validation is not None:
@@ -429,6 +439,7 @@ def _train(
     kept, waited, ended = None, 0, "finished"
     last = -1  # the last epoch trained
     for epoch in range(epochs):
+        history["lr"].append(learning_rate(int(state["t"])))  # the epoch's first step
         order = np.random.default_rng(seed + epoch).permutation(n)
         batch = batches(order)
         losses = []

@@ -86,6 +86,11 @@ def _update(xp, params, grads, state):
     return new, {"t": state["t"] + 1}
 
 
+def learning_rate(t):
+    """The learning rate of optimizer step t (printed from the spec's schedule)."""
+    return OPTIMIZER["learning_rate"]
+
+
 # --- end of configuration ---
 
 

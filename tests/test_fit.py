@@ -77,9 +77,9 @@ def test_fit_is_step_over_seeded_shuffled_batches(modules, name):
     assert history["loss"] == pytest.approx(losses, rel=1e-12)
     assert sorted(state["buffers"]) == [3, 5]  # the partial batch has its own arrays
     if name == "reg":
-        assert sorted(history) == ["loss"]
+        assert sorted(history) == ["loss", "lr"]
     else:
-        assert sorted(history) == ["accuracy", "loss"]
+        assert sorted(history) == ["accuracy", "loss", "lr"]
         acc = module.predict(fitted, X).reshape(len(X), -1) == np.reshape(
             Y, (len(X), -1)
         )
@@ -121,7 +121,7 @@ def test_validation_and_verbose(modules, capsys):
         validation_data=(X_val, Y_val),
         verbose=True,
     )
-    assert sorted(history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    assert sorted(history) == ["accuracy", "loss", "lr", "val_accuracy", "val_loss"]
     assert all(len(v) == 4 for v in history.values())
     assert history["val_loss"][-1] == pytest.approx(module.loss(params, X_val, Y_val))
     lines = capsys.readouterr().out.splitlines()
@@ -137,7 +137,7 @@ def test_regression_history_and_float32(modules):
     history = module.fit(
         params, X, Y, epochs=30, batch_size=16, validation_data=(X[:10], Y[:10])
     )
-    assert sorted(history) == ["loss", "val_loss"]
+    assert sorted(history) == ["loss", "lr", "val_loss"]
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     assert {v.dtype for v in params.values()} == {np.dtype(np.float32)}
 
@@ -176,7 +176,7 @@ def test_fit_with_zero_epochs_changes_nothing(modules):
     X, Y = data("binary", 10)
     params = module.init_params(0)
     history = module.fit(params, X, Y, epochs=0, batch_size=4)
-    assert history == {"loss": [], "accuracy": []}
+    assert history == {"loss": [], "lr": [], "accuracy": []}
     np.testing.assert_array_equal(params["W1"], module.init_params(0)["W1"])
 
 

@@ -267,7 +267,7 @@ def test_early_stopping_needs_validation_data_and_a_positive_patience(module, ta
     assert all(np.array_equal(np.asarray(params[k]), before[k]) for k in params)
     # without early_stopping, history has no keys of it
     _, _, history = fit(m, target, params, X, Y, epochs=1, batch_size=8)
-    assert sorted(history) == ["accuracy", "loss"]
+    assert sorted(history) == ["accuracy", "loss", "lr"]
 
 
 # --- callbacks ----------------------------------------------------------------------------

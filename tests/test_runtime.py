@@ -105,6 +105,10 @@ def _step(params, state, X, Y, work):
         params[k] -= OPTIMIZER["learning_rate"] * grads[k]
     state["t"] += 1
     return L
+
+
+def learning_rate(t):
+    return OPTIMIZER["learning_rate"]
 """
 
 
@@ -196,6 +200,7 @@ def test_the_configuration_block_is_the_constants_and_the_derived_functions():
         "_loss_and_grad",
         "_make_work",
         "_step",
+        "learning_rate",
     ]
 
 
@@ -581,9 +586,9 @@ def test_fit_seeds_the_masks_from_its_seed_and_a_given_state_goes_on(make):
 @pytest.mark.parametrize(
     "task, keys",
     [
-        ("values", ["loss", "val_loss"]),
-        ("classes", ["accuracy", "loss", "val_accuracy", "val_loss"]),
-        ("binary", ["accuracy", "loss", "val_accuracy", "val_loss"]),
+        ("values", ["loss", "lr", "val_loss"]),
+        ("classes", ["accuracy", "loss", "lr", "val_accuracy", "val_loss"]),
+        ("binary", ["accuracy", "loss", "lr", "val_accuracy", "val_loss"]),
     ],
 )
 def test_fit_reports_accuracy_for_classifiers_only(make, task, keys):

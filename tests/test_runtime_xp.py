@@ -91,6 +91,10 @@ def _update(xp, params, grads, state):
     for name in MOMENTS:
         new_state[name] = {k: state[name][k] + grads[k] for k in PARAM_NAMES}
     return new, new_state
+
+
+def learning_rate(t):
+    return OPTIMIZER["learning_rate"]
 """
 BUFFERS = {
     "BUFFER_NAMES": ("mean1",),
@@ -137,7 +141,13 @@ def test_the_runtime_is_the_shared_runtime_then_what_follows_the_configuration_b
     names = [t.id for n in block if isinstance(n, ast.Assign) for t in n.targets]
     assert names == list(BASE)  # the constants, in the order modules print them
     functions = [n.name for n in block if isinstance(n, ast.FunctionDef)]
-    assert functions == ["_forward", "_loss", "_loss_and_grad", "_update"]
+    assert functions == [
+        "_forward",
+        "_loss",
+        "_loss_and_grad",
+        "_update",
+        "learning_rate",
+    ]
     tree = ast.parse(code)
     defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert defined.isdisjoint(functions)
@@ -513,7 +523,7 @@ def test_fit_walks_the_numpy_modules_batches_and_reports(make, capsys):
         params, X, Y, epochs=2, batch_size=3, verbose=True, validation_data=(X, Y)
     )
     assert int(state["t"]) == 6  # 7 = 3 + 3 + 1, two epochs
-    assert list(history) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert list(history) == ["loss", "lr", "accuracy", "val_loss", "val_accuracy"]
     # the first epoch's losses are those of the NumPy module's batches: the rows of
     # default_rng(seed + epoch).permutation(7), three at a time, each before its update
     order = np.random.default_rng(0).permutation(7)

@@ -320,6 +320,30 @@ def test_no_schedule_learning_rate_is_the_constant(modules):
     assert xp_module.learning_rate(7) == 0.01
 
 
+def test_fit_history_records_each_epochs_learning_rate(modules):
+    """history["lr"]: the lr of each epoch's first step, as torch's scheduler reports it
+    (get_last_lr) at the start of each epoch of a loop that steps it after every
+    optimizer step."""
+    spec = spec_of("sgd", "step", True, False)
+    module, xp_module = modules(spec)
+    X, Y = data()
+    per_epoch = -(-EXAMPLES // BATCH)
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch_optimizer(spec["optimizer"], [{"params": [weight]}])
+    scheduler = torch_scheduler(optimizer, spec["optimizer"]["schedule"])
+    want = []
+    for _ in range(4):
+        want.append(scheduler.get_last_lr()[0])
+        for _ in range(per_epoch):
+            optimizer.step()
+            scheduler.step()
+    for m in (module, xp_module):
+        history = m.fit(start(module), X, Y, epochs=4, batch_size=BATCH, seed=0)
+        got = history[2]["lr"] if isinstance(history, tuple) else history["lr"]
+        assert got == pytest.approx(want, rel=1e-14)
+    assert len(set(want)) > 2  # warmup and steps: the lr moved between epochs
+
+
 def test_in_place_step_allocates_nothing_with_schedule_and_clipping(tmp_path):
     spec = harness.spec(
         "wide_sched", 64, [(512, "tanh"), (3, "softmax")], "categorical_crossentropy"
