@@ -1309,9 +1309,9 @@ def derive(spec: SpecSource) -> Derivation:
     loss on the output activation, then the facts only the report shows.
     """
     spec = as_spec(spec)
-    sizes = spec.sizes
+    shapes = spec.shapes
     layers = tuple(
-        layer_registry.of(layer).derive(layer, i + 1, sizes[i])
+        layer_registry.of(layer).derive(layer, i + 1, shapes[i])
         for i, layer in enumerate(spec.layers)
     )
     out_act = spec.output.activation

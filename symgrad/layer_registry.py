@@ -45,6 +45,9 @@ class Rule:
     units: int
     trainable: int = 0  # numbers training adjusts (the check's and summary's count)
     residual: bool = False  # adds its input to its output
+    # what is not supported yet for the layer: targets ("array-api") or "report";
+    # each stage that meets one refuses the spec with one message
+    unsupported: tuple[str, ...] = ()
     plain_dense: bool = False  # the textbook's dense layer: z = a W + b, a = f(z)
 
     @property
@@ -166,11 +169,12 @@ class LayerKind:
 @dataclass(frozen=True)
 class LayerAt:
     """Where a layer item stands: its position, whether it is the output layer, and
-    its input's width (None where an earlier layer's could not be read)."""
+    its input's width (None where an earlier layer's could not be read): an int for a
+    vector, (channels, height, width) for an image."""
 
     index: int
     last: bool
-    width: int | None
+    width: int | tuple[int, ...] | None
 
 
 LAYER_KINDS: dict[str, LayerKind] = {}
@@ -211,6 +215,16 @@ def of(layer: Any) -> LayerKind:  # noqa: ANN401
         ) from None
 
 
+def flat(shape: int | tuple[int, ...]) -> int:
+    """How many values a layer's output holds per example: its width, or C·H·W."""
+    if isinstance(shape, int):
+        return shape
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
 def any_but_plain_dense(rules: Iterable[Rule]) -> bool:
     """A network with a layer that is not the textbook's dense layer."""
     return any(not r.plain_dense for r in rules)
@@ -223,6 +237,7 @@ __all__ = [
     "LayerKind",
     "MatrixRows",
     "Rule",
+    "flat",
     "for_type",
     "of",
     "register",

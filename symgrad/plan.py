@@ -618,7 +618,7 @@ def build(d: Derivation) -> Plan:
     each op's gradient at its input stored as G{l-1} for the op below.
     """
     bd = Builder(d)
-    bd.shapes[X] = (nm.BATCH, d.spec.input)
+    bd.shapes[X] = (nm.BATCH, d.spec.sizes[0])  # an image input arrives flat
     bd.shapes[Y] = (nm.BATCH, d.out.units)
     chain = [layer_registry.of(rule).op(rule, d) for rule in d.layers]
     inputs: list[sp.Symbol] = []

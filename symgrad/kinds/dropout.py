@@ -24,6 +24,7 @@ from ..report.sections import dropout as report
 from ..report.sections.network import keep_mask
 from ..spec import DropoutSpec
 from ..sym.arrays import KeepMask
+from . import images
 
 
 class Dropout(LayerKind):
@@ -34,6 +35,8 @@ class Dropout(LayerKind):
 
     def validate(self, check, item, at: LayerAt) -> DropoutSpec | None:
         check.keys(item, ("type", "rate"), ("rate",))
+        if not images.vector_only(check, item, at, "dropout"):
+            return None
         if "rate" not in item.value:
             return None
         rnode = item.value["rate"]

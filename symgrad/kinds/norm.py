@@ -56,6 +56,7 @@ from ..spec import NormSpec
 from ..sym.arrays import on_axis
 from ..sym.parse import NORM_X
 from ..sym.text import text
+from . import images
 
 CUSTOM = "norm"  # the type of a norm written in the spec
 
@@ -76,6 +77,8 @@ class Norm(LayerKind):
 
     def validate(self, check, item, at: LayerAt) -> NormSpec | None:
         kind = item.value["type"].value
+        if not images.vector_only(check, item, at, kind):
+            return None
         if kind != "norm":
             definition = norms.NORMS[kind]
             values = {**definition.params, **definition.stat_params}

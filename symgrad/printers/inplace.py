@@ -35,7 +35,18 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.printer import Printer
 
 from ..naming import BATCH, ONES_BATCH, ones_row
-from ..sym.arrays import KeepMask, MatProduct, ReductionBase, Transposed
+from ..sym.arrays import (
+    Einsum,
+    FirstMax,
+    KeepMask,
+    MatProduct,
+    Padded,
+    ReductionBase,
+    ScatterWindows,
+    Transposed,
+    View,
+    WindowMax,
+)
 from ..sym.code import FUNCTIONS, NumPyCode, number_text
 from ..sym.functions import numeric, sigmoid, softplus, variables
 
@@ -214,7 +225,7 @@ class Emitter(Printer):
         return not (e.free_symbols - self.scalars)
 
     def _is_atom(self, e: sp.Expr) -> bool:
-        return e.is_Symbol or self._is_scalar(e)
+        return e.is_Symbol or isinstance(e, View) or self._is_scalar(e)
 
     def _scalar_text(self, e: sp.Expr, grouped: bool = False) -> str:
         """A scalar operand; `grouped` parenthesizes a sum (for use inside a product)."""
@@ -228,6 +239,10 @@ class Emitter(Printer):
     def _text(self, e: sp.Expr) -> str:
         if e == self.owner and self.written:
             raise _OwnerOverwritten
+        if isinstance(e, View):  # a view of an array, printed as the expression
+            if self._has_owner(e) and self.written:
+                raise _OwnerOverwritten
+            return self.printer.doprint(e)
         if e in self.constants:
             self.used.add(self.constants[e])
             return self.constants[e]
@@ -282,6 +297,8 @@ class Emitter(Printer):
         if e.is_Symbol and not self._is_scalar(e):
             if e.name != dest:
                 self._line(f"np.copyto({dest}, {self._text(e)})", dest)
+        elif isinstance(e, View):
+            self._line(f"np.copyto({dest}, {self._text(e)})", dest)
         elif self._is_scalar(e):
             self._line(f"{dest}.fill({self._scalar_text(e)})", dest)
         else:
@@ -306,6 +323,43 @@ class Emitter(Printer):
     def _print_MatProduct(self, e: MatProduct, dest: str) -> None:  # noqa: N802
         left, right = (self._matrix(x) for x in e.args)
         self._line(f"np.dot({left}, {right}, out={dest})", dest)
+
+    # images (arrays.py): each window operation writes into dest; operands are arrays
+    # or views of them
+    def _atoms(self, args: tuple) -> list[str]:
+        out = []
+        for x in args:
+            if not self._is_atom(x):  # the plan gives each compound its own statement
+                raise ValueError(f"an expression inside a window operation: {x}")
+            out.append(self._text(x))
+        return out
+
+    def _print_Einsum(self, e: Einsum, dest: str) -> None:  # noqa: N802
+        operands = ", ".join(self._atoms(e.args[1:]))
+        self._line(f'np.einsum("{e.args[0].name}", {operands}, out={dest})', dest)
+
+    def _window_call(self, helper: str, e: sp.Expr, dest: str) -> None:
+        self.printer.helpers.add(helper)
+        (x,) = self._atoms(e.args[:1])
+        rest = ", ".join(str(int(v)) for v in e.args[1:])
+        self._line(f"{helper}({x}, {rest}, out={dest})", dest)
+
+    def _print_Padded(self, e: Padded, dest: str) -> None:  # noqa: N802
+        self._window_call("_pad", e, dest)
+
+    def _print_ScatterWindows(self, e: ScatterWindows, dest: str) -> None:  # noqa: N802
+        self._window_call("_scatter_windows", e, dest)
+
+    def _print_WindowMax(self, e: WindowMax, dest: str) -> None:  # noqa: N802
+        (x,) = self._atoms(e.args)
+        self._line(f"np.max({x}, axis=(4, 5), out={dest})", dest)
+
+    def _print_FirstMax(self, e: FirstMax, dest: str) -> None:  # noqa: N802
+        self.printer.helpers.add("_first_max")
+        win, top = self._atoms(e.args)
+        work = self.pool.take()  # the running count, of the mask's shape
+        self._line(f"_first_max({win}, {top}, out={dest}, work={work})", dest)
+        self.pool.give(work)
 
     def _print_ReductionBase(self, e: ReductionBase, dest: str) -> None:  # noqa: N802
         if e.axis is None or e is not self.top:  # its shape is not dest's

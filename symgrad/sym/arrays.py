@@ -13,6 +13,22 @@ every printer has a `_print_<Class>` method for each:
     ColMean(e)
     Total(e)            Σ over every entry: a scalar
 
+Images (the window layers: conv2d, pooling, flatten) add views and contractions; each
+is a general array operation, none a layer's backward pass:
+
+    Reshaped(A, dims)       A as (m, *dims): a view
+    Expanded(A, index)      A with unit axes inserted (b[:, None, None]): a view
+    Padded(A, ph, pw)       A with ph, pw zero rows and columns on each side of H, W
+    Cropped(A, ph, pw, h, w)  the inverse view: A[:, :, ph:ph+h, pw:pw+w]
+    Windows(A, kh, kw, sh, sw)  the kh×kw windows of A (m, C, H, W) at stride (sh, sw):
+                            a strided view of shape (m, C, H', W', kh, kw)
+    ScatterWindows(A, h, w, kh, kw, sh, sw)  its adjoint: each window entry of A added back
+                            where Windows reads it, into (m, C, h, w)
+    Einsum(subscripts, A, B, ...)  a contraction with fixed subscripts
+    WindowMax(A)            the max over each window of a Windows view
+    FirstMax(A, T)          1 at each window's first entry equal to its max T
+                            (row-major), else 0
+
 Derivations of functions with reductions (norms) do not know which axis they reduce: they
 are written for one group of values (one example's features, or for batchnorm one
 feature's batch) with GroupSum, GroupMean and GroupMax; `on_axis` turns those into the row
@@ -54,6 +70,67 @@ class Transposed(ArrayNode):
 class KeepMask(ArrayNode):
     """KeepMask(X, rate): an array shaped like X, 1/(1 − rate) with probability 1 − rate
     and 0 otherwise, drawn from the generator of the call (inverted dropout)."""
+
+    nargs = 2
+
+
+class View(ArrayNode):
+    """A view of an array (no arithmetic): an operand as it is printed, never a value
+    of its own in the in-place step (which copies it where it is a statement's whole
+    value)."""
+
+
+class Reshaped(View):
+    """Reshaped(A, Tuple(dims)): A as (m, *dims), row-major."""
+
+    nargs = 2
+
+
+class Expanded(View):
+    """Expanded(A, Str(index)): A[index], with None axes so that it broadcasts."""
+
+    nargs = 2
+
+
+class Cropped(View):
+    """Cropped(A, ph, pw, h, w): A[:, :, ph:ph + h, pw:pw + w]."""
+
+    nargs = 5
+
+
+class Windows(View):
+    """Windows(A, kh, kw, sh, sw): the strided window view (m, C, H', W', kh, kw)."""
+
+    nargs = 5
+
+
+class Padded(ArrayNode):
+    """Padded(A, ph, pw): A (m, C, H, W) with zeros around H and W."""
+
+    nargs = 3
+
+
+class ScatterWindows(ArrayNode):
+    """ScatterWindows(A, h, w, kh, kw, sh, sw): A (m, C, H', W', kh, kw) added window
+    by window into zeros of shape (m, C, h, w), where Windows(·, kh, kw, sh, sw)
+    reads."""
+
+    nargs = 7
+
+
+class Einsum(ArrayNode):
+    """Einsum(Str(subscripts), *operands): np.einsum with fixed subscripts."""
+
+
+class WindowMax(ArrayNode):
+    """The max of each window of a Windows view: (m, C, H', W')."""
+
+    nargs = 1
+
+
+class FirstMax(ArrayNode):
+    """FirstMax(A, T): 1 at the first entry of each window of A equal to T (its max),
+    in row-major order within the window, else 0."""
 
     nargs = 2
 

@@ -1,0 +1,319 @@
+"""Convolutional networks (issue 20): the generated module against PyTorch in float64.
+
+Each network is written again here in torch.nn.functional (conv2d, max_pool2d,
+avg_pool2d, flatten, linear), from the spec's own keys, so that nothing of symgrad's
+derivation is reused: loss, every gradient (autograd), and optimizer steps
+(torch.optim.Adam); finite differences of the module's own loss; float32 in, float32
+throughout; the in-place step allocates nothing after the first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import harness
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+TOL = 1e-9
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+ACT = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "identity": lambda t: t,
+    "my_softsign": lambda t: t / (1 + t.abs()),  # the custom expression below
+}
+
+
+def torch_forward(spec: dict, params: dict, X: np.ndarray) -> Any:
+    """The spec's network in torch.nn.functional; params: name -> tensor."""
+    c, h, w = spec["input"]
+    x = torch.as_tensor(X, dtype=torch.float64).reshape(-1, c, h, w)
+    for l, layer in enumerate(spec["layers"], start=1):  # noqa: E741
+        kind = layer.get("type", "dense")
+        if kind == "conv2d":
+            pad = layer.get("padding", 0)
+            pad = {"valid": 0}.get(pad, pad) if isinstance(pad, str) else pad
+            padding = "same" if pad == "same" else _pair(pad)
+            z = F.conv2d(
+                x,
+                params[f"W{l}"],
+                params[f"b{l}"],
+                stride=_pair(layer.get("stride", 1)),
+                padding=padding,
+            )
+            act = layer["activation"]
+            name = act if isinstance(act, str) else act["name"]
+            out = ACT[name](z)
+            x = x + out if layer.get("residual") else out
+        elif kind in ("maxpool2d", "avgpool2d"):
+            size = _pair(layer["size"])
+            stride = _pair(layer.get("stride", layer["size"]))
+            pool = F.max_pool2d if kind == "maxpool2d" else F.avg_pool2d
+            x = pool(x, size, stride)
+        elif kind == "flatten":
+            x = torch.flatten(x, 1)
+        else:
+            z = x @ params[f"W{l}"] + params[f"b{l}"]
+            act = layer["activation"]
+            x = torch.softmax(z, 1) if act == "softmax" else ACT[act](z)
+    return x
+
+
+def torch_loss(spec: dict, params: dict, X: np.ndarray, Y: np.ndarray) -> Any:
+    out = torch_forward(spec, params, X)
+    y = torch.as_tensor(Y, dtype=torch.float64)
+    if spec["loss"] == "categorical_crossentropy":
+        return -(y * torch.log(out)).sum() / len(Y)
+    return 0.5 * ((out - y) ** 2).sum() / len(Y)
+
+
+def torch_grads(spec, params, X, Y) -> tuple[float, dict]:
+    tensors = {
+        k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+        for k, v in params.items()
+    }
+    loss = torch_loss(spec, tensors, X, Y)
+    loss.backward()
+    return float(loss.detach()), {k: t.grad.numpy() for k, t in tensors.items()}
+
+
+def problem(module, spec: dict, m: int = 5, seed: int = 0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    params = module.init_params(seed=seed, dtype=dtype)
+    for k in params:  # biases away from 0, so that every term is tested
+        if k.startswith("b"):
+            params[k][...] = rng.uniform(-0.3, 0.3, params[k].shape)
+    X = rng.standard_normal((m, *spec["input"])).astype(dtype)
+    n_out = spec["layers"][-1]["units"]
+    if spec["loss"] == "categorical_crossentropy":
+        Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, m)]
+    else:
+        Y = rng.standard_normal((m, n_out)).astype(dtype)
+    return params, X, Y
+
+
+def cnn(name: str, conv: dict, *more: dict, input=(2, 7, 6), loss="mse") -> dict:
+    """input → conv → [more] → flatten → dense 3."""
+    out = {"units": 3, "activation": "softmax" if loss != "mse" else "identity"}
+    return {
+        "name": name,
+        "input": list(input),
+        "layers": [conv, *more, {"type": "flatten"}, out],
+        "loss": loss,
+    }
+
+
+def check_against_torch(module, spec, **kw) -> None:
+    params, X, Y = problem(module, spec, **kw)
+    value, grads = module.loss_and_grad(params, X, Y)
+    ref_value, ref = torch_grads(spec, params, X, Y)
+    assert abs(value - ref_value) <= TOL * max(1.0, abs(ref_value))
+    assert set(grads) == set(ref)
+    for k in ref:
+        assert grads[k].shape == params[k].shape
+        err = np.max(np.abs(grads[k] - ref[k])) / max(1.0, np.max(np.abs(ref[k])))
+        assert err <= TOL, (k, err)
+    # forward on (m, C, H, W) and on flat rows alike
+    flat = X.reshape(len(X), -1)
+    np.testing.assert_allclose(
+        module.forward(params, X), module.forward(params, flat), rtol=0, atol=0
+    )
+    ref_out = torch_forward(spec, {k: torch.as_tensor(v) for k, v in params.items()}, X)
+    np.testing.assert_allclose(module.forward(params, X), ref_out.numpy(), atol=1e-12)
+
+
+CONVS = [
+    ({"filters": 3, "kernel": 3, "padding": 1, "activation": "relu"}, (2, 7, 6)),
+    ({"filters": 2, "kernel": 3, "padding": 0, "activation": "tanh"}, (1, 6, 6)),
+    ({"filters": 2, "kernel": 3, "padding": "same", "activation": "tanh"}, (2, 5, 7)),
+    ({"filters": 2, "kernel": [2, 3], "padding": "valid", "activation": "sigmoid"}, (1, 5, 7)),
+    ({"filters": 3, "kernel": 3, "stride": 2, "padding": 1, "activation": "relu"}, (2, 7, 6)),
+    (
+        {"filters": 2, "kernel": [3, 2], "stride": [2, 1], "padding": [1, 0],
+         "activation": "tanh"},
+        (1, 8, 5),
+    ),
+    ({"filters": 2, "kernel": 2, "stride": 2, "activation": "identity"}, (3, 5, 4)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("conv,shape", CONVS)
+def test_conv_layer_matches_torch(generate, conv, shape) -> None:
+    spec = cnn("conv1", {"type": "conv2d", **conv}, input=shape)
+    module = generate(spec)
+    check_against_torch(module, spec)
+
+
+def test_a_first_layer_conv_after_a_hidden_conv_passes_its_gradient_down(generate):
+    # the second conv's ∂L/∂X (strided, padded, rectangular) reaches the first's W
+    spec = cnn(
+        "conv2",
+        {"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1, "activation": "tanh"},
+        {"type": "conv2d", "filters": 3, "kernel": [3, 2], "stride": [2, 1],
+         "padding": [1, 0], "activation": "tanh"},
+        input=(2, 7, 6),
+    )  # fmt: skip
+    check_against_torch(generate(spec), spec)
+
+
+POOLS = [
+    ({"type": "maxpool2d", "size": 2}, (2, 6, 6)),
+    ({"type": "maxpool2d", "size": 3, "stride": 1}, (1, 6, 5)),  # overlapping
+    ({"type": "maxpool2d", "size": [2, 3], "stride": [1, 2]}, (2, 5, 7)),
+    ({"type": "avgpool2d", "size": 2}, (2, 7, 6)),  # a row left over, as torch
+    ({"type": "avgpool2d", "size": 3, "stride": [1, 2]}, (1, 6, 7)),
+]
+
+
+@pytest.mark.parametrize("pool,shape", POOLS)
+def test_pooling_matches_torch(generate, pool, shape) -> None:
+    conv = {"type": "conv2d", "filters": 2, "kernel": 1, "activation": "tanh"}
+    spec = cnn("pool1", conv, pool, input=shape)
+    check_against_torch(generate(spec), spec)
+
+
+def test_max_pooling_ties_go_to_the_first_maximum(generate) -> None:
+    # a 1×1 conv passes channel 0 (whole numbers: windows of equal values) through
+    # unchanged; its weight on channel 1 (random) gets Σ δ·X₁ over the positions
+    # that receive each window's gradient, so it tells which of the tied entries did
+    spec = cnn(
+        "ties",
+        {"type": "conv2d", "filters": 1, "kernel": 1, "activation": "identity"},
+        {"type": "maxpool2d", "size": 2, "stride": 1},
+        input=(2, 4, 4),
+    )
+    module = generate(spec)
+    params, X, Y = problem(module, spec, m=3)
+    params["W1"][...] = [[[[1.0]], [[0.0]]]]
+    params["b1"][...] = 0.0
+    X[:, 0] = np.round(X[:, 0])  # many equal values in each window
+    X[0, 0] = 1.0  # every window a tie
+    value, grads = module.loss_and_grad(params, X, Y)
+    ref_value, ref = torch_grads(spec, params, X, Y)
+    assert abs(value - ref_value) <= TOL
+    for k in ref:
+        np.testing.assert_allclose(grads[k], ref[k], rtol=0, atol=TOL)
+    # the last of the tied entries instead would give another weight gradient
+    assert abs(ref["W1"][0, 1, 0, 0]) > 1e-3
+
+
+SMALL_CNN = {
+    "name": "small_cnn",
+    "input": [1, 8, 7],
+    "layers": [
+        {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1, "activation": "relu"},
+        {"type": "maxpool2d", "size": 2},
+        {"type": "conv2d", "filters": 4, "kernel": [2, 3], "stride": 1,
+         "padding": [1, 1], "activation": "tanh"},
+        {"type": "avgpool2d", "size": 2},
+        {"type": "flatten"},
+        {"units": 3, "activation": "softmax"},
+    ],
+    "loss": "categorical_crossentropy",
+    "optimizer": {"name": "adam", "learning_rate": 0.01},
+}  # fmt: skip
+
+
+def test_small_cnn_loss_and_every_gradient(generate) -> None:
+    module = generate(SMALL_CNN)
+    check_against_torch(module, SMALL_CNN, m=6)
+
+
+def test_small_cnn_twenty_adam_steps_match_torch_optim(generate) -> None:
+    module = generate(SMALL_CNN)
+    params, X, Y = problem(module, SMALL_CNN, m=6, seed=3)
+    tensors = {
+        k: torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True)
+        for k, v in params.items()
+    }
+    opt = torch.optim.Adam(list(tensors.values()), lr=0.01)
+    state = module.init_state(params)
+    for _ in range(20):
+        value = module.step(params, state, X, Y)
+        opt.zero_grad()
+        loss = torch_loss(SMALL_CNN, tensors, X, Y)
+        loss.backward()
+        opt.step()
+        assert abs(value - float(loss.detach())) <= TOL
+    for k, t in tensors.items():
+        np.testing.assert_allclose(params[k], t.detach().numpy(), rtol=0, atol=TOL)
+
+
+def test_custom_activation_on_a_conv_layer(generate) -> None:
+    act = {"name": "my_softsign", "expr": "z / (1 + abs(z))"}
+    spec = cnn(
+        "custom_conv",
+        {"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1, "activation": act},
+        input=(1, 5, 5),
+    )
+    check_against_torch(generate(spec), spec)
+
+
+def test_finite_differences_of_the_modules_own_loss(generate) -> None:
+    spec = dict(SMALL_CNN, name="fd_cnn")
+    module = generate(spec)
+    params, X, Y = problem(module, spec, m=3, seed=5)
+    _, grads = module.loss_and_grad(params, X, Y)
+    rng = np.random.default_rng(0)
+    eps = 1e-6
+    for k, p in params.items():
+        for idx in map(tuple, rng.integers(0, p.shape, (3, p.ndim))):
+            old = p[idx]
+            p[idx] = old + eps
+            up = module.loss(params, X, Y, training=True)
+            p[idx] = old - eps
+            down = module.loss(params, X, Y, training=True)
+            p[idx] = old
+            fd = (up - down) / (2 * eps)
+            assert abs(fd - grads[k][idx]) <= 1e-6 * max(1.0, abs(fd)), (k, idx)
+
+
+def test_float32_stays_float32_and_the_step_agrees(generate) -> None:
+    module = generate(SMALL_CNN)
+    params, X, Y = problem(module, SMALL_CNN, m=4, dtype=np.float32)
+    value, grads = module.loss_and_grad(params, X, Y)
+    assert all(g.dtype == np.float32 for g in grads.values())
+    assert module.forward(params, X).dtype == np.float32
+    ref_value, ref = torch_grads(SMALL_CNN, params, X, Y)
+    for k in ref:
+        np.testing.assert_allclose(grads[k], ref[k], rtol=1e-3, atol=1e-4)
+    state = module.init_state(params)
+    module.step(params, state, X, Y)
+    assert all(p.dtype == np.float32 for p in params.values())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_step_allocates_nothing_after_the_first(generate, dtype) -> None:
+    module = generate(SMALL_CNN)
+    params, _, _ = problem(module, SMALL_CNN, dtype=dtype)
+    m = 512  # the smallest image array (m, 4, 4, 3) is then larger than the allowance
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((m, 56)).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, m)]
+    peak, buffer = harness.step_peak_bytes(module, params, X, Y, bufsize=1024)
+    itemsize = np.dtype(dtype).itemsize
+    allowance = 2 * buffer * itemsize + 16 * 1024
+    assert allowance < m * 3 * 4 * 3 * itemsize
+    assert peak < allowance, f"a step allocated up to {peak} bytes"
+
+
+def test_fit_trains_a_cnn(generate) -> None:
+    module = generate(SMALL_CNN)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 1, 8, 7))
+    labels = (X[:, 0, :4].sum(axis=(1, 2)) > 0).astype(int) + (
+        X[:, 0, 4:, :3].sum(axis=(1, 2)) > 1
+    )
+    params = module.init_params(seed=0)
+    history = module.fit(params, X, labels, epochs=15, batch_size=10)
+    assert history["loss"][-1] < history["loss"][0]
