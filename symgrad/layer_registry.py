@@ -215,6 +215,20 @@ def of(layer: Any) -> LayerKind:  # noqa: ANN401
         ) from None
 
 
+def refuse_unsupported(rules: Iterable[Rule], what: str, title: str) -> None:
+    """Raise one SymgradError naming the first layer that does not support `what` (a
+    target or "report": Rule.unsupported) yet, with what works instead."""
+    from .errors import SymgradError
+
+    for r in rules:
+        if what in r.unsupported:
+            raise SymgradError(
+                f"{title} does not support {r.kind} layers yet (layer {r.index}):"
+                " generate the NumPy module instead (symgrad generate SPEC), which"
+                " trains and checks this network"
+            )
+
+
 def flat(shape: int | tuple[int, ...]) -> int:
     """How many values a layer's output holds per example: its width, or C·H·W."""
     if isinstance(shape, int):
@@ -238,6 +252,7 @@ __all__ = [
     "MatrixRows",
     "Rule",
     "flat",
+    "refuse_unsupported",
     "for_type",
     "of",
     "register",

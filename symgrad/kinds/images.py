@@ -17,7 +17,6 @@ import sympy as sp
 from sympy.core.symbol import Str
 
 from .. import naming as nm
-from ..errors import SymgradError
 from ..spec.checks import Checker
 from ..sym.arrays import (
     Cropped,
@@ -282,19 +281,10 @@ def back_through_windows(
     return Cropped(padded, ph, pw, geo.image[1], geo.image[2])
 
 
-def not_yet(what: str, kind: str) -> SymgradError:
-    """The one message for a part of an image layer not written yet."""
-    return SymgradError(
-        f"{what} does not support {kind} layers yet: generate the NumPy module"
-        " (symgrad generate SPEC) for a network with image layers"
-    )
-
-
 __all__ = [
     "as_image",
     "back_through_windows",
     "contract",
-    "not_yet",
     "windows_of",
     "Image",
     "Window",
