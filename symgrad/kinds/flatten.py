@@ -18,7 +18,6 @@ from ..plan import Back, Builder, X, section
 from ..spec.model import Loc
 from ..sym.arrays import Reshaped
 from ..window_rules import FlattenRule
-from . import images
 from .images import Image
 
 
