@@ -34,8 +34,9 @@ ACT = {
 }
 
 
-def torch_forward(spec: dict, params: dict, X: np.ndarray) -> Any:
-    """The spec's network in torch.nn.functional; params: name -> tensor."""
+def torch_forward(spec: dict, params: dict, X: np.ndarray, masks=None) -> Any:
+    """The spec's network in torch.nn.functional; params: name -> tensor; masks:
+    layer number -> dropout's scaled keep-mask."""
     c, h, w = spec["input"]
     x = torch.as_tensor(X, dtype=torch.float64).reshape(-1, c, h, w)
     for l, layer in enumerate(spec["layers"], start=1):  # noqa: E741
@@ -62,6 +63,8 @@ def torch_forward(spec: dict, params: dict, X: np.ndarray) -> Any:
             x = pool(x, size, stride)
         elif kind == "flatten":
             x = torch.flatten(x, 1)
+        elif kind == "dropout":
+            x = x * torch.as_tensor(masks[l])
         else:
             z = x @ params[f"W{l}"] + params[f"b{l}"]
             act = layer["activation"]
@@ -69,20 +72,20 @@ def torch_forward(spec: dict, params: dict, X: np.ndarray) -> Any:
     return x
 
 
-def torch_loss(spec: dict, params: dict, X: np.ndarray, Y: np.ndarray) -> Any:
-    out = torch_forward(spec, params, X)
+def torch_loss(spec: dict, params: dict, X: np.ndarray, Y: np.ndarray, masks=None):
+    out = torch_forward(spec, params, X, masks)
     y = torch.as_tensor(Y, dtype=torch.float64)
     if spec["loss"] == "categorical_crossentropy":
         return -(y * torch.log(out)).sum() / len(Y)
     return 0.5 * ((out - y) ** 2).sum() / len(Y)
 
 
-def torch_grads(spec, params, X, Y) -> tuple[float, dict]:
+def torch_grads(spec, params, X, Y, masks=None) -> tuple[float, dict]:
     tensors = {
         k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
         for k, v in params.items()
     }
-    loss = torch_loss(spec, tensors, X, Y)
+    loss = torch_loss(spec, tensors, X, Y, masks)
     loss.backward()
     return float(loss.detach()), {k: t.grad.numpy() for k, t in tensors.items()}
 
@@ -205,6 +208,41 @@ def test_max_pooling_ties_go_to_the_first_maximum(generate) -> None:
         np.testing.assert_allclose(grads[k], ref[k], rtol=0, atol=TOL)
     # the last of the tied entries instead would give another weight gradient
     assert abs(ref["W1"][0, 1, 0, 0]) > 1e-3
+
+
+def test_a_residual_conv_adds_its_input(generate) -> None:
+    spec = cnn(
+        "residual_conv",
+        {"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1, "activation": "tanh"},
+        {"type": "conv2d", "filters": 2, "kernel": [3, 1], "padding": "same",
+         "activation": "relu", "residual": True},
+        input=(1, 5, 6),
+    )  # fmt: skip
+    check_against_torch(generate(spec), spec)
+
+
+def test_dropout_on_an_image_with_the_modules_masks(generate) -> None:
+    spec = cnn(
+        "conv_dropout",
+        {"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1, "activation": "tanh"},
+        {"type": "dropout", "rate": 0.4},
+        {"type": "avgpool2d", "size": 2},
+        input=(1, 6, 4),
+    )  # fmt: skip
+    module = generate(spec)
+    params, X, Y = problem(module, spec)
+    value, grads = module.loss_and_grad(params, X, Y, rng=np.random.default_rng(7))
+    # the module draws one uniform per value of the image, as rng.random(shape)
+    u = np.random.default_rng(7).random((len(X), 2, 6, 4))
+    masks = {2: np.where(u >= 0.4, 1 / 0.6, 0.0)}
+    ref_value, ref = torch_grads(spec, params, X, Y, masks)
+    assert abs(value - ref_value) <= TOL
+    for k in ref:
+        np.testing.assert_allclose(grads[k], ref[k], rtol=0, atol=TOL)
+    # without a generator (and in inference) dropout is the identity
+    plain, _ = module.loss_and_grad(params, X, Y)
+    ones = {2: np.ones((len(X), 2, 6, 4))}
+    assert abs(plain - torch_grads(spec, params, X, Y, ones)[0]) <= TOL
 
 
 SMALL_CNN = {

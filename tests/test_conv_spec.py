@@ -240,9 +240,7 @@ def test_a_missing_key_and_the_last_layer() -> None:
     assert len(found) == 1 and "must be dense" in found[0]
 
 
-@pytest.mark.parametrize(
-    "layer", ["{type: batchnorm}", "{type: layernorm}", "{type: dropout, rate: 0.1}"]
-)
+@pytest.mark.parametrize("layer", ["{type: batchnorm}", "{type: layernorm}"])
 def test_layers_not_supported_on_images_yet_are_refused(layer: str) -> None:
     text = spec_text(
         "{type: conv2d, filters: 2, kernel: 3, activation: relu}",
@@ -250,6 +248,15 @@ def test_layers_not_supported_on_images_yet_are_refused(layer: str) -> None:
         "{type: flatten}",
     )
     one(text, 5, "{type", "on an image (here 2×6×6) is not supported yet")
+
+
+def test_dropout_on_an_image_keeps_its_shape() -> None:
+    text = spec_text(
+        "{type: conv2d, filters: 2, kernel: 3, activation: relu}",
+        "{type: dropout, rate: 0.25}",
+        "{type: flatten}",
+    )
+    assert parse_spec(text, "s.yaml").shapes[1:4] == ((2, 6, 6), (2, 6, 6), 72)
 
 
 def test_problems_after_a_broken_layer_are_still_found() -> None:
