@@ -46,6 +46,7 @@ from ..sym.arrays import (
     Transposed,
     View,
     WindowMax,
+    Windows,
 )
 from ..sym.code import FUNCTIONS, NumPyCode, number_text
 from ..sym.functions import numeric, sigmoid, softplus, variables
@@ -335,8 +336,56 @@ class Emitter(Printer):
         return out
 
     def _print_Einsum(self, e: Einsum, dest: str) -> None:  # noqa: N802
-        operands = ", ".join(self._atoms(e.args[1:]))
-        self._line(f'np.einsum("{e.args[0].name}", {operands}, out={dest})', dest)
+        """A contraction of two arrays as one matrix product (_contract: the operands
+        and the product in scratch arrays of their transposed shapes); any other
+        einsum (one operand, or a letter kept from both) as np.einsum(out=)."""
+        subscripts = e.args[0].name
+        operands = self._atoms(e.args[1:])
+        gemm = self._gemm_shapes(e)
+        if gemm is None or self.pool_for is None:
+            joined = ", ".join(operands)
+            self._line(f'np.einsum("{subscripts}", {joined}, out={dest})', dest)
+            return
+        pools = [self.pool_for(shape) for shape in gemm]
+        work = [pool.take() for pool in pools]
+        self.printer.helpers.add("_contract")
+        self._line(
+            f'_contract("{subscripts}", {", ".join(operands)}, {dest},'
+            f" {', '.join(work)})",
+            dest,
+        )
+        for pool, name in zip(pools, work, strict=True):
+            pool.give(name)
+
+    def _operand_shape(self, e: sp.Expr) -> tuple | None:
+        if e.is_Symbol:
+            return self.shapes.get(e.name)
+        if isinstance(e, Windows):
+            x = self._operand_shape(e.args[0])
+            if x is None:
+                return None
+            kh, kw, sh, sw = (int(v) for v in e.args[1:])
+            m, c, h, w = x
+            return (m, c, (h - kh) // sh + 1, (w - kw) // sw + 1, kh, kw)
+        return None
+
+    def _gemm_shapes(self, e: Einsum) -> list[tuple] | None:
+        """The shapes of _contract's work arrays (a as (kept, summed), b as (summed,
+        kept), their product), or None where it does not apply."""
+        split = e.matrix_product
+        shapes = [self._operand_shape(x) for x in e.args[1:]]
+        if split is None or None in shapes:
+            return None
+        keep_a, summed, keep_b = split
+        la, lb = e.args[0].name.split("->")[0].split(",")
+        dims: dict[str, object] = {}
+        for letters, shape in zip((la, lb), shapes, strict=True):
+            dims.update(zip(letters, shape, strict=True))  # type: ignore[arg-type]
+        return [
+            tuple(dims[c] for c in keep_a + summed),
+            tuple(dims[c] for c in summed + keep_b),
+            tuple(dims[c] for c in keep_a + keep_b),
+        ]
 
     def _window_call(self, helper: str, e: sp.Expr, dest: str) -> None:
         self.printer.helpers.add(helper)

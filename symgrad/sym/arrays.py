@@ -121,6 +121,22 @@ class ScatterWindows(ArrayNode):
 class Einsum(ArrayNode):
     """Einsum(Str(subscripts), *operands): np.einsum with fixed subscripts."""
 
+    @property
+    def matrix_product(self) -> tuple[str, str, str] | None:
+        """(kept of a, summed, kept of b) where the einsum of two operands is one
+        matrix product, a as (kept, summed) times b as (summed, kept); None where it
+        is not (one operand, or a letter kept from both)."""
+        ins, res = self.args[0].name.split("->")
+        if len(self.args) != 3:
+            return None
+        la, lb = ins.split(",")
+        if any(c in lb and c in res for c in la):
+            return None
+        summed = "".join(c for c in la if c in lb and c not in res)
+        keep_a = "".join(c for c in la if c not in summed)
+        keep_b = "".join(c for c in lb if c not in summed)
+        return keep_a, summed, keep_b
+
 
 class WindowMax(ArrayNode):
     """The max of each window of a Windows view: (m, C, H', W')."""

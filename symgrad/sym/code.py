@@ -262,6 +262,9 @@ class NumPyCode(NumPyPrinter):
 
     def _print_Einsum(self, expr: Einsum) -> str:
         operands = ", ".join(self._print(o) for o in expr.args[1:])
+        if expr.matrix_product is not None:  # one matrix product (BLAS)
+            self.helpers.add("_contract")
+            return f'_contract("{expr.args[0].name}", {operands})'
         return f'np.einsum("{expr.args[0].name}", {operands})'
 
     def _print_WindowMax(self, expr: WindowMax) -> str:
