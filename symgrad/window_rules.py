@@ -20,8 +20,9 @@ view, a scatter-add of the window entries onto the input. The printers turn a
 contraction into `einsum` with fixed subscripts over strided windows, and the scatter
 into window-by-window adds (col2im); no backward pass of a convolution is written
 anywhere: ∂L/∂x comes out of diff as Σ G[N,f,i,j] W[f,C,p,q] δ(U, s_h i + p − p_h)
-δ(V, s_w j + q − p_w), and `doit` states it as the textbook does, a full correlation of
-the stride-dilated δ with the flipped kernel: Σ G[N,f,i,j] W[f,C, U − s_h i + p_h,
+δ(V, s_w j + q − p_w), and with the deltas summed out over the kernel offsets
+(`pinned`) it reads as the textbook states it, a full correlation of the
+stride-dilated δ with the flipped kernel: Σ G[N,f,i,j] W[f,C, U − s_h i + p_h,
 V − s_w j + p_w].
 """
 
@@ -87,12 +88,14 @@ class Contraction:
 
 @dataclass(frozen=True)
 class IndexSum:
-    """One derived quantity: `raw` as diff gives it, `summand` over `summed` after the
-    deltas that pin an index are summed out, `textbook` as doit states it, and the
-    contraction that computes it (several for a sum of terms: the bias)."""
+    """One derived quantity: `raw` as diff gives it, `terms` (summand, summed) after
+    the deltas that pin an index are summed out, `shown` those as sums, `textbook`
+    with a window adjoint's deltas summed out too (the flipped kernel), and the
+    contraction that computes each term (several for a sum: the bias)."""
 
     target: sp.Expr  # z[n,f,i,j], or the entry differentiated by: W[F,C,P,Q], ...
     raw: sp.Expr
+    shown: sp.Expr  # the collapsed terms as unevaluated sums (what the report prints)
     terms: tuple[tuple[sp.Expr, tuple[sp.Symbol, ...]], ...]  # (summand, summed)
     textbook: sp.Expr
     contractions: tuple[Contraction, ...]
@@ -141,22 +144,53 @@ def window_rules(op: str) -> WindowRuleSet:
     body, out = _forward(op)
     ranges = {n: m, f: nf, c: nc, i: ho, j: wo}
     loss = sp.Sum(G[out] * body, *((k, 0, ranges[k] - 1) for k in out))
-    forward = _index_sum(sp.IndexedBase("z")[out], body, out, body)
+    forward = _index_sum(sp.IndexedBase("z")[out], body, out)
     grads = []
     for name, entry in _entries(op).items():
         raw = sp.diff(loss, entry)
-        grads.append((name, _index_sum(entry, raw, entry.indices, raw.doit())))
+        grads.append((name, _index_sum(entry, raw, entry.indices)))
     return WindowRuleSet(op, forward, tuple(grads))
 
 
-def _index_sum(
-    target: sp.Expr, raw: sp.Expr, free: tuple[sp.Expr, ...], textbook: sp.Expr
-) -> IndexSum:
+LIMITS = {n: m, f: nf, c: nc, i: ho, j: wo, p: kh, q: kw}
+
+
+def _shown(terms: tuple[tuple[sp.Expr, tuple[sp.Symbol, ...]], ...]) -> sp.Expr:
+    """Terms as unevaluated sums over their indices' ranges."""
+    return sp.Add(
+        *(
+            sp.Sum(s, *((k, 0, LIMITS[k] - 1) for k in summed)) if summed else s
+            for s, summed in terms
+        ),
+        evaluate=False,
+    )
+
+
+def pinned(summand: sp.Expr, summed: tuple[sp.Symbol, ...]) -> tuple:
+    """The deltas δ(U, s·i + p − pad) of a window's adjoint summed out over the kernel
+    offset p (p = U − s·i + pad): the form a textbook states, Σ G · W at the flipped
+    offsets (zero where an offset falls outside the kernel)."""
+    out = list(summed)
+    for d in sorted(summand.atoms(sp.KroneckerDelta), key=str):
+        coord, pattern = d.args if d.args[0] in (U, V) else d.args[::-1]
+        found = _affine(pattern)
+        if found is None or found[1] not in out:
+            continue
+        (solution,) = sp.solve(sp.Eq(pattern, coord), found[1])
+        summand = summand.xreplace({d: sp.S.One}).xreplace({found[1]: solution})
+        out.remove(found[1])
+    return summand, tuple(out)
+
+
+def _index_sum(target: sp.Expr, raw: sp.Expr, free: tuple[sp.Expr, ...]) -> IndexSum:
     terms = tuple(collapse(t) for t in sp.Add.make_args(raw))
     terms = tuple(t for t in terms if t[0] != 0)
+    shown = _shown(terms)
+    textbook = _shown(tuple(pinned(s, summed) for s, summed in terms))
     return IndexSum(
         target,
         raw,
+        shown,
         terms,
         textbook,
         tuple(contraction(s, summed, free) for s, summed in terms),
@@ -301,7 +335,7 @@ class ConvRule(Rule):
     residual: bool = False
 
     kind = "conv2d"
-    unsupported = ("array-api", "report")
+    unsupported = ("array-api",)
 
     @property
     def filters(self) -> int:
@@ -341,7 +375,7 @@ class PoolRule(Rule):
     geometry: WindowGeometry
     rules: WindowRuleSet
     kind: str = "maxpool2d"  # type: ignore[assignment]
-    unsupported = ("array-api", "report")
+    unsupported = ("array-api",)
 
     @property
     def fan_in(self) -> int:
@@ -362,7 +396,7 @@ class FlattenRule(Rule):
     image: tuple[int, int, int]
 
     kind = "flatten"
-    unsupported = ("array-api", "report")
+    unsupported = ("array-api",)
 
     @property
     def fan_in(self) -> int:

@@ -6,7 +6,7 @@ an int, a pair [h, w], `same` or `valid` — activation, residual) and their che
 shape mistake one located message naming the shapes computed; its derivation (the
 index sum SymPy differentiates: window_rules.py, and the activation's rule as a dense
 layer's); its plan op, the contractions the derivation found as statements (images.py);
-and its report: not written yet, refused with one message (Rule.unsupported).
+and its report section (report/sections/conv.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..activations import a, z
 from ..derive import activation_rule, factored, guarded
 from ..layer_registry import LayerAt, LayerKind
 from ..plan import Back, Builder, Param, X, section
+from ..report.sections import conv as report
 from ..spec.model import Loc, OpSpec
 from ..window_rules import ConvRule, WindowGeometry, window_rules
 from . import images
@@ -175,8 +176,7 @@ class Conv2d(LayerKind):
     # ---- report
 
     def sections(self, ctx, l: int) -> tuple:  # noqa: ANN001, E741
-        layer_registry.refuse_unsupported((ctx.d.layer(l),), "report", "the report")
-        return ()
+        return report.conv_sections(ctx, l)
 
 
 @dataclass

@@ -3,7 +3,7 @@ torch.flatten(x, 1); its gradient is the rows reshaped back (nothing to derive: 
 reshape moves entries, each ∂a/∂x is 1 where it moved one).
 
 One entry: its spec (no keys; its input must be an image), its rule, its plan op, and
-its report (not written yet: refused with one message).
+its report section (report/sections/conv.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sympy as sp
 from .. import layer_registry
 from ..layer_registry import LayerAt, LayerKind
 from ..plan import Back, Builder, X, section
+from ..report.sections import conv as report
 from ..spec.model import Loc
 from ..sym.arrays import Reshaped
 from ..window_rules import FlattenRule
@@ -60,8 +61,7 @@ class Flatten(LayerKind):
         return FlattenOp(rule)
 
     def sections(self, ctx, l: int) -> tuple:  # noqa: ANN001, E741
-        layer_registry.refuse_unsupported((ctx.d.layer(l),), "report", "the report")
-        return ()
+        return report.flatten_sections(ctx, l)
 
 
 @dataclass

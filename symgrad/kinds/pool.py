@@ -6,8 +6,8 @@ One class, registered once per kind: its spec keys and checks (images.pooling: t
 window must fit the input), its derivation (window_rules: the max as Σ M·x with M the
 first maximum of each window, the mean as Σ x/(kh·kw), differentiated by SymPy), its
 plan op (the window max and its indicator; the contractions the derivation found, the
-gradient scattered back through the windows), and its report: not written yet,
-refused with one message.
+gradient scattered back through the windows), and its report section
+(report/sections/conv.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sympy as sp
 from .. import layer_registry
 from ..layer_registry import LayerAt, LayerKind
 from ..plan import Back, Builder, X, section
+from ..report.sections import conv as report
 from ..spec.model import Loc
 from ..sym.arrays import FirstMax, WindowMax
 from ..window_rules import PoolRule, WindowGeometry, window_rules
@@ -71,8 +72,7 @@ class Pool(LayerKind):
         return PoolOp(rule)
 
     def sections(self, ctx, l: int) -> tuple:  # noqa: ANN001, E741
-        layer_registry.refuse_unsupported((ctx.d.layer(l),), "report", "the report")
-        return ()
+        return report.pool_sections(ctx, l)
 
 
 @dataclass

@@ -44,7 +44,7 @@ from ..sym.arrays import (
     ReductionBase,
     ScatterWindows,
     Transposed,
-    View,
+    ViewBase,
     WindowMax,
     Windows,
 )
@@ -226,7 +226,7 @@ class Emitter(Printer):
         return not (e.free_symbols - self.scalars)
 
     def _is_atom(self, e: sp.Expr) -> bool:
-        return e.is_Symbol or isinstance(e, View) or self._is_scalar(e)
+        return e.is_Symbol or isinstance(e, ViewBase) or self._is_scalar(e)
 
     def _scalar_text(self, e: sp.Expr, grouped: bool = False) -> str:
         """A scalar operand; `grouped` parenthesizes a sum (for use inside a product)."""
@@ -240,7 +240,7 @@ class Emitter(Printer):
     def _text(self, e: sp.Expr) -> str:
         if e == self.owner and self.written:
             raise _OwnerOverwritten
-        if isinstance(e, View):  # a view of an array, printed as the expression
+        if isinstance(e, ViewBase):  # a view of an array, printed as the expression
             if self._has_owner(e) and self.written:
                 raise _OwnerOverwritten
             return self.printer.doprint(e)
@@ -298,7 +298,7 @@ class Emitter(Printer):
         if e.is_Symbol and not self._is_scalar(e):
             if e.name != dest:
                 self._line(f"np.copyto({dest}, {self._text(e)})", dest)
-        elif isinstance(e, View):
+        elif isinstance(e, ViewBase):
             self._line(f"np.copyto({dest}, {self._text(e)})", dest)
         elif self._is_scalar(e):
             self._line(f"{dest}.fill({self._scalar_text(e)})", dest)

@@ -33,12 +33,16 @@ from sympy.printing.precedence import PRECEDENCE
 from ..norm_rules import cost
 from ..plan import SCALE
 from ..sym.arrays import (
+    Expanded,
     GroupReductionBase,
+    ImageBase,
     KeepMask,
     MatProduct,
     ReductionBase,
     Total,
     Transposed,
+    window_label,
+    window_operands,
 )
 from ..sym.code import number_text
 from ..sym.text import Text as PlanText
@@ -168,6 +172,16 @@ class Latex(LatexPrinter):
 
     def _print_GroupReductionBase(self, expr: GroupReductionBase) -> str:
         return rf"{GROUP_TEX[expr.op]}\left({self._print(expr.args[0])}\right)"
+
+    def _print_Expanded(self, expr: Expanded) -> str:  # a broadcast: its array
+        return self._print(expr.args[0])
+
+    def _print_ImageBase(self, expr: ImageBase) -> str:  # the image nodes
+        label = window_label(expr)
+        if label is None:
+            return super()._print_Function(expr)
+        args = ", ".join(self._print(a) for a in window_operands(expr))
+        return rf"{label[0]}\left({args}\right)"
 
     def _print_KeepMask(self, expr: KeepMask) -> str:
         x, rate = expr.args

@@ -74,43 +74,48 @@ class KeepMask(ArrayNode):
     nargs = 2
 
 
-class View(ArrayNode):
+class ImageBase(ArrayNode):
+    """The nodes of image layers (printers dispatch on this name: SymPy's printers
+    skip a Function's base classes unless their names end in Base)."""
+
+
+class ViewBase(ImageBase):
     """A view of an array (no arithmetic): an operand as it is printed, never a value
     of its own in the in-place step (which copies it where it is a statement's whole
     value)."""
 
 
-class Reshaped(View):
+class Reshaped(ViewBase):
     """Reshaped(A, Tuple(dims)): A as (m, *dims), row-major."""
 
     nargs = 2
 
 
-class Expanded(View):
+class Expanded(ViewBase):
     """Expanded(A, Str(index)): A[index], with None axes so that it broadcasts."""
 
     nargs = 2
 
 
-class Cropped(View):
+class Cropped(ViewBase):
     """Cropped(A, ph, pw, h, w): A[:, :, ph:ph + h, pw:pw + w]."""
 
     nargs = 5
 
 
-class Windows(View):
+class Windows(ViewBase):
     """Windows(A, kh, kw, sh, sw): the strided window view (m, C, H', W', kh, kw)."""
 
     nargs = 5
 
 
-class Padded(ArrayNode):
+class Padded(ImageBase):
     """Padded(A, ph, pw): A (m, C, H, W) with zeros around H and W."""
 
     nargs = 3
 
 
-class ScatterWindows(ArrayNode):
+class ScatterWindows(ImageBase):
     """ScatterWindows(A, h, w, kh, kw, sh, sw): A (m, C, H', W', kh, kw) added window
     by window into zeros of shape (m, C, h, w), where Windows(·, kh, kw, sh, sw)
     reads."""
@@ -118,7 +123,7 @@ class ScatterWindows(ArrayNode):
     nargs = 7
 
 
-class Einsum(ArrayNode):
+class Einsum(ImageBase):
     """Einsum(Str(subscripts), *operands): np.einsum with fixed subscripts."""
 
     @property
@@ -138,17 +143,66 @@ class Einsum(ArrayNode):
         return keep_a, summed, keep_b
 
 
-class WindowMax(ArrayNode):
+class WindowMax(ImageBase):
     """The max of each window of a Windows view: (m, C, H', W')."""
 
     nargs = 1
 
 
-class FirstMax(ArrayNode):
+class FirstMax(ImageBase):
     """FirstMax(A, T): 1 at the first entry of each window of A equal to T (its max),
     in row-major order within the window, else 0."""
 
     nargs = 2
+
+
+def window_label(e: sp.Expr) -> tuple[str, str, str] | None:
+    """How the report writes an image node: (LaTeX operator, text operator, what goes
+    after the arguments), or None for a node it prints otherwise."""
+    nums = [int(v) for v in e.args[1:] if isinstance(v, sp.Integer)]
+    if isinstance(e, Windows):
+        kh, kw, sh, sw = nums
+        return (
+            rf"\operatorname{{win}}_{{{kh} \times {kw},\, s = {sh},{sw}}}",
+            f"win[{kh}×{kw}, s={sh},{sw}]",
+            "",
+        )
+    if isinstance(e, ScatterWindows):
+        _, _, kh, kw, sh, sw = nums
+        return (
+            rf"\operatorname{{win}}^{{\mathsf{{T}}}}_{{{kh} \times {kw},\, s ="
+            rf" {sh},{sw}}}",
+            f"winᵀ[{kh}×{kw}, s={sh},{sw}]",
+            "",
+        )
+    if isinstance(e, Padded):
+        return (rf"\operatorname{{pad}}_{{{nums[0]},{nums[1]}}}", "pad", "")
+    if isinstance(e, Cropped):
+        return (rf"\operatorname{{crop}}_{{{nums[0]},{nums[1]}}}", "crop", "")
+    if isinstance(e, Reshaped):
+        dims = ",".join(str(int(d)) for d in e.args[1])
+        return (rf"\operatorname{{reshape}}_{{m,{dims}}}", f"reshape[m,{dims}]", "")
+    if isinstance(e, WindowMax):
+        return (r"\max_{\mathrm{win}}", "max_win", "")
+    if isinstance(e, FirstMax):
+        return (r"\operatorname{first\,max}", "firstmax", "")
+    if isinstance(e, Einsum):
+        subs = e.args[0].name.replace("->", " \\to ")
+        return (
+            rf"\operatorname{{einsum}}_{{\mathtt{{{subs}}}}}",
+            f"einsum[{e.args[0].name}]",
+            "",
+        )
+    return None
+
+
+def window_operands(e: sp.Expr) -> tuple[sp.Expr, ...]:
+    """The array operands of an image node, as the report prints them."""
+    if isinstance(e, Einsum):
+        return e.args[1:]
+    if isinstance(e, FirstMax):
+        return e.args
+    return e.args[:1]
 
 
 class ReductionBase(ArrayNode):
