@@ -355,3 +355,84 @@ def test_fit_trains_a_cnn(generate) -> None:
     params = module.init_params(seed=0)
     history = module.fit(params, X, labels, epochs=15, batch_size=10)
     assert history["loss"][-1] < history["loss"][0]
+
+
+def _evaluate(rule, arrays: dict, sizes: dict, free: dict) -> float:
+    """A derived index sum (window_rules.IndexSum.textbook, a Sum of a product of
+    Indexed entries) at one entry, by looping over its indices in Python; an index
+    outside its array reads as 0 (the padding, the kernel's edges)."""
+    import itertools
+
+    import sympy as sp
+
+    total = 0.0
+    for term in sp.Add.make_args(rule):
+        body, limits = (
+            (term.function, term.limits) if isinstance(term, sp.Sum) else (term, ())
+        )
+        ranges = [range(int(sp.sympify(hi).xreplace(sizes)) + 1) for _, _, hi in limits]
+        for values in itertools.product(*ranges):
+            at = {**free, **dict(zip((lim[0] for lim in limits), values, strict=True))}
+            prod = 1.0
+            for f in sp.Mul.make_args(body):
+                if isinstance(f, sp.Indexed):
+                    idx = tuple(
+                        int(sp.sympify(sp.sympify(e).xreplace(at)).xreplace(sizes))
+                        for e in f.indices
+                    )
+                    a = arrays[str(f.base)]
+                    inside = all(0 <= k < n for k, n in zip(idx, a.shape, strict=True))
+                    prod *= a[idx] if inside else 0.0
+                else:
+                    prod *= float(f.xreplace(sizes))
+            total += prod
+    return total
+
+
+def test_the_derived_flipped_kernel_form_is_torchs_input_gradient() -> None:
+    # the report's ∂L/∂x: Σ_f,i,j G[N,f,i,j] W[f,C, U − s_h i + p_h, V − s_w j + p_w],
+    # evaluated as written, against torch's conv2d input gradient
+    from symgrad import window_rules as wr
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 5, 4))
+    W = rng.standard_normal((2, 2, 3, 2))
+    stride, pad = (2, 1), (1, 0)
+    xt = torch.tensor(x, requires_grad=True)
+    out = F.conv2d(xt, torch.tensor(W), stride=stride, padding=pad)
+    G = rng.standard_normal(out.shape)
+    (out * torch.tensor(G)).sum().backward()
+    sizes = {wr.sh: 2, wr.sw: 1, wr.ph: 1, wr.pw: 0, wr.m: 1, wr.nf: 2, wr.nc: 2}
+    sizes |= {wr.ho: out.shape[2], wr.wo: out.shape[3], wr.kh: 3, wr.kw: 2}
+    textbook = wr.window_rules("conv").grad("x").textbook
+    for c in range(2):
+        for u in range(5):
+            for v in range(4):
+                free = {wr.N: 0, wr.C: c, wr.U: u, wr.V: v}
+                value = _evaluate(textbook, {"G": G, "W": W}, sizes, free)
+                assert abs(value - xt.grad[0, c, u, v].item()) <= 1e-12
+
+
+def test_the_report_lays_out_every_image_layer(tmp_path) -> None:
+    import symgrad
+
+    text = symgrad.render_report(SMALL_CNN, "text")
+    for title in ("convolution", "max pooling", "average pooling", "flatten"):
+        assert f": {title}" in text
+    assert "W[f, C, U + p_h - i·s_h, V + p_w - j·s_w]" in text  # the flipped kernel
+    latex = symgrad.render_report(SMALL_CNN, "latex", standalone=True)
+    assert r"\operatorname{win}" in latex
+    symgrad.render_report(SMALL_CNN, "markdown")
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        return
+    (tmp_path / "cnn.tex").write_text(latex)
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "cnn.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
