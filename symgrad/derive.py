@@ -1170,6 +1170,7 @@ class NormLayerRule(Rule):
     definition: NormDef
     rule: NormRule
     values: tuple[tuple[str, float], ...]  # eps, momentum, custom parameters
+    image: tuple[int, ...] | None = None  # over an image's (C, H, W): its shape
 
     kind = "norm"
 

@@ -503,6 +503,8 @@ class Builder:
             inner = self.shape_of(e.args[0])
             if e.axis is None:
                 return ()
+            if isinstance(e.axis, tuple):  # kept as 1s: an image's (m, 1, 1, 1)
+                return tuple(1 if k in e.axis else d for k, d in enumerate(inner))
             if e.axis == 1:
                 return (inner[0], 1) if inner else ()
             return (inner[-1],) if inner else ()

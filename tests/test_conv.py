@@ -65,6 +65,9 @@ def torch_forward(spec: dict, params: dict, X: np.ndarray, masks=None) -> Any:
             x = torch.flatten(x, 1)
         elif kind == "dropout":
             x = x * torch.as_tensor(masks[l])
+        elif kind == "layernorm":  # LayerNorm([C, H, W])
+            w, b = params[f"gamma{l}"], params[f"beta{l}"]
+            x = F.layer_norm(x, tuple(x.shape[1:]), w, b, eps=1e-5)
         else:
             z = x @ params[f"W{l}"] + params[f"b{l}"]
             act = layer["activation"]
@@ -116,8 +119,8 @@ def cnn(name: str, conv: dict, *more: dict, input=(2, 7, 6), loss="mse") -> dict
     }
 
 
-def check_against_torch(module, spec, **kw) -> None:
-    params, X, Y = problem(module, spec, **kw)
+def check_against_torch(module, spec, data=None, **kw) -> None:
+    params, X, Y = data if data is not None else problem(module, spec, **kw)
     value, grads = module.loss_and_grad(params, X, Y)
     ref_value, ref = torch_grads(spec, params, X, Y)
     assert abs(value - ref_value) <= TOL * max(1.0, abs(ref_value))
@@ -219,6 +222,47 @@ def test_a_residual_conv_adds_its_input(generate) -> None:
         input=(1, 5, 6),
     )  # fmt: skip
     check_against_torch(generate(spec), spec)
+
+
+LAYERNORM_CNN = {
+    "name": "ln_cnn",
+    "input": [2, 5, 4],
+    "layers": [
+        {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1, "activation": "tanh"},
+        {"type": "layernorm"},
+        {"type": "conv2d", "filters": 2, "kernel": 2, "activation": "relu"},
+        {"type": "flatten"},
+        {"units": 3, "activation": "softmax"},
+    ],
+    "loss": "categorical_crossentropy",
+    "optimizer": {"name": "adam", "learning_rate": 0.01},
+}  # fmt: skip
+
+
+def test_layernorm_over_an_image_matches_torchs_layer_norm(generate) -> None:
+    # LayerNorm([C, H, W]): gain and shift of shape (C, H, W), as PyTorch's
+    module = generate(LAYERNORM_CNN)
+    params, X, Y = problem(module, LAYERNORM_CNN, m=4)
+    assert params["gamma2"].shape == (3, 5, 4)
+    rng = np.random.default_rng(2)
+    params["gamma2"] += 0.2 * rng.standard_normal((3, 5, 4))
+    check_against_torch(module, LAYERNORM_CNN, (params, X, Y))
+    # the in-place step: five adam steps as torch.optim.Adam
+    tensors = {
+        k: torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True)
+        for k, v in params.items()
+    }
+    opt = torch.optim.Adam(list(tensors.values()), lr=0.01)
+    state = module.init_state(params)
+    for _ in range(5):
+        value = module.step(params, state, X, Y)
+        opt.zero_grad()
+        loss = torch_loss(LAYERNORM_CNN, tensors, X, Y)
+        loss.backward()
+        opt.step()
+        assert abs(value - float(loss.detach())) <= TOL
+    for k, t in tensors.items():
+        np.testing.assert_allclose(params[k], t.detach().numpy(), rtol=0, atol=TOL)
 
 
 def test_dropout_on_an_image_with_the_modules_masks(generate) -> None:
@@ -331,17 +375,18 @@ def test_float32_stays_float32_and_the_step_agrees(generate) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_step_allocates_nothing_after_the_first(generate, dtype) -> None:
-    module = generate(SMALL_CNN)
-    params, _, _ = problem(module, SMALL_CNN, dtype=dtype)
-    m = 512  # the smallest image array (m, 4, 4, 3) is then larger than the allowance
+@pytest.mark.parametrize("spec", [SMALL_CNN, LAYERNORM_CNN], ids=lambda s: s["name"])
+def test_step_allocates_nothing_after_the_first(generate, spec, dtype) -> None:
+    module = generate(spec)
+    params, _, _ = problem(module, spec, dtype=dtype)
+    m = 512  # the smallest image array (m, 2, 4, 3) is then larger than the allowance
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((m, 56)).astype(dtype)
+    X = rng.standard_normal((m, *spec["input"])).astype(dtype)
     Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, m)]
     peak, buffer = harness.step_peak_bytes(module, params, X, Y, bufsize=1024)
     itemsize = np.dtype(dtype).itemsize
     allowance = 2 * buffer * itemsize + 16 * 1024
-    assert allowance < m * 3 * 4 * 3 * itemsize
+    assert allowance < m * 2 * 4 * 3 * itemsize
     assert peak < allowance, f"a step allocated up to {peak} bytes"
 
 

@@ -240,7 +240,7 @@ def test_a_missing_key_and_the_last_layer() -> None:
     assert len(found) == 1 and "must be dense" in found[0]
 
 
-@pytest.mark.parametrize("layer", ["{type: batchnorm}", "{type: layernorm}"])
+@pytest.mark.parametrize("layer", ["{type: batchnorm}"])
 def test_layers_not_supported_on_images_yet_are_refused(layer: str) -> None:
     text = spec_text(
         "{type: conv2d, filters: 2, kernel: 3, activation: relu}",
@@ -248,6 +248,18 @@ def test_layers_not_supported_on_images_yet_are_refused(layer: str) -> None:
         "{type: flatten}",
     )
     one(text, 5, "{type", "on an image (here 2×6×6) is not supported yet")
+
+
+def test_layernorm_on_an_image_keeps_its_shape_with_gains_of_that_shape() -> None:
+    text = spec_text(
+        "{type: conv2d, filters: 2, kernel: 3, activation: relu}",
+        "{type: layernorm}",
+        "{type: flatten}",
+    )
+    spec = parse_spec(text, "s.yaml")
+    assert spec.shapes[1:4] == ((2, 6, 6), (2, 6, 6), 72)
+    d = symgrad.derive(spec)
+    assert d.layer(2).image == (2, 6, 6)
 
 
 def test_dropout_on_an_image_keeps_its_shape() -> None:

@@ -12,6 +12,7 @@ batchnorm; running statistics for inference), and its report sections
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -53,7 +54,7 @@ from ..report.plan_view import BATCH_TEX, layer_tex, rule_symbols, symbol_tex
 from ..report.printing import math
 from ..report.sections import norm as report
 from ..spec import NormSpec
-from ..sym.arrays import on_axis
+from ..sym.arrays import IMAGE_AXES, on_axis
 from ..sym.parse import NORM_X
 from ..sym.text import text
 from . import images
@@ -77,8 +78,9 @@ class Norm(LayerKind):
 
     def validate(self, check, item, at: LayerAt) -> NormSpec | None:
         kind = item.value["type"].value
-        if not images.vector_only(check, item, at, kind):
-            return None
+        batch = kind != "norm" and norms.NORMS[kind].group == norms.BATCH
+        if batch and not images.vector_only(check, item, at, kind):
+            return None  # per channel (BatchNorm2d): not yet
         if kind != "norm":
             definition = norms.NORMS[kind]
             values = {**definition.params, **definition.stat_params}
@@ -121,11 +123,17 @@ class Norm(LayerKind):
         return _custom(check, item, values) if ok else None
 
     def parameters(self, layer: NormSpec, width: int) -> int:
-        return 4 * width  # a gain and a shift; batchnorm's two running statistics
+        # a gain and a shift; batchnorm's two running statistics
+        return 4 * layer_registry.flat(width)
 
     # ---- derive
 
     def derive(self, layer: NormSpec, index: int, fan_in: int) -> NormLayerRule:
+        if isinstance(
+            fan_in, tuple
+        ):  # over each example's image, as LayerNorm([C, H, W])
+            rule = _derived(index, layer_registry.flat(fan_in), layer)
+            return dataclasses.replace(rule, image=fan_in)
         return _derived(index, fan_in, layer)
 
     # ---- plan
@@ -285,8 +293,15 @@ class NormOp:
         return section(self.rule)
 
     @property
-    def axis(self) -> int:
-        return 0 if self.rule.definition.group == "batch" else 1
+    def axis(self) -> int | tuple[int, ...]:
+        if self.rule.definition.group == "batch":
+            return 0
+        return IMAGE_AXES if self.rule.image else 1
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The gain's and shift's shape: a feature's, or the image's (C, H, W)."""
+        return self.rule.image or (self.rule.units,)
 
     def _value(self, s: sp.Symbol) -> str:
         return nm.norm_value(s.name, self.l)
@@ -299,9 +314,9 @@ class NormOp:
         sub.update({sym: value for sym, value in r.params})
         sub[N] = BATCH if self.axis == 0 else sp.Integer(n)
         if r.gain:
-            sub[GAMMA] = bd.param(Param(nm.gamma(l), (n,), ("ones",), l))
+            sub[GAMMA] = bd.param(Param(nm.gamma(l), self.shape, ("ones",), l))
         if r.shift:
-            sub[BETA] = bd.param(Param(nm.beta(l), (n,), ("zeros",), l))
+            sub[BETA] = bd.param(Param(nm.beta(l), self.shape, ("zeros",), l))
         for upd in r.running:
             buf = upd.buffer.name.removeprefix("running_")
             sub[upd.buffer] = bd.param(

@@ -502,6 +502,10 @@ class Emitter(Printer):
         for name in taken:
             self.pool.give(name)
         self.pool, taken = pool, []
+        rank = max(len(self.shapes.get(s.name, ())) for s in arg.free_symbols)
+        if rank > 2:  # an image (m, C, H, W): NumPy's reduction, into dest
+            self._reduce_image(e, x, dest)
+            return
         width = max(  # the row width: the widest array the operand reads
             self.shapes[s.name][-1]
             for s in e.args[0].free_symbols
@@ -523,6 +527,24 @@ class Emitter(Printer):
             self._emit("divide", [dest, self._scalar_text(count)], dest)
         for name in taken:
             self.pool.give(name)
+
+    def _reduce_image(self, e: ReductionBase, x: str, dest: str) -> None:
+        """A reduction of an image: over each example's (C, H, W), kept as (m, 1, 1,
+        1), or over the batch, as (C, H, W); np.add.reduce or np.maximum.reduce with
+        out= (no temporary), a mean then divided by the count."""
+        ufunc = "maximum" if e.op == "max" else "add"
+        self._line(
+            f"np.{ufunc}.reduce({x}, axis={e.axis}, keepdims={e.keepdims},"
+            f" out={dest})",
+            dest,
+        )
+        if e.op == "mean":
+            shape = self._shape(e.args[0])
+            axes = e.axis if isinstance(e.axis, tuple) else (e.axis,)
+            count = 1
+            for k in axes:
+                count *= shape[k] if isinstance(shape[k], int) else sp.Symbol(BATCH)
+            self._emit("divide", [dest, self._scalar_text(sp.sympify(count))], dest)
 
     def _first(self, e: sp.Expr, dest: str) -> str:
         """The only operand of a unary node: evaluated into dest unless an atom."""

@@ -56,6 +56,9 @@ REDUCTION_TEX = {  # (op, axis) -> the operator, as printers.text.REDUCTION_TEXT
     ("mean", 0): r"\operatorname{mean}_{n}",
     ("max", 0): r"\max_{n}",
     ("sum", None): r"\sum_{n,j}",
+    ("sum", (1, 2, 3)): r"\sum_{c,h,w}",
+    ("mean", (1, 2, 3)): r"\operatorname{mean}_{c,h,w}",
+    ("max", (1, 2, 3)): r"\max_{c,h,w}",
 }
 GROUP_TEX = {"sum": r"\sum", "mean": r"\operatorname{mean}", "max": r"\max"}
 TRANSPOSE_TEX = r"\mathsf{T}"

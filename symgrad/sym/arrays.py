@@ -239,6 +239,23 @@ class ColMax(ReductionBase):
     axis, keepdims, op = 0, False, "max"
 
 
+IMAGE_AXES = (1, 2, 3)  # an example's values of an image (m, C, H, W)
+
+
+class ImageRowSum(ReductionBase):
+    """Σ over each example's image (C, H, W), kept as (m, 1, 1, 1)."""
+
+    axis, keepdims, op = IMAGE_AXES, True, "sum"
+
+
+class ImageRowMean(ReductionBase):
+    axis, keepdims, op = IMAGE_AXES, True, "mean"
+
+
+class ImageRowMax(ReductionBase):
+    axis, keepdims, op = IMAGE_AXES, True, "max"
+
+
 class Total(ReductionBase):
     """Σ over every entry: a scalar."""
 
@@ -268,11 +285,14 @@ GroupReduction = GroupReductionBase  # the name derivations use
 
 ROW = {"sum": RowSum, "mean": RowMean, "max": RowMax}
 COL = {"sum": ColSum, "mean": ColMean, "max": ColMax}
+IMAGE_ROW = {"sum": ImageRowSum, "mean": ImageRowMean, "max": ImageRowMax}
+TABLES = {1: ROW, 0: COL, IMAGE_AXES: IMAGE_ROW}
 
 
-def on_axis(e: sp.Expr, axis: int) -> sp.Expr:
-    """e with each group reduction made a row (axis 1) or column (axis 0) reduction."""
-    table = ROW if axis == 1 else COL
+def on_axis(e: sp.Expr, axis: int | tuple[int, ...]) -> sp.Expr:
+    """e with each group reduction made a row (axis 1), column (axis 0) or image
+    (IMAGE_AXES: an example's C, H, W) reduction."""
+    table = TABLES[axis]
     return e.replace(
         lambda n: isinstance(n, GroupReductionBase),
         lambda n: table[n.op](n.args[0]),

@@ -30,6 +30,9 @@ REDUCTION_TEXT = {  # (op, axis) -> how the reduction reads
     ("mean", 0): "meanₙ",
     ("max", 0): "maxₙ",
     ("sum", None): "Σ",
+    ("sum", (1, 2, 3)): "Σ_chw",
+    ("mean", (1, 2, 3)): "mean_chw",
+    ("max", (1, 2, 3)): "max_chw",
 }
 
 
