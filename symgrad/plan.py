@@ -36,7 +36,7 @@ from . import layer_registry, optimizers
 from . import naming as nm
 from .derive import Derivation
 from .layer_registry import Rule
-from .sym.arrays import ArrayNode, MatProduct, ReductionBase, Transposed
+from .sym.arrays import ArrayNode, Expanded, MatProduct, ReductionBase, Transposed
 from .sym.text import text
 
 Shape = tuple[int | str, ...]  # "m": the batch size
@@ -503,8 +503,12 @@ class Builder:
             inner = self.shape_of(e.args[0])
             if e.axis is None:
                 return ()
-            if isinstance(e.axis, tuple):  # kept as 1s: an image's (m, 1, 1, 1)
-                return tuple(1 if k in e.axis else d for k, d in enumerate(inner))
+            if isinstance(
+                e.axis, tuple
+            ):  # an image's: (m, 1, 1, 1), (1, C, 1, 1), (C,)
+                if e.keepdims:
+                    return tuple(1 if k in e.axis else d for k, d in enumerate(inner))
+                return tuple(d for k, d in enumerate(inner) if k not in e.axis)
             if e.axis == 1:
                 return (inner[0], 1) if inner else ()
             return (inner[-1],) if inner else ()
@@ -513,6 +517,8 @@ class Builder:
             return (left[0], right[-1])
         if isinstance(e, Transposed):
             return tuple(reversed(self.shape_of(e.args[0])))
+        if isinstance(e, Expanded):
+            return e.shape_of(self.shape_of(e.args[0]))
         shapes = [self.shape_of(x) for x in e.args]
         return _broadcast([s for s in shapes if s])
 

@@ -34,9 +34,13 @@ ACT = {
 }
 
 
-def torch_forward(spec: dict, params: dict, X: np.ndarray, masks=None) -> Any:
+def torch_forward(
+    spec: dict, params: dict, X: np.ndarray, masks=None, running=None
+) -> Any:
     """The spec's network in torch.nn.functional; params: name -> tensor; masks:
-    layer number -> dropout's scaled keep-mask."""
+    layer number -> dropout's scaled keep-mask; running: layer number -> batchnorm's
+    (running mean, running var, training), updated in place when training (without:
+    the batch's statistics, nothing kept)."""
     c, h, w = spec["input"]
     x = torch.as_tensor(X, dtype=torch.float64).reshape(-1, c, h, w)
     for l, layer in enumerate(spec["layers"], start=1):  # noqa: E741
@@ -65,6 +69,18 @@ def torch_forward(spec: dict, params: dict, X: np.ndarray, masks=None) -> Any:
             x = torch.flatten(x, 1)
         elif kind == "dropout":
             x = x * torch.as_tensor(masks[l])
+        elif kind == "batchnorm":  # BatchNorm2d, in training: the batch's statistics
+            stats = (running or {}).get(l)
+            x = F.batch_norm(
+                x,
+                None if stats is None else stats[0],
+                None if stats is None else stats[1],
+                params[f"gamma{l}"],
+                params[f"beta{l}"],
+                training=stats is None or stats[2],
+                momentum=layer.get("momentum", 0.1),
+                eps=1e-5,
+            )
         elif kind == "layernorm":  # LayerNorm([C, H, W])
             w, b = params[f"gamma{l}"], params[f"beta{l}"]
             x = F.layer_norm(x, tuple(x.shape[1:]), w, b, eps=1e-5)
@@ -75,8 +91,10 @@ def torch_forward(spec: dict, params: dict, X: np.ndarray, masks=None) -> Any:
     return x
 
 
-def torch_loss(spec: dict, params: dict, X: np.ndarray, Y: np.ndarray, masks=None):
-    out = torch_forward(spec, params, X, masks)
+def torch_loss(
+    spec: dict, params: dict, X: np.ndarray, Y: np.ndarray, masks=None, running=None
+):
+    out = torch_forward(spec, params, X, masks, running)
     y = torch.as_tensor(Y, dtype=torch.float64)
     if spec["loss"] == "categorical_crossentropy":
         return -(y * torch.log(out)).sum() / len(Y)
@@ -265,6 +283,61 @@ def test_layernorm_over_an_image_matches_torchs_layer_norm(generate) -> None:
         np.testing.assert_allclose(params[k], t.detach().numpy(), rtol=0, atol=TOL)
 
 
+BATCHNORM_CNN = {
+    "name": "bn_cnn",
+    "input": [2, 5, 4],
+    "layers": [
+        {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1, "activation": "identity"},
+        {"type": "batchnorm", "momentum": 0.2},
+        {"type": "conv2d", "filters": 2, "kernel": 2, "activation": "relu"},
+        {"type": "flatten"},
+        {"units": 3, "activation": "softmax"},
+    ],
+    "loss": "categorical_crossentropy",
+    "optimizer": {"name": "adam", "learning_rate": 0.01},
+}  # fmt: skip
+
+
+def test_batchnorm_per_channel_matches_torchs_batchnorm2d(generate) -> None:
+    # training: the batch's statistics over (m, H, W), gradients of every parameter;
+    # steps: running mean and unbiased variance as BatchNorm2d keeps them; eval: the
+    # running statistics
+    module = generate(BATCHNORM_CNN)
+    params = module.init_params(seed=1)
+    assert params["gamma2"].shape == (3,) and params["mean2"].shape == (3,)
+    _, X, Y = problem(module, BATCHNORM_CNN, m=4)
+    rng = np.random.default_rng(4)
+    params["gamma2"] += 0.3 * rng.standard_normal(3)
+    params["beta2"] += 0.3 * rng.standard_normal(3)
+    trainable = {k: v for k, v in params.items() if k in module.PARAM_NAMES}
+    value, grads = module.loss_and_grad(params, X, Y)
+    ref_value, ref = torch_grads(BATCHNORM_CNN, trainable, X, Y)
+    assert abs(value - ref_value) <= TOL
+    for k in ref:
+        np.testing.assert_allclose(grads[k], ref[k], rtol=0, atol=TOL, err_msg=k)
+    tensors = {
+        k: torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True)
+        for k, v in trainable.items()
+    }
+    mean, var = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    opt = torch.optim.Adam(list(tensors.values()), lr=0.01)
+    state = module.init_state(params)
+    for _ in range(3):
+        value = module.step(params, state, X, Y)
+        opt.zero_grad()
+        loss = torch_loss(BATCHNORM_CNN, tensors, X, Y, running={2: (mean, var, True)})
+        loss.backward()
+        opt.step()
+        assert abs(value - float(loss.detach())) <= TOL
+    np.testing.assert_allclose(params["mean2"], mean.numpy(), rtol=0, atol=TOL)
+    np.testing.assert_allclose(params["var2"], var.numpy(), rtol=0, atol=TOL)
+    for k, t in tensors.items():
+        np.testing.assert_allclose(params[k], t.detach().numpy(), rtol=0, atol=TOL)
+    with torch.no_grad():
+        out = torch_forward(BATCHNORM_CNN, tensors, X, running={2: (mean, var, False)})
+    np.testing.assert_allclose(module.forward(params, X), out.numpy(), atol=1e-12)
+
+
 def test_dropout_on_an_image_with_the_modules_masks(generate) -> None:
     spec = cnn(
         "conv_dropout",
@@ -375,7 +448,9 @@ def test_float32_stays_float32_and_the_step_agrees(generate) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("spec", [SMALL_CNN, LAYERNORM_CNN], ids=lambda s: s["name"])
+@pytest.mark.parametrize(
+    "spec", [SMALL_CNN, LAYERNORM_CNN, BATCHNORM_CNN], ids=lambda s: s["name"]
+)
 def test_step_allocates_nothing_after_the_first(generate, spec, dtype) -> None:
     module = generate(spec)
     params, _, _ = problem(module, spec, dtype=dtype)

@@ -240,14 +240,15 @@ def test_a_missing_key_and_the_last_layer() -> None:
     assert len(found) == 1 and "must be dense" in found[0]
 
 
-@pytest.mark.parametrize("layer", ["{type: batchnorm}"])
-def test_layers_not_supported_on_images_yet_are_refused(layer: str) -> None:
+def test_batchnorm_on_an_image_is_per_channel() -> None:
     text = spec_text(
         "{type: conv2d, filters: 2, kernel: 3, activation: relu}",
-        layer,
+        "{type: batchnorm}",
         "{type: flatten}",
     )
-    one(text, 5, "{type", "on an image (here 2×6×6) is not supported yet")
+    spec = parse_spec(text, "s.yaml")
+    assert spec.shapes[1:4] == ((2, 6, 6), (2, 6, 6), 72)
+    assert symgrad.derive(spec).layer(2).image == (2, 6, 6)
 
 
 def test_layernorm_on_an_image_keeps_its_shape_with_gains_of_that_shape() -> None:

@@ -59,6 +59,9 @@ REDUCTION_TEX = {  # (op, axis) -> the operator, as printers.text.REDUCTION_TEXT
     ("sum", (1, 2, 3)): r"\sum_{c,h,w}",
     ("mean", (1, 2, 3)): r"\operatorname{mean}_{c,h,w}",
     ("max", (1, 2, 3)): r"\max_{c,h,w}",
+    ("sum", (0, 2, 3)): r"\sum_{n,h,w}",
+    ("mean", (0, 2, 3)): r"\operatorname{mean}_{n,h,w}",
+    ("max", (0, 2, 3)): r"\max_{n,h,w}",
 }
 GROUP_TEX = {"sum": r"\sum", "mean": r"\operatorname{mean}", "max": r"\max"}
 TRANSPOSE_TEX = r"\mathsf{T}"

@@ -92,9 +92,24 @@ class Reshaped(ViewBase):
 
 
 class Expanded(ViewBase):
-    """Expanded(A, Str(index)): A[index], with None axes so that it broadcasts."""
+    """Expanded(A, Str(index)): A[index], with None axes so that it broadcasts (and
+    0 to drop a unit axis: mean[0, :, 0, 0])."""
 
     nargs = 2
+
+    def shape_of(self, inner: tuple) -> tuple:
+        """The view's shape, given A's."""
+        out, k = [], 0
+        for item in self.args[1].name.strip("[]").split(","):
+            item = item.strip()
+            if item == "None":
+                out.append(1)
+            elif item == ":":
+                out.append(inner[k])
+                k += 1
+            else:  # an index: the axis is dropped
+                k += 1
+        return tuple(out)
 
 
 class Cropped(ViewBase):
@@ -256,6 +271,30 @@ class ImageRowMax(ReductionBase):
     axis, keepdims, op = IMAGE_AXES, True, "max"
 
 
+CHANNEL_AXES = (0, 2, 3)  # a channel's values over a batch of images (m, C, H, W)
+
+
+class ChannelSum(ReductionBase):
+    """Σ over each channel's values in the batch, kept as (1, C, 1, 1)."""
+
+    axis, keepdims, op = CHANNEL_AXES, True, "sum"
+
+
+class ChannelMean(ReductionBase):
+    axis, keepdims, op = CHANNEL_AXES, True, "mean"
+
+
+class ChannelMax(ReductionBase):
+    axis, keepdims, op = CHANNEL_AXES, True, "max"
+
+
+class PerChannelSum(ReductionBase):
+    """Σ over each channel's values in the batch, as (C,): a per-channel parameter's
+    gradient (BatchNorm2d's gain and shift)."""
+
+    axis, keepdims, op = CHANNEL_AXES, False, "sum"
+
+
 class Total(ReductionBase):
     """Σ over every entry: a scalar."""
 
@@ -286,12 +325,13 @@ GroupReduction = GroupReductionBase  # the name derivations use
 ROW = {"sum": RowSum, "mean": RowMean, "max": RowMax}
 COL = {"sum": ColSum, "mean": ColMean, "max": ColMax}
 IMAGE_ROW = {"sum": ImageRowSum, "mean": ImageRowMean, "max": ImageRowMax}
-TABLES = {1: ROW, 0: COL, IMAGE_AXES: IMAGE_ROW}
+CHANNEL = {"sum": ChannelSum, "mean": ChannelMean, "max": ChannelMax}
+TABLES = {1: ROW, 0: COL, IMAGE_AXES: IMAGE_ROW, CHANNEL_AXES: CHANNEL}
 
 
 def on_axis(e: sp.Expr, axis: int | tuple[int, ...]) -> sp.Expr:
     """e with each group reduction made a row (axis 1), column (axis 0) or image
-    (IMAGE_AXES: an example's C, H, W) reduction."""
+    (IMAGE_AXES: an example's C, H, W), or channel (CHANNEL_AXES) reduction."""
     table = TABLES[axis]
     return e.replace(
         lambda n: isinstance(n, GroupReductionBase),

@@ -33,6 +33,9 @@ REDUCTION_TEXT = {  # (op, axis) -> how the reduction reads
     ("sum", (1, 2, 3)): "Σ_chw",
     ("mean", (1, 2, 3)): "mean_chw",
     ("max", (1, 2, 3)): "max_chw",
+    ("sum", (0, 2, 3)): "Σ_nhw",
+    ("mean", (0, 2, 3)): "mean_nhw",
+    ("max", (0, 2, 3)): "max_nhw",
 }
 
 
