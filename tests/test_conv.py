@@ -556,3 +556,21 @@ def test_the_report_lays_out_every_image_layer(tmp_path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_same_spec_same_bytes_whatever_the_hash_seed(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    spec = harness.write_spec({**BATCHNORM_CNN, "name": "bytes_cnn"}, tmp_path)
+    code = "import sys, symgrad; symgrad.generate(sys.argv[1], sys.argv[2])"
+    out = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        target = tmp_path / "out"  # the docstring names it
+        subprocess.run(
+            [sys.executable, "-c", code, str(spec), str(target)], check=True, env=env
+        )
+        out.append((target / "bytes_cnn.py").read_bytes())
+    assert out[0] == out[1]
