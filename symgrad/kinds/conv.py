@@ -212,9 +212,7 @@ class ConvOp:
         self.b = bd.param(Param(nm.b(l), (r.filters,), ("zeros",), l))
         arrays = {"W": self.W, "b": self.b}
         self.windows = images.windows_of(bd, self.x, geo, l, sec)
-        zexpr = images.contract(
-            r.rules.forward, arrays, self.windows, geo, out_shape=geo.out
-        )
+        zexpr = images.contract(r.rules.forward, arrays, self.windows, geo)
         self.z = bd.emit(
             "forward",
             "z",
@@ -278,9 +276,7 @@ class ConvOp:
         )
         if not need_input:
             return None
-        back = images.back_through_windows(
-            bd, rules.grad("x"), arrays, geo, l, sec, self.x
-        )
+        back = images.back_through_windows(bd, rules.grad("x"), arrays, geo, l, sec)
         if r.residual:
             return Back(back + g, f"∂L/∂{self.x.name} (through the windows) + G{l}")
         return Back(

@@ -1,7 +1,8 @@
 """What the image layer kinds (conv2d, maxpool2d and avgpool2d, flatten) share: the
 geometry of a sliding window (kernel, stride, zero padding; each a pair (h, w)), how a
 spec item's window keys are read and checked (each problem one located message naming
-the shapes computed), and the shapes a window gives.
+the shapes computed), the shapes a window gives, and the plan statements of a window
+layer made from the contractions its derivation found (window_rules.py).
 
 An image is (channels, height, width) per example, as PyTorch's NCHW without the batch;
 a vector is an int. A window over an image of height H with kernel k, stride s and
@@ -225,10 +226,8 @@ def contract(
     arrays: dict[str, sp.Expr],
     windows: sp.Expr,
     geo: WindowGeometry,
-    out_shape: tuple[int, ...] | None = None,
 ) -> sp.Expr:
     """The derived index sum as the sum of its contractions (none may scatter)."""
-    del out_shape
     if any(con.scatter for con in rule.contractions):
         raise ValueError("symgrad bug: a scatter is back_through_windows'")
     return sp.Add(*(_term(con, arrays, windows, geo) for con in rule.contractions))
@@ -241,7 +240,6 @@ def back_through_windows(
     geo: WindowGeometry,
     l: int,  # noqa: E741
     sec: str,
-    x: sp.Symbol,
 ) -> sp.Expr:
     """∂L/∂x where the derivative's deltas put each window entry's gradient back where
     the window read it: the entries' gradients (the contraction, window-shaped), added
@@ -277,7 +275,6 @@ def back_through_windows(
     )
     if not (ph or pw):
         return padded
-    del x
     return Cropped(padded, ph, pw, geo.image[1], geo.image[2])
 
 

@@ -131,7 +131,7 @@ class PoolOp:
         r, l = self.rule, self.rule.index  # noqa: E741
         arrays = {"G": g} if self.mask is None else {"G": g, "M": self.mask}
         back = images.back_through_windows(
-            bd, r.rules.grad("x"), arrays, r.geometry, l, section(r), self.x
+            bd, r.rules.grad("x"), arrays, r.geometry, l, section(r)
         )
         return Back(back, f"∂L/∂{self.x.name}: each window's gradient put back")
 
