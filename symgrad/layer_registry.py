@@ -45,9 +45,6 @@ class Rule:
     units: int
     trainable: int = 0  # numbers training adjusts (the check's and summary's count)
     residual: bool = False  # adds its input to its output
-    # what is not supported yet for the layer: targets ("array-api") or "report";
-    # each stage that meets one refuses the spec with one message
-    unsupported: tuple[str, ...] = ()
     plain_dense: bool = False  # the textbook's dense layer: z = a W + b, a = f(z)
 
     @property
@@ -215,20 +212,6 @@ def of(layer: Any) -> LayerKind:  # noqa: ANN401
         ) from None
 
 
-def refuse_unsupported(rules: Iterable[Rule], what: str, title: str) -> None:
-    """Raise one SymgradError naming the first layer that does not support `what` (a
-    target or "report": Rule.unsupported) yet, with what works instead."""
-    from .errors import SymgradError
-
-    for r in rules:
-        if what in r.unsupported:
-            raise SymgradError(
-                f"{title} does not support {r.kind} layers yet (layer {r.index}):"
-                " generate the NumPy module instead (symgrad generate SPEC), which"
-                " trains and checks this network"
-            )
-
-
 def flat(shape: int | tuple[int, ...]) -> int:
     """How many values a layer's output holds per example: its width, or C·H·W."""
     if isinstance(shape, int):
@@ -252,7 +235,6 @@ __all__ = [
     "MatrixRows",
     "Rule",
     "flat",
-    "refuse_unsupported",
     "for_type",
     "of",
     "register",

@@ -15,7 +15,6 @@ import os
 import textwrap
 from pathlib import Path
 
-from . import layer_registry
 from .derive import Derivation
 from .plan import Draw, Plan, build
 from .printers.xp_module import derived
@@ -143,7 +142,6 @@ def render(d: Derivation, out_dir: str | os.PathLike[str] | None = None) -> str:
         RuntimeError: the template produced code that black or compile() rejects; that
             is a bug in symgrad, and nothing has been written.
     """
-    layer_registry.refuse_unsupported(d.layers, "array-api", "the array-API target")
     template = environment().get_template("module_xp.py.jinja")
     source = template.render(**context(d, out_dir))
     what = f"the array-API module generated for {d.spec.name!r}"

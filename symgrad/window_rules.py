@@ -335,7 +335,6 @@ class ConvRule(Rule):
     residual: bool = False
 
     kind = "conv2d"
-    unsupported = ("array-api",)
 
     @property
     def filters(self) -> int:
@@ -375,7 +374,6 @@ class PoolRule(Rule):
     geometry: WindowGeometry
     rules: WindowRuleSet
     kind: str = "maxpool2d"  # type: ignore[assignment]
-    unsupported = ("array-api",)
 
     @property
     def fan_in(self) -> int:
@@ -396,7 +394,6 @@ class FlattenRule(Rule):
     image: tuple[int, int, int]
 
     kind = "flatten"
-    unsupported = ("array-api",)
 
     @property
     def fan_in(self) -> int:

@@ -287,7 +287,7 @@ BATCHNORM_CNN = {
     "name": "bn_cnn",
     "input": [2, 5, 4],
     "layers": [
-        {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1, "activation": "identity"},
+        {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1, "activation": "tanh"},
         {"type": "batchnorm", "momentum": 0.2},
         {"type": "conv2d", "filters": 2, "kernel": 2, "activation": "relu"},
         {"type": "flatten"},

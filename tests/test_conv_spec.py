@@ -14,7 +14,6 @@ import pytest
 
 import symgrad
 from symgrad import SpecError, parse_spec
-from symgrad.errors import SymgradError
 
 
 def spec_text(*layers: str, input: str = "[1, 8, 8]") -> str:
@@ -283,13 +282,3 @@ def test_problems_after_a_broken_layer_are_still_found() -> None:
     assert len(found) == 2, found
     assert found[0].startswith(where(text, 4, "9"))
     assert found[1].startswith(where(text, 5, "0"))
-
-
-def test_the_array_api_target_refuses_a_conv_spec(tmp_path) -> None:
-    text = spec_text(
-        "{type: conv2d, filters: 2, kernel: 3, activation: relu}", "{type: flatten}"
-    )
-    path = tmp_path / "net.yaml"
-    path.write_text(text)
-    with pytest.raises(SymgradError, match="array-API target does not support conv2d"):
-        symgrad.generate(str(path), tmp_path, target="array-api")

@@ -231,19 +231,21 @@ class NumPyCode(NumPyPrinter):
         return f"_keep_mask(rng, {self._print(like)}, {number_text(rate)})"
 
     # images: views, contractions and the window operations (arrays.py)
-    def _operand(self, e: sp.Expr) -> str:
+    def _array_operand(self, e: sp.Expr) -> str:
         return self.parenthesize(e, PRECEDENCE["Atom"] - 1)
 
     def _print_Reshaped(self, expr: Reshaped) -> str:
         dims = ", ".join(str(int(d)) for d in expr.args[1])
-        return f"{self._operand(expr.args[0])}.reshape(-1, {dims})"
+        return f"{self._array_operand(expr.args[0])}.reshape(-1, {dims})"
 
     def _print_Expanded(self, expr: Expanded) -> str:
-        return f"{self._operand(expr.args[0])}{expr.args[1].name}"
+        return f"{self._array_operand(expr.args[0])}{expr.args[1].name}"
 
     def _print_Cropped(self, expr: Cropped) -> str:
         ph, pw, h, w = (int(v) for v in expr.args[1:])
-        return f"{self._operand(expr.args[0])}[:, :, {ph}:{ph + h}, {pw}:{pw + w}]"
+        return (
+            f"{self._array_operand(expr.args[0])}[:, :, {ph}:{ph + h}, {pw}:{pw + w}]"
+        )
 
     def _call(self, helper: str, expr: sp.Expr) -> str:
         self.helpers.add(helper)
@@ -268,7 +270,7 @@ class NumPyCode(NumPyPrinter):
         return f'np.einsum("{expr.args[0].name}", {operands})'
 
     def _print_WindowMax(self, expr: WindowMax) -> str:
-        return f"{self._operand(expr.args[0])}.max(axis=(4, 5))"
+        return f"{self._array_operand(expr.args[0])}.max(axis=(4, 5))"
 
     def _print_FirstMax(self, expr: FirstMax) -> str:
         self.helpers.add("_first_max")

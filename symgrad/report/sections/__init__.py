@@ -108,7 +108,6 @@ def build(d: Derivation, plan: Plan | None = None) -> Report:
         plan: the Plan of d (symgrad.plan.build(d)), whose statements the report lists
             in the order the generated code computes them; built here when not given.
     """
-    layer_registry.refuse_unsupported(d.layers, "report", "the report")
     ctx = Context(d, plan if plan is not None else build_plan(d))
     sections: list[Section] = []
     for l in range(d.depth, 0, -1):  # backpropagation: from the output layer down
