@@ -6,7 +6,8 @@ is one `LayerKind` entry that holds the whole kind, stage by stage:
 
     spec      `types`, `validate`: the `type` values it answers to, its keys and their
               checks (one located message each), giving its spec object
-              `width`: the width of its output, given its input's
+              `width`: the width of its output, given its input's (an image's
+              shape (C, H, W) where the layer keeps or makes an image)
     derive    `derive`: its spec object → its rule (a `Rule`: sizes, derived facts)
     plan      `op`: its rule → the op that adds its statements to the plan (forward, and
               backward from the gradient that reaches its output)
@@ -113,7 +114,8 @@ class LayerKind:
         raise NotImplementedError
 
     def width(self, layer: Any, width: int) -> int:  # noqa: ANN401
-        """The width of the layer's output, given its input's (the default keeps it)."""
+        """The width of the layer's output, given its input's (the default keeps it);
+        for an image, its shape (channels, height, width) as a tuple."""
         return width
 
     def parameters(self, layer: Any, width: int) -> int:  # noqa: ANN401

@@ -102,7 +102,8 @@ class OptimizerSpec:
 
 @dataclass(frozen=True)
 class Spec:
-    """A validated network spec (format v1, or v2 with layers beyond dense)."""
+    """A validated network spec (format v1, v2 with layers beyond dense, or v3 with an
+    image input and image layers)."""
 
     name: str
     input: (
