@@ -356,6 +356,10 @@ def test_dropout_on_an_image_with_the_modules_masks(generate) -> None:
     assert abs(value - ref_value) <= TOL
     for k in ref:
         np.testing.assert_allclose(grads[k], ref[k], rtol=0, atol=TOL)
+    # the in-place step draws the same masks from its state's generator, default_rng(7)
+    state = module.init_state(params, seed=7)
+    copy = {k: v.copy() for k, v in params.items()}
+    assert abs(module.step(copy, state, X, Y) - value) <= TOL
     # without a generator (and in inference) dropout is the identity
     plain, _ = module.loss_and_grad(params, X, Y)
     ones = {2: np.ones((len(X), 2, 6, 4))}
