@@ -578,3 +578,23 @@ def test_same_spec_same_bytes_whatever_the_hash_seed(tmp_path) -> None:
         )
         out.append((target / "bytes_cnn.py").read_bytes())
     assert out[0] == out[1]
+
+
+def test_init_is_a_dense_layers_with_the_kernels_fans(generate) -> None:
+    # fan-in C·kh·kw, fan-out filters·kh·kw; He normal for ReLU, Glorot uniform else;
+    # drawn in PyTorch's layout, in the order of the parameters
+    spec = cnn(
+        "conv_init",
+        {"type": "conv2d", "filters": 3, "kernel": [3, 2], "activation": "tanh"},
+        {"type": "conv2d", "filters": 4, "kernel": 2, "activation": "relu"},
+        input=(2, 6, 5),
+    )
+    params = generate(spec).init_params(seed=5)
+    rng = np.random.default_rng(5)
+    limit = np.sqrt(6 / (2 * 3 * 2 + 3 * 3 * 2))
+    np.testing.assert_array_equal(
+        params["W1"], rng.uniform(-limit, limit, (3, 2, 3, 2))
+    )
+    he = rng.standard_normal((4, 3, 2, 2)) * np.sqrt(2 / (3 * 2 * 2))
+    np.testing.assert_array_equal(params["W2"], he)
+    assert not params["b1"].any() and not params["b2"].any()
