@@ -637,8 +637,13 @@ def build(d: Derivation) -> Plan:
     output = chain[-1]
     output.loss(bd, [arr(p.name) for p in bd.params if p.weight])
     g: sp.Symbol | None = None
+    # a layer passes its gradient down only where a layer below it has trainable
+    # parameters: the gradient into a first pooling, flatten or dropout would be
+    # computed for nothing (layer i + 1 of the chain sits on layers 1 to i)
+    lowest = min((p.layer for p in bd.params if p.trainable), default=len(chain) + 1)
+    passes = [lowest <= i for i in range(len(chain))]
     for i in range(len(chain) - 1, -1, -1):
-        back = chain[i].backward(bd, g, need_input=i > 0)
+        back = chain[i].backward(bd, g, need_input=passes[i])
         if back is None:
             break
         below = d.layers[i - 1]

@@ -598,3 +598,21 @@ def test_init_is_a_dense_layers_with_the_kernels_fans(generate) -> None:
     he = rng.standard_normal((4, 3, 2, 2)) * np.sqrt(2 / (3 * 2 * 2))
     np.testing.assert_array_equal(params["W2"], he)
     assert not params["b1"].any() and not params["b2"].any()
+
+
+def test_a_first_layer_without_parameters_gets_no_gradient(generate) -> None:
+    # pooling first: nothing below the conv learns, so no ∂L/∂(pooling's output) is
+    # computed (it would be dead code: ruff's F841 in the module)
+    spec = cnn(
+        "pool_first",
+        {"type": "avgpool2d", "size": [2, 3], "stride": [1, 2]},
+        {"type": "conv2d", "filters": 2, "kernel": [3, 1], "stride": 2,
+         "padding": [1, 0], "activation": "tanh"},
+        input=(2, 7, 6),
+    )  # fmt: skip
+    module = generate(spec)
+    check_against_torch(module, spec)
+    from pathlib import Path
+
+    source = Path(module.__file__).read_text(encoding="utf-8")
+    assert "G1 = " not in source and "GP2 = " not in source
