@@ -247,9 +247,9 @@ def import_path(path: Path, name: str) -> ModuleType:
 def _parameters(spec: Spec) -> int:
     """An upper bound of the numbers a network keeps, as each layer's kind counts them
     (a dense layer (n + 1)·k, a norm 4n at most, dropout none)."""
-    sizes = spec.sizes
+    shapes = spec.shapes
     return sum(
-        layer_registry.of(layer).parameters(layer, sizes[i])
+        layer_registry.of(layer).parameters(layer, shapes[i])
         for i, layer in enumerate(spec.layers)
     )
 

@@ -1201,6 +1201,7 @@ class NormLayerRule(Rule):
     definition: NormDef
     rule: NormRule
     values: tuple[tuple[str, float], ...]  # eps, momentum, custom parameters
+    image: tuple[int, ...] | None = None  # over an image's (C, H, W): its shape
 
     kind = "norm"
 
@@ -1346,9 +1347,9 @@ def derive(spec: SpecSource) -> Derivation:
     it asks: `Derivation.facts`).
     """
     spec = as_spec(spec)
-    sizes = spec.sizes
+    shapes = spec.shapes
     layers = tuple(
-        layer_registry.of(layer).derive(layer, i + 1, sizes[i])
+        layer_registry.of(layer).derive(layer, i + 1, shapes[i])
         for i, layer in enumerate(spec.layers)
     )
     out_act = spec.output.activation

@@ -6,7 +6,8 @@ is one `LayerKind` entry that holds the whole kind, stage by stage:
 
     spec      `types`, `validate`: the `type` values it answers to, its keys and their
               checks (one located message each), giving its spec object
-              `width`: the width of its output, given its input's
+              `width`: the width of its output, given its input's (an image's
+              shape (C, H, W) where the layer keeps or makes an image)
     derive    `derive`: its spec object → its rule (a `Rule`: sizes, derived facts)
     plan      `op`: its rule → the op that adds its statements to the plan (forward, and
               backward from the gradient that reaches its output)
@@ -115,7 +116,8 @@ class LayerKind:
         raise NotImplementedError
 
     def width(self, layer: Any, width: int) -> int:  # noqa: ANN401
-        """The width of the layer's output, given its input's (the default keeps it)."""
+        """The width of the layer's output, given its input's (the default keeps it);
+        for an image, its shape (channels, height, width) as a tuple."""
         return width
 
     def parameters(self, layer: Any, width: int) -> int:  # noqa: ANN401
@@ -168,11 +170,12 @@ class LayerKind:
 @dataclass(frozen=True)
 class LayerAt:
     """Where a layer item stands: its position, whether it is the output layer, and
-    its input's width (None where an earlier layer's could not be read)."""
+    its input's width (None where an earlier layer's could not be read): an int for a
+    vector, (channels, height, width) for an image."""
 
     index: int
     last: bool
-    width: int | None
+    width: int | tuple[int, ...] | None
 
 
 LAYER_KINDS: dict[str, LayerKind] = {}
@@ -236,6 +239,16 @@ def of(layer: Any) -> LayerKind:  # noqa: ANN401
         ) from None
 
 
+def flat(shape: int | tuple[int, ...]) -> int:
+    """How many values a layer's output holds per example: its width, or C·H·W."""
+    if isinstance(shape, int):
+        return shape
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
 def any_but_plain_dense(rules: Iterable[Rule]) -> bool:
     """A network with a layer that is not the textbook's dense layer."""
     return any(not r.plain_dense for r in rules)
@@ -248,6 +261,7 @@ __all__ = [
     "LayerKind",
     "MatrixRows",
     "Rule",
+    "flat",
     "for_type",
     "named",
     "of",

@@ -97,6 +97,32 @@ ROLES: dict[str, Role] = {
     ),
     "norm": Role("N{l}", "N^{{[{l}]}}", "N{l}", "a value of a norm", "h"),
     "r": Role("R{l}", "R^{{[{l}]}}", "R{l}", "a reduction", "r"),
+    # images (conv2d, pooling, flatten)
+    "image": Role("I{l}", "I^{{[{l}]}}", "I{l}", "the flat input as an image", "h"),
+    "padded": Role(
+        "XP{l}", r"\tilde{{X}}^{{[{l}]}}", "XP{l}", "the input, zero-padded", "h"
+    ),
+    "winmask": Role(
+        "MX{l}",
+        "M^{{[{l}]}}",
+        "MX{l}",
+        "1 at each window's first maximum",
+        "mask",
+    ),
+    "cols": Role(
+        "GC{l}",
+        r"\delta^{{[{l}]}}_{{\mathrm{{win}}}}",
+        "GC{l}",
+        "the gradient at each window entry",
+        "g",
+    ),
+    "gpad": Role(
+        "GP{l}",
+        r"\tilde{{\delta}}^{{[{l}]}}_A",
+        "GP{l}",
+        "the gradient at the padded input",
+        "g",
+    ),
 }
 
 

@@ -36,7 +36,7 @@ from . import layer_registry, optimizers, schedules
 from . import naming as nm
 from .derive import Derivation
 from .layer_registry import Rule
-from .sym.arrays import ArrayNode, MatProduct, ReductionBase, Transposed
+from .sym.arrays import ArrayNode, Expanded, MatProduct, ReductionBase, Transposed
 from .sym.text import text
 
 Shape = tuple[int | str, ...]  # "m": the batch size
@@ -543,6 +543,12 @@ class Builder:
             inner = self.shape_of(e.args[0])
             if e.axis is None:
                 return ()
+            if isinstance(
+                e.axis, tuple
+            ):  # an image's: (m, 1, 1, 1), (1, C, 1, 1), (C,)
+                if e.keepdims:
+                    return tuple(1 if k in e.axis else d for k, d in enumerate(inner))
+                return tuple(d for k, d in enumerate(inner) if k not in e.axis)
             if e.axis == 1:
                 return (inner[0], 1) if inner else ()
             return (inner[-1],) if inner else ()
@@ -551,6 +557,8 @@ class Builder:
             return (left[0], right[-1])
         if isinstance(e, Transposed):
             return tuple(reversed(self.shape_of(e.args[0])))
+        if isinstance(e, Expanded):
+            return e.shape_of(self.shape_of(e.args[0]))
         shapes = [self.shape_of(x) for x in e.args]
         return _broadcast([s for s in shapes if s])
 
@@ -658,7 +666,7 @@ def build(d: Derivation) -> Plan:
     each op's gradient at its input stored as G{l-1} for the op below.
     """
     bd = Builder(d)
-    bd.shapes[X] = (nm.BATCH, d.spec.input)
+    bd.shapes[X] = (nm.BATCH, d.spec.sizes[0])  # an image input arrives flat
     bd.shapes[Y] = (nm.BATCH, d.out.units)
     chain = [layer_registry.of(rule).op(rule, d) for rule in d.layers]
     inputs: list[sp.Symbol] = []
@@ -669,8 +677,13 @@ def build(d: Derivation) -> Plan:
     output = chain[-1]
     output.loss(bd, [arr(p.name) for p in bd.params if p.weight])
     g: sp.Symbol | None = None
+    # a layer passes its gradient down only where a layer below it has trainable
+    # parameters: the gradient into a first pooling, flatten or dropout would be
+    # computed for nothing (layer i + 1 of the chain sits on layers 1 to i)
+    lowest = min((p.layer for p in bd.params if p.trainable), default=len(chain) + 1)
+    passes = [lowest <= i for i in range(len(chain))]
     for i in range(len(chain) - 1, -1, -1):
-        back = chain[i].backward(bd, g, need_input=i > 0)
+        back = chain[i].backward(bd, g, need_input=passes[i])
         if back is None:
             break
         below = d.layers[i - 1]

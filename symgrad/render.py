@@ -86,6 +86,7 @@ def constants(d: Derivation, plan: Plan) -> dict[str, object]:
         "optimizer_line": _wrap(_optimizer_line(opt)),
         "equations": _wrap_equations([s.equation for s in plan.backward if s.equation]),
         "sizes": repr(tuple(spec.sizes)),
+        "input_shape": repr(spec.input if isinstance(spec.input, tuple) else None),
         "loss_name": loss_name,
         "optimizer_repr": repr(_optimizer_dict(opt)),
         "l2_text": number_text(sp.Float(spec.l2)) if spec.l2 else "0.0",

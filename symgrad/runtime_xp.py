@@ -44,6 +44,7 @@ from symgrad.runtime_shared import (
 # --- configuration: each generated module has its own constants and derived part ---
 NAME = "runtime_xp"
 LAYER_SIZES = (2, 1)  # input width first
+INPUT_SHAPE = None  # an image input's (C, H, W); X may then be (m, C, H, W)
 LOSS = "mse"
 OPTIMIZER = {"name": "sgd", "learning_rate": 0.01}
 L2 = 0.0
@@ -214,8 +215,11 @@ def _real(xp, a, name, dtype):
 
 
 def _features(xp, X, dtype):
-    """X (m, n_in) of dtype; shapes checked, values not (see _prepare)."""
+    """X (m, n_in) of dtype; shapes checked, values not (see _prepare); an image
+    input's (m, C, H, W) taken as rows, row-major."""
     _same_library(xp, X, "X")
+    if INPUT_SHAPE is not None and X.ndim == 4 and tuple(X.shape[1:]) == INPUT_SHAPE:
+        X = xp.reshape(X, (X.shape[0], LAYER_SIZES[0]))
     if X.ndim != 2 or X.shape[1] != LAYER_SIZES[0]:
         raise ValueError(
             f"X must have shape (m, {LAYER_SIZES[0]}), found {tuple(X.shape)}"

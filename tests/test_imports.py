@@ -42,6 +42,7 @@ STAGES = {
     "spec": 3,
     "stability": 3,
     "norm_rules": 4,
+    "window_rules": 4,  # the index sums of conv2d and the poolings, differentiated
     "derive": 5,
     "plan": 6,
     "printers": 7,

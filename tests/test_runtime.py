@@ -33,6 +33,7 @@ _ids = itertools.count()
 BASE = {  # a 3 → 2 linear layer; BUFFER_NAMES adds two arrays of 2 beside its params
     "NAME": "configured",
     "LAYER_SIZES": (3, 2),
+    "INPUT_SHAPE": None,  # a vector input; an image's (C, H, W) lets X be (m, C, H, W)
     "LOSS": "mse",
     "OPTIMIZER": {"name": "sgd", "learning_rate": 0.1},
     "L2": 0.0,
@@ -300,18 +301,24 @@ def test_every_example_draws_its_initial_weights_as_the_spec_says(spec: Path):
     )
     params = module.init_params(3)
     rng = np.random.default_rng(3)
-    fan_in = data["input"]
+    fan_in = data["input"]  # a width, or an image's [C, H, W]
     for l, layer in enumerate(data["layers"], start=1):
         kind = layer.get("type", "dense")
         if kind in ("layernorm", "batchnorm"):  # keep the width: gain 1, shift 0
-            np.testing.assert_array_equal(params[f"gamma{l}"], np.ones(fan_in))
-            np.testing.assert_array_equal(params[f"beta{l}"], np.zeros(fan_in))
+            shape = fan_in if isinstance(fan_in, int) else tuple(fan_in)
+            if kind == "batchnorm" and not isinstance(fan_in, int):
+                shape = fan_in[0]  # BatchNorm2d: per channel
+            np.testing.assert_array_equal(params[f"gamma{l}"], np.ones(shape))
+            np.testing.assert_array_equal(params[f"beta{l}"], np.zeros(shape))
             if kind == "batchnorm":  # running statistics start as PyTorch's
-                np.testing.assert_array_equal(params[f"mean{l}"], np.zeros(fan_in))
-                np.testing.assert_array_equal(params[f"var{l}"], np.ones(fan_in))
+                np.testing.assert_array_equal(params[f"mean{l}"], np.zeros(shape))
+                np.testing.assert_array_equal(params[f"var{l}"], np.ones(shape))
             continue
         if kind == "dropout":  # no parameters
             assert not [k for k in params if k.rstrip("0123456789") + str(l) == k]
+            continue
+        if kind in ("conv2d", "maxpool2d", "avgpool2d", "flatten"):
+            fan_in = _image_layer(layer, fan_in, params, l, rng, data)
             continue
         assert layer.get("type", "dense") == "dense", "a layer kind this test knows"
         units = layer["units"]
@@ -325,6 +332,42 @@ def test_every_example_draws_its_initial_weights_as_the_spec_says(spec: Path):
         np.testing.assert_array_equal(params[f"W{l}"], W)
         np.testing.assert_array_equal(params[f"b{l}"], np.zeros(units))
         fan_in = units
+
+
+def _image_layer(layer, image, params, l, rng, data):  # noqa: E741
+    """Check an image layer's initial parameters (conv2d: as a dense layer's with
+    fan-in C·kh·kw and fan-out filters·kh·kw, in PyTorch's layout (filters, C, kh,
+    kw)); return its output shape, by PyTorch's ⌊(H + 2p − k)/s⌋ + 1."""
+    kind = layer["type"]
+    c, h, w = image
+    if kind == "flatten":
+        return c * h * w
+
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(v)
+
+    if kind == "conv2d":
+        kh, kw = pair(layer["kernel"])
+        sh, sw = pair(layer.get("stride", 1))
+        pad = layer.get("padding", 0)
+        if pad == "same":
+            pad = ((kh - 1) // 2, (kw - 1) // 2)
+        ph, pw = pair(0 if pad == "valid" else pad)
+        f = layer["filters"]
+        init = data.get("init", "auto")
+        init = _auto_init(layer["activation"]) if init == "auto" else init
+        fan_in, fan_out = c * kh * kw, f * kh * kw
+        if init == "he_normal":
+            W = rng.standard_normal((f, c, kh, kw)) * np.sqrt(2 / fan_in)
+        else:
+            limit = np.sqrt(6 / (fan_in + fan_out))
+            W = rng.uniform(-limit, limit, (f, c, kh, kw))
+        np.testing.assert_array_equal(params[f"W{l}"], W)
+        np.testing.assert_array_equal(params[f"b{l}"], np.zeros(f))
+        return [f, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1]
+    kh, kw = pair(layer["size"])
+    sh, sw = pair(layer.get("stride", layer["size"]))
+    return [c, (h - kh) // sh + 1, (w - kw) // sw + 1]
 
 
 # --- the public functions: checks, then the derived ones ---------------------------------

@@ -31,6 +31,7 @@ _ids = itertools.count()
 BASE = {  # a 3 → 2 linear layer
     "NAME": "configured",
     "LAYER_SIZES": (3, 2),
+    "INPUT_SHAPE": None,  # a vector input; an image's (C, H, W) lets X be (m, C, H, W)
     "LOSS": "mse",
     "OPTIMIZER": {"name": "sgd", "learning_rate": 0.1},
     "L2": 0.0,

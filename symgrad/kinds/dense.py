@@ -96,6 +96,15 @@ class Dense(LayerKind):
             )
         residual = check.flag(v["residual"]) if "residual" in v else False
         width = at.width
+        if isinstance(width, tuple):
+            flat = layer_registry.flat(width)
+            check.err(
+                item.loc,
+                "a dense layer needs a vector, but its input is an image of shape"
+                f" {'×'.join(map(str, width))}",
+                f"put {{type: flatten}} before it (giving {flat} features)",
+            )
+            return None
         if residual and at.last:
             check.err(
                 v["residual"].loc,

@@ -1,5 +1,6 @@
 """The dropout layer kind: inverted dropout, as PyTorch's (kept values scaled by
-1/(1 − rate) in training; the identity otherwise).
+1/(1 − rate) in training; the identity otherwise), on a vector or elementwise on an
+image.
 
 One entry holds the whole kind: its spec key `rate` and its check, its rule (the rate;
 nothing to derive: ∂(x ⊙ k)/∂x = k), its plan op (the mask drawn in training, a
@@ -51,7 +52,8 @@ class Dropout(LayerKind):
         return DropoutSpec(rate, item.loc)
 
     def derive(self, layer: DropoutSpec, index: int, fan_in: int) -> DropoutRule:
-        return DropoutRule(index, fan_in, layer.rate)
+        # on an image: elementwise, as on a vector; the rule counts its values
+        return DropoutRule(index, layer_registry.flat(fan_in), layer.rate)
 
     def op(self, rule: DropoutRule, d) -> DropoutOp:
         return DropoutOp(rule)

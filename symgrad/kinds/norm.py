@@ -12,9 +12,11 @@ batchnorm; running statistics for inference), and its report sections
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import sympy as sp
+from sympy.core.symbol import Str
 
 from .. import layer_registry, norms
 from .. import naming as nm
@@ -53,7 +55,14 @@ from ..report.plan_view import BATCH_TEX, layer_tex, rule_symbols, symbol_tex
 from ..report.printing import math
 from ..report.sections import norm as report
 from ..spec import NormSpec
-from ..sym.arrays import on_axis
+from ..sym.arrays import (
+    CHANNEL_AXES,
+    IMAGE_AXES,
+    ColSum,
+    Expanded,
+    PerChannelSum,
+    on_axis,
+)
 from ..sym.parse import NORM_X
 from ..sym.text import text
 
@@ -118,11 +127,17 @@ class Norm(LayerKind):
         return _custom(check, item, values) if ok else None
 
     def parameters(self, layer: NormSpec, width: int) -> int:
-        return 4 * width  # a gain and a shift; batchnorm's two running statistics
+        # a gain and a shift; batchnorm's two running statistics
+        return 4 * layer_registry.flat(width)
 
     # ---- derive
 
     def derive(self, layer: NormSpec, index: int, fan_in: int) -> NormLayerRule:
+        if isinstance(
+            fan_in, tuple
+        ):  # over each example's image, as LayerNorm([C, H, W])
+            rule = _derived(index, layer_registry.flat(fan_in), layer)
+            return dataclasses.replace(rule, image=fan_in)
         return _derived(index, fan_in, layer)
 
     # ---- plan
@@ -282,8 +297,40 @@ class NormOp:
         return section(self.rule)
 
     @property
-    def axis(self) -> int:
-        return 0 if self.rule.definition.group == "batch" else 1
+    def batch(self) -> bool:
+        return self.rule.definition.group == "batch"
+
+    @property
+    def axis(self) -> int | tuple[int, ...]:
+        """Where the group's reductions go: a row (1), the batch (0), an example's
+        image (IMAGE_AXES), a channel over the batch of images (CHANNEL_AXES, as
+        BatchNorm2d)."""
+        if self.rule.image:
+            return CHANNEL_AXES if self.batch else IMAGE_AXES
+        return 0 if self.batch else 1
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The gain's and shift's shape (and the running statistics'): a feature's,
+        the image's (C, H, W) over an example, a channel's (C,) over the batch."""
+        if self.rule.image:
+            return self.rule.image[:1] if self.batch else self.rule.image
+        return (self.rule.units,)
+
+    @property
+    def _unbiased(self) -> str:
+        """The running variance's factor, as its equation says it."""
+        if self.rule.image:
+            return "·N/(N − 1), N = m·H·W"
+        return "·m/(m − 1)"
+
+    def _spread(self, e: sp.Expr) -> sp.Expr:
+        """A per-channel array (C,) as (1, C, 1, 1), against the images (the shape of the
+        batch's statistics, so that both branches give a value one shape); else itself.
+        """
+        if self.rule.image and self.batch:
+            return Expanded(e, Str("[None, :, None, None]"))
+        return e
 
     def _value(self, s: sp.Symbol) -> str:
         return nm.norm_value(s.name, self.l)
@@ -294,16 +341,23 @@ class NormOp:
         sub: dict[sp.Symbol, sp.Expr] = {NORM_X: x}
         self.shown = {NORM_X: x}  # as sub, with the parameters (ε) left as names
         sub.update({sym: value for sym, value in r.params})
-        sub[N] = BATCH if self.axis == 0 else sp.Integer(n)
+        if self.rule.image and self.batch:  # a channel's values: m·H·W of them
+            sub[N] = BATCH * self.rule.image[1] * self.rule.image[2]
+        else:
+            sub[N] = BATCH if self.axis == 0 else sp.Integer(n)
         if r.gain:
-            sub[GAMMA] = bd.param(Param(nm.gamma(l), (n,), ("ones",), l))
+            gamma = bd.param(Param(nm.gamma(l), self.shape, ("ones",), l))
+            sub[GAMMA] = self._spread(gamma)
         if r.shift:
-            sub[BETA] = bd.param(Param(nm.beta(l), (n,), ("zeros",), l))
+            beta = bd.param(Param(nm.beta(l), self.shape, ("zeros",), l))
+            sub[BETA] = self._spread(beta)
+        buffers = {}
         for upd in r.running:
             buf = upd.buffer.name.removeprefix("running_")
-            sub[upd.buffer] = bd.param(
-                Param(nm.running(buf, l), (n,), (upd.init,), l, trainable=False)
+            buffers[upd.buffer] = bd.param(
+                Param(nm.running(buf, l), self.shape, (upd.init,), l, trainable=False)
             )
+            sub[upd.buffer] = self._spread(buffers[upd.buffer])
         self.shown.update({k: v for k, v in sub.items() if k not in dict(r.params)})
         if r.inference:  # training: the batch's statistics; inference: the running ones
             with bd.block(
@@ -323,8 +377,12 @@ class NormOp:
         if r.running:
             with bd.block("forward", Condition.RUNNING):
                 for upd in r.running:
-                    buf = sub[upd.buffer]
-                    expr = upd.update.xreplace(sub).xreplace(self.names)
+                    buf = buffers[upd.buffer]
+                    expr = upd.update.xreplace({**sub, upd.buffer: buf})
+                    stat = self.names[upd.statistic]
+                    if self.rule.image:  # the batch's (1, C, 1, 1) statistic as (C,)
+                        stat = Expanded(stat, Str("[0, :, 0, 0]"))
+                    expr = expr.xreplace({**self.names, upd.statistic: stat})
                     bd.add(
                         "forward",
                         Renew(
@@ -334,7 +392,7 @@ class NormOp:
                             self.section,
                             f"{buf.name} ← (1 − momentum)·{buf.name} + momentum·"
                             f"{self._value(upd.statistic)}"
-                            + ("·m/(m − 1)" if "var" in buf.name else ""),
+                            + (self._unbiased if "var" in buf.name else ""),
                             "running statistics for inference, as PyTorch keeps them",
                         ),
                     )
@@ -393,6 +451,11 @@ class NormOp:
             if st.target in (DGAMMA, DBETA):
                 param = nm.gamma(l) if st.target == DGAMMA else nm.beta(l)
                 expr = st.expr.xreplace(self.sub).xreplace(self.names)
+                if self.rule.image and self.batch:  # Σ over n, h, w: shape (C,)
+                    expr = expr.replace(
+                        lambda e: isinstance(e, ColSum),
+                        lambda e: PerChannelSum(e.args[0]),
+                    )
                 bd.gradient(param, expr, self.section, f"∂L/∂{param} = {text(expr)}")
                 continue
             self._statement(bd, st, self.sub, "backward")

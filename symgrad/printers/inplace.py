@@ -35,7 +35,19 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.printer import Printer
 
 from ..naming import BATCH, ONES_BATCH, ones_row
-from ..sym.arrays import KeepMask, MatProduct, ReductionBase, Transposed
+from ..sym.arrays import (
+    Einsum,
+    FirstMax,
+    KeepMask,
+    MatProduct,
+    Padded,
+    ReductionBase,
+    ScatterWindows,
+    Transposed,
+    ViewBase,
+    WindowMax,
+    Windows,
+)
 from ..sym.code import FUNCTIONS, NumPyCode, number_text
 from ..sym.functions import numeric, sigmoid, softplus, variables
 
@@ -214,7 +226,7 @@ class Emitter(Printer):
         return not (e.free_symbols - self.scalars)
 
     def _is_atom(self, e: sp.Expr) -> bool:
-        return e.is_Symbol or self._is_scalar(e)
+        return e.is_Symbol or isinstance(e, ViewBase) or self._is_scalar(e)
 
     def _scalar_text(self, e: sp.Expr, grouped: bool = False) -> str:
         """A scalar operand; `grouped` parenthesizes a sum (for use inside a product)."""
@@ -228,6 +240,10 @@ class Emitter(Printer):
     def _text(self, e: sp.Expr) -> str:
         if e == self.owner and self.written:
             raise _OwnerOverwritten
+        if isinstance(e, ViewBase):  # a view of an array, printed as the expression
+            if self._has_owner(e) and self.written:
+                raise _OwnerOverwritten
+            return self.printer.doprint(e)
         if e in self.constants:
             self.used.add(self.constants[e])
             return self.constants[e]
@@ -282,6 +298,8 @@ class Emitter(Printer):
         if e.is_Symbol and not self._is_scalar(e):
             if e.name != dest:
                 self._line(f"np.copyto({dest}, {self._text(e)})", dest)
+        elif isinstance(e, ViewBase):
+            self._line(f"np.copyto({dest}, {self._text(e)})", dest)
         elif self._is_scalar(e):
             self._line(f"{dest}.fill({self._scalar_text(e)})", dest)
         else:
@@ -306,6 +324,91 @@ class Emitter(Printer):
     def _print_MatProduct(self, e: MatProduct, dest: str) -> None:  # noqa: N802
         left, right = (self._matrix(x) for x in e.args)
         self._line(f"np.dot({left}, {right}, out={dest})", dest)
+
+    # images (arrays.py): each window operation writes into dest; operands are arrays
+    # or views of them
+    def _atoms(self, args: tuple) -> list[str]:
+        out = []
+        for x in args:
+            if not self._is_atom(x):  # the plan gives each compound its own statement
+                raise ValueError(f"an expression inside a window operation: {x}")
+            out.append(self._text(x))
+        return out
+
+    def _print_Einsum(self, e: Einsum, dest: str) -> None:  # noqa: N802
+        """A contraction of two arrays as one matrix product (_contract: the operands
+        and the product in scratch arrays of their transposed shapes); any other
+        einsum (one operand, or a letter kept from both) as np.einsum(out=)."""
+        subscripts = e.args[0].name
+        operands = self._atoms(e.args[1:])
+        gemm = self._gemm_shapes(e)
+        if gemm is None or self.pool_for is None:
+            joined = ", ".join(operands)
+            self._line(f'np.einsum("{subscripts}", {joined}, out={dest})', dest)
+            return
+        pools = [self.pool_for(shape) for shape in gemm]
+        work = [pool.take() for pool in pools]
+        self.printer.helpers.add("_contract")
+        self._line(
+            f'_contract("{subscripts}", {", ".join(operands)}, {dest},'
+            f" {', '.join(work)})",
+            dest,
+        )
+        for pool, name in zip(pools, work, strict=True):
+            pool.give(name)
+
+    def _operand_shape(self, e: sp.Expr) -> tuple | None:
+        if e.is_Symbol:
+            return self.shapes.get(e.name)
+        if isinstance(e, Windows):
+            x = self._operand_shape(e.args[0])
+            if x is None:
+                return None
+            kh, kw, sh, sw = (int(v) for v in e.args[1:])
+            m, c, h, w = x
+            return (m, c, (h - kh) // sh + 1, (w - kw) // sw + 1, kh, kw)
+        return None
+
+    def _gemm_shapes(self, e: Einsum) -> list[tuple] | None:
+        """The shapes of _contract's work arrays (a as (kept, summed), b as (summed,
+        kept), their product), or None where it does not apply."""
+        split = e.matrix_product
+        shapes = [self._operand_shape(x) for x in e.args[1:]]
+        if split is None or None in shapes:
+            return None
+        keep_a, summed, keep_b = split
+        la, lb = e.args[0].name.split("->")[0].split(",")
+        dims: dict[str, object] = {}
+        for letters, shape in zip((la, lb), shapes, strict=True):
+            dims.update(zip(letters, shape, strict=True))  # type: ignore[arg-type]
+        return [
+            tuple(dims[c] for c in keep_a + summed),
+            tuple(dims[c] for c in summed + keep_b),
+            tuple(dims[c] for c in keep_a + keep_b),
+        ]
+
+    def _window_call(self, helper: str, e: sp.Expr, dest: str) -> None:
+        self.printer.helpers.add(helper)
+        (x,) = self._atoms(e.args[:1])
+        rest = ", ".join(str(int(v)) for v in e.args[1:])
+        self._line(f"{helper}({x}, {rest}, out={dest})", dest)
+
+    def _print_Padded(self, e: Padded, dest: str) -> None:  # noqa: N802
+        self._window_call("_pad", e, dest)
+
+    def _print_ScatterWindows(self, e: ScatterWindows, dest: str) -> None:  # noqa: N802
+        self._window_call("_scatter_windows", e, dest)
+
+    def _print_WindowMax(self, e: WindowMax, dest: str) -> None:  # noqa: N802
+        (x,) = self._atoms(e.args)
+        self._line(f"np.max({x}, axis=(4, 5), out={dest})", dest)
+
+    def _print_FirstMax(self, e: FirstMax, dest: str) -> None:  # noqa: N802
+        self.printer.helpers.add("_first_max")
+        win, top = self._atoms(e.args)
+        work = self.pool.take()  # the running count, of the mask's shape
+        self._line(f"_first_max({win}, {top}, out={dest}, work={work})", dest)
+        self.pool.give(work)
 
     def _print_ReductionBase(self, e: ReductionBase, dest: str) -> None:  # noqa: N802
         if e.axis is None or e is not self.top:  # its shape is not dest's
@@ -399,6 +502,10 @@ class Emitter(Printer):
         for name in taken:
             self.pool.give(name)
         self.pool, taken = pool, []
+        rank = max(len(self.shapes.get(s.name, ())) for s in arg.free_symbols)
+        if rank > 2:  # an image (m, C, H, W): NumPy's reduction, into dest
+            self._reduce_image(e, x, dest)
+            return
         width = max(  # the row width: the widest array the operand reads
             self.shapes[s.name][-1]
             for s in e.args[0].free_symbols
@@ -420,6 +527,24 @@ class Emitter(Printer):
             self._emit("divide", [dest, self._scalar_text(count)], dest)
         for name in taken:
             self.pool.give(name)
+
+    def _reduce_image(self, e: ReductionBase, x: str, dest: str) -> None:
+        """A reduction of an image: over each example's (C, H, W), kept as (m, 1, 1,
+        1), or over the batch, as (C, H, W); np.add.reduce or np.maximum.reduce with
+        out= (no temporary), a mean then divided by the count."""
+        ufunc = "maximum" if e.op == "max" else "add"
+        self._line(
+            f"np.{ufunc}.reduce({x}, axis={e.axis}, keepdims={e.keepdims},"
+            f" out={dest})",
+            dest,
+        )
+        if e.op == "mean":
+            shape = self._shape(e.args[0])
+            axes = e.axis if isinstance(e.axis, tuple) else (e.axis,)
+            count = 1
+            for k in axes:
+                count *= shape[k] if isinstance(shape[k], int) else sp.Symbol(BATCH)
+            self._emit("divide", [dest, self._scalar_text(sp.sympify(count))], dest)
 
     def _first(self, e: sp.Expr, dest: str) -> str:
         """The only operand of a unary node: evaluated into dest unless an atom."""

@@ -20,6 +20,12 @@ a namespace `xp` the runtime passes in. What the standard rules out shapes the f
   overflow), exp-branches of piecewise rules clamped into their domain (code.py), erf
   from its series and continued fraction (the standard has no erf).
 
+- images (conv2d, pooling, flatten): a window view as `take` of index arrays (the
+  host computes them with NumPy, as init_params draws), a contraction as one
+  `matmul` of permuted and reshaped operands (`_einsum`), the scatter back through
+  the windows as a product with the 0/1 matrix of the positions, a window's first
+  maximum from `argmax` (which returns the first); all of fixed shapes, for jax.jit.
+
 Functions printed (all take the namespace first; inputs are checked arrays of one dtype):
 
     _forward(xp, params, X, training, noise) -> Ŷ
@@ -212,6 +218,38 @@ class XPCode(NumPyCode):
 
     def _print_KeepMask(self, expr: KeepMask) -> str:
         raise RuntimeError("symgrad bug: a keep-mask is printed from noise, not inline")
+
+    # images: index arrays and take, matmul, standard reshapes (the module's helpers)
+    def _xp_call(self, helper: str, expr: sp.Expr) -> str:
+        self.helpers.add(helper)
+        first = self._print(expr.args[0])
+        rest = ", ".join(str(int(v)) for v in expr.args[1:])
+        return f"{helper}(xp, {first}, {rest})"
+
+    def _print_Reshaped(self, expr: sp.Expr) -> str:
+        dims = ", ".join(str(int(d)) for d in expr.args[1])
+        return f"xp.reshape({self._print(expr.args[0])}, (-1, {dims}))"
+
+    def _print_Windows(self, expr: sp.Expr) -> str:
+        return self._xp_call("_windows", expr)
+
+    def _print_Padded(self, expr: sp.Expr) -> str:
+        return self._xp_call("_pad", expr)
+
+    def _print_ScatterWindows(self, expr: sp.Expr) -> str:
+        return self._xp_call("_scatter_windows", expr)
+
+    def _print_Einsum(self, expr: sp.Expr) -> str:
+        self.helpers.add("_einsum")
+        operands = ", ".join(self._print(o) for o in expr.args[1:])
+        return f'_einsum(xp, "{expr.args[0].name}", {operands})'
+
+    def _print_WindowMax(self, expr: sp.Expr) -> str:
+        return f"xp.max({self._print(expr.args[0])}, axis=(4, 5))"
+
+    def _print_FirstMax(self, expr: sp.Expr) -> str:
+        self.helpers.add("_first_max")
+        return f"_first_max(xp, {self._print(expr.args[0])})"
 
     def statement(self, target: str, expr: sp.Expr, add: bool = False) -> str:
         """`target = expr` (`target = target + expr` for an accumulation: nothing is

@@ -33,12 +33,16 @@ from sympy.printing.precedence import PRECEDENCE
 from ..norm_rules import cost
 from ..plan import SCALE
 from ..sym.arrays import (
+    Expanded,
     GroupReductionBase,
+    ImageBase,
     KeepMask,
     MatProduct,
     ReductionBase,
     Total,
     Transposed,
+    window_label,
+    window_operands,
 )
 from ..sym.code import number_text
 from ..sym.text import Text as PlanText
@@ -52,6 +56,12 @@ REDUCTION_TEX = {  # (op, axis) -> the operator, as printers.text.REDUCTION_TEXT
     ("mean", 0): r"\operatorname{mean}_{n}",
     ("max", 0): r"\max_{n}",
     ("sum", None): r"\sum_{n,j}",
+    ("sum", (1, 2, 3)): r"\sum_{c,h,w}",
+    ("mean", (1, 2, 3)): r"\operatorname{mean}_{c,h,w}",
+    ("max", (1, 2, 3)): r"\max_{c,h,w}",
+    ("sum", (0, 2, 3)): r"\sum_{n,h,w}",
+    ("mean", (0, 2, 3)): r"\operatorname{mean}_{n,h,w}",
+    ("max", (0, 2, 3)): r"\max_{n,h,w}",
 }
 GROUP_TEX = {"sum": r"\sum", "mean": r"\operatorname{mean}", "max": r"\max"}
 TRANSPOSE_TEX = r"\mathsf{T}"
@@ -168,6 +178,16 @@ class Latex(LatexPrinter):
 
     def _print_GroupReductionBase(self, expr: GroupReductionBase) -> str:
         return rf"{GROUP_TEX[expr.op]}\left({self._print(expr.args[0])}\right)"
+
+    def _print_Expanded(self, expr: Expanded) -> str:  # a broadcast: its array
+        return self._print(expr.args[0])
+
+    def _print_ImageBase(self, expr: ImageBase) -> str:  # the image nodes
+        label = window_label(expr)
+        if label is None:
+            return super()._print_Function(expr)
+        args = ", ".join(self._print(a) for a in window_operands(expr))
+        return rf"{label[0]}\left({args}\right)"
 
     def _print_KeepMask(self, expr: KeepMask) -> str:
         x, rate = expr.args

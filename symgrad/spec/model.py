@@ -115,10 +115,13 @@ class OptimizerSpec:
 
 @dataclass(frozen=True)
 class Spec:
-    """A validated network spec (format v1, or v2 with layers beyond dense)."""
+    """A validated network spec (format v1, v2 with layers beyond dense, or v3 with an
+    image input and image layers)."""
 
     name: str
-    input: int
+    input: (
+        int | tuple[int, int, int]
+    )  # features, or an image: (channels, height, width)
     layers: tuple[Layer, ...]  # the last is a dense layer: the output layer
     loss: OpSpec
     l2: float = 0.0
@@ -129,13 +132,19 @@ class Spec:
     task_loc: Loc = field(default=Loc("<spec>"), compare=False)
 
     @property
+    def shapes(self) -> tuple[int | tuple[int, ...], ...]:
+        """The input's shape, then each layer's output shape, as its kind says: a width
+        (an int) for a vector, (channels, height, width) for an image."""
+        shapes = [self.input]
+        for layer in self.layers:
+            shapes.append(layer_registry.of(layer).width(layer, shapes[-1]))
+        return tuple(shapes)
+
+    @property
     def sizes(self) -> tuple[int, ...]:
         """The input width, then each layer's output width (as its kind says: a norm
-        or dropout keeps the width it is given)."""
-        sizes = [self.input]
-        for layer in self.layers:
-            sizes.append(layer_registry.of(layer).width(layer, sizes[-1]))
-        return tuple(sizes)
+        or dropout keeps the width it is given); an image counts its values, C·H·W."""
+        return tuple(layer_registry.flat(s) for s in self.shapes)
 
     @property
     def output(self) -> LayerSpec:

@@ -340,7 +340,7 @@ class Validator(Checker):
         self.keys(root, TOP_KEYS, ("name", "input", "layers", "loss"))
         top = root.value
         name = self.name(top["name"]) if "name" in top else None
-        n_in = self.integer(top["input"], 1, MAX_UNITS) if "input" in top else None
+        n_in = self.input(top["input"]) if "input" in top else None
         self.width = n_in
         layers = self.layers(top["layers"]) if "layers" in top else None
         output = layers[-1].activation if layers else None  # type: ignore[union-attr]
@@ -379,6 +379,33 @@ class Validator(Checker):
             task,
             task_node.loc if task_node is not None else Loc(self.file),
         )
+
+    def input(self, node: _Node) -> int | tuple[int, int, int] | None:
+        """`input`: a width (features per example) or an image [C, H, W]."""
+        if not isinstance(node.value, list):
+            return self.integer(node, 1, MAX_UNITS)
+        dims = node.value
+        if len(dims) != 3:
+            self.err(
+                node.loc,
+                f"an image input is [channels, height, width], found {len(dims)}"
+                " numbers",
+                "e.g. input: [1, 8, 8]; a feature vector is one integer, input: 64",
+            )
+            return None
+        values = [self.integer(d, 1, MAX_UNITS) for d in dims]
+        if None in values:
+            return None
+        c, h, w = values  # type: ignore[misc]
+        if c * h * w > MAX_UNITS:  # type: ignore[operator]
+            self.err(
+                node.loc,
+                f"an image of {c}×{h}×{w} = {c * h * w} values is larger than the"  # type: ignore[operator]
+                f" {MAX_UNITS} supported",
+                "use a smaller image",
+            )
+            return None
+        return (c, h, w)  # type: ignore[return-value]
 
     def layers(self, node: _Node) -> tuple[LayerSpec, ...] | None:
         if not isinstance(node.value, list):

@@ -17,7 +17,21 @@ from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
 from ..errors import DerivationError
-from .arrays import KeepMask, MatProduct, ReductionBase, Transposed
+from .arrays import (
+    Cropped,
+    Einsum,
+    Expanded,
+    FirstMax,
+    KeepMask,
+    MatProduct,
+    Padded,
+    ReductionBase,
+    Reshaped,
+    ScatterWindows,
+    Transposed,
+    WindowMax,
+    Windows,
+)
 from .functions import (
     avoid,
     decimal_text,
@@ -215,6 +229,53 @@ class NumPyCode(NumPyPrinter):
         self.helpers.add("_keep_mask")
         like, rate = expr.args
         return f"_keep_mask(rng, {self._print(like)}, {number_text(rate)})"
+
+    # images: views, contractions and the window operations (arrays.py)
+    def _array_operand(self, e: sp.Expr) -> str:
+        return self.parenthesize(e, PRECEDENCE["Atom"] - 1)
+
+    def _print_Reshaped(self, expr: Reshaped) -> str:
+        dims = ", ".join(str(int(d)) for d in expr.args[1])
+        return f"{self._array_operand(expr.args[0])}.reshape(-1, {dims})"
+
+    def _print_Expanded(self, expr: Expanded) -> str:
+        return f"{self._array_operand(expr.args[0])}{expr.args[1].name}"
+
+    def _print_Cropped(self, expr: Cropped) -> str:
+        ph, pw, h, w = (int(v) for v in expr.args[1:])
+        return (
+            f"{self._array_operand(expr.args[0])}[:, :, {ph}:{ph + h}, {pw}:{pw + w}]"
+        )
+
+    def _call(self, helper: str, expr: sp.Expr) -> str:
+        self.helpers.add(helper)
+        first = self._print(expr.args[0])
+        rest = ", ".join(str(int(v)) for v in expr.args[1:])
+        return f"{helper}({first}, {rest})"
+
+    def _print_Windows(self, expr: Windows) -> str:
+        return self._call("_windows", expr)
+
+    def _print_Padded(self, expr: Padded) -> str:
+        return self._call("_pad", expr)
+
+    def _print_ScatterWindows(self, expr: ScatterWindows) -> str:
+        return self._call("_scatter_windows", expr)
+
+    def _print_Einsum(self, expr: Einsum) -> str:
+        operands = ", ".join(self._print(o) for o in expr.args[1:])
+        if expr.matrix_product is not None:  # one matrix product (BLAS)
+            self.helpers.add("_contract")
+            return f'_contract("{expr.args[0].name}", {operands})'
+        return f'np.einsum("{expr.args[0].name}", {operands})'
+
+    def _print_WindowMax(self, expr: WindowMax) -> str:
+        return f"{self._array_operand(expr.args[0])}.max(axis=(4, 5))"
+
+    def _print_FirstMax(self, expr: FirstMax) -> str:
+        self.helpers.add("_first_max")
+        win, top = (self._print(a) for a in expr.args)
+        return f"_first_max({win}, {top})"
 
     def _as_ordered_terms(self, expr: sp.Expr, order: str | None = None) -> list:
         # X @ W + b: a matrix product first, as the math writes it

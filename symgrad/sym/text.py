@@ -10,7 +10,15 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from .arrays import MatProduct, ReductionBase, Transposed
+from .arrays import (
+    Expanded,
+    ImageBase,
+    MatProduct,
+    ReductionBase,
+    Transposed,
+    window_label,
+    window_operands,
+)
 from .functions import sigmoid, softplus
 
 SUPERSCRIPT_LETTERS = {"t": "ᵗ", "n": "ⁿ", "k": "ᵏ", "m": "ᵐ"}  # β₁ᵗ, not β₁**t
@@ -22,6 +30,12 @@ REDUCTION_TEXT = {  # (op, axis) -> how the reduction reads
     ("mean", 0): "meanₙ",
     ("max", 0): "maxₙ",
     ("sum", None): "Σ",
+    ("sum", (1, 2, 3)): "Σ_chw",
+    ("mean", (1, 2, 3)): "mean_chw",
+    ("max", (1, 2, 3)): "max_chw",
+    ("sum", (0, 2, 3)): "Σ_nhw",
+    ("mean", (0, 2, 3)): "mean_nhw",
+    ("max", (0, 2, 3)): "max_nhw",
 }
 
 
@@ -42,6 +56,16 @@ class Text(StrPrinter):
 
     def _print_sigmoid(self, expr: sigmoid) -> str:
         return f"σ({self._print(expr.args[0])})"
+
+    def _print_Expanded(self, expr: Expanded) -> str:  # a broadcast: its array
+        return self._print(expr.args[0])
+
+    def _print_ImageBase(self, expr: ImageBase) -> str:  # noqa: N802
+        label = window_label(expr)
+        if label is None:
+            return super()._print_Function(expr)
+        args = ", ".join(self._print(a) for a in window_operands(expr))
+        return f"{label[1]}({args})"
 
     def _print_softplus(self, expr: softplus) -> str:
         return f"softplus({self._print(expr.args[0])})"
