@@ -35,6 +35,7 @@ import numpy as np
 
 NAME = "breast_cancer"
 LAYER_SIZES = (30, 16, 1)
+INPUT_SHAPE = None
 LOSS = "binary_crossentropy"
 OPTIMIZER = {
     "name": "adam",
@@ -756,7 +757,15 @@ def _inputs(params, X):
 
 def _features(X, dtype):
     X = _real(X, "X", dtype)
+    if INPUT_SHAPE is not None and X.ndim == 4 and X.shape[1:] == INPUT_SHAPE:
+        X = X.reshape(X.shape[0], LAYER_SIZES[0])  # images as rows, row-major
     if X.ndim != 2 or X.shape[1] != LAYER_SIZES[0]:
+        if INPUT_SHAPE is not None:
+            c, h, w = INPUT_SHAPE
+            raise ValueError(
+                f"X must have shape (m, {c}, {h}, {w}) or (m, {LAYER_SIZES[0]}),"
+                f" found {X.shape}"
+            )
         raise ValueError(f"X must have shape (m, {LAYER_SIZES[0]}), found {X.shape}")
     if CHECK_FINITE and not _finite(X):
         raise ValueError(

@@ -38,6 +38,7 @@ import numpy as np
 
 NAME = "iris_mlp"
 LAYER_SIZES = (4, 16, 8, 3)
+INPUT_SHAPE = None
 LOSS = "categorical_crossentropy"
 OPTIMIZER = {
     "name": "adam",
@@ -824,7 +825,15 @@ def _inputs(params, X):
 
 def _features(X, dtype):
     X = _real(X, "X", dtype)
+    if INPUT_SHAPE is not None and X.ndim == 4 and X.shape[1:] == INPUT_SHAPE:
+        X = X.reshape(X.shape[0], LAYER_SIZES[0])  # images as rows, row-major
     if X.ndim != 2 or X.shape[1] != LAYER_SIZES[0]:
+        if INPUT_SHAPE is not None:
+            c, h, w = INPUT_SHAPE
+            raise ValueError(
+                f"X must have shape (m, {c}, {h}, {w}) or (m, {LAYER_SIZES[0]}),"
+                f" found {X.shape}"
+            )
         raise ValueError(f"X must have shape (m, {LAYER_SIZES[0]}), found {X.shape}")
     if CHECK_FINITE and not _finite(X):
         raise ValueError(

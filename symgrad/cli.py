@@ -381,7 +381,7 @@ def _explain(args: argparse.Namespace) -> int:
         args.x,
         args.y,
         Path(args.data) if args.data is not None else None,
-        spec.input,
+        spec.sizes[0],  # an image counts its values: X may be given flat
         spec.sizes[-1],
         labels=derive(spec).out.activation.vector,  # class labels: softmax's
     )

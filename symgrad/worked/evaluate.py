@@ -86,9 +86,14 @@ def evaluate(
         nm.BATCH: m,
         nm.L2: float(plan.derivation.spec.l2),
     }
-    for helper in ("_sigmoid", "_erf", "_keep_mask"):
-        if hasattr(module, helper):
-            scope[helper] = getattr(module, helper)
+    # the helpers the module's statements call (_sigmoid, _erf, _keep_mask, the image
+    # layers' _pad, _windows, _contract, ...): the module's own, by name
+    for helper, value in vars(module).items():
+        if helper.startswith("_") and not helper.startswith("__") and callable(value):
+            scope[helper] = value
+    shape = getattr(module, "INPUT_SHAPE", None)
+    if shape is not None and len(shape) > 1 and X.ndim == 2:
+        X = X.reshape((m, *shape))  # an image given flat, as the module takes it
     values: dict[str, np.ndarray] = {nm.INPUT: X, nm.TARGET: Y}
     values.update({k: np.array(v, dtype=np.float64) for k, v in params.items()})
     scope.update(values)
