@@ -89,7 +89,9 @@ def problem(module, spec: dict, m: int = 5, seed: int = 3):
     rng = np.random.default_rng(seed)
     params = module.init_params(seed)
     perturb_biases(params, rng)
-    width = int(np.prod(spec["input"]))  # an image (C, H, W) given flat, as --x takes it
+    width = int(
+        np.prod(spec["input"])
+    )  # an image (C, H, W) given flat, as --x takes it
     X = rng.standard_normal((m, width))
     Y = make_targets(spec, m, rng)
     return params, X, Y

@@ -482,7 +482,7 @@ def test_predict_proba_keeps_float32_and_the_array_library(module):
     params = m.init_params(0, xp=torch, dtype=torch.float32)
     proba = m.predict_proba(params, torch.ones((4, 3), dtype=torch.float32))
     assert isinstance(proba, torch.Tensor) and proba.dtype == torch.float32
-    assert torch.allclose(proba.sum(dim=1), torch.ones(4))
+    assert torch.allclose(proba.sum(dim=1), torch.ones(4, dtype=torch.float32))
     numpy_module = module(CLASSES)
     p32 = numpy_module.init_params(0, dtype=np.float32)
     assert numpy_module.predict_proba(p32, np.ones((4, 3))).dtype == np.float32

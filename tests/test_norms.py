@@ -36,7 +36,17 @@ from symgrad.norm_rules import (
 )
 from symgrad.sym.arrays import ColSum, GroupMax, GroupMean, GroupSum, on_axis
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def _float64_torch():
+    """PyTorch's default dtype float64 for this file's tests only (set at import, it
+    leaked into every later test of the process: torch.ones(4) became float64)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
 SIGMA = sp.Symbol("sigma", positive=True)
 
 
