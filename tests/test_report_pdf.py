@@ -19,7 +19,9 @@ from symgrad.report.latex import PREAMBLE
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 MATH = re.compile(r"\\begin\{(align\*|aligned)\}(.*?)\\end\{\1\}|\$(.+?)\$", re.S)
-UPRIGHT = re.compile(r"\\(text|operatorname|mathrm|texttt|mathsf|mathbf)\{[^{}]*\}")
+UPRIGHT = re.compile(
+    r"\\(text|operatorname|mathrm|texttt|mathtt|mathsf|mathbf)\{[^{}]*\}"
+)
 WORD = 4  # letters: a run this long in math mode is a word, not a product of symbols
 OPENING_QUOTE = re.compile(r"(?:^|[\s(])'[A-Za-z][^'\n]*'|\"[^\"\n]*\"")
 
@@ -33,6 +35,7 @@ def typesetting_problems(latex: str) -> list[str]:
         while upright != math:  # \text{...} and the like, innermost first
             upright, math = math, UPRIGHT.sub(" ", math)
         math = re.sub(r"\\(begin|end)\{[^{}]*\}", " ", math)
+        math = re.sub(r"_\{[A-Za-z]+\}", " ", math)  # indices: w_{fcpq}, x_{ncij}
         math = re.sub(r"\\[A-Za-z]+", " ", math)  # commands: \frac, \delta, ...
         found += [
             f"math italics: {w}" for w in re.findall(rf"[A-Za-z]{{{WORD},}}", math)
@@ -54,6 +57,7 @@ def test_the_checks_find_what_they_look_for() -> None:
         "math italics: later",
     ]
     assert typesetting_problems(r"$x\text{, kept for later)}$") == []
+    assert typesetting_problems(r"$z_{nfij} = \sum_{c} w_{fcpq} x_{ncij}$") == []
     assert (
         typesetting_problems(r"\begin{align*} a &= \operatorname{relu}(z) \end{align*}")
         == []

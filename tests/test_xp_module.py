@@ -302,7 +302,11 @@ def test_fit_history_and_validation(pair):
     before = dict(params)  # the arrays themselves
     copy = {k: v.copy() for k, v in params.items()}
     new, state, got = xp_module.fit(params, X, Y, **kwargs)
-    assert list(got) == list(want) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert (
+        list(got)
+        == list(want)
+        == ["loss", "lr", "accuracy", "val_loss", "val_accuracy"]
+    )
     for key in want:
         assert xb.relative_error(got[key], want[key]) <= xb.TRAIN_RTOL, key
     for k in p_np:  # the running statistics too
