@@ -38,6 +38,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_OWN_CACHE] = os.environ["SYMGRAD_CACHE_DIR"]
     config.addinivalue_line(
         "markers",
+        "formatted: modules this test generates in its own process go through black "
+        "(the others skip it: see _modules_unformatted)",
+    )
+    config.addinivalue_line(
+        "markers",
         "slow: left out of the quick subset, python -m pytest -m 'not slow' "
         "(subprocesses, training against references, fuzzing; docs/development.md)",
     )
@@ -46,6 +51,31 @@ def pytest_configure(config: pytest.Config) -> None:
         "catalogue: extended activation/loss catalogue (elu, softplus, silu, gelu, "
         "softsign, mae, huber); implemented in a later issue",
     )
+
+
+@pytest.fixture(autouse=True)
+def _modules_unformatted(request: pytest.FixtureRequest):
+    """Modules a test generates in its own process skip black: the same code, compiled,
+    not laid out (black takes about 0.6 s of a module's 0.65 s once its rules are
+    derived: half the suite's time). Black's layout is tested where it is the subject —
+    the tests marked `formatted` (black and ruff on generated text, same bytes) and
+    every run of the command line in a subprocess, which formats as users get it.
+
+    Its own MonkeyPatch, not the `monkeypatch` fixture: an autouse fixture would set
+    that one up first and undo it last, after the test's other fixtures' teardown."""
+    if request.node.get_closest_marker("formatted"):
+        yield
+        return
+    from symgrad import render, render_xp
+
+    def compiled(source: str, filename: str, what: str) -> str:
+        compile(source, filename, "exec", dont_inherit=True)
+        return source
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(render, "formatted", compiled)
+        patch.setattr(render_xp, "formatted", compiled)
+        yield
 
 
 @pytest.fixture(scope="session")

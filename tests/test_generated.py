@@ -15,6 +15,9 @@ import yaml
 
 import symgrad
 
+# the modules' text is the subject here: black's layout included
+pytestmark = pytest.mark.formatted
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 REGENERATE = 'for f in examples/*.yaml; do symgrad generate "$f"; done'

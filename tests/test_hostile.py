@@ -100,6 +100,7 @@ def test_docstring_text_keeps_names_and_escapes_the_rest() -> None:
     assert docstring_text("a\\x\nb\x00") == "a<U+005C>x<U+000A>b<U+0000>"
 
 
+@pytest.mark.formatted  # black's layout is what is tested
 def test_a_module_that_does_not_compile_is_a_bug_and_writes_nothing(
     tmp_path, monkeypatch
 ) -> None:

@@ -783,6 +783,7 @@ def test_large_inputs_stay_finite_and_match_torch(generate, name, scale) -> None
 # ---------------------------------------------------------------- 8. lint
 
 
+@pytest.mark.formatted  # black's layout is what is tested
 def test_generated_v2_modules_are_black_and_ruff_clean(tmp_path, monkeypatch) -> None:
     import symgrad
 

@@ -230,6 +230,7 @@ def test_both_modules_follow_torch_optim(registered, name, tmp_path):
     assert_close(params, want, initial)
 
 
+@pytest.mark.formatted  # black's layout is what is tested
 def test_the_modules_are_black_and_ruff_clean(registered, tmp_path):
     files = []
     for name in CASES:

@@ -242,6 +242,7 @@ def test_the_placeholder_configuration_imports_and_says_what_it_is():
         module.forward(params, np.zeros((1, 2)))
 
 
+@pytest.mark.formatted  # black's layout is what is tested
 def test_the_optimizer_table_is_printed_from_the_registry():
     # the state of another optimizer is named by its arrays (a message only): each
     # generated module lists every registered optimizer's, with no table to keep by hand

@@ -366,6 +366,7 @@ def test_in_place_step_allocates_nothing_with_schedule_and_clipping(tmp_path):
     assert peak < allowance, f"a step allocated up to {peak} bytes"
 
 
+@pytest.mark.formatted  # black's layout is what is tested
 def test_generated_modules_are_black_and_ruff_clean(tmp_path):
     files = []
     for case in [

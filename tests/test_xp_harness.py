@@ -237,6 +237,7 @@ def test_a_wrong_gradient_fails(xp_pair):
         )
 
 
+@pytest.mark.formatted  # black's layout is what is tested
 def test_a_float64_operand_fails_the_float32_check(xp_pair):
     X, Y = data("mlp")
     xp_module, np_module = xp_pair("mlp", edit=_float64_scalar_array)
@@ -252,6 +253,7 @@ def test_a_write_into_an_input_fails(xp_pair):
         )
 
 
+@pytest.mark.formatted  # black's layout is what is tested
 @pytest.mark.skipif(xb.backend("array-api-strict").skip is not None, reason="no strict")
 def test_strict_catches_a_default_device_array_and_a_numpy_method(xp_pair):
     strict = xb.backend("array-api-strict")

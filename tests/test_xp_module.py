@@ -349,6 +349,7 @@ def texts(pair) -> dict[str, str]:
     return {name: Path(pair(name)[0].__file__).read_text() for name in SPECS}
 
 
+@pytest.mark.formatted  # black's layout is what is tested
 def test_modules_are_black_and_ruff_clean(texts, tmp_path):
     files = []
     for name, text in texts.items():
@@ -431,6 +432,7 @@ def test_docstring_says_what_and_how_to_regenerate(texts, tmp_path, monkeypatch)
 # --- generate's API and command line -------------------------------------------------------
 
 
+@pytest.mark.formatted  # black's layout is what is tested
 def test_cli_target_writes_both_modules_and_keeps_the_numpy_one(tmp_path, capsys):
     spec = ROOT / "examples" / "xor.yaml"
     out = tmp_path / "out"
