@@ -503,3 +503,21 @@ if __name__ == "__main__":
                 Path(temporary), plot=True, title=title
             ):
                 print(f"----- {step.splitlines()[0]}\n{printed}")
+
+
+def test_cnn_section_shows_what_a_rerun_prints() -> None:
+    """docs/examples.md's digits CNN beside PyTorch: the accuracies and the lockstep
+    difference a rerun prints (the times are the machine's)."""
+    pytest.importorskip("torch", reason=TORCH)
+    pytest.importorskip("sklearn", reason='the compare extra: pip install ".[compare]"')
+    text = (ROOT / "docs" / "examples.md").read_text()
+    section = text[text.index("## A CNN on the digits, beside PyTorch") :]
+    shown = section[section.index("$ python examples/compare_cnn.py --seeds 5") :]
+    shown = shown[: shown.index("```")]
+    cnn = importlib.import_module("compare_cnn")
+    results = cnn.main(["--seeds", "5"])
+    for name in ("symgrad", "torch"):
+        assert rd.summary(results["scores"][name]) in shown, name
+    assert results["lockstep"] < 1e-12  # rounding: its digits are the machine's
+    shown_lockstep = float(shown.split("max |Δparameter| = ")[1].split()[0])
+    assert shown_lockstep < 1e-12
