@@ -14,7 +14,6 @@ machine, as a test run or a second training job would be). Prints the CPU and BL
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import multiprocessing
 import os
 import statistics
@@ -31,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import impls  # noqa: E402
 from run import blas, cpu_model  # noqa: E402
 
 DIGITS = """name: digits_mlp
@@ -55,10 +55,7 @@ def load(spec: Path, out: Path):
         check=True,
     )
     path = next(out.glob("*.py"))
-    module_spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return impls.load_module(path, f"threads_{path.stem}")
 
 
 def data(module, n: int) -> tuple[np.ndarray, np.ndarray]:
