@@ -28,6 +28,7 @@ entry it finds here, never by importing the kind's module.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -241,12 +242,7 @@ def of(layer: Any) -> LayerKind:  # noqa: ANN401
 
 def flat(shape: int | tuple[int, ...]) -> int:
     """How many values a layer's output holds per example: its width, or C·H·W."""
-    if isinstance(shape, int):
-        return shape
-    out = 1
-    for d in shape:
-        out *= d
-    return out
+    return shape if isinstance(shape, int) else math.prod(shape)
 
 
 def any_but_plain_dense(rules: Iterable[Rule]) -> bool:
