@@ -91,9 +91,6 @@ def evaluate(
     for helper, value in vars(module).items():
         if helper.startswith("_") and not helper.startswith("__") and callable(value):
             scope[helper] = value
-    shape = getattr(module, "INPUT_SHAPE", None)
-    if shape is not None and len(shape) > 1 and X.ndim == 2:
-        X = X.reshape((m, *shape))  # an image given flat, as the module takes it
     values: dict[str, np.ndarray] = {nm.INPUT: X, nm.TARGET: Y}
     values.update({k: np.array(v, dtype=np.float64) for k, v in params.items()})
     scope.update(values)
