@@ -33,10 +33,10 @@ from .read import (
     MAX_BYTES,
     MAX_DEPTH,
     MAX_NODES,
-    _compose,
     _PythonReader,
-    _read_text,
     _TooBig,
+    compose,
+    read_text,
 )
 from .validate import TOP_KEYS, _validated
 
@@ -48,7 +48,7 @@ def load_spec(source: str | os.PathLike[str]) -> Spec:
         SpecError: with every problem found, each with file:line:col and key path.
     """
     path = Path(source)
-    return parse_spec(_read_text(path), str(source))
+    return parse_spec(read_text(path), str(source))
 
 
 def parse_spec(text: str, file: str = "<spec>") -> Spec:
@@ -57,7 +57,7 @@ def parse_spec(text: str, file: str = "<spec>") -> Spec:
     Raises:
         SpecError: with every problem found, each with file:line:col and key path.
     """
-    tree, problems = _compose(text, file)
+    tree, problems = compose(text, file)
     return _validated(tree, problems, file)
 
 

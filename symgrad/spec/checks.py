@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from ..errors import ExpressionError, Problem, echo, number
 from .model import Loc
-from .read import _kind, _Node
+from .read import Node, kind_of
 
 MAX_LAYERS = (
     100  # generation time grows with depth (black): ~4 s here (docs/command-line.md)
@@ -89,7 +89,7 @@ class Checker:
         self.problems.append(loc.problem(message, hint))
 
     def keys(
-        self, node: _Node, allowed: tuple[str, ...], required: tuple[str, ...]
+        self, node: Node, allowed: tuple[str, ...], required: tuple[str, ...]
     ) -> None:
         for key, loc in node.key_locs.items():
             if key not in allowed:
@@ -107,7 +107,7 @@ class Checker:
                     f"missing required key {key!r}",
                 )
 
-    def integer(self, node: _Node, low: int, high: int) -> int | None:
+    def integer(self, node: Node, low: int, high: int) -> int | None:
         v = node.value
         if isinstance(v, bool) or not isinstance(v, int):
             hint = ""
@@ -117,7 +117,7 @@ class Checker:
                 hint = f"write {max(low, int(v // 1))} or {max(low, int(v // 1) + 1)}"
             self.err(
                 node.loc,
-                f"expected an integer from {low} to {high}, found {_kind(v)}",
+                f"expected an integer from {low} to {high}, found {kind_of(v)}",
                 hint,
             )
             return None
@@ -126,10 +126,10 @@ class Checker:
             return None
         return v
 
-    def real(self, node: _Node, low: float | None = None) -> float | None:
+    def real(self, node: Node, low: float | None = None) -> float | None:
         v = node.value
         if isinstance(v, bool) or not isinstance(v, int | float):
-            self.err(node.loc, f"expected a number, found {_kind(v)}")
+            self.err(node.loc, f"expected a number, found {kind_of(v)}")
             return None
         v = float(v)
         if v != v or v in (float("inf"), float("-inf")):
@@ -140,7 +140,7 @@ class Checker:
             return None
         return v
 
-    def parameter(self, node: _Node) -> float | None:
+    def parameter(self, node: Node) -> float | None:
         """An activation or loss parameter: a number that generated code holds exactly
         (the bounds of a literal in a custom expression, expr.check_number)."""
         from ..sym.parse import (
@@ -157,11 +157,11 @@ class Checker:
             return None
         return value
 
-    def name(self, node: _Node) -> str | None:
+    def name(self, node: Node) -> str | None:
         v = node.value
         if not isinstance(v, str):
             self.err(
-                node.loc, f"name must be text, found {_kind(v)}", "e.g. name: my_net"
+                node.loc, f"name must be text, found {kind_of(v)}", "e.g. name: my_net"
             )
             return None
         if not v.isidentifier() or not v.isascii():
@@ -198,13 +198,13 @@ class Checker:
             return None
         return v
 
-    def flag(self, node: _Node) -> bool | None:
+    def flag(self, node: Node) -> bool | None:
         if not isinstance(node.value, bool):
-            self.err(node.loc, f"expected true or false, found {_kind(node.value)}")
+            self.err(node.loc, f"expected true or false, found {kind_of(node.value)}")
             return None
         return node.value
 
     @staticmethod
     def kind(value: object) -> str:
         """What a value is, in words: 'the text \'abc\'', 'a list', ..."""
-        return _kind(value)
+        return kind_of(value)

@@ -77,10 +77,10 @@ _Loader.add_constructor(_INT, _core_int)
 
 
 @dataclass
-class _Node:
+class Node:
     """A YAML value with its location."""
 
-    value: Any  # dict[str, _Node] | list[_Node] | scalar
+    value: Any  # dict[str, Node] | list[Node] | scalar
     loc: Loc
     key_locs: dict[str, Loc] = field(default_factory=dict)
 
@@ -105,7 +105,7 @@ class _Reader:
         mark = node.start_mark
         return Loc(self.file, mark.line + 1, mark.column + 1, path)
 
-    def read(self, node: yaml.Node, path: str) -> _Node:
+    def read(self, node: yaml.Node, path: str) -> Node:
         loc = self.loc(node, path)
         self.count += 1
         if self.count > MAX_NODES:
@@ -117,9 +117,9 @@ class _Reader:
                     "write plain values: names, numbers, lists and mappings",
                 )
             )
-            return _Node(None, loc)
+            return Node(None, loc)
         if isinstance(node, yaml.MappingNode):
-            out: dict[str, _Node] = {}
+            out: dict[str, Node] = {}
             key_locs: dict[str, Loc] = {}
             explicit, merged = self.pairs(node, path)
             for key_node, value_node in explicit + merged:
@@ -139,7 +139,7 @@ class _Reader:
                 if not isinstance(key, str):
                     self.problems.append(
                         self.loc(key_node, path).problem(
-                            f"keys must be names, found {_kind(key)}"
+                            f"keys must be names, found {kind_of(key)}"
                         )
                     )
                     continue
@@ -155,13 +155,13 @@ class _Reader:
                     continue
                 key_locs[key] = self.loc(key_node, child)
                 out[key] = self.read(value_node, child)
-            return _Node(out, loc, key_locs)
+            return Node(out, loc, key_locs)
         if isinstance(node, yaml.SequenceNode):
-            return _Node(
+            return Node(
                 [self.read(item, f"{path}[{i}]") for i, item in enumerate(node.value)],
                 loc,
             )
-        return _Node(self.scalar(node, path), loc)
+        return Node(self.scalar(node, path), loc)
 
     def pairs(
         self, node: yaml.MappingNode, path: str
@@ -210,7 +210,8 @@ class _TooBig(Exception):
         self.loc = loc
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """The UTF-8 text of a file of at most MAX_BYTES; SpecError (located) otherwise."""
     shown = str(path)
     where = Loc(shown)
     if not path.exists():
@@ -270,7 +271,9 @@ def _control_character(text: str, file: str) -> Problem | None:
     )
 
 
-def _compose(text: str, file: str) -> tuple[_Node | None, list[Problem]]:
+def compose(text: str, file: str) -> tuple[Node | None, list[Problem]]:
+    """YAML text as a tree of located Nodes (bounded in size, depth and node count),
+    with the problems found; None for the tree when the text is not YAML at all."""
     if len(text) > MAX_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         return None, [Loc(file).problem(f"spec is larger than {MAX_BYTES} bytes")]
     bad = _control_character(text, file)
@@ -322,7 +325,7 @@ class _PythonReader:
         self.width: int | None = None  # the input width, for residual layers
         self.count = 0
 
-    def read(self, value: object, path: str, depth: int) -> _Node:
+    def read(self, value: object, path: str, depth: int) -> Node:
         loc = Loc(self.file, 0, 0, path)
         self.count += 1
         if self.count > MAX_NODES:
@@ -331,22 +334,22 @@ class _PythonReader:
             self.problems.append(
                 loc.problem(f"the spec is nested deeper than {MAX_DEPTH} levels")
             )
-            return _Node(None, loc)
+            return Node(None, loc)
         if isinstance(value, Mapping):
-            out: dict[str, _Node] = {}
+            out: dict[str, Node] = {}
             key_locs: dict[str, Loc] = {}
             for key, item in value.items():
                 if not isinstance(key, str):
                     self.problems.append(
-                        loc.problem(f"keys must be names, found {_kind(key)}")
+                        loc.problem(f"keys must be names, found {kind_of(key)}")
                     )
                     continue
                 child = f"{path}.{key}" if path else key
                 key_locs[key] = Loc(self.file, 0, 0, child)
                 out[key] = self.read(item, child, depth + 1)
-            return _Node(out, loc, key_locs)
+            return Node(out, loc, key_locs)
         if isinstance(value, list | tuple):
-            return _Node(
+            return Node(
                 [
                     self.read(item, f"{path}[{i}]", depth + 1)
                     for i, item in enumerate(value)
@@ -354,21 +357,22 @@ class _PythonReader:
                 loc,
             )
         if value is None or isinstance(value, bool | str):
-            return _Node(value, loc)
+            return Node(value, loc)
         if isinstance(value, numbers.Integral):
-            return _Node(int(value), loc)
+            return Node(int(value), loc)
         if isinstance(value, numbers.Real):
-            return _Node(float(value), loc)
+            return Node(float(value), loc)
         self.problems.append(
             loc.problem(
                 f"unsupported value of type {type(value).__name__}",
                 "use names, numbers, lists and dicts",
             )
         )
-        return _Node(None, loc)
+        return Node(None, loc)
 
 
-def _kind(value: object) -> str:
+def kind_of(value: object) -> str:
+    """What a value read from YAML is, as a message says it was found."""
     if value is None:
         return "nothing"
     if isinstance(value, bool):

@@ -14,7 +14,7 @@ from ..errors import ExpressionError, Problem, SpecError, echo, number
 from ..layer_registry import LayerAt, LayerKind
 from .checks import MAX_LAYERS, MAX_UNITS, Checker, _suggest
 from .model import Layer, LayerSpec, Loc, OpSpec, OptimizerSpec, ScheduleSpec, Spec
-from .read import _kind, _Node
+from .read import Node, kind_of
 
 TOP_KEYS = ("name", "input", "layers", "loss", "l2", "optimizer", "init", "task")
 OPTIMIZER_KEYS = (
@@ -42,7 +42,7 @@ class Validator(Checker):
 
     def op(
         self,
-        node: _Node,
+        node: Node,
         table: dict[str, activations.OpDef],
         kind: str,
         output: OpSpec | None = None,
@@ -69,13 +69,13 @@ class Validator(Checker):
         else:
             self.err(
                 node.loc,
-                f"{kind} must be a name or a mapping, found {_kind(v)}",
+                f"{kind} must be a name or a mapping, found {kind_of(v)}",
                 f"known: {', '.join(sorted(table))}",
             )
             return None
         name = name_node.value
         if not isinstance(name, str) or not name:
-            self.err(name_node.loc, f"{kind} name must be text, found {_kind(name)}")
+            self.err(name_node.loc, f"{kind} name must be text, found {kind_of(name)}")
             return None
         if expr_node is not None:
             return self.custom_op(node, name, expr_node, params, kind)
@@ -119,10 +119,10 @@ class Validator(Checker):
 
     def custom_op(
         self,
-        node: _Node,
+        node: Node,
         name: str,
-        expr_node: _Node,
-        params: dict[str, _Node],
+        expr_node: Node,
+        params: dict[str, Node],
         kind: str,
     ) -> OpSpec | None:
         from ..sym import parse  # SymPy is only needed for custom expressions
@@ -165,7 +165,7 @@ class Validator(Checker):
         text = expr_node.value
         if not isinstance(text, str):
             self.err(
-                expr_node.loc, f"expr must be text, found {_kind(text)}", "quote it"
+                expr_node.loc, f"expr must be text, found {kind_of(text)}", "quote it"
             )
             return None
         if not ok:
@@ -182,7 +182,7 @@ class Validator(Checker):
             return None
         return OpSpec(name, tuple(values.items()), text, node.loc)
 
-    def all_used(self, node: _Node, text: str, values: dict[str, float]) -> bool:
+    def all_used(self, node: Node, text: str, values: dict[str, float]) -> bool:
         """Whether expr reads every named parameter: one that it never reads is most
         likely a misspelling (`alpah: 0.1`) or a forgotten edit, and is refused."""
         from ..sym import parse
@@ -197,7 +197,7 @@ class Validator(Checker):
             )
         return not unused
 
-    def optimizer(self, node: _Node | None) -> OptimizerSpec | None:
+    def optimizer(self, node: Node | None) -> OptimizerSpec | None:
         if node is None:
             return OptimizerSpec(
                 "sgd", tuple(optimizers.OPTIMIZERS["sgd"].defaults().items())
@@ -211,7 +211,7 @@ class Validator(Checker):
         else:
             self.err(
                 node.loc,
-                f"optimizer must be a name or a mapping with a name, found {_kind(v)}",
+                f"optimizer must be a name or a mapping with a name, found {kind_of(v)}",
                 "e.g. optimizer: {name: adam, learning_rate: 0.001}",
             )
             return None
@@ -238,7 +238,7 @@ class Validator(Checker):
                 if not isinstance(pnode.value, bool):
                     self.err(
                         pnode.loc,
-                        f"{key} must be true or false, found {_kind(pnode.value)}",
+                        f"{key} must be true or false, found {kind_of(pnode.value)}",
                     )
                 else:
                     values[key] = pnode.value
@@ -269,14 +269,14 @@ class Validator(Checker):
                 return None
         return OptimizerSpec(name, tuple(values.items()), schedule, clip)
 
-    def schedule(self, node: _Node, lr: float | None) -> ScheduleSpec | None:
+    def schedule(self, node: Node, lr: float | None) -> ScheduleSpec | None:
         """`schedule: {name: cosine, t_max: 100, warmup: 5}` in the optimizer mapping."""
         v = node.value
         example = "e.g. schedule: {name: cosine, t_max: 1000}"
         if not isinstance(v, dict) or "name" not in v:
             self.err(
                 node.loc,
-                f"schedule must be a mapping with a name, found {_kind(v)}",
+                f"schedule must be a mapping with a name, found {kind_of(v)}",
                 example,
             )
             return None
@@ -329,12 +329,12 @@ class Validator(Checker):
         order = [s.name for s in entry.all_settings()]
         return ScheduleSpec(name, tuple((k, values[k]) for k in order))
 
-    def spec(self, root: _Node) -> Spec | None:
+    def spec(self, root: Node) -> Spec | None:
         if not isinstance(root.value, dict):
             self.err(
                 root.loc,
                 "a spec must be a mapping of keys (name, input, layers, loss),"
-                f" found {_kind(root.value)}",
+                f" found {kind_of(root.value)}",
             )
             return None
         self.keys(root, TOP_KEYS, ("name", "input", "layers", "loss"))
@@ -380,7 +380,7 @@ class Validator(Checker):
             task_node.loc if task_node is not None else Loc(self.file),
         )
 
-    def input(self, node: _Node) -> int | tuple[int, int, int] | None:
+    def input(self, node: Node) -> int | tuple[int, int, int] | None:
         """`input`: a width (features per example) or an image [C, H, W]."""
         if not isinstance(node.value, list):
             return self.integer(node, 1, MAX_UNITS)
@@ -407,11 +407,11 @@ class Validator(Checker):
             return None
         return (c, h, w)  # type: ignore[return-value]
 
-    def layers(self, node: _Node) -> tuple[LayerSpec, ...] | None:
+    def layers(self, node: Node) -> tuple[LayerSpec, ...] | None:
         if not isinstance(node.value, list):
             self.err(
                 node.loc,
-                f"layers must be a list, found {_kind(node.value)}",
+                f"layers must be a list, found {kind_of(node.value)}",
                 "each item: {units: N, activation: NAME}",
             )
             return None
@@ -432,7 +432,7 @@ class Validator(Checker):
             if not isinstance(item.value, dict):
                 self.err(
                     item.loc,
-                    f"a layer must be a mapping, found {_kind(item.value)}",
+                    f"a layer must be a mapping, found {kind_of(item.value)}",
                     "e.g. {units: 8, activation: relu}",
                 )
                 continue
@@ -454,7 +454,7 @@ class Validator(Checker):
             # this one failed
         return tuple(out) if len(out) == len(node.value) else None
 
-    def layer_kind(self, item: _Node) -> LayerKind | None:
+    def layer_kind(self, item: Node) -> LayerKind | None:
         """The layer's kind: the one its `type` names, or dense without one."""
         tnode = item.value.get("type")
         if tnode is None:
@@ -468,7 +468,7 @@ class Validator(Checker):
         return kind
 
     def output_checks(
-        self, layers: tuple[Layer, ...], loss: OpSpec, task: _Node | None
+        self, layers: tuple[Layer, ...], loss: OpSpec, task: Node | None
     ) -> None:
         """What the loss's traits and the spec's task need of the output layer; a
         custom output's range is sampled in derive (derive._check_output_range)."""
@@ -484,7 +484,7 @@ class Validator(Checker):
                 message, hint = OUTPUT_NEEDS[need](f"task {task.value!r}", out.name)
                 self.err(task.loc, message, hint + ", or task: values")
 
-    def task(self, node: _Node) -> str | None:
+    def task(self, node: Node) -> str | None:
         """The spec's `task:` (what predict returns), overriding derive's decision."""
         v = node.value
         if v in losses.TASKS:
@@ -495,7 +495,7 @@ class Validator(Checker):
         )
         self.err(
             node.loc,
-            f"task must be one of {', '.join(losses.TASKS)}, found {_kind(v)}",
+            f"task must be one of {', '.join(losses.TASKS)}, found {kind_of(v)}",
             hint,
         )
         return None
@@ -514,7 +514,7 @@ OUTPUT_NEEDS: dict[str, Callable[[str, str], tuple[str, str]]] = {
 }
 
 
-def _validated(tree: _Node | None, problems: list[Problem], file: str) -> Spec:
+def _validated(tree: Node | None, problems: list[Problem], file: str) -> Spec:
     if tree is None:
         raise SpecError(problems)
     validator = Validator(file)

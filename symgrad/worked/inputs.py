@@ -20,7 +20,7 @@ import numpy as np
 from .. import files
 from ..errors import Problem, SpecError, SymgradError, echo
 from ..spec.model import Loc
-from ..spec.read import _compose, _Node, _read_text  # the spec's bounded reader
+from ..spec.read import Node, compose, read_text  # the spec's bounded reader
 
 MAX_EXAMPLES = 1000  # examples a worked example takes (it prints every one)
 MAX_TEXT = 64 * 1024  # characters of --x / --y
@@ -45,8 +45,8 @@ def params_from(path: Path, module: types.ModuleType) -> dict[str, np.ndarray]:
             f" .json mapping of parameter names to nested lists; found {echo(suffix)}"
         )
     shown = str(path)
-    text = _read_text(path)
-    tree, problems = _compose(text, shown)
+    text = read_text(path)
+    tree, problems = compose(text, shown)
     if problems:
         raise SpecError(problems)
     assert tree is not None
@@ -54,7 +54,7 @@ def params_from(path: Path, module: types.ModuleType) -> dict[str, np.ndarray]:
 
 
 def params_from_tree(
-    tree: _Node, module: types.ModuleType, shown: str
+    tree: Node, module: types.ModuleType, shown: str
 ) -> dict[str, np.ndarray]:
     """The parameters of a read mapping, every problem reported at once."""
     shapes = {**module.PARAM_SHAPES, **module.BUFFER_SHAPES}
@@ -99,13 +99,13 @@ def params_from_tree(
 
 
 def _array(
-    node: _Node, shape: tuple[int, ...], problems: list[Problem]
+    node: Node, shape: tuple[int, ...], problems: list[Problem]
 ) -> np.ndarray | None:
     """A nested list of numbers of the given shape, or None (its problems added)."""
     before = len(problems)
     values: list[float] = []
 
-    def visit(n: _Node, depth: int) -> None:
+    def visit(n: Node, depth: int) -> None:
         if len(problems) - before >= 3:
             return
         if depth == len(shape):
