@@ -245,6 +245,11 @@ def flat(shape: int | tuple[int, ...]) -> int:
     return shape if isinstance(shape, int) else math.prod(shape)
 
 
+def shape_text(shape: int | tuple[int, ...]) -> str:
+    """3×8×8 for an image, 64 for a vector."""
+    return "×".join(str(d) for d in shape) if isinstance(shape, tuple) else str(shape)
+
+
 def any_but_plain_dense(rules: Iterable[Rule]) -> bool:
     """A network with a layer that is not the textbook's dense layer."""
     return any(not r.plain_dense for r in rules)

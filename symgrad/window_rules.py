@@ -364,6 +364,12 @@ class ConvRule(Rule):
         res = ", residual" if self.residual else ""
         return f"conv {c}×{h}×{w} ({self.activation.title}{res})"
 
+    @property
+    def label(self) -> str:
+        rows, cols = self.geometry.kernel
+        res = ", residual" if self.residual else ""
+        return f"conv {rows}×{cols}, {self.activation.title}{res}"
+
 
 @dataclass(frozen=True)
 class PoolRule(Rule):
@@ -384,6 +390,11 @@ class PoolRule(Rule):
         c, h, w = self.geometry.out
         return f"{self.rules.op}pool {c}×{h}×{w}"
 
+    @property
+    def label(self) -> str:
+        rows, cols = self.geometry.kernel
+        return f"{self.rules.op}pool {rows}×{cols}"
+
 
 @dataclass(frozen=True)
 class FlattenRule(Rule):
@@ -402,6 +413,10 @@ class FlattenRule(Rule):
     @property
     def title(self) -> str:
         return f"flatten {self.units}"
+
+    @property
+    def label(self) -> str:
+        return "flatten"
 
 
 __all__ = [

@@ -544,6 +544,13 @@ def test_the_report_lays_out_every_image_layer(tmp_path) -> None:
     for title in ("convolution", "max pooling", "average pooling", "flatten"):
         assert f": {title}" in text
     assert "W[f, C, U + p_h - i·s_h, V + p_w - j·s_w]" in text  # the flipped kernel
+    # the network line gives each image layer's C×H×W (by hand from the spec: 8×7 padded
+    # by 1 under a 3×3 kernel stays 8×7; pooled by 2, 4×3; a 2×3 kernel with padding 1
+    # gives 5×3; pooled by 2, 2×1)
+    assert (
+        "Network: 1×8×7 → 3×8×7 (conv 3×3, ReLU) → 3×4×3 (maxpool 2×2) → 4×5×3"
+        " (conv 2×3, tanh) → 4×2×1 (avgpool 2×2) → 8 (flatten) → 3 (softmax)."
+    ) in " ".join(text.split())
     latex = symgrad.render_report(SMALL_CNN, "latex", standalone=True)
     assert r"\operatorname{win}" in latex
     symgrad.render_report(SMALL_CNN, "markdown")

@@ -18,6 +18,7 @@ import sympy as sp
 from sympy.core.symbol import Str
 
 from .. import naming as nm
+from ..layer_registry import shape_text
 from ..spec.checks import Checker
 from ..sym.arrays import (
     Cropped,
@@ -64,11 +65,6 @@ class Window:
             f"kernel {_pair_text(self.kernel)}, stride {_pair_text(self.stride)},"
             f" padding {_pair_text(self.padding)}"
         )
-
-
-def shape_text(shape: int | tuple[int, ...]) -> str:
-    """3×8×8 for an image, 64 for a vector."""
-    return "×".join(str(d) for d in shape) if isinstance(shape, tuple) else str(shape)
 
 
 def _pair_text(p: Pair) -> str:

@@ -31,11 +31,19 @@ from .base import Context
 from .network import NETWORK_SECTIONS, batch_equations
 
 
+def _shape(shape: int | tuple[int, ...]) -> Inline:
+    """A layer's width, or an image's C×H×W (as math: × is a formula's sign)."""
+    if isinstance(shape, int):
+        return str(shape)
+    return M(r" \times ".join(map(str, shape)), layer_registry.shape_text(shape))
+
+
 def _intro(d: Derivation) -> tuple[Block, ...]:
     spec = d.spec
-    network: list[Inline] = [str(spec.input)]
-    for r in d.layers:
-        network += [" ", RIGHT, f" {r.units} (", Name(r.label), ")"]
+    shapes = spec.shapes
+    network: list[Inline] = [_shape(shapes[0])]
+    for r, shape in zip(d.layers, shapes[1:], strict=True):
+        network += [" ", RIGHT, " ", _shape(shape), " (", Name(r.label), ")"]
     title, cut = loss_title(d)
     loss: list[Inline] = [Name(title)]
     if cut:
