@@ -1,6 +1,7 @@
-"""A CNN on scikit-learn's 8×8 digits beside the same CNN in PyTorch: examples/digits_cnn.yaml
-(conv 8 3×3 relu → maxpool 2 → conv 16 3×3 same relu → avgpool 2 → flatten → 10 softmax,
-categorical cross-entropy, adam lr 0.003).
+"""A CNN on scikit-learn's 8×8 digits beside the same CNN in PyTorch and beside an MLP:
+examples/digits_cnn.yaml (conv 8 3×3 relu → maxpool 2 → conv 16 3×3 same relu → avgpool 2
+→ flatten → 10 softmax, categorical cross-entropy, adam lr 0.003) and
+examples/digits_mlp.yaml (64 → 32 relu → 10 softmax, the same loss and optimizer).
 
     python examples/compare_cnn.py --seeds 5      # needs scikit-learn (its digits) and torch
     python examples/compare_cnn.py --quick        # 1 seed, 2 epochs: the tests' smoke run
@@ -10,7 +11,8 @@ downloaded), pixel values scaled by 1/16, split 80/20 with a fixed seed. For eac
 both start from the module's init_params(s) (copied into torch.nn.Conv2d and Linear:
 PyTorch's layout, a dense W transposed) and train in float32 with adam on the same
 batches in the same order (fit's: default_rng(s + epoch).permutation, batches of 32, the
-last one smaller). The table gives the held-out accuracy as mean ± sd over the seeds.
+last one smaller); the MLP starts from its own init_params(s) and trains on the same
+batches. The table gives the held-out accuracy as mean ± sd over the seeds.
 The lockstep column trains both in float64 from seed 0 for one epoch and gives the
 largest difference of any parameter at the end: what is left is arithmetic.
 """
@@ -23,7 +25,7 @@ import time
 import numpy as np
 import realdata as rd
 
-NAME, EPOCHS, BATCH_SIZE = "digits_cnn", 30, 32
+NAME, MLP, EPOCHS, BATCH_SIZE = "digits_cnn", "digits_mlp", 30, 32
 
 
 def load_digits_split(seed: int = 0):
@@ -112,11 +114,24 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)  # tiny tensors: one thread is PyTorch's fastest here
-    module = rd.load_model(NAME)
+    module, mlp = rd.load_model(NAME), rd.load_model(MLP)
     X_train, X_test, y_train, y_test = load_digits_split()
-    scores: dict[str, list[float]] = {"symgrad": [], "torch": []}
-    seconds: dict[str, float] = {"symgrad": 0.0, "torch": 0.0}
+    scores: dict[str, list[float]] = {"symgrad": [], "torch": [], "mlp": []}
+    seconds: dict[str, float] = {"symgrad": 0.0, "torch": 0.0, "mlp": 0.0}
     for seed in range(args.seeds):
+        params = mlp.init_params(seed, dtype=np.float32)
+        t0 = time.perf_counter()
+        mlp.fit(
+            params,
+            X_train,
+            y_train,
+            epochs=args.epochs,
+            batch_size=BATCH_SIZE,
+            seed=seed,
+        )
+        seconds["mlp"] += time.perf_counter() - t0
+        predicted = mlp.predict(params, X_test.astype(np.float32))
+        scores["mlp"].append(float((predicted == y_test).mean()))
         params = module.init_params(seed, dtype=np.float32)
         net = torch_twin(module, params, torch.float32)
         t0 = time.perf_counter()
@@ -139,13 +154,15 @@ def main(argv: list[str] | None = None) -> dict:
         scores["torch"].append(torch_accuracy(net, X_test, y_test, torch.float32))
     drift = lockstep(module, X_train, y_train)
     print(
-        f"digits_cnn on scikit-learn's digits: {len(X_train)} training / {len(X_test)} "
-        f"test images; {args.epochs} epochs, batch {BATCH_SIZE}, seeds 0-{args.seeds - 1}"
+        f"digits_cnn and digits_mlp on scikit-learn's digits: {len(X_train)} training /"
+        f" {len(X_test)} test images; {args.epochs} epochs, batch {BATCH_SIZE},"
+        f" seeds 0-{args.seeds - 1}"
     )
     print("  model                          test accuracy (mean ± sd)   time per run")
     for name, label in (
         ("symgrad", "symgrad generated/digits_cnn"),
         ("torch", "PyTorch"),
+        ("mlp", "symgrad generated/digits_mlp"),
     ):
         print(
             f"  {label:<30} {rd.summary(scores[name]):<27} "

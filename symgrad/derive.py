@@ -31,6 +31,7 @@ from .sym.cost import cost
 from .sym.functions import (
     avoid,
     invert,
+    log_erfc,
     numeric,
     sigmoid,
     softplus,
@@ -1008,13 +1009,23 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         delta = min(deltas, key=_rank)
     q = None if jvp else _collapse_factor(delta)
     collapsed = q is not None
+    delta_ref = None if act.vector else exact_delta(dl_da, act)
     if collapsed:
         delta = a - y if q == 1 else sp.Mul(q, a - y, evaluate=False)
     elif not act.vector:
         # written through z = f⁻¹(a) where that is finite and (1 - a) or log(a) is not
-        exact = (dl_da * act.dz).xreplace({a: act.forward})
         in_z = {stabilize(d.xreplace({a: act.forward})) for d in deltas}
-        delta, missed = _pick_stable([*deltas, *in_z], exact, {a: act.forward})
+        # and the derivative of each stable form of the loss (log Φ(z) as log erfc
+        # gives e^{-x²}/erfc(x), finite where φ/Φ's quotient is 0/0)
+        through = {
+            tidy(sp.diff(form.xreplace({a: act.forward}), z))
+            for form in _loss_forms(loss, act)
+            if form.has(log_erfc)
+        }
+        delta_ref = _equal_reference(delta_ref, through)
+        delta, missed = _pick_stable(
+            [*deltas, *in_z, *through], delta_ref, {a: act.forward}
+        )
         if missed:
             notes.append(_missed_note(f"output delta of {loss_op.name}", missed))
     forms = _loss_forms(loss, act)
@@ -1022,7 +1033,10 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
     if log_terms is not None:
         forward = _softmax_logs(loss)
     if not act.vector:
-        reference = loss.xreplace({a: act.forward})
+        reference = _equal_reference(
+            loss.xreplace({a: act.forward}),
+            {f.xreplace({a: act.forward}) for f in forms if f.has(log_erfc)},
+        )
         first: list[str] = []
         for form in forms:
             missed = stability.failures(form, reference, points, {a: act.forward})
@@ -1035,8 +1049,8 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         if not loss_op.custom and losses.LOSSES[loss_op.name].output == "unit_interval":
             exact_to = _exact_range(
                 [
-                    (forward, loss.xreplace({a: act.forward})),
-                    (delta, (dl_da * act.dz).xreplace({a: act.forward})),
+                    (forward, reference),
+                    (delta, delta_ref),
                 ],
                 act,
             )
@@ -1062,6 +1076,23 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         tuple(notes),
         log_terms,
     )
+
+
+def exact_delta(dl_da: sp.Expr, act: ActivationRule) -> sp.Expr:
+    """∂ℓ/∂z as written, in z: the reference of a delta's checks."""
+    return (dl_da * act.dz).xreplace({a: act.forward})
+
+
+def _equal_reference(plain: sp.Expr, stable: set[sp.Expr]) -> sp.Expr:
+    """The reference a form is checked against at extreme z: `plain` in 50 digits
+    cannot resolve 1 − Φ(30) (it is 0 there, the check vacuous), so the cheapest of
+    the `stable` forms (free of `a`; e.g. in log erfc, which mpmath evaluates
+    exactly for every z) that equals `plain` wherever `plain` is exact; else `plain`."""
+    points = _defined_at(plain, [{z: v, y: t} for v in CHECK_POINTS for t in TARGETS])
+    for form in sorted(stable, key=_rank):
+        if not form.has(a) and points and same_values(form, plain, points):
+            return form
+    return plain
 
 
 RANGE_SCAN = tuple(float(v) for v in range(1, 41)) + (50.0, 100.0, 1000.0)

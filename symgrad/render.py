@@ -16,12 +16,9 @@ import functools
 import os
 import shlex
 import textwrap
-from fractions import Fraction
-from importlib import resources
 from pathlib import Path
 
 import black
-import jinja2
 import sympy as sp
 
 from . import optimizers
@@ -31,7 +28,9 @@ from .plan import Param, Plan, build
 from .printers import learning_rate
 from .printers.numpy_module import allocating, in_place
 from .spec import OptimizerSpec
+from .sym import special
 from .sym.code import number_text
+from .sym.special import environment
 from .version import __version__
 
 COMMENT_WIDTH = 80
@@ -43,25 +42,6 @@ RUNTIME_SHARED = (
     Path(__file__).resolve().parent / "runtime_shared.py"
 )  # in both modules
 CONFIG_END = "# --- end of configuration ---\n"  # the runtime is what follows this line
-
-
-def _template_dir() -> Path:
-    """templates/ in a source checkout; the symgrad.templates package when installed."""
-    here = Path(__file__).resolve().parent.parent / "templates"
-    if (here / "module.py.jinja").is_file():
-        return here
-    return Path(str(resources.files("symgrad.templates")))
-
-
-def environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_template_dir())),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-    )
 
 
 def constants(d: Derivation, plan: Plan) -> dict[str, object]:
@@ -161,7 +141,7 @@ def context(
         "notes": _notes(buffers, plan),
         "dropout": repr(plan.dropout),
         "helpers": sorted(helpers),
-        "erf_source": _erf_source() if "_erf" in helpers else "",
+        "erf_source": special.source(helpers),
         "derived": derived + "\n\n" + learning_rate.source(plan),
         "step": step.source,
         "runtime": runtime_code(),
@@ -269,25 +249,6 @@ def _wrap_equations(eqs: list[str]) -> list[str]:
 
 def _version() -> str:
     return __version__
-
-
-ERF_TERMS = 56  # Kummer series terms: the tail is below 1e-17 relative for |x| < 2.5
-ERF_DEPTH = 32  # continued fraction: erfc(x ≥ 2.5) to 1e-13 relative, so erf to 1 ulp
-
-
-def erf_series() -> list[str]:
-    """The coefficients of the modules' erf series, as literals: c_n = 2^n / (2n + 1)!!,
-    exactly, then rounded once."""
-    series, c = [], Fraction(1)
-    for n in range(ERF_TERMS):
-        series.append(repr(float(c)))
-        c = c * 2 / (2 * n + 3)
-    return series
-
-
-def _erf_source() -> str:
-    template = environment().get_template("erf.py.jinja")
-    return template.render(erf_series=erf_series(), erf_depth=ERF_DEPTH).strip()
 
 
 def docstring_text(text: str) -> str:

@@ -10,7 +10,6 @@ is written; symgrad.generate writes it atomically (symgrad.files).
 
 from __future__ import annotations
 
-import math
 import os
 import textwrap
 from pathlib import Path
@@ -21,11 +20,8 @@ from .printers import learning_rate
 from .printers.xp_module import derived
 from .render import (
     DOC_WIDTH,
-    ERF_DEPTH,
     _version,
     constants,
-    environment,
-    erf_series,
     formatted,
     output_path,
     regenerate_line,
@@ -33,6 +29,8 @@ from .render import (
     runtime_of,
     title,
 )
+from .sym import special
+from .sym.special import environment
 
 RUNTIME_XP = Path(__file__).resolve().parent / "runtime_xp.py"
 TARGET = "array-api"  # the value of --target, and of generate(target=)
@@ -69,7 +67,7 @@ def context(
         "dropout": repr(bool(noise)),
         "noise": repr(noise),
         "helpers": sorted(printed.helpers),
-        "erf_source": _erf_source() if "_erf" in printed.helpers else "",
+        "erf_source": special.source(printed.helpers, xp=True),
         "derived": printed.source + "\n\n" + learning_rate.source(plan),
         "runtime": runtime_code(),
     }
@@ -120,16 +118,6 @@ def _notes(plan: Plan, buffers: bool, dropout: bool) -> list[str]:
     )
     del plan
     return [textwrap.fill(n, DOC_WIDTH) for n in notes]
-
-
-def _erf_source() -> str:
-    template = environment().get_template("erf_xp.py.jinja")
-    return template.render(
-        erf_series=erf_series(),
-        erf_depth=ERF_DEPTH,
-        two_over_sqrt_pi=repr(2 / math.sqrt(math.pi)),
-        sqrt_pi=repr(math.sqrt(math.pi)),
-    ).strip()
 
 
 def runtime_code() -> str:

@@ -30,6 +30,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from .sym import special
 from .sym.code import DTYPE, NumPyCode
 from .sym.functions import Coefficient
 
@@ -53,7 +54,16 @@ def _namespace(dtype: type) -> dict[str, object]:
     def erf(x: np.ndarray) -> np.ndarray:
         return _erf(x).astype(dtype)
 
-    return {"np": np, "_sigmoid": _sigmoid, "_erf": erf, DTYPE: dtype}
+    # log erfc and e^{-x²}/erfc: the module's own code (sym/special.py)
+    built = special.numpy_helpers()
+    return {
+        "np": np,
+        "_sigmoid": _sigmoid,
+        "_erf": erf,
+        "_log_erfc": built["_log_erfc"],
+        "_inv_erfcx": built["_inv_erfcx"],
+        DTYPE: dtype,
+    }
 
 
 def printed(expr: sp.Expr, env: Mapping[sp.Symbol, np.ndarray], dtype: type) -> object:
@@ -126,6 +136,15 @@ def _mp_softplus(x: mpmath.mpf) -> mpmath.mpf:
     return mpmath.log1p(_mp_exp(x)) if x < 0 else x + mpmath.log1p(_mp_exp(-x))
 
 
+def _mp_log_erfc(x: mpmath.mpf) -> mpmath.mpf:
+    _bounded(x * x)  # erfc(x) ~ e^{-x²}: its exponent is bounded as exp's is
+    return mpmath.log(mpmath.erfc(x))
+
+
+def _mp_inv_erfcx(x: mpmath.mpf) -> mpmath.mpf:
+    return 1 / (_mp_exp(x * x) * mpmath.erfc(x))
+
+
 def _mp_avoid(x: mpmath.mpf, p: mpmath.mpf, safe: mpmath.mpf) -> mpmath.mpf:
     return safe if x == p else x
 
@@ -142,6 +161,8 @@ MP_FUNCTIONS = {  # the one table of functions mpmath evaluates for symgrad's ch
     "sigmoid": _mp_sigmoid,
     "softplus": _mp_softplus,
     "avoid": _mp_avoid,
+    "log_erfc": _mp_log_erfc,
+    "inv_erfcx": _mp_inv_erfcx,
     "exp": _mp_exp,
     **{
         name: _guarded(getattr(mpmath, name))

@@ -505,19 +505,44 @@ if __name__ == "__main__":
                 print(f"----- {step.splitlines()[0]}\n{printed}")
 
 
+def _shown_output(page: Path, heading: str, command: str) -> str:
+    """The output a page shows for `command`, in the section under `heading`."""
+    text = page.read_text()
+    section = text[text.index(heading) :]
+    shown = section[section.index(f"$ {command}") :]
+    return shown[: shown.index("```")]
+
+
 def test_cnn_section_shows_what_a_rerun_prints() -> None:
-    """docs/examples.md's digits CNN beside PyTorch: the accuracies and the lockstep
-    difference a rerun prints (the times are the machine's)."""
+    """docs/examples.md's digits CNN beside PyTorch and the MLP, and the README's copy
+    of it: the accuracies and the lockstep difference a rerun prints (the times are
+    the machine's)."""
     pytest.importorskip("torch", reason=TORCH)
     pytest.importorskip("sklearn", reason='the compare extra: pip install ".[compare]"')
-    text = (ROOT / "docs" / "examples.md").read_text()
-    section = text[text.index("## A CNN on the digits, beside PyTorch") :]
-    shown = section[section.index("$ python examples/compare_cnn.py --seeds 5") :]
-    shown = shown[: shown.index("```")]
+    command = "python examples/compare_cnn.py --seeds 5"
+    pages = {
+        "docs/examples.md": _shown_output(
+            ROOT / "docs" / "examples.md",
+            "## A CNN on the digits, beside PyTorch and an MLP",
+            command,
+        ),
+        "README.md": _shown_output(
+            ROOT / "README.md", "## The digits: a CNN, PyTorch and an MLP", command
+        ),
+    }
     cnn = importlib.import_module("compare_cnn")
     results = cnn.main(["--seeds", "5"])
-    for name in ("symgrad", "torch"):
-        assert rd.summary(results["scores"][name]) in shown, name
     assert results["lockstep"] < 1e-12  # rounding: its digits are the machine's
-    shown_lockstep = float(shown.split("max |Δparameter| = ")[1].split()[0])
-    assert shown_lockstep < 1e-12
+    for page, shown in pages.items():
+        rows = {
+            name: next(line for line in shown.splitlines() if label in line)
+            for name, label in (
+                ("symgrad", "generated/digits_cnn"),
+                ("torch", "PyTorch"),
+                ("mlp", "generated/digits_mlp"),
+            )
+        }
+        for name, row in rows.items():
+            assert rd.summary(results["scores"][name]) in row, (page, name, row)
+        shown_lockstep = float(shown.split("max |Δparameter| = ")[1].split()[0])
+        assert shown_lockstep < 1e-12, page

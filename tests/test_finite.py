@@ -87,10 +87,6 @@ def _mp_sigmoid(u):
     return 1 / (1 + mpmath.exp(-u)), 1 / (1 + mpmath.exp(u))
 
 
-def _mp_probit(u):
-    return mpmath.ncdf(u), mpmath.ncdf(-u)
-
-
 def _kl(yhat, t):
     p, q = yhat
     return _xlogy(t, t / p) + _xlogy(1 - t, (1 - t) / q)
@@ -247,36 +243,3 @@ def test_log_one_minus_softmax_at_large_logit_gaps(tmp_path, loss, gap, dtype) -
         stepped, module.init_state(stepped), Z.astype(dtype), Y.astype(dtype)
     )
     assert np.isfinite(before) and np.all(np.isfinite(stepped["W1"]))
-
-
-PROBIT = "(1 + erf(z/sqrt(2)))/2"
-
-
-def test_probit_with_binary_crossentropy_is_accepted_and_exact_where_it_says(
-    tmp_path,
-) -> None:
-    """Φ(9) rounds to 1 but lies in (0, 1): the spec is accepted. No stable form of
-    log(1 − Φ) is derived yet: the summary says so, naming the range where the module
-    is exact, and within it the module matches mpmath."""
-    import re
-
-    import symgrad
-
-    spec = {
-        "name": "probit_bce",
-        "input": 1,
-        "layers": [{"units": 1, "activation": {"name": "probit", "expr": PROBIT}}],
-        "loss": "binary_crossentropy",
-    }
-    module = generate_module(spec, tmp_path)
-    notes = [n for n in symgrad.derive(spec).notes if "'probit'" in n]
-    assert len(notes) == 1, notes
-    found = re.search(r"exact for \|z\| <= (\d+) in float64", notes[0])
-    assert found, notes[0]
-    limit = float(found.group(1))
-    assert limit >= 5
-    zs = [s * v for v in np.linspace(0.25, limit, 12) for s in (-1, 1)]
-    for target in (0.0, 1.0):
-        Y = np.full((len(zs), 1), target)
-        # "exact" as symgrad's checks mean it: within 1e-7 of the true value
-        _compare(module, _bce, _mp_probit, _column(zs), Y, np.float64, tol=1e-7)

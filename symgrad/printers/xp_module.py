@@ -64,7 +64,16 @@ from ..plan import (
 from ..plan import resolve as resolved
 from ..sym.arrays import KeepMask, ReductionBase
 from ..sym.code import NumPyCode, _clamped_pieces, number_text
-from ..sym.functions import avoid, log_softmax, numeric, sigmoid, softplus, variables
+from ..sym.functions import (
+    avoid,
+    inv_erfcx,
+    log_erfc,
+    log_softmax,
+    numeric,
+    sigmoid,
+    softplus,
+    variables,
+)
 from .blocks import INDENT, Lines, Walker
 
 DTYPE = "dt"  # the local naming X's dtype, for xp.astype(mask, dt)
@@ -202,6 +211,14 @@ class XPCode(NumPyCode):
     def _print_erf(self, expr: sp.erf) -> str:
         self.helpers.add("_erf")
         return f"_erf(xp, {self._print(expr.args[0])})"
+
+    def _print_log_erfc(self, expr: log_erfc) -> str:
+        self.helpers.update({"_erf", "_log_erfc"})  # built on _erf (sym/special.py)
+        return f"_log_erfc(xp, {self._print(expr.args[0])})"
+
+    def _print_inv_erfcx(self, expr: inv_erfcx) -> str:
+        self.helpers.update({"_erf", "_inv_erfcx"})
+        return f"_inv_erfcx(xp, {self._print(expr.args[0])})"
 
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         if variables(expr) and expr.exp in (sp.S.Half, -sp.S.Half):

@@ -4,7 +4,8 @@ derive's stability checks, which evaluate candidate forms as the module will pri
 `NumPyCode` only adds `_print_<Class>` methods to SymPy's NumPyPrinter: `np.` prefixes,
 exact decimal literals, folded numeric constants, `np.where` for piecewise rules (with
 typed constants so float32 stays float32), and the stable helpers of the generated module
-(`_sigmoid`, `_erf`, `np.logaddexp`); sym/text.py writes the same rules as unicode.
+(`_sigmoid`, `_erf`, `_log_erfc`, `_inv_erfcx`, `np.logaddexp`); sym/text.py writes the
+same rules as unicode.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from .arrays import (
 from .functions import (
     avoid,
     decimal_text,
+    inv_erfcx,
+    log_erfc,
     log_softmax,
     numeric,
     sigmoid,
@@ -206,6 +209,14 @@ class NumPyCode(NumPyPrinter):
     def _print_erf(self, expr: sp.erf) -> str:
         self.helpers.add("_erf")
         return f"_erf({self._print(expr.args[0])})"
+
+    def _print_log_erfc(self, expr: log_erfc) -> str:
+        self.helpers.update({"_erf", "_log_erfc"})  # built on _erf (sym/special.py)
+        return f"_log_erfc({self._print(expr.args[0])})"
+
+    def _print_inv_erfcx(self, expr: inv_erfcx) -> str:
+        self.helpers.update({"_erf", "_inv_erfcx"})
+        return f"_inv_erfcx({self._print(expr.args[0])})"
 
     # array nodes of a plan (arrays.py)
     def _print_MatProduct(self, expr: MatProduct) -> str:

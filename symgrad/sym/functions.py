@@ -8,6 +8,9 @@ Derivation works on plain SymPy (exp, log); before an expression is printed as c
     log(sigmoid(u))   -> -softplus(-u)
     log(1 - sigmoid(u)) -> -softplus(u)
     log(cosh(u))      -> |u| + softplus(-2|u|) - log 2
+    log(c·(1 ± erf(u))), log(c·erfc(u))
+                      -> log c + log_erfc(∓u), log c + log_erfc(u)
+                         (printed as a helper finite for every u: a probit's log Φ)
 
 Each function knows its derivative (`fdiff`), so a stabilized expression is still a
 valid SymPy expression.
@@ -158,6 +161,44 @@ class log_softmax(sp.Function):  # noqa: N801
         return _power(rf"\log\operatorname{{softmax}}\left({arg}\right)", exp)
 
 
+class log_erfc(sp.Function):  # noqa: N801
+    """log(erfc(x)), finite for every x: log erfcx(x) − x² for x ≥ 0 (erfcx(x) =
+    e^{x²} erfc(x), never formed as that product) and log(1 + erf(−x)) below."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return -2 / sp.sqrt(sp.pi) * inv_erfcx(self.args[0])
+
+    def _eval_rewrite_as_erfc(self, x: sp.Expr, **kwargs: object) -> sp.Expr:
+        return sp.log(sp.erfc(x))
+
+    def _latex(
+        self, printer: sp.printing.latex.LatexPrinter, exp: str | None = None
+    ) -> str:
+        arg = printer._print(self.args[0])
+        return _power(rf"\log\operatorname{{erfc}}\left({arg}\right)", exp)
+
+
+class inv_erfcx(sp.Function):  # noqa: N801
+    """e^{−x²}/erfc(x) = 1/erfcx(x), finite for every x: the derivative of log erfc is
+    −2/√π times it (the Mills ratio φ/Φ of the normal distribution, rescaled)."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        r = inv_erfcx(self.args[0])
+        return -2 * self.args[0] * r + 2 / sp.sqrt(sp.pi) * r**2
+
+    def _eval_rewrite_as_erfc(self, x: sp.Expr, **kwargs: object) -> sp.Expr:
+        return sp.exp(-(x**2)) / sp.erfc(x)
+
+    def _latex(
+        self, printer: sp.printing.latex.LatexPrinter, exp: str | None = None
+    ) -> str:
+        arg = printer._print(self.args[0])
+        return _power(
+            rf"\frac{{e^{{-\left({arg}\right)^{{2}}}}}}{{\operatorname{{erfc}}\left({arg}\right)}}",
+            exp,
+        )
+
+
 def _power(function: str, exp: str | None) -> str:
     """A function's LaTeX raised to a power: SymPy's printer passes the power of a
     Pow whose base is a Function as `exp=` (sigmoid(z)**(3/2) in a focal loss)."""
@@ -179,10 +220,37 @@ def _is_zero(expr: sp.Expr) -> bool:
         return False
 
 
+def _log_erfc_form(arg: sp.Expr) -> sp.Expr | None:
+    """log(arg) as log c + log_erfc(v) when arg = c·erfc(v) for a positive constant c,
+    with its one erf or erfc written either way (erf u = 1 − erfc u = erfc(−u) − 1,
+    erfc u = 2 − erfc(−u)): log(c·(1 + erf u)) = log c + log_erfc(−u). None when arg
+    is not of that form."""
+    calls = arg.atoms(sp.erf, sp.erfc)
+    if len(calls) != 1:
+        return None
+    call = next(iter(calls))
+    u, e = call.args[0], sp.Dummy("e")  # e: the value of erfc(v), v = u or −u
+    if isinstance(call, sp.erf):
+        ways = ((1 - e, u), (e - 1, -u))
+    else:
+        ways = ((e, u), (2 - e, -u))
+    for written, v in ways:
+        try:
+            c = sp.cancel(sp.together(sp.expand(arg.xreplace({call: written})) / e))
+        except (sp.PolynomialError, TypeError, ValueError):
+            continue
+        if not variables(c) and not c.has(e) and c.is_positive:
+            return sp.log(c) + log_erfc(v)
+    return None
+
+
 def _stable_node(node: sp.Expr) -> sp.Expr:
     """A stable form of one node, or the node itself when no rule applies."""
     if isinstance(node, sp.log):
         arg = node.args[0]
+        erfc_form = _log_erfc_form(arg)
+        if erfc_form is not None:  # log Φ(u) of a probit, finite for every u
+            return erfc_form
         if arg.has(sp.tanh) and not arg.has(sigmoid):  # tanh u = 2σ(2u) - 1
             logistic = arg.replace(
                 lambda n: isinstance(n, sp.tanh),
