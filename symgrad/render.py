@@ -5,9 +5,13 @@ of the derived part (the constants, every name, every printed expression, every 
 the Jinja2 templates in templates/ only lay it out. The runtime is
 symgrad/runtime_shared.py (what the NumPy module and its array-API twin share) and then
 symgrad/runtime.py, each from the end of its configuration block on, copied in as it is:
-the same in every module, configured by the printed constants. The source is formatted
-with black in process and written atomically: a temporary file in the target directory,
-then a rename, so a failed run leaves any existing file untouched (symgrad.files).
+the same in every module, configured by the printed constants. The derived part is
+formatted with black in process; the runtime, black-clean as the project's code is, is
+appended as it is (black lays out each top-level statement on its own, so the result is
+black's layout of the whole module: tests/test_render_speed.py checks it for every
+example, and black takes ~0.5 s on the runtime). The module is written atomically: a
+temporary file in the target directory, then a rename, so a failed run leaves any
+existing file untouched (symgrad.files).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 
-import black
 import jinja2
 import sympy as sp
 
@@ -53,7 +56,9 @@ def _template_dir() -> Path:
     return Path(str(resources.files("symgrad.templates")))
 
 
+@functools.cache
 def environment() -> jinja2.Environment:
+    """The templates' environment, one a process (its compiled templates kept)."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_template_dir())),
         trim_blocks=True,
@@ -164,7 +169,6 @@ def context(
         "erf_source": _erf_source() if "_erf" in helpers else "",
         "derived": derived + "\n\n" + learning_rate.source(plan),
         "step": step.source,
-        "runtime": runtime_code(),
     }
 
 
@@ -368,14 +372,23 @@ def render(d: Derivation, out_dir: str | os.PathLike[str] | None = None) -> str:
             is a bug in symgrad, and nothing has been written.
     """
     source = environment().get_template("module.py.jinja").render(**context(d, out_dir))
-    return formatted(
+    head = formatted(
         source, f"{d.spec.name}.py", f"the module generated for {d.spec.name!r}"
     )
+    return with_runtime(head, runtime_code())
+
+
+def with_runtime(head: str, runtime: str) -> str:
+    """The formatted derived part of a module, then its runtime (already black-clean),
+    two blank lines apart as black separates top-level definitions."""
+    return head + "\n\n" + runtime + "\n"
 
 
 def formatted(source: str, filename: str, what: str) -> str:
     """source through black, then compiled: a failure is symgrad's bug, and raises
     before anything is written."""
+    import black  # ~0.06 s to import: only where something is formatted
+
     try:
         text = black.format_str(source, mode=black.Mode())
         compile(text, filename, "exec", dont_inherit=True)
