@@ -49,6 +49,11 @@ def disable() -> None:
     _state["enabled"] = False
 
 
+def enabled() -> bool:
+    """Whether this process reads and writes the cache."""
+    return _state["enabled"]
+
+
 def directory() -> Path:
     """Where the entries live (see the module's docstring)."""
     chosen = os.environ.get("SYMGRAD_CACHE_DIR")

@@ -21,7 +21,6 @@ import os
 import shlex
 import textwrap
 from fractions import Fraction
-from importlib import resources
 from pathlib import Path
 
 import jinja2
@@ -29,10 +28,10 @@ import sympy as sp
 
 from . import optimizers
 from .derive import Derivation
-from .errors import SymgradError, printable
 from .plan import Param, Plan, build
 from .printers import learning_rate
 from .printers.numpy_module import allocating, in_place
+from .result_cache import template_dir
 from .spec import OptimizerSpec
 from .sym.code import number_text
 from .version import __version__
@@ -48,19 +47,11 @@ RUNTIME_SHARED = (
 CONFIG_END = "# --- end of configuration ---\n"  # the runtime is what follows this line
 
 
-def _template_dir() -> Path:
-    """templates/ in a source checkout; the symgrad.templates package when installed."""
-    here = Path(__file__).resolve().parent.parent / "templates"
-    if (here / "module.py.jinja").is_file():
-        return here
-    return Path(str(resources.files("symgrad.templates")))
-
-
 @functools.cache
 def environment() -> jinja2.Environment:
     """The templates' environment, one a process (its compiled templates kept)."""
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_template_dir())),
+        loader=jinja2.FileSystemLoader(str(template_dir())),
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -398,20 +389,3 @@ def formatted(source: str, filename: str, what: str) -> str:
             "Please report it with the spec."
         ) from exc
     return text
-
-
-def output_path(name: str, out_dir: str | os.PathLike[str] | None) -> Path:
-    directory = Path(out_dir) if out_dir is not None else Path("generated")
-    if directory.exists() and not directory.is_dir():
-        raise SymgradError(f"{directory}: output directory is a file")
-    path = directory / f"{name}.py"
-    try:
-        inside = path.resolve().parent == directory.resolve()
-    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before 3.13)
-        raise SymgradError(
-            f"{printable(str(path))}: cannot follow its links ({exc.__class__.__name__}:"
-            " a symlink loop?); write to another directory with -o"
-        ) from None
-    if not inside:
-        raise SymgradError(f"{name!r} would be written outside {directory}")
-    return path

@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 from .derive import Derivation
+from .files import output_path
 from .plan import Draw, Plan, build
 from .printers import learning_rate
 from .printers.xp_module import derived
@@ -28,7 +29,6 @@ from .render import (
     environment,
     erf_series,
     formatted,
-    output_path,
     regenerate_line,
     regenerate_words,
     runtime_of,

@@ -88,7 +88,8 @@ def test_same_bytes_without_the_cache_cold_and_warm(tmp_path: Path) -> None:
     without = generate(tmp_path, None)
     assert not directory.exists()
     cold = generate(tmp_path, directory)
-    assert len(entries(directory)) == 3  # soft, sigmoid, the loss on the sigmoid
+    # soft, sigmoid, the loss on the sigmoid, and the command's whole result
+    assert len(entries(directory)) == 4
     warm = generate(tmp_path, directory)
     assert without == cold == warm
     assert generate(tmp_path, directory, "--no-cache") == without

@@ -1,0 +1,110 @@
+"""The result cache of `symgrad generate`: the module a run wrote, and what it printed,
+kept in the derivation cache's directory (symgrad/cache.py, with its trust rules), so
+that running the same command again on an unchanged spec loads neither SymPy nor black.
+
+The key names everything the result is made of: the spec file's bytes and its path as
+given, the output directory as given, the working directory (the module's docstring
+names the command relative to it), the target, a digest of symgrad's own code and
+templates (so an edited checkout never gets an old result), the versions of SymPy,
+black, Jinja2, PyYAML and NumPy, and Python's. An entry is used only where its stored
+key equals this one (cache.load); anything else runs the pipeline. Only the command
+line uses it: its process has only symgrad's own registries, where a program calling
+symgrad.generate may have registered an activation or a loss under any name.
+
+The output path is still checked as on a miss (files.output_path), and the module is
+written the same way (files.write_text). A spec that is not a regular file (a pipe, a
+device) is read once, by the pipeline, and never cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import stat
+import sys
+from importlib import resources
+from pathlib import Path
+
+from . import cache
+
+# the libraries whose behaviour is in a generated module: derivation, layout, templates,
+# reading the spec, printing numbers
+DEPENDENCIES = ("sympy", "black", "jinja2", "PyYAML", "numpy")
+SPEC_LIMIT = 256 * 1024  # spec.read.MAX_BYTES: a larger file is the pipeline's error
+
+
+def template_dir() -> Path:
+    """templates/ in a source checkout; the symgrad.templates package when installed."""
+    here = Path(__file__).resolve().parent.parent / "templates"
+    if (here / "module.py.jinja").is_file():
+        return here
+    return Path(str(resources.files("symgrad.templates")))
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 of every .py and template file of symgrad (name, size, bytes), ~10 ms."""
+    package = Path(__file__).resolve().parent
+    files = [(p.relative_to(package).as_posix(), p) for p in package.rglob("*.py")]
+    files += [("templates/" + p.name, p) for p in template_dir().glob("*.jinja")]
+    digest = hashlib.sha256()
+    for name, path in sorted(files):
+        data = path.read_bytes()
+        digest.update(f"{name}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
+
+
+def _versions() -> tuple[tuple[str, str], ...]:
+    from importlib import metadata
+
+    found = []
+    for name in DEPENDENCIES:
+        try:
+            found.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            found.append((name, ""))
+    return tuple(found)
+
+
+def key(spec: str, out_dir: str, target: str) -> str | None:
+    """The key of `symgrad generate SPEC -o OUT_DIR --target TARGET` run here, or None
+    where the result is not cached (no cache, or the spec is not a regular file)."""
+    if not cache.enabled():
+        return None
+    try:
+        if not stat.S_ISREG(os.stat(spec).st_mode):
+            return None
+        with open(spec, "rb") as file:
+            data = file.read(SPEC_LIMIT + 1)
+    except (OSError, ValueError):
+        return None
+    if len(data) > SPEC_LIMIT:
+        return None
+    python = (sys.implementation.name, tuple(sys.version_info))
+    made_of = (code_digest(), _versions(), python)
+    return repr(("generate", made_of, target, spec, out_dir, os.getcwd(), data))
+
+
+def load(text: str | None) -> tuple[str, str, list[str]] | None:
+    """(the module's file name without .py, its text, the summary's lines) stored under
+    exactly this key, or None."""
+    if text is None:
+        return None
+    found, value = cache.load(text)
+    if not found:
+        return None
+    try:
+        stem, module, lines = value
+        if isinstance(stem, str) and isinstance(module, str):
+            if all(isinstance(line, str) for line in lines):
+                return stem, module, list(lines)
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
+def store(text: str | None, stem: str, module: str, lines: list[str]) -> None:
+    """Keep a result under its key (nothing where the key is None)."""
+    if text is not None:
+        cache.store(text, (stem, module, tuple(lines)))
