@@ -27,11 +27,11 @@ import jinja2
 import sympy as sp
 
 from . import optimizers
+from .cache import template_dir
 from .derive import Derivation
 from .plan import Param, Plan, build
 from .printers import learning_rate
 from .printers.numpy_module import allocating, in_place
-from .result_cache import template_dir
 from .spec import OptimizerSpec
 from .sym.code import number_text
 from .version import __version__

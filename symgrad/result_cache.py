@@ -18,13 +18,9 @@ device) is read once, by the pipeline, and never cached.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import stat
 import sys
-from importlib import resources
-from pathlib import Path
 
 from . import cache
 
@@ -32,27 +28,6 @@ from . import cache
 # reading the spec, printing numbers
 DEPENDENCIES = ("sympy", "black", "jinja2", "PyYAML", "numpy")
 SPEC_LIMIT = 256 * 1024  # spec.read.MAX_BYTES: a larger file is the pipeline's error
-
-
-def template_dir() -> Path:
-    """templates/ in a source checkout; the symgrad.templates package when installed."""
-    here = Path(__file__).resolve().parent.parent / "templates"
-    if (here / "module.py.jinja").is_file():
-        return here
-    return Path(str(resources.files("symgrad.templates")))
-
-
-@functools.cache
-def code_digest() -> str:
-    """sha256 of every .py and template file of symgrad (name, size, bytes), ~10 ms."""
-    package = Path(__file__).resolve().parent
-    files = [(p.relative_to(package).as_posix(), p) for p in package.rglob("*.py")]
-    files += [("templates/" + p.name, p) for p in template_dir().glob("*.jinja")]
-    digest = hashlib.sha256()
-    for name, path in sorted(files):
-        data = path.read_bytes()
-        digest.update(f"{name}\0{len(data)}\0".encode() + data)
-    return digest.hexdigest()
 
 
 def _versions() -> tuple[tuple[str, str], ...]:
@@ -82,7 +57,7 @@ def key(spec: str, out_dir: str, target: str) -> str | None:
     if len(data) > SPEC_LIMIT:
         return None
     python = (sys.implementation.name, tuple(sys.version_info))
-    made_of = (code_digest(), _versions(), python)
+    made_of = (cache.code_digest(), _versions(), python)
     return repr(("generate", made_of, target, spec, out_dir, os.getcwd(), data))
 
 

@@ -145,7 +145,7 @@ def test_the_key_names_the_code_the_libraries_and_the_command(
         result_cache.key("xor.yaml", "generated", "array-api"),
         result_cache.key(str(xor / "xor.yaml"), "generated", "numpy"),
     }
-    monkeypatch.setattr(result_cache, "code_digest", lambda: "edited")
+    monkeypatch.setattr(cache, "code_digest", lambda: "edited")
     others.add(result_cache.key("xor.yaml", "generated", "numpy"))
     monkeypatch.setattr(result_cache, "_versions", lambda: (("sympy", "0"),))
     others.add(result_cache.key("xor.yaml", "generated", "numpy"))
