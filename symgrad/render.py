@@ -375,13 +375,37 @@ def with_runtime(head: str, runtime: str) -> str:
     return head + "\n\n" + runtime + "\n"
 
 
+# Black chooses some layouts (a trailing comma after *args in a call split over lines)
+# by the Python versions the whole file's syntax allows. The derived part is formatted
+# followed by this stand-in with the runtimes' syntax features (f-strings, a trailing
+# comma after *args in a def: tests/test_fast_generate.py keeps it equal to what black
+# finds in each runtime), then cut off there, so black decides as for the whole module.
+RUNTIME_SYNTAX_MARK = "# symgrad: the runtime's syntax features, for black"
+RUNTIME_SYNTAX = f"""
+
+
+{RUNTIME_SYNTAX_MARK}
+_ = f"{{0}}"
+
+
+def _(
+    *args,
+):
+    pass
+"""
+
+
 def formatted(source: str, filename: str, what: str) -> str:
-    """source through black, then compiled: a failure is symgrad's bug, and raises
-    before anything is written."""
-    import black  # ~0.06 s to import: only where something is formatted
+    """source (a module's derived part) through black as if the runtime followed it,
+    then compiled: a failure is symgrad's bug, and raises before anything is written."""
+    import black  # ~0.1 s to import: only where something is formatted
 
     try:
-        text = black.format_str(source, mode=black.Mode())
+        text = black.format_str(source + RUNTIME_SYNTAX, mode=black.Mode())
+        text, found, _ = text.rpartition(RUNTIME_SYNTAX_MARK)
+        if not found:
+            raise ValueError("black's output lost the runtime's stand-in")
+        text = text.rstrip("\n") + "\n"
         compile(text, filename, "exec", dont_inherit=True)
     except (black.InvalidInput, SyntaxError, ValueError) as exc:
         raise RuntimeError(

@@ -40,9 +40,26 @@ def test_the_module_is_black_s_layout_of_the_whole(spec: Path, module) -> None:
 
 @pytest.mark.parametrize("module", [render, render_xp], ids=["numpy", "array-api"])
 def test_the_runtime_is_black_clean(module) -> None:
-    """What render appends unformatted: black, on its own, leaves it as it is."""
+    """What render appends unformatted: black, on its own, leaves it as it is; and the
+    stand-in the derived part is formatted with has the runtime's syntax features."""
     runtime = module.runtime_code()
     assert black.format_str(runtime, mode=black.Mode()) == runtime + "\n"
+    features = [
+        black.get_features_used(black.lib2to3_parse(text))
+        for text in (runtime, render.RUNTIME_SYNTAX)
+    ]
+    assert features[0] == features[1], "update render.RUNTIME_SYNTAX"
+
+
+def test_black_lays_out_the_derived_part_as_in_the_whole_module() -> None:
+    """A call split over lines gets a trailing comma after *args where the file's
+    syntax allows it: as the runtime's f-strings do, whatever the derived part uses."""
+    call = "y = f(" + ", ".join(f"argument_{i}" for i in range(12)) + ", *rest)\n"
+    whole = black.format_str(call + "\n\n" + render.runtime_code(), mode=black.Mode())
+    alone = black.format_str(call, mode=black.Mode())
+    assert whole.startswith("y = f(\n") and "    *rest,\n)" in whole
+    assert not alone.startswith(whole[: whole.index("\n\n")])  # black, on its own
+    assert whole.startswith(render.formatted(call, "x.py", "a test"))
 
 
 def run(cwd: Path, cache_dir: Path | None, *args: str) -> tuple[int, str, str]:
