@@ -26,7 +26,7 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from . import optimizers
+from . import cache, optimizers
 from .cache import template_dir
 from .derive import Derivation
 from .plan import Param, Plan, build
@@ -397,7 +397,16 @@ def _(
 
 def formatted(source: str, filename: str, what: str) -> str:
     """source (a module's derived part) through black as if the runtime followed it,
-    then compiled: a failure is symgrad's bug, and raises before anything is written."""
+    then compiled: a failure is symgrad's bug, and raises before anything is written.
+
+    Black's result is kept in the derivation cache under the source text itself and
+    black's version (symgrad/cache.py: its trust rules, --no-cache), so that the same
+    derived part, generated again (symgrad.generate from Python, a spec edited where
+    the module does not change), neither imports nor runs black."""
+    key = cache.key_text("symgrad.render.formatted", (_black_version(), source))
+    found, text = cache.load(key)
+    if found and isinstance(text, str):
+        return text
     import black  # ~0.1 s to import: only where something is formatted
 
     try:
@@ -412,4 +421,13 @@ def formatted(source: str, filename: str, what: str) -> str:
             f"symgrad bug: {what} does not compile ({exc}); nothing was written. "
             "Please report it with the spec."
         ) from exc
+    cache.store(key, text)
     return text
+
+
+@functools.cache
+def _black_version() -> str:
+    """black's version, from its metadata (importing black takes ~0.1 s)."""
+    from importlib import metadata
+
+    return metadata.version("black")

@@ -97,8 +97,9 @@ def test_same_bytes_without_the_cache_cold_and_warm(tmp_path: Path) -> None:
     without = generate(tmp_path, None)
     assert not directory.exists()
     cold = generate(tmp_path, directory)
-    # soft, sigmoid, the loss on the sigmoid, and the command's whole result
-    assert len(entries(directory)) == 4
+    # soft, sigmoid, the loss on the sigmoid, black's layout of the derived part, and
+    # the command's whole result
+    assert len(entries(directory)) == 5
     warm = generate(tmp_path, directory)
     assert without == cold == warm
     assert generate(tmp_path, directory, "--no-cache") == without

@@ -171,3 +171,34 @@ def test_the_key_names_the_code_the_libraries_and_the_command(
     assert result_cache.key("xor.yaml", "generated", "numpy") is None
     monkeypatch.setitem(cache._state, "enabled", True)
     assert result_cache.key("/dev/null", "generated", "numpy") is None  # not a file
+
+
+def test_black_s_layout_is_kept_for_the_same_derived_part(xor: Path) -> None:
+    """symgrad.generate from Python (no whole-result cache): the second run takes
+    black's result from the cache and does not import black; same bytes as without."""
+    probe = (
+        "import sys, symgrad; symgrad.generate('xor.yaml', 'out'); "
+        "print('black' in sys.modules)"
+    )
+
+    def api(cache_dir: Path | None) -> tuple[str, bytes]:
+        env = dict(os.environ)
+        env.pop("SYMGRAD_NO_CACHE", None)
+        if cache_dir is None:
+            env["SYMGRAD_NO_CACHE"] = "1"
+        else:
+            env["SYMGRAD_CACHE_DIR"] = str(cache_dir)
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=xor,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout, (xor / "out" / "xor.py").read_bytes()
+
+    without = api(None)
+    assert without[0] == "True\n"
+    assert api(xor / "cache") == without
+    assert api(xor / "cache") == ("False\n", without[1])
