@@ -311,7 +311,8 @@ def _generate(args: argparse.Namespace) -> int:
     from . import result_cache
     from .files import output_path, write_text
 
-    key = result_cache.key(args.spec, args.out_dir, args.target)
+    data = result_cache.read(args.spec)
+    key = result_cache.key(args.spec, data, args.out_dir, args.target)
     found = result_cache.load(key)
     if found is not None:  # this command, on this spec, with this symgrad: done before
         stem, text, lines = found
@@ -319,9 +320,13 @@ def _generate(args: argparse.Namespace) -> int:
         write_text(path, text)
     else:
         from . import _made
-        from .spec import load_spec
+        from .spec import load_spec, parse_spec
 
-        path, text, d = _made(load_spec(args.spec), args.out_dir, args.target)
+        try:  # the bytes the key was made of, as load_spec reads them
+            spec = parse_spec(data.decode("utf-8"), args.spec)  # type: ignore[union-attr]
+        except (AttributeError, UnicodeDecodeError):  # no bytes, or not UTF-8
+            spec = load_spec(args.spec)  # (its message)
+        path, text, d = _made(spec, args.out_dir, args.target)
         write_text(path, text)
         lines = summary(d)
         result_cache.store(key, path.stem, text, lines)

@@ -12,8 +12,9 @@ line uses it: its process has only symgrad's own registries, where a program cal
 symgrad.generate may have registered an activation or a loss under any name.
 
 The output path is still checked as on a miss (files.output_path), and the module is
-written the same way (files.write_text). A spec that is not a regular file (a pipe, a
-device) is read once, by the pipeline, and never cached.
+written the same way (files.write_text). The spec is read once: on a miss the pipeline
+parses the bytes the key was made of. A spec that is not a regular file (a pipe, a
+device) is left to the pipeline to read, and never cached.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ def _versions() -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
-def key(spec: str, out_dir: str, target: str) -> str | None:
-    """The key of `symgrad generate SPEC -o OUT_DIR --target TARGET` run here, or None
-    where the result is not cached (no cache, or the spec is not a regular file)."""
+def read(spec: str) -> bytes | None:
+    """The spec file's bytes, read once: the key is made of them and, on a miss, the
+    pipeline parses them (so a file saved during the run cannot be stored under another
+    text's key); None without the cache, or where the spec is not a regular file."""
     if not cache.enabled():
         return None
     try:
@@ -54,7 +56,13 @@ def key(spec: str, out_dir: str, target: str) -> str | None:
             data = file.read(SPEC_LIMIT + 1)
     except (OSError, ValueError):
         return None
-    if len(data) > SPEC_LIMIT:
+    return data if len(data) <= SPEC_LIMIT else None
+
+
+def key(spec: str, data: bytes | None, out_dir: str, target: str) -> str | None:
+    """The key of `symgrad generate SPEC -o OUT_DIR --target TARGET` run here on the
+    spec's bytes `data` (read), or None where the result is not cached."""
+    if data is None or not cache.enabled():
         return None
     python = (sys.implementation.name, tuple(sys.version_info))
     made_of = (cache.code_digest(), _versions(), python)

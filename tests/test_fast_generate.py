@@ -155,50 +155,26 @@ def test_the_key_names_the_code_the_libraries_and_the_command(
 ) -> None:
     monkeypatch.chdir(xor)
     monkeypatch.setitem(cache._state, "enabled", True)
-    base = result_cache.key("xor.yaml", "generated", "numpy")
+    data = result_cache.read("xor.yaml")
+    assert data == (xor / "xor.yaml").read_bytes()
+
+    def key(spec="xor.yaml", out="generated", target="numpy", text=data):
+        return result_cache.key(spec, text, out, target)
+
+    base = key()
     assert base is not None
     others = {
-        result_cache.key("xor.yaml", "other", "numpy"),
-        result_cache.key("xor.yaml", "generated", "array-api"),
-        result_cache.key(str(xor / "xor.yaml"), "generated", "numpy"),
+        key(out="other"),
+        key(target="array-api"),
+        key(spec=str(xor / "xor.yaml")),
+        key(text=data + b"# a comment\n"),
     }
     monkeypatch.setattr(cache, "code_digest", lambda: "edited")
-    others.add(result_cache.key("xor.yaml", "generated", "numpy"))
+    others.add(key())
     monkeypatch.setattr(result_cache, "_versions", lambda: (("sympy", "0"),))
-    others.add(result_cache.key("xor.yaml", "generated", "numpy"))
-    assert len(others) == 5 and base not in others
+    others.add(key())
+    assert len(others) == 6 and base not in others
+    assert result_cache.read("/dev/null") is None  # not a regular file
+    assert key(text=None) is None
     monkeypatch.setitem(cache._state, "enabled", False)
-    assert result_cache.key("xor.yaml", "generated", "numpy") is None
-    monkeypatch.setitem(cache._state, "enabled", True)
-    assert result_cache.key("/dev/null", "generated", "numpy") is None  # not a file
-
-
-def test_black_s_layout_is_kept_for_the_same_derived_part(xor: Path) -> None:
-    """symgrad.generate from Python (no whole-result cache): the second run takes
-    black's result from the cache and does not import black; same bytes as without."""
-    probe = (
-        "import sys, symgrad; symgrad.generate('xor.yaml', 'out'); "
-        "print('black' in sys.modules)"
-    )
-
-    def api(cache_dir: Path | None) -> tuple[str, bytes]:
-        env = dict(os.environ)
-        env.pop("SYMGRAD_NO_CACHE", None)
-        if cache_dir is None:
-            env["SYMGRAD_NO_CACHE"] = "1"
-        else:
-            env["SYMGRAD_CACHE_DIR"] = str(cache_dir)
-        done = subprocess.run(
-            [sys.executable, "-c", probe],
-            cwd=xor,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout, (xor / "out" / "xor.py").read_bytes()
-
-    without = api(None)
-    assert without[0] == "True\n"
-    assert api(xor / "cache") == without
-    assert api(xor / "cache") == ("False\n", without[1])
+    assert key() is None and result_cache.read("xor.yaml") is None
