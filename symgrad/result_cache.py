@@ -64,9 +64,13 @@ def key(spec: str, data: bytes | None, out_dir: str, target: str) -> str | None:
     spec's bytes `data` (read), or None where the result is not cached."""
     if data is None or not cache.enabled():
         return None
+    try:
+        here = os.getcwd()
+    except OSError:  # the working directory was removed: left to the pipeline
+        return None
     python = (sys.implementation.name, tuple(sys.version_info))
     made_of = (cache.code_digest(), _versions(), python)
-    return repr(("generate", made_of, target, spec, out_dir, os.getcwd(), data))
+    return repr(("generate", made_of, target, spec, out_dir, here, data))
 
 
 def load(text: str | None) -> tuple[str, str, list[str]] | None:
