@@ -150,7 +150,6 @@ def generate(
             <name>_xp.py, the same derived math against the array API standard (runs
             on NumPy, PyTorch, CuPy, JAX and Dask arrays).
     """
-    _derive = _pipeline()
     from .files import write_text
     from .spec import as_spec
 
@@ -158,19 +157,27 @@ def generate(
         raise SymgradError(
             f"unknown target {target!r}: expected one of {', '.join(_TARGETS)}"
         )
-    loaded = as_spec(spec)
-    derivation = _derive.derive(loaded)
+    path, text, _ = _made(as_spec(spec), out_dir, target)
+    write_text(path, text)
+    return path
+
+
+def _made(
+    loaded: "Spec", out_dir: "str | os.PathLike[str] | None", target: str
+) -> "tuple[Path, str, Derivation]":
+    """Where a spec's module goes (checked), its text, and the derivation: what
+    generate writes, and the command line prints a summary of."""
+    derivation = _pipeline().derive(loaded)
     if target == "array-api":
         from . import render_xp
 
         path = render_xp.xp_output_path(loaded.name, out_dir)
-        write_text(path, render_xp.render(derivation, out_dir))
-        return path
-    from .render import output_path, render
+        return path, render_xp.render(derivation, out_dir), derivation
+    from .files import output_path
+    from .render import render
 
     path = output_path(loaded.name, out_dir)
-    write_text(path, render(derivation, out_dir))
-    return path
+    return path, render(derivation, out_dir), derivation
 
 
 __all__ = [

@@ -1,9 +1,12 @@
 """The derivation cache: derived rules kept on disk between runs, so that regenerating a
 spec after changing a learning rate does not wait for the same SymPy work again.
 
-An entry is one derived rule (an activation's, a loss on an output activation's), stored
-under a key that names exactly what it was derived from: the function, the expression
-as the spec wrote it with its parameters, and the versions of symgrad, SymPy and Python.
+An entry is one derived rule (an activation's, a loss on an output activation's, a
+norm's, a window layer's), stored under a key that names exactly what it was derived
+from: the function, the expression as the spec wrote it with its parameters, and the
+versions of symgrad (its number and a digest of its code and templates, so that an
+edited checkout derives again), SymPy and Python. symgrad/result_cache.py keeps whole
+results of `symgrad generate` here too.
 Where a rule is asked for, the cache answers only with an entry whose stored key equals
 the key asked for; anything else — a missing, corrupt, truncated or foreign entry — is
 ignored, derived again and rewritten. So the output is the same bytes with the cache,
@@ -34,6 +37,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +51,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def disable() -> None:
     """Turn the cache off for this process (the command line's --no-cache)."""
     _state["enabled"] = False
+
+
+def enabled() -> bool:
+    """Whether this process reads and writes the cache."""
+    return _state["enabled"]
 
 
 def directory() -> Path:
@@ -63,10 +72,36 @@ def directory() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / "symgrad"
 
 
+def template_dir() -> Path:
+    """templates/ in a source checkout; the symgrad.templates package when installed."""
+    here = Path(__file__).resolve().parent.parent / "templates"
+    if (here / "module.py.jinja").is_file():
+        return here
+    return Path(str(resources.files("symgrad.templates")))
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 of every .py and template file of symgrad (name, size, bytes), ~10 ms."""
+    package = Path(__file__).resolve().parent
+    files = [(p.relative_to(package).as_posix(), p) for p in package.rglob("*.py")]
+    files += [("templates/" + p.name, p) for p in template_dir().glob("*.jinja")]
+    digest = hashlib.sha256()
+    for name, path in sorted(files):
+        data = path.read_bytes()
+        digest.update(f"{name}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
+
+
 def _versions() -> tuple[str, ...]:
     import sympy
 
-    return (__version__, sympy.__version__, "{}.{}".format(*sys.version_info[:2]))
+    return (
+        __version__,
+        code_digest(),
+        sympy.__version__,
+        "{}.{}".format(*sys.version_info[:2]),
+    )
 
 
 def key_text(function: str, args: tuple[Any, ...]) -> str:

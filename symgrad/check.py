@@ -28,8 +28,8 @@ import numpy as np
 from . import layer_registry
 from .derive import Derivation, derive
 from .errors import SymgradError
-from .files import write_text
-from .render import output_path, render
+from .files import output_path, write_text
+from .render import render
 from .spec import Spec, SpecSource, as_spec
 
 STEP = 1e-5  # central difference step: balances truncation (h²) and rounding (ε/h)

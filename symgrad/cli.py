@@ -284,8 +284,9 @@ def _print(text: str, file: object = None) -> None:
         print(safe, file=stream)  # type: ignore[arg-type]
 
 
-def summary(d: Derivation, path: Path) -> str:
-    """What `generate` prints: network, parameter count, output delta, file."""
+def summary(d: Derivation) -> list[str]:
+    """What `generate` prints before the file it wrote: network, parameter count,
+    output delta, warnings."""
     from .activations import a
     from .sym.text import text
 
@@ -299,26 +300,38 @@ def summary(d: Derivation, path: Path) -> str:
         delta = f"δ = {text(out.delta, {a: 'ŷ'})}"
         if out.collapsed:
             delta += " (collapsed)"
-    warnings = [f"warning: {note}" for note in d.notes]
-    return "\n".join(
-        [
-            f"{spec.name}: {network}; {count:,} parameters",
-            f"loss: {loss}; output delta {delta}",
-            *warnings,
-            f"wrote {printable(str(path))}",
-        ]
-    )
+    return [
+        f"{spec.name}: {network}; {count:,} parameters",
+        f"loss: {loss}; output delta {delta}",
+        *(f"warning: {note}" for note in d.notes),
+    ]
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from . import generate
-    from .derive import derive
-    from .spec import load_spec
+    from . import result_cache
+    from .files import output_path, write_text
 
-    spec = load_spec(args.spec)
-    path = generate(spec, args.out_dir, target=args.target)
+    data = result_cache.read(args.spec)
+    key = result_cache.key(args.spec, data, args.out_dir, args.target)
+    found = result_cache.load(key)
+    if found is not None:  # this command, on this spec, with this symgrad: done before
+        stem, text, lines = found
+        path = output_path(stem, args.out_dir)
+        write_text(path, text)
+    else:
+        from . import _made
+        from .spec import load_spec, parse_spec
+
+        try:  # the bytes the key was made of, as load_spec reads them
+            spec = parse_spec(data.decode("utf-8"), args.spec)  # type: ignore[union-attr]
+        except (AttributeError, UnicodeDecodeError):  # no bytes, or not UTF-8
+            spec = load_spec(args.spec)  # (its message)
+        path, text, d = _made(spec, args.out_dir, args.target)
+        write_text(path, text)
+        lines = summary(d)
+        result_cache.store(key, path.stem, text, lines)
     if not args.quiet:
-        _print(summary(derive(spec), path))
+        _print("\n".join([*lines, f"wrote {printable(str(path))}"]))
     return 0
 
 

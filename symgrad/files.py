@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import SymgradError
+from .errors import SymgradError, printable
 
 NEW_FILE_MODE = 0o666  # before the umask, as open() makes files
 
@@ -155,3 +155,22 @@ def _named(exc: OSError, path: Path) -> OSError:
     """The same error, naming path (not a temporary file, not nothing)."""
     strerror = exc.strerror or str(exc) or type(exc).__name__
     return OSError(exc.errno or errno.EIO, strerror, str(path))
+
+
+def output_path(name: str, out_dir: str | os.PathLike[str] | None) -> Path:
+    """Where `<name>.py` goes in out_dir (default: generated), checked: out_dir is not
+    a file, and the path stays inside it."""
+    directory = Path(out_dir) if out_dir is not None else Path("generated")
+    if directory.exists() and not directory.is_dir():
+        raise SymgradError(f"{directory}: output directory is a file")
+    path = directory / f"{name}.py"
+    try:
+        inside = path.resolve().parent == directory.resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before 3.13)
+        raise SymgradError(
+            f"{printable(str(path))}: cannot follow its links ({exc.__class__.__name__}:"
+            " a symlink loop?); write to another directory with -o"
+        ) from None
+    if not inside:
+        raise SymgradError(f"{name!r} would be written outside {directory}")
+    return path

@@ -30,12 +30,12 @@ dx = J(x)ᵀ h (h the upstream gradient of x̂ = F(x); h = γ ⊙ g with a gain)
 The result (NormRule) is data a Plan prints: forward and backward statements over the
 symbols x, x̂, g, h, the reductions and the named scales, with GroupMean/GroupSum/GroupMax
 for the group and ColSum for the batch sums of the parameter gradients, and the steps a
-textbook shows. Rules are cached per definition and parameter values.
+textbook shows. Rules are cached per definition and parameter values, in memory and on
+disk (symgrad/cache.py).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -45,6 +45,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from . import cache
 from .errors import DerivationError
 from .norms import NormDef
 from .stability import mp_lambdify
@@ -905,7 +906,15 @@ class _Core:
     values: tuple[tuple[sp.Symbol, sp.Expr], ...]
 
 
-@functools.lru_cache(maxsize=256)
+def _core_key(
+    definition: sp.Expr, params: tuple[tuple[str, float], ...], names: tuple[str, ...]
+) -> tuple[object, ...]:
+    """What a norm's core is derived from: the definition (srepr: every symbol with its
+    assumptions), the parameter values, the reductions' names."""
+    return (sp.srepr(definition), params, names)
+
+
+@cache.persistent(_core_key)
 def _derive(
     definition: sp.Expr,
     params: tuple[tuple[str, float], ...],

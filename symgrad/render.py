@@ -5,9 +5,13 @@ of the derived part (the constants, every name, every printed expression, every 
 the Jinja2 templates in templates/ only lay it out. The runtime is
 symgrad/runtime_shared.py (what the NumPy module and its array-API twin share) and then
 symgrad/runtime.py, each from the end of its configuration block on, copied in as it is:
-the same in every module, configured by the printed constants. The source is formatted
-with black in process and written atomically: a temporary file in the target directory,
-then a rename, so a failed run leaves any existing file untouched (symgrad.files).
+the same in every module, configured by the printed constants. The derived part is
+formatted with black in process; the runtime, black-clean as the project's code is, is
+appended as it is (black lays out each top-level statement on its own, so the result is
+black's layout of the whole module: tests/test_render_speed.py checks it for every
+example, and black takes ~0.5 s on the runtime). The module is written atomically: a
+temporary file in the target directory, then a rename, so a failed run leaves any
+existing file untouched (symgrad.files).
 """
 
 from __future__ import annotations
@@ -18,12 +22,10 @@ import shlex
 import textwrap
 from pathlib import Path
 
-import black
 import sympy as sp
 
-from . import optimizers
+from . import cache, optimizers
 from .derive import Derivation
-from .errors import SymgradError, printable
 from .plan import Param, Plan, build
 from .printers import learning_rate
 from .printers.numpy_module import allocating, in_place
@@ -144,7 +146,6 @@ def context(
         "erf_source": special.source(helpers),
         "derived": derived + "\n\n" + learning_rate.source(plan),
         "step": step.source,
-        "runtime": runtime_code(),
     }
 
 
@@ -329,37 +330,71 @@ def render(d: Derivation, out_dir: str | os.PathLike[str] | None = None) -> str:
             is a bug in symgrad, and nothing has been written.
     """
     source = environment().get_template("module.py.jinja").render(**context(d, out_dir))
-    return formatted(
+    head = formatted(
         source, f"{d.spec.name}.py", f"the module generated for {d.spec.name!r}"
     )
+    return with_runtime(head, runtime_code())
+
+
+def with_runtime(head: str, runtime: str) -> str:
+    """The formatted derived part of a module, then its runtime (already black-clean),
+    two blank lines apart as black separates top-level definitions."""
+    return head + "\n\n" + runtime + "\n"
+
+
+# Black chooses some layouts (a trailing comma after *args in a call split over lines)
+# by the Python versions the whole file's syntax allows. The derived part is formatted
+# followed by this stand-in with the runtimes' syntax features (f-strings, a trailing
+# comma after *args in a def: tests/test_fast_generate.py keeps it equal to what black
+# finds in each runtime), then cut off there, so black decides as for the whole module.
+RUNTIME_SYNTAX_MARK = "# symgrad: the runtime's syntax features, for black"
+RUNTIME_SYNTAX = f"""
+
+
+{RUNTIME_SYNTAX_MARK}
+_ = f"{{0}}"
+
+
+def _(
+    *args,
+):
+    pass
+"""
 
 
 def formatted(source: str, filename: str, what: str) -> str:
-    """source through black, then compiled: a failure is symgrad's bug, and raises
-    before anything is written."""
+    """source (a module's derived part) through black as if the runtime followed it,
+    then compiled: a failure is symgrad's bug, and raises before anything is written.
+
+    Black's result is kept in the derivation cache under the source text itself and
+    black's version (symgrad/cache.py: its trust rules, --no-cache), so that the same
+    derived part, generated again (symgrad.generate from Python, a spec edited where
+    the module does not change), neither imports nor runs black."""
+    key = cache.key_text("symgrad.render.formatted", (_black_version(), source))
+    found, text = cache.load(key)
+    if found and isinstance(text, str):
+        return text
+    import black  # ~0.1 s to import: only where something is formatted
+
     try:
-        text = black.format_str(source, mode=black.Mode())
+        text = black.format_str(source + RUNTIME_SYNTAX, mode=black.Mode())
+        text, found, _ = text.rpartition(RUNTIME_SYNTAX_MARK)
+        if not found:
+            raise ValueError("black's output lost the runtime's stand-in")
+        text = text.rstrip("\n") + "\n"
         compile(text, filename, "exec", dont_inherit=True)
     except (black.InvalidInput, SyntaxError, ValueError) as exc:
         raise RuntimeError(
             f"symgrad bug: {what} does not compile ({exc}); nothing was written. "
             "Please report it with the spec."
         ) from exc
+    cache.store(key, text)
     return text
 
 
-def output_path(name: str, out_dir: str | os.PathLike[str] | None) -> Path:
-    directory = Path(out_dir) if out_dir is not None else Path("generated")
-    if directory.exists() and not directory.is_dir():
-        raise SymgradError(f"{directory}: output directory is a file")
-    path = directory / f"{name}.py"
-    try:
-        inside = path.resolve().parent == directory.resolve()
-    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before 3.13)
-        raise SymgradError(
-            f"{printable(str(path))}: cannot follow its links ({exc.__class__.__name__}:"
-            " a symlink loop?); write to another directory with -o"
-        ) from None
-    if not inside:
-        raise SymgradError(f"{name!r} would be written outside {directory}")
-    return path
+@functools.cache
+def _black_version() -> str:
+    """black's version, from its metadata (importing black takes ~0.1 s)."""
+    from importlib import metadata
+
+    return metadata.version("black")

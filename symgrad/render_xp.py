@@ -4,8 +4,9 @@ The same layout as the NumPy module (render.py): the constants and the functions
 from the plan (printers/xp_module.py), laid out by templates/module_xp.py.jinja, then
 the runtime: symgrad/runtime_shared.py (the same text as in the NumPy module) and
 symgrad/runtime_xp.py, each from the end of its configuration block on, copied in as
-it is. The source is formatted with black in process and compiled before anything
-is written; symgrad.generate writes it atomically (symgrad.files).
+it is. The derived part is formatted with black in process and compiled before
+anything is written, the runtime appended as it is (render.with_runtime);
+symgrad.generate writes it atomically (symgrad.files).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 from .derive import Derivation
+from .files import output_path
 from .plan import Draw, Plan, build
 from .printers import learning_rate
 from .printers.xp_module import derived
@@ -23,11 +25,11 @@ from .render import (
     _version,
     constants,
     formatted,
-    output_path,
     regenerate_line,
     regenerate_words,
     runtime_of,
     title,
+    with_runtime,
 )
 from .sym import special
 from .sym.special import environment
@@ -69,7 +71,6 @@ def context(
         "helpers": sorted(printed.helpers),
         "erf_source": special.source(printed.helpers, xp=True),
         "derived": printed.source + "\n\n" + learning_rate.source(plan),
-        "runtime": runtime_code(),
     }
 
 
@@ -136,7 +137,8 @@ def render(d: Derivation, out_dir: str | os.PathLike[str] | None = None) -> str:
     template = environment().get_template("module_xp.py.jinja")
     source = template.render(**context(d, out_dir))
     what = f"the array-API module generated for {d.spec.name!r}"
-    return formatted(source, f"{d.spec.name}{SUFFIX}.py", what)
+    head = formatted(source, f"{d.spec.name}{SUFFIX}.py", what)
+    return with_runtime(head, runtime_code())
 
 
 def xp_output_path(name: str, out_dir: str | os.PathLike[str] | None) -> Path:

@@ -34,6 +34,7 @@ from typing import Any
 
 import sympy as sp
 
+from . import cache
 from .errors import DerivationError
 from .layer_registry import Rule
 
@@ -138,9 +139,11 @@ def _entries(op: str) -> dict[str, sp.Expr]:
     return out
 
 
-@functools.cache
+@cache.persistent(lambda op: (op,))
 def window_rules(op: str) -> WindowRuleSet:
-    """Derive a window layer: its forward sum and ∂L/∂(each parameter, the input)."""
+    """Derive a window layer: its forward sum and ∂L/∂(each parameter, the input);
+    cached in memory and on disk (symgrad/cache.py: the key is the op, and symgrad's
+    code)."""
     body, out = _forward(op)
     ranges = {n: m, f: nf, c: nc, i: ho, j: wo}
     loss = sp.Sum(G[out] * body, *((k, 0, ranges[k] - 1) for k in out))

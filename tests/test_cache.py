@@ -19,6 +19,15 @@ from symgrad.render import render
 
 # the module (symgrad.derive, the attribute, is the function of the same name)
 derive = importlib.import_module("symgrad.derive")
+norm_rules = importlib.import_module("symgrad.norm_rules")
+window_rules = importlib.import_module("symgrad.window_rules")
+# every rule cached on disk, by its in-memory cache
+RULES = (
+    derive.activation_rule,
+    derive.output_rule,
+    norm_rules._derive,
+    window_rules.window_rules,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # a built-in, a custom activation and a custom loss: every cached kind of rule
@@ -65,10 +74,10 @@ def fresh(monkeypatch, tmp_path: Path) -> Path:
     directory = tmp_path / "cache"
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(directory))
     monkeypatch.setitem(cache._state, "enabled", True)
-    for rule in (derive.activation_rule, derive.output_rule):
+    for rule in RULES:
         rule.cache_clear()
     yield directory
-    for rule in (derive.activation_rule, derive.output_rule):
+    for rule in RULES:
         rule.cache_clear()
 
 
@@ -88,7 +97,9 @@ def test_same_bytes_without_the_cache_cold_and_warm(tmp_path: Path) -> None:
     without = generate(tmp_path, None)
     assert not directory.exists()
     cold = generate(tmp_path, directory)
-    assert len(entries(directory)) == 3  # soft, sigmoid, the loss on the sigmoid
+    # soft, sigmoid, the loss on the sigmoid, black's layout of the derived part, and
+    # the command's whole result
+    assert len(entries(directory)) == 5
     warm = generate(tmp_path, directory)
     assert without == cold == warm
     assert generate(tmp_path, directory, "--no-cache") == without
@@ -173,3 +184,120 @@ def test_concurrent_runs_write_the_same_module(tmp_path: Path) -> None:
     first, second = ((tmp_path / f"out{i}" / "cached.py").read_text() for i in range(2))
     assert first.replace("out0", "out1") == second
     assert not list(directory.rglob("*.tmp"))
+
+
+# a norm of each kind (layernorm and batchnorm share a definition; rmsnorm, a custom norm
+# with its own eps) and every window layer
+NORMS = """name: normed
+input: 4
+layers:
+  - {units: 5, activation: tanh}
+  - {type: layernorm}
+  - {units: 5, activation: tanh}
+  - {type: batchnorm, momentum: 0.2}
+  - {units: 5, activation: tanh}
+  - {type: rmsnorm}
+  - {type: norm, name: centred, expr: "(x - mean(x)) / sqrt(mean(x**2) + eps)", eps: 0.01}
+  - {units: 2, activation: sigmoid}
+loss: binary_crossentropy
+"""
+CONV = """name: convolved
+input: [2, 6, 6]
+layers:
+  - {type: conv2d, filters: 3, kernel: 3, padding: 1, activation: relu}
+  - {type: maxpool2d, size: 2}
+  - {type: conv2d, filters: 2, kernel: 2, activation: tanh}
+  - {type: avgpool2d, size: 2}
+  - {type: flatten}
+  - {units: 3, activation: softmax}
+loss: categorical_crossentropy
+"""
+
+
+def api_generate(tmp_path: Path, text: str, cache_dir: Path | None) -> bytes:
+    """symgrad.generate in a fresh process (the Python API: no whole-result cache, so a
+    warm run reads the rules from the disk cache)."""
+    (tmp_path / "spec.yaml").write_text(text)
+    env = dict(os.environ)
+    env.pop("SYMGRAD_NO_CACHE", None)
+    if cache_dir is None:
+        env["SYMGRAD_NO_CACHE"] = "1"
+    else:
+        env["SYMGRAD_CACHE_DIR"] = str(cache_dir)
+    code = "import sys, symgrad; print(symgrad.generate('spec.yaml', 'out'))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return (tmp_path / done.stdout.strip()).read_bytes()
+
+
+@pytest.mark.parametrize("text", [NORMS, CONV], ids=["norms", "conv"])
+def test_norm_and_window_rules_same_bytes_without_the_cache_cold_and_warm(
+    tmp_path: Path, text: str
+) -> None:
+    directory = tmp_path / "cache"
+    without = api_generate(tmp_path, text, None)
+    assert not directory.exists()
+    cold = api_generate(tmp_path, text, directory)
+    assert entries(directory)
+    warm = api_generate(tmp_path, text, directory)
+    assert without == cold == warm
+
+
+def refuse_norms_and_windows(monkeypatch) -> None:
+    """From here on, deriving a norm's core or a window layer fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("derived again: the cache was not used")
+
+    monkeypatch.setattr(norm_rules, "chain_rule", refuse)
+    monkeypatch.setattr(window_rules, "_forward", refuse)
+
+
+@pytest.mark.parametrize("text", [NORMS, CONV], ids=["norms", "conv"])
+def test_a_warm_run_derives_no_norm_and_no_window_layer(
+    fresh, monkeypatch, text
+) -> None:
+    first = derive.derive(text)
+    printed = [render_report(first, f) for f in ("text", "latex")] + [render(first)]
+    cores = len(entries(fresh))
+    for rule in RULES:
+        rule.cache_clear()
+    refuse_norms_and_windows(monkeypatch)
+    again = derive.derive(text)
+    assert [render_report(again, f) for f in ("text", "latex")] + [render(again)] == (
+        printed
+    )
+    assert len(entries(fresh)) == cores  # nothing new derived, nothing new written
+    for rule in RULES:
+        rule.cache_clear()
+    monkeypatch.setitem(cache._state, "enabled", False)  # and without it: derived
+    with pytest.raises(AssertionError, match="derived again"):
+        derive.derive(text)
+
+
+def test_a_norm_s_key_names_its_definition_parameters_and_names() -> None:
+    import sympy as sp
+
+    from symgrad.norms import NORMS as BUILT_IN
+
+    layer = BUILT_IN["layernorm"]
+    definition = layer.expression(layer.values({}))
+    keys = {
+        norm_rules._core_key(definition, (("eps", 1e-5),), layer.names),
+        norm_rules._core_key(definition, (("eps", 1e-3),), layer.names),
+        norm_rules._core_key(definition, (("eps", 1e-5),), ("m", "v")),
+        norm_rules._core_key(
+            definition.xreplace(
+                {s: sp.Symbol(s.name) for s in definition.free_symbols}
+            ),
+            (("eps", 1e-5),),
+            layer.names,
+        ),  # the same names without assumptions: another expression
+    }
+    assert len(keys) == 4

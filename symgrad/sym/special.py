@@ -13,12 +13,12 @@ from __future__ import annotations
 import functools
 import math
 from fractions import Fraction
-from importlib import resources
-from pathlib import Path
 
 import jinja2
 import mpmath
 import numpy as np
+
+from ..cache import template_dir
 
 ERF_TERMS = 56  # Kummer series terms: the tail is below 1e-17 relative for |x| < 2.5
 ERF_DEPTH = 32  # continued fraction: erfc(x ≥ 2.5) to 1e-13 relative, so erf to 1 ulp
@@ -31,16 +31,10 @@ ERFCX_DEPTH = 40
 ERFCX_HELPERS = frozenset({"_log_erfc", "_inv_erfcx"})  # the printed calls built on it
 
 
-def template_dir() -> Path:
-    """templates/ in a source checkout; the symgrad.templates package when installed."""
-    here = Path(__file__).resolve().parent.parent.parent / "templates"
-    if (here / "module.py.jinja").is_file():
-        return here
-    return Path(str(resources.files("symgrad.templates")))
-
-
+@functools.cache
 def environment() -> jinja2.Environment:
-    """The Jinja2 environment of every template of a generated module."""
+    """The Jinja2 environment of every template of a generated module, one a process
+    (its compiled templates kept)."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir())),
         trim_blocks=True,
