@@ -200,15 +200,19 @@ def store(key: str, value: Any) -> None:  # noqa: ANN401
         return
 
 
+IN_MEMORY = 512  # rules a process keeps per derivation function
+
+
 def persistent(key: Callable[..., tuple[Any, ...]]) -> Callable[[F], F]:
     """Keep a derivation's results on disk: `key(*args)` gives the plain data (names,
     expression texts, numbers) the result is derived from. The function is also cached
-    in memory (functools.cache), as before."""
+    in memory, for the last IN_MEMORY distinct arguments: a long-running process that
+    derives many specs keeps a bounded number of rules (the disk has the rest)."""
 
     def wrap(function: F) -> F:
         name = f"{function.__module__}.{function.__qualname__}"
 
-        @functools.cache
+        @functools.lru_cache(maxsize=IN_MEMORY)
         @functools.wraps(function)
         def cached(*args: Any) -> Any:  # noqa: ANN401
             text = key_text(name, key(*args))

@@ -322,10 +322,11 @@ def _generate(args: argparse.Namespace) -> int:
         from . import _made
         from .spec import load_spec, parse_spec
 
-        try:  # the bytes the key was made of, as load_spec reads them
-            spec = parse_spec(data.decode("utf-8"), args.spec)  # type: ignore[union-attr]
-        except (AttributeError, UnicodeDecodeError):  # no bytes, or not UTF-8
-            spec = load_spec(args.spec)  # (its message)
+        read = result_cache.text(data)  # the bytes the key was made of, as UTF-8
+        if read is not None:
+            spec = parse_spec(read, args.spec)  # as load_spec parses the file's text
+        else:  # not read, or not UTF-8: load_spec reads it (and words the error)
+            spec = load_spec(args.spec)
         path, text, d = _made(spec, args.out_dir, args.target)
         write_text(path, text)
         lines = summary(d)

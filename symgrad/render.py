@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from . import cache, optimizers
+from . import layout, optimizers
 from .derive import Derivation
 from .plan import Param, Plan, build
 from .printers import learning_rate
@@ -342,59 +342,16 @@ def with_runtime(head: str, runtime: str) -> str:
     return head + "\n\n" + runtime + "\n"
 
 
-# Black chooses some layouts (a trailing comma after *args in a call split over lines)
-# by the Python versions the whole file's syntax allows. The derived part is formatted
-# followed by this stand-in with the runtimes' syntax features (f-strings, a trailing
-# comma after *args in a def: tests/test_fast_generate.py keeps it equal to what black
-# finds in each runtime), then cut off there, so black decides as for the whole module.
-RUNTIME_SYNTAX_MARK = "# symgrad: the runtime's syntax features, for black"
-RUNTIME_SYNTAX = f"""
-
-
-{RUNTIME_SYNTAX_MARK}
-_ = f"{{0}}"
-
-
-def _(
-    *args,
-):
-    pass
-"""
-
-
 def formatted(source: str, filename: str, what: str) -> str:
-    """source (a module's derived part) through black as if the runtime followed it,
-    then compiled: a failure is symgrad's bug, and raises before anything is written.
-
-    Black's result is kept in the derivation cache under the source text itself and
-    black's version (symgrad/cache.py: its trust rules, --no-cache), so that the same
-    derived part, generated again (symgrad.generate from Python, a spec edited where
-    the module does not change), neither imports nor runs black."""
-    key = cache.key_text("symgrad.render.formatted", (_black_version(), source))
-    found, text = cache.load(key)
-    if found and isinstance(text, str):
-        return text
-    import black  # ~0.1 s to import: only where something is formatted
-
+    """source (a module's derived part) as black lays it out in the whole module
+    (symgrad/layout.py: by chunk, cached), then compiled: a failure is symgrad's bug,
+    and raises before anything is written."""
     try:
-        text = black.format_str(source + RUNTIME_SYNTAX, mode=black.Mode())
-        text, found, _ = text.rpartition(RUNTIME_SYNTAX_MARK)
-        if not found:
-            raise ValueError("black's output lost the runtime's stand-in")
-        text = text.rstrip("\n") + "\n"
+        text = layout.formatted(source)
         compile(text, filename, "exec", dont_inherit=True)
-    except (black.InvalidInput, SyntaxError, ValueError) as exc:
+    except (SyntaxError, ValueError) as exc:  # black.InvalidInput is a ValueError
         raise RuntimeError(
             f"symgrad bug: {what} does not compile ({exc}); nothing was written. "
             "Please report it with the spec."
         ) from exc
-    cache.store(key, text)
     return text
-
-
-@functools.cache
-def _black_version() -> str:
-    """black's version, from its metadata (importing black takes ~0.1 s)."""
-    from importlib import metadata
-
-    return metadata.version("black")

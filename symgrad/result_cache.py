@@ -59,6 +59,16 @@ def read(spec: str) -> bytes | None:
     return data if len(data) <= SPEC_LIMIT else None
 
 
+def text(data: bytes | None) -> str | None:
+    """The spec's text from the bytes `read` returned (None: none, or not UTF-8)."""
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def key(spec: str, data: bytes | None, out_dir: str, target: str) -> str | None:
     """The key of `symgrad generate SPEC -o OUT_DIR --target TARGET` run here on the
     spec's bytes `data` (read), or None where the result is not cached."""

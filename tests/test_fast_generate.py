@@ -18,7 +18,7 @@ import black
 import pytest
 
 import symgrad
-from symgrad import cache, render, render_xp, result_cache
+from symgrad import cache, layout, render, render_xp, result_cache
 
 # the modules' text is the subject here: black's layout included
 pytestmark = pytest.mark.formatted
@@ -46,9 +46,9 @@ def test_the_runtime_is_black_clean(module) -> None:
     assert black.format_str(runtime, mode=black.Mode()) == runtime + "\n"
     features = [
         black.get_features_used(black.lib2to3_parse(text))
-        for text in (runtime, render.RUNTIME_SYNTAX)
+        for text in (runtime, layout.RUNTIME_SYNTAX)
     ]
-    assert features[0] == features[1], "update render.RUNTIME_SYNTAX"
+    assert features[0] == features[1], "update layout.RUNTIME_SYNTAX"
 
 
 def test_black_lays_out_the_derived_part_as_in_the_whole_module() -> None:
@@ -178,3 +178,55 @@ def test_the_key_names_the_code_the_libraries_and_the_command(
     assert key(text=None) is None
     monkeypatch.setitem(cache._state, "enabled", False)
     assert key() is None and result_cache.read("xor.yaml") is None
+
+
+CHUNKED = '''"""A docstring.
+
+def not_a_definition(): a line of the docstring
+"""
+
+X = 1
+
+
+def f(x):
+    return x
+
+
+# the comment above g goes with g
+@staticmethod
+def g(x):
+    y = """
+# not a comment"""
+    return y
+def h(x):  # no blank line before: stays with g
+    return x
+'''
+
+
+def test_chunks_split_before_definitions_and_join_to_the_source() -> None:
+    pieces = layout.chunks(CHUNKED)
+    assert "".join(pieces) == CHUNKED
+    assert [p.split("\n", 1)[0] for p in pieces] == [
+        '"""A docstring.',
+        "def f(x):",
+        "# the comment above g goes with g",
+    ]
+    text = layout.formatted(CHUNKED)
+    assert text == black.format_str(CHUNKED, mode=black.Mode())
+
+
+def test_a_chunk_with_newer_syntax_than_the_runtime_s_is_formatted_whole(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Parenthesized context managers (Python 3.9+) narrow the versions black allows,
+    and with them its layouts: the derived part goes to black at once."""
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setitem(cache._state, "enabled", True)
+    newer = (
+        "def f(a, b):\n    with (open(a) as x, open(b) as y):\n        return x, y\n"
+    )
+    source = CHUNKED + "\n\n" + newer
+    assert layout._chunk(newer)[1] is False and layout._chunk(CHUNKED)[1] is True
+    whole = black.format_str(source + "\n\n" + render.runtime_code(), mode=black.Mode())
+    assert whole.startswith(layout.formatted(source) + "\n\n")
+    assert layout.formatted(source) == layout._whole(source)

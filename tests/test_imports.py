@@ -30,6 +30,7 @@ STAGES = {
     "files": 0,
     "cache": 0,  # the derivation cache: stores what derive.py derives, knows none of it
     "result_cache": 0,  # generate's whole results, in the cache: knows none of them
+    "layout": 0,  # black's layout of a derived part, cached: knows no stage
     "layer_registry": 0,  # the table of layer kinds: below every stage
     "runtime_shared": 0,  # the runtimes are standalone: copied into generated modules
     "runtime": 0,
