@@ -21,9 +21,23 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .. import naming as nm
-from ..plan import BATCH, L2, LOSS, SCALE, Condition, Plan, Stmt, Y, arr, resolve
+from ..plan import (
+    BATCH,
+    L2,
+    LOSS,
+    SCALE,
+    Assign,
+    Condition,
+    Plan,
+    Stmt,
+    Y,
+    arr,
+    resolve,
+)
 from ..sym.code import DTYPE, NumPyCode, number_text
+from ..sym.functions import numeric
 from .blocks import INDENT, Lines, Walker, equation_comment, note_comment
+from .fused import HELPER, Fuser
 from .inplace import EXP_MAX, Emitter, Scratch
 
 
@@ -191,10 +205,13 @@ class StepCode:
 
     source: str
     helpers: set[str]
+    kernels: str = ""  # the numba target's kernel functions (fused.py)
 
 
-def in_place(plan: Plan) -> StepCode:
-    """`_make_work(m, dtype)` and `_step(params, state, X, Y, work)` from the plan."""
+def in_place(plan: Plan, fused: bool = False) -> StepCode:
+    """`_make_work(m, dtype)` and `_step(params, state, X, Y, work)` from the plan;
+    fused: runs of elementwise statements as numba kernels (fused.py), the rest as
+    without."""
     printer = NumPyCode()
     step = plan.bindings("step")
     storage = plan.storage
@@ -225,7 +242,22 @@ def in_place(plan: Plan) -> StepCode:
 
     em.pool_for = lambda shape: pool(layer_now[0], shape)
     layer_now = [0]
+    shape_now: list[tuple] = [()]
+    fuser = (
+        Fuser(
+            em.shapes,
+            {SCALE: ("scale", "scale[()]"), BATCH: ("m", "m")},
+            lambda product, dest: em.into(
+                product, dest, pool(layer_now[0], shape_now[0])
+            )
+            or [],
+        )
+        if fused
+        else None
+    )
     for s in stmts:
+        if fuser is not None and (s.target == LOSS or not isinstance(s, Assign)):
+            body.add(*fuser.close())
         if s.target == LOSS:
             _loss_lines(
                 plan, s, em, body, home, pool(plan.derivation.depth, plan.shapes[Y])
@@ -243,7 +275,15 @@ def in_place(plan: Plan) -> StepCode:
                 for p in plan.params
                 if s.target.name in (p.name, nm.grad(p.name))
             )
-        layer_now[0] = layer
+        layer_now[0], shape_now[0] = layer, shape
+        if fuser is not None and isinstance(s, Assign):
+            taken = fuser.take(dest.name, numeric(expr))
+            if taken is not None:
+                body.add(*taken[0])
+                body.comment(equation_comment(s))
+                body.add(*taken[1])
+                continue
+            body.add(*fuser.close())
         lines = em.into(expr, dest.name, pool(layer, shape), owner=owner)
         if lines is None:  # no order of the lines works in place: via scratch
             scratch = pool(layer, shape)
@@ -253,6 +293,8 @@ def in_place(plan: Plan) -> StepCode:
         body.comment(equation_comment(s))  # the code names dest: out=g1
         body.add(*lines)
 
+    if fuser is not None:
+        body.add(*fuser.close())
     update = _update_lines(plan, em)
     for (_, shape), scratch in pools.items():
         for name in scratch.made:
@@ -317,7 +359,8 @@ def in_place(plan: Plan) -> StepCode:
             ),
         ]
     )
-    return StepCode(source, set(printer.helpers))
+    kernels = "\n\n\n".join([HELPER, *fuser.kernels]) if fuser is not None else ""
+    return StepCode(source, set(printer.helpers), kernels)
 
 
 def _finite_lines(grads: list[str], buffers: list[str]) -> Lines:
