@@ -194,6 +194,11 @@ class Fuser:
         self.passes: list[_Pass] = []
         self.width: int | None = None
         self.col_targets: set[str] = set()
+        # matrix products that run after the open kernel (see defer): their lines,
+        # and the arrays they read and write
+        self.deferred: list[str] = []
+        self.deferred_reads: set[str] = set()
+        self.deferred_writes: set[str] = set()
 
     # ------------------------------------------------------------------ intake
 
@@ -298,10 +303,40 @@ class Fuser:
         reads = {s.name for s in _reads(item.expr)}
         if reads & self.col_targets or item.target in self.col_targets:
             return False
+        if item.target in self.deferred_reads | self.deferred_writes or (
+            reads & self.deferred_writes
+        ):
+            return False  # a deferred product must see its inputs as they were
         width = self._width_of(item)
         if item.kind == "row":
             return True
         return width == self.width
+
+    def can_defer(self, expr: sp.Expr, target: str) -> bool:
+        """`target = expr`, a matrix product alone (∂L/∂W = Aᵀ δ), may run after the
+        open kernel instead of closing it, so that the statements after it (the bias
+        gradient Σₙ δ) still join: it writes nothing the kernel touches, and _fits
+        keeps what joins later from writing what it reads or reading what it writes."""
+        if not self.passes or not isinstance(expr, MatProduct):
+            return False
+        reads = {s.name for s in expr.free_symbols}
+        return target not in self.touched() and target not in reads
+
+    def defer(self, expr: sp.Expr, target: str, lines: list[str]) -> None:
+        """Print lines (those of `target = expr`) after the open kernel's call."""
+        self.deferred += lines
+        self.deferred_reads |= {s.name for s in expr.free_symbols}
+        self.deferred_writes.add(target)
+
+    def touched(self) -> set[str]:
+        """The arrays the open kernel reads or writes."""
+        return {
+            n
+            for p in self.passes
+            for it in p.items + p.post
+            for n in [it.target, it.dot] + [s.name for s in _reads(it.expr)]
+            if n
+        }
 
     def _add(self, item: _Item) -> None:
         if not self.passes:
@@ -333,7 +368,9 @@ class Fuser:
         source, args = self._kernel(name)
         self.kernels.append(source)
         self.passes, self.width, self.col_targets = [], None, set()
-        return [f"{name}({', '.join(args)})"]
+        deferred, self.deferred = self.deferred, []
+        self.deferred_reads, self.deferred_writes = set(), set()
+        return [f"{name}({', '.join(args)})", *deferred]
 
     def _kernel(self, name: str) -> tuple[str, list[str]]:
         """The source of the open kernel, named `name`, and its call's arguments."""

@@ -15,6 +15,7 @@ implements and, once, why it has its form.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -283,8 +284,14 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
                 body.comment(equation_comment(s))
                 body.add(*taken[1])
                 continue
-            body.add(*fuser.close())
         lines = em.into(expr, dest.name, pool(layer, shape), owner=owner)
+        if fuser is not None:
+            if lines is not None and fuser.can_defer(expr, dest.name):
+                later = Lines([], body.seen)  # after the kernel: see Fuser.defer
+                later.comment(equation_comment(s))
+                fuser.defer(expr, dest.name, later.lines + lines)
+                continue
+            body.add(*fuser.close())
         if lines is None:  # no order of the lines works in place: via scratch
             scratch = pool(layer, shape)
             tmp = scratch.take()
@@ -312,7 +319,8 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
         )
     for n in sorted(em.ones_rows):
         work.append((nm.ones_row(n), f"np.ones(({n}, 1), dtype)"))
-    work.append((nm.ONES_BATCH, "np.ones(m, dtype)"))
+    if fuser is None or _uses(nm.ONES_BATCH, body.lines + update.lines):
+        work.append((nm.ONES_BATCH, "np.ones(m, dtype)"))  # (kernels sum in place)
     scale = plan.step_scale * BATCH  # η or 1, times 1/m
     work.append((nm.SCALE, f"np.array({_scalar(scale)} / m, dtype)"))
     work += [(n, CONSTANTS[n]) for n in sorted(em.used) if n in CONSTANTS]
@@ -390,6 +398,12 @@ def _finite_lines(grads: list[str], buffers: list[str]) -> Lines:
         f"{INDENT * 2}return {nm.LOSS}",
     )
     return lines
+
+
+def _uses(name: str, lines: list[str]) -> bool:
+    """Some code line (not a comment) names `name`."""
+    word = re.compile(rf"\b{re.escape(name)}\b")
+    return any(word.search(line) for line in lines if not line.lstrip().startswith("#"))
 
 
 def _shape_label(shape: tuple) -> str:
