@@ -72,7 +72,11 @@ def measure(steps: int = 100, config: str = "mnist") -> dict[str, float]:
         # a first process compiles the numba kernels into the module's cache: the
         # worker measured loads them, as every run after a user's first does
         warm = [sys.executable, __file__, "--worker", "numba", str(fused)]
-        subprocess.run(warm + ["--steps", "1", "--config", config], check=True)
+        subprocess.run(
+            warm + ["--steps", "1", "--config", config],
+            capture_output=True,
+            check=True,
+        )
         for name in IMPLS:
             path = fused if name == "numba" else module
             result = subprocess.run(
