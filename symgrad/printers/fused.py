@@ -171,7 +171,8 @@ class _Writer:
 
 
 class Fuser:
-    """Collects statements into kernels; `lines()` gives the calls, `kernels` the
+    """Collects statements into kernels: `take`, `can_defer`/`defer` and `close`
+    give the lines `_step` prints (the kernels' calls among them), `kernels` the
     source of the kernel functions.
 
     Args:
@@ -266,6 +267,7 @@ class Fuser:
     def _check(self, e: sp.Expr, full: bool, dot: bool = False) -> None:
         """Raise Unsupported unless the scalar printer prints e, over arrays whose
         shapes broadcast (full: to (m, n); else: to (m, 1))."""
+        # a printing with names for loads; dot "?": the product's array is not named yet
         self._code(e, lambda name: name, dot="" if not dot else "?")
         for s in _reads(e):
             if s in self.scalars:
@@ -297,7 +299,8 @@ class Fuser:
         return widths.pop() if len(widths) == 1 else None
 
     def _fits(self, item: _Item) -> bool:
-        """item may join the open kernel (same width, reads no column result)."""
+        """item may join the open kernel: the same width, no column result read or
+        written again, and nothing a deferred product reads or writes."""
         if not self.passes:
             return True
         reads = {s.name for s in _reads(item.expr)}

@@ -7,7 +7,8 @@ Two printers of the same statements:
   expression (code.py);
 - `in_place(plan)`: `_make_work` and `_step`, each statement ufunc calls with `out=` into
   the work arrays the plan's storage assigns (inplace.py's Emitter), then the optimizer's
-  update.
+  update; `in_place(plan, fused=True)` (the numba target) the same, but with the runs of
+  elementwise statements as numba kernels (fused.py's Fuser) where it takes them.
 
 Neither reads the other's output. Comments come from the statements: the equation a line
 implements and, once, why it has its form.
