@@ -41,6 +41,7 @@ from ..sym.arrays import (
     RowMean,
     RowSum,
 )
+from ..sym.code import FUNCTIONS
 from ..sym.functions import sigmoid, softplus
 from .blocks import INDENT
 
@@ -55,18 +56,6 @@ HELPER = '''def _kernel(f):
     return numba.njit(
         cache=True, error_model="numpy", fastmath={"reassoc", "contract", "arcp"}
     )(f)'''
-FUNCTIONS = {
-    "exp": "np.exp",
-    "log": "np.log",
-    "tanh": "np.tanh",
-    "sinh": "np.sinh",
-    "cosh": "np.cosh",
-    "sin": "np.sin",
-    "cos": "np.cos",
-    "atan": "np.arctan",
-    "Abs": "np.abs",
-    "sign": "np.sign",
-}
 RELATIONS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
 ATOM, POW, MUL, ADD, REL, COND = range(6)  # precedence, tightest first
 ROW = {RowSum: "sum", RowMean: "mean", RowMax: "max"}
@@ -522,9 +511,9 @@ class Fuser:
             return f"1.0 / (1.0 + np.exp(-{x}))", MUL
         if isinstance(e, softplus):
             return f"np.logaddexp(0.0, {self._code(e.args[0], load, dot)})", ATOM
-        if isinstance(e, sp.Function) and type(e).__name__ in FUNCTIONS:
+        if type(e) in FUNCTIONS:  # NumPy's ufuncs, as the NumPy module calls them
             args = ", ".join(self._code(a, load, dot) for a in e.args)
-            return f"{FUNCTIONS[type(e).__name__]}({args})", ATOM
+            return f"np.{FUNCTIONS[type(e)]}({args})", ATOM
         raise Unsupported(type(e).__name__)
 
     def _power(self, base: sp.Expr, k, load, dot: str, den: bool = False) -> str:
