@@ -6,7 +6,9 @@ Each implementation runs in a fresh process (python benchmarks/peak_rss.py --wor
 MODULE) that imports only what it needs, trains from the same start on the same 1280
 examples (10 batches of 128, float32) for 100 sgd steps, and reports
 resource.getrusage(RUSAGE_SELF).ru_maxrss. The generated module is written beforehand
-by the parent, so the worker for it imports NumPy and the module, not symgrad or SymPy.
+by the parent, so the worker for it imports NumPy and the module, not symgrad or SymPy;
+the numba target's module (column numba) runs from its kernels' cache, which a first
+process fills.
 
 Linux carries ru_maxrss over fork and exec: a worker started by a big process reports
 at least that process's RSS. So the parent here imports nothing heavy, and other scripts
@@ -25,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-IMPLS = ["generated", "numpy", "torch", "jax"]
+IMPLS = ["generated", "numba", "numpy", "torch", "jax"]
 
 
 def worker(name: str, module_path: str, steps: int, config: str) -> None:
@@ -36,7 +38,8 @@ def worker(name: str, module_path: str, steps: int, config: str) -> None:
 
     cfg = impls.CONFIGS[config]
     module = impls.load_module(Path(module_path), f"bench_{config}")
-    run = impls.MAKERS[name](cfg, module, np.dtype(np.float32), data_batches=10)
+    make = impls.MAKERS["generated" if name == "numba" else name]
+    run = make(cfg, module, np.dtype(np.float32), data_batches=10)
     if run is None:  # not written for this config
         print("nan")
         return
@@ -59,10 +62,25 @@ def measure(steps: int = 100, config: str = "mnist") -> dict[str, float]:
             [sys.executable, "-m", "symgrad", "generate", "-q", str(spec), "-o", tmp],
             check=True,
         )
+        subprocess.run(
+            [sys.executable, "-m", "symgrad", "generate", "-q", str(spec), "-o", tmp]
+            + ["--target", "numba"],
+            check=True,
+        )
         module = Path(tmp) / f"bench_{config}.py"
+        fused = Path(tmp) / f"bench_{config}_numba.py"
+        # a first process compiles the numba kernels into the module's cache: the
+        # worker measured loads them, as every run after a user's first does
+        warm = [sys.executable, __file__, "--worker", "numba", str(fused)]
+        subprocess.run(
+            warm + ["--steps", "1", "--config", config],
+            capture_output=True,
+            check=True,
+        )
         for name in IMPLS:
+            path = fused if name == "numba" else module
             result = subprocess.run(
-                [sys.executable, __file__, "--worker", name, str(module)]
+                [sys.executable, __file__, "--worker", name, str(path)]
                 + ["--steps", str(steps), "--config", config],
                 capture_output=True,
                 text=True,

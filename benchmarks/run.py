@@ -22,10 +22,11 @@ import generate_time  # noqa: E402
 import peak_rss  # noqa: E402
 import train_step  # noqa: E402
 
-COLUMNS = ["generated", "generated+check", "numpy", "torch", "jax", "floor"]
+COLUMNS = ["generated", "generated+check", "numba", "numpy", "torch", "jax", "floor"]
 HEADERS = {
     "generated": "generated",
     "generated+check": "generated, CHECK_FINITE on",
+    "numba": "generated, --target numba",
     "numpy": "hand NumPy",
     "torch": "PyTorch eager",
     "jax": "JAX jit",

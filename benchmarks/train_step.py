@@ -28,10 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import impls  # noqa: E402
 
-ORDER = ["generated", "generated+check", "numpy", "torch", "jax", "floor"]
+ORDER = ["generated", "generated+check", "numba", "numpy", "torch", "jax", "floor"]
 
 
-def generate(cfg: impls.Config, out: Path) -> Path:
+def generate(cfg: impls.Config, out: Path, target: str = "numpy") -> Path:
+    """The generated module of a config (target numba: <name>_numba.py)."""
     subprocess.run(
         [
             sys.executable,
@@ -42,10 +43,12 @@ def generate(cfg: impls.Config, out: Path) -> Path:
             str(cfg.spec),
             "-o",
             str(out),
+            "--target",
+            target,
         ],
         check=True,
     )
-    return out / f"bench_{cfg.name}.py"
+    return out / f"bench_{cfg.name}{'_numba' if target == 'numba' else ''}.py"
 
 
 def makers(cfg, path: Path, dtype, only):
@@ -56,6 +59,11 @@ def makers(cfg, path: Path, dtype, only):
     for name in only:
         if name == "generated+check":
             out[name] = impls.make_generated(cfg, checked, dtype, check_finite=True)
+        elif name == "numba":  # the numba target's module, beside the NumPy one
+            fused = impls.load_module(
+                generate(cfg, path.parent, "numba"), f"{path.stem}_numba"
+            )
+            out[name] = impls.make_generated(cfg, fused, dtype)
         else:
             run = impls.MAKERS[name](cfg, module, dtype)
             if run is not None:  # None: not written for this config

@@ -131,7 +131,8 @@ def explain(
     )
 
 
-_TARGETS = ("numpy", "array-api")  # what generate writes: <name>.py, <name>_xp.py
+# what generate writes: <name>.py, <name>_xp.py, <name>_numba.py
+_TARGETS = ("numpy", "array-api", "numba")
 
 
 def generate(
@@ -148,7 +149,9 @@ def generate(
         out_dir: where the module goes; default ./generated.
         target: "numpy" (the default): <name>.py, the NumPy module; "array-api":
             <name>_xp.py, the same derived math against the array API standard (runs
-            on NumPy, PyTorch, CuPy, JAX and Dask arrays).
+            on NumPy, PyTorch, CuPy, JAX and Dask arrays); "numba": <name>_numba.py,
+            the NumPy module whose step runs its elementwise statements as numba
+            kernels (needs numba: symgrad[numba]).
     """
     from .files import write_text
     from .spec import as_spec
@@ -176,8 +179,9 @@ def _made(
     from .files import output_path
     from .render import render
 
-    path = output_path(loaded.name, out_dir)
-    return path, render(derivation, out_dir), derivation
+    numba = target == "numba"
+    path = output_path(loaded.name, out_dir, "_numba" if numba else "")
+    return path, render(derivation, out_dir, numba=numba), derivation
 
 
 __all__ = [

@@ -131,11 +131,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "-t",
         "--target",
-        choices=("numpy", "array-api"),
+        choices=("numpy", "array-api", "numba"),
         default="numpy",
         help="numpy (default): <name>.py, NumPy only, fastest on one CPU; array-api: "
         "<name>_xp.py, the same math for any array API library (PyTorch, CuPy, JAX, "
-        "Dask, ...)",
+        "Dask, ...); numba: <name>_numba.py, the NumPy module with its step's "
+        "elementwise work in numba kernels (needs numba)",
     )
     gen.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing when all goes well"

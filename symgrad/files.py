@@ -157,13 +157,16 @@ def _named(exc: OSError, path: Path) -> OSError:
     return OSError(exc.errno or errno.EIO, strerror, str(path))
 
 
-def output_path(name: str, out_dir: str | os.PathLike[str] | None) -> Path:
-    """Where `<name>.py` goes in out_dir (default: generated), checked: out_dir is not
-    a file, and the path stays inside it."""
+def output_path(
+    name: str, out_dir: str | os.PathLike[str] | None, suffix: str = ""
+) -> Path:
+    """Where `<name><suffix>.py` goes in out_dir (default: generated; suffix `_numba`
+    for the numba target), checked: out_dir is not a file, and the path stays inside
+    it."""
     directory = Path(out_dir) if out_dir is not None else Path("generated")
     if directory.exists() and not directory.is_dir():
         raise SymgradError(f"{directory}: output directory is a file")
-    path = directory / f"{name}.py"
+    path = directory / f"{name}{suffix}.py"
     try:
         inside = path.resolve().parent == directory.resolve()
     except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before 3.13)

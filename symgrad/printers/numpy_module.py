@@ -7,7 +7,8 @@ Two printers of the same statements:
   expression (code.py);
 - `in_place(plan)`: `_make_work` and `_step`, each statement ufunc calls with `out=` into
   the work arrays the plan's storage assigns (inplace.py's Emitter), then the optimizer's
-  update.
+  update; `in_place(plan, fused=True)` (the numba target) the same, but with the runs of
+  elementwise statements as numba kernels (fused.py's Fuser) where it takes them.
 
 Neither reads the other's output. Comments come from the statements: the equation a line
 implements and, once, why it has its form.
@@ -15,15 +16,30 @@ implements and, once, why it has its form.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sympy as sp
 
 from .. import naming as nm
-from ..plan import BATCH, L2, LOSS, SCALE, Condition, Plan, Stmt, Y, arr, resolve
+from ..plan import (
+    BATCH,
+    L2,
+    LOSS,
+    SCALE,
+    Assign,
+    Condition,
+    Plan,
+    Stmt,
+    Y,
+    arr,
+    resolve,
+)
 from ..sym.code import DTYPE, NumPyCode, number_text
+from ..sym.functions import numeric
 from .blocks import INDENT, Lines, Walker, equation_comment, note_comment
+from .fused import HELPER, Fuser
 from .inplace import EXP_MAX, Emitter, Scratch
 
 
@@ -191,10 +207,13 @@ class StepCode:
 
     source: str
     helpers: set[str]
+    kernels: str = ""  # the numba target's kernel functions (fused.py)
 
 
-def in_place(plan: Plan) -> StepCode:
-    """`_make_work(m, dtype)` and `_step(params, state, X, Y, work)` from the plan."""
+def in_place(plan: Plan, fused: bool = False) -> StepCode:
+    """`_make_work(m, dtype)` and `_step(params, state, X, Y, work)` from the plan;
+    fused: runs of elementwise statements as numba kernels (fused.py), the rest as
+    without."""
     printer = NumPyCode()
     step = plan.bindings("step")
     storage = plan.storage
@@ -225,7 +244,22 @@ def in_place(plan: Plan) -> StepCode:
 
     em.pool_for = lambda shape: pool(layer_now[0], shape)
     layer_now = [0]
+    shape_now: list[tuple] = [()]
+    fuser = (
+        Fuser(
+            em.shapes,
+            {SCALE: ("scale", "scale[()]"), BATCH: ("m", "m")},
+            lambda product, dest: em.into(
+                product, dest, pool(layer_now[0], shape_now[0])
+            )
+            or [],
+        )
+        if fused
+        else None
+    )
     for s in stmts:
+        if fuser is not None and (s.target == LOSS or not isinstance(s, Assign)):
+            body.add(*fuser.close())
         if s.target == LOSS:
             _loss_lines(
                 plan, s, em, body, home, pool(plan.derivation.depth, plan.shapes[Y])
@@ -243,8 +277,22 @@ def in_place(plan: Plan) -> StepCode:
                 for p in plan.params
                 if s.target.name in (p.name, nm.grad(p.name))
             )
-        layer_now[0] = layer
+        layer_now[0], shape_now[0] = layer, shape
+        if fuser is not None and isinstance(s, Assign):
+            taken = fuser.take(dest.name, numeric(expr))
+            if taken is not None:
+                body.add(*taken[0])
+                body.comment(equation_comment(s))
+                body.add(*taken[1])
+                continue
         lines = em.into(expr, dest.name, pool(layer, shape), owner=owner)
+        if fuser is not None:
+            if lines is not None and fuser.can_defer(expr, dest.name):
+                later = Lines([], body.seen)  # after the kernel: see Fuser.defer
+                later.comment(equation_comment(s))
+                fuser.defer(expr, dest.name, later.lines + lines)
+                continue
+            body.add(*fuser.close())
         if lines is None:  # no order of the lines works in place: via scratch
             scratch = pool(layer, shape)
             tmp = scratch.take()
@@ -253,6 +301,8 @@ def in_place(plan: Plan) -> StepCode:
         body.comment(equation_comment(s))  # the code names dest: out=g1
         body.add(*lines)
 
+    if fuser is not None:
+        body.add(*fuser.close())
     update = _update_lines(plan, em)
     for (_, shape), scratch in pools.items():
         for name in scratch.made:
@@ -270,7 +320,8 @@ def in_place(plan: Plan) -> StepCode:
         )
     for n in sorted(em.ones_rows):
         work.append((nm.ones_row(n), f"np.ones(({n}, 1), dtype)"))
-    work.append((nm.ONES_BATCH, "np.ones(m, dtype)"))
+    if fuser is None or _uses(nm.ONES_BATCH, body.lines + update.lines):
+        work.append((nm.ONES_BATCH, "np.ones(m, dtype)"))  # (kernels sum in place)
     scale = plan.step_scale * BATCH  # η or 1, times 1/m
     work.append((nm.SCALE, f"np.array({_scalar(scale)} / m, dtype)"))
     work += [(n, CONSTANTS[n]) for n in sorted(em.used) if n in CONSTANTS]
@@ -317,7 +368,8 @@ def in_place(plan: Plan) -> StepCode:
             ),
         ]
     )
-    return StepCode(source, set(printer.helpers))
+    kernels = "\n\n\n".join([HELPER, *fuser.kernels]) if fuser is not None else ""
+    return StepCode(source, set(printer.helpers), kernels)
 
 
 def _finite_lines(grads: list[str], buffers: list[str]) -> Lines:
@@ -347,6 +399,12 @@ def _finite_lines(grads: list[str], buffers: list[str]) -> Lines:
         f"{INDENT * 2}return {nm.LOSS}",
     )
     return lines
+
+
+def _uses(name: str, lines: list[str]) -> bool:
+    """Some code line (not a comment) names `name`."""
+    word = re.compile(rf"\b{re.escape(name)}\b")
+    return any(word.search(line) for line in lines if not line.lstrip().startswith("#"))
 
 
 def _shape_label(shape: tuple) -> str:

@@ -1,0 +1,526 @@
+"""The numba target's kernels: runs of the step's elementwise statements as one loop nest.
+
+`in_place(plan, fused=True)` (numpy_module.py) prints the same statements as the NumPy
+step, but hands each statement to a `Fuser` first. A statement it takes joins the open
+kernel; one it refuses (a matrix product alone, a loss, a window, dropout's mask,
+anything its scalar printer does not know) closes the kernel and is printed by the
+Emitter as in the NumPy module. A kernel is one `@numba.njit` function over the rows
+of an (m, n) batch: per row, one or more passes over the row's n entries (a new pass
+where a statement reads a row statistic the pass before computes), so a row's values
+are still in cache when read again. What a kernel takes:
+
+- an elementwise statement of shape (m, n), reading arrays of shapes (m, n), (n,),
+  (1, n) and (m, 1) and the step's scalars; a matrix product plus elementwise terms
+  (Z = A W + b) as `np.dot(out=)` before the kernel and the rest in it;
+- a row statistic (m, 1): a row sum, mean or max of such an expression, or an
+  elementwise statement of row statistics (σ = √(var + ε));
+- a column sum, mean or max of such an expression, shape (n,) (bias and γ gradients),
+  accumulated over the rows.
+
+Every value the statements write is stored into its home array, as the NumPy step
+stores it (the last value per array and pass: in a pass, a row's entries are loaded
+before and stored after the statements), so the code after a kernel reads what it
+would read after the NumPy lines. fastmath allows reassociation, contraction and
+reciprocals (the sums vectorize) but not the no-NaN and no-inf assumptions: NaN and inf
+propagate as in NumPy. Results agree with the NumPy step to rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from ..sym.arrays import (
+    ColMax,
+    ColMean,
+    ColSum,
+    MatProduct,
+    RowMax,
+    RowMean,
+    RowSum,
+)
+from ..sym.code import FUNCTIONS
+from ..sym.functions import sigmoid, softplus
+from .blocks import INDENT
+
+DECORATOR = "@_kernel"
+HELPER = '''def _kernel(f):
+    """f compiled by numba, cached in __pycache__ (the first call of a dtype compiles).
+    numba keys its cache by file and rebuilds a kernel's globals from f.__module__: a
+    fixed name, so that the module loads its cache under whatever name it is imported.
+    fastmath allows reassociation (vectorized sums), contraction and reciprocals, not
+    the no-NaN/no-inf assumptions: NaN and inf propagate as in NumPy."""
+    f.__module__ = "numba"
+    return numba.njit(
+        cache=True, error_model="numpy", fastmath={"reassoc", "contract", "arcp"}
+    )(f)'''
+RELATIONS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
+ATOM, POW, MUL, ADD, REL, COND = range(6)  # precedence, tightest first
+ROW = {RowSum: "sum", RowMean: "mean", RowMax: "max"}
+COL = {ColSum: "sum", ColMean: "mean", ColMax: "max"}
+
+
+def _reads(e: sp.Expr) -> set[sp.Symbol]:
+    """The arrays and scalars e reads entry by entry: not a matrix product's operands
+    (its result is read from the array the product went into)."""
+    if isinstance(e, MatProduct):
+        return set()
+    if e.is_Symbol:
+        return {e}
+    return set().union(*(_reads(a) for a in e.args)) if e.args else set()
+
+
+class Unsupported(Exception):
+    """A node the kernel's scalar printer does not print: the Emitter prints it."""
+
+
+@dataclass
+class _Item:
+    """One statement in a kernel: kind full | row | rowred | colred."""
+
+    kind: str
+    target: str
+    expr: sp.Expr  # the elementwise part (the reduced expression of a reduction)
+    op: str = ""  # sum | mean | max for a reduction
+    dot: str = ""  # the array that holds the matrix product term (Z = A W + b)
+
+
+@dataclass
+class _Pass:
+    items: list[_Item] = field(default_factory=list)
+    post: list[_Item] = field(default_factory=list)  # after the pass: row statistics
+
+
+def _negated(e: sp.Expr) -> tuple[bool, sp.Expr]:
+    """(True, -e) where e is a product with a negative number first, else (False, e)."""
+    if isinstance(e, sp.Mul) and e.args[0].is_Number and e.args[0] < 0:
+        c = -e.args[0]
+        rest = e.args[1:] if c == 1 else (c, *e.args[1:])
+        return True, sp.Mul(*rest, evaluate=False) if len(rest) > 1 else rest[0]
+    if e.is_Number and e < 0:
+        return True, -e
+    return False, e
+
+
+def _accumulate(acc: str, value: str, op: str) -> str:
+    return f"{acc} = max({acc}, {value})" if op == "max" else f"{acc} += {value}"
+
+
+class _Writer:
+    """The names of one kernel: its arguments (in order of first use, with what the
+    call passes), its locals, and the value of each array entry a pass has loaded or
+    computed (full: this row's entry j, this pass; rows: this row's statistic)."""
+
+    def __init__(self, shapes: dict[str, tuple], scalars: dict[str, str]) -> None:
+        self.shapes, self.scalars = shapes, scalars
+        self.args: list[str] = []
+        self.calls: list[str] = []
+        self.count = 0
+        self.rows: dict[str, str] = {}  # (m, 1) array -> the local of its row entry
+        self.full: dict[str, str] = {}
+        self.pre: list[str] = []  # lines before this pass's loop over j
+        self.loads: list[str] = []  # lines in the loop, before the statement's
+
+    def start_pass(self) -> None:
+        self.full, self.pre, self.loads = {}, [], []
+
+    def arg(self, name: str) -> str:
+        if name not in self.args:
+            self.args.append(name)
+            self.calls.append(self.scalars.get(name, name))
+        return name
+
+    def fresh(self, prefix: str) -> str:
+        """A new local: _t3 (an underscore: no array of the step is named so)."""
+        self.count += 1
+        return f"_{prefix}{self.count}"
+
+    def load(self, name: str) -> str:
+        """The local holding name's entry: a scalar argument, a value this pass or
+        row has, or a new load (a row statistic before the loop, an entry in it)."""
+        if name in self.scalars:
+            return self.arg(name)
+        if name in self.full:
+            return self.full[name]
+        if name in self.rows:
+            return self.rows[name]
+        shape = self.shapes[name]
+        self.arg(name)
+        v = self.fresh("v")
+        if shape == ("m", 1):
+            self.pre.append(f"{v} = {name}[i, 0]")
+            self.rows[name] = v
+            return v
+        index = "[j]" if len(shape) == 1 else "[0, j]" if shape[0] == 1 else "[i, j]"
+        self.loads.append(f"{v} = {name}{index}")
+        self.full[name] = v
+        return v
+
+
+class Fuser:
+    """Collects statements into kernels: `take`, `can_defer`/`defer` and `close`
+    give the lines `_step` prints (the kernels' calls among them), `kernels` the
+    source of the kernel functions.
+
+    Args:
+        shapes: array name -> shape ("m" the batch); the home arrays and parameters.
+        scalars: symbol -> (the kernel's parameter, what the call passes): the step's
+            scale as `scale[()]` (a 0-d work array), the batch size m.
+        dot_lines: prints `np.dot(..., out=)` lines for a matrix product into an array.
+    """
+
+    def __init__(
+        self,
+        shapes: dict[str, tuple],
+        scalars: dict[sp.Symbol, tuple[str, str]],
+        dot_lines: Callable[[sp.Expr, str], list[str]],
+    ) -> None:
+        self.shapes = shapes
+        self.scalars = scalars
+        self.dot_lines = dot_lines
+        self.kernels: list[str] = []
+        self.passes: list[_Pass] = []
+        self.width: int | None = None
+        self.col_targets: set[str] = set()
+        # matrix products that run after the open kernel (see defer): their lines,
+        # and the arrays they read and write
+        self.deferred: list[str] = []
+        self.deferred_reads: set[str] = set()
+        self.deferred_writes: set[str] = set()
+
+    # ------------------------------------------------------------------ intake
+
+    def take(self, target: str, expr: sp.Expr) -> tuple[list[str], list[str]] | None:
+        """Where `target = expr` joins a kernel, the lines to print before its comment
+        (the call of a kernel it closes) and after (the matrix product of Z = A W + b);
+        None where it does not (then print `close()` and the statement)."""
+        item = self._item(target, expr)
+        if item is None:
+            return None
+        fits = self._fits(item)
+        if item.kind in ("row", "colred") and (not self.passes or not fits):
+            return None  # not worth a kernel of its own
+        before = self.close() if item.dot or not fits else []
+        after: list[str] = []
+        if item.dot:
+            product = next(t for t in expr.args if isinstance(t, MatProduct))
+            after = self.dot_lines(product, target)
+        self._add(item)
+        return before, after
+
+    def _item(self, target: str, expr: sp.Expr) -> _Item | None:
+        item = self._classify(target, expr)
+        if item is None or item.kind == "row":
+            return item
+        width = self._width_of(item)
+        reads = [s for s in _reads(item.expr) if s not in self.scalars]
+        if width is None or any(
+            self.shapes[s.name][-1] not in (1, width) for s in reads
+        ):
+            return None
+        return item
+
+    def _classify(self, target: str, expr: sp.Expr) -> _Item | None:
+        shape = self.shapes.get(target)
+        if shape is None or len(shape) != 2 and len(shape) != 1:
+            return None
+        try:
+            if type(expr) in ROW and shape[1:] == (1,):
+                self._check(expr.args[0], full=True)
+                return _Item("rowred", target, expr.args[0], ROW[type(expr)])
+            if type(expr) in COL and len(shape) == 1:
+                self._check(expr.args[0], full=True)
+                return _Item("colred", target, expr.args[0], COL[type(expr)])
+            if len(shape) != 2 or shape[0] != "m":
+                return None
+            if shape[1] == 1:
+                self._check(expr, full=False)
+                return _Item("row", target, expr)
+            dot = ""
+            if isinstance(expr, sp.Add):
+                products = [t for t in expr.args if isinstance(t, MatProduct)]
+                if len(products) == 1:
+                    if sp.Symbol(target, real=True) in products[0].free_symbols:
+                        return None  # the product reads the array it would go into
+                    dot = target
+            self._check(expr, full=True, dot=bool(dot))
+            item = _Item("full", target, expr, dot=dot)
+            if dot and sp.Symbol(target, real=True) in expr.free_symbols:
+                return None  # the terms read what the product overwrites
+            return item
+        except Unsupported:
+            return None
+
+    def _check(self, e: sp.Expr, full: bool, dot: bool = False) -> None:
+        """Raise Unsupported unless the scalar printer prints e, over arrays whose
+        shapes broadcast (full: to (m, n); else: to (m, 1))."""
+        # a printing with names for loads; dot "?": the product's array is not named yet
+        self._code(e, lambda name: name, dot="" if not dot else "?")
+        for s in _reads(e):
+            if s in self.scalars:
+                continue
+            shape = self.shapes.get(s.name)
+            if shape is None:
+                raise Unsupported(s.name)
+            if full:
+                ok = (
+                    (len(shape) == 2 and shape[0] == "m")
+                    or len(shape) == 1
+                    or (len(shape) == 2 and shape[0] == 1)
+                )
+            else:
+                ok = len(shape) == 2 and shape == ("m", 1)
+            if not ok:
+                raise Unsupported(s.name)
+
+    def _width_of(self, item: _Item) -> int | None:
+        if item.kind == "full":
+            return self.shapes[item.target][1]
+        if item.kind == "colred":
+            return self.shapes[item.target][-1]
+        widths = {
+            self.shapes[s.name][-1]
+            for s in _reads(item.expr)
+            if s not in self.scalars and self.shapes[s.name][-1] != 1
+        }
+        return widths.pop() if len(widths) == 1 else None
+
+    def _fits(self, item: _Item) -> bool:
+        """item may join the open kernel: the same width, no column result read or
+        written again, and nothing a deferred product reads or writes."""
+        if not self.passes:
+            return True
+        reads = {s.name for s in _reads(item.expr)}
+        if reads & self.col_targets or item.target in self.col_targets:
+            return False
+        if item.target in self.deferred_reads | self.deferred_writes or (
+            reads & self.deferred_writes
+        ):
+            return False  # a deferred product must see its inputs as they were
+        width = self._width_of(item)
+        if item.kind == "row":
+            return True
+        return width == self.width
+
+    def can_defer(self, expr: sp.Expr, target: str) -> bool:
+        """`target = expr`, a matrix product alone (∂L/∂W = Aᵀ δ), may run after the
+        open kernel instead of closing it, so that the statements after it (the bias
+        gradient Σₙ δ) still join: it writes nothing the kernel touches, and _fits
+        keeps what joins later from writing what it reads or reading what it writes."""
+        if not self.passes or not isinstance(expr, MatProduct):
+            return False
+        reads = {s.name for s in expr.free_symbols}
+        return target not in self.touched() and target not in reads
+
+    def defer(self, expr: sp.Expr, target: str, lines: list[str]) -> None:
+        """Print lines (those of `target = expr`) after the open kernel's call."""
+        self.deferred += lines
+        self.deferred_reads |= {s.name for s in expr.free_symbols}
+        self.deferred_writes.add(target)
+
+    def touched(self) -> set[str]:
+        """The arrays the open kernel reads or writes."""
+        return {
+            n
+            for p in self.passes
+            for it in p.items + p.post
+            for n in [it.target, it.dot] + [s.name for s in _reads(it.expr)]
+            if n
+        }
+
+    def _add(self, item: _Item) -> None:
+        if not self.passes:
+            self.passes.append(_Pass())
+            self.width = self._width_of(item)
+        current = self.passes[-1]
+        if item.kind == "row":
+            current.post.append(item)
+            return
+        pending = {i.target for i in current.post}
+        if {s.name for s in _reads(item.expr)} & pending:
+            self.passes.append(_Pass())  # reads a row statistic of this pass
+            current = self.passes[-1]
+        if item.kind == "colred":
+            self.col_targets.add(item.target)
+        if item.kind == "rowred":
+            current.items.append(item)
+            current.post.append(item)
+        else:
+            current.items.append(item)
+
+    # ------------------------------------------------------------------ output
+
+    def close(self) -> list[str]:
+        """The call of the open kernel (and its source into `kernels`); [] if none."""
+        if not self.passes:
+            return []
+        name = f"_k{len(self.kernels) + 1}"
+        source, args = self._kernel(name)
+        self.kernels.append(source)
+        self.passes, self.width, self.col_targets = [], None, set()
+        deferred, self.deferred = self.deferred, []
+        self.deferred_reads, self.deferred_writes = set(), set()
+        return [f"{name}({', '.join(args)})", *deferred]
+
+    def _kernel(self, name: str) -> tuple[str, list[str]]:
+        """The source of the open kernel, named `name`, and its call's arguments."""
+        w = _Writer(self.shapes, dict(self.scalars.values()))
+        rows_of = next(  # an (m, ...) array the kernel reads or writes: its m rows
+            n
+            for p in self.passes
+            for it in p.items + p.post
+            for n in [it.target] + sorted(s.name for s in _reads(it.expr))
+            if n in self.shapes and self.shapes[n][0] == "m"
+        )
+        body: list[str] = []
+        first: list[str] = []  # before the row loop: the column accumulators
+        last: list[str] = []  # after it: column means
+        for p in self.passes:
+            w.start_pass()
+            loop: list[str] = []
+            stores: dict[str, str] = {}
+            accs: dict[str, str] = {}
+            for it in p.items:
+                text = self._code(it.expr, w.load, dot=it.dot)
+                loop += w.loads
+                w.loads = []
+                v = w.fresh("t")
+                loop.append(f"{v} = {text}")
+                if it.kind == "full":
+                    w.full[it.target] = stores[it.target] = v
+                    w.arg(it.target)
+                elif it.kind == "rowred":
+                    acc = accs[it.target] = w.fresh("acc")
+                    w.pre.append(f"{acc} = " + ("-np.inf" if it.op == "max" else "0.0"))
+                    loop.append(_accumulate(acc, v, it.op))
+                else:  # a column reduction, over the rows
+                    t = w.arg(it.target)
+                    entry = t + ("[j]" if len(self.shapes[t]) == 1 else "[0, j]")
+                    first.append(
+                        f"{t}[:] = " + ("-np.inf" if it.op == "max" else "0.0")
+                    )
+                    loop.append(_accumulate(entry, v, it.op))
+                    if it.op == "mean":
+                        last.append(f"{t}[:] /= {rows_of}.shape[0]")
+            loop += [f"{t}[i, j] = {v}" for t, v in stores.items()]
+            post: list[str] = []
+            for it in p.post:
+                if it.kind == "rowred":
+                    acc = accs[it.target]
+                    value = f"{acc} / {self.width}" if it.op == "mean" else acc
+                else:
+                    value = self._code(it.expr, w.load)
+                v = w.fresh("r")
+                post += [f"{v} = {value}", f"{w.arg(it.target)}[i, 0] = {v}"]
+                w.rows[it.target] = v
+            body += w.pre
+            if loop:
+                body.append(f"for j in range({self.width}):")
+                body += [INDENT + line for line in loop]
+            body += post
+        lines = [DECORATOR, f"def {name}({', '.join(w.args)}):"]
+        lines += [INDENT + line for line in first]
+        lines.append(f"{INDENT}for i in range({rows_of}.shape[0]):")
+        lines += [2 * INDENT + line for line in body]
+        lines += [INDENT + line for line in last]
+        return "\n".join(lines), w.calls
+
+    # ------------------------------------------------------------------ scalars
+
+    def _code(self, e: sp.Expr, load: Callable[[str], str], dot: str = "") -> str:
+        """e as a scalar expression in a kernel; arrays through load(name)."""
+        return self._prec(e, load, dot)[0]
+
+    def _arg(self, e: sp.Expr, load, dot: str, bound: int) -> str:
+        """e's text as an operand that binds at least as tightly as `bound`."""
+        text, prec = self._prec(e, load, dot)
+        return f"({text})" if prec > bound else text
+
+    def _prec(self, e: sp.Expr, load, dot: str) -> tuple[str, int]:
+        """(text, precedence): ATOM, POW, MUL, ADD or COND (loosest)."""
+        if isinstance(e, MatProduct):
+            if not dot:
+                raise Unsupported("a matrix product")
+            return (load(dot) if dot != "?" else "0.0"), ATOM
+        if e.is_Symbol:
+            return load(self.scalars[e][0] if e in self.scalars else e.name), ATOM
+        if e is sp.S.NaN or e in (sp.S.Infinity, sp.S.NegativeInfinity):
+            text = {"nan": "np.nan", "oo": "np.inf", "-oo": "-np.inf"}[str(e)]
+            return text, ATOM if not text.startswith("-") else ADD
+        if e.is_Number:
+            if not (e.is_Rational or e.is_Float):
+                raise Unsupported(str(e))
+            return repr(float(e)), ATOM if e >= 0 else ADD
+        if isinstance(e, sp.Add):
+            out = ""
+            for k, term in enumerate(e.args):
+                negative, rest = _negated(term)
+                if negative:
+                    out += (" - " if k else "-") + self._arg(rest, load, dot, MUL)
+                else:
+                    out += (" + " if k else "") + self._arg(term, load, dot, ADD)
+            return out, ADD
+        if isinstance(e, sp.Mul):
+            negative, rest = _negated(e)
+            if negative:
+                return "-" + self._arg(rest, load, dot, POW), ADD
+            num, den = [], []
+            for a in sp.Mul.make_args(e):
+                if isinstance(a, sp.Pow) and a.exp.is_Integer and a.exp < 0:
+                    den.append(self._power(a.base, -a.exp, load, dot, den=True))
+                else:
+                    num.append(self._arg(a, load, dot, MUL))
+            text = " * ".join(num) if num else "1.0"
+            for d in den:
+                text += f" / {d}"
+            return text, MUL
+        if isinstance(e, sp.Pow):
+            if e.exp.is_Integer and e.exp < 0:
+                return "1.0 / " + self._power(e.base, -e.exp, load, dot, den=True), MUL
+            if e.exp == sp.S.Half:
+                return f"np.sqrt({self._code(e.base, load, dot)})", ATOM
+            if e.exp == -sp.S.Half:
+                return f"1.0 / np.sqrt({self._code(e.base, load, dot)})", MUL
+            if e.exp.is_Integer:
+                return self._power(e.base, e.exp, load, dot), MUL
+            if e.exp.is_Number:
+                base = self._arg(e.base, load, dot, ATOM)
+                return f"{base} ** {float(e.exp)!r}", POW
+            raise Unsupported(str(e))
+        if isinstance(e, sp.Piecewise):
+            *pieces, (last, always) = e.args
+            if always is not sp.true:
+                raise Unsupported(str(e))
+            out = self._arg(last, load, dot, COND)
+            for value, cond in reversed(pieces):
+                v = self._arg(value, load, dot, ADD)
+                c = self._arg(cond, load, dot, ADD)
+                out = f"{v} if {c} else {out}"
+            return out, COND
+        if isinstance(e, sp.Rel) and e.rel_op in RELATIONS:
+            a, b = (self._arg(x, load, dot, ADD) for x in e.args)
+            return f"{a} {RELATIONS[e.rel_op]} {b}", REL
+        if isinstance(e, sp.Max | sp.Min) and len(e.args) == 2:
+            f = "np.maximum" if isinstance(e, sp.Max) else "np.minimum"
+            a, b = (self._code(x, load, dot) for x in e.args)
+            return f"{f}({a}, {b})", ATOM
+        if isinstance(e, sigmoid):
+            x = self._arg(e.args[0], load, dot, POW)
+            return f"1.0 / (1.0 + np.exp(-{x}))", MUL
+        if isinstance(e, softplus):
+            return f"np.logaddexp(0.0, {self._code(e.args[0], load, dot)})", ATOM
+        if type(e) in FUNCTIONS:  # NumPy's ufuncs, as the NumPy module calls them
+            args = ", ".join(self._code(a, load, dot) for a in e.args)
+            return f"np.{FUNCTIONS[type(e)]}({args})", ATOM
+        raise Unsupported(type(e).__name__)
+
+    def _power(self, base: sp.Expr, k, load, dot: str, den: bool = False) -> str:
+        """base**k for an integer k ≥ 1: a product for k ≤ 3 (parenthesized as a
+        denominator)."""
+        b = self._arg(base, load, dot, ATOM if int(k) > 1 or den else MUL)
+        if int(k) == 1:
+            return b
+        text = " * ".join([b] * int(k)) if int(k) <= 3 else f"{b} ** {int(k)}"
+        return f"({text})" if den else text
