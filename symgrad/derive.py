@@ -1010,6 +1010,7 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
     q = None if jvp else _collapse_factor(delta)
     collapsed = q is not None
     delta_ref = None if act.vector else exact_delta(dl_da, act)
+    forms = _loss_forms(loss, act)
     if collapsed:
         delta = a - y if q == 1 else sp.Mul(q, a - y, evaluate=False)
     elif not act.vector:
@@ -1019,7 +1020,7 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         # gives e^{-x²}/erfc(x), finite where φ/Φ's quotient is 0/0)
         through = {
             tidy(sp.diff(form.xreplace({a: act.forward}), z))
-            for form in _loss_forms(loss, act)
+            for form in forms
             if form.has(log_erfc)
         }
         delta_ref = _equal_reference(delta_ref, through)
@@ -1028,7 +1029,6 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
         )
         if missed:
             notes.append(_missed_note(f"output delta of {loss_op.name}", missed))
-    forms = _loss_forms(loss, act)
     forward = forms[0]
     if log_terms is not None:
         forward = _softmax_logs(loss)

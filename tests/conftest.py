@@ -80,19 +80,20 @@ def _modules_unformatted(request: pytest.FixtureRequest):
 
 @pytest.fixture(autouse=True, scope="module")
 def _caches_emptied_after_each_file():
-    """After each test file, the caches that only grow: JAX's compiled programs (each
-    spec's reference network compiles its own) and SymPy's expression cache. One process
-    ran every file at 4.1 GiB; the tests reuse nothing of these across files."""
+    """After each test file, the caches that only grow emptied (harness.empty_caches)."""
     yield
-    import gc
+    harness.empty_caches()
 
-    jax = sys.modules.get("jax")
-    if jax is not None:
-        jax.clear_caches()
-    sympy_cache = sys.modules.get("sympy.core.cache")
-    if sympy_cache is not None:
-        sympy_cache.clear_cache()
-    gc.collect()
+
+@pytest.fixture(autouse=True)
+def _memory_kept_in_budget():
+    """After a test, the caches emptied when this process has grown more than
+    harness.MEMORY_GROWTH_MIB since they last were (harness.keep_within_budget): a
+    file of JAX references (test_catalogue.py) grew one process by 0.5 GiB of compiled
+    programs before its end. Below that nothing is emptied, so a file's tests keep
+    reusing what they compiled."""
+    yield
+    harness.keep_within_budget()
 
 
 @pytest.fixture(scope="session")
@@ -122,11 +123,12 @@ def generate(_generated, tmp_path: Path) -> Callable[..., ModuleType]:
     return build
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_cluster(tmp_path_factory):
     """(cluster, client) of a dask.distributed LocalCluster, 2 worker processes on
-    127.0.0.1, for the whole session (tests/xp_backends.py: bounded start, no
-    dashboard); skipped with the reason when this sandbox cannot start it."""
+    127.0.0.1, for one test file (tests/xp_backends.py: bounded start, no dashboard;
+    not for the session: its three processes would hold their memory to the end);
+    skipped with the reason when this sandbox cannot start it."""
     import xp_backends
 
     try:

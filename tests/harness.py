@@ -79,6 +79,80 @@ def generate_module(spec: Mapping[str, Any], workdir: os.PathLike | str) -> Modu
     return import_path(out, f"_symgrad_generated_{spec['name']}_{n}")
 
 
+# --- memory: what the test processes hold ----------------------------------------------
+
+# How far a test process's resident memory may grow past what it held after the caches
+# were last emptied before they are emptied again; the suite's measured peak is in
+# docs/development.md ("The suite's memory").
+MEMORY_GROWTH_MIB = 128
+_floor = {"mib": 0}  # resident memory after the last emptying (0: not measured yet)
+
+
+def resident_mib() -> int:
+    """This process's resident set in MiB (0 where /proc is not there to read)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _glibc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _glibc()
+
+
+def empty_caches() -> None:
+    """Empty the caches that only grow — JAX's compiled programs (each spec's reference
+    network compiles its own), SymPy's expression cache and symgrad's memo of free
+    symbols, which keeps expressions alive — and give the freed memory back: glibc's
+    malloc keeps freed pages for reuse (one worker held 1.8 GiB of which 0.5 GiB was
+    free), malloc_trim returns them to the system. The tests reuse nothing of these
+    that they cannot make again."""
+    import gc
+
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        jax.clear_caches()
+    sympy_cache = sys.modules.get("sympy.core.cache")
+    if sympy_cache is not None:
+        sympy_cache.clear_cache()
+    functions = sys.modules.get("symgrad.sym.functions")
+    if functions is not None:
+        functions.variables.cache_clear()
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+    _floor["mib"] = resident_mib()
+
+
+def keep_within_budget() -> None:
+    """empty_caches() when this process has grown more than MEMORY_GROWTH_MIB since it
+    last ran (the first call only measures). Called after every test (conftest.py) and
+    by tests that run many examples in one (the hypothesis tests of test_fuzz_spec.py).
+    """
+    now = resident_mib()
+    if not _floor["mib"]:
+        _floor["mib"] = now
+    elif now > _floor["mib"] + MEMORY_GROWTH_MIB:
+        empty_caches()
+
+
 # --- specs and data ----------------------------------------------------------------------
 
 

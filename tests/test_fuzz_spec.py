@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import string
 
+import harness
 import pytest
 import yaml
 from harness import check_against_reference, generate_module, needs_jax
@@ -122,6 +123,7 @@ def mutated_texts(draw):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_specs())
 def test_random_valid_specs_generate(spec) -> None:
+    harness.keep_within_budget()  # one test, many examples: each derives its rules
     loaded = parse_spec(yaml.safe_dump(spec, sort_keys=False), "fuzz.yaml")
     source = render(derive(loaded))
     compile(source, "generated.py", "exec")
@@ -130,6 +132,7 @@ def test_random_valid_specs_generate(spec) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_texts())
 def test_mutations_generate_or_fail_cleanly(text) -> None:
+    harness.keep_within_budget()
     try:
         loaded = parse_spec(text, "fuzz.yaml")
     except SpecError as exc:
@@ -152,5 +155,6 @@ def test_mutations_generate_or_fail_cleanly(text) -> None:
 )
 @given(valid_specs())
 def test_random_valid_specs_match_jax(tmp_path_factory, spec) -> None:
+    harness.keep_within_budget()  # each example compiles its own JAX reference
     module = generate_module(spec, tmp_path_factory.mktemp("fuzz"))
     check_against_reference(module, spec)

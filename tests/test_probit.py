@@ -123,14 +123,23 @@ def test_probit_bce_loss_and_gradient_against_mpmath(probit, dtype) -> None:
 
 
 def test_other_members_of_the_class(tmp_path) -> None:
-    """The rewrite is not probit-by-name: Φ(√2 z) written another way, and a KL loss
-    whose logs of ratios split into log ŷ and log(1 − ŷ)."""
+    """The rewrite is not probit-by-name: Φ(√2 z) written another way, a KL loss whose
+    logs of ratios split into log ŷ and log(1 − ŷ), and erf inside a custom loss."""
     written = generate_module(_spec("erf_bce", "0.5 - 0.5*erf(-z)"), tmp_path)
     _check(written, _bce, _phi(mpmath.sqrt(2)), np.float64)
     kl = {"name": "kl", "expr": "y*log(y/yhat) + (1 - y)*log((1 - y)/(1 - yhat))"}
     spec = _spec("probit_kl", PROBIT, kl)
     assert not symgrad.derive(spec).notes
     _check(generate_module(spec, tmp_path), _kl, _phi(1), np.float64)
+    # the erf in a custom loss on an identity output
+    loss = {
+        "name": "neg_log_phi",
+        "expr": "-y*log((1 + erf(yhat))/2) - (1 - y)*log((1 - erf(yhat))/2)",
+    }
+    spec = {**_spec("erf_loss", "z", loss)}
+    spec["layers"] = [{"units": 1, "activation": "identity"}]
+    assert not symgrad.derive(spec).notes
+    _check(generate_module(spec, tmp_path), _bce, _phi(mpmath.sqrt(2)), np.float64)
 
 
 # ------------------------------------------------------------------ the helpers

@@ -317,7 +317,7 @@ def test_arrays_of_two_libraries_are_refused(xp_pair):
 # --- Dask on a LocalCluster ------------------------------------------------------------------
 
 
-# dask_cluster: the session's LocalCluster (conftest.py)
+# dask_cluster: this file's LocalCluster (conftest.py)
 
 
 def _worker_pids(client) -> dict:

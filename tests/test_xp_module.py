@@ -558,7 +558,7 @@ def test_cluster_train_step_with_batchnorm_and_dropout(dask_cluster, pair):
 
 
 def test_example_dask_train_equals_numpy_fit(dask_cluster, tmp_path, generate):
-    """examples/dask_train.py's train() on the session's cluster: data made on the
+    """examples/dask_train.py's train() on this file's cluster: data made on the
     workers, the module's fit on Dask arrays; the same as the NumPy module's fit on
     the same data, computed into this process."""
     import dask
