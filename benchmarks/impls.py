@@ -38,6 +38,7 @@ class Config:
     blocks: int = (
         0  # residual relu layers, each followed by a layernorm (after layer 1)
     )
+    image: tuple[int, int, int] | None = None  # a CNN's input (C, H, W); X is flat
 
     @property
     def spec(self) -> Path:
@@ -51,6 +52,9 @@ CONFIGS = {
     "layers": Config(
         "layers", (784, 256, 256, 256, 256, 256, 10), "relu", "softmax", 128, 0.01, 4
     ),
+    # LeNet-style: (conv 3×3 pad 1, relu, maxpool 2) × 2 (8, 16 filters), flatten, 10
+    # softmax; the layers are read from the module's parameters (4-d W: a conv)
+    "lenet": Config("lenet", (784, 10), "relu", "softmax", 64, 0.01, image=(1, 28, 28)),
 }
 
 
@@ -99,7 +103,7 @@ def make_generated(cfg, module, dtype, data_batches=1, check_finite=False):
 
 
 def make_numpy(cfg, module, dtype, data_batches=1):
-    if cfg.blocks:
+    if cfg.blocks or cfg.image:
         return None  # written by hand for the dense configs only
     params, data = problem(cfg, module, dtype, data_batches)
     batches = itertools.cycle(data)
@@ -152,6 +156,8 @@ def make_numpy(cfg, module, dtype, data_batches=1):
 
 
 def make_torch(cfg, module, dtype, data_batches=1):
+    if cfg.image:
+        return make_torch_cnn(cfg, module, dtype, data_batches)
     import torch
 
     torch.set_num_threads(2)
@@ -212,6 +218,8 @@ def _layers(cfg) -> list[tuple[str, int]]:
 
 
 def make_jax(cfg, module, dtype, data_batches=1):
+    if cfg.image:
+        return make_jax_cnn(cfg, module, dtype, data_batches)
     import jax
     import jax.numpy as jnp
 
@@ -260,6 +268,8 @@ def make_jax(cfg, module, dtype, data_batches=1):
 
 def make_floor(cfg, module, dtype, data_batches=1):
     """forward A^{l-1} W^l per layer; backward A^{l-1}ᵀ δ^l per layer, δ^l W^lᵀ for l > 1."""
+    if cfg.image:
+        return make_floor_cnn(cfg, module, dtype, data_batches)
     params, data = problem(cfg, module, dtype)
     X = data[0][0]
     L = len(cfg.sizes) - 1
@@ -279,6 +289,124 @@ def make_floor(cfg, module, dtype, data_batches=1):
             np.dot(As[l - 1].T, Ds[l], out=dWs[l - 1])
             if l > 1:
                 np.dot(Ds[l], Ws[l - 1].T, out=Ds[l - 1])
+        return 0.0
+
+    return run
+
+
+# ---------------------------------------------------------------- CNN configs
+
+
+def _cnn_layers(module) -> list[tuple[str, str, bool]]:
+    """(W, b, is a conv) per layer of a CNN config: a 4-d W is a conv (same padding,
+    stride 1) followed by relu and a 2×2 max pooling; the last, a dense softmax."""
+    names = [k for k in module.PARAM_NAMES if k.startswith("W")]
+    return [(k, "b" + k[1:], len(module.PARAM_SHAPES[k]) == 4) for k in names]
+
+
+def make_torch_cnn(cfg, module, dtype, data_batches=1):
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(2)
+    params, data = problem(cfg, module, dtype, data_batches)
+    batches = itertools.cycle(
+        [(torch.from_numpy(X), torch.from_numpy(Y)) for X, Y in data]
+    )
+    t = {k: torch.tensor(params[k], requires_grad=True) for k in module.PARAM_NAMES}
+    opt = torch.optim.SGD(list(t.values()), lr=cfg.lr)
+    layers = _cnn_layers(module)
+    m = cfg.batch
+
+    def run():
+        X, Y = next(batches)
+        opt.zero_grad()
+        a = X.reshape(-1, *cfg.image)
+        for W, b, _ in layers[:-1]:
+            pad = t[W].shape[-1] // 2
+            a = F.max_pool2d(torch.relu(F.conv2d(a, t[W], t[b], padding=pad)), 2)
+        W, b, _ = layers[-1]
+        z = a.flatten(1) @ t[W] + t[b]
+        loss = -(Y * torch.log_softmax(z, dim=1)).sum() / m
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return run
+
+
+def make_jax_cnn(cfg, module, dtype, data_batches=1):
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    params, data = problem(cfg, module, dtype, data_batches)
+    batches = itertools.cycle([(jnp.asarray(X), jnp.asarray(Y)) for X, Y in data])
+    layers = _cnn_layers(module)
+    m, lr = cfg.batch, cfg.lr
+
+    def loss_fn(p, X, Y):
+        a = X.reshape(-1, *cfg.image)
+        for W, b, _ in layers[:-1]:
+            pad = p[W].shape[-1] // 2
+            z = jax.lax.conv_general_dilated(
+                a,
+                p[W],
+                (1, 1),
+                [(pad, pad), (pad, pad)],
+                dimension_numbers=("NCHW", "OIHW", "NCHW"),
+            )
+            a = jax.nn.relu(z + p[b][None, :, None, None])
+            a = jax.lax.reduce_window(
+                a, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID"
+            )
+        W, b, _ = layers[-1]
+        z = a.reshape(a.shape[0], -1) @ p[W] + p[b]
+        return -jnp.sum(Y * jax.nn.log_softmax(z, axis=1)) / m
+
+    def step(p, X, Y):
+        loss, grads = jax.value_and_grad(loss_fn)(p, X, Y)
+        return jax.tree.map(lambda w, g: w - lr * g, p, grads), loss
+
+    jitted = jax.jit(step, donate_argnums=0)
+    state = [{k: jnp.asarray(params[k]) for k in module.PARAM_NAMES}]
+
+    def run():
+        X, Y = next(batches)
+        state[0], loss = jitted(state[0], X, Y)
+        return float(loss)
+
+    return run
+
+
+def make_floor_cnn(cfg, module, dtype, data_batches=1):
+    """The products of an im2col step: per conv layer cols·W (forward) and colsᵀ·δ
+    (∂L/∂W), δ·Wᵀ (the columns of ∂L/∂x) below the first; the dense layer's three
+    products as in make_floor. All into preallocated arrays; cols and δ are random."""
+    params, _ = problem(cfg, module, dtype)
+    rng = np.random.default_rng(1)
+    products = []
+    c, h, w = cfg.image
+    m = cfg.batch
+    for k, (W, _, conv) in enumerate(_cnn_layers(module)):
+        if conv:
+            f, c, kh, kw = module.PARAM_SHAPES[W]
+            rows, inner = m * h * w, c * kh * kw  # stride 1, same padding
+            h, w = h // 2, w // 2  # the pooling after it
+            out = f
+        else:
+            rows, (inner, out) = m, module.PARAM_SHAPES[W]
+        cols = rng.standard_normal((rows, inner)).astype(dtype)
+        Wm = rng.standard_normal((inner, out)).astype(dtype)
+        D = (0.01 * rng.standard_normal((rows, out))).astype(dtype)
+        products.append((cols, Wm, np.empty((rows, out), dtype)))
+        products.append((cols.T, D, np.empty((inner, out), dtype)))
+        if k:
+            products.append((D, Wm.T, np.empty((rows, inner), dtype)))
+
+    def run():
+        for a, b, out in products:
+            np.dot(a, b, out=out)
         return 0.0
 
     return run

@@ -400,8 +400,9 @@ class Emitter(Printer):
         self._window_call("_scatter_windows", e, dest)
 
     def _print_WindowMax(self, e: WindowMax, dest: str) -> None:  # noqa: N802
+        self.printer.helpers.add("_window_max")
         (x,) = self._atoms(e.args)
-        self._line(f"np.max({x}, axis=(4, 5), out={dest})", dest)
+        self._line(f"_window_max({x}, out={dest})", dest)
 
     def _print_FirstMax(self, e: FirstMax, dest: str) -> None:  # noqa: N802
         self.printer.helpers.add("_first_max")
