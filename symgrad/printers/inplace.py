@@ -96,6 +96,27 @@ class Scratch:
         self.free.append(name)
 
 
+def _spread(subscripts: str, operands: list[str]) -> list[str] | None:
+    """The operands of an einsum that sums nothing, each indexed with None for the
+    result's letters it lacks ("ncij,ncijpq->ncijpq": a[:, :, :, :, None, None], b):
+    a broadcast elementwise product; None where a letter is summed or an operand's
+    letters are not in the result's order."""
+    ins, res = subscripts.split("->")
+    letters = ins.split(",")
+    if len(letters) != 2 or set("".join(letters)) != set(res):
+        return None
+    out = []
+    for lets, name in zip(letters, operands, strict=True):
+        if [c for c in res if c in lets] != list(lets):
+            return None
+        if lets == res:
+            out.append(name)
+        else:
+            index = ", ".join(":" if c in lets else "None" for c in res)
+            out.append(f"{name}[{index}]")
+    return out
+
+
 def _count(e: sp.Expr, s: sp.Symbol) -> int:
     """How often the symbol s occurs in e."""
     if e == s:
@@ -336,11 +357,17 @@ class Emitter(Printer):
         return out
 
     def _print_Einsum(self, e: Einsum, dest: str) -> None:  # noqa: N802
-        """A contraction of two arrays as one matrix product (_contract: the operands
-        and the product in scratch arrays of their transposed shapes); any other
-        einsum (one operand, or a letter kept from both) as np.einsum(out=)."""
+        """A contraction of two arrays as matrix products (_contract, with scratch
+        arrays of the operands' and the result's sizes); a product with nothing summed
+        (each operand's letters in the result's order) as np.multiply, the operands
+        broadcast; any other einsum (one operand, or a letter kept from both) as
+        np.einsum(out=)."""
         subscripts = e.args[0].name
         operands = self._atoms(e.args[1:])
+        spread = _spread(subscripts, operands)
+        if spread is not None:  # an elementwise product: np.multiply, broadcast
+            self._line(f"np.multiply({', '.join(spread)}, out={dest})", dest)
+            return
         gemm = self._gemm_shapes(e)
         if gemm is None or self.pool_for is None:
             joined = ", ".join(operands)
