@@ -380,9 +380,11 @@ def make_jax_cnn(cfg, module, dtype, data_batches=1):
 
 
 def make_floor_cnn(cfg, module, dtype, data_batches=1):
-    """The products of an im2col step: per conv layer cols·W (forward) and colsᵀ·δ
-    (∂L/∂W), δ·Wᵀ (the columns of ∂L/∂x) below the first; the dense layer's three
-    products as in make_floor. All into preallocated arrays; cols and δ are random."""
+    """The products of an im2col step, into preallocated arrays: per conv layer and
+    example, W·cols (forward), δ·colsᵀ (∂L/∂W, one example's share) and, below the
+    first layer, Wᵀ·δ (the columns of ∂L/∂x), as stacked np.matmul calls (one small
+    product per example, as the generated step runs them); the dense layer's three
+    products as in make_floor. cols and δ are random."""
     params, _ = problem(cfg, module, dtype)
     rng = np.random.default_rng(1)
     products = []
@@ -391,22 +393,29 @@ def make_floor_cnn(cfg, module, dtype, data_batches=1):
     for k, (W, _, conv) in enumerate(_cnn_layers(module)):
         if conv:
             f, c, kh, kw = module.PARAM_SHAPES[W]
-            rows, inner = m * h * w, c * kh * kw  # stride 1, same padding
+            inner, pixels = c * kh * kw, h * w  # stride 1, same padding
             h, w = h // 2, w // 2  # the pooling after it
-            out = f
-        else:
-            rows, (inner, out) = m, module.PARAM_SHAPES[W]
-        cols = rng.standard_normal((rows, inner)).astype(dtype)
+            Wm = rng.standard_normal((f, inner)).astype(dtype)
+            cols = rng.standard_normal((m, inner, pixels)).astype(dtype)
+            D = (0.01 * rng.standard_normal((m, f, pixels))).astype(dtype)
+            products.append((Wm, cols, np.empty((m, f, pixels), dtype)))
+            products.append(
+                (D, cols.transpose(0, 2, 1), np.empty((m, f, inner), dtype))
+            )
+            if k:
+                products.append((Wm.T, D, np.empty((m, inner, pixels), dtype)))
+            continue
+        inner, out = module.PARAM_SHAPES[W]
+        A = rng.standard_normal((m, inner)).astype(dtype)
         Wm = rng.standard_normal((inner, out)).astype(dtype)
-        D = (0.01 * rng.standard_normal((rows, out))).astype(dtype)
-        products.append((cols, Wm, np.empty((rows, out), dtype)))
-        products.append((cols.T, D, np.empty((inner, out), dtype)))
-        if k:
-            products.append((D, Wm.T, np.empty((rows, inner), dtype)))
+        D = (0.01 * rng.standard_normal((m, out))).astype(dtype)
+        products.append((A, Wm, np.empty((m, out), dtype)))
+        products.append((A.T, D, np.empty((inner, out), dtype)))
+        products.append((D, Wm.T, np.empty((m, inner), dtype)))
 
     def run():
         for a, b, out in products:
-            np.dot(a, b, out=out)
+            np.matmul(a, b, out=out)
         return 0.0
 
     return run
