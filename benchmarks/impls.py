@@ -39,6 +39,13 @@ class Config:
         0  # residual relu layers, each followed by a layernorm (after layer 1)
     )
     image: tuple[int, int, int] | None = None  # a CNN's input (C, H, W); X is flat
+    # batches of random data the steps cycle through. A CNN trained on one batch for
+    # the thousands of steps of a run learns it: its softmax outputs for the wrong
+    # classes sink into subnormal floats, which x86 multiplies ~10-100× slower
+    # (PyTorch's float32 LeNet step went from ~5 to 47 ms after 1300 steps, and to
+    # 4.4 ms again with torch.set_flush_denormal(True)); lenet cycles 16 batches at a
+    # learning rate of 0.001, which its steps do not learn
+    batches: int = 1
 
     @property
     def spec(self) -> Path:
@@ -54,7 +61,9 @@ CONFIGS = {
     ),
     # LeNet-style: (conv 3×3 pad 1, relu, maxpool 2) × 2 (8, 16 filters), flatten, 10
     # softmax; the layers are read from the module's parameters (4-d W: a conv)
-    "lenet": Config("lenet", (784, 10), "relu", "softmax", 64, 0.01, image=(1, 28, 28)),
+    "lenet": Config(
+        "lenet", (784, 10), "relu", "softmax", 64, 0.001, image=(1, 28, 28), batches=16
+    ),
 }
 
 
@@ -67,7 +76,9 @@ def load_module(path: Path, name: str):
 
 
 def problem(cfg: Config, module, dtype, batches: int = 1):
-    """Initial params (from the generated module) and `batches` batches of (X, Y)."""
+    """Initial params (from the generated module) and `batches` batches of (X, Y)
+    (cfg.batches at least)."""
+    batches = max(batches, cfg.batches)
     rng = np.random.default_rng(0)
     params = module.init_params(seed=0, dtype=dtype)
     data = []
