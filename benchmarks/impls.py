@@ -11,6 +11,8 @@ float, as a training loop that logs its loss does. All start from the same param
 - torch: PyTorch eager on the CPU (2 threads), torch.optim.SGD.
 - jax: the whole step (value_and_grad and the update) under one jax.jit, params donated.
 - floor: only the 3L − 1 matrix products the step needs, into preallocated arrays.
+  For a CNN config (`image`), the products of an im2col step, one per example (see
+  make_floor_cnn); torch and jax then run F.conv2d / lax.conv_general_dilated.
 """
 
 from __future__ import annotations
