@@ -398,7 +398,9 @@ class Emitter(Printer):
 
     def _gemm_shapes(self, e: Einsum) -> list[tuple] | None:
         """The shapes of _contract's work arrays (a as (kept, summed), b as (summed,
-        kept), their product), or None where it does not apply."""
+        kept), their product), or None where it does not apply. _contract reads them
+        as flat memory of these sizes and lays its copies out as it needs; arrays of
+        one shape in a layer are one pool, shared by its contractions."""
         split = e.matrix_product
         shapes = [self._operand_shape(x) for x in e.args[1:]]
         if split is None or None in shapes:
