@@ -1,10 +1,12 @@
 """All benchmarks, printed as the Markdown tables of docs/performance.md.
 
-    python benchmarks/run.py [--rounds 15] [--quick]
+    python benchmarks/run.py [--rounds 15] [--quick] [--configs lenet ...]
 
 Runs train_step.py (one process, all implementations interleaved), peak_rss.py (a process
 per implementation) and generate_time.py (a fresh process per run), then prints the
-tables. --quick: a few rounds, to check that everything runs.
+tables. --quick: a few rounds, to check that everything runs. --configs: only the train
+step table, for those configs (benchmarks/impls.py's CONFIGS: tiny, mnist, wide, layers,
+lenet).
 """
 
 from __future__ import annotations
@@ -97,10 +99,19 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--configs", nargs="+", help="only the step table, of these")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else args.rounds
     extra = ["--block", "0.02", "--warmup", "0.02"] if args.quick else []
+    if args.configs:
+        extra += ["--configs", *args.configs]
     rows = train_step.main(["--rounds", str(rounds), *extra])
+    if args.configs:
+        print()
+        print(f"Machine: {machine()}")
+        print()
+        print(step_table(rows))
+        return
     steps = 20 if args.quick else 100
     rss = {c: peak_rss.run_in_own_process(steps, c) for c in ("mnist", "layers")}
     gen = generate_time.measure(repeat=1 if args.quick else 3)

@@ -173,3 +173,79 @@ def test_check_of_a_network_with_norms_dropout_and_a_residual_layer(tmp_path):
         "W6",
         "b6",
     }
+
+
+KINKED_CNN = """name: kinked_cnn
+input: [1, 6, 6]
+layers:
+  - {type: conv2d, filters: 2, kernel: 3, padding: 1, activation: relu}
+  - {type: maxpool2d, size: 2}
+  - {type: flatten}
+  - {units: 3, activation: softmax}
+loss: categorical_crossentropy
+"""
+
+
+class _WithParams:
+    """A generated module whose init_params returns given arrays (less the noise
+    compare_module adds to the biases, so that the check sees exactly `params`)."""
+
+    def __init__(self, module, params: dict) -> None:  # noqa: ANN001
+        self._module, self._params = module, params
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - what is not set here
+        return getattr(self._module, name)
+
+    def init_params(self, seed: int, dtype) -> dict:  # noqa: ANN001
+        import numpy as np
+
+        rng = np.random.default_rng(seed)  # compare_module's draws, in its order
+        sizes = self._module.LAYER_SIZES
+        check_mod.random_batch(sizes[0], sizes[-1], 8, "one-hot", rng)
+        out = {}
+        for key in self._module.PARAM_NAMES:
+            noise = (
+                0
+                if key.startswith("W")
+                else 0.1 * rng.standard_normal(self._params[key].shape)
+            )
+            out[key] = (self._params[key] - noise).astype(dtype)
+        return out
+
+
+def test_a_relu_within_h_of_its_kink_before_maxpool_is_no_mismatch(tmp_path) -> None:
+    """A pre-activation 3e-6 from ReLU's kink (h = 1e-5), the maximum of its pooling
+    window: perturbing its bias by ±h crosses the kink, and the central difference
+    misses the slope by a third. The check sees the jump of the one-sided slopes,
+    checks that entry with h/10, and says so; a wrong gradient still fails."""
+    import numpy as np
+    import torch
+
+    module = generated_module(tmp_path, write(tmp_path, KINKED_CNN))
+    params = module.init_params(seed=0)
+    X, _ = check_mod.random_batch(36, 3, 8, "one-hot", np.random.default_rng(0))
+    z = torch.nn.functional.conv2d(  # channel 0's pre-activations, bias left out
+        torch.from_numpy(X.reshape(8, 1, 6, 6)),
+        torch.from_numpy(params["W1"]),
+        None,
+        padding=1,
+    )[:, 0].numpy()
+    params["b1"][0] = 3e-6 - z.max()  # its largest entry: 3e-6, all others below
+    kinked = _WithParams(module, params)
+
+    plain = compare_module(kinked, targets="one-hot", step=1e-5)
+    assert plain.ok, plain.table()
+    b1 = next(p for p in plain.params if p.name == "b1")
+    assert b1.near_kink >= 1 and b1.excluded == 0
+    assert "note: b1: " in plain.table() and "checked with h = 1e-06" in plain.table()
+
+    right = module.loss_and_grad
+
+    def wrong(params, X, Y):  # noqa: ANN001, ANN202
+        L, grads = right(params, X, Y)
+        grads["b1"] = grads["b1"] * 1.01
+        return L, grads
+
+    kinked.loss_and_grad = wrong
+    result = compare_module(kinked, targets="one-hot")
+    assert [p.name for p in result.params if result.failed(p)] == ["b1"]

@@ -2,7 +2,7 @@
 the NumPy module (itself checked against PyTorch in test_conv.py) on every backend this
 machine has: NumPy, array-api-strict (2023.12 and the latest), PyTorch, JAX (also under
 jax.jit), Dask. The windows are index arrays and `take`, the contractions matmul, the
-scatter a product with a 0/1 matrix: standard functions only.
+scatter per kernel offset with stack, reshape and concat: standard functions only.
 """
 
 from __future__ import annotations
@@ -74,3 +74,55 @@ def test_an_image_batch_is_taken_as_rows(pair) -> None:
     got = np.asarray(xp_module.forward(params, images))
     np.testing.assert_array_equal(got, np.asarray(xp_module.forward(params, X)))
     np.testing.assert_allclose(got, np_module.forward(params, X), rtol=1e-12)
+
+
+class _Recording:
+    """An array namespace that records the size of every array its functions return."""
+
+    def __init__(self, xp) -> None:
+        self.xp, self.sizes = xp, []
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.xp, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            out = attr(*args, **kwargs)
+            for a in out if isinstance(out, (list, tuple)) else (out,):
+                if hasattr(a, "shape"):
+                    self.sizes.append(int(np.prod(a.shape)))
+            return out
+
+        return call
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [(11, 9, 3, 2, 2, 3), (8, 8, 2, 2, 2, 2), (7, 6, 3, 3, 1, 1)],
+    ids=["overlapping-strided", "pooling", "stride-1"],
+)
+def test_the_scatter_is_torch_fold_and_makes_no_matrix_of_positions(
+    pair, geometry
+) -> None:
+    """_scatter_windows against torch's fold (col2im), with every array the namespace
+    makes at most s_h·s_w times the result: no (H'W'kh kw) × (hw) matrix."""
+    import array_api_strict as strict
+    import torch
+
+    h, w, kh, kw, sh, sw = geometry
+    m, c = 2, 3
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    cols = np.random.default_rng(0).standard_normal((m, c, ho, wo, kh, kw))
+    xp_module, _ = pair(SMALL_CNN)
+    recording = _Recording(strict)
+    got = xp_module._scatter_windows(
+        recording, strict.asarray(cols), h, w, kh, kw, sh, sw
+    )
+    blocks = torch.from_numpy(cols).permute(0, 1, 4, 5, 2, 3)
+    want = torch.nn.functional.fold(
+        blocks.reshape(m, c * kh * kw, ho * wo), (h, w), (kh, kw), stride=(sh, sw)
+    )
+    np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-12, atol=1e-12)
+    assert max(recording.sizes) <= sh * sw * m * c * h * w
+    assert max(recording.sizes) < ho * wo * kh * kw * h * w

@@ -96,6 +96,27 @@ class Scratch:
         self.free.append(name)
 
 
+def _spread(subscripts: str, operands: list[str]) -> list[str] | None:
+    """The operands of an einsum that sums nothing, each indexed with None for the
+    result's letters it lacks ("ncij,ncijpq->ncijpq": a[:, :, :, :, None, None], b):
+    a broadcast elementwise product; None where a letter is summed or an operand's
+    letters are not in the result's order."""
+    ins, res = subscripts.split("->")
+    letters = ins.split(",")
+    if len(letters) != 2 or set("".join(letters)) != set(res):
+        return None
+    out = []
+    for lets, name in zip(letters, operands, strict=True):
+        if [c for c in res if c in lets] != list(lets):
+            return None
+        if lets == res:
+            out.append(name)
+        else:
+            index = ", ".join(":" if c in lets else "None" for c in res)
+            out.append(f"{name}[{index}]")
+    return out
+
+
 def _count(e: sp.Expr, s: sp.Symbol) -> int:
     """How often the symbol s occurs in e."""
     if e == s:
@@ -336,11 +357,17 @@ class Emitter(Printer):
         return out
 
     def _print_Einsum(self, e: Einsum, dest: str) -> None:  # noqa: N802
-        """A contraction of two arrays as one matrix product (_contract: the operands
-        and the product in scratch arrays of their transposed shapes); any other
-        einsum (one operand, or a letter kept from both) as np.einsum(out=)."""
+        """A contraction of two arrays as matrix products (_contract, with scratch
+        arrays of the operands' and the result's sizes); a product with nothing summed
+        (each operand's letters in the result's order) as np.multiply, the operands
+        broadcast; any other einsum (one operand, or a letter kept from both) as
+        np.einsum(out=)."""
         subscripts = e.args[0].name
         operands = self._atoms(e.args[1:])
+        spread = _spread(subscripts, operands)
+        if spread is not None:  # an elementwise product: np.multiply, broadcast
+            self._line(f"np.multiply({', '.join(spread)}, out={dest})", dest)
+            return
         gemm = self._gemm_shapes(e)
         if gemm is None or self.pool_for is None:
             joined = ", ".join(operands)
@@ -371,7 +398,9 @@ class Emitter(Printer):
 
     def _gemm_shapes(self, e: Einsum) -> list[tuple] | None:
         """The shapes of _contract's work arrays (a as (kept, summed), b as (summed,
-        kept), their product), or None where it does not apply."""
+        kept), their product), or None where it does not apply. _contract reads them
+        as flat memory of these sizes and lays its copies out as it needs; arrays of
+        one shape in a layer are one pool, shared by its contractions."""
         split = e.matrix_product
         shapes = [self._operand_shape(x) for x in e.args[1:]]
         if split is None or None in shapes:
@@ -400,8 +429,9 @@ class Emitter(Printer):
         self._window_call("_scatter_windows", e, dest)
 
     def _print_WindowMax(self, e: WindowMax, dest: str) -> None:  # noqa: N802
+        self.printer.helpers.add("_window_max")
         (x,) = self._atoms(e.args)
-        self._line(f"np.max({x}, axis=(4, 5), out={dest})", dest)
+        self._line(f"_window_max({x}, out={dest})", dest)
 
     def _print_FirstMax(self, e: FirstMax, dest: str) -> None:  # noqa: N802
         self.printer.helpers.add("_first_max")

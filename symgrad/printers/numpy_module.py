@@ -417,6 +417,16 @@ def _layer(name: str) -> int:
 
 
 def _empty(shape: tuple) -> str:
+    """A work array of shape; a window-shaped one (m, C, H', W', kh, kw) is laid out
+    with the kernel offsets outside the window positions, so that each offset's
+    entries (the slice [..., p, q] the window helpers read and write) are whole
+    images, and a contraction can write its products straight into it."""
+    if len(shape) == 6:
+        m, c, ho, wo, kh, kw = (str(d) for d in shape)
+        return (
+            f"np.empty(({m}, {c}, {kh}, {kw}, {ho}, {wo}), dtype)"
+            ".transpose(0, 1, 4, 5, 2, 3)"
+        )
     dims = ", ".join(str(d) for d in shape)
     return (
         f"np.empty(({dims}), dtype)" if len(shape) > 1 else f"np.empty({dims}, dtype)"

@@ -23,8 +23,10 @@ a namespace `xp` the runtime passes in. What the standard rules out shapes the f
 - images (conv2d, pooling, flatten): a window view as `take` of index arrays (the
   host computes them with NumPy, as init_params draws), a contraction as one
   `matmul` of permuted and reshaped operands (`_einsum`), the scatter back through
-  the windows as a product with the 0/1 matrix of the positions, a window's first
-  maximum from `argmax` (which returns the first); all of fixed shapes, for jax.jit.
+  the windows one kernel offset at a time (each offset's image spread to the stride
+  by `stack` and `reshape`, moved into place by `concat` with zeros, the kh·kw images
+  added), a window's first maximum from `argmax` (which returns the first); all of
+  fixed shapes, for jax.jit.
 
 Functions printed (all take the namespace first; inputs are checked arrays of one dtype):
 

@@ -281,7 +281,8 @@ class NumPyCode(NumPyPrinter):
         return f'np.einsum("{expr.args[0].name}", {operands})'
 
     def _print_WindowMax(self, expr: WindowMax) -> str:
-        return f"{self._array_operand(expr.args[0])}.max(axis=(4, 5))"
+        self.helpers.add("_window_max")
+        return f"_window_max({self._print(expr.args[0])})"
 
     def _print_FirstMax(self, expr: FirstMax) -> str:
         self.helpers.add("_first_max")
