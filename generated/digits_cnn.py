@@ -122,65 +122,231 @@ def _pad(x, ph, pw, out=None):
 def _scatter_windows(cols, h, w, kh, kw, sh, sw, out=None):
     # the adjoint of _windows: each window entry of cols (m, C, H', W', kh, kw; its
     # last axes may be 1, broadcast) added back where _windows(·, kh, kw, sh, sw)
-    # reads it, into (m, C, h, w)
+    # reads it, into (m, C, h, w): kh·kw strided adds, one per kernel offset; windows
+    # that do not overlap (pooling) are written, not added, and where they tile the
+    # image nothing is zeroed first
     m, c, ho, wo = cols.shape[:4]
     cols = np.broadcast_to(cols, (m, c, ho, wo, kh, kw))
+    apart = sh >= kh and sw >= kw
     if out is None:
         out = np.zeros((m, c, h, w), cols.dtype)
-    else:
+    elif not (apart and (kh, kw) == (sh, sw) and (h, w) == (ho * sh, wo * sw)):
         out.fill(0)
     for p in range(kh):
         for q in range(kw):
-            out[
+            at = out[
                 :, :, p : p + sh * (ho - 1) + 1 : sh, q : q + sw * (wo - 1) + 1 : sw
-            ] += cols[:, :, :, :, p, q]
+            ]
+            if apart:
+                np.copyto(at, cols[:, :, :, :, p, q])
+            else:
+                at += cols[:, :, :, :, p, q]
     return out
 
 
 def _contract(subscripts, a, b, out=None, wa=None, wb=None, wc=None):
-    # np.einsum(subscripts, a, b) as one matrix product (BLAS): a's axes in the order
-    # (kept, summed) into wa, b's as (summed, kept) into wb, their product into wc,
-    # then wc's axes in the result's order (into out); the step passes its work
-    # arrays and allocates nothing, loss_and_grad passes none
+    # np.einsum(subscripts, a, b), a sum over the letters both operands have and the
+    # result lacks, as matrix products (BLAS): out[β] = L[β] R[β], β leading letters
+    # of one operand (a batch; the other operand's matrix is shared), L and R the
+    # operands as (kept, summed) and (summed, kept) matrices. An operand whose axes
+    # are not already in such an order is copied into its work array (wa, wb); the
+    # products go straight into out where the order of out's axes in memory allows,
+    # else into wc and then out. The step passes its work arrays (read as flat memory
+    # of the operands' sizes) and allocates nothing; loss_and_grad passes none
+    res = subscripts.split("->")[1]
+    mem = res if out is None else _memory_order(out, res)
+    how = _CONTRACTIONS.get((subscripts, mem))
+    if how is None:
+        how = _CONTRACTIONS[subscripts, mem] = _contraction(subscripts, mem)
+    (la, lb), left, right, order = how
+    sizes = dict(zip(la, a.shape))
+    sizes.update(zip(lb, b.shape))
+    operands, works = (a, b), (wa, wb)
+    mats = [
+        _matrix(operands[k], (la, lb)[k], batch, g1, g2, copy, sizes, works[k])
+        for k, batch, g1, g2, copy in (left, right)
+    ]
+    beta, rows, cols = order
+    shape = [sizes[c] for c in beta] + [_size(sizes, rows), _size(sizes, cols)]
+    if out is None:
+        out = np.empty([sizes[c] for c in res], mats[0].dtype)
+    summed = left[3]
+    if not beta and _size(sizes, summed) > shape[0] * shape[1] > 1 and mem:
+        # a sum longer than the result (∂L/∂W: over the batch and the image) as one
+        # product per value of its first letter, added up: products small enough
+        # to run on one thread, which a loaded machine does not stall
+        _summed_products(mats, sizes[summed[0]], out, res, mem, order, wc)
+        return out
+    if beta + rows + cols == mem:  # out holds the products
+        np.matmul(mats[0], mats[1], out=np.ravel(out, "K").reshape(shape))
+        return out
+    full = [sizes[c] for c in beta + rows + cols]
+    wc = np.empty(full, out.dtype) if wc is None else np.ravel(wc, "K")[: out.size]
+    np.matmul(mats[0], mats[1], out=wc.reshape(shape))
+    view = wc.reshape(full).transpose([(beta + rows + cols).index(c) for c in res])
+    _copy_windows(out, view)
+    return out
+
+
+def _summed_products(mats, n, out, res, mem, order, wc):
+    # out = L R as Σ_k L[:, k] R[k] over the n values of the first summed letter;
+    # the sum in out (or in wc, then copied into out), each product in the other
+    L, R = mats
+    rows, cols = L.shape[0], R.shape[1]
+    L3, R3 = L.reshape(rows, n, -1), R.reshape(n, -1, cols)
+    if wc is None:
+        wc = np.empty(out.size, out.dtype)
+    in_out = np.ravel(out, "K").reshape(rows, cols)
+    in_wc = np.ravel(wc, "K")[: out.size].reshape(rows, cols)
+    letters = order[0] + order[1] + order[2]
+    acc, each = (in_out, in_wc) if letters == mem else (in_wc, in_out)
+    np.matmul(L3[:, 0], R3[0], out=acc)
+    for k in range(1, n):
+        acc += np.matmul(L3[:, k], R3[k], out=each)
+    if letters != mem:
+        full = [out.shape[res.index(c)] for c in letters]
+        view = in_wc.reshape(full).transpose([letters.index(c) for c in res])
+        _copy_windows(out, view)
+    return out
+
+
+_CONTRACTIONS = {}  # (subscripts, out's memory order) -> how _contract goes
+
+
+def _memory_order(x, letters):
+    # the letters of x's axes from the outermost in memory to the innermost, where x
+    # is dense in that order (a C-ordered array, or one with its axes permuted; axes
+    # of length 1 go by position); else None
+    order = sorted(range(x.ndim), key=lambda k: (-x.strides[k], k))
+    step = x.itemsize
+    for k in reversed(order):
+        if x.shape[k] != 1:
+            if x.strides[k] != step:
+                return None
+            step *= x.shape[k]
+    return "".join(letters[k] for k in order)
+
+
+def _size(sizes, letters):
+    n = 1
+    for c in letters:
+        n *= sizes[c]
+    return n
+
+
+def _contraction(subscripts, mem):
+    # how _contract computes an einsum of two operands, from its letters and the
+    # order of out's axes in memory (mem; None: not dense, written through a copy):
+    # ((la, lb), left, right, (β, rows of L, columns of R)); left and right are
+    # (operand 0 or 1, its batch letters, the matrix's row letters, its column
+    # letters, the order it is copied in, or None where it is a view)
     ins, res = subscripts.split("->")
     la, lb = ins.split(",")
     summed = [c for c in la if c in lb and c not in res]
-    keep_a = [c for c in la if c not in summed]
-    keep_b = [c for c in lb if c not in summed]
-    ta = a.transpose([la.index(c) for c in keep_a + summed])
-    tb = b.transpose([lb.index(c) for c in summed + keep_b])
-    k = 1  # the summed length
-    for c in summed:
-        k *= a.shape[la.index(c)]
-    if wa is None:
-        wa, wb = np.ascontiguousarray(ta), np.ascontiguousarray(tb)
-        wc = np.dot(wa.reshape(-1, k), wb.reshape(k, -1))
-        wc = wc.reshape(ta.shape[: len(keep_a)] + tb.shape[len(summed) :])
-    else:
-        np.copyto(wa, ta)
-        np.copyto(wb, tb)
-        np.dot(wa.reshape(-1, k), wb.reshape(k, -1), out=wc.reshape(wa.size // k, -1))
-    result = wc.transpose([(keep_a + keep_b).index(c) for c in res])
+    looped = res[-2:] if len(res) == 6 else ""  # a window-shaped result's offsets
+    tail = [c for c in (mem or res) if c not in looped][-1:]
+    best = None
+    for k in range(len(res) + 1):
+        beta = res[:k]
+        if beta and not (set(beta) <= set(la) or set(beta) <= set(lb)):
+            continue
+        ka = "".join(c for c in res if c in la and c not in beta)
+        kb = "".join(c for c in res if c in lb and c not in beta)
+        for swapped in (False, True):
+            rows, cols = (kb, ka) if swapped else (ka, kb)
+            direct = beta + rows + cols == mem
+            # else the copy into out runs along out's innermost axis not looped over
+            good = direct or list((beta + rows + cols)[-1:]) == tail
+            score = (direct, good, -len(beta), not swapped)  # one product if it can
+            if best is None or score > best[0]:
+                best = (score, beta, swapped, rows, cols)
+    _, beta, swapped, rows, cols = best
+    ops = (1, 0) if swapped else (0, 1)
+    choices = []
+    for order_s in ("".join(summed), "".join(c for c in lb if c in summed)):
+        plan = []
+        for side, k in enumerate(ops):
+            letters = (la, lb)[k]
+            bx = "".join(c for c in beta if c in letters)
+            g1, g2 = (rows, order_s) if side == 0 else (order_s, cols)
+            if letters in (bx + g1 + g2, bx + g2 + g1) and len(letters) < 6:
+                plan.append((k, bx, g1, g2, None))
+                continue
+            # copied: with the operand's last axis not looped over last, where it can
+            last = letters[:-2][-1] if len(letters) == 6 else letters[-1]
+            copy = bx + g1 + g2 if (g1 + g2)[-1:] == last else bx + g2 + g1
+            if copy[-1:] != last:
+                copy = bx + g1 + g2
+            plan.append((k, bx, g1, g2, copy))
+        choices.append(plan)
+    left, right = min(choices, key=lambda p: sum(x[4] is not None for x in p))
+    return (la, lb), left, right, (beta, rows, cols)
+
+
+def _matrix(x, letters, batch, g1, g2, copy, sizes, work):
+    # x as a stack of (g1, g2) matrices over its batch letters: a view of x, or
+    # (copy: the order of its axes in memory) a copy of it in work
+    shape = [sizes[c] for c in batch] + [_size(sizes, g1), _size(sizes, g2)]
+    if copy is None:
+        if letters == batch + g1 + g2:
+            return x.reshape(shape)
+        shape[-2:] = shape[-1:-3:-1]
+        return x.reshape(shape).swapaxes(-1, -2)
+    full = [sizes[c] for c in copy]
+    if work is None:
+        work = np.empty(full, x.dtype)
+    dst = np.ravel(work, "K")[: x.size].reshape(full)
+    _copy_windows(dst.transpose([copy.index(c) for c in letters]), x)
+    if copy == batch + g1 + g2:
+        return dst.reshape(shape)
+    shape[-2:] = shape[-1:-3:-1]
+    return dst.reshape(shape).swapaxes(-1, -2)
+
+
+def _copy_windows(dst, src):
+    # np.copyto(dst, src); for 6-d arrays (windows: m, C, H', W', kh, kw) one kernel
+    # offset at a time, kh·kw copies of whole images, which NumPy runs along their rows
+    if src.ndim != 6:
+        np.copyto(dst, src)
+        return
+    for p in range(src.shape[4]):
+        for q in range(src.shape[5]):
+            np.copyto(dst[..., p, q], src[..., p, q])
+
+
+def _window_max(win, out=None):
+    # the max of each window of win (m, C, H', W', kh, kw): kh·kw - 1 np.maximum
+    # calls over whole images, one per kernel offset
     if out is None:
-        return result
-    np.copyto(out, result)
+        out = np.empty(win.shape[:4], win.dtype)
+    np.copyto(out, win[..., 0, 0])
+    for p in range(win.shape[4]):
+        for q in range(win.shape[5]):
+            if p or q:
+                np.maximum(out, win[..., p, q], out=out)
     return out
 
 
 def _first_max(win, top, out=None, work=None):
     # 1 at the first entry of each window of win (m, C, H', W', kh, kw) equal to its
     # max top (m, C, H', W'), in row-major order within the window, else 0 (ties go
-    # to the first, as PyTorch's max pooling): the equal entries, kept where their
-    # running count within the window is 1
+    # to the first, as PyTorch's max pooling): one kernel offset at a time, an entry
+    # equal to the max kept where no earlier one was (`left`: 1 until one is found)
     if out is None:
         out = np.empty(win.shape, win.dtype)
-        work = np.empty(win.shape, win.dtype)
-    np.equal(win, top[..., None, None], out=out)
-    flat = out.reshape(*out.shape[:4], -1)
-    count = work.reshape(flat.shape)
-    np.cumsum(flat, axis=-1, out=count)
-    np.equal(count, 1, out=count)
-    flat *= count
+        work = np.empty(win.shape[:4], win.dtype)
+    left = np.ravel(work, "K")[: top.size].reshape(top.shape)
+    kh, kw = win.shape[4:]
+    for k in range(kh * kw):
+        hit = out[..., k // kw, k % kw]
+        np.equal(win[..., k // kw, k % kw], top, out=hit)
+        if k == 0:
+            np.subtract(1, hit, out=left)
+        elif k < kh * kw - 1:
+            hit *= left
+            left -= hit
+        else:
+            hit *= left
     return out
 
 
@@ -195,7 +361,7 @@ def _forward_pass(params, X, training, rng):
     )
     M1 = Z1 > 0
     A1 = M1 * Z1
-    A2 = (_windows(A1, 2, 2, 2, 2)).max(axis=(4, 5))
+    A2 = _window_max(_windows(A1, 2, 2, 2, 2))
     # A = Σ_p,q MX·windows: the max, and the sum SymPy differentiates (ties go to the
     #   first maximum, as PyTorch)
     MX2 = _first_max(_windows(A1, 2, 2, 2, 2), A2)
@@ -305,7 +471,7 @@ def _make_work(m, dtype):
         "h1_3": np.empty((m, 8, 8, 8), dtype),
         "mask1": np.empty((m, 8, 8, 8), dtype),
         "h2": np.empty((m, 8, 4, 4), dtype),
-        "mask2": np.empty((m, 8, 4, 4, 2, 2), dtype),
+        "mask2": np.empty((m, 8, 2, 2, 4, 4), dtype).transpose(0, 1, 4, 5, 2, 3),
         "h3": np.empty((m, 8, 6, 6), dtype),
         "h3_2": np.empty((m, 16, 4, 4), dtype),
         "mask3": np.empty((m, 16, 4, 4), dtype),
@@ -317,25 +483,35 @@ def _make_work(m, dtype):
         "g6": np.empty((m, 10), dtype),
         "g5": np.empty((m, 64), dtype),
         "g4": np.empty((m, 16, 2, 2), dtype),
-        "g4_2": np.empty((m, 16, 2, 2, 2, 2), dtype),
+        "g4_2": np.empty((m, 16, 2, 2, 2, 2), dtype).transpose(0, 1, 4, 5, 2, 3),
         "g4_3": np.empty((m, 16, 4, 4), dtype),
         "g3": np.empty((m, 16, 4, 4), dtype),
-        "g3_2": np.empty((m, 8, 4, 4, 3, 3), dtype),
+        "g3_2": np.empty((m, 8, 3, 3, 4, 4), dtype).transpose(0, 1, 4, 5, 2, 3),
         "g3_3": np.empty((m, 8, 6, 6), dtype),
         "g2": np.empty((m, 8, 4, 4), dtype),
-        "g2_2": np.empty((m, 8, 4, 4, 2, 2), dtype),
+        "g2_2": np.empty((m, 8, 2, 2, 4, 4), dtype).transpose(0, 1, 4, 5, 2, 3),
         "g2_3": np.empty((m, 8, 8, 8), dtype),
         "g1": np.empty((m, 8, 8, 8), dtype),
         "tmp1_8x1x3x3": np.empty((8, 1, 3, 3), dtype),
-        "tmp1_1x3x3xmx8x8": np.empty((1, 3, 3, m, 8, 8), dtype),
+        "tmp1_1x3x3xmx8x8": np.empty((1, 3, 8, 8, 3, m), dtype).transpose(
+            0, 1, 4, 5, 2, 3
+        ),
         "tmp1_8xmx8x8": np.empty((8, m, 8, 8), dtype),
-        "tmp2_mx8x4x4x2x2": np.empty((m, 8, 4, 4, 2, 2), dtype),
+        "tmp2_mx8x4x4x2x2": np.empty((m, 8, 2, 2, 4, 4), dtype).transpose(
+            0, 1, 4, 5, 2, 3
+        ),
         "tmp3_16x8x3x3": np.empty((16, 8, 3, 3), dtype),
-        "tmp3_8x3x3xmx4x4": np.empty((8, 3, 3, m, 4, 4), dtype),
+        "tmp3_8x3x3xmx4x4": np.empty((8, 3, 4, 4, 3, m), dtype).transpose(
+            0, 1, 4, 5, 2, 3
+        ),
         "tmp3_16xmx4x4": np.empty((16, m, 4, 4), dtype),
-        "tmp3_mx4x4x8x3x3": np.empty((m, 4, 4, 8, 3, 3), dtype),
+        "tmp3_mx4x4x8x3x3": np.empty((m, 4, 3, 3, 4, 8), dtype).transpose(
+            0, 1, 4, 5, 2, 3
+        ),
         "tmp3_mx4x4x16": np.empty((m, 4, 4, 16), dtype),
-        "tmp1_mx8x8x1x3x3": np.empty((m, 8, 8, 1, 3, 3), dtype),
+        "tmp1_mx8x8x1x3x3": np.empty((m, 8, 3, 3, 8, 1), dtype).transpose(
+            0, 1, 4, 5, 2, 3
+        ),
         "ones_10": np.ones((10, 1), dtype),
         "ones": np.ones(m, dtype),
         "scale": np.array(1 / m, dtype),
@@ -432,7 +608,7 @@ def _step(params, state, X, Y, work):
     # A1 = relu(Z1) = Z1 ⊙ M1
     h1_3 *= mask1
     # A2[n,c,i,j] = max_p,q A1[n,c,s·i+p,s·j+q]
-    np.max(_windows(h1_3, 2, 2, 2, 2), axis=(4, 5), out=h2)
+    _window_max(_windows(h1_3, 2, 2, 2, 2), out=h2)
     # MX2 = 1 at each window's first maximum (row-major), else 0; A = Σ_p,q
     #   MX·windows: the max, and the sum SymPy differentiates (ties go to the first
     #   maximum, as PyTorch)
@@ -535,7 +711,7 @@ def _step(params, state, X, Y, work):
     np.copyto(g2, g3_3[:, :, 1:5, 1:5])
     # GC2[n,c,i,j,p,q] = ncij,ncijpq->ncijpq; the gradient at each entry of each
     #   window, as the derivative's sum over the letters not kept
-    np.einsum("ncij,ncijpq->ncijpq", g2, mask2, out=g2_2)
+    np.multiply(g2[:, :, :, :, None, None], mask2, out=g2_2)
     # GP2[n,c,u,v] = Σ_i,j,p,q GC2[n,c,i,j,p,q] [u = s·i + p] [v = s·j + q]; the
     #   Kronecker deltas of the derivative: each window entry's gradient added where
     #   the window read it (col2im)
