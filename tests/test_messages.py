@@ -42,6 +42,24 @@ def test_a_name_in_another_case_is_suggested_before_a_near_one() -> None:
     assert "(did you mean 'binary_crossentropy'?)" in message
 
 
+def test_an_expression_where_a_name_goes_is_shown_as_the_mapping_that_works() -> None:
+    spec = (
+        "name: t\ninput: 2\nlayers:\n  - units: 1\n"
+        "    activation: {act}\nloss: {loss}\n"
+    )
+    text = spec.format(act="(1 + tanh(z))/2", loss="'(yhat - y)**2'")
+    message = problems(text)
+    shown = []
+    for kind in ("activation", "loss"):
+        head = f"(a custom {kind} is a mapping with its expression: "
+        assert head in message
+        shown.append(message.split(head, 1)[1].split(")\n")[0].rstrip(")"))
+    # the mapping the message shows, pasted into the spec, is a valid spec
+    fixed = symgrad.parse_spec(spec.format(act=shown[0], loss=shown[1]), "s.yaml")
+    assert fixed.layers[0].activation.name == "my_activation"
+    assert fixed.loss.name == "my_loss"
+
+
 @pytest.mark.parametrize(
     ("layer", "found"),
     [

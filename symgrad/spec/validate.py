@@ -85,7 +85,12 @@ class Validator(Checker):
                 [*table, *(k for k, c in activations.ALIASES.items() if c in table)]
             )
             fits = functools.partial(_loss_fits, output) if output else lambda _: True
-            hint = _suggest(name, choices, fits) or f"known: {', '.join(choices)}"
+            hint = _suggest(name, choices, fits) or (
+                f"a custom {kind} is a mapping with its expression:"
+                f" {{name: my_{kind}, expr: {echo(name)}}}"
+                if not name.isidentifier()  # an expression where a name goes
+                else f"known: {', '.join(choices)}"
+            )
             self.err(name_node.loc, f"unknown {kind} {echo(name)}", hint)
             return None
         opdef = table[canon]
