@@ -159,8 +159,8 @@ def _contract(subscripts, a, b, out=None, wa=None, wb=None, wc=None):
     if how is None:
         how = _CONTRACTIONS[subscripts, mem] = _contraction(subscripts, mem)
     (la, lb), left, right, order = how
-    sizes = dict(zip(la, a.shape))
-    sizes.update(zip(lb, b.shape))
+    sizes = dict(zip(la, a.shape, strict=True))
+    sizes.update(zip(lb, b.shape, strict=True))
     operands, works = (a, b), (wa, wb)
     mats = [
         _matrix(operands[k], (la, lb)[k], batch, g1, g2, copy, sizes, works[k])
