@@ -293,7 +293,16 @@ def summary(d: Derivation) -> list[str]:
 
     spec, out = d.spec, d.output
     count = sum(r.trainable for r in d.layers)
-    network = " → ".join([str(spec.input)] + [r.title for r in d.layers])
+    from .layer_registry import shape_text
+
+    shapes = spec.shapes  # each layer as the report's network line shows it
+    network = " → ".join(
+        [shape_text(shapes[0])]
+        + [
+            f"{shape_text(s)} ({r.label})"
+            for r, s in zip(d.layers, shapes[1:], strict=True)
+        ]
+    )
     loss = spec.loss.name if spec.loss.custom else out.loss_title
     if out.jvp:
         delta = f"δ = h − ŷ ⊙ Σₖ hₖ with h = {text(out.delta, {a: 'ŷ'})}"

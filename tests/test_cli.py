@@ -106,6 +106,20 @@ def test_generate_prints_a_summary_unless_quiet(tmp_path, capsys) -> None:
     assert capsys.readouterr().out == ""
 
 
+def test_generate_summarises_an_image_network_by_its_shapes(tmp_path, capsys) -> None:
+    spec = ROOT / "examples" / "digits_cnn.yaml"
+    assert main(["generate", str(spec), "-o", str(tmp_path), "--no-cache"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    # by hand from the spec: 8×8 padded by 1 under 3×3 stays 8×8; pooled by 2, 4×4;
+    # `same` keeps 4×4; pooled by 2, 2×2; 16·2·2 = 64 values; weights 8·1·9 + 8,
+    # 16·8·9 + 16 and 64·10 + 10
+    assert first == (
+        "digits_cnn: 1×8×8 → 8×8×8 (conv 3×3, ReLU) → 8×4×4 (maxpool 2×2) → 16×4×4"
+        " (conv 3×3, ReLU) → 16×2×2 (avgpool 2×2) → 64 (flatten) → 10 (softmax);"
+        " 1,898 parameters"
+    )
+
+
 def test_latex_prints_or_writes_each_format(tmp_path, capsys) -> None:
     assert main(["latex", str(XOR), "--format", "text"]) == 0
     assert "          = a·(1 - a)\n" in capsys.readouterr().out
