@@ -261,12 +261,18 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
         if fuser is not None and (s.target == LOSS or not isinstance(s, Assign)):
             body.add(*fuser.close())
         if s.target == LOSS:
+            before = len(body.lines)
             _loss_lines(
                 plan, s, em, body, home, pool(plan.derivation.depth, plan.shapes[Y])
             )
+            # the copies of windows of an array these lines name are not kept
+            named = set(re.findall(r"\w+", "\n".join(body.lines[before:])))
+            for viewed in sorted({v for _, _, v in em.copies.values()} & named):
+                em.forget(viewed)
             continue
         expr = s.expr.xreplace(step).xreplace(home)
         dest = home[s.target]
+        em.forget(dest.name)  # the windows of dest copied earlier are stale now
         owner = dest if dest in expr.free_symbols else None
         shape = plan.shapes[s.target]
         if s.target in plan.roles:
@@ -303,6 +309,7 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
 
     if fuser is not None:
         body.add(*fuser.close())
+    em.forget(None)
     update = _update_lines(plan, em)
     for (_, shape), scratch in pools.items():
         for name in scratch.made:
