@@ -210,11 +210,13 @@ class Emitter(Printer):
         try:
             self._into(self.top, dest)
         except _OwnerOverwritten:
+            kept = {name for name, _, _ in self.copies.values()}  # still reserved
             for name in pool.made:
-                if name not in pool.free:
+                if name not in pool.free and name not in kept:
                     pool.give(name)
             for name, taken, _ in self._copied.values():
-                taken.give(name)
+                if name not in taken.free:
+                    taken.give(name)
             return None
         self.copies.update(self._copied)
         return self.lines
@@ -225,7 +227,8 @@ class Emitter(Printer):
         for text, (name, taken, viewed) in list(self.copies.items()):
             if written is None or viewed == written:
                 del self.copies[text]
-                taken.give(name)
+                if name not in taken.free:
+                    taken.give(name)
 
     def total(self, expr: sp.Expr, pool: Scratch, target: str, size: str) -> list[str]:
         """Lines that set `target` to the sum of expr over all entries (a NumPy scalar).
