@@ -179,6 +179,7 @@ class Emitter(Printer):
         # pool while the array they view is unwritten (see forget): operand text ->
         # (work array, its pool, the array viewed); `_copied` the current into()'s
         self.copies: dict[str, tuple[str, Scratch, str]] = {}
+        self.contracted: set[str] = set()  # the arrays a _contract writes
         self._copied: dict[str, tuple[str, Scratch, str]] = {}
 
     # -------------------------------------------------------------- entry points
@@ -408,6 +409,7 @@ class Emitter(Printer):
             if isinstance(x, Windows) and text not in self._copied:
                 held[k] = (work[k], pool, x.args[0].name, text)
         self.printer.helpers.add("_contract")
+        self.contracted.add(dest)
         extra = f', kept="{kept}"' if kept else ""
         self._line(
             f'_contract("{subscripts}", {", ".join(operands)}, {dest},'
