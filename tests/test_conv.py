@@ -9,6 +9,7 @@ throughout; the in-place step allocates nothing after the first.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import harness
@@ -406,6 +407,66 @@ def test_small_cnn_twenty_adam_steps_match_torch_optim(generate) -> None:
         assert abs(value - float(loss.detach())) <= TOL
     for k, t in tensors.items():
         np.testing.assert_allclose(params[k], t.detach().numpy(), rtol=0, atol=TOL)
+
+
+STACKED_CONVS = {
+    "name": "stacked_convs",
+    "input": [2, 7, 6],
+    "layers": [
+        {"type": "conv2d", "filters": 3, "kernel": 3, "activation": "relu"},
+        {"type": "conv2d", "filters": 2, "kernel": [2, 3], "padding": [1, 0],
+         "activation": "tanh"},
+        {"type": "conv2d", "filters": 2, "kernel": 2, "activation": "identity"},
+        {"type": "flatten"},
+        {"units": 3, "activation": "softmax"},
+    ],
+    "loss": "categorical_crossentropy",
+    "optimizer": {"name": "sgd", "learning_rate": 0.1},
+}  # fmt: skip
+
+
+def test_dw_reads_the_forward_passes_window_copies_and_steps_match_torch(generate):
+    # ∂L/∂W reads the windows the forward pass copied (the step copies each conv's
+    # input windows once, into a work array nothing else writes meanwhile); convs
+    # that read an activation made in place (ReLU, tanh) and batch sizes that change
+    # between steps, each step against torch.optim.SGD
+    module = generate(STACKED_CONVS)
+    copied: list[tuple] = []
+    copy = module._copy_windows
+
+    def counting(dst, src):
+        if src.ndim == 6 and sys._getframe(1).f_code.co_name == "_matrix":
+            copied.append(src.shape)  # an operand's windows (m, C, H', W', kh, kw)
+        copy(dst, src)
+
+    params, _, _ = problem(module, STACKED_CONVS)
+    tensors = {
+        k: torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True)
+        for k, v in params.items()
+    }
+    opt = torch.optim.SGD(list(tensors.values()), lr=0.1)
+    state = module.init_state(params)
+    rng = np.random.default_rng(5)
+    module._copy_windows = counting
+    try:
+        for m in (6, 4, 6, 6):
+            copied.clear()
+            X = rng.standard_normal((m, 2, 7, 6))
+            Y = np.eye(3)[rng.integers(0, 3, m)]
+            value = module.step(params, state, X, Y)
+            opt.zero_grad()
+            loss = torch_loss(STACKED_CONVS, tensors, X, Y)
+            loss.backward()
+            opt.step()
+            assert abs(value - float(loss.detach())) <= TOL
+            for k, t in tensors.items():
+                np.testing.assert_allclose(
+                    params[k], t.detach().numpy(), rtol=0, atol=TOL
+                )
+            windows = [(m, 2, 5, 4, 3, 3), (m, 3, 6, 2, 2, 3), (m, 2, 5, 1, 2, 2)]
+            assert sorted(copied) == sorted(windows)
+    finally:
+        module._copy_windows = copy
 
 
 def test_custom_activation_on_a_conv_layer(generate) -> None:

@@ -175,6 +175,12 @@ class Emitter(Printer):
         self.top: sp.Expr = sp.S.Zero  # the expression of the current into()
         # scratch pools by shape, for operands whose shape is not the statement's
         self.pool_for: Callable[[tuple], Scratch] | None = None
+        # window operands a printed _contract copied into a work array, kept from its
+        # pool while the array they view is unwritten (see forget): operand text ->
+        # (work array, its pool, the array viewed); `_copied` the current into()'s
+        self.copies: dict[str, tuple[str, Scratch, str]] = {}
+        self.contracted: set[str] = set()  # the arrays a _contract writes
+        self._copied: dict[str, tuple[str, Scratch, str]] = {}
 
     # -------------------------------------------------------------- entry points
 
@@ -201,14 +207,29 @@ class Emitter(Printer):
         for d, n in counts.items():
             if n == 0 and d.name not in pool.free:
                 pool.give(d.name)
+        self._copied = {}
         try:
             self._into(self.top, dest)
         except _OwnerOverwritten:
+            kept = {name for name, _, _ in self.copies.values()}  # still reserved
             for name in pool.made:
-                if name not in pool.free:
+                if name not in pool.free and name not in kept:
                     pool.give(name)
+            for name, taken, _ in self._copied.values():
+                if name not in taken.free:
+                    taken.give(name)
             return None
+        self.copies.update(self._copied)
         return self.lines
+
+    def forget(self, written: str | None) -> None:
+        """The array `written` (None: any) was written: the copies of its windows
+        that contractions kept are stale, their work arrays back to their pools."""
+        for text, (name, taken, viewed) in list(self.copies.items()):
+            if written is None or viewed == written:
+                del self.copies[text]
+                if name not in taken.free:
+                    taken.give(name)
 
     def total(self, expr: sp.Expr, pool: Scratch, target: str, size: str) -> list[str]:
         """Lines that set `target` to the sum of expr over all entries (a NumPy scalar).
@@ -374,15 +395,35 @@ class Emitter(Printer):
             self._line(f'np.einsum("{subscripts}", {joined}, out={dest})', dest)
             return
         pools = [self.pool_for(shape) for shape in gemm]
-        work = [pool.take() for pool in pools]
+        work: list[str] = []
+        kept = ""
+        held: list[tuple[str, Scratch, str, str] | None] = [None, None, None]
+        for k, pool in enumerate(pools):
+            text = operands[k] if k < 2 else ""
+            if text in self.copies:  # its copy is still in a work array: reuse it
+                work.append(self.copies[text][0])
+                kept += "ab"[k]
+                continue
+            work.append(pool.take())
+            x = e.args[1 + k] if k < 2 else None
+            if isinstance(x, Windows) and text not in self._copied:
+                held[k] = (work[k], pool, x.args[0].name, text)
         self.printer.helpers.add("_contract")
+        self.contracted.add(dest)
+        extra = f', kept="{kept}"' if kept else ""
         self._line(
             f'_contract("{subscripts}", {", ".join(operands)}, {dest},'
-            f" {', '.join(work)})",
+            f" {', '.join(work)}{extra})",
             dest,
         )
-        for pool, name in zip(pools, work, strict=True):
-            pool.give(name)
+        for k, pool in enumerate(pools):
+            h = held[k]
+            if k < 2 and "ab"[k] in kept:
+                continue  # still kept, for a later contraction too
+            if h is not None:  # kept from the pool: a later contraction may reuse it
+                self._copied[h[3]] = (h[0], h[1], h[2])
+            else:
+                pool.give(work[k])
 
     def _operand_shape(self, e: sp.Expr) -> tuple | None:
         if e.is_Symbol:

@@ -261,12 +261,18 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
         if fuser is not None and (s.target == LOSS or not isinstance(s, Assign)):
             body.add(*fuser.close())
         if s.target == LOSS:
+            before = len(body.lines)
             _loss_lines(
                 plan, s, em, body, home, pool(plan.derivation.depth, plan.shapes[Y])
             )
+            # the copies of windows of an array these lines name are not kept
+            named = set(re.findall(r"\w+", "\n".join(body.lines[before:])))
+            for viewed in sorted({v for _, _, v in em.copies.values()} & named):
+                em.forget(viewed)
             continue
         expr = s.expr.xreplace(step).xreplace(home)
         dest = home[s.target]
+        em.forget(dest.name)  # the windows of dest copied earlier are stale now
         owner = dest if dest in expr.free_symbols else None
         shape = plan.shapes[s.target]
         if s.target in plan.roles:
@@ -303,6 +309,7 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
 
     if fuser is not None:
         body.add(*fuser.close())
+    em.forget(None)
     update = _update_lines(plan, em)
     for (_, shape), scratch in pools.items():
         for name in scratch.made:
@@ -311,7 +318,7 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
     # the work arrays, a layer a line
     work: list[tuple[str, str]] = []
     for name, shape in storage.arrays.items():
-        work.append((name, _empty(shape)))
+        work.append((name, _empty(shape, name not in em.contracted)))
     for name, shape in scratch_shapes.items():
         work.append((name, _empty(shape)))
     for name in storage.per_param:  # the update's scratch, one array per parameter
@@ -416,13 +423,21 @@ def _layer(name: str) -> int:
     return int(digits[0]) if digits else 0
 
 
-def _empty(shape: tuple) -> str:
+def _empty(shape: tuple, windows: bool = False) -> str:
     """A work array of shape; a window-shaped one (m, C, H', W', kh, kw) is laid out
     with the kernel offsets outside the window positions, so that each offset's
     entries (the slice [..., p, q] the window helpers read and write) are whole
-    images, and a contraction can write its products straight into it."""
+    images, and a contraction can write its products straight into it; one that no
+    contraction writes (windows: a pooling's mask, its gradient) with the offsets
+    outermost, each offset's entries one run of memory that a ufunc goes through
+    in one inner loop (NumPy's cost on these arrays is per run, not per entry)."""
     if len(shape) == 6:
         m, c, ho, wo, kh, kw = (str(d) for d in shape)
+        if windows:
+            return (
+                f"np.empty(({kh}, {kw}, {m}, {c}, {ho}, {wo}), dtype)"
+                ".transpose(2, 3, 4, 5, 0, 1)"
+            )
         return (
             f"np.empty(({m}, {c}, {kh}, {kw}, {ho}, {wo}), dtype)"
             ".transpose(0, 1, 4, 5, 2, 3)"
