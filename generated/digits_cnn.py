@@ -144,7 +144,7 @@ def _scatter_windows(cols, h, w, kh, kw, sh, sw, out=None):
     return out
 
 
-def _contract(subscripts, a, b, out=None, wa=None, wb=None, wc=None):
+def _contract(subscripts, a, b, out=None, wa=None, wb=None, wc=None, kept=""):
     # np.einsum(subscripts, a, b), a sum over the letters both operands have and the
     # result lacks, as matrix products (BLAS): out[β] = L[β] R[β], β leading letters
     # of one operand (a batch; the other operand's matrix is shared), L and R the
@@ -152,30 +152,39 @@ def _contract(subscripts, a, b, out=None, wa=None, wb=None, wc=None):
     # are not already in such an order is copied into its work array (wa, wb); the
     # products go straight into out where the order of out's axes in memory allows,
     # else into wc and then out. The step passes its work arrays (read as flat memory
-    # of the operands' sizes) and allocates nothing; loss_and_grad passes none
+    # of the operands' sizes) and allocates nothing; loss_and_grad passes none.
+    # kept names the operands ("a", "b") whose work arrays the step says still hold
+    # them, copied by an earlier _contract (∂L/∂W reads the windows the forward pass
+    # copied): not copied again where that copy's order is the one needed
     res = subscripts.split("->")[1]
     mem = res if out is None else _memory_order(out, res)
-    how = _CONTRACTIONS.get((subscripts, mem))
-    if how is None:
-        how = _CONTRACTIONS[subscripts, mem] = _contraction(subscripts, mem)
-    (la, lb), left, right, order = how
+    (la, lb), left, right, order = _how(subscripts, mem, False)
     sizes = dict(zip(la, a.shape, strict=True))
     sizes.update(zip(lb, b.shape, strict=True))
-    operands, works = (a, b), (wa, wb)
-    mats = [
-        _matrix(operands[k], (la, lb)[k], batch, g1, g2, copy, sizes, works[k])
-        for k, batch, g1, g2, copy in (left, right)
-    ]
     beta, rows, cols = order
+    summed = left[3]  # the left matrix's columns
+    # a sum longer than the result (∂L/∂W: over the batch and the image) as one
+    # product per value of its first letter, added up: products small enough to run
+    # on one thread, which a loaded machine does not stall; each operand a stack of
+    # matrices over that letter (the windows in the order the forward pass copies
+    # them, the gradient a view)
+    split = bool(
+        not beta
+        and mem
+        and _size(sizes, summed) > _size(sizes, rows) * _size(sizes, cols) > 1
+    )
+    if split:
+        (la, lb), left, right, order = _how(subscripts, mem, True)
+    operands, works = (a, b), (wa, wb)
+    mats = []
+    for k, batch, g1, g2, c in (left, right):
+        x, letters, reuse = operands[k], (la, lb)[k], "ab"[k] in kept
+        mats.append(_matrix(x, letters, batch, g1, g2, c, sizes, works[k], reuse))
     shape = [sizes[c] for c in beta] + [_size(sizes, rows), _size(sizes, cols)]
     if out is None:
         out = np.empty([sizes[c] for c in res], mats[0].dtype)
-    summed = left[3]
-    if not beta and _size(sizes, summed) > shape[0] * shape[1] > 1 and mem:
-        # a sum longer than the result (∂L/∂W: over the batch and the image) as one
-        # product per value of its first letter, added up: products small enough
-        # to run on one thread, which a loaded machine does not stall
-        _summed_products(mats, sizes[summed[0]], out, res, mem, order, wc)
+    if split:
+        _summed_products(mats, out, res, mem, order, wc)
         return out
     if beta + rows + cols == mem:  # out holds the products
         np.matmul(mats[0], mats[1], out=np.ravel(out, "K").reshape(shape))
@@ -188,21 +197,21 @@ def _contract(subscripts, a, b, out=None, wa=None, wb=None, wc=None):
     return out
 
 
-def _summed_products(mats, n, out, res, mem, order, wc):
-    # out = L R as Σ_k L[:, k] R[k] over the n values of the first summed letter;
-    # the sum in out (or in wc, then copied into out), each product in the other
-    L, R = mats
-    rows, cols = L.shape[0], R.shape[1]
-    L3, R3 = L.reshape(rows, n, -1), R.reshape(n, -1, cols)
+def _summed_products(mats, out, res, mem, order, wc):
+    # out = Σ_k L3[k] R3[k], mats the stacks L3 and R3 over the values k of the
+    # first summed letter; the sum in out (or in wc, then copied into out), each
+    # product in the other
+    L3, R3 = mats
+    n, rows, cols = L3.shape[0], L3.shape[1], R3.shape[2]
     if wc is None:
         wc = np.empty(out.size, out.dtype)
     in_out = np.ravel(out, "K").reshape(rows, cols)
     in_wc = np.ravel(wc, "K")[: out.size].reshape(rows, cols)
     letters = order[0] + order[1] + order[2]
     acc, each = (in_out, in_wc) if letters == mem else (in_wc, in_out)
-    np.matmul(L3[:, 0], R3[0], out=acc)
+    np.matmul(L3[0], R3[0], out=acc)
     for k in range(1, n):
-        acc += np.matmul(L3[:, k], R3[k], out=each)
+        acc += np.matmul(L3[k], R3[k], out=each)
     if letters != mem:
         full = [out.shape[res.index(c)] for c in letters]
         view = in_wc.reshape(full).transpose([letters.index(c) for c in res])
@@ -210,7 +219,11 @@ def _summed_products(mats, n, out, res, mem, order, wc):
     return out
 
 
-_CONTRACTIONS = {}  # (subscripts, out's memory order) -> how _contract goes
+_CONTRACTIONS = {}  # (subscripts, out's memory order, split) -> how _contract goes
+# id of a work array -> (shape, axis order) of the operand its last _contract copied
+# into it; every _contract given the array sets or clears it, so the step's earlier
+# call that filled it is the one recorded
+_FILLED = {}
 
 
 def _memory_order(x, letters):
@@ -234,15 +247,26 @@ def _size(sizes, letters):
     return n
 
 
-def _contraction(subscripts, mem):
+def _how(subscripts, mem, split):
+    # _contraction's answer, worked out once per contraction and layout
+    key = (subscripts, mem, split)
+    if key not in _CONTRACTIONS:
+        _CONTRACTIONS[key] = _contraction(subscripts, mem, split)
+    return _CONTRACTIONS[key]
+
+
+def _contraction(subscripts, mem, split):
     # how _contract computes an einsum of two operands, from its letters and the
     # order of out's axes in memory (mem; None: not dense, written through a copy):
     # ((la, lb), left, right, (β, rows of L, columns of R)); left and right are
     # (operand 0 or 1, its batch letters, the matrix's row letters, its column
-    # letters, the order it is copied in, or None where it is a view)
+    # letters, the order it is copied in, or None where it is a view). split: the
+    # first summed letter is the operands' batch (a sum of products, see _contract)
     ins, res = subscripts.split("->")
     la, lb = ins.split(",")
     summed = [c for c in la if c in lb and c not in res]
+    first = summed[:1] if split else []
+    summed = summed[len(first) :]
     looped = res[-2:] if len(res) == 6 else ""  # a window-shaped result's offsets
     tail = [c for c in (mem or res) if c not in looped][-1:]
     best = None
@@ -267,7 +291,7 @@ def _contraction(subscripts, mem):
         plan = []
         for side, k in enumerate(ops):
             letters = (la, lb)[k]
-            bx = "".join(c for c in beta if c in letters)
+            bx = "".join(first) + "".join(c for c in beta if c in letters)
             g1, g2 = (rows, order_s) if side == 0 else (order_s, cols)
             if letters in (bx + g1 + g2, bx + g2 + g1) and len(letters) < 6:
                 plan.append((k, bx, g1, g2, None))
@@ -283,11 +307,14 @@ def _contraction(subscripts, mem):
     return (la, lb), left, right, (beta, rows, cols)
 
 
-def _matrix(x, letters, batch, g1, g2, copy, sizes, work):
+def _matrix(x, letters, batch, g1, g2, copy, sizes, work, kept):
     # x as a stack of (g1, g2) matrices over its batch letters: a view of x, or
-    # (copy: the order of its axes in memory) a copy of it in work
+    # (copy: the order of its axes in memory) a copy of it in work, or (kept) the
+    # copy already there where _FILLED says work holds x's axes in this order
     shape = [sizes[c] for c in batch] + [_size(sizes, g1), _size(sizes, g2)]
     if copy is None:
+        if work is not None:
+            _FILLED.pop(id(work), None)
         if letters == batch + g1 + g2:
             return x.reshape(shape)
         shape[-2:] = shape[-1:-3:-1]
@@ -296,7 +323,10 @@ def _matrix(x, letters, batch, g1, g2, copy, sizes, work):
     if work is None:
         work = np.empty(full, x.dtype)
     dst = np.ravel(work, "K")[: x.size].reshape(full)
-    _copy_windows(dst.transpose([copy.index(c) for c in letters]), x)
+    layout = (x.shape, tuple(letters.index(c) for c in copy))
+    if not (kept and _FILLED.get(id(work)) == layout):
+        _copy_windows(dst.transpose([copy.index(c) for c in letters]), x)
+        _FILLED[id(work)] = layout
     if copy == batch + g1 + g2:
         return dst.reshape(shape)
     shape[-2:] = shape[-1:-3:-1]
@@ -471,7 +501,7 @@ def _make_work(m, dtype):
         "h1_3": np.empty((m, 8, 8, 8), dtype),
         "mask1": np.empty((m, 8, 8, 8), dtype),
         "h2": np.empty((m, 8, 4, 4), dtype),
-        "mask2": np.empty((m, 8, 2, 2, 4, 4), dtype).transpose(0, 1, 4, 5, 2, 3),
+        "mask2": np.empty((2, 2, m, 8, 4, 4), dtype).transpose(2, 3, 4, 5, 0, 1),
         "h3": np.empty((m, 8, 6, 6), dtype),
         "h3_2": np.empty((m, 16, 4, 4), dtype),
         "mask3": np.empty((m, 16, 4, 4), dtype),
@@ -483,13 +513,13 @@ def _make_work(m, dtype):
         "g6": np.empty((m, 10), dtype),
         "g5": np.empty((m, 64), dtype),
         "g4": np.empty((m, 16, 2, 2), dtype),
-        "g4_2": np.empty((m, 16, 2, 2, 2, 2), dtype).transpose(0, 1, 4, 5, 2, 3),
+        "g4_2": np.empty((2, 2, m, 16, 2, 2), dtype).transpose(2, 3, 4, 5, 0, 1),
         "g4_3": np.empty((m, 16, 4, 4), dtype),
         "g3": np.empty((m, 16, 4, 4), dtype),
         "g3_2": np.empty((m, 8, 3, 3, 4, 4), dtype).transpose(0, 1, 4, 5, 2, 3),
         "g3_3": np.empty((m, 8, 6, 6), dtype),
         "g2": np.empty((m, 8, 4, 4), dtype),
-        "g2_2": np.empty((m, 8, 2, 2, 4, 4), dtype).transpose(0, 1, 4, 5, 2, 3),
+        "g2_2": np.empty((2, 2, m, 8, 4, 4), dtype).transpose(2, 3, 4, 5, 0, 1),
         "g2_3": np.empty((m, 8, 8, 8), dtype),
         "g1": np.empty((m, 8, 8, 8), dtype),
         "tmp1_8x1x3x3": np.empty((8, 1, 3, 3), dtype),
@@ -509,9 +539,6 @@ def _make_work(m, dtype):
             0, 1, 4, 5, 2, 3
         ),
         "tmp3_mx4x4x16": np.empty((m, 4, 4, 16), dtype),
-        "tmp1_mx8x8x1x3x3": np.empty((m, 8, 3, 3, 8, 1), dtype).transpose(
-            0, 1, 4, 5, 2, 3
-        ),
         "ones_10": np.ones((10, 1), dtype),
         "ones": np.ones(m, dtype),
         "scale": np.array(1 / m, dtype),
@@ -524,17 +551,7 @@ def _step(params, state, X, Y, work):
     m = X.shape[0]
     W1, b1, W3, b3, W6, b6 = (params[k] for k in PARAM_NAMES)
     dW1, db1, dW3, db3, dW6, db6 = (state["grads"][k] for k in PARAM_NAMES)
-    (
-        h1,
-        h1_2,
-        h1_3,
-        mask1,
-        g1,
-        tmp1_8x1x3x3,
-        tmp1_1x3x3xmx8x8,
-        tmp1_8xmx8x8,
-        tmp1_mx8x8x1x3x3,
-    ) = (
+    h1, h1_2, h1_3, mask1, g1, tmp1_8x1x3x3, tmp1_1x3x3xmx8x8, tmp1_8xmx8x8 = (
         work["h1"],
         work["h1_2"],
         work["h1_3"],
@@ -543,7 +560,6 @@ def _step(params, state, X, Y, work):
         work["tmp1_8x1x3x3"],
         work["tmp1_1x3x3xmx8x8"],
         work["tmp1_8xmx8x8"],
-        work["tmp1_mx8x8x1x3x3"],
     )
     h2, mask2, g2, g2_2, g2_3, tmp2_mx8x4x4x2x2 = (
         work["h2"],
@@ -685,8 +701,9 @@ def _step(params, state, X, Y, work):
         _windows(h3, 3, 3, 1, 1),
         dW3,
         tmp3_16xmx4x4,
-        tmp3_mx4x4x8x3x3,
+        tmp3_8x3x3xmx4x4,
         tmp3_16x8x3x3,
+        kept="b",
     )
     # ∂L/∂b3[f] = Σ_n,i,j δ3[n,f,i,j]
     np.einsum("nfij->f", g3, out=db3)
@@ -727,8 +744,9 @@ def _step(params, state, X, Y, work):
         _windows(h1_2, 3, 3, 1, 1),
         dW1,
         tmp1_8xmx8x8,
-        tmp1_mx8x8x1x3x3,
+        tmp1_1x3x3xmx8x8,
         tmp1_8x1x3x3,
+        kept="b",
     )
     # ∂L/∂b1[f] = Σ_n,i,j δ1[n,f,i,j]
     np.einsum("nfij->f", g1, out=db1)
