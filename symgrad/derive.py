@@ -151,8 +151,18 @@ def tidy(e: sp.Expr) -> sp.Expr:
     return min(tidy_forms(e), key=_rank)
 
 
+MEMO = 4096  # expressions whose tidied forms and rank a process keeps (LRU)
+
+
 def tidy_forms(e: sp.Expr) -> set[sp.Expr]:
     """e and its rewritten forms (see tidy): equal, but not equally finite in floats."""
+    return set(_tidy_forms(e))
+
+
+@functools.lru_cache(maxsize=MEMO)
+def _tidy_forms(e: sp.Expr) -> frozenset[sp.Expr]:
+    """tidy_forms, remembered: a rule tidies the same candidate several times (SymPy's
+    expressions compare and hash by structure, so a hit is the same expression)."""
     e = heaviside_to_piecewise(e)
     forms = {e}
     if affordable(e):
@@ -165,9 +175,10 @@ def tidy_forms(e: sp.Expr) -> set[sp.Expr]:
             if sp.count_ops(form) <= budget:  # a blown-up form is never the cheapest
                 forms.add(form)
     forms = {absorb_sign(f) for f in forms} | forms
-    return {f for f in forms if not f.has(sp.nan, sp.zoo)} or {e}
+    return frozenset({f for f in forms if not f.has(sp.nan, sp.zoo)} or {e})
 
 
+@functools.lru_cache(maxsize=MEMO)
 def _rank(e: sp.Expr) -> tuple:
     """Order among equivalent forms: cheapest, then fewest sums that start with a minus."""
     minus = sum(
