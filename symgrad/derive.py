@@ -67,8 +67,10 @@ def _unsigned(t: sp.Expr) -> sp.Expr:
     return -t if t.could_extract_minus_sign() else t
 
 
+@functools.lru_cache(maxsize=4096)
 def absorb_sign(e: sp.Expr) -> sp.Expr:
-    """-a*(a - 1) -> a*(1 - a): move a leading minus into a sum factor, bottom-up."""
+    """-a*(a - 1) -> a*(1 - a): move a leading minus into a sum factor, bottom-up
+    (remembered: tidy's forms share their subexpressions)."""
     if e.is_Atom:
         return e
     e = e.func(*[absorb_sign(x) for x in e.args])
@@ -139,7 +141,37 @@ def expanded_terms(e: sp.Expr) -> int:
     return 1
 
 
-TIDY_STEPS = (sp.factor, sp.cancel, sp.expand, lambda x: sp.factor(sp.cancel(x)))
+TIDY_ERRORS = (sp.PolynomialError, NotImplementedError, TypeError, ValueError)
+
+
+def _rewrites(e: sp.Expr) -> list[sp.Expr]:
+    """factor(e), cancel(e), expand(e) and factor(cancel(e)), those that SymPy gives: the
+    fixed list of tidy's rewrites. cancel(e) is computed once, and where it is e itself
+    its factored form is factor(e)'s."""
+    out = []
+    try:
+        factored: sp.Expr | None = sp.factor(e)
+        out.append(factored)
+    except TIDY_ERRORS:
+        factored = None
+    try:
+        cancelled: sp.Expr | None = sp.cancel(e)
+        out.append(cancelled)
+    except TIDY_ERRORS:
+        cancelled = None
+    try:
+        out.append(sp.expand(e))
+    except TIDY_ERRORS:
+        pass
+    if cancelled is not None and cancelled == e:
+        if factored is not None:
+            out.append(factored)
+    elif cancelled is not None:
+        try:
+            out.append(sp.factor(cancelled))
+        except TIDY_ERRORS:
+            pass
+    return out
 
 
 def tidy(e: sp.Expr) -> sp.Expr:
@@ -167,11 +199,8 @@ def _tidy_forms(e: sp.Expr) -> frozenset[sp.Expr]:
     forms = {e}
     if affordable(e):
         budget = max(MAX_TIDY_OPS, 2 * sp.count_ops(e))
-        for fn in TIDY_STEPS:
-            try:
-                form = heaviside_to_piecewise(fn(e))
-            except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
-                continue
+        for rewritten in _rewrites(e):
+            form = heaviside_to_piecewise(rewritten)
             if sp.count_ops(form) <= budget:  # a blown-up form is never the cheapest
                 forms.add(form)
     forms = {absorb_sign(f) for f in forms} | forms
@@ -184,7 +213,33 @@ def _rank(e: sp.Expr) -> tuple:
     minus = sum(
         1 for t in sp.preorder_traversal(e) if t.is_Add and _leads_with_minus(t)
     )
-    return (cost(e) + (20 if unstable(e) else 0), minus, sp.count_ops(e), sp.srepr(e))
+    return (cost(e) + (20 if unstable(e) else 0), minus, sp.count_ops(e), _Text(e))
+
+
+@functools.total_ordering
+class _Text:
+    """srepr(e), the last tie-break of _rank, computed only when a comparison reaches
+    it (printing a large form costs more than the rest of its rank)."""
+
+    __slots__ = ("expr", "_text")
+
+    def __init__(self, expr: sp.Expr) -> None:
+        self.expr = expr
+        self._text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = sp.srepr(self.expr)
+        return self._text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Text) and self.text == other.text
+
+    def __lt__(self, other: _Text) -> bool:
+        return self.text < other.text
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def unstable(e: sp.Expr) -> bool:

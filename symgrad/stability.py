@@ -188,7 +188,10 @@ def mp_lambdify(
         lambda n: MP_POWER(n.base, n.exp),
     )
     return sp.lambdify(
-        args, powers, modules=[dict(extra or {}), MP_FUNCTIONS, "mpmath"]
+        args,
+        powers,
+        modules=[dict(extra or {}), MP_FUNCTIONS, "mpmath"],
+        docstring_limit=0,  # no docstring: printing the expression for it costs time
     )
 
 
