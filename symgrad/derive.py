@@ -682,11 +682,16 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
     f_forms += [g for g in logistic_forms(work) if same_values(g, work, f_points)]
     forward, f_missed = _pick_stable(f_forms, work, {})
     # in a: valid at every check point (wrong inverse branches fail here), finite at
-    # extreme inputs, and no dearer than the form in z
+    # extreme inputs, and no dearer than the form in z. Sought from the forms in z no
+    # dearer than that one: a dearer form (tanh' through σ, as the logistic forms
+    # write it) substituted and tidied has not given a cheaper form in a for any
+    # activation tried, and building those (rewrite, substitute, tidy) was most of
+    # the work of tanh's rule
     budget = cost(dz)
+    sources = [form for form in z_forms if cost(form) <= budget]
     in_a_forms = [
         c
-        for c in {tidy(c) for c in _forms_in_a(work, z_forms, parts)}
+        for c in {tidy(c) for c in _forms_in_a(work, sources, parts)}
         if not c.has(z, sp.nan, sp.zoo)
         and cost(c) <= budget
         and same_values(c.xreplace({a: work}), d, points)
