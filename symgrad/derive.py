@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mpmath
@@ -627,10 +628,14 @@ def _pick_stable(
     reference: sp.Expr,
     inputs: dict[sp.Symbol, sp.Expr],
     points: list[dict[sp.Symbol, float]] | None = None,
-) -> tuple[sp.Expr, list[str]]:
+    valid: Callable[[sp.Expr], bool] | None = None,
+) -> tuple[sp.Expr | None, list[str]]:
     """The cheapest form that is finite and right at extreme z, else the cheapest form.
 
-    Returns the form and, when none passed, where the cheapest failed.
+    Returns the form and, when none passed, where the cheapest failed. With `valid`,
+    only the forms it accepts count: it is asked cheapest first, and only until a form
+    passes, so a dear form is not checked at all when a cheaper one will do (None: it
+    accepts none of them).
     """
     if points is None:
         free = variables(reference) | {
@@ -642,14 +647,17 @@ def _pick_stable(
             for v in stability.EXTREMES
             for t in targets
         ]
-    ranked = sorted(set(forms), key=_rank)
+    cheapest = None
     first: list[str] = []
-    for form in ranked:
+    for form in sorted(set(forms), key=_rank):
+        if valid is not None and not valid(form):
+            continue
         missed = stability.failures(form, reference, points, inputs)
         if not missed:
             return form, []
-        first = first or missed
-    return ranked[0], first
+        if cheapest is None:
+            cheapest, first = form, missed
+    return cheapest, first
 
 
 def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
@@ -666,11 +674,18 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
             f"activation {name!r}: the piecewise derivative does not match SymPy's"
             " (please report this spec)"
         )
-    # in z: every form that checks out, the cheapest finite one at extreme inputs
+    # in z: of the forms that check out, the cheapest finite one at extreme inputs
     forms = [d, tidy(d)]
     forms += logistic_forms(d)
-    z_forms = [form for form in forms if same_values(form, d, points)] or [d]
-    dz, z_missed = _pick_stable(z_forms, d, {})
+
+    def in_z(form: sp.Expr) -> bool:
+        return same_values(form, d, points)
+
+    dz, z_missed = _pick_stable(forms, d, {}, valid=in_z)
+    unchecked = dz is None  # none checks out: d itself, as SymPy differentiated it
+    if unchecked:
+        forms = [d]
+        dz, z_missed = _pick_stable(forms, d, {})
     # the forward pass likewise: e^z/(e^z - 1) is finite through σ(z) where e^z is not
     f_forms = [work]
     if parts:  # branch by branch: np.where evaluates each inside its own interval
@@ -679,8 +694,14 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
         if same_values(branched, work, _defined_at(work, at_breaks)):
             f_forms.append(branched)
     f_points = _check_points(work, breaks)
-    f_forms += [g for g in logistic_forms(work) if same_values(g, work, f_points)]
-    forward, f_missed = _pick_stable(f_forms, work, {})
+    given = set(f_forms)
+
+    def in_f(form: sp.Expr) -> bool:
+        return form in given or same_values(form, work, f_points)
+
+    forward, f_missed = _pick_stable(
+        f_forms + logistic_forms(work), work, {}, valid=in_f
+    )
     # in a: valid at every check point (wrong inverse branches fail here), finite at
     # extreme inputs, and no dearer than the form in z. Sought from the forms in z no
     # dearer than that one: a dearer form (tanh' through σ, as the logistic forms
@@ -688,7 +709,11 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
     # activation tried, and building those (rewrite, substitute, tidy) was most of
     # the work of tanh's rule
     budget = cost(dz)
-    sources = [form for form in z_forms if cost(form) <= budget]
+    sources = [
+        form
+        for form in forms
+        if cost(form) <= budget and (unchecked or in_z(form))  # cheapest test first
+    ]
     in_a_forms = [
         c
         for c in {tidy(c) for c in _forms_in_a(work, sources, parts)}
