@@ -806,9 +806,8 @@ def logistic_forms(e: sp.Expr) -> list[sp.Expr]:
     out = e.subs(sp.exp(-z), (1 - s) / s).subs(sp.exp(z), s / (1 - s))
     if out.has(sp.exp):
         return []
-    return sorted(
-        (f.xreplace({s: sigmoid(z)}) for f in tidy_forms(out)), key=sp.default_sort_key
-    )
+    # in _rank's order (a total one, remembered for the choice that follows)
+    return sorted((f.xreplace({s: sigmoid(z)}) for f in tidy_forms(out)), key=_rank)
 
 
 def _derived_from(
