@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mpmath
@@ -67,8 +68,10 @@ def _unsigned(t: sp.Expr) -> sp.Expr:
     return -t if t.could_extract_minus_sign() else t
 
 
+@functools.lru_cache(maxsize=4096)
 def absorb_sign(e: sp.Expr) -> sp.Expr:
-    """-a*(a - 1) -> a*(1 - a): move a leading minus into a sum factor, bottom-up."""
+    """-a*(a - 1) -> a*(1 - a): move a leading minus into a sum factor, bottom-up
+    (remembered: tidy's forms share their subexpressions)."""
     if e.is_Atom:
         return e
     e = e.func(*[absorb_sign(x) for x in e.args])
@@ -139,7 +142,37 @@ def expanded_terms(e: sp.Expr) -> int:
     return 1
 
 
-TIDY_STEPS = (sp.factor, sp.cancel, sp.expand, lambda x: sp.factor(sp.cancel(x)))
+TIDY_ERRORS = (sp.PolynomialError, NotImplementedError, TypeError, ValueError)
+
+
+def _rewrites(e: sp.Expr) -> list[sp.Expr]:
+    """factor(e), cancel(e), expand(e) and factor(cancel(e)), those that SymPy gives: the
+    fixed list of tidy's rewrites. cancel(e) is computed once, and where it is e itself
+    its factored form is factor(e)'s."""
+    out = []
+    try:
+        factored: sp.Expr | None = sp.factor(e)
+        out.append(factored)
+    except TIDY_ERRORS:
+        factored = None
+    try:
+        cancelled: sp.Expr | None = sp.cancel(e)
+        out.append(cancelled)
+    except TIDY_ERRORS:
+        cancelled = None
+    try:
+        out.append(sp.expand(e))
+    except TIDY_ERRORS:
+        pass
+    if cancelled is not None and cancelled == e:
+        if factored is not None:
+            out.append(factored)
+    elif cancelled is not None:
+        try:
+            out.append(sp.factor(cancelled))
+        except TIDY_ERRORS:
+            pass
+    return out
 
 
 def tidy(e: sp.Expr) -> sp.Expr:
@@ -151,29 +184,63 @@ def tidy(e: sp.Expr) -> sp.Expr:
     return min(tidy_forms(e), key=_rank)
 
 
+MEMO = 4096  # expressions whose tidied forms and rank a process keeps (LRU)
+
+
 def tidy_forms(e: sp.Expr) -> set[sp.Expr]:
     """e and its rewritten forms (see tidy): equal, but not equally finite in floats."""
+    return set(_tidy_forms(e))
+
+
+@functools.lru_cache(maxsize=MEMO)
+def _tidy_forms(e: sp.Expr) -> frozenset[sp.Expr]:
+    """tidy_forms, remembered: a rule tidies the same candidate several times (SymPy's
+    expressions compare and hash by structure, so a hit is the same expression)."""
     e = heaviside_to_piecewise(e)
     forms = {e}
     if affordable(e):
         budget = max(MAX_TIDY_OPS, 2 * sp.count_ops(e))
-        for fn in TIDY_STEPS:
-            try:
-                form = heaviside_to_piecewise(fn(e))
-            except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
-                continue
+        for rewritten in _rewrites(e):
+            form = heaviside_to_piecewise(rewritten)
             if sp.count_ops(form) <= budget:  # a blown-up form is never the cheapest
                 forms.add(form)
     forms = {absorb_sign(f) for f in forms} | forms
-    return {f for f in forms if not f.has(sp.nan, sp.zoo)} or {e}
+    return frozenset({f for f in forms if not f.has(sp.nan, sp.zoo)} or {e})
 
 
+@functools.lru_cache(maxsize=MEMO)
 def _rank(e: sp.Expr) -> tuple:
     """Order among equivalent forms: cheapest, then fewest sums that start with a minus."""
     minus = sum(
         1 for t in sp.preorder_traversal(e) if t.is_Add and _leads_with_minus(t)
     )
-    return (cost(e) + (20 if unstable(e) else 0), minus, sp.count_ops(e), sp.srepr(e))
+    return (cost(e) + (20 if unstable(e) else 0), minus, sp.count_ops(e), _Text(e))
+
+
+@functools.total_ordering
+class _Text:
+    """srepr(e), the last tie-break of _rank, computed only when a comparison reaches
+    it (printing a large form costs more than the rest of its rank)."""
+
+    __slots__ = ("expr", "_text")
+
+    def __init__(self, expr: sp.Expr) -> None:
+        self.expr = expr
+        self._text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = sp.srepr(self.expr)
+        return self._text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Text) and self.text == other.text
+
+    def __lt__(self, other: _Text) -> bool:
+        return self.text < other.text
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def unstable(e: sp.Expr) -> bool:
@@ -561,10 +628,14 @@ def _pick_stable(
     reference: sp.Expr,
     inputs: dict[sp.Symbol, sp.Expr],
     points: list[dict[sp.Symbol, float]] | None = None,
-) -> tuple[sp.Expr, list[str]]:
+    valid: Callable[[sp.Expr], bool] | None = None,
+) -> tuple[sp.Expr | None, list[str]]:
     """The cheapest form that is finite and right at extreme z, else the cheapest form.
 
-    Returns the form and, when none passed, where the cheapest failed.
+    Returns the form and, when none passed, where the cheapest failed. With `valid`,
+    only the forms it accepts count: it is asked cheapest first, and only until a form
+    passes, so a dear form is not checked at all when a cheaper one will do (None: it
+    accepts none of them).
     """
     if points is None:
         free = variables(reference) | {
@@ -576,14 +647,17 @@ def _pick_stable(
             for v in stability.EXTREMES
             for t in targets
         ]
-    ranked = sorted(set(forms), key=_rank)
+    cheapest = None
     first: list[str] = []
-    for form in ranked:
+    for form in sorted(set(forms), key=_rank):
+        if valid is not None and not valid(form):
+            continue
         missed = stability.failures(form, reference, points, inputs)
         if not missed:
             return form, []
-        first = first or missed
-    return ranked[0], first
+        if cheapest is None:
+            cheapest, first = form, missed
+    return cheapest, first
 
 
 def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
@@ -600,11 +674,18 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
             f"activation {name!r}: the piecewise derivative does not match SymPy's"
             " (please report this spec)"
         )
-    # in z: every form that checks out, the cheapest finite one at extreme inputs
+    # in z: of the forms that check out, the cheapest finite one at extreme inputs
     forms = [d, tidy(d)]
     forms += logistic_forms(d)
-    z_forms = [form for form in forms if same_values(form, d, points)] or [d]
-    dz, z_missed = _pick_stable(z_forms, d, {})
+
+    def in_z(form: sp.Expr) -> bool:
+        return same_values(form, d, points)
+
+    dz, z_missed = _pick_stable(forms, d, {}, valid=in_z)
+    unchecked = dz is None  # none checks out: d itself, as SymPy differentiated it
+    if unchecked:
+        forms = [d]
+        dz, z_missed = _pick_stable(forms, d, {})
     # the forward pass likewise: e^z/(e^z - 1) is finite through σ(z) where e^z is not
     f_forms = [work]
     if parts:  # branch by branch: np.where evaluates each inside its own interval
@@ -613,14 +694,29 @@ def _activation_rule(name: str, title: str, f: sp.Expr) -> ActivationRule:
         if same_values(branched, work, _defined_at(work, at_breaks)):
             f_forms.append(branched)
     f_points = _check_points(work, breaks)
-    f_forms += [g for g in logistic_forms(work) if same_values(g, work, f_points)]
-    forward, f_missed = _pick_stable(f_forms, work, {})
+    given = set(f_forms)
+
+    def in_f(form: sp.Expr) -> bool:
+        return form in given or same_values(form, work, f_points)
+
+    forward, f_missed = _pick_stable(
+        f_forms + logistic_forms(work), work, {}, valid=in_f
+    )
     # in a: valid at every check point (wrong inverse branches fail here), finite at
-    # extreme inputs, and no dearer than the form in z
+    # extreme inputs, and no dearer than the form in z. Sought from the forms in z no
+    # dearer than that one: a dearer form (tanh' through σ, as the logistic forms
+    # write it) substituted and tidied has not given a cheaper form in a for any
+    # activation tried, and building those (rewrite, substitute, tidy) was most of
+    # the work of tanh's rule
     budget = cost(dz)
+    sources = [
+        form
+        for form in forms
+        if cost(form) <= budget and (unchecked or in_z(form))  # cheapest test first
+    ]
     in_a_forms = [
         c
-        for c in {tidy(c) for c in _forms_in_a(work, z_forms, parts)}
+        for c in {tidy(c) for c in _forms_in_a(work, sources, parts)}
         if not c.has(z, sp.nan, sp.zoo)
         and cost(c) <= budget
         and same_values(c.xreplace({a: work}), d, points)
@@ -710,9 +806,8 @@ def logistic_forms(e: sp.Expr) -> list[sp.Expr]:
     out = e.subs(sp.exp(-z), (1 - s) / s).subs(sp.exp(z), s / (1 - s))
     if out.has(sp.exp):
         return []
-    return sorted(
-        (f.xreplace({s: sigmoid(z)}) for f in tidy_forms(out)), key=sp.default_sort_key
-    )
+    # in _rank's order (a total one, remembered for the choice that follows)
+    return sorted((f.xreplace({s: sigmoid(z)}) for f in tidy_forms(out)), key=_rank)
 
 
 def _derived_from(

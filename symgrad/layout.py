@@ -126,6 +126,4 @@ def _runtime_versions() -> set:
 @functools.cache
 def _black_version() -> str:
     """black's version, from its metadata (importing black takes ~0.1 s)."""
-    from importlib import metadata
-
-    return metadata.version("black")
+    return cache.installed_version("black")

@@ -32,15 +32,7 @@ SPEC_LIMIT = 256 * 1024  # spec.read.MAX_BYTES: a larger file is the pipeline's 
 
 
 def _versions() -> tuple[tuple[str, str], ...]:
-    from importlib import metadata
-
-    found = []
-    for name in DEPENDENCIES:
-        try:
-            found.append((name, metadata.version(name)))
-        except metadata.PackageNotFoundError:
-            found.append((name, ""))
-    return tuple(found)
+    return tuple((name, cache.installed_version(name)) for name in DEPENDENCIES)
 
 
 def read(spec: str) -> bytes | None:

@@ -22,6 +22,7 @@ names of our own and NumPy calls; no spec text reaches it.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -187,7 +188,10 @@ def mp_lambdify(
         lambda n: MP_POWER(n.base, n.exp),
     )
     return sp.lambdify(
-        args, powers, modules=[dict(extra or {}), MP_FUNCTIONS, "mpmath"]
+        args,
+        powers,
+        modules=[dict(extra or {}), MP_FUNCTIONS, "mpmath"],
+        docstring_limit=0,  # no docstring: printing the expression for it costs time
     )
 
 
@@ -204,8 +208,7 @@ def evaluator(
     coeffs = sorted(
         (c for c in expr.free_symbols if isinstance(c, Coefficient)), key=str
     )
-    args = [*symbols, *coeffs]
-    fn = mp_lambdify(args, expr)
+    fn = _lambdified(expr, (*symbols, *coeffs))
     fixed = [mpmath.mpf(c.value.p) / c.value.q for c in coeffs]
 
     def value(point: Sequence[float]) -> complex | None:
@@ -221,17 +224,39 @@ def evaluator(
     return value
 
 
+MEMO = 4096  # expressions whose mpmath functions and exact values a process keeps
+
+
+@functools.lru_cache(maxsize=MEMO)
+def _lambdified(expr: sp.Expr, args: tuple[sp.Symbol, ...]) -> Callable[..., object]:
+    """mp_lambdify, remembered: derive.py checks many forms against the same reference
+    (SymPy's expressions compare and hash by structure, so a hit is the same one)."""
+    return mp_lambdify(args, expr)
+
+
 def exact(
     expr: sp.Expr, points: Sequence[Mapping[sp.Symbol, float]], digits: int = DIGITS
 ) -> list[float | None]:
     """expr at each point in `digits`-digit arithmetic (None: undefined or complex)."""
-    symbols = sorted({k for p in points for k in p}, key=str)
+    symbols = tuple(sorted({k for p in points for k in p}, key=str))
+    values = tuple(tuple(point[k] for k in symbols) for point in points)
+    return list(_exact(expr, symbols, values, digits))
+
+
+@functools.lru_cache(maxsize=MEMO)
+def _exact(
+    expr: sp.Expr,
+    symbols: tuple[sp.Symbol, ...],
+    values: tuple[tuple[float, ...], ...],
+    digits: int,
+) -> tuple[float | None, ...]:
+    """exact, remembered (a point's values are numbers: equal ones give equal mpf)."""
     value = evaluator(expr, symbols, digits)
     out: list[float | None] = []
-    for point in points:
-        c = value([point[k] for k in symbols])
+    for point in values:
+        c = value(point)
         out.append(c.real if c is not None and c.imag == 0 else None)
-    return out
+    return tuple(out)
 
 
 def failures(

@@ -320,3 +320,20 @@ def test_a_norm_s_key_names_its_definition_parameters_and_names() -> None:
         ),  # the same names without assumptions: another expression
     }
     assert len(keys) == 4
+
+
+def test_installed_versions_are_importlib_metadata_s(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The versions in the keys, read from .dist-info folder names, are what
+    importlib.metadata reports; a folder's name is read as the wheel layout has it,
+    and a name found twice in one folder, or nowhere, is left to importlib.metadata."""
+    from importlib import metadata
+
+    for name in ("sympy", "black", "jinja2", "PyYAML", "numpy", "pytest"):
+        assert cache.installed_version(name) == metadata.version(name)
+    assert cache.installed_version("no-such-distribution-here") == ""
+    (tmp_path / "My.Pkg-1.2rc1.dist-info").mkdir()
+    (tmp_path / "twice-1.0.dist-info").mkdir()
+    (tmp_path / "twice-2.0.dist-info").mkdir()
+    assert cache._dist_infos(str(tmp_path)) == {"my_pkg": "1.2rc1"}
