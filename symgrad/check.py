@@ -238,6 +238,11 @@ def compare_module(
         value[idx] = original
         return (up - down) / (2 * h), abs(up + down - 2 * base) / h
 
+    def astride(g: float, fd: float, jump: float) -> bool:
+        """The error is out of tolerance and a kink between x − h and x + h explains
+        it (it is within the jump of the one-sided slopes)."""
+        return tolerance * max(abs(g), abs(fd), FLOOR) < abs(g - fd) <= jump
+
     rows = []
     for key in names:
         value = params[key]
@@ -250,17 +255,14 @@ def compare_module(
         near_kink = excluded = 0
         for idx in entries:
             g = float(grad[idx]) if grad.shape == value.shape else float("nan")
-            h = step
-            fd, jump = difference(value, idx, h)
-            err = abs(g - fd)
-            if tolerance * max(abs(g), abs(fd), FLOOR) < err <= jump:
+            fd, jump = difference(value, idx, step)
+            if astride(g, fd, jump):
                 near_kink += 1  # a kink explains the error: a smaller step
-                h = step / KINK_SHRINK
-                fd, jump = difference(value, idx, h)
-                err = abs(g - fd)
-                if tolerance * max(abs(g), abs(fd), FLOOR) < err <= jump:
+                fd, jump = difference(value, idx, step / KINK_SHRINK)
+                if astride(g, fd, jump):
                     excluded += 1  # still astride a kink: no derivative to compare
                     continue
+            err = abs(g - fd)
             if not np.isfinite(err):
                 abs_err = rel_err = float("nan")
                 break

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import _TARGETS  # generate's targets: the choices of --target
 from .errors import SpecError, SymgradError, printable
 from .version import __version__
 
@@ -131,9 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "-t",
         "--target",
-        choices=("numpy", "array-api", "numba"),
+        choices=_TARGETS,
         default="numpy",
-        help="numpy (default): <name>.py, NumPy only, fastest on one CPU; array-api: "
+        help="numpy (default): <name>.py, NumPy its only import; array-api: "
         "<name>_xp.py, the same math for any array API library (PyTorch, CuPy, JAX, "
         "Dask, ...); numba: <name>_numba.py, the NumPy module with its step's "
         "elementwise work in numba kernels (needs numba)",
@@ -289,12 +290,11 @@ def summary(d: Derivation) -> list[str]:
     """What `generate` prints before the file it wrote: network, parameter count,
     output delta, warnings."""
     from .activations import a
+    from .layer_registry import shape_text
     from .sym.text import text
 
     spec, out = d.spec, d.output
     count = sum(r.trainable for r in d.layers)
-    from .layer_registry import shape_text
-
     shapes = spec.shapes  # each layer as the report's network line shows it
     network = " → ".join(
         [shape_text(shapes[0])]

@@ -31,6 +31,11 @@ from .errors import SymgradError, printable
 NEW_FILE_MODE = 0o666  # before the umask, as open() makes files
 
 
+SPEC_MAX_BYTES = (
+    256 * 1024
+)  # a spec file's limit (spec.read, and generate's result cache)
+
+
 def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
     """The first limit + 1 bytes of path at most (more than limit means: too large)."""
     with open(path, "rb") as fh:

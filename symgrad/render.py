@@ -8,7 +8,7 @@ symgrad/runtime.py, each from the end of its configuration block on, copied in a
 the same in every module, configured by the printed constants. The derived part is
 formatted with black in process; the runtime, black-clean as the project's code is, is
 appended as it is (black lays out each top-level statement on its own, so the result is
-black's layout of the whole module: tests/test_render_speed.py checks it for every
+black's layout of the whole module: tests/test_fast_generate.py checks it for every
 example, and black takes ~0.5 s on the runtime). The module is written atomically: a
 temporary file in the target directory, then a rename, so a failed run leaves any
 existing file untouched (symgrad.files).

@@ -23,12 +23,11 @@ import os
 import stat
 import sys
 
-from . import cache
+from . import cache, files
 
 # the libraries whose behaviour is in a generated module: derivation, layout, templates,
 # reading the spec, printing numbers
 DEPENDENCIES = ("sympy", "black", "jinja2", "PyYAML", "numpy")
-SPEC_LIMIT = 256 * 1024  # spec.read.MAX_BYTES: a larger file is the pipeline's error
 
 
 def _versions() -> tuple[tuple[str, str], ...]:
@@ -44,11 +43,10 @@ def read(spec: str) -> bytes | None:
     try:
         if not stat.S_ISREG(os.stat(spec).st_mode):
             return None
-        with open(spec, "rb") as file:
-            data = file.read(SPEC_LIMIT + 1)
+        data = files.read_bounded(spec, files.SPEC_MAX_BYTES)
     except (OSError, ValueError):
         return None
-    return data if len(data) <= SPEC_LIMIT else None
+    return data if len(data) <= files.SPEC_MAX_BYTES else None
 
 
 def text(data: bytes | None) -> str | None:

@@ -22,7 +22,7 @@ from .. import files
 from ..errors import Problem, SpecError, echo
 from .model import Loc
 
-MAX_BYTES = 256 * 1024
+MAX_BYTES = files.SPEC_MAX_BYTES
 MAX_DEPTH = 20
 MAX_NODES = 20_000  # values after expanding aliases: an alias bomb stops here
 
