@@ -66,7 +66,7 @@ HELPER = '''def _kernel(f):
     return numba.njit(
         cache=True, error_model="numpy", fastmath={"reassoc", "contract", "arcp"}
     )(f)'''
-RELATIONS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
+RELATIONS = frozenset(("<", "<=", ">", ">=", "==", "!="))  # printed as SymPy names them
 ATOM, POW, MUL, ADD, REL, COND = range(6)  # precedence, tightest first
 ROW = {RowSum: "sum", RowMean: "mean", RowMax: "max"}
 COL = {ColSum: "sum", ColMean: "mean", ColMax: "max"}
@@ -309,10 +309,7 @@ class Fuser:
             reads & self.deferred_writes
         ):
             return False  # a deferred product must see its inputs as they were
-        width = self._width_of(item)
-        if item.kind == "row":
-            return True
-        return width == self.width
+        return item.kind == "row" or self._width_of(item) == self.width
 
     def can_defer(self, expr: sp.Expr, target: str) -> bool:
         """`target = expr`, a matrix product alone (∂L/∂W = Aᵀ δ), may run after the
@@ -354,11 +351,9 @@ class Fuser:
             current = self.passes[-1]
         if item.kind == "colred":
             self.col_targets.add(item.target)
-        if item.kind == "rowred":
-            current.items.append(item)
+        current.items.append(item)
+        if item.kind == "rowred":  # accumulated in the pass, stored after it
             current.post.append(item)
-        else:
-            current.items.append(item)
 
     # ------------------------------------------------------------------ output
 
@@ -508,7 +503,7 @@ class Fuser:
             return out, COND
         if isinstance(e, sp.Rel) and e.rel_op in RELATIONS:
             a, b = (self._arg(x, load, dot, ADD) for x in e.args)
-            return f"{a} {RELATIONS[e.rel_op]} {b}", REL
+            return f"{a} {e.rel_op} {b}", REL
         if isinstance(e, sp.Max | sp.Min) and len(e.args) == 2:
             f = "np.maximum" if isinstance(e, sp.Max) else "np.minimum"
             a, b = (self._code(x, load, dot) for x in e.args)
