@@ -131,10 +131,6 @@ def explain(
     )
 
 
-# what generate writes: <name>.py, <name>_xp.py, <name>_numba.py
-_TARGETS = ("numpy", "array-api", "numba")
-
-
 def generate(
     spec: "SpecSource",
     out_dir: "str | os.PathLike[str] | None" = None,
@@ -153,12 +149,12 @@ def generate(
             the NumPy module whose step runs its elementwise statements as numba
             kernels (needs numba: symgrad[numba]).
     """
-    from .files import write_text
+    from .files import TARGETS, write_text
     from .spec import as_spec
 
-    if target not in _TARGETS:
+    if target not in TARGETS:
         raise SymgradError(
-            f"unknown target {target!r}: expected one of {', '.join(_TARGETS)}"
+            f"unknown target {target!r}: expected one of {', '.join(TARGETS)}"
         )
     path, text, _ = _made(as_spec(spec), out_dir, target)
     write_text(path, text)
@@ -170,18 +166,17 @@ def _made(
 ) -> "tuple[Path, str, Derivation]":
     """Where a spec's module goes (checked), its text, and the derivation: what
     generate writes, and the command line prints a summary of."""
+    from .files import TARGETS, output_path
+
     derivation = _pipeline().derive(loaded)
+    path = output_path(loaded.name, out_dir, TARGETS[target])
     if target == "array-api":
         from . import render_xp
 
-        path = render_xp.xp_output_path(loaded.name, out_dir)
         return path, render_xp.render(derivation, out_dir), derivation
-    from .files import output_path
     from .render import render
 
-    numba = target == "numba"
-    path = output_path(loaded.name, out_dir, "_numba" if numba else "")
-    return path, render(derivation, out_dir, numba=numba), derivation
+    return path, render(derivation, out_dir, numba=target == "numba"), derivation
 
 
 __all__ = [

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import _TARGETS  # generate's targets: the choices of --target
 from .errors import SpecError, SymgradError, printable
+from .files import TARGETS
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "-t",
         "--target",
-        choices=_TARGETS,
+        choices=tuple(TARGETS),
         default="numpy",
         help="numpy (default): <name>.py, NumPy its only import; array-api: "
         "<name>_xp.py, the same math for any array API library (PyTorch, CuPy, JAX, "

@@ -162,6 +162,10 @@ def _named(exc: OSError, path: Path) -> OSError:
     return OSError(exc.errno or errno.EIO, strerror, str(path))
 
 
+# what `symgrad generate --target T` writes: <name><suffix>.py
+TARGETS = {"numpy": "", "array-api": "_xp", "numba": "_numba"}
+
+
 def output_path(
     name: str, out_dir: str | os.PathLike[str] | None, suffix: str = ""
 ) -> Path:

@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 from .derive import Derivation
-from .files import output_path
+from .files import TARGETS
 from .plan import Draw, Plan, build
 from .printers import learning_rate
 from .printers.xp_module import derived
@@ -36,7 +36,7 @@ from .sym.special import environment
 
 RUNTIME_XP = Path(__file__).resolve().parent / "runtime_xp.py"
 TARGET = "array-api"  # the value of --target, and of generate(target=)
-SUFFIX = "_xp"  # <name>_xp.py
+SUFFIX = TARGETS[TARGET]  # <name>_xp.py
 
 
 def context(
@@ -139,8 +139,3 @@ def render(d: Derivation, out_dir: str | os.PathLike[str] | None = None) -> str:
     what = f"the array-API module generated for {d.spec.name!r}"
     head = formatted(source, f"{d.spec.name}{SUFFIX}.py", what)
     return with_runtime(head, runtime_code())
-
-
-def xp_output_path(name: str, out_dir: str | os.PathLike[str] | None) -> Path:
-    """Where `<name>_xp.py` goes."""
-    return output_path(f"{name}{SUFFIX}", out_dir)
