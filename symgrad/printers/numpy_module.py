@@ -318,7 +318,7 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
     # the work arrays, a layer a line
     work: list[tuple[str, str]] = []
     for name, shape in storage.arrays.items():
-        work.append((name, _empty(shape, name not in em.contracted)))
+        work.append((name, _empty(shape, offsets_outermost=name not in em.contracted)))
     for name, shape in scratch_shapes.items():
         work.append((name, _empty(shape)))
     for name in storage.per_param:  # the update's scratch, one array per parameter
@@ -423,17 +423,18 @@ def _layer(name: str) -> int:
     return int(digits[0]) if digits else 0
 
 
-def _empty(shape: tuple, windows: bool = False) -> str:
+def _empty(shape: tuple, offsets_outermost: bool = False) -> str:
     """A work array of shape; a window-shaped one (m, C, H', W', kh, kw) is laid out
     with the kernel offsets outside the window positions, so that each offset's
     entries (the slice [..., p, q] the window helpers read and write) are whole
     images, and a contraction can write its products straight into it; one that no
-    contraction writes (windows: a pooling's mask, its gradient) with the offsets
-    outermost, each offset's entries one run of memory that a ufunc goes through
-    in one inner loop (NumPy's cost on these arrays is per run, not per entry)."""
+    contraction writes (offsets_outermost: a pooling's mask, its gradient) with the
+    offsets outermost, each offset's entries one run of memory that a ufunc goes
+    through in one inner loop (NumPy's cost on these arrays is per run, not per
+    entry)."""
     if len(shape) == 6:
         m, c, ho, wo, kh, kw = (str(d) for d in shape)
-        if windows:
+        if offsets_outermost:
             return (
                 f"np.empty(({kh}, {kw}, {m}, {c}, {ho}, {wo}), dtype)"
                 ".transpose(2, 3, 4, 5, 0, 1)"
