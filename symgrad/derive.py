@@ -859,7 +859,7 @@ def activation_rule(op: OpSpec) -> ActivationRule:
     )
 
 
-@functools.cache
+@functools.lru_cache(maxsize=cache.IN_MEMORY)  # bounded as the rules it reads are
 def mask_factor(act: ActivationRule) -> sp.Expr | None:
     """g(z) when f(z) = z·g(z) with g piecewise constant and f' = g (ReLU, leaky ReLU).
 
