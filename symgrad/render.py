@@ -26,6 +26,7 @@ import sympy as sp
 
 from . import layout, optimizers
 from .derive import Derivation
+from .files import TARGETS
 from .plan import Param, Plan, build
 from .printers import learning_rate
 from .printers.numpy_module import allocating, in_place
@@ -154,7 +155,30 @@ def context(
         "derived": derived + "\n\n" + learning_rate.source(plan),
         "step": (step.kernels + "\n\n\n" if numba else "") + step.source,
         "numba": numba,
+        "numba_missing": _numba_missing(d, out_dir) if numba else [],
     }
+
+
+def _numba_missing(d: Derivation, out_dir: str | os.PathLike[str] | None) -> list[str]:
+    """The numba module's ImportError after what Python found (No module named
+    'numba'): why numba is needed and the fixes, the NumPy module's command among them;
+    as string literals of one line each, which the template concatenates."""
+    command = " ".join(regenerate_words(d.spec.source, out_dir))
+    text = (
+        f": {d.spec.name}{TARGETS['numba']}.py was generated with --target numba and"
+        " its step runs numba kernels. Fix: pip install 'symgrad[numba]' (or pip"
+        " install numba), or generate it without --target numba, as the module that"
+        f" needs NumPy only: {command}"
+    )
+    pieces = textwrap.wrap(
+        text,
+        COMMENT_WIDTH - 8,
+        drop_whitespace=False,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    assert "".join(pieces) == text, text
+    return [repr(piece) for piece in pieces]
 
 
 def title(what: str, source: str) -> str:
