@@ -63,6 +63,8 @@ def _namespace(dtype: type) -> dict[str, object]:
         "_erf": erf,
         "_log_erfc": built["_log_erfc"],
         "_inv_erfcx": built["_inv_erfcx"],
+        "_erfc": built["_erfc"],
+        "_log_erf": built["_log_erf"],
         DTYPE: dtype,
     }
 
@@ -142,6 +144,16 @@ def _mp_log_erfc(x: mpmath.mpf) -> mpmath.mpf:
     return mpmath.log(mpmath.erfc(x))
 
 
+def _mp_erfc(x: mpmath.mpf) -> mpmath.mpf:
+    _bounded(x * x)
+    return mpmath.erfc(x)
+
+
+def _mp_log_erf(x: mpmath.mpf) -> mpmath.mpf:
+    # erf x to 50 digits is 1 from x ≈ 11: log1p(−erfc x) keeps its digits
+    return mpmath.log1p(-_mp_erfc(x)) if x > 0.5 else mpmath.log(mpmath.erf(x))
+
+
 def _mp_inv_erfcx(x: mpmath.mpf) -> mpmath.mpf:
     return 1 / (_mp_exp(x * x) * mpmath.erfc(x))
 
@@ -163,6 +175,8 @@ MP_FUNCTIONS = {  # the one table of functions mpmath evaluates for symgrad's ch
     "softplus": _mp_softplus,
     "avoid": _mp_avoid,
     "log_erfc": _mp_log_erfc,
+    "log_erf": _mp_log_erf,
+    "erfc": _mp_erfc,
     "inv_erfcx": _mp_inv_erfcx,
     "exp": _mp_exp,
     **{
