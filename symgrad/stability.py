@@ -48,25 +48,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-x))
 
 
-_erf = np.vectorize(math.erf, otypes=[float])
-
-
 def _namespace(dtype: type) -> dict[str, object]:
-    def erf(x: np.ndarray) -> np.ndarray:
-        return _erf(x).astype(dtype)
-
-    # log erfc and e^{-x²}/erfc: the module's own code (sym/special.py)
-    built = special.numpy_helpers()
-    return {
-        "np": np,
-        "_sigmoid": _sigmoid,
-        "_erf": erf,
-        "_log_erfc": built["_log_erfc"],
-        "_inv_erfcx": built["_inv_erfcx"],
-        "_erfc": built["_erfc"],
-        "_log_erf": built["_log_erf"],
-        DTYPE: dtype,
-    }
+    """What printed code calls: NumPy, the scalar type, _sigmoid, and the special
+    functions (_erf, _erfc, _log_erfc, ...) of the module itself, run from its source
+    (sym/special.py), so a form is checked with the code that will compute it."""
+    return {"np": np, "_sigmoid": _sigmoid, **special.numpy_helpers(), DTYPE: dtype}
 
 
 def printed(expr: sp.Expr, env: Mapping[sp.Symbol, np.ndarray], dtype: type) -> object:

@@ -7,7 +7,9 @@ derivative written again here in mpmath (60 digits) and checked point by point, 
 to the value (a loss of 1e-40 is checked to its digits, not against 1), in float64 and
 float32 from u = 1e-30 to 1000; PyTorch float64 autograd (torch.erf, torch.erfc) on a
 network at ordinary inputs; the array-API module against the NumPy module at extreme
-inputs. NumPy warnings are errors in this suite (pytest's configuration).
+inputs. Last, derive's stability checks: they run the module's own special functions
+(_erf included), so a wrong helper fails them. NumPy warnings are errors in this suite
+(pytest's configuration).
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 import pytest
+import sympy as sp
 import xp_backends as xb
 from harness import generate_module
 
 import symgrad
+from symgrad import stability
+from symgrad.activations import z
+from symgrad.sym import special
+from symgrad.sym.functions import stabilize
 
 DIGITS = 60
 EPS = {np.float64: 2.3e-16, np.float32: 1.2e-7}
@@ -252,3 +259,51 @@ def test_array_api_module_at_extreme_inputs(backend, erfc_pair) -> None:
     X = np.array([[-1000.0, 0.5, 30.0], [3.0, -6.0, 0.0], [100.0, 26.0, -1.0]])
     Y = np.array([[0.0, 1.0], [1.0, 0.25], [0.5, 0.0]])
     xb.check_gradients(xp_module, np_module, backend, X, Y, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ the checks' helpers
+
+
+def _erf_off() -> list[str]:
+    """The modules' erf series with its first coefficient 1% off."""
+    right = _RIGHT["erf_series"]()
+    return [repr(float(right[0]) * 1.01), *right[1:]]
+
+
+def _erfcx_off() -> tuple[tuple[str, ...], ...]:
+    """erfcx's Taylor polynomials with each constant term 1% off."""
+    rows = _RIGHT["erfcx_taylor"]()
+    return tuple((repr(float(row[0]) * 1.01), *row[1:]) for row in rows)
+
+
+_RIGHT = {"erf_series": special.erf_series, "erfcx_taylor": special.erfcx_taylor}
+CHECKED = [  # (a form's expression, a wrong helper it computes with)
+    (sp.erf(z), "erf_series", _erf_off),
+    (sp.erfc(z), "erf_series", _erf_off),  # 1 + erf(−z) below 0
+    (sp.erfc(z), "erfcx_taylor", _erfcx_off),
+    (sp.log(sp.erf(sp.Abs(z) + sp.Rational(1, 10))), "erf_series", _erf_off),
+    (sp.log(sp.erf(sp.Abs(z) + sp.Rational(1, 10))), "erfcx_taylor", _erfcx_off),
+    (sp.log((1 + sp.erf(z)) / 2), "erf_series", _erf_off),
+    (sp.log((1 + sp.erf(z)) / 2), "erfcx_taylor", _erfcx_off),
+]
+
+
+@pytest.mark.parametrize("expr, name, wrong", CHECKED)
+def test_the_derivations_checks_run_the_modules_own_helpers(
+    expr, name, wrong, monkeypatch
+) -> None:
+    """derive's stability checks evaluate a form with the module's own special
+    functions, run from the source a module gets (sym/special.py), _erf included: a
+    slip in a helper's template or coefficients fails the checks of every form that
+    computes with it, before a module carries it."""
+    form = stabilize(expr)
+    points = [{z: v} for v in (-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 5.0)]
+    special.numpy_helpers.cache_clear()
+    assert not stability.failures(form, expr, points), form  # the right helpers
+    monkeypatch.setattr(special, name, wrong)
+    special.numpy_helpers.cache_clear()
+    try:
+        assert stability.failures(form, expr, points), (form, name)
+    finally:
+        monkeypatch.undo()
+        special.numpy_helpers.cache_clear()
