@@ -232,9 +232,11 @@ def test_erfc_network_against_pytorch(tmp_path) -> None:
 def test_the_report_writes_erfc_and_log_erf() -> None:
     spec = _spec("erf_bce", {"name": "erfc_act", "expr": "erfc(z)"}, ERF_LOSS)
     latex = symgrad.render_report(spec, "latex")
-    assert r"\operatorname{erfc}" in latex and r"\operatorname{erf}" in latex
+    assert r"\operatorname{erfc}{\left(z \right)}" in latex  # the activation
+    # the loss as the module computes it: log erf and log erfc, each one function
+    assert r"\log\operatorname{erf}\left(\hat{y}_{k}\right)" in latex
     text = symgrad.render_report(spec, "text")
-    assert "erfc(" in text
+    assert "log erf(ŷₖ)" in text and "log erfc(ŷₖ)" in text
 
 
 # ------------------------------------------------------------------ array-API module
