@@ -222,10 +222,13 @@ def test_the_numpy_module_does_not_import_numba(tmp_path) -> None:
 
 
 @pytest.mark.formatted
-def test_the_numba_module_is_black_and_ruff_clean(tmp_path) -> None:
+@pytest.mark.parametrize("name", ["blocks", "lenet_small"])
+def test_the_numba_module_is_black_and_ruff_clean(tmp_path, name) -> None:
     import symgrad
 
-    spec = harness.write_spec(BLOCKS, tmp_path)
+    spec = harness.write_spec(
+        BLOCKS if name == "blocks" else {"name": name, **IMAGE_SPECS[name]}, tmp_path
+    )
     path = str(symgrad.generate(spec, tmp_path / "out", target="numba"))
     for command in (
         [sys.executable, "-m", "black", "--check", "--quiet", path],
@@ -303,3 +306,175 @@ def test_the_kernels_load_from_the_cache_under_another_name(tmp_path) -> None:
         values.append(float(done.stdout))
     assert list((path.parent / "__pycache__").glob("*.nbi"))  # the cache's index
     assert values[0] == values[1]
+
+
+# ---------------------------------------------------------------- image layers
+# The numba module's window primitives (_scatter_windows, _window_max, _first_max and
+# _contract's window copies as numba kernels, templates/windows_numba.py.jinja) against
+# PyTorch: tests/test_conv.py's network in torch.nn.functional (F.conv2d, F.max_pool2d,
+# F.avg_pool2d), built from the spec dict, and torch.optim. The specs cover the window
+# sizes the kernels compile as constants (3×3 stride 1 and 2, 2×2 stride 2) and others
+# (their loops with the sizes as variables), odd image sizes (a row and a column no
+# window reads), overlapping pooling windows, padding, several channels.
+CONV = "conv2d"
+IMAGE_SPECS = {
+    "lenet_small": {  # odd sizes: 9×7 pooled by 2 leaves a row and a column unread
+        "input": [3, 9, 7],
+        "layers": [
+            {"type": CONV, "filters": 4, "kernel": 3, "padding": 1, "activation": "relu"},
+            {"type": "maxpool2d", "size": 2},
+            {"type": CONV, "filters": 5, "kernel": 3, "stride": 2, "padding": 1,
+             "activation": "tanh"},
+            {"type": "flatten"},
+            {"units": 3, "activation": "softmax"},
+        ],
+        "loss": CCE,
+        "optimizer": {"name": "adam", "learning_rate": 0.01},
+    },
+    "overlapping": {  # max windows that overlap (their gradients added), avg pooling
+        "input": [2, 8, 15],
+        "layers": [
+            {"type": CONV, "filters": 3, "kernel": [2, 3], "stride": [1, 2],
+             "padding": [1, 0], "activation": "relu"},
+            {"type": "maxpool2d", "size": 3, "stride": 2},
+            {"type": "avgpool2d", "size": 2, "stride": 1},
+            {"type": "flatten"},
+            {"units": 3, "activation": "identity"},
+        ],
+        "loss": "mse",
+        "optimizer": {"name": "momentum", "learning_rate": 0.01, "momentum": 0.8},
+    },
+    "generic_sizes": {  # 5×5 and 2×3 windows: the kernels' loops with variable sizes
+        "input": [2, 11, 10],
+        "layers": [
+            {"type": CONV, "filters": 3, "kernel": 5, "padding": 2, "activation": "relu"},
+            {"type": "maxpool2d", "size": [2, 3], "stride": [2, 3]},
+            {"type": CONV, "filters": 2, "kernel": 2, "stride": 2, "activation": "relu"},
+            {"type": "flatten"},
+            {"units": 3, "activation": "softmax"},
+        ],
+        "loss": CCE,
+        "optimizer": {"name": "sgd", "learning_rate": 0.05},
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def image_module(tmp_path_factory):
+    cache: dict[str, object] = {}
+    workdir = tmp_path_factory.mktemp("numba_images")
+
+    def build(name: str):
+        if name not in cache:
+            cache[name] = generate_numba({"name": name, **IMAGE_SPECS[name]}, workdir)
+        return cache[name]
+
+    return build
+
+
+def _torch_optimizer(spec: dict, tensors: list):
+    opt = spec["optimizer"]
+    if opt["name"] == "adam":
+        return torch.optim.Adam(tensors, lr=opt["learning_rate"])
+    momentum = opt.get("momentum", 0.0)
+    return torch.optim.SGD(tensors, lr=opt["learning_rate"], momentum=momentum)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", IMAGE_SPECS)
+def test_image_steps_match_torch(image_module, name: str, dtype) -> None:
+    from test_conv import problem as conv_problem
+    from test_conv import torch_loss
+
+    spec = {"name": name, **IMAGE_SPECS[name]}
+    module = image_module(name)
+    p64, _, _ = conv_problem(module, spec)
+    params = {k: v.astype(dtype) for k, v in p64.items()}
+    tensors = {
+        k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+        for k, v in params.items()
+    }
+    optimizer = _torch_optimizer(spec, list(tensors.values()))
+    state = module.init_state(params)
+    rng = np.random.default_rng(5)
+    tol = RTOL if dtype == np.float64 else 2e-5
+    n_out = spec["layers"][-1]["units"]
+    for m in (6, 3, 6, 4):
+        X = rng.standard_normal((m, *spec["input"]))
+        if spec["loss"] == CCE:
+            Y = np.eye(n_out)[rng.integers(0, n_out, m)]
+        else:
+            Y = rng.standard_normal((m, n_out))
+        value = module.step(params, state, X.astype(dtype), Y.astype(dtype))
+        optimizer.zero_grad()
+        loss = torch_loss(spec, tensors, X, Y)
+        loss.backward()
+        optimizer.step()
+        assert harness.rel_err(value, float(loss.detach())) <= tol, (m, value)
+        for k, t in tensors.items():
+            assert params[k].dtype == dtype
+            assert harness.rel_err(params[k], t.detach().numpy()) <= tol, (k, m)
+    assert state["t"] == 4
+
+
+def test_image_gradients_match_torch_and_nan_propagates_as_in_numpy(
+    image_module, generate, monkeypatch
+) -> None:
+    # loss_and_grad and forward run the numba module's window kernels too (out=None)
+    from test_conv import problem as conv_problem
+    from test_conv import torch_grads
+
+    name = "overlapping"
+    spec = {"name": name, **IMAGE_SPECS[name]}
+    fused, plain = image_module(name), generate(spec)
+    params, X, Y = conv_problem(fused, spec, m=4)
+    value, grads = fused.loss_and_grad(params, X, Y)
+    ref_value, ref = torch_grads(spec, params, X, Y)
+    assert harness.rel_err(value, ref_value) <= RTOL
+    for k in ref:
+        assert harness.rel_err(grads[k], ref[k]) <= RTOL, k
+    # a NaN and an inf in the input: the same outputs, NaN where NumPy's are
+    X[0, 0, 2, 3] = np.nan
+    X[1, 1, 4, 4] = np.inf
+    X[2, 0, 5, 5] = -np.inf
+    monkeypatch.setattr(fused, "CHECK_FINITE", False)
+    monkeypatch.setattr(plain, "CHECK_FINITE", False)
+    with np.errstate(invalid="ignore"):  # 0 · inf in ReLU's product, in both
+        out_fused, out_plain = fused.forward(params, X), plain.forward(params, X)
+    np.testing.assert_array_equal(np.isnan(out_fused), np.isnan(out_plain))
+    assert np.isnan(out_fused).any()
+    np.testing.assert_allclose(out_fused, out_plain, rtol=1e-12, atol=0)
+
+
+def test_image_max_pooling_ties_go_to_the_first_maximum(image_module) -> None:
+    # whole numbers: windows with equal values; PyTorch's gradient goes to the first
+    from test_conv import problem as conv_problem
+    from test_conv import torch_grads
+
+    name = "lenet_small"
+    spec = {"name": name, **IMAGE_SPECS[name]}
+    module = image_module(name)
+    params, X, Y = conv_problem(module, spec, m=3)
+    params["W1"][...] = np.round(params["W1"] * 2)
+    params["b1"][...] = 0.0
+    X[...] = np.round(X)
+    value, grads = module.loss_and_grad(params, X, Y)
+    ref_value, ref = torch_grads(spec, params, X, Y)
+    assert harness.rel_err(value, ref_value) <= RTOL
+    for k in ref:
+        assert harness.rel_err(grads[k], ref[k]) <= RTOL, k
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_an_image_step_allocates_nothing_after_the_first(image_module, dtype) -> None:
+    spec = IMAGE_SPECS["lenet_small"]
+    module = image_module("lenet_small")
+    params = module.init_params(0, dtype=dtype)
+    rng = np.random.default_rng(0)
+    m = 512  # the smallest image array (m, 5, 3, 2) is then larger than the allowance
+    X = rng.standard_normal((m, *spec["input"])).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, m)]
+    peak, buffer = harness.step_peak_bytes(module, params, X, Y, bufsize=1024)
+    allowance = 2 * buffer * np.dtype(dtype).itemsize + 16 * 1024
+    assert allowance < m * 5 * 3 * 2 * np.dtype(dtype).itemsize
+    assert peak < allowance, f"a step allocated up to {peak} bytes"
