@@ -16,7 +16,12 @@ are still in cache when read again. What a kernel takes:
 - a row statistic (m, 1): a row sum, mean or max of such an expression, or an
   elementwise statement of row statistics (σ = √(var + ε));
 - a column sum, mean or max of such an expression, shape (n,) (bias and γ gradients),
-  accumulated over the rows.
+  accumulated over the rows;
+- the same over images: an image (m, C, H, W) is m·C rows of H·W entries (the call
+  passes `x.reshape(-1, H·W)`, a view: every (m, ...) array of the step is a dense
+  work array), reading images of its shape, per-channel vectors `b[None, :, None,
+  None]` (row i's channel is i % C), and a convolution's contraction (Z = W ⋆ X + b)
+  as the product term; Σ per channel (∂L/∂b, `nfij->f`) accumulated per row.
 
 Every value the statements write is stored into its home array, as the NumPy step
 stores it (the last value per array and pass: in a pass, a row's entries are loaded
