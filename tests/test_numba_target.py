@@ -463,6 +463,17 @@ def test_image_gradients_match_torch_and_nan_propagates_as_in_numpy(
     np.testing.assert_array_equal(np.isnan(out_fused), np.isnan(out_plain))
     assert np.isnan(out_fused).any()
     np.testing.assert_allclose(out_fused, out_plain, rtol=1e-12, atol=0)
+    # a step (the kernels): the same gradients, NaN where the NumPy module's are
+    states = []
+    for module in (fused, plain):
+        p = {k: v.copy() for k, v in params.items()}
+        state = module.init_state(p)
+        with np.errstate(invalid="ignore", over="ignore"):
+            module.step(p, state, X, Y)
+        states.append(state["grads"])
+    for k in states[1]:
+        assert np.isnan(states[1][k]).any(), k
+        np.testing.assert_allclose(states[0][k], states[1][k], rtol=1e-12, atol=0)
 
 
 def test_image_max_pooling_ties_go_to_the_first_maximum(image_module) -> None:
