@@ -314,7 +314,7 @@ def test_the_kernels_load_from_the_cache_under_another_name(tmp_path) -> None:
 # _contract's window copies as numba kernels, templates/windows_numba.py.jinja) against
 # PyTorch: tests/test_conv.py's network in torch.nn.functional (F.conv2d, F.max_pool2d,
 # F.avg_pool2d), built from the spec dict, and torch.optim. The specs cover the window
-# sizes the kernels compile as constants (3×3 stride 1 and 2, 2×2 stride 2) and others
+# sizes the kernels compile as constants (3×3 stride 1, 2×2 stride 2) and others
 # (their loops with the sizes as variables), odd image sizes (a row and a column no
 # window reads), overlapping pooling windows, padding, several channels.
 CONV = "conv2d"
@@ -508,3 +508,47 @@ def test_an_image_step_allocates_nothing_after_the_first(image_module, dtype) ->
     allowance = 2 * buffer * np.dtype(dtype).itemsize + 16 * 1024
     assert allowance < m * 5 * 3 * 2 * np.dtype(dtype).itemsize
     assert peak < allowance, f"a step allocated up to {peak} bytes"
+
+
+def test_the_window_kernels_load_from_the_cache_under_another_name(tmp_path) -> None:
+    # the window kernels call inlined bodies (_inline): the cached code has them in,
+    # and a second process, under another module name, loads it instead of compiling
+    import symgrad
+
+    spec = {"name": "lenet_small", **IMAGE_SPECS["lenet_small"]}
+    path = Path(
+        symgrad.generate(
+            harness.write_spec(spec, tmp_path), tmp_path / "out", target="numba"
+        )
+    )
+    script = textwrap.dedent("""
+        import importlib.util, sys
+        import numpy as np
+        spec = importlib.util.spec_from_file_location(sys.argv[2], sys.argv[1])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[sys.argv[2]] = module
+        spec.loader.exec_module(module)
+        params = module.init_params(0)
+        X = np.linspace(-1, 1, 4 * 189).reshape(4, 189)
+        Y = np.eye(3)[[0, 1, 2, 0]]
+        value = module.step(params, module.init_state(params), X, Y)
+        kernels = ["_scatter_kernel", "_window_max_kernel", "_first_max_kernel",
+                   "_window_copy_kernel"]
+        stats = [getattr(module, k).stats for k in kernels]
+        hits = sum(sum(s.cache_hits.values()) for s in stats)
+        misses = sum(sum(s.cache_misses.values()) for s in stats)
+        print(value, hits, misses)
+        """)
+    runs = []
+    for name in ("first_name", "second_name"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(path), name],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        value, hits, misses = done.stdout.split()
+        runs.append((float(value), int(hits), int(misses)))
+    assert runs[0][2] >= 4 and runs[0][1] == 0  # compiled: a signature or more each
+    assert runs[1][1] == runs[0][2] and runs[1][2] == 0  # each loaded from the cache
+    assert runs[0][0] == runs[1][0]
