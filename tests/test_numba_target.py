@@ -22,6 +22,8 @@ from pathlib import Path
 import harness
 import numpy as np
 import pytest
+import test_conv as tc
+import test_training as tt
 import torch
 import torch_reference as tr
 from test_layers import CUSTOM, OPTIMIZERS, SPECS, problem, torch_optimizer
@@ -303,3 +305,54 @@ def test_the_kernels_load_from_the_cache_under_another_name(tmp_path) -> None:
         values.append(float(done.stdout))
     assert list((path.parent / "__pycache__").glob("*.nbi"))  # the cache's index
     assert values[0] == values[1]
+
+
+# the update: one kernel per parameter (fused.py's Fuser.update) for every optimizer,
+# schedule and clipping of tests/test_training.py, against its torch.optim loop
+UPDATE_CASES = [
+    (name, schedule, clip)
+    for name in tt.OPTIMIZERS
+    for schedule, clip in (("none", False), ("cosine", True))
+]
+
+
+@pytest.mark.parametrize(("opt", "schedule", "clip"), UPDATE_CASES)
+def test_the_update_kernels_follow_torch_optim(tmp_path, opt, schedule, clip) -> None:
+    spec = tt.spec_of(opt, schedule, False, clip)
+    module = generate_numba(spec, tmp_path)
+    step = Path(module.__file__).read_text().split("def _step(")[1]
+    assert "for k in PARAM_NAMES:" not in step  # the update is the kernels'
+    X, Y = tt.data()
+    initial = tt.start(module)
+    want, _, norms = tt.torch_trajectory(spec, initial, X, Y)
+    if clip:
+        assert min(norms) < tt.CLIP < max(norms)
+    params = {k: v.copy() for k, v in initial.items()}
+    state = module.init_state(params)
+    for batch in tt.batches():
+        module.step(params, state, X[batch], Y[batch])
+    assert state["t"] == tt.STEPS
+    tt.assert_close(params, want, initial, "numba step")
+
+
+def test_a_cnns_adam_steps_match_torch_optim(tmp_path) -> None:
+    # 4-d kernels: the update's kernels loop over each of a parameter's dimensions
+    spec = tc.SMALL_CNN
+    module = generate_numba(spec, tmp_path)
+    assert "for i3 in range(p.shape[3]):" in Path(module.__file__).read_text()
+    params, X, Y = tc.problem(module, spec, m=6, seed=3)
+    tensors = {
+        k: torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True)
+        for k, v in params.items()
+    }
+    optimizer = torch.optim.Adam(list(tensors.values()), lr=0.01)
+    state = module.init_state(params)
+    for _ in range(10):
+        value = module.step(params, state, X, Y)
+        optimizer.zero_grad()
+        loss = tc.torch_loss(spec, tensors, X, Y)
+        loss.backward()
+        optimizer.step()
+        assert harness.rel_err(value, float(loss.detach())) <= RTOL
+    for k, t in tensors.items():
+        assert harness.rel_err(params[k], t.detach().numpy()) <= RTOL, k

@@ -28,7 +28,8 @@ propagate as in NumPy. Results agree with the NumPy step to rounding.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -43,7 +44,7 @@ from ..sym.arrays import (
     RowSum,
 )
 from ..sym.code import FUNCTIONS
-from ..sym.functions import sigmoid, softplus
+from ..sym.functions import numeric, sigmoid, softplus
 from .blocks import INDENT
 
 DECORATOR = "@_kernel"
@@ -70,6 +71,7 @@ RELATIONS = frozenset(("<", "<=", ">", ">=", "==", "!="))  # printed as SymPy na
 ATOM, POW, MUL, ADD, REL, COND = range(6)  # precedence, tightest first
 ROW = {RowSum: "sum", RowMean: "mean", RowMax: "max"}
 COL = {ColSum: "sum", ColMean: "mean", ColMax: "max"}
+LOOPS = [f"i{k}" for k in range(8)]  # the loop variables of an update of rank > 2
 
 
 def _reads(e: sp.Expr) -> set[sp.Symbol]:
@@ -199,6 +201,8 @@ class Fuser:
         self.deferred: list[str] = []
         self.deferred_reads: set[str] = set()
         self.deferred_writes: set[str] = set()
+        # the update's kernels: (rule, its arrays, rank) -> (name, scalar parameters)
+        self.updates: dict[tuple, tuple[str, list[str]]] = {}
 
     # ------------------------------------------------------------------ intake
 
@@ -431,6 +435,75 @@ class Fuser:
         lines += [2 * INDENT + line for line in body]
         lines += [INDENT + line for line in last]
         return "\n".join(lines), w.calls
+
+    # ------------------------------------------------------------------ the update
+
+    def update(
+        self,
+        rule: Sequence[tuple[sp.Symbol, sp.Expr]],
+        arrays: dict[sp.Symbol, str],
+        rank: int,
+    ) -> str | None:
+        """The call of a kernel that applies an optimizer's rule (`target ← expr`
+        statements, in order) to one parameter of `rank` dimensions, entry by entry in
+        one pass: `arrays` maps the rule's array symbols (the parameter first, its
+        gradient, its state) to what the call passes; every other symbol is a scalar,
+        passed by its name. A statement's value is what later statements read; each
+        array written is stored once, after the last. One kernel per rule and rank,
+        shared by the parameters that call it. None where the scalar printer does not
+        print a statement, or for a 0-d parameter: print the NumPy lines then."""
+        key = (tuple(rule), tuple(arrays), rank)
+        if key not in self.updates:
+            made = self._update_kernel(rule, [s.name for s in arrays], rank)
+            if made is None:
+                return None
+            self.updates[key] = made
+        name, scalars = self.updates[key]
+        return f"{name}({', '.join([*arrays.values(), *scalars])})"
+
+    def _update_kernel(
+        self, rule: Sequence[tuple[sp.Symbol, sp.Expr]], names: list[str], rank: int
+    ) -> tuple[str, list[str]] | None:
+        """(name, its scalar parameters) of a new update kernel, its source added to
+        `kernels`; None where a statement is not printable in a kernel."""
+        if rank < 1 or any(t.name not in names for t, _ in rule):
+            return None
+        axes = ["j"] if rank == 1 else ["i", "j"] if rank == 2 else LOOPS[:rank]
+        index = f"[{', '.join(axes)}]"
+        values: dict[str, str] = {}  # array -> the local holding its entry
+        body: list[str] = []
+        scalars: list[str] = []
+        count = itertools.count(1)
+
+        def load(name: str) -> str:
+            if name in values:
+                return values[name]
+            if name not in names:  # a scalar: the kernel's parameter of that name
+                if name not in scalars:
+                    scalars.append(name)
+                return name
+            v = values[name] = f"_v{next(count)}"
+            body.append(f"{v} = {name}{index}")
+            return v
+
+        stores: dict[str, str] = {}
+        for target, expr in rule:
+            try:
+                text = self._code(numeric(expr), load)
+            except Unsupported:
+                return None
+            v = stores[target.name] = values[target.name] = f"_t{next(count)}"
+            body.append(f"{v} = {text}")
+        body += [f"{t}{index} = {v}" for t, v in stores.items()]
+        name = f"_k{len(self.kernels) + 1}"
+        lines = [DECORATOR, f"def {name}({', '.join(names + scalars)}):"]
+        for depth, axis in enumerate(axes):
+            lines.append(
+                f"{INDENT * (depth + 1)}for {axis} in range({names[0]}.shape[{depth}]):"
+            )
+        lines += [INDENT * (rank + 1) + line for line in body]
+        self.kernels.append("\n".join(lines))
+        return name, scalars
 
     # ------------------------------------------------------------------ scalars
 
