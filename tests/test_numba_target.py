@@ -5,7 +5,9 @@ fused into numba kernels (symgrad/printers/fused.py). Its steps are checked here
 against PyTorch: autograd's gradients of tests/torch_reference.py's network (built
 independently from the spec dict) and torch.optim's updates, over every layer kind,
 activation and loss of tests/test_layers.py and tests/test_step.py, several steps with
-batch sizes that change, float64 to 1e-9. Also: the NumPy module never imports numba,
+batch sizes that change, float64 to 1e-9; the update's kernels for every optimizer of
+tests/test_training.py against its torch.optim loop (schedules, clipping, l2; float64
+to 1e-9, float32 to 1e-5) and a CNN's. Also: the NumPy module never imports numba,
 the numba module is black- and ruff-clean and allocates nothing after its first step,
 and its compiled kernels load from the cache under another module name.
 """
@@ -333,6 +335,25 @@ def test_the_update_kernels_follow_torch_optim(tmp_path, opt, schedule, clip) ->
         module.step(params, state, X[batch], Y[batch])
     assert state["t"] == tt.STEPS
     tt.assert_close(params, want, initial, "numba step")
+
+
+@pytest.mark.parametrize("opt", tt.OPTIMIZERS)
+def test_float32_update_kernels_follow_torch_optim(tmp_path, opt) -> None:
+    # float32 throughout, the kernels' numbers and scalars of the arrays' dtype:
+    # within float32 rounding of torch's float64 loop (both modules measured 2-8e-7)
+    spec = tt.spec_of(opt, "none", False, False)
+    module = generate_numba(spec, tmp_path)
+    X, Y = tt.data()
+    initial = tt.start(module)
+    want, _, _ = tt.torch_trajectory(spec, initial, X, Y)
+    params = {k: v.astype(np.float32) for k, v in initial.items()}
+    state = module.init_state(params)
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+    for batch in tt.batches():
+        module.step(params, state, X32[batch], Y32[batch])
+    for k in want:
+        assert params[k].dtype == np.float32
+        assert harness.rel_err(params[k], want[k]) <= 1e-5, k
 
 
 def test_a_cnns_adam_steps_match_torch_optim(tmp_path) -> None:
