@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 import subprocess
 import sys
 import textwrap
@@ -377,3 +378,20 @@ def test_a_cnns_adam_steps_match_torch_optim(tmp_path) -> None:
         assert harness.rel_err(value, float(loss.detach())) <= RTOL
     for k, t in tensors.items():
         assert harness.rel_err(params[k], t.detach().numpy()) <= RTOL, k
+
+
+def test_same_spec_same_bytes_whatever_the_hash_seed(tmp_path) -> None:
+    # the kernels' constants, scalars and update kernels in the order they are printed
+    spec = {**BLOCKS, "name": "bytes_numba", "optimizer": OPTIMIZERS["adam"][0]}
+    path = harness.write_spec({**spec, "l2": 0.01}, tmp_path)
+    code = "import sys, symgrad; symgrad.generate(sys.argv[1], sys.argv[2], target='numba')"
+    out = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "SYMGRAD_NO_CACHE": "1"}
+        target = tmp_path / "out"
+        subprocess.run(
+            [sys.executable, "-c", code, str(path), str(target)], check=True, env=env
+        )
+        out.append((target / "bytes_numba_numba.py").read_bytes())
+    assert out[0] == out[1]
+    assert b".dtype.type(" in out[0]  # the typed constants are printed
