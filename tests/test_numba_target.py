@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -395,3 +396,40 @@ def test_same_spec_same_bytes_whatever_the_hash_seed(tmp_path) -> None:
         out.append((target / "bytes_numba_numba.py").read_bytes())
     assert out[0] == out[1]
     assert b".dtype.type(" in out[0]  # the typed constants are printed
+
+
+def test_an_update_the_kernels_do_not_print_gets_the_numpy_lines(tmp_path) -> None:
+    # a rule that calls tanh (left to NumPy's ufunc: TRANSCENDENTAL): no kernel for it
+    import sympy as sp
+
+    from symgrad import optimizers as opt
+
+    lr = opt.Setting("learning_rate", 0.01, r"\eta", "η", low=0.0, high=None)
+    entry = opt.OptimizerDef(
+        "tanh_sgd",
+        "SGD on tanh(g)",
+        (lr,),
+        rule=lambda s: [opt.Assign(opt.p, opt.p - s["learning_rate"] * sp.tanh(opt.g))],
+    )
+    opt.register(entry)
+    try:
+        spec = {**BLOCKS, "name": "tanh_sgd", "optimizer": {"name": "tanh_sgd"}}
+        module = generate_numba(spec, tmp_path)
+    finally:
+        del opt.OPTIMIZERS[entry.name]
+    step = Path(module.__file__).read_text().split("def _step(")[1]
+    update = step.split("if CHECK_FINITE:")[1].split("\ndef ")[0]
+    assert "np.tanh(" in update and not re.search(r"_k\d+\(", update)
+    params, _, _ = problem(module, spec)
+    ref = copy.deepcopy(params)
+    state = module.init_state(params)
+    rng = np.random.default_rng(8)
+    for m in (7, 5):
+        X = rng.standard_normal((m, spec["input"]))
+        Y = harness.make_targets(spec, m, rng)
+        _, grads, _ = tr.loss_and_grad(spec, ref, X, Y)
+        module.step(params, state, X, Y)
+        for k in ref:
+            ref[k] = ref[k] - 0.01 * torch.tanh(torch.from_numpy(grads[k])).numpy()
+        for k in params:
+            assert harness.rel_err(params[k], ref[k]) <= RTOL, (k, m)
