@@ -133,8 +133,8 @@ def _accumulate(acc: str, value: str, op: str) -> str:
 class _Constants:
     """The numbers of a kernel as locals of its arrays' dtype, made once before its
     loops (`_c1 = h2.dtype.type(0.5)`): a float64 literal would make a float32 kernel
-    compute in float64, converting each entry in and out (9-28 % of a float32 kernel's
-    time, measured on the wide and layers configs)."""
+    compute in float64, converting each entry in and out (11 % of the layers config's
+    float32 kernel time, 3 % of wide's; docs/performance.md)."""
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}  # the number's text -> its local
