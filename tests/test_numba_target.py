@@ -359,10 +359,11 @@ def test_float32_update_kernels_follow_torch_optim(tmp_path, opt) -> None:
 
 
 def test_a_cnns_adam_steps_match_torch_optim(tmp_path) -> None:
-    # 4-d kernels: the update's kernels loop over each of a parameter's dimensions
+    # 4-d kernels: the update's kernels walk any array through .flat
     spec = tc.SMALL_CNN
     module = generate_numba(spec, tmp_path)
-    assert "for i3 in range(p.shape[3]):" in Path(module.__file__).read_text()
+    step = Path(module.__file__).read_text().split("def _step(")[1]
+    assert re.search(r'_k\d+\(\s*params\["W1"\]', step)  # a 4-d kernel's update
     params, X, Y = tc.problem(module, spec, m=6, seed=3)
     tensors = {
         k: torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True)
@@ -433,3 +434,21 @@ def test_an_update_the_kernels_do_not_print_gets_the_numpy_lines(tmp_path) -> No
             ref[k] = ref[k] - 0.01 * torch.tanh(torch.from_numpy(grads[k])).numpy()
         for k in params:
             assert harness.rel_err(params[k], ref[k]) <= RTOL, (k, m)
+
+
+def test_the_update_kernels_take_parameters_of_any_layout(numba_module) -> None:
+    # .flat walks a Fortran-ordered weight as NumPy's `p -= g` does: the same numbers
+    name = next(n for n, sp_ in SPECS_ALL.items() if sp_["optimizer"]["name"] == "adam")
+    spec, module = SPECS_ALL[name], numba_module(name)
+    params, _, _ = problem(module, spec)
+    other = {k: np.asfortranarray(v.copy()) for k, v in params.items()}
+    assert not other["W1"].flags.c_contiguous
+    states = module.init_state(params, seed=7), module.init_state(other, seed=7)
+    rng = np.random.default_rng(8)
+    for m in (7, 5):
+        X = rng.standard_normal((m, spec["input"]))
+        Y = harness.make_targets(spec, m, rng)
+        for p, state in zip((params, other), states, strict=True):
+            module.step(p, state, X, Y)
+        for k in params:
+            np.testing.assert_array_equal(other[k], params[k])

@@ -81,7 +81,6 @@ RELATIONS = frozenset(("<", "<=", ">", ">=", "==", "!="))  # printed as SymPy na
 ATOM, POW, MUL, ADD, REL, COND = range(6)  # precedence, tightest first
 ROW = {RowSum: "sum", RowMean: "mean", RowMax: "max"}
 COL = {ColSum: "sum", ColMean: "mean", ColMax: "max"}
-LOOPS = [f"i{k}" for k in range(8)]  # the loop variables of an update of rank > 2
 
 
 def _reads(e: sp.Expr) -> set[sp.Symbol]:
@@ -477,22 +476,21 @@ class Fuser:
     # ------------------------------------------------------------------ the update
 
     def update(
-        self,
-        rule: Sequence[tuple[sp.Symbol, sp.Expr]],
-        arrays: dict[sp.Symbol, str],
-        rank: int,
+        self, rule: Sequence[tuple[sp.Symbol, sp.Expr]], arrays: dict[sp.Symbol, str]
     ) -> str | None:
         """The call of a kernel that applies an optimizer's rule (`target ← expr`
-        statements, in order) to one parameter of `rank` dimensions, entry by entry in
-        one pass: `arrays` maps the rule's array symbols (the parameter first, its
-        gradient, its state) to what the call passes; every other symbol is a scalar,
-        passed by its name. A statement's value is what later statements read; each
-        array written is stored once, after the last. One kernel per rule and rank,
-        shared by the parameters that call it. None where the scalar printer does not
-        print a statement, or for a 0-d parameter: print the NumPy lines then."""
-        key = (tuple(rule), tuple(arrays), rank)
+        statements, in order) to one parameter, entry by entry in one pass: `arrays`
+        maps the rule's array symbols (the parameter first, its gradient, its state) to
+        what the call passes; every other symbol is a scalar, passed by its name. A
+        statement's value is what later statements read; each array written is stored
+        once, after the last. The arrays are walked through `.flat` (whatever their
+        rank and layout: in memory order where C-contiguous, as NumPy's `p -= g`; a
+        loop per dimension ran 5.6× slower than NumPy on a conv kernel's 3 × 3
+        entries). One kernel per rule, shared by the parameters that call it. None
+        where the scalar printer does not print a statement: print the NumPy lines."""
+        key = (tuple(rule), tuple(arrays))
         if key not in self.updates:
-            made = self._update_kernel(rule, [s.name for s in arrays], rank)
+            made = self._update_kernel(rule, [s.name for s in arrays])
             if made is None:
                 return None
             self.updates[key] = made
@@ -500,19 +498,24 @@ class Fuser:
         return f"{name}({', '.join([*arrays.values(), *scalars])})"
 
     def _update_kernel(
-        self, rule: Sequence[tuple[sp.Symbol, sp.Expr]], names: list[str], rank: int
+        self, rule: Sequence[tuple[sp.Symbol, sp.Expr]], names: list[str]
     ) -> tuple[str, list[str]] | None:
         """(name, its scalar parameters) of a new update kernel, its source added to
         `kernels`; None where a statement is not printable in a kernel."""
-        if rank < 1 or any(t.name not in names for t, _ in rule):
+        if any(t.name not in names for t, _ in rule):
             return None
-        axes = ["j"] if rank == 1 else ["i", "j"] if rank == 2 else LOOPS[:rank]
-        index = f"[{', '.join(axes)}]"
         values: dict[str, str] = {}  # array -> the local holding its entry
+        flat: dict[str, str] = {}  # array -> its `.flat`, in order of first use
         body: list[str] = []
         scalars: list[str] = []
         count = itertools.count(1)
         typed = _Constants()  # the numbers and the scalars, of the parameter's dtype
+
+        def walk(name: str) -> str:
+            """The local holding name's flat iterator."""
+            if name not in flat:
+                flat[name] = f"_f{len(flat) + 1}"
+            return flat[name]
 
         def load(name: str) -> str:
             if name in values:
@@ -522,7 +525,7 @@ class Fuser:
                     scalars.append(name)
                 return name
             v = values[name] = f"_v{next(count)}"
-            body.append(f"{v} = {name}{index}")
+            body.append(f"{v} = {walk(name)}[_i]")
             return v
 
         stores: dict[str, str] = {}
@@ -536,15 +539,13 @@ class Fuser:
                 self.typed = None
             v = stores[target.name] = values[target.name] = f"_t{next(count)}"
             body.append(f"{v} = {text}")
-        body += [f"{t}{index} = {v}" for t, v in stores.items()]
+        body += [f"{walk(t)}[_i] = {v}" for t, v in stores.items()]
         name = f"_k{len(self.kernels) + 1}"
         lines = [DECORATOR, f"def {name}({', '.join(names + scalars)}):"]
         lines += [INDENT + line for line in typed.lines(names[0])]
-        for depth, axis in enumerate(axes):
-            lines.append(
-                f"{INDENT * (depth + 1)}for {axis} in range({names[0]}.shape[{depth}]):"
-            )
-        lines += [INDENT * (rank + 1) + line for line in body]
+        lines += [f"{INDENT}{f} = {a}.flat" for a, f in flat.items()]
+        lines.append(f"{INDENT}for _i in range({names[0]}.size):")
+        lines += [2 * INDENT + line for line in body]
         self.kernels.append("\n".join(lines))
         return name, scalars
 

@@ -619,9 +619,7 @@ def _fused_update(plan: Plan, fuser: Fuser) -> Lines | None:
         }
         for st in up.state:
             arrays[st.symbol] = f'state["{st.key}"]["{param.name}"]'
-        call = fuser.update(
-            [(a.target, a.expr) for a in rule], arrays, len(param.shape)
-        )
+        call = fuser.update([(a.target, a.expr) for a in rule], arrays)
         if call is None:  # no kernel made here is called
             del fuser.kernels[made[0] :]
             fuser.updates = made[1]
