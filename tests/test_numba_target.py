@@ -5,7 +5,9 @@ fused into numba kernels (symgrad/printers/fused.py). Its steps are checked here
 against PyTorch: autograd's gradients of tests/torch_reference.py's network (built
 independently from the spec dict) and torch.optim's updates, over every layer kind,
 activation and loss of tests/test_layers.py and tests/test_step.py, several steps with
-batch sizes that change, float64 to 1e-9. Also: the NumPy module never imports numba,
+batch sizes that change, float64 to 1e-9; the update's kernels for every optimizer of
+tests/test_training.py against its torch.optim loop (schedules, clipping, l2; float64
+to 1e-9, float32 to 1e-5) and a CNN's. Also: the NumPy module never imports numba,
 the numba module is black- and ruff-clean and allocates nothing after its first step,
 and its compiled kernels load from the cache under another module name.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -22,6 +26,8 @@ from pathlib import Path
 import harness
 import numpy as np
 import pytest
+import test_conv as tc
+import test_training as tt
 import torch
 import torch_reference as tr
 from test_conv import BATCHNORM_CNN, LAYERNORM_CNN
@@ -574,3 +580,146 @@ def test_the_window_kernels_load_from_the_cache_under_another_name(tmp_path) -> 
     assert runs[0][2] >= 4 and runs[0][1] == 0  # compiled: a signature or more each
     assert runs[1][1] == runs[0][2] and runs[1][2] == 0  # each loaded from the cache
     assert runs[0][0] == runs[1][0]
+
+
+# the update: one kernel per parameter (fused.py's Fuser.update) for every optimizer,
+# schedule and clipping of tests/test_training.py, against its torch.optim loop
+UPDATE_CASES = [
+    (name, schedule, clip)
+    for name in tt.OPTIMIZERS
+    for schedule, clip in (("none", False), ("cosine", True))
+]
+
+
+@pytest.mark.parametrize(("opt", "schedule", "clip"), UPDATE_CASES)
+def test_the_update_kernels_follow_torch_optim(tmp_path, opt, schedule, clip) -> None:
+    spec = tt.spec_of(opt, schedule, False, clip)
+    module = generate_numba(spec, tmp_path)
+    step = Path(module.__file__).read_text().split("def _step(")[1]
+    assert "for k in PARAM_NAMES:" not in step  # the update is the kernels'
+    X, Y = tt.data()
+    initial = tt.start(module)
+    want, _, norms = tt.torch_trajectory(spec, initial, X, Y)
+    if clip:
+        assert min(norms) < tt.CLIP < max(norms)
+    params = {k: v.copy() for k, v in initial.items()}
+    state = module.init_state(params)
+    for batch in tt.batches():
+        module.step(params, state, X[batch], Y[batch])
+    assert state["t"] == tt.STEPS
+    tt.assert_close(params, want, initial, "numba step")
+
+
+@pytest.mark.parametrize("opt", tt.OPTIMIZERS)
+def test_float32_update_kernels_follow_torch_optim(tmp_path, opt) -> None:
+    # float32 throughout, the kernels' numbers and scalars of the arrays' dtype:
+    # within float32 rounding of torch's float64 loop (both modules measured 2-8e-7)
+    spec = tt.spec_of(opt, "none", False, False)
+    module = generate_numba(spec, tmp_path)
+    X, Y = tt.data()
+    initial = tt.start(module)
+    want, _, _ = tt.torch_trajectory(spec, initial, X, Y)
+    params = {k: v.astype(np.float32) for k, v in initial.items()}
+    state = module.init_state(params)
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+    for batch in tt.batches():
+        module.step(params, state, X32[batch], Y32[batch])
+    for k in want:
+        assert params[k].dtype == np.float32
+        assert harness.rel_err(params[k], want[k]) <= 1e-5, k
+
+
+def test_a_cnns_adam_steps_match_torch_optim(tmp_path) -> None:
+    # 4-d kernels: the update's kernels walk any array through .flat
+    spec = tc.SMALL_CNN
+    module = generate_numba(spec, tmp_path)
+    step = Path(module.__file__).read_text().split("def _step(")[1]
+    assert re.search(r'_k\d+\(\s*params\["W1"\]', step)  # a 4-d kernel's update
+    params, X, Y = tc.problem(module, spec, m=6, seed=3)
+    tensors = {
+        k: torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True)
+        for k, v in params.items()
+    }
+    optimizer = torch.optim.Adam(list(tensors.values()), lr=0.01)
+    state = module.init_state(params)
+    for _ in range(10):
+        value = module.step(params, state, X, Y)
+        optimizer.zero_grad()
+        loss = tc.torch_loss(spec, tensors, X, Y)
+        loss.backward()
+        optimizer.step()
+        assert harness.rel_err(value, float(loss.detach())) <= RTOL
+    for k, t in tensors.items():
+        assert harness.rel_err(params[k], t.detach().numpy()) <= RTOL, k
+
+
+def test_same_spec_same_bytes_whatever_the_hash_seed(tmp_path) -> None:
+    # the kernels' constants, scalars and update kernels in the order they are printed
+    spec = {**BLOCKS, "name": "bytes_numba", "optimizer": OPTIMIZERS["adam"][0]}
+    path = harness.write_spec({**spec, "l2": 0.01}, tmp_path)
+    code = "import sys, symgrad; symgrad.generate(sys.argv[1], sys.argv[2], target='numba')"
+    out = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "SYMGRAD_NO_CACHE": "1"}
+        target = tmp_path / "out"
+        subprocess.run(
+            [sys.executable, "-c", code, str(path), str(target)], check=True, env=env
+        )
+        out.append((target / "bytes_numba_numba.py").read_bytes())
+    assert out[0] == out[1]
+    assert b".dtype.type(" in out[0]  # the typed constants are printed
+
+
+def test_an_update_the_kernels_do_not_print_gets_the_numpy_lines(tmp_path) -> None:
+    # a rule that calls tanh (left to NumPy's ufunc: TRANSCENDENTAL): no kernel for it
+    import sympy as sp
+
+    from symgrad import optimizers as opt
+
+    lr = opt.Setting("learning_rate", 0.01, r"\eta", "η", low=0.0, high=None)
+    entry = opt.OptimizerDef(
+        "tanh_sgd",
+        "SGD on tanh(g)",
+        (lr,),
+        rule=lambda s: [opt.Assign(opt.p, opt.p - s["learning_rate"] * sp.tanh(opt.g))],
+    )
+    opt.register(entry)
+    try:
+        spec = {**BLOCKS, "name": "tanh_sgd", "optimizer": {"name": "tanh_sgd"}}
+        module = generate_numba(spec, tmp_path)
+    finally:
+        del opt.OPTIMIZERS[entry.name]
+    step = Path(module.__file__).read_text().split("def _step(")[1]
+    update = step.split("if CHECK_FINITE:")[1].split("\ndef ")[0]
+    assert "np.tanh(" in update and not re.search(r"_k\d+\(", update)
+    params, _, _ = problem(module, spec)
+    ref = copy.deepcopy(params)
+    state = module.init_state(params)
+    rng = np.random.default_rng(8)
+    for m in (7, 5):
+        X = rng.standard_normal((m, spec["input"]))
+        Y = harness.make_targets(spec, m, rng)
+        _, grads, _ = tr.loss_and_grad(spec, ref, X, Y)
+        module.step(params, state, X, Y)
+        for k in ref:
+            ref[k] = ref[k] - 0.01 * torch.tanh(torch.from_numpy(grads[k])).numpy()
+        for k in params:
+            assert harness.rel_err(params[k], ref[k]) <= RTOL, (k, m)
+
+
+def test_the_update_kernels_take_parameters_of_any_layout(numba_module) -> None:
+    # .flat walks a Fortran-ordered weight as NumPy's `p -= g` does: the same numbers
+    name = next(n for n, sp_ in SPECS_ALL.items() if sp_["optimizer"]["name"] == "adam")
+    spec, module = SPECS_ALL[name], numba_module(name)
+    params, _, _ = problem(module, spec)
+    other = {k: np.asfortranarray(v.copy()) for k, v in params.items()}
+    assert not other["W1"].flags.c_contiguous
+    states = module.init_state(params, seed=7), module.init_state(other, seed=7)
+    rng = np.random.default_rng(8)
+    for m in (7, 5):
+        X = rng.standard_normal((m, spec["input"]))
+        Y = harness.make_targets(spec, m, rng)
+        for p, state in zip((params, other), states, strict=True):
+            module.step(p, state, X, Y)
+        for k in params:
+            np.testing.assert_array_equal(other[k], params[k])

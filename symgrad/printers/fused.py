@@ -23,17 +23,25 @@ are still in cache when read again. What a kernel takes:
   None]` (row i's channel is i % C), and a convolution's contraction (Z = W ⋆ X + b)
   as the product term; Σ per channel (∂L/∂b, `nfij->f`) accumulated per row.
 
+The optimizer's update is a kernel too (`Fuser.update`): per parameter, the whole rule
+(adam's two moments and the parameter, say) in one pass over its arrays, where the
+NumPy step makes one pass per operation (adam: 12 per parameter).
+
 Every value the statements write is stored into its home array, as the NumPy step
 stores it (the last value per array and pass: in a pass, a row's entries are loaded
 before and stored after the statements), so the code after a kernel reads what it
 would read after the NumPy lines. fastmath allows reassociation, contraction and
 reciprocals (the sums vectorize) but not the no-NaN and no-inf assumptions: NaN and inf
-propagate as in NumPy. Results agree with the NumPy step to rounding.
+propagate as in NumPy. A kernel's numbers, and its expressions of scalars (1 − β₁), are
+locals of its arrays' dtype made before its loops (`_c1 = h2.dtype.type(1.0 - beta1)`,
+the expression in float64 once): a float32 kernel computes in float32, as the NumPy
+step's ufuncs do. Results agree with the NumPy step to rounding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -50,7 +58,7 @@ from ..sym.arrays import (
     RowSum,
 )
 from ..sym.code import FUNCTIONS
-from ..sym.functions import sigmoid, softplus
+from ..sym.functions import numeric, sigmoid, softplus
 from .blocks import INDENT
 
 DECORATOR = "@_kernel"
@@ -59,7 +67,10 @@ DECORATOR = "@_kernel"
 # one process): tanh 8.7 ms in a kernel against 0.19 ms for np.tanh (float32), 9.3 against
 # 0.8 ms (float64); exp 1.2 against 0.26 ms; log1p 6.5 against 0.30 ms. A statement that
 # calls one closes the kernel and is printed as the NumPy module prints it; sqrt, abs,
-# sign, max, min and arithmetic stay in the kernels (no slower there).
+# sign, max, min and arithmetic stay in the kernels (no slower there). numba vectorizes
+# these with Intel's SVML only under an llvmlite built with LLVM's SVML patch (conda's);
+# the pip wheels are not (llvmlite 0.50: `llvmlite.binding.config.has_svml` False, and
+# `numba -s` says "SVML Operational: False" with intel-cmplr-lib-rt's libsvml.so loaded).
 TRANSCENDENTAL = frozenset(
     (sp.exp, sp.log, sp.tanh, sp.sinh, sp.cosh, sp.sin, sp.cos, sp.atan)
 )
@@ -136,6 +147,25 @@ def _accumulate(acc: str, value: str, op: str) -> str:
     return f"{acc} = max({acc}, {value})" if op == "max" else f"{acc} += {value}"
 
 
+class _Constants:
+    """The numbers of a kernel as locals of its arrays' dtype, made once before its
+    loops (`_c1 = h2.dtype.type(0.5)`): a float64 literal would make a float32 kernel
+    compute in float64, converting each entry in and out (11 % of the layers config's
+    float32 kernel time, 3 % of wide's; docs/performance.md)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}  # the number's text -> its local
+
+    def __call__(self, text: str) -> str:
+        if text not in self.names:
+            self.names[text] = f"_c{len(self.names) + 1}"
+        return self.names[text]
+
+    def lines(self, array: str) -> list[str]:
+        """The lines that make the locals, of `array`'s dtype."""
+        return [f"{v} = {array}.dtype.type({t})" for t, v in self.names.items()]
+
+
 class _Writer:
     """The names of one kernel: its arguments (in order of first use, with what the
     call passes), its locals, and the value of each array entry a pass has loaded or
@@ -158,6 +188,7 @@ class _Writer:
         self.full: dict[str, str] = {}
         self.pre: list[str] = []  # lines before this pass's loop over j
         self.loads: list[str] = []  # lines in the loop, before the statement's
+        self.consts = _Constants()
 
     def start_pass(self) -> None:
         self.full, self.pre, self.loads = {}, [], []
@@ -235,6 +266,12 @@ class Fuser:
         self.deferred: list[str] = []
         self.deferred_reads: set[str] = set()
         self.deferred_writes: set[str] = set()
+        # the update's kernels: (rule, its arrays, rank) -> (name, scalar parameters)
+        self.updates: dict[tuple, tuple[str, list[str]]] = {}
+        # while a kernel is printed: its constants (numbers and scalar expressions as
+        # locals of its dtype), and which symbols are scalars there
+        self.typed: _Constants | None = None
+        self.scalar: Callable[[sp.Symbol], bool] = lambda s: False
 
     # ------------------------------------------------------------------ intake
 
@@ -431,6 +468,7 @@ class Fuser:
         """The source of the open kernel, named `name`, and its call's arguments."""
         channels = self.rows[1] if isinstance(self.rows, tuple) else 0
         w = _Writer(self.shapes, dict(self.scalars.values()), self.passed, channels)
+        self.typed, self.scalar = w.consts, lambda s: s in self.scalars
         rows_of = next(  # an array of the kernel's rows that it reads or writes
             n
             for p in self.passes
@@ -457,7 +495,8 @@ class Fuser:
                     w.arg(it.target)
                 elif it.kind in ("rowred", "chansum"):
                     acc = accs[it.target] = w.fresh("acc")
-                    w.pre.append(f"{acc} = " + ("-np.inf" if it.op == "max" else "0.0"))
+                    start = "-np.inf" if it.op == "max" else w.consts("0.0")
+                    w.pre.append(f"{acc} = {start}")
                     loop.append(_accumulate(acc, v, it.op))
                     if it.kind == "chansum":  # the rows' sums added per channel
                         first.append(f"{w.arg(it.target)}[:] = 0.0")
@@ -478,7 +517,8 @@ class Fuser:
                     continue
                 if it.kind == "rowred":
                     acc = accs[it.target]
-                    value = f"{acc} / {self.width}" if it.op == "mean" else acc
+                    width = w.consts(repr(float(self.width)))
+                    value = f"{acc} / {width}" if it.op == "mean" else acc
                 else:
                     value = self._code(it.expr, w.load)
                 v = w.fresh("r")
@@ -489,12 +529,89 @@ class Fuser:
                 body.append(f"for j in range({self.width}):")
                 body += [INDENT + line for line in loop]
             body += post
+        self.typed = None
         lines = [DECORATOR, f"def {name}({', '.join(w.args)}):"]
-        lines += [INDENT + line for line in first]
+        lines += [INDENT + line for line in w.consts.lines(rows_of) + first]
         lines.append(f"{INDENT}for i in range({rows_of}.shape[0]):")
         lines += [2 * INDENT + line for line in body]
         lines += [INDENT + line for line in last]
         return "\n".join(lines), w.calls
+
+    # ------------------------------------------------------------------ the update
+
+    def update(
+        self, rule: Sequence[tuple[sp.Symbol, sp.Expr]], arrays: dict[sp.Symbol, str]
+    ) -> str | None:
+        """The call of a kernel that applies an optimizer's rule (`target ← expr`
+        statements, in order) to one parameter, entry by entry in one pass: `arrays`
+        maps the rule's array symbols (the parameter first, its gradient, its state) to
+        what the call passes; every other symbol is a scalar, passed by its name. A
+        statement's value is what later statements read; each array written is stored
+        once, after the last. The arrays are walked through `.flat` (whatever their
+        rank and layout: in memory order where C-contiguous, as NumPy's `p -= g`; a
+        loop per dimension ran 5.6× slower than NumPy on a conv kernel's 3 × 3
+        entries). One kernel per rule, shared by the parameters that call it. None
+        where the scalar printer does not print a statement: print the NumPy lines."""
+        key = (tuple(rule), tuple(arrays))
+        if key not in self.updates:
+            made = self._update_kernel(rule, [s.name for s in arrays])
+            if made is None:
+                return None
+            self.updates[key] = made
+        name, scalars = self.updates[key]
+        return f"{name}({', '.join([*arrays.values(), *scalars])})"
+
+    def _update_kernel(
+        self, rule: Sequence[tuple[sp.Symbol, sp.Expr]], names: list[str]
+    ) -> tuple[str, list[str]] | None:
+        """(name, its scalar parameters) of a new update kernel, its source added to
+        `kernels`; None where a statement is not printable in a kernel."""
+        if any(t.name not in names for t, _ in rule):
+            return None
+        values: dict[str, str] = {}  # array -> the local holding its entry
+        flat: dict[str, str] = {}  # array -> its `.flat`, in order of first use
+        body: list[str] = []
+        scalars: list[str] = []
+        count = itertools.count(1)
+        typed = _Constants()  # the numbers and the scalars, of the parameter's dtype
+
+        def walk(name: str) -> str:
+            """The local holding name's flat iterator."""
+            if name not in flat:
+                flat[name] = f"_f{len(flat) + 1}"
+            return flat[name]
+
+        def load(name: str) -> str:
+            if name in values:
+                return values[name]
+            if name not in names:  # a scalar: the kernel's parameter of that name
+                if name not in scalars:
+                    scalars.append(name)
+                return name
+            v = values[name] = f"_v{next(count)}"
+            body.append(f"{v} = {walk(name)}[_i]")
+            return v
+
+        stores: dict[str, str] = {}
+        for target, expr in rule:
+            self.typed, self.scalar = typed, lambda s: s.name not in names
+            try:
+                text = self._code(numeric(expr), load)
+            except Unsupported:
+                return None
+            finally:
+                self.typed = None
+            v = stores[target.name] = values[target.name] = f"_t{next(count)}"
+            body.append(f"{v} = {text}")
+        body += [f"{walk(t)}[_i] = {v}" for t, v in stores.items()]
+        name = f"_k{len(self.kernels) + 1}"
+        lines = [DECORATOR, f"def {name}({', '.join(names + scalars)}):"]
+        lines += [INDENT + line for line in typed.lines(names[0])]
+        lines += [f"{INDENT}{f} = {a}.flat" for a, f in flat.items()]
+        lines.append(f"{INDENT}for _i in range({names[0]}.size):")
+        lines += [2 * INDENT + line for line in body]
+        self.kernels.append("\n".join(lines))
+        return name, scalars
 
     # ------------------------------------------------------------------ scalars
 
@@ -513,6 +630,15 @@ class Fuser:
             if not dot:
                 raise Unsupported("a matrix product")
             return (load(dot) if dot != "?" else "0.0"), ATOM
+        if self.typed is not None and isinstance(e, sp.Expr):
+            if all(self.scalar(s) for s in e.free_symbols):
+                # a number or an expression of scalars: computed once, in float64,
+                # before the loops, as a local of the kernel's dtype
+                typed, self.typed = self.typed, None
+                try:
+                    return typed(self._code(e, load, dot)), ATOM
+                finally:
+                    self.typed = typed
         if isinstance(e, Expanded):  # a per-channel vector over images' rows
             if e.args[1].name != CHANNEL:
                 raise Unsupported(f"{e}: not a per-channel vector")

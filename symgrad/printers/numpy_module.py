@@ -310,7 +310,7 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
     if fuser is not None:
         body.add(*fuser.close())
     em.forget(None)
-    update = _update_lines(plan, em)
+    update = _update_lines(plan, em, fuser)
     for (_, shape), scratch in pools.items():
         for name in scratch.made:
             scratch_shapes[name] = shape
@@ -494,11 +494,12 @@ def _loss_lines(
 # ------------------------------------------------------------------ the update
 
 
-def _update_lines(plan: Plan, em: Emitter) -> Lines:
+def _update_lines(plan: Plan, em: Emitter, fuser: Fuser | None = None) -> Lines:
     """The update's statements (plan.update), in place: unrolled per parameter when the
     rule is a single statement and needs no temporaries (sgd), else a loop over the
     parameters, with the update's scratch arrays (plan.storage.per_param) beside the
-    state's."""
+    state's. With a fuser (the numba target): one kernel call per parameter, the whole
+    rule in one pass over its arrays, where the kernels print the rule."""
     up = plan.update
     out = Lines()
     clip_scalars = (up.clip,) if up.clip is not None else ()
@@ -534,10 +535,15 @@ def _update_lines(plan: Plan, em: Emitter) -> Lines:
     for a in up.step_scalars:
         out.add(f"{a.target.name} = {em.printer.doprint(a.expr)}  # {a.note}")
     p, g = up.param, up.grad
+    if fuser is not None:
+        calls = _fused_update(plan, fuser)
+        if calls is not None:
+            out.add(*calls.lines)
+            return out
     if len(up.step_rule) == 1 and not up.temporaries:
         # unrolled: one statement per parameter, no loop overhead
         for param in plan.trainable:
-            rule = up.decay_rule if (param.weight and up.decay_rule) else up.step_rule
+            rule = _rule_of(plan, param.weight)
             ps, gs = arr(param.name), arr(nm.grad(param.name))
             for a in rule:
                 target = ps if a.target == p else a.target
@@ -587,6 +593,41 @@ def _update_lines(plan: Plan, em: Emitter) -> Lines:
         inner.comment(f"{a.target.name} ← {_text(a.expr)}{note}")
         inner.add(*lines)
     out.add(*(INDENT + line for line in inner.lines))
+    return out
+
+
+def _rule_of(plan: Plan, weight: bool) -> tuple:
+    """The in-place rule of a parameter: with l2 as a decay, a weight's own."""
+    up = plan.update
+    return up.decay_rule if (weight and up.decay_rule) else up.step_rule
+
+
+def _fused_update(plan: Plan, fuser: Fuser) -> Lines | None:
+    """The update as kernel calls (fused.py's Fuser.update), one per trainable
+    parameter, its rule's comment above its first call; None where a rule is not
+    printable in a kernel."""
+    up = plan.update
+    out = Lines()
+    made = len(fuser.kernels), dict(fuser.updates)
+    for param in plan.trainable:
+        rule = _rule_of(plan, param.weight)
+        # from the dicts: a number of the update may have a parameter's name (adam's
+        # beta2, a layernorm's beta2), and the line of the numbers comes first
+        arrays = {
+            up.param: f'params["{param.name}"]',
+            up.grad: f'state["grads"]["{param.name}"]',
+        }
+        for st in up.state:
+            arrays[st.symbol] = f'state["{st.key}"]["{param.name}"]'
+        call = fuser.update([(a.target, a.expr) for a in rule], arrays)
+        if call is None:  # no kernel made here is called
+            del fuser.kernels[made[0] :]
+            fuser.updates = made[1]
+            return None
+        for a in rule:
+            note = f"  ({a.note})" if a.note else ""
+            out.comment(f"{a.target.name} ← {_text(a.expr)}{note}")
+        out.add(call)
     return out
 
 
