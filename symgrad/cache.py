@@ -99,9 +99,17 @@ def template_dir() -> Path:
 
 @functools.cache
 def code_digest() -> str:
-    """sha256 of every .py and template file of symgrad (name, size, bytes), ~10 ms."""
+    """sha256 of every .py and template file of symgrad (name, size, bytes), ~10 ms;
+    the same in a checkout and installed (where the templates are the package
+    symgrad.templates: its marker __init__.py is not a template), so that the shipped
+    rules' keys match in both."""
     package = Path(__file__).resolve().parent
-    files = [(p.relative_to(package).as_posix(), p) for p in package.rglob("*.py")]
+    files = [
+        (name, p)
+        for p in package.rglob("*.py")
+        for name in [p.relative_to(package).as_posix()]
+        if not name.startswith("templates/")
+    ]
     files += [("templates/" + p.name, p) for p in template_dir().glob("*.jinja")]
     digest = hashlib.sha256()
     for name, path in sorted(files):

@@ -207,7 +207,30 @@ def test_a_wheel_carries_the_shipped_rules(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("symgrad-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         shipped = archive.read("symgrad/builtin_rules.pickle")
+        archive.extractall(tmp_path / "installed")
     assert shipped == cache.SHIPPED.read_bytes()
+    # installed, its keys are the checkout's (the same code digest): a derivation of
+    # xor with an empty cache reads its rules from the file and stores none
+    code = (
+        "import importlib, sys; sys.path.insert(0, sys.argv[1]);"
+        "from symgrad import cache; d = importlib.import_module('symgrad.derive');"
+        "d.derive(sys.argv[2]); print(cache.__file__, cache.code_digest())"
+    )
+    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(tmp_path / "cache")}
+    for name in ("PYTHONPATH", "SYMGRAD_NO_CACHE", "SYMGRAD_SHIPPED_RULES"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "installed"), str(XOR)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    where, digest = done.stdout.split()
+    assert Path(where).is_relative_to(tmp_path / "installed")
+    assert digest == cache.code_digest()
+    assert not list((tmp_path / "cache").rglob("*.pickle")), STALE
 
 
 def test_the_command_writes_the_same_bytes_with_the_shipped_rules_and_without(
