@@ -127,7 +127,7 @@ def profile(layers: int, width: int) -> None:
 
 # run in the child: symgrad's modules imported first (black with them, though the command
 # imports it only on a miss of black's layout cache), then the stages timed by wrapping
-# the functions the command calls, and the command itself
+# the functions the command calls, the command itself, and its end (cli._exit)
 PHASES = """
 import importlib, json, sys, time
 started = time.time()
@@ -154,11 +154,12 @@ timed(m["symgrad.render"], "render", "plan, template, black")
 timed(m["symgrad.render"], "formatted", "black")
 timed(m["symgrad.files"], "write_text", "write")
 t = time.perf_counter()
-m["symgrad.cli"].main(sys.argv[1:])
+code = m["symgrad.cli"].main(sys.argv[1:])
 spent["command"] = time.perf_counter() - t
 spent["plan, template"] = spent.pop("plan, template, black") - spent["black"]
 spent["started"] = started
 print(json.dumps(spent))
+m["symgrad.cli"]._exit(code)  # as the command ends
 """
 
 
