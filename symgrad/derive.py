@@ -32,6 +32,7 @@ from .sym.cost import cost
 from .sym.functions import (
     avoid,
     invert,
+    log_erf,
     log_erfc,
     numeric,
     sigmoid,
@@ -1130,7 +1131,7 @@ def output_rule(loss_op: OpSpec, act_op: OpSpec) -> OutputRule:
     if not act.vector:
         reference = _equal_reference(
             loss.xreplace({a: act.forward}),
-            {f.xreplace({a: act.forward}) for f in forms if f.has(log_erfc)},
+            {f.xreplace({a: act.forward}) for f in forms if f.has(log_erfc, log_erf)},
         )
         first: list[str] = []
         for form in forms:

@@ -96,11 +96,16 @@ class LayerKind:
         keys: the spec keys it reads besides `type` (`validate` checks them).
         output: it may be the output layer (its op then computes the prediction, the
             loss and the output delta).
+        gives_image: its output is an image (True: conv2d, the poolings) or a vector
+            (False: dense, flatten) whatever its input, or has its input's form
+            (None): what the layers after it are checked with where its output's
+            size is unknown (its item has an error).
     """
 
     name: str = ""
     keys: tuple[str, ...] = ()
     output: bool = False
+    gives_image: bool | None = None
 
     # ---- spec (no SymPy here: a spec is read before anything is derived)
 
@@ -172,11 +177,21 @@ class LayerKind:
 class LayerAt:
     """Where a layer item stands: its position, whether it is the output layer, and
     its input's width (None where an earlier layer's could not be read): an int for a
-    vector, (channels, height, width) for an image."""
+    vector, (channels, height, width) for an image. Where the width is None, what is
+    still known: whether the input is an image (True), a vector (False) or either
+    (None), and the key path of the layer whose error hid its size (`layers[0]`), so
+    that a check that needs only the form (a dense layer after an image needs a
+    flatten) still runs."""
 
     index: int
     last: bool
     width: int | tuple[int, ...] | None
+    image: bool | None = None
+    hidden_by: str = ""
+
+    def unknown(self) -> str:
+        """Why the input's size is not given, for a message: the layer to fix first."""
+        return f"its size is unknown until the error at {self.hidden_by} is fixed"
 
 
 LAYER_KINDS: dict[str, LayerKind] = {}

@@ -36,7 +36,6 @@ disk (symgrad/cache.py).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from . import cache
 from .errors import DerivationError
 from .norms import NormDef
 from .stability import mp_lambdify
-from .sym import parse
+from .sym import parse, special
 from .sym.arrays import ColSum, GroupMax, GroupMean, GroupReduction, GroupSum
 from .sym.cost import cost as shared_cost
 from .sym.functions import Coefficient, decimal_text, invert, numeric, symbolize
@@ -850,7 +849,20 @@ def _np_sigmoid(u: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-u))
 
 
-NP_FUNCTIONS = {"sigmoid": _np_sigmoid, "erf": np.vectorize(math.erf, otypes=[float])}
+def _np_helper(name: str) -> object:
+    """The module's own special function `name` (sym/special.py), as it will run."""
+
+    def helper(u: np.ndarray) -> np.ndarray:
+        return special.numpy_helpers()[name](np.asarray(u))  # type: ignore[operator]
+
+    return helper
+
+
+NP_FUNCTIONS = {
+    "sigmoid": _np_sigmoid,
+    "erf": _np_helper("_erf"),
+    "erfc": _np_helper("_erfc"),
+}
 
 
 def _floats(fn: object) -> list[float]:

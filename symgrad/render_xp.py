@@ -52,11 +52,6 @@ def context(
         for s in plan.statements
         if isinstance(s, Draw)
     }
-    words = regenerate_words(spec.source, out_dir)
-    if len(words) > 1:  # a file: the command, with its target
-        words += ["--target", TARGET]
-    else:
-        words = [f'symgrad.generate(spec, target="{TARGET}") with the same spec']
     return {
         **constants(d, plan),
         "title": title(
@@ -64,7 +59,7 @@ def context(
             f"{_version()}",
             spec.source,
         ),
-        "regenerate": regenerate_line(words),
+        "regenerate": regenerate_line(regenerate_words(spec.source, out_dir, TARGET)),
         "notes": _notes(plan, buffers, bool(noise)),
         "dropout": repr(bool(noise)),
         "noise": repr(noise),

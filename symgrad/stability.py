@@ -48,23 +48,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-x))
 
 
-_erf = np.vectorize(math.erf, otypes=[float])
-
-
 def _namespace(dtype: type) -> dict[str, object]:
-    def erf(x: np.ndarray) -> np.ndarray:
-        return _erf(x).astype(dtype)
-
-    # log erfc and e^{-x²}/erfc: the module's own code (sym/special.py)
-    built = special.numpy_helpers()
-    return {
-        "np": np,
-        "_sigmoid": _sigmoid,
-        "_erf": erf,
-        "_log_erfc": built["_log_erfc"],
-        "_inv_erfcx": built["_inv_erfcx"],
-        DTYPE: dtype,
-    }
+    """What printed code calls: NumPy, the scalar type, _sigmoid, and the special
+    functions (_erf, _erfc, _log_erfc, ...) of the module itself, run from its source
+    (sym/special.py), so a form is checked with the code that will compute it."""
+    return {"np": np, "_sigmoid": _sigmoid, **special.numpy_helpers(), DTYPE: dtype}
 
 
 def printed(expr: sp.Expr, env: Mapping[sp.Symbol, np.ndarray], dtype: type) -> object:
@@ -142,6 +130,16 @@ def _mp_log_erfc(x: mpmath.mpf) -> mpmath.mpf:
     return mpmath.log(mpmath.erfc(x))
 
 
+def _mp_erfc(x: mpmath.mpf) -> mpmath.mpf:
+    _bounded(x * x)
+    return mpmath.erfc(x)
+
+
+def _mp_log_erf(x: mpmath.mpf) -> mpmath.mpf:
+    # erf x to 50 digits is 1 from x ≈ 11: log1p(−erfc x) keeps its digits
+    return mpmath.log1p(-_mp_erfc(x)) if x > 0.5 else mpmath.log(mpmath.erf(x))
+
+
 def _mp_inv_erfcx(x: mpmath.mpf) -> mpmath.mpf:
     return 1 / (_mp_exp(x * x) * mpmath.erfc(x))
 
@@ -163,6 +161,8 @@ MP_FUNCTIONS = {  # the one table of functions mpmath evaluates for symgrad's ch
     "softplus": _mp_softplus,
     "avoid": _mp_avoid,
     "log_erfc": _mp_log_erfc,
+    "log_erf": _mp_log_erf,
+    "erfc": _mp_erfc,
     "inv_erfcx": _mp_inv_erfcx,
     "exp": _mp_exp,
     **{

@@ -112,6 +112,7 @@ def test_a_wrong_image_input_is_one_problem(value: str, words: list[str]) -> Non
 def test_kernel_larger_than_the_padded_input() -> None:
     text = spec_text(
         "{type: conv2d, filters: 2, kernel: [3, 5], padding: [0, 1], activation: relu}",
+        "{type: flatten}",
         input="[1, 4, 2]",
     )
     # the padded input is 4×4: the kernel's width 5 does not fit
@@ -282,3 +283,79 @@ def test_problems_after_a_broken_layer_are_still_found() -> None:
     assert len(found) == 2, found
     assert found[0].startswith(where(text, 4, "9"))
     assert found[1].startswith(where(text, 5, "0"))
+
+
+# ------------------------------------------------ after a broken layer, what is known
+
+
+def test_a_missing_flatten_after_a_failed_conv_is_still_found() -> None:
+    # the conv's output size is unknown (its kernel does not fit), but it is an image:
+    # the dense output layer after the pooling still needs a flatten, and says why it
+    # cannot give the size
+    text = spec_text(
+        "{type: conv2d, filters: 2, kernel: 9, activation: relu}",
+        "{type: maxpool2d, size: 2}",
+    )
+    found = problems(text)
+    assert len(found) == 2, found
+    assert found[0].startswith(where(text, 4, "9") + ": layers[0].kernel: ")
+    dense = found[1]
+    assert dense.startswith(where(text, 6, "{units") + ": layers[2]: "), dense
+    for words in (
+        "a dense layer needs a vector",  # expected
+        "its input is an image",  # found
+        "its size is unknown until the error at layers[0] is fixed",  # why no size
+        "(put {type: flatten} before it)",  # the fix
+    ):
+        assert words in dense, (words, dense)
+    # a wrong input hides the size as a layer does
+    text = spec_text("{type: conv2d, filters: 2, kernel: 3, activation: relu}")
+    found = problems(text.replace("[1, 8, 8]", "[1, 8, -8]"))
+    assert len(found) == 2 and found[0].startswith("s.yaml:2:"), found
+    assert found[1].startswith(where(text, 5, "{units") + ": layers[1]: ")
+    assert (
+        "an image (its size is unknown until the error at input is fixed)" in found[1]
+    )
+
+
+def test_a_wrong_activation_leaves_the_conv_shape_known() -> None:
+    # the activation has nothing to do with the shape: the layers after are checked
+    # with it, the pooling's window against the conv's 2×6×6 output
+    text = spec_text(
+        "{type: conv2d, filters: 2, kernel: 3, activation: relux}",
+        "{type: maxpool2d, size: 7}",
+        "{type: flatten}",
+    )
+    found = problems(text)
+    assert len(found) == 2, found
+    assert found[0].startswith(where(text, 4, "relux") + ": layers[0].activation: ")
+    assert "did you mean 'relu'" in found[0]
+    one_more = found[1]
+    assert one_more.startswith(where(text, 5, "7") + ": layers[1].size: "), one_more
+    assert "does not fit the 2×6×6 input" in one_more
+    assert "use a size of at most 6" in one_more
+
+
+def test_after_a_failed_dense_layer_its_input_is_still_a_vector() -> None:
+    # units: 0 leaves the width unknown, not the form: a flatten or a conv after it
+    # is still refused, each saying where the size was lost; and the conv gives an
+    # image, whatever its input: the dense output layer after it needs a flatten
+    text = spec_text(
+        "{units: 0, activation: relu}",
+        "{type: flatten}",
+        "{type: conv2d, filters: 2, kernel: 1, activation: relu}",
+        input="6",
+    )
+    found = problems(text)
+    assert len(found) == 4, found
+    assert found[0].startswith(where(text, 4, "0") + ": layers[0].units: ")
+    unknown = "(its size is unknown until the error at layers[0] is fixed)"
+    assert found[1].startswith(where(text, 5, "{type") + ": layers[1]: ")
+    assert f"its input is already a vector {unknown} (remove" in found[1]
+    assert found[2].startswith(where(text, 6, "{type") + ": layers[2]: ")
+    assert (
+        f"needs an image input (channels, height, width), but its input is a vector {unknown}"
+        in found[2]
+    )
+    assert found[3].startswith(where(text, 7, "{units") + ": layers[3]: ")
+    assert f"needs a vector, but its input is an image {unknown}" in found[3]

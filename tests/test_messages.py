@@ -12,6 +12,7 @@ import pytest
 
 import symgrad
 from symgrad import check
+from symgrad.cli import main
 from symgrad.errors import number
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,3 +148,50 @@ def test_check_counts_each_layer_kind_as_it_is() -> None:
     norms = 4 * 4000 + 4 * 4000  # at most: gains, shifts, running statistics
     assert check._parameters(spec) == dense + norms
     assert check.memory_estimate(spec, 8) < check.MAX_MEMORY
+
+
+def test_a_numba_module_without_numba_says_what_is_missing_and_how_to_fix_it(
+    tmp_path: Path,
+) -> None:
+    # the module is imported where numba is hidden (None in sys.modules: `import
+    # numba` raises ModuleNotFoundError, as where it is not installed); the error is an
+    # ImportError, so `except ImportError` still works, and one message says it all
+    path = symgrad.generate(XOR, tmp_path / "out", target="numba")
+    script = (
+        "import sys, traceback\n"
+        "sys.modules['numba'] = None\n"
+        f"sys.path.insert(0, {str(path.parent)!r})\n"
+        "try:\n"
+        "    import xor_numba\n"
+        "except ImportError as error:\n"
+        "    print(type(error).__name__, error.name, error.__cause__ is None)\n"
+        "    print(error)\n"
+        "    traceback.print_exc()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    kind, message = done.stdout.splitlines()
+    assert kind == "ModuleNotFoundError numba True"
+    assert message.startswith("import of numba halted; None in sys.modules: ")
+    for part in (
+        "xor_numba.py was generated with --target numba",
+        "pip install 'symgrad[numba]' (or pip install numba)",
+        "without --target numba",
+    ):
+        assert part in message
+    # the traceback shows this message only, not a second one before it
+    assert done.stderr.count("ModuleNotFoundError: ") == 1, done.stderr
+    assert "During handling" not in done.stderr
+    # the command it names writes the NumPy module, which imports without numba
+    command = message[message.rindex(": ") + 2 :].split()
+    assert command[:2] == ["symgrad", "generate"]
+    assert main([*command[1:], "-q"]) == 0
+    done = subprocess.run(
+        [sys.executable, "-c", script.replace("xor_numba", "xor")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0 and done.stdout == "", done.stdout + done.stderr

@@ -303,3 +303,25 @@ def test_the_kernels_load_from_the_cache_under_another_name(tmp_path) -> None:
         values.append(float(done.stdout))
     assert list((path.parent / "__pycache__").glob("*.nbi"))  # the cache's index
     assert values[0] == values[1]
+
+
+def test_the_docstring_command_writes_the_numba_module_again(tmp_path, monkeypatch):
+    # the docstring's last line is the command that wrote the module: with
+    # --target numba, or it would write the NumPy module <name>.py instead
+    import shlex
+
+    from symgrad.cli import main
+
+    harness.write_spec(BLOCKS, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "blocks.yaml", "-o", "out", "--target", "numba"]) == 0
+    path = tmp_path / "out" / "blocks_numba.py"
+    first = path.read_text()
+    doc = first[: first.index('"""', 4)]
+    command = doc[doc.index("Regenerate with:") + len("Regenerate with:") :]
+    words = shlex.split(command.replace("\\\n", ""))
+    assert words[:2] == ["symgrad", "generate"]
+    path.unlink()
+    assert main([*words[1:], "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.py")) == [path.name]
+    assert path.read_text() == first

@@ -81,9 +81,12 @@ def _padding(check, node, kernel, stride) -> tuple[int, int] | None:  # noqa: AN
     return images.pair(check, node, 0)
 
 
-def read(check, item, at: LayerAt) -> tuple[ConvSpec, Image] | None:  # noqa: ANN001
-    """The spec object and the output shape of a conv2d item, or None after reporting
-    each problem."""
+def read(
+    check, item, at: LayerAt  # noqa: ANN001
+) -> tuple[ConvSpec | None, Image | None]:
+    """The spec object of a conv2d item (None after reporting each problem) and its
+    output shape (None where the item's geometry or its input's cannot be read: a wrong
+    activation leaves the shape known, for the layers after it)."""
     check.keys(item, ("type", *KEYS), REQUIRED)
     v = item.value
     filters = (
@@ -108,8 +111,8 @@ def read(check, item, at: LayerAt) -> tuple[ConvSpec, Image] | None:  # noqa: AN
         act = None
     residual = check.flag(v["residual"]) if "residual" in v else False
     image = images.image_input(check, item, at, "conv2d")
-    if None in (filters, kernel, stride, padding, act, residual, image):
-        return None
+    if None in (filters, kernel, stride, padding, image):
+        return None, None
     window = Window(kernel, stride, padding)  # type: ignore[arg-type]
     if not window.fits(image):  # type: ignore[arg-type]
         hp, wp = window.padded(image)  # type: ignore[arg-type]
@@ -120,8 +123,10 @@ def read(check, item, at: LayerAt) -> tuple[ConvSpec, Image] | None:  # noqa: AN
             f" {images._pair_text(padding)}",  # type: ignore[arg-type]
             "use a smaller kernel or more padding",
         )
-        return None
+        return None, None
     out = window.out(image, filters)  # type: ignore[arg-type]
+    if act is None or residual is None:
+        return None, out
     if residual and out != image:
         check.err(
             v["residual"].loc,
@@ -129,7 +134,7 @@ def read(check, item, at: LayerAt) -> tuple[ConvSpec, Image] | None:  # noqa: AN
             f" {shape_text(image)} into {shape_text(out)}",  # type: ignore[arg-type]
             f"use filters: {image[0]}, stride 1 and padding: same, or drop residual",  # type: ignore[index]
         )
-        return None
+        return None, out
     spec = ConvSpec(filters, window, act, item.loc, bool(residual))  # type: ignore[arg-type]
     return spec, out
 
@@ -139,12 +144,12 @@ class Conv2d(LayerKind):
 
     name = "conv2d"
     keys = KEYS
+    gives_image = True
 
     # ---- spec
 
     def validate(self, check, item, at: LayerAt) -> ConvSpec | None:
-        got = read(check, item, at)
-        return None if got is None else got[0]
+        return read(check, item, at)[0]
 
     def width(self, layer: ConvSpec, width: Image) -> Image:  # type: ignore[override]
         return layer.window.out(width, layer.filters)

@@ -76,6 +76,7 @@ class Dense(LayerKind):
     name = layer_registry.DENSE
     keys = KEYS
     output = True
+    gives_image = False
 
     # ---- spec
 
@@ -96,6 +97,13 @@ class Dense(LayerKind):
             )
         residual = check.flag(v["residual"]) if "residual" in v else False
         width = at.width
+        if width is None and at.image:
+            check.err(
+                item.loc,
+                f"a dense layer needs a vector, but its input is an image ({at.unknown()})",
+                "put {type: flatten} before it",
+            )
+            return None
         if isinstance(width, tuple):
             flat = layer_registry.flat(width)
             check.err(
@@ -134,7 +142,7 @@ class Dense(LayerKind):
         units = item.value.get("units")
         value = None if units is None else units.value
         whole = isinstance(value, int) and not isinstance(value, bool) and value > 0
-        return value if whole else width
+        return value if whole else None  # a vector (gives_image) of unknown width
 
     # ---- derive
 

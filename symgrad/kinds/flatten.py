@@ -35,14 +35,16 @@ class Flatten(LayerKind):
     """`type: flatten`."""
 
     name = "flatten"
+    gives_image = False
 
     def validate(self, check, item, at: LayerAt) -> FlattenSpec | None:  # noqa: ANN001
         check.keys(item, ("type",), ())
-        if isinstance(at.width, int):
+        if isinstance(at.width, int) or (at.width is None and at.image is False):
+            found = f" of {at.width} values" if at.width else f" ({at.unknown()})"
             check.err(
                 item.loc,
                 f"flatten turns an image into a vector, but its input is already a"
-                f" vector of {at.width} values",
+                f" vector{found}",
                 "remove this flatten layer",
             )
             return None

@@ -93,14 +93,16 @@ def image_input(
     check: Checker, item: Any, at: Any, what: str
 ) -> Image | None:  # noqa: ANN401
     """The layer's input as an image, or None after saying that it is a vector (None
-    without a message where an earlier layer's shape could not be read)."""
+    without a message where an earlier layer's shape could not be read and its form
+    is not known either)."""
     width = at.width
-    if width is None or isinstance(width, tuple):
+    if isinstance(width, tuple) or (width is None and at.image is not False):
         return width
+    found = f" of {width} values" if width is not None else f" ({at.unknown()})"
     check.err(
         item.loc,
         f"{what} needs an image input (channels, height, width), but its input is a"
-        f" vector of {width} values",
+        f" vector{found}",
         "give the spec an image input, e.g. input: [1, 8, 8], and put image layers"
         " before flatten",
     )

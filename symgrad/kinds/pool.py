@@ -40,6 +40,7 @@ class Pool(LayerKind):
     """`type: maxpool2d` (op "max") or `type: avgpool2d` (op "avg")."""
 
     keys = ("size", "stride")
+    gives_image = True
 
     def __init__(self, name: str, op: str) -> None:
         self.name, self.op_name = name, op

@@ -69,6 +69,7 @@ from ..sym.code import NumPyCode, _clamped_pieces, number_text
 from ..sym.functions import (
     avoid,
     inv_erfcx,
+    log_erf,
     log_erfc,
     log_softmax,
     numeric,
@@ -213,6 +214,14 @@ class XPCode(NumPyCode):
     def _print_erf(self, expr: sp.erf) -> str:
         self.helpers.add("_erf")
         return f"_erf(xp, {self._print(expr.args[0])})"
+
+    def _print_erfc(self, expr: sp.erfc) -> str:
+        self.helpers.update({"_erf", "_erfc"})  # built on _erfcx (sym/special.py)
+        return f"_erfc(xp, {self._print(expr.args[0])})"
+
+    def _print_log_erf(self, expr: log_erf) -> str:
+        self.helpers.update({"_erf", "_erfc", "_log_erf"})
+        return f"_log_erf(xp, {self._print(expr.args[0])})"
 
     def _print_log_erfc(self, expr: log_erfc) -> str:
         self.helpers.update({"_erf", "_log_erfc"})  # built on _erf (sym/special.py)

@@ -432,6 +432,8 @@ class Validator(Checker):
             return None
         out: list[Layer] = []
         width = self.width
+        image = None if width is None else isinstance(width, tuple)
+        hidden_by = "input"  # the key path of what hid the width, where it is hidden
         last = len(node.value) - 1
         for i, item in enumerate(node.value):
             if not isinstance(item.value, dict):
@@ -452,11 +454,20 @@ class Validator(Checker):
                     "end with {units: N, activation: NAME}",
                 )
                 continue
-            layer = kind.validate(self, item, LayerAt(i + 1, i == last, width))
+            at = LayerAt(i + 1, i == last, width, image, hidden_by)
+            layer = kind.validate(self, item, at)
             if layer is not None:
                 out.append(layer)
-            width = kind.item_width(item, width)  # the next layer's input, even if
-            # this one failed
+            # the next layer's input, even if this one failed: its size where it can
+            # be read, else its form (an image after conv2d), so the checks go on
+            known = kind.item_width(item, width)
+            if known is None and width is not None:  # this layer's error hid it
+                hidden_by = f"layers[{i}]"
+            width = known
+            if width is not None:
+                image = isinstance(width, tuple)
+            elif kind.gives_image is not None:
+                image = kind.gives_image
         return tuple(out) if len(out) == len(node.value) else None
 
     def layer_kind(self, item: Node) -> LayerKind | None:

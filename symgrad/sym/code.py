@@ -37,6 +37,7 @@ from .functions import (
     avoid,
     decimal_text,
     inv_erfcx,
+    log_erf,
     log_erfc,
     log_softmax,
     numeric,
@@ -209,6 +210,14 @@ class NumPyCode(NumPyPrinter):
     def _print_erf(self, expr: sp.erf) -> str:
         self.helpers.add("_erf")
         return f"_erf({self._print(expr.args[0])})"
+
+    def _print_erfc(self, expr: sp.erfc) -> str:
+        self.helpers.update({"_erf", "_erfc"})  # built on _erfcx (sym/special.py)
+        return f"_erfc({self._print(expr.args[0])})"
+
+    def _print_log_erf(self, expr: log_erf) -> str:
+        self.helpers.update({"_erf", "_erfc", "_log_erf"})
+        return f"_log_erf({self._print(expr.args[0])})"
 
     def _print_log_erfc(self, expr: log_erfc) -> str:
         self.helpers.update({"_erf", "_log_erfc"})  # built on _erf (sym/special.py)

@@ -11,6 +11,9 @@ Derivation works on plain SymPy (exp, log); before an expression is printed as c
     log(c·(1 ± erf(u))), log(c·erfc(u))
                       -> log c + log_erfc(∓u), log c + log_erfc(u)
                          (printed as a helper finite for every u: a probit's log Φ)
+    log(c·erf(u)), log(c·(1 - erfc(u)))
+                      -> log c + log_erf(u)
+                         (printed as a helper exact where erf u rounds to 1: log1p(−erfc u))
 
 Each function knows its derivative (`fdiff`), so a stabilized expression is still a
 valid SymPy expression.
@@ -199,6 +202,25 @@ class inv_erfcx(sp.Function):  # noqa: N801
         )
 
 
+class log_erf(sp.Function):  # noqa: N801
+    """log(erf(x)), exact where erf x rounds to 1 (log1p(−erfc x), with erfc from
+    erfcx: −e^{−x²}/(x√π) for large x, not 0) and log erf x near 0 (−∞ at 0, undefined
+    below, as log erf is)."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        x = self.args[0]
+        return 2 / sp.sqrt(sp.pi) * sp.exp(-(x**2)) / sp.erf(x)
+
+    def _eval_rewrite_as_erf(self, x: sp.Expr, **kwargs: object) -> sp.Expr:
+        return sp.log(sp.erf(x))
+
+    def _latex(
+        self, printer: sp.printing.latex.LatexPrinter, exp: str | None = None
+    ) -> str:
+        arg = printer._print(self.args[0])
+        return _power(rf"\log\operatorname{{erf}}\left({arg}\right)", exp)
+
+
 def _power(function: str, exp: str | None) -> str:
     """A function's LaTeX raised to a power: SymPy's printer passes the power of a
     Pow whose base is a Function as `exp=` (sigmoid(z)**(3/2) in a focal loss)."""
@@ -220,27 +242,37 @@ def _is_zero(expr: sp.Expr) -> bool:
         return False
 
 
-def _log_erfc_form(arg: sp.Expr) -> sp.Expr | None:
-    """log(arg) as log c + log_erfc(v) when arg = c·erfc(v) for a positive constant c,
-    with its one erf or erfc written either way (erf u = 1 − erfc u = erfc(−u) − 1,
-    erfc u = 2 − erfc(−u)): log(c·(1 + erf u)) = log c + log_erfc(−u). None when arg
-    is not of that form."""
+def _erf_ways(e: sp.Expr) -> dict[tuple[type, type], tuple]:
+    """(stable function F, the call found) -> the ways to write the call through e, the
+    value of F(v), each with its v: erf u = 1 − erfc u = erfc(−u) − 1, erfc u =
+    2 − erfc(−u) = 1 − erf u = 1 + erf(−u), erf u = −erf(−u)."""
+    return {
+        (log_erfc, sp.erf): ((1 - e, 1), (e - 1, -1)),
+        (log_erfc, sp.erfc): ((e, 1), (2 - e, -1)),
+        (log_erf, sp.erf): ((e, 1), (-e, -1)),
+        (log_erf, sp.erfc): ((1 - e, 1), (1 + e, -1)),
+    }
+
+
+def _log_erf_form(arg: sp.Expr) -> sp.Expr | None:
+    """log(arg) as log c + F(v) when arg = c·erfc(v) (F = log_erfc) or else c·erf(v)
+    (F = log_erf) for a positive constant c, with its one erf or erfc written any of
+    the ways of _erf_ways: log(c·(1 + erf u)) = log c + log_erfc(−u), log(c·erf u) =
+    log c + log_erf(u). None when arg is not of either form."""
     calls = arg.atoms(sp.erf, sp.erfc)
     if len(calls) != 1:
         return None
     call = next(iter(calls))
-    u, e = call.args[0], sp.Dummy("e")  # e: the value of erfc(v), v = u or −u
-    if isinstance(call, sp.erf):
-        ways = ((1 - e, u), (e - 1, -u))
-    else:
-        ways = ((e, u), (2 - e, -u))
-    for written, v in ways:
-        try:
-            c = sp.cancel(sp.together(sp.expand(arg.xreplace({call: written})) / e))
-        except (sp.PolynomialError, TypeError, ValueError):
-            continue
-        if not variables(c) and not c.has(e) and c.is_positive:
-            return sp.log(c) + log_erfc(v)
+    u, e = call.args[0], sp.Dummy("e")  # e: the value of F(v), v = u or −u
+    ways = _erf_ways(e)
+    for stable in (log_erfc, log_erf):
+        for written, sign in ways[stable, type(call)]:
+            try:
+                c = sp.cancel(sp.together(sp.expand(arg.xreplace({call: written})) / e))
+            except (sp.PolynomialError, TypeError, ValueError):
+                continue
+            if not variables(c) and not c.has(e) and c.is_positive:
+                return sp.log(c) + stable(sign * u)
     return None
 
 
@@ -248,9 +280,9 @@ def _stable_node(node: sp.Expr) -> sp.Expr:
     """A stable form of one node, or the node itself when no rule applies."""
     if isinstance(node, sp.log):
         arg = node.args[0]
-        erfc_form = _log_erfc_form(arg)
-        if erfc_form is not None:  # log Φ(u) of a probit, finite for every u
-            return erfc_form
+        erf_form = _log_erf_form(arg)
+        if erf_form is not None:  # log Φ(u) of a probit, log erf u: finite, exact
+            return erf_form
         if arg.has(sp.tanh) and not arg.has(sigmoid):  # tanh u = 2σ(2u) - 1
             logistic = arg.replace(
                 lambda n: isinstance(n, sp.tanh),

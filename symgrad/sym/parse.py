@@ -66,6 +66,7 @@ FUNCTIONS: dict[str, tuple[int, object]] = {
     "cos": (1, sp.cos),
     "atan": (1, sp.atan),
     "erf": (1, sp.erf),
+    "erfc": (1, sp.erfc),
     "sigmoid": (1, sigmoid),
     "relu": (1, _relu),
     "max": (2, sp.Max),

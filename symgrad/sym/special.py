@@ -1,5 +1,6 @@
-"""The special functions the generated modules carry: erf, and erfcx with log erfc and
-e^{−x²}/erfc built on it (NumPy has none of them, the array-API standard neither).
+"""The special functions the generated modules carry: erf, and erfcx with log erfc,
+e^{−x²}/erfc, erfc and log erf built on it (NumPy has none of them, the array-API
+standard neither).
 
 Their source is templates/erf*.py.jinja and templates/erfcx*.py.jinja, filled with
 coefficients computed here exactly (erf's series) or in 40-digit arithmetic (erfcx's
@@ -28,7 +29,8 @@ ERF_DEPTH = 32  # continued fraction: erfc(x ≥ 2.5) to 1e-13 relative, so erf 
 ERFCX_END = 8
 ERFCX_TERMS = 26
 ERFCX_DEPTH = 40
-ERFCX_HELPERS = frozenset({"_log_erfc", "_inv_erfcx"})  # the printed calls built on it
+# the printed calls built on it; _erfc and _log_erf only in modules that call them
+ERFCX_HELPERS = frozenset({"_log_erfc", "_inv_erfcx", "_erfc", "_log_erf"})
 
 
 @functools.cache
@@ -75,7 +77,8 @@ def erfcx_taylor() -> tuple[tuple[str, ...], ...]:
 
 def source(helpers: frozenset[str] | set[str], xp: bool = False) -> str:
     """The special functions a module's printed code calls (`helpers`: `_erf`,
-    `_log_erfc`, `_inv_erfcx`), NumPy or array-API: "" when it calls none."""
+    `_log_erfc`, `_inv_erfcx`, `_erfc`, `_log_erf`), NumPy or array-API: "" when it
+    calls none."""
     suffix = "_xp" if xp else ""
     parts = []
     if "_erf" in helpers or helpers & ERFCX_HELPERS:
@@ -99,6 +102,7 @@ def source(helpers: frozenset[str] | set[str], xp: bool = False) -> str:
                 erfcx_end=ERFCX_END,
                 erfcx_depth=ERFCX_DEPTH,
                 sqrt_pi=repr(math.sqrt(math.pi)),
+                helpers=helpers,
             )
             .strip()
         )
@@ -107,7 +111,8 @@ def source(helpers: frozenset[str] | set[str], xp: bool = False) -> str:
 
 @functools.cache
 def numpy_helpers() -> dict[str, object]:
-    """The NumPy module's _erf, _log_erfc and _inv_erfcx, run from the same source."""
+    """The NumPy module's special functions (_erf, _erfcx and those built on it), run
+    from the same source."""
     scope: dict[str, object] = {"np": np}
     exec(source(ERFCX_HELPERS), scope)  # noqa: S102 - our own template, no spec text
     return {name: scope[name] for name in ("_erf", "_erfcx", *sorted(ERFCX_HELPERS))}

@@ -19,7 +19,7 @@ from .arrays import (
     window_label,
     window_operands,
 )
-from .functions import inv_erfcx, log_erfc, sigmoid, softplus
+from .functions import inv_erfcx, log_erf, log_erfc, sigmoid, softplus
 
 SUPERSCRIPT_LETTERS = {"t": "ᵗ", "n": "ⁿ", "k": "ᵏ", "m": "ᵐ"}  # β₁ᵗ, not β₁**t
 REDUCTION_TEXT = {  # (op, axis) -> how the reduction reads
@@ -69,6 +69,9 @@ class Text(StrPrinter):
 
     def _print_softplus(self, expr: softplus) -> str:
         return f"softplus({self._print(expr.args[0])})"
+
+    def _print_log_erf(self, expr: log_erf) -> str:
+        return f"log erf({self._print(expr.args[0])})"
 
     def _print_log_erfc(self, expr: log_erfc) -> str:
         return f"log erfc({self._print(expr.args[0])})"
