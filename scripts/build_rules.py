@@ -13,6 +13,11 @@ hold symgrad's code digest, so any change to symgrad's code leaves the file stal
 rules are derived again at run time (same bytes, only slower) and tests/test_shipped_rules.py
 fails until this script is run again. Run it after changing symgrad, as `generated/` is
 regenerated (docs/development.md).
+
+Two builds of the same code give the same rules but not always the same bytes: pickle
+writes a subexpression that occurs twice once where both are one object, and which equal
+subexpressions SymPy's caches made one object varies from run to run (with the hash
+seed). `--check` therefore compares the rules unpickled, as the cache compares them.
 """
 
 from __future__ import annotations
