@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 import torch_reference as tr
+from test_conv import BATCHNORM_CNN, LAYERNORM_CNN
 from test_layers import CUSTOM, OPTIMIZERS, SPECS, problem, torch_optimizer
 
 pytest.importorskip("numba")
@@ -222,10 +223,13 @@ def test_the_numpy_module_does_not_import_numba(tmp_path) -> None:
 
 
 @pytest.mark.formatted
-def test_the_numba_module_is_black_and_ruff_clean(tmp_path) -> None:
+@pytest.mark.parametrize("name", ["blocks", "lenet_small"])
+def test_the_numba_module_is_black_and_ruff_clean(tmp_path, name) -> None:
     import symgrad
 
-    spec = harness.write_spec(BLOCKS, tmp_path)
+    spec = harness.write_spec(
+        BLOCKS if name == "blocks" else {"name": name, **IMAGE_SPECS[name]}, tmp_path
+    )
     path = str(symgrad.generate(spec, tmp_path / "out", target="numba"))
     for command in (
         [sys.executable, "-m", "black", "--check", "--quiet", path],
@@ -325,3 +329,248 @@ def test_the_docstring_command_writes_the_numba_module_again(tmp_path, monkeypat
     assert main([*words[1:], "-q"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").glob("*.py")) == [path.name]
     assert path.read_text() == first
+
+
+# ---------------------------------------------------------------- image layers
+# The numba module's window primitives (_scatter_windows, _window_max, _first_max and
+# _contract's window copies as numba kernels, templates/windows_numba.py.jinja) against
+# PyTorch: tests/test_conv.py's network in torch.nn.functional (F.conv2d, F.max_pool2d,
+# F.avg_pool2d), built from the spec dict, and torch.optim. The specs cover the window
+# sizes the kernels compile as constants (3×3 stride 1, 2×2 stride 2) and others
+# (their loops with the sizes as variables), odd image sizes (a row and a column no
+# window reads), overlapping pooling windows, padding, several channels.
+CONV = "conv2d"
+IMAGE_SPECS = {
+    "lenet_small": {  # odd sizes: 9×7 pooled by 2 leaves a row and a column unread
+        "input": [3, 9, 7],
+        "layers": [
+            {"type": CONV, "filters": 4, "kernel": 3, "padding": 1, "activation": "relu"},
+            {"type": "maxpool2d", "size": 2},
+            {"type": CONV, "filters": 5, "kernel": 3, "stride": 2, "padding": 1,
+             "activation": "tanh"},
+            {"type": "flatten"},
+            {"units": 3, "activation": "softmax"},
+        ],
+        "loss": CCE,
+        "optimizer": {"name": "adam", "learning_rate": 0.01},
+    },
+    "overlapping": {  # max windows that overlap (their gradients added), avg pooling
+        "input": [2, 8, 15],
+        "layers": [
+            {"type": CONV, "filters": 3, "kernel": [2, 3], "stride": [1, 2],
+             "padding": [1, 0], "activation": "relu"},
+            {"type": "maxpool2d", "size": 3, "stride": 2},
+            {"type": "avgpool2d", "size": 2, "stride": 1},
+            {"type": "flatten"},
+            {"units": 3, "activation": "identity"},
+        ],
+        "loss": "mse",
+        "optimizer": {"name": "momentum", "learning_rate": 0.01, "momentum": 0.8},
+    },
+    "generic_sizes": {  # 5×5 and 2×3 windows: the kernels' loops with variable sizes
+        "input": [2, 11, 10],
+        "layers": [
+            {"type": CONV, "filters": 3, "kernel": 5, "padding": 2, "activation": "relu"},
+            {"type": "maxpool2d", "size": [2, 3], "stride": [2, 3]},
+            {"type": CONV, "filters": 2, "kernel": 2, "stride": 2, "activation": "relu"},
+            {"type": "flatten"},
+            {"units": 3, "activation": "softmax"},
+        ],
+        "loss": CCE,
+        "optimizer": {"name": "sgd", "learning_rate": 0.05},
+    },
+    "residual_conv": {  # a conv that adds its input, a kernel of one column
+        "input": [1, 5, 6],
+        "layers": [
+            {"type": CONV, "filters": 2, "kernel": 3, "padding": 1, "activation": "tanh"},
+            {"type": CONV, "filters": 2, "kernel": [3, 1], "padding": "same",
+             "activation": "relu", "residual": True},
+            {"type": "flatten"},
+            {"units": 3, "activation": "identity"},
+        ],
+        "loss": "mse",
+        "optimizer": {"name": "sgd", "learning_rate": 0.05},
+    },
+    # layernorm and batchnorm over images (their statements NumPy's, between kernels)
+    "ln_cnn": {k: v for k, v in LAYERNORM_CNN.items() if k != "name"},
+    "bn_cnn": {
+        **{k: v for k, v in BATCHNORM_CNN.items() if k != "name"},
+        "optimizer": {"name": "momentum", "learning_rate": 0.01, "momentum": 0.8},
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def image_module(tmp_path_factory):
+    cache: dict[str, object] = {}
+    workdir = tmp_path_factory.mktemp("numba_images")
+
+    def build(name: str):
+        if name not in cache:
+            cache[name] = generate_numba({"name": name, **IMAGE_SPECS[name]}, workdir)
+        return cache[name]
+
+    return build
+
+
+def _torch_optimizer(spec: dict, tensors: list):
+    opt = spec["optimizer"]
+    if opt["name"] == "adam":
+        return torch.optim.Adam(tensors, lr=opt["learning_rate"])
+    momentum = opt.get("momentum", 0.0)
+    return torch.optim.SGD(tensors, lr=opt["learning_rate"], momentum=momentum)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", IMAGE_SPECS)
+def test_image_steps_match_torch(image_module, name: str, dtype) -> None:
+    from test_conv import problem as conv_problem
+    from test_conv import torch_loss
+
+    spec = {"name": name, **IMAGE_SPECS[name]}
+    module = image_module(name)
+    p64, _, _ = conv_problem(module, spec)
+    params = {k: v.astype(dtype) for k, v in p64.items()}
+    tensors = {
+        k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+        for k, v in params.items()
+    }
+    optimizer = _torch_optimizer(spec, list(tensors.values()))
+    state = module.init_state(params)
+    rng = np.random.default_rng(5)
+    tol = RTOL if dtype == np.float64 else 2e-5
+    n_out = spec["layers"][-1]["units"]
+    for m in (6, 3, 6, 4):
+        X = rng.standard_normal((m, *spec["input"]))
+        if spec["loss"] == CCE:
+            Y = np.eye(n_out)[rng.integers(0, n_out, m)]
+        else:
+            Y = rng.standard_normal((m, n_out))
+        value = module.step(params, state, X.astype(dtype), Y.astype(dtype))
+        optimizer.zero_grad()
+        loss = torch_loss(spec, tensors, X, Y)
+        loss.backward()
+        optimizer.step()
+        assert harness.rel_err(value, float(loss.detach())) <= tol, (m, value)
+        for k in module.PARAM_NAMES:  # (batchnorm's running statistics: torch's not)
+            assert params[k].dtype == dtype
+            assert harness.rel_err(params[k], tensors[k].detach().numpy()) <= tol, k
+    assert state["t"] == 4
+
+
+def test_image_gradients_match_torch_and_nan_propagates_as_in_numpy(
+    image_module, generate, monkeypatch
+) -> None:
+    # loss_and_grad and forward run the numba module's window kernels too (out=None)
+    from test_conv import problem as conv_problem
+    from test_conv import torch_grads
+
+    name = "overlapping"
+    spec = {"name": name, **IMAGE_SPECS[name]}
+    fused, plain = image_module(name), generate(spec)
+    params, X, Y = conv_problem(fused, spec, m=4)
+    value, grads = fused.loss_and_grad(params, X, Y)
+    ref_value, ref = torch_grads(spec, params, X, Y)
+    assert harness.rel_err(value, ref_value) <= RTOL
+    for k in ref:
+        assert harness.rel_err(grads[k], ref[k]) <= RTOL, k
+    # a NaN and an inf in the input: the same outputs, NaN where NumPy's are
+    X[0, 0, 2, 3] = np.nan
+    X[1, 1, 4, 4] = np.inf
+    X[2, 0, 5, 5] = -np.inf
+    monkeypatch.setattr(fused, "CHECK_FINITE", False)
+    monkeypatch.setattr(plain, "CHECK_FINITE", False)
+    with np.errstate(invalid="ignore"):  # 0 · inf in ReLU's product, in both
+        out_fused, out_plain = fused.forward(params, X), plain.forward(params, X)
+    np.testing.assert_array_equal(np.isnan(out_fused), np.isnan(out_plain))
+    assert np.isnan(out_fused).any()
+    np.testing.assert_allclose(out_fused, out_plain, rtol=1e-12, atol=0)
+    # a step (the kernels): the same gradients, NaN where the NumPy module's are
+    states = []
+    for module in (fused, plain):
+        p = {k: v.copy() for k, v in params.items()}
+        state = module.init_state(p)
+        with np.errstate(invalid="ignore", over="ignore"):
+            module.step(p, state, X, Y)
+        states.append(state["grads"])
+    for k in states[1]:
+        assert np.isnan(states[1][k]).any(), k
+        np.testing.assert_allclose(states[0][k], states[1][k], rtol=1e-12, atol=0)
+
+
+def test_image_max_pooling_ties_go_to_the_first_maximum(image_module) -> None:
+    # whole numbers: windows with equal values; PyTorch's gradient goes to the first
+    from test_conv import problem as conv_problem
+    from test_conv import torch_grads
+
+    name = "lenet_small"
+    spec = {"name": name, **IMAGE_SPECS[name]}
+    module = image_module(name)
+    params, X, Y = conv_problem(module, spec, m=3)
+    params["W1"][...] = np.round(params["W1"] * 2)
+    params["b1"][...] = 0.0
+    X[...] = np.round(X)
+    value, grads = module.loss_and_grad(params, X, Y)
+    ref_value, ref = torch_grads(spec, params, X, Y)
+    assert harness.rel_err(value, ref_value) <= RTOL
+    for k in ref:
+        assert harness.rel_err(grads[k], ref[k]) <= RTOL, k
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_an_image_step_allocates_nothing_after_the_first(image_module, dtype) -> None:
+    spec = IMAGE_SPECS["lenet_small"]
+    module = image_module("lenet_small")
+    params = module.init_params(0, dtype=dtype)
+    rng = np.random.default_rng(0)
+    m = 512  # the smallest image array (m, 5, 3, 2) is then larger than the allowance
+    X = rng.standard_normal((m, *spec["input"])).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, m)]
+    peak, buffer = harness.step_peak_bytes(module, params, X, Y, bufsize=1024)
+    allowance = 2 * buffer * np.dtype(dtype).itemsize + 16 * 1024
+    assert allowance < m * 5 * 3 * 2 * np.dtype(dtype).itemsize
+    assert peak < allowance, f"a step allocated up to {peak} bytes"
+
+
+def test_the_window_kernels_load_from_the_cache_under_another_name(tmp_path) -> None:
+    # the window kernels call inlined bodies (_inline): the cached code has them in,
+    # and a second process, under another module name, loads it instead of compiling
+    import symgrad
+
+    spec = {"name": "lenet_small", **IMAGE_SPECS["lenet_small"]}
+    path = Path(
+        symgrad.generate(
+            harness.write_spec(spec, tmp_path), tmp_path / "out", target="numba"
+        )
+    )
+    script = textwrap.dedent("""
+        import importlib.util, sys
+        import numpy as np
+        spec = importlib.util.spec_from_file_location(sys.argv[2], sys.argv[1])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[sys.argv[2]] = module
+        spec.loader.exec_module(module)
+        params = module.init_params(0)
+        X = np.linspace(-1, 1, 4 * 189).reshape(4, 189)
+        Y = np.eye(3)[[0, 1, 2, 0]]
+        value = module.step(params, module.init_state(params), X, Y)
+        kernels = ["_scatter_kernel", "_window_max_kernel", "_first_max_kernel",
+                   "_window_copy_kernel"]
+        stats = [getattr(module, k).stats for k in kernels]
+        hits = sum(sum(s.cache_hits.values()) for s in stats)
+        misses = sum(sum(s.cache_misses.values()) for s in stats)
+        print(value, hits, misses)
+        """)
+    runs = []
+    for name in ("first_name", "second_name"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(path), name],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        value, hits, misses = done.stdout.split()
+        runs.append((float(value), int(hits), int(misses)))
+    assert runs[0][2] >= 4 and runs[0][1] == 0  # compiled: a signature or more each
+    assert runs[1][1] == runs[0][2] and runs[1][2] == 0  # each loaded from the cache
+    assert runs[0][0] == runs[1][0]

@@ -16,7 +16,12 @@ are still in cache when read again. What a kernel takes:
 - a row statistic (m, 1): a row sum, mean or max of such an expression, or an
   elementwise statement of row statistics (σ = √(var + ε));
 - a column sum, mean or max of such an expression, shape (n,) (bias and γ gradients),
-  accumulated over the rows.
+  accumulated over the rows;
+- the same over images: an image (m, C, H, W) is m·C rows of H·W entries (the call
+  passes `x.reshape(-1, H·W)`, a view: every (m, ...) array of the step is a dense
+  work array), reading images of its shape, per-channel vectors `b[None, :, None,
+  None]` (row i's channel is i % C), and a convolution's contraction (Z = W ⋆ X + b)
+  as the product term; Σ per channel (∂L/∂b, `nfij->f`) accumulated per row.
 
 Every value the statements write is stored into its home array, as the NumPy step
 stores it (the last value per array and pass: in a pass, a row's entries are loaded
@@ -37,6 +42,8 @@ from ..sym.arrays import (
     ColMax,
     ColMean,
     ColSum,
+    Einsum,
+    Expanded,
     MatProduct,
     RowMax,
     RowMean,
@@ -70,12 +77,22 @@ RELATIONS = frozenset(("<", "<=", ">", ">=", "==", "!="))  # printed as SymPy na
 ATOM, POW, MUL, ADD, REL, COND = range(6)  # precedence, tightest first
 ROW = {RowSum: "sum", RowMean: "mean", RowMax: "max"}
 COL = {ColSum: "sum", ColMean: "mean", ColMax: "max"}
+CHANNEL = "[None, :, None, None]"  # Expanded's index of a per-channel vector (C,)
+PRODUCTS = (MatProduct, Einsum)  # computed before a kernel (BLAS), read from its array
+
+
+def _channel_sum(e: sp.Expr) -> bool:
+    """e is Σ over all but the channel axis of one image (m, C, H, W): nfij->f."""
+    if not isinstance(e, Einsum) or len(e.args) != 2:
+        return False
+    ins, res = e.args[0].name.split("->")
+    return len(ins) == 4 and res == ins[1]
 
 
 def _reads(e: sp.Expr) -> set[sp.Symbol]:
-    """The arrays and scalars e reads entry by entry: not a matrix product's operands
-    (its result is read from the array the product went into)."""
-    if isinstance(e, MatProduct):
+    """The arrays and scalars e reads entry by entry: not a product's operands (its
+    result is read from the array the product went into)."""
+    if isinstance(e, PRODUCTS):
         return set()
     if e.is_Symbol:
         return {e}
@@ -88,13 +105,14 @@ class Unsupported(Exception):
 
 @dataclass
 class _Item:
-    """One statement in a kernel: kind full | row | rowred | colred."""
+    """One statement in a kernel: kind full | row | rowred | colred | chansum."""
 
     kind: str
     target: str
     expr: sp.Expr  # the elementwise part (the reduced expression of a reduction)
     op: str = ""  # sum | mean | max for a reduction
     dot: str = ""  # the array that holds the matrix product term (Z = A W + b)
+    rows: object = "m"  # the kernel's rows: "m", or ("m", C) for images as rows
 
 
 @dataclass
@@ -123,8 +141,16 @@ class _Writer:
     call passes), its locals, and the value of each array entry a pass has loaded or
     computed (full: this row's entry j, this pass; rows: this row's statistic)."""
 
-    def __init__(self, shapes: dict[str, tuple], scalars: dict[str, str]) -> None:
+    def __init__(
+        self,
+        shapes: dict[str, tuple],
+        scalars: dict[str, str],
+        passed: dict[str, str],
+        channels: int = 0,
+    ) -> None:
         self.shapes, self.scalars = shapes, scalars
+        self.passed = passed  # array -> what the call passes (images as rows)
+        self.channels = channels  # C where the rows are images' (m·C rows), else 0
         self.args: list[str] = []
         self.calls: list[str] = []
         self.count = 0
@@ -139,7 +165,7 @@ class _Writer:
     def arg(self, name: str) -> str:
         if name not in self.args:
             self.args.append(name)
-            self.calls.append(self.scalars.get(name, name))
+            self.calls.append(self.scalars.get(name, self.passed.get(name, name)))
         return name
 
     def fresh(self, prefix: str) -> str:
@@ -159,8 +185,10 @@ class _Writer:
         shape = self.shapes[name]
         self.arg(name)
         v = self.fresh("v")
-        if shape == ("m", 1):
-            self.pre.append(f"{v} = {name}[i, 0]")
+        if shape == ("m", 1) or (self.channels and len(shape) == 1):
+            # a row statistic, or a per-channel vector: row i is channel i % C
+            at = f"[i % {self.channels}]" if self.channels else "[i, 0]"
+            self.pre.append(f"{v} = {name}{at}")
             self.rows[name] = v
             return v
         index = "[j]" if len(shape) == 1 else "[0, j]" if shape[0] == 1 else "[i, j]"
@@ -187,12 +215,20 @@ class Fuser:
         scalars: dict[sp.Symbol, tuple[str, str]],
         dot_lines: Callable[[sp.Expr, str], list[str]],
     ) -> None:
-        self.shapes = shapes
+        # an image (m, C, H, W) is m·C rows of H·W entries, shape (("m", C), H·W),
+        # passed to a kernel as such a view of its memory (the step's arrays are dense)
+        self.shapes = dict(shapes)
+        self.passed: dict[str, str] = {}
+        for name, shape in shapes.items():
+            if len(shape) == 4 and shape[0] == "m":
+                self.shapes[name] = (("m", shape[1]), shape[2] * shape[3])
+                self.passed[name] = f"{name}.reshape(-1, {shape[2] * shape[3]})"
         self.scalars = scalars
         self.dot_lines = dot_lines
         self.kernels: list[str] = []
         self.passes: list[_Pass] = []
         self.width: int | None = None
+        self.rows: object = "m"  # the open kernel's rows (_Item.rows)
         self.col_targets: set[str] = set()
         # matrix products that run after the open kernel (see defer): their lines,
         # and the arrays they read and write
@@ -210,12 +246,12 @@ class Fuser:
         if item is None:
             return None
         fits = self._fits(item)
-        if item.kind in ("row", "colred") and (not self.passes or not fits):
+        if item.kind in ("row", "colred", "chansum") and (not self.passes or not fits):
             return None  # not worth a kernel of its own
         before = self.close() if item.dot or not fits else []
         after: list[str] = []
         if item.dot:
-            product = next(t for t in expr.args if isinstance(t, MatProduct))
+            product = next(t for t in expr.args if isinstance(t, PRODUCTS))
             after = self.dot_lines(product, target)
         self._add(item)
         return before, after
@@ -226,8 +262,9 @@ class Fuser:
             return item
         width = self._width_of(item)
         reads = [s for s in _reads(item.expr) if s not in self.scalars]
-        if width is None or any(
-            self.shapes[s.name][-1] not in (1, width) for s in reads
+        if width is None or (
+            item.rows == "m"
+            and any(self.shapes[s.name][-1] not in (1, width) for s in reads)
         ):
             return None
         return item
@@ -243,37 +280,53 @@ class Fuser:
             if type(expr) in COL and len(shape) == 1:
                 self._check(expr.args[0], full=True)
                 return _Item("colred", target, expr.args[0], COL[type(expr)])
-            if len(shape) != 2 or shape[0] != "m":
+            if _channel_sum(expr) and len(shape) == 1:  # Σ of an image per channel
+                rows = self.shapes.get(expr.args[1].name, ((),))[0]
+                if rows != ("m", shape[0]):
+                    return None
+                self._check(expr.args[1], full=True, rows=rows)
+                return _Item("chansum", target, expr.args[1], "sum", rows=rows)
+            if len(shape) != 2 or (shape[0] != "m" and not isinstance(shape[0], tuple)):
                 return None
             if shape[1] == 1:
                 self._check(expr, full=False)
                 return _Item("row", target, expr)
             dot = ""
             if isinstance(expr, sp.Add):
-                products = [t for t in expr.args if isinstance(t, MatProduct)]
+                products = [t for t in expr.args if isinstance(t, PRODUCTS)]
                 if len(products) == 1:
                     if sp.Symbol(target, real=True) in products[0].free_symbols:
                         return None  # the product reads the array it would go into
                     dot = target
-            self._check(expr, full=True, dot=bool(dot))
-            item = _Item("full", target, expr, dot=dot)
+            self._check(expr, full=True, dot=bool(dot), rows=shape[0])
+            item = _Item("full", target, expr, dot=dot, rows=shape[0])
             if dot and sp.Symbol(target, real=True) in expr.free_symbols:
                 return None  # the terms read what the product overwrites
             return item
         except Unsupported:
             return None
 
-    def _check(self, e: sp.Expr, full: bool, dot: bool = False) -> None:
+    def _check(
+        self, e: sp.Expr, full: bool, dot: bool = False, rows: object = "m"
+    ) -> None:
         """Raise Unsupported unless the scalar printer prints e, over arrays whose
-        shapes broadcast (full: to (m, n); else: to (m, 1))."""
+        shapes broadcast (full: to (m, n); else: to (m, 1)); images' rows (rows
+        ("m", C)): arrays of the same rows, and per-channel vectors (C,) broadcast."""
         # a printing with names for loads; dot "?": the product's array is not named yet
         self._code(e, lambda name: name, dot="" if not dot else "?")
+        channel = {a.args[0] for a in e.atoms(Expanded)}
         for s in _reads(e):
             if s in self.scalars:
                 continue
             shape = self.shapes.get(s.name)
             if shape is None:
                 raise Unsupported(s.name)
+            if rows != "m" or s in channel:  # images' rows: the same rows, or (C,)
+                image = isinstance(rows, tuple)
+                vector = image and s in channel and shape == (rows[1],)
+                if not (image and (vector or shape[0] == rows)):
+                    raise Unsupported(s.name)
+                continue
             if full:
                 ok = (
                     (len(shape) == 2 and shape[0] == "m")
@@ -290,6 +343,8 @@ class Fuser:
             return self.shapes[item.target][1]
         if item.kind == "colred":
             return self.shapes[item.target][-1]
+        if item.kind == "chansum":
+            return self.shapes[item.expr.name][1]
         widths = {
             self.shapes[s.name][-1]
             for s in _reads(item.expr)
@@ -309,6 +364,8 @@ class Fuser:
             reads & self.deferred_writes
         ):
             return False  # a deferred product must see its inputs as they were
+        if item.rows != self.rows:
+            return False
         return item.kind == "row" or self._width_of(item) == self.width
 
     def can_defer(self, expr: sp.Expr, target: str) -> bool:
@@ -316,7 +373,7 @@ class Fuser:
         open kernel instead of closing it, so that the statements after it (the bias
         gradient Σₙ δ) still join: it writes nothing the kernel touches, and _fits
         keeps what joins later from writing what it reads or reading what it writes."""
-        if not self.passes or not isinstance(expr, MatProduct):
+        if not self.passes or not isinstance(expr, PRODUCTS):
             return False
         reads = {s.name for s in expr.free_symbols}
         return target not in self.touched() and target not in reads
@@ -340,7 +397,7 @@ class Fuser:
     def _add(self, item: _Item) -> None:
         if not self.passes:
             self.passes.append(_Pass())
-            self.width = self._width_of(item)
+            self.width, self.rows = self._width_of(item), item.rows
         current = self.passes[-1]
         if item.kind == "row":
             current.post.append(item)
@@ -349,10 +406,10 @@ class Fuser:
         if {s.name for s in _reads(item.expr)} & pending:
             self.passes.append(_Pass())  # reads a row statistic of this pass
             current = self.passes[-1]
-        if item.kind == "colred":
+        if item.kind in ("colred", "chansum"):
             self.col_targets.add(item.target)
         current.items.append(item)
-        if item.kind == "rowred":  # accumulated in the pass, stored after it
+        if item.kind in ("rowred", "chansum"):  # accumulated in the pass, stored after
             current.post.append(item)
 
     # ------------------------------------------------------------------ output
@@ -365,19 +422,21 @@ class Fuser:
         source, args = self._kernel(name)
         self.kernels.append(source)
         self.passes, self.width, self.col_targets = [], None, set()
+        self.rows = "m"
         deferred, self.deferred = self.deferred, []
         self.deferred_reads, self.deferred_writes = set(), set()
         return [f"{name}({', '.join(args)})", *deferred]
 
     def _kernel(self, name: str) -> tuple[str, list[str]]:
         """The source of the open kernel, named `name`, and its call's arguments."""
-        w = _Writer(self.shapes, dict(self.scalars.values()))
-        rows_of = next(  # an (m, ...) array the kernel reads or writes: its m rows
+        channels = self.rows[1] if isinstance(self.rows, tuple) else 0
+        w = _Writer(self.shapes, dict(self.scalars.values()), self.passed, channels)
+        rows_of = next(  # an array of the kernel's rows that it reads or writes
             n
             for p in self.passes
             for it in p.items + p.post
             for n in [it.target] + sorted(s.name for s in _reads(it.expr))
-            if n in self.shapes and self.shapes[n][0] == "m"
+            if n in self.shapes and self.shapes[n][0] == self.rows
         )
         body: list[str] = []
         first: list[str] = []  # before the row loop: the column accumulators
@@ -396,10 +455,12 @@ class Fuser:
                 if it.kind == "full":
                     w.full[it.target] = stores[it.target] = v
                     w.arg(it.target)
-                elif it.kind == "rowred":
+                elif it.kind in ("rowred", "chansum"):
                     acc = accs[it.target] = w.fresh("acc")
                     w.pre.append(f"{acc} = " + ("-np.inf" if it.op == "max" else "0.0"))
                     loop.append(_accumulate(acc, v, it.op))
+                    if it.kind == "chansum":  # the rows' sums added per channel
+                        first.append(f"{w.arg(it.target)}[:] = 0.0")
                 else:  # a column reduction, over the rows
                     t = w.arg(it.target)
                     entry = t + ("[j]" if len(self.shapes[t]) == 1 else "[0, j]")
@@ -412,6 +473,9 @@ class Fuser:
             loop += [f"{t}[i, j] = {v}" for t, v in stores.items()]
             post: list[str] = []
             for it in p.post:
+                if it.kind == "chansum":
+                    post.append(f"{it.target}[i % {channels}] += {accs[it.target]}")
+                    continue
                 if it.kind == "rowred":
                     acc = accs[it.target]
                     value = f"{acc} / {self.width}" if it.op == "mean" else acc
@@ -445,10 +509,14 @@ class Fuser:
 
     def _prec(self, e: sp.Expr, load, dot: str) -> tuple[str, int]:
         """(text, precedence): ATOM, POW, MUL, ADD or COND (loosest)."""
-        if isinstance(e, MatProduct):
+        if isinstance(e, PRODUCTS):
             if not dot:
                 raise Unsupported("a matrix product")
             return (load(dot) if dot != "?" else "0.0"), ATOM
+        if isinstance(e, Expanded):  # a per-channel vector over images' rows
+            if e.args[1].name != CHANNEL:
+                raise Unsupported(f"{e}: not a per-channel vector")
+            return self._prec(e.args[0], load, dot)
         if e.is_Symbol:
             return load(self.scalars[e][0] if e in self.scalars else e.name), ATOM
         if e is sp.S.NaN or e in (sp.S.Infinity, sp.S.NegativeInfinity):
