@@ -165,8 +165,9 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 def test_every_example_is_the_same_with_the_shipped_rules_and_without(
     fresh, monkeypatch, spec: Path
 ) -> None:
-    """The derived part of both modules (black is the same function of it: conftest)
-    and the summary's rules, from the shipped file and derived with no cache at all."""
+    """The derived part of every target's module (black is the same function of it:
+    conftest) and the summary's rules, from the shipped file and derived with no cache
+    at all."""
     derived = []
     with monkeypatch.context() as inner:  # from the file: no built-in derived
         real = derive._activation_rule
@@ -177,12 +178,17 @@ def test_every_example_is_the_same_with_the_shipped_rules_and_without(
 
         inner.setattr(derive, "_activation_rule", counted)
         shipped = derive.derive(spec)
-        texts = [render(shipped), render_xp.render(shipped)]
+        texts = [render(shipped), render(shipped, numba=True)]
+        texts.append(render_xp.render(shipped))
     assert not set(derived) & set(derive.activations.ACTIVATIONS), STALE
     forget()
     monkeypatch.setitem(cache._state, "enabled", False)
     without = derive.derive(spec)
-    assert [render(without), render_xp.render(without)] == texts
+    assert [
+        render(without),
+        render(without, numba=True),
+        render_xp.render(without),
+    ] == texts
     assert without.layers == shipped.layers and without.output == shipped.output
 
 
