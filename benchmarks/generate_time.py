@@ -16,7 +16,10 @@ others measure the machine's noise), in three cases:
 
 Python writes and reads bytecode in the children, as an installed package has it
 (PYTHONDONTWRITEBYTECODE is removed from their environment; a first untimed run
-compiles symgrad). `--profile` prints where the time goes in one run.
+compiles symgrad). `--profile` prints where the time goes in one run; `--phases` splits
+a cold `symgrad generate examples/xor.yaml` into its parts (the medians of `--repeat`
+fresh processes, each with an empty cache): Python's start, the imports, reading the
+spec, the derivation, the plan and the template, black, and writing the module.
 """
 
 from __future__ import annotations
@@ -122,13 +125,109 @@ def profile(layers: int, width: int) -> None:
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
 
 
+# run in the child: symgrad's modules imported first (black with them, though the command
+# imports it only on a miss of black's layout cache), then the stages timed by wrapping
+# the functions the command calls, the command itself, and its end (cli._exit)
+PHASES = """
+import importlib, json, sys, time
+started = time.time()
+t0 = time.perf_counter()
+names = ["symgrad.cli", "symgrad.spec", "symgrad.derive", "symgrad.render", "symgrad.files"]
+m = {n: importlib.import_module(n) for n in names}
+imported = time.perf_counter()
+import black
+spent = {"imports": imported - t0, "import black": time.perf_counter() - imported}
+
+def timed(module, name, label):
+    function = getattr(module, name)
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[label] = spent.get(label, 0.0) + time.perf_counter() - t
+    setattr(module, name, wrapper)
+
+timed(m["symgrad.spec"], "parse_spec", "read the spec")
+timed(m["symgrad.derive"], "derive", "derive")
+timed(m["symgrad.render"], "render", "plan, template, black")
+timed(m["symgrad.render"], "formatted", "black")
+timed(m["symgrad.files"], "write_text", "write")
+t = time.perf_counter()
+code = m["symgrad.cli"].main(sys.argv[1:])
+spent["command"] = time.perf_counter() - t
+spent["plan, template"] = spent.pop("plan, template, black") - spent["black"]
+spent["started"] = started
+print(json.dumps(spent))
+m["symgrad.cli"]._exit(code)  # as the command ends
+"""
+
+
+def phases(repeat: int) -> None:
+    """A cold run of xor, split into its parts (medians of `repeat` processes)."""
+    import json
+    import statistics
+
+    rows: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeat + 1):  # the first compiles symgrad's bytecode
+            env = {**os.environ, "SYMGRAD_CACHE_DIR": str(Path(tmp) / f"cache{i}")}
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env.pop("SYMGRAD_NO_CACHE", None)
+            command = ["generate", "-q", str(XOR), "-o", tmp]
+            t0, w0 = time.perf_counter(), time.time()
+            done = subprocess.run(
+                [sys.executable, "-c", PHASES, *command],
+                check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            wall = time.perf_counter() - t0
+            spent = json.loads(done.stdout)
+            if i == 0:
+                continue
+            spent["Python's start"] = spent.pop("started") - w0
+            accounted = sum(v for k, v in spent.items() if k != "command")
+            spent["the rest of the command"] = (
+                spent["command"]
+                - accounted
+                + spent["Python's start"]
+                + spent["imports"]
+                + spent["import black"]
+            )
+            spent["Python's exit"] = wall - accounted - spent["the rest of the command"]
+            spent["wall"] = wall
+            for key, value in spent.items():
+                rows.setdefault(key, []).append(value)
+    order = [
+        "Python's start",
+        "imports",
+        "import black",
+        "read the spec",
+        "derive",
+        "plan, template",
+        "black",
+        "write",
+        "the rest of the command",
+        "Python's exit",
+        "wall",
+    ]
+    for key in order:
+        print(f"{key:>24}: {statistics.median(rows[key]):.3f} s")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--layers", nargs="+", type=int, default=[50, 100])
     parser.add_argument("--widths", nargs="+", type=int, default=[8, 8192])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--phases", action="store_true")
     args = parser.parse_args(argv)
+    if args.phases:
+        phases(args.repeat)
+        return {}
     if args.profile:
         profile(args.layers[0], args.widths[0])
         return {}

@@ -24,6 +24,18 @@ directory and each entry must be owned by the user and not writable by group or 
 written to a temporary file and renamed into place, so concurrent runs never see half
 an entry; a rule holding a SymPy Dummy (whose identity would not survive a process) is
 not stored.
+
+Shipped rules: the built-in activations', losses', norms' and window layers' rules come
+derived with the package, in builtin_rules.pickle beside this module (made by
+scripts/build_rules.py, which derives them as a cold cache would). A derivation looks
+there first, under the same key and with the same checks as the disk cache: an entry is
+used only where its stored key equals the key asked for (the key holds the code digest,
+so an edited checkout derives again), and a missing, corrupt or stale file only means
+deriving. The file is trusted as symgrad's own code is: it is read only from the package's
+directory, and only where it is owned by the owner of this module and writable by no one
+who cannot write the module. `--no-cache` and `SYMGRAD_NO_CACHE=1` turn it off with the
+cache; `SYMGRAD_SHIPPED_RULES=0` alone (the check of the file and the cache's tests use
+it, to derive every rule).
 """
 
 from __future__ import annotations
@@ -44,7 +56,12 @@ from typing import Any, TypeVar
 from .version import __version__
 
 MAX_ENTRY_BYTES = 8 * 2**20  # a derived rule pickles to a few kB; larger is not ours
-_state = {"enabled": os.environ.get("SYMGRAD_NO_CACHE", "") in ("", "0")}
+_state = {
+    "enabled": os.environ.get("SYMGRAD_NO_CACHE", "") in ("", "0"),
+    "shipped": os.environ.get("SYMGRAD_SHIPPED_RULES", "") != "0",
+}
+SHIPPED = Path(__file__).resolve().with_name("builtin_rules.pickle")
+MAX_SHIPPED_BYTES = 64 * 2**20
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -82,9 +99,17 @@ def template_dir() -> Path:
 
 @functools.cache
 def code_digest() -> str:
-    """sha256 of every .py and template file of symgrad (name, size, bytes), ~10 ms."""
+    """sha256 of every .py and template file of symgrad (name, size, bytes), ~10 ms;
+    the same in a checkout and installed (where the templates are the package
+    symgrad.templates: its marker __init__.py is not a template), so that the shipped
+    rules' keys match in both."""
     package = Path(__file__).resolve().parent
-    files = [(p.relative_to(package).as_posix(), p) for p in package.rglob("*.py")]
+    files = [
+        (name, p)
+        for p in package.rglob("*.py")
+        for name in [p.relative_to(package).as_posix()]
+        if not name.startswith("templates/")
+    ]
     files += [("templates/" + p.name, p) for p in template_dir().glob("*.jinja")]
     digest = hashlib.sha256()
     for name, path in sorted(files):
@@ -179,14 +204,57 @@ def load(key: str) -> tuple[bool, Any]:
             return False, None
         with path.open("rb") as file:
             data = file.read(MAX_ENTRY_BYTES + 1)
-        if len(data) > MAX_ENTRY_BYTES:
-            return False, None
+    except Exception:  # noqa: BLE001 - missing, unreadable, no home: derive again
+        return False, None
+    return _checked(key, data)
+
+
+def _checked(key: str, data: object) -> tuple[bool, Any]:
+    """(True, value) where data is an entry stored under exactly this key."""
+    if not isinstance(data, bytes) or len(data) > MAX_ENTRY_BYTES:
+        return False, None
+    try:
         stored_key, value = pickle.loads(data)
-    except Exception:  # noqa: BLE001 - missing, unreadable, corrupt: derive again
+    except Exception:  # noqa: BLE001 - corrupt, truncated: derive again
         return False, None
     if stored_key != key:
         return False, None
     return True, value
+
+
+def _as_trusted_as_code(path: Path) -> bool:
+    """Owned by the owner of this module, and writable by no one who cannot write it
+    (always true where there are no owners to check)."""
+    if not hasattr(os, "getuid"):
+        return True
+    info, code = path.stat(), Path(__file__).stat()
+    others = stat.S_IWGRP | stat.S_IWOTH
+    return info.st_uid == code.st_uid and not info.st_mode & others & ~code.st_mode
+
+
+@functools.cache
+def shipped_table() -> dict[str, bytes]:
+    """The rules shipped with the package: entry bytes (as the disk cache stores them)
+    by key; empty where the file is missing, unreadable, corrupt or not trusted."""
+    try:
+        if not _as_trusted_as_code(SHIPPED):
+            return {}
+        with SHIPPED.open("rb") as file:
+            data = file.read(MAX_SHIPPED_BYTES + 1)
+        if len(data) > MAX_SHIPPED_BYTES:
+            return {}
+        table = pickle.loads(data)
+    except Exception:  # noqa: BLE001 - missing, unreadable, corrupt: derive
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def load_shipped(key: str) -> tuple[bool, Any]:
+    """(True, value) of the shipped rule stored under exactly this key, else (False,
+    None)."""
+    if not (_state["enabled"] and _state["shipped"]):
+        return False, None
+    return _checked(key, shipped_table().get(key))
 
 
 def _rebuild(cls: type, args: tuple[Any, ...]) -> Any:  # noqa: ANN401
@@ -260,7 +328,9 @@ def persistent(key: Callable[..., tuple[Any, ...]]) -> Callable[[F], F]:
         @functools.wraps(function)
         def cached(*args: Any) -> Any:  # noqa: ANN401
             text = key_text(name, key(*args))
-            found, value = load(text)
+            found, value = load_shipped(text)
+            if not found:
+                found, value = load(text)
             if found:
                 return value
             value = function(*args)

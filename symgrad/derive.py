@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import mpmath
-import numpy as np
 import sympy as sp
 
 from . import activations, cache, layer_registry, losses, stability
@@ -41,6 +40,7 @@ from .sym.functions import (
     symbolize,
     variables,
 )
+from .sym.lazy import numpy as np  # imported on first use: sym/lazy.py
 from .sym.text import text
 
 # where a candidate rewrite is checked (0 and small values hit piecewise boundaries)
@@ -1203,7 +1203,7 @@ def _exact_range(
     when they are up to |z| = 1000."""
     points = [{z: s * v, y: t} for v in RANGE_SCAN for s in (-1, 1) for t in TARGETS]
     out = []
-    for dtype in stability.DTYPES:
+    for dtype in stability.dtypes():
         ok = np.ones(len(points), dtype=bool)
         for form, reference in forms:
             got = stability.evaluate(form, {a: act.forward}, points, dtype)
@@ -1211,9 +1211,8 @@ def _exact_range(
                 [np.nan if w is None else w for w in stability.exact(reference, points)]
             )
             with np.errstate(all="ignore"):
-                close = np.abs(got - want) <= stability.TOL[dtype] * np.maximum(
-                    1.0, np.abs(want)
-                )
+                tol = stability.TOL[np.dtype(dtype).name]
+                close = np.abs(got - want) <= tol * np.maximum(1.0, np.abs(want))
             ok &= np.isfinite(got) & (close | np.isnan(want))
         bad = [abs(p[z]) for p, good in zip(points, ok, strict=True) if not good]
         first = min(bad, default=None)

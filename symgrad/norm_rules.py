@@ -41,7 +41,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import mpmath
-import numpy as np
 import sympy as sp
 
 from . import cache
@@ -52,6 +51,7 @@ from .sym import parse, special
 from .sym.arrays import ColSum, GroupMax, GroupMean, GroupReduction, GroupSum
 from .sym.cost import cost as shared_cost
 from .sym.functions import Coefficient, decimal_text, invert, numeric, symbolize
+from .sym.lazy import numpy as np  # imported on first use: sym/lazy.py
 from .sym.text import Text
 from .sym.text import written as unevaluated
 
@@ -84,7 +84,7 @@ ROUNDS = 4  # linearize + identities, repeated while something changes
 CHECK_SIZE = parse.WRITTEN_GROUP  # values in the concrete group of the checks
 CHECK_ROWS = 6
 CHECK_RTOL = 1e-9
-EXTREME_TOL = {np.float64: 1e-7, np.float32: 2e-2}
+EXTREME_TOL = {"float64": 1e-7, "float32": 2e-2}  # by NumPy dtype name
 DIGITS = 50
 
 
@@ -1060,8 +1060,10 @@ class _Checker:
         self.ex, self.eh = extreme_points(reference.has_max)
         self.exact_y, self.exact_dx = reference.exact(self.ex, self.eh)
         self.rows = {
-            dtype: Evaluator(values, dtype).rows(forward, {X: self.ex, H: self.eh})
-            for dtype in EXTREME_TOL
+            name: Evaluator(values, getattr(np, name)).rows(
+                forward, {X: self.ex, H: self.eh}
+            )
+            for name in EXTREME_TOL
         }
 
     def undefined(self) -> str | None:
@@ -1090,16 +1092,18 @@ class _Checker:
     def extremes(self, form: sp.Expr) -> list[str]:
         """Where the form, evaluated as the code would, misses the exact dx."""
         missed = []
-        for dtype, tol in EXTREME_TOL.items():
-            got = Evaluator(self.values, dtype).at_rows(form, self.rows[dtype])
+        for name, tol in EXTREME_TOL.items():
+            dtype = getattr(np, name)
+            got = Evaluator(self.values, dtype).at_rows(form, self.rows[name])
             missed += _misses(got, self.exact_dx, tol, self.ex, dtype)
         return missed
 
     def forward_notes(self) -> list[str]:
         """Where the forward's x̂ misses its exact value at the extreme groups."""
         notes = []
-        for dtype, tol in EXTREME_TOL.items():
-            got = Evaluator(self.values, dtype).at_rows(XHAT, self.rows[dtype])
+        for name, tol in EXTREME_TOL.items():
+            dtype = getattr(np, name)
+            got = Evaluator(self.values, dtype).at_rows(XHAT, self.rows[name])
             missed = _misses(got, self.exact_y, tol, self.ex, dtype)
             if missed:
                 shown = ", ".join(missed[:2]) + (", ..." if len(missed) > 2 else "")

@@ -28,18 +28,22 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import mpmath
-import numpy as np
 import sympy as sp
 
 from .sym import special
 from .sym.code import DTYPE, NumPyCode
 from .sym.functions import Coefficient
+from .sym.lazy import numpy as np  # imported on first use: sym/lazy.py
 
 EXTREMES = (-1000.0, -100.0, -30.0, -3.0, -0.5, 0.5, 3.0, 30.0, 100.0, 1000.0)
 DIGITS = 50
-# a form is accepted where |printed - exact| <= TOL * max(1, |exact|)
-TOL = {np.float64: 1e-7, np.float32: 2e-2}
-DTYPES = (np.float64, np.float32)
+# a form is accepted where |printed - exact| <= TOL * max(1, |exact|), by dtype name
+TOL = {"float64": 1e-7, "float32": 2e-2}
+
+
+def dtypes() -> tuple[type, ...]:
+    """The scalar types a form is checked in (NumPy's, so NumPy is imported here)."""
+    return tuple(getattr(np, name) for name in TOL)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -280,12 +284,14 @@ def failures(
     )
     symbols = sorted({k for p in points for k in p}, key=str)
     missed: list[str] = []
-    for dtype in DTYPES:
+    for dtype in dtypes():
         big = float(np.finfo(dtype).max) / 16
         got = evaluate(candidate, inputs, points, dtype)
         with np.errstate(all="ignore"):
             due = np.isfinite(wanted) & (np.abs(wanted) <= big)
-            close = np.abs(got - wanted) <= TOL[dtype] * np.maximum(1.0, np.abs(wanted))
+            close = np.abs(got - wanted) <= TOL[np.dtype(dtype).name] * np.maximum(
+                1.0, np.abs(wanted)
+            )
         bad = due & ~(np.isfinite(got) & close)
         for i in np.flatnonzero(bad):
             at = ", ".join(f"{k} = {points[i][k]:g}" for k in symbols)

@@ -45,7 +45,7 @@ def generate(tmp_path: Path, cache_dir: Path | None, *flags: str) -> bytes:
     cache, not the process's memory, can carry derived rules from run to run)."""
     spec = tmp_path / "cached.yaml"
     spec.write_text(SPEC)
-    env = dict(os.environ)
+    env = dict(os.environ, SYMGRAD_SHIPPED_RULES="0")  # the disk cache alone
     env.pop("SYMGRAD_NO_CACHE", None)
     if cache_dir is None:
         env["SYMGRAD_NO_CACHE"] = "1"
@@ -87,10 +87,12 @@ def kinds(directory: Path) -> dict[str, int]:
 
 @pytest.fixture
 def fresh(monkeypatch, tmp_path: Path) -> Path:
-    """This process's cache in an empty directory, with the memory caches emptied."""
+    """This process's cache in an empty directory, with the memory caches emptied, and
+    no shipped rules (tests/test_shipped_rules.py tests those)."""
     directory = tmp_path / "cache"
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(directory))
     monkeypatch.setitem(cache._state, "enabled", True)
+    monkeypatch.setitem(cache._state, "shipped", False)
     for rule in RULES:
         rule.cache_clear()
     yield directory
@@ -188,7 +190,7 @@ def test_concurrent_runs_write_the_same_module(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
     spec = tmp_path / "cached.yaml"
     spec.write_text(SPEC)
-    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(directory))
+    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(directory), SYMGRAD_SHIPPED_RULES="0")
     env.pop("SYMGRAD_NO_CACHE", None)
     runs = [
         subprocess.Popen(
@@ -237,7 +239,7 @@ def api_generate(tmp_path: Path, text: str, cache_dir: Path | None) -> bytes:
     """symgrad.generate in a fresh process (the Python API: no whole-result cache, so a
     warm run reads the rules from the disk cache)."""
     (tmp_path / "spec.yaml").write_text(text)
-    env = dict(os.environ)
+    env = dict(os.environ, SYMGRAD_SHIPPED_RULES="0")  # the disk cache alone
     env.pop("SYMGRAD_NO_CACHE", None)
     if cache_dir is None:
         env["SYMGRAD_NO_CACHE"] = "1"

@@ -209,3 +209,51 @@ def test_the_command_line_starts_without_sympy() -> None:
     code = "import sys, symgrad, symgrad.cli; print('sympy' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout == "False\n", done.stderr
+
+
+# a module global whose __del__ runs only when Python tears the modules down
+TEARDOWN = """
+import atexit, sys
+class Torn:
+    def __del__(self):
+        print("torn down", flush=True)
+torn = Torn()
+atexit.register(lambda: print("atexit ran", flush=True))
+from symgrad.cli import run
+run()
+"""
+
+
+def test_the_command_ends_without_python_s_teardown(tmp_path: Path) -> None:
+    """`symgrad` (cli.run) flushes its output, runs the atexit handlers and ends the
+    process without tearing down every module (~0.1 s after SymPy): the summary is
+    whole through a pipe and the exit codes stay; under a profiler it ends as usual,
+    so that cProfile writes its data."""
+
+    def command(*args: str, code: str = TEARDOWN) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    done = command("generate", str(XOR), "-o", "out")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("xor: 2 → 8 (tanh) → 1 (sigmoid)")
+    assert lines[-2:] == [f"wrote {Path('out') / 'xor.py'}", "atexit ran"]
+    assert "torn down" not in done.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(XOR.read_text().replace("tanh", "tahn"))
+    done = command("generate", "bad.yaml", "-o", "out")
+    assert done.returncode == 2 and "unknown activation 'tahn'" in done.stderr
+    assert done.stdout == "atexit ran\n"
+    # the usual end: with a profiler on, and where argparse exits (--version)
+    profiled = "import cProfile; cProfile.run(" + repr(TEARDOWN) + ", 'profile.out')"
+    done = command("generate", str(XOR), "-o", "out", "-q", code=profiled)
+    assert done.returncode == 0, done.stderr
+    assert "torn down" in done.stdout and (tmp_path / "profile.out").stat().st_size
+    done = command("--version")
+    assert done.returncode == 0 and "torn down" in done.stdout

@@ -10,4 +10,5 @@
   the module will, so this sits below the derivation);
 - text.py: SymPy -> readable unicode, for comments, summaries and the report;
 - cost.py: the operation count that picks among equal forms.
+- lazy.py: NumPy for the numeric checks, imported on first use.
 """

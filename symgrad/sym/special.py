@@ -17,7 +17,6 @@ from fractions import Fraction
 
 import jinja2
 import mpmath
-import numpy as np
 
 from ..cache import template_dir
 
@@ -113,6 +112,8 @@ def source(helpers: frozenset[str] | set[str], xp: bool = False) -> str:
 def numpy_helpers() -> dict[str, object]:
     """The NumPy module's special functions (_erf, _erfcx and those built on it), run
     from the same source."""
+    import numpy as np  # here, not at the top: a cold generate needs none (lazy.py)
+
     scope: dict[str, object] = {"np": np}
     exec(source(ERFCX_HELPERS), scope)  # noqa: S102 - our own template, no spec text
     return {name: scope[name] for name in ("_erf", "_erfcx", *sorted(ERFCX_HELPERS))}
