@@ -14,16 +14,17 @@ rules are derived again at run time (same bytes, only slower) and tests/test_shi
 fails until this script is run again. Run it after changing symgrad, as `generated/` is
 regenerated (docs/development.md).
 
-Two builds of the same code give the same rules but not always the same bytes: pickle
-writes a subexpression that occurs twice once where both are one object, and which equal
-subexpressions SymPy's caches made one object varies from run to run (with the hash
-seed). `--check` therefore compares the rules unpickled, as the cache compares them.
+Each entry is pickled without pickle's memo (`canonical`): a subexpression that occurs
+twice is written twice, whether or not SymPy's caches made the two one object (which
+varies with the hash seed), so two builds of the same code write the same bytes.
+`--check` compares the rules unpickled, as the cache compares them, and then their bytes.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import pickle
 import sys
@@ -105,10 +106,26 @@ def derive_all(directory: Path) -> dict[str, bytes]:
             print(f"not shipped: {label}: {exc}", file=sys.stderr)
     table = {}
     for path in sorted(directory.rglob("*.pickle")):
-        data = path.read_bytes()
-        key, _ = pickle.loads(data)
-        table[key] = data
+        key, value = pickle.loads(path.read_bytes())
+        table[key] = canonical(key, value)
     return dict(sorted(table.items()))
+
+
+def canonical(key: str, value: Any) -> bytes:  # noqa: ANN401
+    """The entry as the disk cache pickles it, without pickle's memo: every
+    subexpression written out where it occurs, so that the bytes do not depend on which
+    equal subexpressions SymPy's caches made one object (that varies with the hash
+    seed). Two builds of the same code write the same file."""
+    from symgrad import cache
+
+    buffer = io.BytesIO()
+    pickler = cache._Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True  # no memo: a tree, not a graph (rules hold no cycles)
+    pickler.dump((key, value))
+    data = buffer.getvalue()
+    if pickle.loads(data) != (key, value):
+        raise SystemExit(f"does not read back equal: {key[:160]}")
+    return data
 
 
 def dumps(table: dict[str, bytes]) -> bytes:
@@ -117,12 +134,15 @@ def dumps(table: dict[str, bytes]) -> bytes:
 
 def differences(shipped: dict[str, bytes], fresh: dict[str, bytes]) -> list[str]:
     """How the shipped table differs from a fresh one: keys, then values (compared
-    unpickled: the same rule, as the disk cache compares it)."""
+    unpickled: the same rule, as the disk cache compares it), then bytes (a build
+    writes the same bytes whatever the hash seed)."""
     out = [f"missing: {k[:160]}" for k in fresh if k not in shipped]
     out += [f"not derived now (stale): {k[:160]}" for k in shipped if k not in fresh]
     for key in fresh.keys() & shipped.keys():
         if pickle.loads(fresh[key]) != pickle.loads(shipped[key]):
             out.append(f"another value: {key[:160]}")
+        elif fresh[key] != shipped[key]:
+            out.append(f"the same value in other bytes: {key[:160]}")
     return sorted(out)
 
 

@@ -79,6 +79,27 @@ def test_the_shipped_rules_are_what_a_fresh_derivation_gives() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def test_an_entry_is_written_the_same_whether_its_parts_are_one_object_or_not() -> None:
+    """build_rules.canonical writes every subexpression where it occurs: which equal
+    subexpressions SymPy's caches made one object varies with the hash seed, and the
+    file's bytes must not."""
+    import sympy as sp
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        build_rules = importlib.import_module("build_rules")
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    x = sp.Symbol("x")
+    shared = sp.exp(x) + 1
+    one = sp.Mul(shared, shared, evaluate=False)
+    sp.core.cache.clear_cache()  # a new exp(x) + 1, equal, not the same object
+    two = sp.Mul(shared, sp.exp(sp.Symbol("x")) + 1, evaluate=False)
+    assert one.args[0] is one.args[1] and two.args[0] is not two.args[1]
+    assert build_rules.canonical("k", one) == build_rules.canonical("k", two)
+    assert cache._checked("k", build_rules.canonical("k", one)) == (True, one)
+
+
 def refuse(monkeypatch) -> None:
     """From here on, deriving an activation or an output rule fails the test."""
 
