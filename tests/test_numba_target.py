@@ -33,6 +33,9 @@ from test_conv import BATCHNORM_CNN, LAYERNORM_CNN
 from test_layers import CUSTOM, OPTIMIZERS, SPECS, problem, torch_optimizer
 
 pytest.importorskip("numba")
+# one worker runs this file (pyproject: --dist loadgroup): its fixtures' modules, whose
+# kernels numba compiles for seconds each, are compiled once, not once per worker
+pytestmark = pytest.mark.xdist_group("numba_target")
 
 RTOL = 1e-9
 CCE, BCE = "categorical_crossentropy", "binary_crossentropy"
