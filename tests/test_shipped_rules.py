@@ -20,19 +20,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from test_cache import RULES, derive
 
 from symgrad import cache, render_xp
 from symgrad.render import render
 
-derive = importlib.import_module("symgrad.derive")
-norm_rules = importlib.import_module("symgrad.norm_rules")
-window_rules = importlib.import_module("symgrad.window_rules")
-RULES = (
-    derive.activation_rule,
-    derive.output_rule,
-    norm_rules._derive,
-    window_rules.window_rules,
-)
 ROOT = Path(__file__).resolve().parent.parent
 STALE = "symgrad/builtin_rules.pickle is stale: run python scripts/build_rules.py"
 XOR = ROOT / "examples" / "xor.yaml"
