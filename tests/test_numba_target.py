@@ -385,6 +385,20 @@ IMAGE_SPECS = {
         "loss": CCE,
         "optimizer": {"name": "sgd", "learning_rate": 0.05},
     },
+    "long_sums": {  # ∂L/∂W sums over more (example, position) pairs than it has
+        # entries (one product per example, summed) with fewer positions than a
+        # window's entries: the products of 4 + 2, 2 + 1 and 2 + 2 examples at a time
+        # (first conv) and 3 + 3, 1 × 3 and 2 + 2 (second) in the work array there is
+        "input": [4, 7, 7],
+        "layers": [
+            {"type": CONV, "filters": 2, "kernel": 3, "activation": "tanh"},
+            {"type": CONV, "filters": 1, "kernel": 3, "activation": "relu"},
+            {"type": "flatten"},
+            {"units": 3, "activation": "softmax"},
+        ],
+        "loss": CCE,
+        "optimizer": {"name": "sgd", "learning_rate": 0.05},
+    },
     "residual_conv": {  # a conv that adds its input, a kernel of one column
         "input": [1, 5, 6],
         "layers": [
