@@ -518,6 +518,22 @@ def test_image_gradients_match_torch_and_nan_propagates_as_in_numpy(
         np.testing.assert_allclose(states[0][k], states[1][k], rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("name", ["lenet_small", "overlapping", "generic_sizes"])
+def test_the_gradient_through_a_max_pools_mask_is_scattered_in_one_call(
+    image_module, name: str
+) -> None:
+    # the product with the first-maximum mask goes into the scatter's call, its
+    # window-shaped array unwritten (2×2 stride 2, overlapping 3×3 stride 2, 2×3);
+    # that the numbers are PyTorch's, test_image_steps_match_torch
+    import inspect
+
+    step = inspect.getsource(image_module(name)._step)
+    calls = re.findall(r"_scatter_windows\((.*)\)", step)
+    assert any(c.startswith("g2[:, :, :, :, None, None], ") for c in calls), calls
+    assert any(c.endswith("by=mask2") for c in calls), calls
+    assert "mask2, out=" not in step  # no np.multiply(…, mask2, out=…)
+
+
 def test_image_max_pooling_ties_go_to_the_first_maximum(image_module) -> None:
     # whole numbers: windows with equal values; PyTorch's gradient goes to the first
     from test_conv import problem as conv_problem

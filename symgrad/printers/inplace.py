@@ -463,6 +463,30 @@ class Emitter(Printer):
         rest = ", ".join(str(int(v)) for v in e.args[1:])
         self._line(f"{helper}({x}, {rest}, out={dest})", dest)
 
+    def scatter_product(
+        self, product: sp.Expr, scatter: sp.Expr, dest: str
+    ) -> list[str]:
+        """The line of `scatter` (a ScatterWindows of the value of `product`, an
+        einsum that sums nothing) with the product in the scatter's call: the numba
+        module's _scatter_windows multiplies its two window-shaped arguments (each
+        broadcast) as it scatters them, and the product's array is not written."""
+        self.lines, self.owner = [], None
+        self.printer.helpers.add("_scatter_windows")
+        spread = _spread(product.args[0].name, self._atoms(product.args[1:]))
+        if spread is None:
+            raise ValueError(f"not an elementwise product: {product}")
+        rest = ", ".join(str(int(v)) for v in scatter.args[1:])
+        self._line(
+            f"_scatter_windows({spread[0]}, {rest}, out={dest}, by={spread[1]})", dest
+        )
+        return self.lines
+
+    @staticmethod
+    def is_product(e: sp.Expr) -> bool:
+        """Whether e is an einsum of two arrays that sums nothing (np.multiply)."""
+        names = [str(x) for x in e.args[1:]]
+        return isinstance(e, Einsum) and _spread(e.args[0].name, names) is not None
+
     def _print_Padded(self, e: Padded, dest: str) -> None:  # noqa: N802
         self._window_call("_pad", e, dest)
 

@@ -36,6 +36,7 @@ from ..plan import (
     arr,
     resolve,
 )
+from ..sym.arrays import ScatterWindows
 from ..sym.code import DTYPE, NumPyCode, number_text
 from ..sym.functions import numeric
 from .blocks import INDENT, Lines, Walker, equation_comment, note_comment
@@ -257,7 +258,10 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
         if fused
         else None
     )
-    for s in stmts:
+    scattered = _scattered_products(stmts, em) if fused else {}
+    for k, s in enumerate(stmts):
+        if k - 1 in scattered:
+            continue  # printed with the product before it
         if fuser is not None and (s.target == LOSS or not isinstance(s, Assign)):
             body.add(*fuser.close())
         if s.target == LOSS:
@@ -284,6 +288,15 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
                 if s.target.name in (p.name, nm.grad(p.name))
             )
         layer_now[0], shape_now[0] = layer, shape
+        if k in scattered and fuser is not None:  # one call: see _scattered_products
+            scatter = stmts[k + 1]
+            out = home[scatter.target].name
+            em.forget(out)
+            body.add(*fuser.close())
+            body.comment(equation_comment(s))
+            body.comment(equation_comment(scatter))
+            body.add(*em.scatter_product(expr, scattered[k].xreplace(home), out))
+            continue
         if fuser is not None and isinstance(s, Assign):
             taken = fuser.take(dest.name, numeric(expr))
             if taken is not None:
@@ -492,6 +505,32 @@ def _loss_lines(
 
 
 # ------------------------------------------------------------------ the update
+
+
+def _scattered_products(stmts: tuple, em: Emitter) -> dict[int, sp.Expr]:
+    """The numba target's scatters of a product: statement k an elementwise product
+    of two window-shaped arrays (an einsum that sums nothing: the pooling gradient
+    through the first-maximum mask), read only by statement k + 1, its scatter back
+    onto the image (ScatterWindows): {k: the scatter's expression}. The two print as
+    one _scatter_windows call that multiplies as it scatters, one pass over the
+    windows instead of two, and the product's array is not written."""
+    reads: dict[sp.Symbol, int] = {}
+    for s in stmts:
+        for x in s.expr.free_symbols:
+            reads[x] = reads.get(x, 0) + 1
+    found = {}
+    for k, (s, t) in enumerate(zip(stmts[:-1], stmts[1:], strict=True)):
+        if not (isinstance(s, Assign) and isinstance(t, Assign)):
+            continue
+        if (
+            em.is_product(s.expr)
+            and isinstance(t.expr, ScatterWindows)
+            and t.expr.args[0] == s.target
+            and reads.get(s.target) == 1
+            and k - 1 not in found
+        ):
+            found[k] = t.expr
+    return found
 
 
 def _update_lines(plan: Plan, em: Emitter, fuser: Fuser | None = None) -> Lines:
