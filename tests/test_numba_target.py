@@ -519,15 +519,16 @@ def test_image_gradients_match_torch_and_nan_propagates_as_in_numpy(
 
 
 @pytest.mark.parametrize("name", ["lenet_small", "overlapping", "generic_sizes"])
-def test_the_gradient_through_a_max_pools_mask_is_scattered_in_one_call(
-    image_module, name: str
-) -> None:
-    # the product with the first-maximum mask goes into the scatter's call, its
-    # window-shaped array unwritten (2×2 stride 2, overlapping 3×3 stride 2, 2×3);
-    # that the numbers are PyTorch's, test_image_steps_match_torch
+def test_a_max_pool_runs_in_one_pass_each_way(image_module, name: str) -> None:
+    # forward, the window maxima and the first-maximum mask in one _window_max call;
+    # backward, the product with the mask in the scatter's call, its window-shaped
+    # array unwritten (2×2 stride 2, overlapping 3×3 stride 2, 2×3); that the
+    # numbers are PyTorch's, NaN's and ties too: the tests above and below
     import inspect
 
     step = inspect.getsource(image_module(name)._step)
+    assert re.search(r"_window_max\(_windows\(.*\), out=h2, first=mask2\)", step)
+    assert "_first_max(" not in step
     calls = re.findall(r"_scatter_windows\((.*)\)", step)
     assert any(c.startswith("g2[:, :, :, :, None, None], ") for c in calls), calls
     assert any(c.endswith("by=mask2") for c in calls), calls

@@ -36,7 +36,7 @@ from ..plan import (
     arr,
     resolve,
 )
-from ..sym.arrays import ScatterWindows
+from ..sym.arrays import FirstMax, ScatterWindows, WindowMax
 from ..sym.code import DTYPE, NumPyCode, number_text
 from ..sym.functions import numeric
 from .blocks import INDENT, Lines, Walker, equation_comment, note_comment
@@ -258,10 +258,10 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
         if fused
         else None
     )
-    scattered = _scattered_products(stmts, em) if fused else {}
+    joined = _joined_pairs(stmts, em) if fused else set()
     for k, s in enumerate(stmts):
-        if k - 1 in scattered:
-            continue  # printed with the product before it
+        if k - 1 in joined:
+            continue  # printed with the statement before it
         if fuser is not None and (s.target == LOSS or not isinstance(s, Assign)):
             body.add(*fuser.close())
         if s.target == LOSS:
@@ -288,14 +288,15 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
                 if s.target.name in (p.name, nm.grad(p.name))
             )
         layer_now[0], shape_now[0] = layer, shape
-        if k in scattered and fuser is not None:  # one call: see _scattered_products
-            scatter = stmts[k + 1]
-            out = home[scatter.target].name
-            em.forget(out)
+        if k in joined and fuser is not None:  # one call: see _joined_pairs
+            t = stmts[k + 1]
+            second = home[t.target].name
+            em.forget(second)
             body.add(*fuser.close())
             body.comment(equation_comment(s))
-            body.comment(equation_comment(scatter))
-            body.add(*em.scatter_product(expr, scattered[k].xreplace(home), out))
+            body.comment(equation_comment(t))
+            pair = expr, t.expr.xreplace(step).xreplace(home)
+            body.add(*em.joined(*pair, dest.name, second))
             continue
         if fuser is not None and isinstance(s, Assign):
             taken = fuser.take(dest.name, numeric(expr))
@@ -507,29 +508,39 @@ def _loss_lines(
 # ------------------------------------------------------------------ the update
 
 
-def _scattered_products(stmts: tuple, em: Emitter) -> dict[int, sp.Expr]:
-    """The numba target's scatters of a product: statement k an elementwise product
-    of two window-shaped arrays (an einsum that sums nothing: the pooling gradient
-    through the first-maximum mask), read only by statement k + 1, its scatter back
-    onto the image (ScatterWindows): {k: the scatter's expression}. The two print as
-    one _scatter_windows call that multiplies as it scatters, one pass over the
-    windows instead of two, and the product's array is not written."""
+def _joined_pairs(stmts: tuple, em: Emitter) -> set[int]:
+    """The numba target's pairs of statements printed as one call (Emitter.joined):
+    statement k and k + 1 are
+
+    - an elementwise product of two window-shaped arrays (an einsum that sums
+      nothing: the pooling gradient through the first-maximum mask), read by nothing
+      else, and its scatter back onto the image (ScatterWindows): one _scatter_windows
+      that multiplies as it scatters, one pass over the windows instead of two, the
+      product's array not written;
+    - the max of each window (WindowMax) and the mask of its first maximum
+      (FirstMax) of the same windows: one _window_max that writes both, one pass.
+    """
     reads: dict[sp.Symbol, int] = {}
     for s in stmts:
         for x in s.expr.free_symbols:
             reads[x] = reads.get(x, 0) + 1
-    found = {}
+    found: set[int] = set()
     for k, (s, t) in enumerate(zip(stmts[:-1], stmts[1:], strict=True)):
-        if not (isinstance(s, Assign) and isinstance(t, Assign)):
+        if not (isinstance(s, Assign) and isinstance(t, Assign)) or k - 1 in found:
             continue
-        if (
+        scatter = (
             em.is_product(s.expr)
             and isinstance(t.expr, ScatterWindows)
             and t.expr.args[0] == s.target
             and reads.get(s.target) == 1
-            and k - 1 not in found
-        ):
-            found[k] = t.expr
+        )
+        maxima = (
+            isinstance(s.expr, WindowMax)
+            and isinstance(t.expr, FirstMax)
+            and t.expr.args == (s.expr.args[0], s.target)
+        )
+        if scatter or maxima:
+            found.add(k)
     return found
 
 
