@@ -331,7 +331,10 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
 
     # the work arrays, a layer a line
     work: list[tuple[str, str]] = []
+    code = body.lines + update.lines
     for name, shape in storage.arrays.items():
+        if joined and not _uses(name, code):  # a product a scatter multiplies
+            continue
         work.append((name, _empty(shape, offsets_outermost=name not in em.contracted)))
     for name, shape in scratch_shapes.items():
         work.append((name, _empty(shape)))
