@@ -508,9 +508,6 @@ def _loss_lines(
     body.add(f"{nm.LOSS} += 0.5 * {nm.L2} * float({squares})")
 
 
-# ------------------------------------------------------------------ the update
-
-
 def _joined_pairs(stmts: tuple, em: Emitter) -> set[int]:
     """The numba target's pairs of statements printed as one call (Emitter.joined):
     statement k and k + 1 are
@@ -545,6 +542,9 @@ def _joined_pairs(stmts: tuple, em: Emitter) -> set[int]:
         if scatter or maxima:
             found.add(k)
     return found
+
+
+# ------------------------------------------------------------------ the update
 
 
 def _update_lines(plan: Plan, em: Emitter, fuser: Fuser | None = None) -> Lines:
