@@ -387,6 +387,20 @@ IMAGE_SPECS = {
         "loss": CCE,
         "optimizer": {"name": "sgd", "learning_rate": 0.05},
     },
+    "long_sums": {  # ∂L/∂W sums over more (example, position) pairs than it has
+        # entries (one product per example, summed) with fewer positions than a
+        # window's entries: the products of 4 + 2, 2 + 1 and 2 + 2 examples at a time
+        # (first conv) and 3 + 3, 1 × 3 and 2 + 2 (second) in the work array there is
+        "input": [4, 7, 7],
+        "layers": [
+            {"type": CONV, "filters": 2, "kernel": 3, "activation": "tanh"},
+            {"type": CONV, "filters": 1, "kernel": 3, "activation": "relu"},
+            {"type": "flatten"},
+            {"units": 3, "activation": "softmax"},
+        ],
+        "loss": CCE,
+        "optimizer": {"name": "sgd", "learning_rate": 0.05},
+    },
     "residual_conv": {  # a conv that adds its input, a kernel of one column
         "input": [1, 5, 6],
         "layers": [
@@ -513,6 +527,23 @@ def test_image_gradients_match_torch_and_nan_propagates_as_in_numpy(
     for k in states[1]:
         assert np.isnan(states[1][k]).any(), k
         np.testing.assert_allclose(states[0][k], states[1][k], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", ["lenet_small", "overlapping", "generic_sizes"])
+def test_a_max_pool_runs_in_one_pass_each_way(image_module, name: str) -> None:
+    # forward, the window maxima and the first-maximum mask in one _window_max call;
+    # backward, the product with the mask in the scatter's call, its window-shaped
+    # array unwritten (2×2 stride 2, overlapping 3×3 stride 2, 2×3); that the
+    # numbers are PyTorch's, NaN's and ties too: the tests above and below
+    import inspect
+
+    step = inspect.getsource(image_module(name)._step)
+    assert re.search(r"_window_max\(_windows\(.*\), out=h2, first=mask2\)", step)
+    assert "_first_max(" not in step
+    calls = re.findall(r"_scatter_windows\((.*)\)", step)
+    assert any(c.startswith("g2[:, :, :, :, None, None], ") for c in calls), calls
+    assert any(c.endswith("by=mask2") for c in calls), calls
+    assert "mask2, out=" not in step  # no np.multiply(…, mask2, out=…)
 
 
 def test_image_max_pooling_ties_go_to_the_first_maximum(image_module) -> None:

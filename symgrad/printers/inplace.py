@@ -463,6 +463,35 @@ class Emitter(Printer):
         rest = ", ".join(str(int(v)) for v in e.args[1:])
         self._line(f"{helper}({x}, {rest}, out={dest})", dest)
 
+    def joined(self, first: sp.Expr, second: sp.Expr, dest: str, out: str) -> list[str]:
+        """One line for two statements (numpy_module._joined_pairs), first into dest
+        and second into out: a scatter of an elementwise product (an einsum that sums
+        nothing) as the numba module's _scatter_windows, which multiplies its two
+        window-shaped arguments (each broadcast) as it scatters, dest not written; a
+        window max and the mask of its first maximum as its _window_max, which writes
+        both."""
+        self.lines, self.owner = [], None
+        if isinstance(first, WindowMax):
+            self.printer.helpers.add("_window_max")
+            (win,) = self._atoms(first.args)
+            self._line(f"_window_max({win}, out={dest}, first={out})", out)
+            return self.lines
+        self.printer.helpers.add("_scatter_windows")
+        spread = _spread(first.args[0].name, self._atoms(first.args[1:]))
+        if spread is None:
+            raise ValueError(f"not an elementwise product: {first}")
+        rest = ", ".join(str(int(v)) for v in second.args[1:])
+        self._line(
+            f"_scatter_windows({spread[0]}, {rest}, out={out}, by={spread[1]})", out
+        )
+        return self.lines
+
+    @staticmethod
+    def is_product(e: sp.Expr) -> bool:
+        """Whether e is an einsum of two arrays that sums nothing (np.multiply)."""
+        names = [str(x) for x in e.args[1:]]
+        return isinstance(e, Einsum) and _spread(e.args[0].name, names) is not None
+
     def _print_Padded(self, e: Padded, dest: str) -> None:  # noqa: N802
         self._window_call("_pad", e, dest)
 

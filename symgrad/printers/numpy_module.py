@@ -36,6 +36,7 @@ from ..plan import (
     arr,
     resolve,
 )
+from ..sym.arrays import FirstMax, ScatterWindows, WindowMax
 from ..sym.code import DTYPE, NumPyCode, number_text
 from ..sym.functions import numeric
 from .blocks import INDENT, Lines, Walker, equation_comment, note_comment
@@ -257,7 +258,10 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
         if fused
         else None
     )
-    for s in stmts:
+    joined = _joined_pairs(stmts, em) if fused else set()
+    for k, s in enumerate(stmts):
+        if k - 1 in joined:
+            continue  # printed with the statement before it
         if fuser is not None and (s.target == LOSS or not isinstance(s, Assign)):
             body.add(*fuser.close())
         if s.target == LOSS:
@@ -284,6 +288,16 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
                 if s.target.name in (p.name, nm.grad(p.name))
             )
         layer_now[0], shape_now[0] = layer, shape
+        if k in joined and fuser is not None:  # one call: see _joined_pairs
+            t = stmts[k + 1]
+            second = home[t.target].name
+            em.forget(second)
+            body.add(*fuser.close())
+            body.comment(equation_comment(s))
+            body.comment(equation_comment(t))
+            pair = expr, t.expr.xreplace(step).xreplace(home)
+            body.add(*em.joined(*pair, dest.name, second))
+            continue
         if fuser is not None and isinstance(s, Assign):
             taken = fuser.take(dest.name, numeric(expr))
             if taken is not None:
@@ -317,7 +331,10 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
 
     # the work arrays, a layer a line
     work: list[tuple[str, str]] = []
+    code = body.lines + update.lines
     for name, shape in storage.arrays.items():
+        if joined and not _uses(name, code):  # a product a scatter multiplies
+            continue
         work.append((name, _empty(shape, offsets_outermost=name not in em.contracted)))
     for name, shape in scratch_shapes.items():
         work.append((name, _empty(shape)))
@@ -489,6 +506,42 @@ def _loss_lines(
         for t in sorted(totals, key=lambda t: (_layer(str(t)), str(t)))
     )
     body.add(f"{nm.LOSS} += 0.5 * {nm.L2} * float({squares})")
+
+
+def _joined_pairs(stmts: tuple, em: Emitter) -> set[int]:
+    """The numba target's pairs of statements printed as one call (Emitter.joined):
+    statement k and k + 1 are
+
+    - an elementwise product of two window-shaped arrays (an einsum that sums
+      nothing: the pooling gradient through the first-maximum mask), read by nothing
+      else, and its scatter back onto the image (ScatterWindows): one _scatter_windows
+      that multiplies as it scatters, one pass over the windows instead of two, the
+      product's array not written;
+    - the max of each window (WindowMax) and the mask of its first maximum
+      (FirstMax) of the same windows: one _window_max that writes both, one pass.
+    """
+    reads: dict[sp.Symbol, int] = {}
+    for s in stmts:
+        for x in s.expr.free_symbols:
+            reads[x] = reads.get(x, 0) + 1
+    found: set[int] = set()
+    for k, (s, t) in enumerate(zip(stmts[:-1], stmts[1:], strict=True)):
+        if not (isinstance(s, Assign) and isinstance(t, Assign)) or k - 1 in found:
+            continue
+        scatter = (
+            em.is_product(s.expr)
+            and isinstance(t.expr, ScatterWindows)
+            and t.expr.args[0] == s.target
+            and reads.get(s.target) == 1
+        )
+        maxima = (
+            isinstance(s.expr, WindowMax)
+            and isinstance(t.expr, FirstMax)
+            and t.expr.args == (s.expr.args[0], s.target)
+        )
+        if scatter or maxima:
+            found.add(k)
+    return found
 
 
 # ------------------------------------------------------------------ the update
