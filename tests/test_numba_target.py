@@ -580,6 +580,15 @@ def test_an_image_step_allocates_nothing_after_the_first(image_module, dtype) ->
     assert peak < allowance, f"a step allocated up to {peak} bytes"
 
 
+def _compiled_kernels(module) -> list[str]:
+    """The names of module's numba functions that have compiled (or loaded) code."""
+    return sorted(
+        name
+        for name, f in vars(module).items()
+        if hasattr(f, "stats") and getattr(f, "signatures", None)
+    )
+
+
 def test_the_window_kernels_load_from_the_cache_under_another_name(
     image_module,
 ) -> None:
@@ -587,17 +596,12 @@ def test_the_window_kernels_load_from_the_cache_under_another_name(
     # and a second process, under another module name, loads what this one compiled
     # (the module the other tests use) instead of compiling
     module = image_module("lenet_small")
-    kernels = [
-        "_scatter_kernel",
-        "_window_max_kernel",
-        "_first_max_kernel",
-        "_window_copy_kernel",
-    ]
     params = module.init_params(0)
     X = np.linspace(-1, 1, 4 * 189).reshape(4, 189)
     Y = np.eye(3)[[0, 1, 2, 0]]
     value = module.step(params, module.init_state(params), X, Y)
-    assert all(getattr(module, k).signatures for k in kernels)
+    kernels = _compiled_kernels(module)
+    assert {"_window_copy_kernel", "_scatter_kernel"} <= set(kernels)
     script = textwrap.dedent(f"""
         import importlib.util, sys
         import numpy as np
@@ -621,7 +625,7 @@ def test_the_window_kernels_load_from_the_cache_under_another_name(
     )
     assert done.returncode == 0, done.stderr
     other, hits, misses = done.stdout.split()
-    assert int(misses) == 0 and int(hits) >= 4  # each loaded from the cache
+    assert int(misses) == 0 and int(hits) >= len(kernels)  # each loaded from the cache
     assert float(other) == value
 
 
