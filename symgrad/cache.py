@@ -53,6 +53,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .files import read_bounded
 from .version import __version__
 
 MAX_ENTRY_BYTES = 8 * 2**20  # a derived rule pickles to a few kB; larger is not ours
@@ -202,8 +203,7 @@ def load(key: str) -> tuple[bool, Any]:
     try:
         if not (_private(directory()) and _private(path.parent) and _private(path)):
             return False, None
-        with path.open("rb") as file:
-            data = file.read(MAX_ENTRY_BYTES + 1)
+        data = read_bounded(path, MAX_ENTRY_BYTES)
     except Exception:  # noqa: BLE001 - missing, unreadable, no home: derive again
         return False, None
     return _checked(key, data)
@@ -239,8 +239,7 @@ def shipped_table() -> dict[str, bytes]:
     try:
         if not _as_trusted_as_code(SHIPPED):
             return {}
-        with SHIPPED.open("rb") as file:
-            data = file.read(MAX_SHIPPED_BYTES + 1)
+        data = read_bounded(SHIPPED, MAX_SHIPPED_BYTES)
         if len(data) > MAX_SHIPPED_BYTES:
             return {}
         table = pickle.loads(data)
