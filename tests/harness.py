@@ -382,3 +382,24 @@ def step_peak_bytes(
         tracemalloc.stop()
         np.setbufsize(size)
         module.CHECK_FINITE = True
+
+
+def assert_step_allocates_nothing(
+    module: ModuleType,
+    params,
+    X,
+    Y,
+    smallest: int,
+    bufsize: int | None = 1024,
+    check_finite: bool = False,
+) -> None:
+    """Three in-place steps after the first allocate no array of the batch's size:
+    their peak stays under three of NumPy's iterator buffers (one per operand of a
+    ufunc that buffers: a strided or broadcast a += b takes two or three) and 16 KiB of
+    Python objects (the views and tuples a step makes). smallest is the bytes of the
+    step's smallest array that grows with the batch; it must be larger than that
+    allowance, or the test could not tell."""
+    peak, buffer = step_peak_bytes(module, params, X, Y, bufsize, check_finite)
+    allowance = 3 * buffer * X.dtype.itemsize + 16 * 1024
+    assert allowance < smallest, "a batch too small for the test to tell"
+    assert peak < allowance, f"a step allocated up to {peak} bytes"

@@ -523,11 +523,8 @@ def test_step_allocates_nothing_after_the_first(generate, spec, dtype) -> None:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((m, *spec["input"])).astype(dtype)
     Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, m)]
-    peak, buffer = harness.step_peak_bytes(module, params, X, Y, bufsize=1024)
-    itemsize = np.dtype(dtype).itemsize
-    allowance = 2 * buffer * itemsize + 16 * 1024
-    assert allowance < m * 2 * 4 * 3 * itemsize
-    assert peak < allowance, f"a step allocated up to {peak} bytes"
+    smallest = m * 2 * 4 * 3 * np.dtype(dtype).itemsize
+    harness.assert_step_allocates_nothing(module, params, X, Y, smallest)
 
 
 def test_fit_trains_a_cnn(generate) -> None:
