@@ -78,13 +78,6 @@ def _modules_unformatted(request: pytest.FixtureRequest):
         yield
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _caches_emptied_after_each_file():
-    """After each test file, the caches that only grow emptied (harness.empty_caches)."""
-    yield
-    harness.empty_caches()
-
-
 @pytest.fixture(autouse=True)
 def _memory_kept_in_budget():
     """After a test, the caches emptied when this process has grown more than

@@ -96,16 +96,17 @@ def _dense(act) -> dict:
 
 def _specs() -> dict[str, dict]:
     specs = {**SPECS, "blocks": BLOCKS}
-    for act in HIDDEN:
-        name = act if isinstance(act, str) else act["name"]
-        specs[f"hidden_{name}"] = {
-            "name": f"hidden_{name}",
+    # every hidden activation in one of three networks, a layer each (a module is
+    # seconds of compiling and ~10 MB its process keeps: 3 modules, not 13)
+    for k in range(3):
+        acts = HIDDEN[k::3]
+        name = "hidden_" + "_".join(
+            a if isinstance(a, str) else a["name"] for a in acts
+        )
+        specs[name] = {
+            "name": name,
             "input": 4,
-            "layers": [
-                _dense(act),
-                _dense("tanh"),
-                {"units": 3, "activation": "softmax"},
-            ],
+            "layers": [*map(_dense, acts), {"units": 3, "activation": "softmax"}],
             "loss": CCE,
         }
     for units, act, loss in OUTPUTS:
@@ -165,7 +166,10 @@ def generate_numba(spec: dict, workdir: Path):
     )
 
 
-@pytest.fixture(scope="module")
+# the fixtures' modules live for the session, not the file: xdist can run another
+# file's tests between this file's on the worker, and a module-scoped fixture would then
+# be made again, each of its modules written anew and its kernels compiled again
+@pytest.fixture(scope="session")
 def numba_module(tmp_path_factory):
     cache: dict[str, object] = {}
     workdir = tmp_path_factory.mktemp("numba")
@@ -283,13 +287,15 @@ def test_float32_steps_match_torch(numba_module) -> None:
             assert harness.rel_err(params[k], ref[k]) <= 1e-5, k
 
 
-def test_the_kernels_load_from_the_cache_under_another_name(tmp_path) -> None:
+def test_the_kernels_load_from_the_cache_under_another_name(numba_module) -> None:
     # numba keys its cache by file; the module is imported under a name of the
-    # user's choosing, which may differ from the one the cache was written under
-    import symgrad
-
-    spec = harness.write_spec(BLOCKS, tmp_path)
-    path = Path(symgrad.generate(spec, tmp_path / "out", target="numba"))
+    # user's choosing, which may differ from the one the cache was written under (here
+    # the fixture's module, compiled in this process, loaded by two others)
+    module = numba_module("blocks")
+    params = module.init_params(0)
+    X, Y = np.ones((4, 6)), np.eye(3)[[0, 1, 2, 0]]
+    value = module.step(params, module.init_state(params), X, Y)
+    path = Path(module.__file__)
     script = textwrap.dedent("""
         import importlib.util, sys
         import numpy as np
@@ -312,7 +318,7 @@ def test_the_kernels_load_from_the_cache_under_another_name(tmp_path) -> None:
         assert done.returncode == 0, done.stderr
         values.append(float(done.stdout))
     assert list((path.parent / "__pycache__").glob("*.nbi"))  # the cache's index
-    assert values[0] == values[1]
+    assert values == [value, value]
 
 
 def test_the_docstring_command_writes_the_numba_module_again(tmp_path, monkeypatch):
@@ -420,7 +426,7 @@ IMAGE_SPECS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def image_module(tmp_path_factory):
     cache: dict[str, object] = {}
     workdir = tmp_path_factory.mktemp("numba_images")
@@ -634,10 +640,25 @@ UPDATE_CASES = [
 ]
 
 
+@pytest.fixture(scope="session")
+def update_module(tmp_path_factory):
+    """build(opt, schedule, clip) -> (spec, module) of tests/test_training.py's network,
+    one module per spec for the session (the float64 and float32 tests share it)."""
+    cache: dict[tuple, tuple] = {}
+    workdir = tmp_path_factory.mktemp("numba_updates")
+
+    def build(opt: str, schedule: str, clip: bool):
+        if (opt, schedule, clip) not in cache:
+            spec = tt.spec_of(opt, schedule, False, clip)
+            cache[opt, schedule, clip] = spec, generate_numba(spec, workdir)
+        return cache[opt, schedule, clip]
+
+    return build
+
+
 @pytest.mark.parametrize(("opt", "schedule", "clip"), UPDATE_CASES)
-def test_the_update_kernels_follow_torch_optim(tmp_path, opt, schedule, clip) -> None:
-    spec = tt.spec_of(opt, schedule, False, clip)
-    module = generate_numba(spec, tmp_path)
+def test_the_update_kernels_follow_torch_optim(update_module, opt, schedule, clip):
+    spec, module = update_module(opt, schedule, clip)
     step = Path(module.__file__).read_text().split("def _step(")[1]
     assert "for k in PARAM_NAMES:" not in step  # the update is the kernels'
     X, Y = tt.data()
@@ -654,11 +675,10 @@ def test_the_update_kernels_follow_torch_optim(tmp_path, opt, schedule, clip) ->
 
 
 @pytest.mark.parametrize("opt", tt.OPTIMIZERS)
-def test_float32_update_kernels_follow_torch_optim(tmp_path, opt) -> None:
+def test_float32_update_kernels_follow_torch_optim(update_module, opt) -> None:
     # float32 throughout, the kernels' numbers and scalars of the arrays' dtype:
     # within float32 rounding of torch's float64 loop (both modules measured 2-8e-7)
-    spec = tt.spec_of(opt, "none", False, False)
-    module = generate_numba(spec, tmp_path)
+    spec, module = update_module(opt, "none", False)
     X, Y = tt.data()
     initial = tt.start(module)
     want, _, _ = tt.torch_trajectory(spec, initial, X, Y)
