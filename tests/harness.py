@@ -84,7 +84,7 @@ def generate_module(spec: Mapping[str, Any], workdir: os.PathLike | str) -> Modu
 # How far a test process's resident memory may grow past what it held after the caches
 # were last emptied before they are emptied again; the suite's measured peak is in
 # docs/development.md ("The suite's memory").
-MEMORY_GROWTH_MIB = 128
+MEMORY_GROWTH_MIB = 256
 _floor = {"mib": 0}  # resident memory after the last emptying (0: not measured yet)
 
 
