@@ -46,7 +46,7 @@ import sympy as sp
 from . import cache
 from .errors import DerivationError
 from .norms import NormDef
-from .stability import mp_lambdify
+from .stability import mp_lambdify, numpy_sigmoid
 from .sym import parse, special
 from .sym.arrays import ColSum, GroupMax, GroupMean, GroupReduction, GroupSum
 from .sym.cost import cost as shared_cost
@@ -844,11 +844,6 @@ class Reference:
         return np.array(ys), np.array(ds)
 
 
-def _np_sigmoid(u: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):  # e^{-u} overflows to inf: σ is exactly 0
-        return 1 / (1 + np.exp(-u))
-
-
 def _np_helper(name: str) -> object:
     """The module's own special function `name` (sym/special.py), as it will run."""
 
@@ -859,7 +854,7 @@ def _np_helper(name: str) -> object:
 
 
 NP_FUNCTIONS = {
-    "sigmoid": _np_sigmoid,
+    "sigmoid": numpy_sigmoid,
     "erf": _np_helper("_erf"),
     "erfc": _np_helper("_erfc"),
 }

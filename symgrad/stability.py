@@ -46,8 +46,10 @@ def dtypes() -> tuple[type, ...]:
     return tuple(getattr(np, name) for name in TOL)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # the generated module's _sigmoid: 1 / (1 + e^-x); overflow of e^-x gives exactly 0
+def numpy_sigmoid(x: np.ndarray) -> np.ndarray:
+    """The generated module's _sigmoid, 1 / (1 + e^-x), where the derivation checks
+    printed forms in NumPy (here and norm_rules.py); e^-x overflowing gives exactly 0.
+    """
     with np.errstate(over="ignore"):
         return 1 / (1 + np.exp(-x))
 
@@ -56,7 +58,8 @@ def _namespace(dtype: type) -> dict[str, object]:
     """What printed code calls: NumPy, the scalar type, _sigmoid, and the special
     functions (_erf, _erfc, _log_erfc, ...) of the module itself, run from its source
     (sym/special.py), so a form is checked with the code that will compute it."""
-    return {"np": np, "_sigmoid": _sigmoid, **special.numpy_helpers(), DTYPE: dtype}
+    helpers = special.numpy_helpers()
+    return {"np": np, "_sigmoid": numpy_sigmoid, **helpers, DTYPE: dtype}
 
 
 def printed(expr: sp.Expr, env: Mapping[sp.Symbol, np.ndarray], dtype: type) -> object:
