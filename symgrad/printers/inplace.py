@@ -60,6 +60,9 @@ COMPARE = {
     "==": "equal",
     "!=": "not_equal",
 }
+# the window (kh, kw, sh, sw) of the numba module's direct convolution kernels
+# (templates/windows_numba.py.jinja: _direct_conv, _conv_scatter)
+DIRECT_CONV = (3, 3, 1, 1)
 AUGMENTED = {"add": "+=", "subtract": "-=", "multiply": "*=", "divide": "/="}
 INVERSE = {"add": "subtract", "multiply": "divide"}
 
@@ -468,23 +471,53 @@ class Emitter(Printer):
         and second into out: a scatter of an elementwise product (an einsum that sums
         nothing) as the numba module's _scatter_windows, which multiplies its two
         window-shaped arguments (each broadcast) as it scatters, dest not written; a
-        window max and the mask of its first maximum as its _window_max, which writes
-        both."""
+        convolution's input gradient at each window entry and its scatter as its
+        _conv_scatter, one transposed convolution, dest not written; a window max
+        and the mask of its first maximum as its _window_max, which writes both."""
         self.lines, self.owner = [], None
         if isinstance(first, WindowMax):
             self.printer.helpers.add("_window_max")
             (win,) = self._atoms(first.args)
             self._line(f"_window_max({win}, out={dest}, first={out})", out)
             return self.lines
+        rest = ", ".join(str(int(v)) for v in second.args[1:])
+        if not self.is_product(first):  # a transposed convolution and its scatter
+            self.printer.helpers.add("_conv_scatter")
+            a, b = self._atoms(first.args[1:])
+            subscripts = first.args[0].name
+            self._line(
+                f'_conv_scatter("{subscripts}", {a}, {b}, {rest}, out={out})', out
+            )
+            return self.lines
         self.printer.helpers.add("_scatter_windows")
         spread = _spread(first.args[0].name, self._atoms(first.args[1:]))
         if spread is None:
             raise ValueError(f"not an elementwise product: {first}")
-        rest = ", ".join(str(int(v)) for v in second.args[1:])
         self._line(
             f"_scatter_windows({spread[0]}, {rest}, out={out}, by={spread[1]})", out
         )
         return self.lines
+
+    @staticmethod
+    def is_transposed_conv(e: sp.Expr, scatter: sp.Expr) -> bool:
+        """Whether e, scattered onto the image by scatter (ScatterWindows), is the
+        input gradient of a convolution whose window the numba module's direct
+        kernels take (DIRECT_CONV): an einsum of two arrays, (n, f, i, j) and (f, c,
+        p, q) in any order of their letters, summing f alone into windows (n, c, i,
+        j, p, q)."""
+        if not isinstance(e, Einsum) or len(e.args) != 3:
+            return False
+        if tuple(int(v) for v in scatter.args[3:]) != DIRECT_CONV:
+            return False
+        ins, res = e.args[0].name.split("->")
+        la, lb = ins.split(",")
+        summed = [c for c in la if c in lb]
+        if len(res) != 6 or len(set(res)) != 6 or len(summed) != 1:
+            return False
+        n, c, i, j, p, q = res
+        f = summed[0]
+        operands = {frozenset(la), frozenset(lb)}
+        return operands == {frozenset((n, f, i, j)), frozenset((f, c, p, q))}
 
     @staticmethod
     def is_product(e: sp.Expr) -> bool:

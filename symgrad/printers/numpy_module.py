@@ -517,6 +517,12 @@ def _joined_pairs(stmts: tuple, em: Emitter) -> set[int]:
       else, and its scatter back onto the image (ScatterWindows): one _scatter_windows
       that multiplies as it scatters, one pass over the windows instead of two, the
       product's array not written;
+    - the input gradient of a convolution at each window entry (an einsum of the
+      gradient and the weights summing the filters), read by nothing else, and its
+      scatter, for the window the numba module's direct kernels take (3×3, stride
+      1): one _conv_scatter, a transposed convolution computed from the gradient,
+      the window-shaped array neither written nor made (nor the contraction's work
+      arrays);
     - the max of each window (WindowMax) and the mask of its first maximum
       (FirstMax) of the same windows: one _window_max that writes both, one pass.
     """
@@ -534,12 +540,20 @@ def _joined_pairs(stmts: tuple, em: Emitter) -> set[int]:
             and t.expr.args[0] == s.target
             and reads.get(s.target) == 1
         )
+        # the input gradient of a 3×3 stride-1 convolution at each window entry and
+        # its scatter: one transposed convolution
+        conv = (
+            isinstance(t.expr, ScatterWindows)
+            and t.expr.args[0] == s.target
+            and reads.get(s.target) == 1
+            and em.is_transposed_conv(s.expr, t.expr)
+        )
         maxima = (
             isinstance(s.expr, WindowMax)
             and isinstance(t.expr, FirstMax)
             and t.expr.args == (s.expr.args[0], s.target)
         )
-        if scatter or maxima:
+        if scatter or conv or maxima:
             found.add(k)
     return found
 

@@ -1,0 +1,214 @@
+"""The numba module's direct convolution kernels against PyTorch.
+
+For a 3×3 convolution at stride 1 the numba module computes the forward pass, ∂L/∂W
+and the input gradient (the window-entry gradient and its col2im scatter, printed as
+one `_conv_scatter` call) from the image in one kernel pass each, without im2col
+(templates/windows_numba.py.jinja); other windows go through im2col and BLAS as
+before. Checked here against torch autograd (`F.conv2d`, tests/test_conv.py's
+network) and torch.optim, float64 to 1e-9 and float32 to 2e-5: multi-channel input,
+odd filter and channel counts (the kernels' pairs), no padding, a stride-2 and a 5×5
+convolution beside the direct ones; the transposed convolution alone against
+`F.conv_transpose2d`; which path each convolution takes; NaN and inf as in the NumPy
+module; no allocation after the first step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import harness
+import numpy as np
+import pytest
+import torch
+from test_numba_target import generate_numba
+
+pytest.importorskip("numba")
+pytestmark = pytest.mark.xdist_group("numba_target")
+
+CONV, CCE = "conv2d", "categorical_crossentropy"
+SPECS = {
+    "direct": {  # every convolution 3×3 stride 1: forward, ∂L/∂W, input gradient
+        "input": [3, 8, 7],
+        "layers": [
+            {"type": CONV, "filters": 5, "kernel": 3, "padding": 1, "activation": "relu"},
+            {"type": CONV, "filters": 3, "kernel": 3, "activation": "tanh"},
+            {"type": "maxpool2d", "size": 2},
+            {"type": CONV, "filters": 4, "kernel": 3, "padding": 1, "activation": "relu"},
+            {"type": "flatten"},
+            {"units": 3, "activation": "softmax"},
+        ],
+        "loss": CCE,
+        "optimizer": {"name": "momentum", "learning_rate": 0.01, "momentum": 0.8},
+    },
+    "mixed": {  # a 5×5 and a stride-2 convolution (im2col) around a direct one
+        "input": [2, 11, 9],
+        "layers": [
+            {"type": CONV, "filters": 3, "kernel": 5, "padding": 2, "activation": "relu"},
+            {"type": CONV, "filters": 4, "kernel": 3, "padding": 1, "activation": "tanh"},
+            {"type": CONV, "filters": 2, "kernel": 3, "stride": 2, "activation": "relu"},
+            {"type": "flatten"},
+            {"units": 3, "activation": "softmax"},
+        ],
+        "loss": CCE,
+        "optimizer": {"name": "sgd", "learning_rate": 0.05},
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def module(tmp_path_factory):
+    cache: dict[str, object] = {}
+    workdir = tmp_path_factory.mktemp("numba_conv")
+
+    def build(name: str):
+        if name not in cache:
+            cache[name] = generate_numba({"name": name, **SPECS[name]}, workdir)
+        return cache[name]
+
+    return build
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [("direct", np.float64), ("mixed", np.float64), ("direct", np.float32)],
+)
+def test_steps_match_torch(module, name: str, dtype) -> None:
+    from test_conv import problem as conv_problem
+    from test_conv import torch_loss
+
+    spec = {"name": name, **SPECS[name]}
+    mod = module(name)
+    p64, _, _ = conv_problem(mod, spec)
+    params = {k: v.astype(dtype) for k, v in p64.items()}
+    tensors = {
+        k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+        for k, v in params.items()
+    }
+    opt = spec["optimizer"]
+    optimizer = torch.optim.SGD(
+        list(tensors.values()), lr=opt["learning_rate"], momentum=opt.get("momentum", 0)
+    )
+    state = mod.init_state(params)
+    rng = np.random.default_rng(7)
+    tol = 1e-9 if dtype == np.float64 else 2e-5
+    for m in (5, 2, 5, 3):
+        X = rng.standard_normal((m, *spec["input"]))
+        Y = np.eye(3)[rng.integers(0, 3, m)]
+        value = mod.step(params, state, X.astype(dtype), Y.astype(dtype))
+        optimizer.zero_grad()
+        loss = torch_loss(spec, tensors, X, Y)
+        loss.backward()
+        optimizer.step()
+        assert harness.rel_err(value, float(loss.detach())) <= tol, (m, value)
+        for k in mod.PARAM_NAMES:
+            assert params[k].dtype == dtype
+            assert harness.rel_err(params[k], tensors[k].detach().numpy()) <= tol, k
+
+
+def _compiled(mod) -> set[str]:
+    """The numba functions of mod compiled (or loaded) for float64 arrays."""
+    return {
+        name
+        for name, f in vars(mod).items()
+        if hasattr(f, "stats")
+        and any("float64" in str(sig) for sig in getattr(f, "signatures", ()))
+    }
+
+
+def test_each_convolution_takes_its_path(module) -> None:
+    # float64 steps; direct: the three 3×3 stride-1 convolutions compute from the image, their input
+    # gradients as one _conv_scatter call each (the second and third; the first has
+    # none), no window copied; mixed: the 5×5 and stride-2 ones copy their windows
+    # and scatter them back, the 3×3 between them is direct
+    direct, mixed = module("direct"), module("mixed")
+    for mod, name in ((direct, "direct"), (mixed, "mixed")):
+        spec = SPECS[name]
+        params = mod.init_params(0)
+        X = np.linspace(-1, 1, 4 * int(np.prod(spec["input"]))).reshape(4, -1)
+        mod.step(params, mod.init_state(params), X, np.eye(3)[[0, 1, 2, 0]])
+    step = inspect.getsource(direct._step)
+    assert step.count("_conv_scatter(") == 2
+    scatters = re.findall(r"_scatter_windows\((.*)\)", step)
+    assert [c for c in scatters if "by=" not in c] == []  # the pooling's alone
+    assert {
+        "_conv_kernel",
+        "_conv_weights_kernel",
+        "_conv_scatter_kernel",
+    } <= _compiled(direct)
+    assert "_window_copy_kernel" not in _compiled(direct)
+    step = inspect.getsource(mixed._step)
+    assert step.count("_conv_scatter(") == 1
+    assert {"_conv_kernel", "_window_copy_kernel", "_scatter_kernel"} <= _compiled(
+        mixed
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_transposed_convolution_is_torchs(module, dtype) -> None:
+    # _conv_scatter alone, the letters in other orders, odd and even counts
+    mod = module("direct")
+    rng = np.random.default_rng(3)
+    for m, f, c, ho, wo in ((2, 3, 5, 4, 6), (3, 4, 2, 7, 3), (1, 1, 1, 1, 1)):
+        d = rng.standard_normal((m, f, ho, wo))
+        w = rng.standard_normal((f, c, 3, 3))
+        ref = torch.nn.functional.conv_transpose2d(torch.tensor(d), torch.tensor(w))
+        h, wd = ho + 2, wo + 2
+        out = mod._conv_scatter(
+            "nfij,fcpq->ncijpq", d.astype(dtype), w.astype(dtype), h, wd, 3, 3, 1, 1
+        )
+        tol = 1e-12 if dtype == np.float64 else 2e-6
+        assert harness.rel_err(out, ref.numpy()) <= tol
+        swapped = mod._conv_scatter(
+            "cfqp,ijfn->ncijpq",
+            w.transpose(1, 0, 3, 2).astype(dtype),
+            d.transpose(2, 3, 1, 0).astype(dtype),
+            h,
+            wd,
+            3,
+            3,
+            1,
+            1,
+        )
+        np.testing.assert_array_equal(swapped, out)
+
+
+def test_nan_and_inf_propagate_as_in_numpy(module, generate, monkeypatch) -> None:
+    from test_conv import problem as conv_problem
+
+    spec = {"name": "direct", **SPECS["direct"]}
+    fused, plain = module("direct"), generate(spec)
+    params, X, Y = conv_problem(fused, spec, m=4)
+    X[0, 0, 2, 3] = np.nan
+    X[1, 1, 4, 4] = np.inf
+    X[2, 2, 0, 0] = -np.inf
+    monkeypatch.setattr(fused, "CHECK_FINITE", False)
+    monkeypatch.setattr(plain, "CHECK_FINITE", False)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out_fused, out_plain = fused.forward(params, X), plain.forward(params, X)
+    np.testing.assert_array_equal(np.isnan(out_fused), np.isnan(out_plain))
+    assert np.isnan(out_fused).any()
+    np.testing.assert_allclose(out_fused, out_plain, rtol=1e-12, atol=0)
+    grads = []
+    for mod in (fused, plain):
+        p = {k: v.copy() for k, v in params.items()}
+        state = mod.init_state(p)
+        with np.errstate(invalid="ignore", over="ignore"):
+            mod.step(p, state, X, Y)
+        grads.append(state["grads"])
+    for k in grads[1]:
+        assert np.isnan(grads[1][k]).any(), k
+        np.testing.assert_allclose(grads[0][k], grads[1][k], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_step_allocates_nothing_after_the_first(module, dtype) -> None:
+    spec = SPECS["direct"]
+    mod = module("direct")
+    params = mod.init_params(0, dtype=dtype)
+    rng = np.random.default_rng(0)
+    m = 512  # the smallest image array (m, 4, 3, 2) is larger than the allowance
+    X = rng.standard_normal((m, *spec["input"])).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, m)]
+    smallest = m * 4 * 3 * 2 * np.dtype(dtype).itemsize
+    harness.assert_step_allocates_nothing(mod, params, X, Y, smallest)
