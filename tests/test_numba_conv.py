@@ -56,7 +56,7 @@ SPECS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # see test_numba_target.py's numba_module
 def module(tmp_path_factory):
     cache: dict[str, object] = {}
     workdir = tmp_path_factory.mktemp("numba_conv")
@@ -107,9 +107,10 @@ def test_steps_match_torch(module, name: str, dtype) -> None:
 
 
 def _compiled(mod) -> set[str]:
-    """The numba functions of mod compiled (or loaded) for float64 arrays."""
+    """The numba functions of mod compiled (or loaded) for float64 arrays, a window
+    kernel of one size (_scatter_kernel_3x3_1x1, _scatter_kernel_any) by its name."""
     return {
-        name
+        re.sub(r"_(any|\d+x\d+_\d+x\d+)$", "", name)
         for name, f in vars(mod).items()
         if hasattr(f, "stats")
         and any("float64" in str(sig) for sig in getattr(f, "signatures", ()))
@@ -117,10 +118,10 @@ def _compiled(mod) -> set[str]:
 
 
 def test_each_convolution_takes_its_path(module) -> None:
-    # float64 steps; direct: the three 3×3 stride-1 convolutions compute from the image, their input
-    # gradients as one _conv_scatter call each (the second and third; the first has
-    # none), no window copied; mixed: the 5×5 and stride-2 ones copy their windows
-    # and scatter them back, the 3×3 between them is direct
+    # float64 steps; direct: the three 3×3 stride-1 convolutions compute from the
+    # image, their input gradients as one _conv_scatter call each (the second and
+    # third; the first has none), no window copied; mixed: the 5×5 and stride-2 ones
+    # copy their windows and scatter them back, the 3×3 between them is direct
     direct, mixed = module("direct"), module("mixed")
     for mod, name in ((direct, "direct"), (mixed, "mixed")):
         spec = SPECS[name]
@@ -212,3 +213,28 @@ def test_a_step_allocates_nothing_after_the_first(module, dtype) -> None:
     Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, m)]
     smallest = m * 4 * 3 * 2 * np.dtype(dtype).itemsize
     harness.assert_step_allocates_nothing(mod, params, X, Y, smallest)
+
+
+def test_the_module_keeps_no_arrays_of_its_own(module) -> None:
+    # every array a step writes is its state's (work arrays, per params and batch
+    # size): none in the module, where two states stepping in two threads would
+    # share it (the kernels' scratch was once a module-level cache)
+    mod = module("direct")
+    rng = np.random.default_rng(0)
+    for dtype in (np.float64, np.float32):
+        params = mod.init_params(0, dtype=dtype)
+        X = rng.standard_normal((4, 3 * 8 * 7)).astype(dtype)
+        Y = np.eye(3, dtype=dtype)[[0, 1, 2, 0]]
+        mod.step(params, mod.init_state(params), X, Y)
+
+    def arrays(x, depth=0) -> bool:
+        if isinstance(x, np.ndarray):
+            return True
+        if depth < 3 and isinstance(x, dict):
+            return any(arrays(v, depth + 1) for v in (*x.keys(), *x.values()))
+        if depth < 3 and isinstance(x, (list, tuple, set)):
+            return any(arrays(v, depth + 1) for v in x)
+        return False
+
+    held = [k for k, v in vars(mod).items() if not k.startswith("__") and arrays(v)]
+    assert held == []

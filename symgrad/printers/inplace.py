@@ -486,7 +486,8 @@ class Emitter(Printer):
             a, b = self._atoms(first.args[1:])
             subscripts = first.args[0].name
             self._line(
-                f'_conv_scatter("{subscripts}", {a}, {b}, {rest}, out={out})', out
+                f'_conv_scatter("{subscripts}", {a}, {b}, {rest}, out={out}, work=work)',
+                out,
             )
             return self.lines
         self.printer.helpers.add("_scatter_windows")
