@@ -167,7 +167,7 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once: xdist interleaves files
 def loaded() -> dict[str, list[str]]:
     """What importing each module loads, in a fresh interpreter (symgrad's modules are
     dropped from sys.modules before each, and the package's facade is not run)."""

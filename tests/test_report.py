@@ -131,12 +131,12 @@ def derivation(
     return symgrad.derive(str(path))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once: xdist interleaves files
 def xor(tmp_path_factory) -> symgrad.Derivation:
     return derivation(tmp_path_factory.mktemp("xor"), XOR)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once: xdist interleaves files
 def iris(tmp_path_factory) -> symgrad.Derivation:
     return derivation(tmp_path_factory.mktemp("iris"), IRIS)
 
@@ -368,7 +368,7 @@ def test_naming_agrees_with_the_generated_code(xor) -> None:
 # ------------------------------------------------------------------ math and prose apart
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once: xdist interleaves files
 def reports(tmp_path_factory) -> dict[str, tuple[str, dict[str, str]]]:
     """Each spec of SPECS: its input text (file and name) and its report in every format."""
     out = {}

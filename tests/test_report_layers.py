@@ -137,7 +137,7 @@ def derivation(
     return symgrad.derive(str(path))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once: xdist interleaves files
 def derived(tmp_path_factory) -> dict[str, symgrad.Derivation]:
     return {
         name: derivation(tmp_path_factory.mktemp("spec"), spec, name)
@@ -145,7 +145,7 @@ def derived(tmp_path_factory) -> dict[str, symgrad.Derivation]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once: xdist interleaves files
 def reports(derived) -> dict[str, dict[str, str]]:
     out = {}
     for name, d in derived.items():
