@@ -74,16 +74,18 @@ DECORATOR = "@_kernel"
 TRANSCENDENTAL = frozenset(
     (sp.exp, sp.log, sp.tanh, sp.sinh, sp.cosh, sp.sin, sp.cos, sp.atan)
 )
-HELPER = '''def _kernel(f):
+HELPER = '''# numba's options for every kernel and inlined function of the module: fastmath
+# allows reassociation (vectorized sums), contraction and reciprocals, not the
+# no-NaN/no-inf assumptions: NaN and inf propagate as in NumPy
+_NUMBA_OPTIONS = {"error_model": "numpy", "fastmath": {"reassoc", "contract", "arcp"}}
+
+
+def _kernel(f):
     """f compiled by numba, cached in __pycache__ (the first call of a dtype compiles).
     numba keys its cache by file and rebuilds a kernel's globals from f.__module__: a
-    fixed name, so that the module loads its cache under whatever name it is imported.
-    fastmath allows reassociation (vectorized sums), contraction and reciprocals, not
-    the no-NaN/no-inf assumptions: NaN and inf propagate as in NumPy."""
+    fixed name, so that the module loads its cache under whatever name it is imported."""
     f.__module__ = "numba"
-    return numba.njit(
-        cache=True, error_model="numpy", fastmath={"reassoc", "contract", "arcp"}
-    )(f)'''
+    return numba.njit(cache=True, **_NUMBA_OPTIONS)(f)'''
 RELATIONS = frozenset(("<", "<=", ">", ">=", "==", "!="))  # printed as SymPy names them
 ATOM, POW, MUL, ADD, REL, COND = range(6)  # precedence, tightest first
 ROW = {RowSum: "sum", RowMean: "mean", RowMax: "max"}
