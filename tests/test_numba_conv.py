@@ -21,7 +21,11 @@ import harness
 import numpy as np
 import pytest
 import torch
-from test_numba_target import generate_numba
+from test_numba_target import (
+    assert_non_finite_as_in_numpy,
+    assert_steps_match_torch,
+    generate_numba,
+)
 
 pytest.importorskip("numba")
 pytestmark = pytest.mark.xdist_group("numba_target")
@@ -74,36 +78,8 @@ def module(tmp_path_factory):
     [("direct", np.float64), ("mixed", np.float64), ("direct", np.float32)],
 )
 def test_steps_match_torch(module, name: str, dtype) -> None:
-    from test_conv import problem as conv_problem
-    from test_conv import torch_loss
-
     spec = {"name": name, **SPECS[name]}
-    mod = module(name)
-    p64, _, _ = conv_problem(mod, spec)
-    params = {k: v.astype(dtype) for k, v in p64.items()}
-    tensors = {
-        k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
-        for k, v in params.items()
-    }
-    opt = spec["optimizer"]
-    optimizer = torch.optim.SGD(
-        list(tensors.values()), lr=opt["learning_rate"], momentum=opt.get("momentum", 0)
-    )
-    state = mod.init_state(params)
-    rng = np.random.default_rng(7)
-    tol = 1e-9 if dtype == np.float64 else 2e-5
-    for m in (5, 2, 5, 3):
-        X = rng.standard_normal((m, *spec["input"]))
-        Y = np.eye(3)[rng.integers(0, 3, m)]
-        value = mod.step(params, state, X.astype(dtype), Y.astype(dtype))
-        optimizer.zero_grad()
-        loss = torch_loss(spec, tensors, X, Y)
-        loss.backward()
-        optimizer.step()
-        assert harness.rel_err(value, float(loss.detach())) <= tol, (m, value)
-        for k in mod.PARAM_NAMES:
-            assert params[k].dtype == dtype
-            assert harness.rel_err(params[k], tensors[k].detach().numpy()) <= tol, k
+    assert_steps_match_torch(module(name), spec, dtype, (5, 2, 5, 3), seed=7)
 
 
 def _compiled(mod) -> set[str]:
@@ -183,23 +159,7 @@ def test_nan_and_inf_propagate_as_in_numpy(module, generate, monkeypatch) -> Non
     X[0, 0, 2, 3] = np.nan
     X[1, 1, 4, 4] = np.inf
     X[2, 2, 0, 0] = -np.inf
-    monkeypatch.setattr(fused, "CHECK_FINITE", False)
-    monkeypatch.setattr(plain, "CHECK_FINITE", False)
-    with np.errstate(invalid="ignore", over="ignore"):
-        out_fused, out_plain = fused.forward(params, X), plain.forward(params, X)
-    np.testing.assert_array_equal(np.isnan(out_fused), np.isnan(out_plain))
-    assert np.isnan(out_fused).any()
-    np.testing.assert_allclose(out_fused, out_plain, rtol=1e-12, atol=0)
-    grads = []
-    for mod in (fused, plain):
-        p = {k: v.copy() for k, v in params.items()}
-        state = mod.init_state(p)
-        with np.errstate(invalid="ignore", over="ignore"):
-            mod.step(p, state, X, Y)
-        grads.append(state["grads"])
-    for k in grads[1]:
-        assert np.isnan(grads[1][k]).any(), k
-        np.testing.assert_allclose(grads[0][k], grads[1][k], rtol=1e-12, atol=0)
+    assert_non_finite_as_in_numpy(fused, plain, params, X, Y, monkeypatch)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -456,11 +456,21 @@ IMAGE_CASES = [(name, np.float64) for name in IMAGE_SPECS] + [
 
 @pytest.mark.parametrize(("name", "dtype"), IMAGE_CASES)
 def test_image_steps_match_torch(image_module, name: str, dtype) -> None:
+    spec = {"name": name, **IMAGE_SPECS[name]}
+    module = image_module(name)
+    if spec["optimizer"]["name"] == "adam":  # 4-d kernels: the update walks .flat
+        step = Path(module.__file__).read_text().split("def _step(")[1]
+        assert re.search(r'_k\d+\(\s*params\["W1"\]', step)
+    assert_steps_match_torch(module, spec, dtype, (6, 3, 6, 4), seed=5)
+
+
+def assert_steps_match_torch(module, spec: dict, dtype, batches, seed: int) -> None:
+    """A step of a CNN's numba module on each batch size in turn (random batches),
+    against the network in torch.nn.functional (test_conv.torch_loss) and
+    torch.optim, in float64: the loss and every parameter after each step."""
     from test_conv import problem as conv_problem
     from test_conv import torch_loss
 
-    spec = {"name": name, **IMAGE_SPECS[name]}
-    module = image_module(name)
     p64, _, _ = conv_problem(module, spec)
     params = {k: v.astype(dtype) for k, v in p64.items()}
     tensors = {
@@ -468,14 +478,11 @@ def test_image_steps_match_torch(image_module, name: str, dtype) -> None:
         for k, v in params.items()
     }
     optimizer = _torch_optimizer(spec, list(tensors.values()))
-    if spec["optimizer"]["name"] == "adam":  # 4-d kernels: the update walks .flat
-        step = Path(module.__file__).read_text().split("def _step(")[1]
-        assert re.search(r'_k\d+\(\s*params\["W1"\]', step)
     state = module.init_state(params)
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     tol = RTOL if dtype == np.float64 else 2e-5
     n_out = spec["layers"][-1]["units"]
-    for m in (6, 3, 6, 4):
+    for m in batches:
         X = rng.standard_normal((m, *spec["input"]))
         if spec["loss"] == CCE:
             Y = np.eye(n_out)[rng.integers(0, n_out, m)]
@@ -490,7 +497,7 @@ def test_image_steps_match_torch(image_module, name: str, dtype) -> None:
         for k in module.PARAM_NAMES:  # (batchnorm's running statistics: torch's not)
             assert params[k].dtype == dtype
             assert harness.rel_err(params[k], tensors[k].detach().numpy()) <= tol, k
-    assert state["t"] == 4
+    assert state["t"] == len(batches)
 
 
 def test_image_gradients_match_torch_and_nan_propagates_as_in_numpy(
@@ -513,24 +520,30 @@ def test_image_gradients_match_torch_and_nan_propagates_as_in_numpy(
     X[0, 0, 2, 3] = np.nan
     X[1, 1, 4, 4] = np.inf
     X[2, 0, 5, 5] = -np.inf
+    assert_non_finite_as_in_numpy(fused, plain, params, X, Y, monkeypatch)
+
+
+def assert_non_finite_as_in_numpy(fused, plain, params, X, Y, monkeypatch) -> None:
+    """The numba module fused and the NumPy module plain of one spec, on X holding
+    NaN and inf: the same forward outputs and, after a step, the same gradients, NaN
+    where the NumPy module's are (CHECK_FINITE off in both)."""
     monkeypatch.setattr(fused, "CHECK_FINITE", False)
     monkeypatch.setattr(plain, "CHECK_FINITE", False)
-    with np.errstate(invalid="ignore"):  # 0 · inf in ReLU's product, in both
+    with np.errstate(invalid="ignore", over="ignore"):  # 0 · inf in ReLU's product
         out_fused, out_plain = fused.forward(params, X), plain.forward(params, X)
     np.testing.assert_array_equal(np.isnan(out_fused), np.isnan(out_plain))
     assert np.isnan(out_fused).any()
     np.testing.assert_allclose(out_fused, out_plain, rtol=1e-12, atol=0)
-    # a step (the kernels): the same gradients, NaN where the NumPy module's are
-    states = []
+    grads = []
     for module in (fused, plain):
         p = {k: v.copy() for k, v in params.items()}
         state = module.init_state(p)
         with np.errstate(invalid="ignore", over="ignore"):
             module.step(p, state, X, Y)
-        states.append(state["grads"])
-    for k in states[1]:
-        assert np.isnan(states[1][k]).any(), k
-        np.testing.assert_allclose(states[0][k], states[1][k], rtol=1e-12, atol=0)
+        grads.append(state["grads"])
+    for k in grads[1]:
+        assert np.isnan(grads[1][k]).any(), k
+        np.testing.assert_allclose(grads[0][k], grads[1][k], rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("name", ["lenet_small", "overlapping", "generic_sizes"])
