@@ -24,7 +24,8 @@ import torch
 from test_numba_target import (
     assert_non_finite_as_in_numpy,
     assert_steps_match_torch,
-    generate_numba,
+    compiled_kernels,
+    module_store,
 )
 
 pytest.importorskip("numba")
@@ -60,17 +61,9 @@ SPECS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="session")  # see test_numba_target.py's numba_module
+@pytest.fixture(scope="session")
 def module(tmp_path_factory):
-    cache: dict[str, object] = {}
-    workdir = tmp_path_factory.mktemp("numba_conv")
-
-    def build(name: str):
-        if name not in cache:
-            cache[name] = generate_numba({"name": name, **SPECS[name]}, workdir)
-        return cache[name]
-
-    return build
+    return module_store(tmp_path_factory, SPECS, "numba_conv")
 
 
 @pytest.mark.parametrize(
@@ -83,14 +76,8 @@ def test_steps_match_torch(module, name: str, dtype) -> None:
 
 
 def _compiled(mod) -> set[str]:
-    """The numba functions of mod compiled (or loaded) for float64 arrays, a window
-    kernel of one size (_scatter_kernel_3x3_1x1, _scatter_kernel_any) by its name."""
-    return {
-        re.sub(r"_(any|\d+x\d+_\d+x\d+)$", "", name)
-        for name, f in vars(mod).items()
-        if hasattr(f, "stats")
-        and any("float64" in str(sig) for sig in getattr(f, "signatures", ()))
-    }
+    """The window kernels and others of mod compiled (or loaded) for float64."""
+    return set(compiled_kernels(mod, "float64", kinds=True))
 
 
 def test_each_convolution_takes_its_path(module) -> None:

@@ -166,20 +166,26 @@ def generate_numba(spec: dict, workdir: Path):
     )
 
 
-# the fixtures' modules live for the session, not the file: xdist can run another
-# file's tests between this file's on the worker, and a module-scoped fixture would then
-# be made again, each of its modules written anew and its kernels compiled again
-@pytest.fixture(scope="session")
-def numba_module(tmp_path_factory):
+def module_store(tmp_path_factory, specs: dict[str, dict], folder: str):
+    """build(name) -> the numba module of specs[name] (named name), generated and
+    imported at its first call. The fixtures that return it live for the session,
+    not the file: xdist can run another file's tests between this file's on the
+    worker, and a module-scoped fixture would then be made again, each of its modules
+    written anew and its kernels compiled again."""
     cache: dict[str, object] = {}
-    workdir = tmp_path_factory.mktemp("numba")
+    workdir = tmp_path_factory.mktemp(folder)
 
     def build(name: str):
         if name not in cache:
-            cache[name] = generate_numba(SPECS_ALL[name], workdir)
+            cache[name] = generate_numba({**specs[name], "name": name}, workdir)
         return cache[name]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def numba_module(tmp_path_factory):
+    return module_store(tmp_path_factory, SPECS_ALL, "numba")
 
 
 @pytest.mark.parametrize("name", SPECS_ALL)
@@ -293,30 +299,10 @@ def test_the_kernels_load_from_the_cache_under_another_name(numba_module) -> Non
     # the fixture's module, compiled in this process, loaded by two others)
     module = numba_module("blocks")
     params = module.init_params(0)
-    X, Y = np.ones((4, 6)), np.eye(3)[[0, 1, 2, 0]]
+    X, Y = np.linspace(-1, 1, 4 * 6).reshape(4, 6), np.eye(3)[[0, 1, 2, 0]]
     value = module.step(params, module.init_state(params), X, Y)
     path = Path(module.__file__)
-    script = textwrap.dedent("""
-        import importlib.util, sys
-        import numpy as np
-        spec = importlib.util.spec_from_file_location(sys.argv[2], sys.argv[1])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[sys.argv[2]] = module
-        spec.loader.exec_module(module)
-        params = module.init_params(0)
-        X = np.ones((4, 6))
-        Y = np.eye(3)[[0, 1, 2, 0]]
-        print(module.step(params, module.init_state(params), X, Y))
-        """)
-    values = []
-    for name in ("first_name", "second_name"):
-        done = subprocess.run(
-            [sys.executable, "-c", script, str(path), name],
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stderr
-        values.append(float(done.stdout))
+    values = [step_in_another_process(path, name, 6)[0] for name in ("one", "two")]
     assert list((path.parent / "__pycache__").glob("*.nbi"))  # the cache's index
     assert values == [value, value]
 
@@ -428,15 +414,7 @@ IMAGE_SPECS = {
 
 @pytest.fixture(scope="session")
 def image_module(tmp_path_factory):
-    cache: dict[str, object] = {}
-    workdir = tmp_path_factory.mktemp("numba_images")
-
-    def build(name: str):
-        if name not in cache:
-            cache[name] = generate_numba({"name": name, **IMAGE_SPECS[name]}, workdir)
-        return cache[name]
-
-    return build
+    return module_store(tmp_path_factory, IMAGE_SPECS, "numba_images")
 
 
 def _torch_optimizer(spec: dict, tensors: list):
@@ -595,13 +573,50 @@ def test_an_image_step_allocates_nothing_after_the_first(image_module, dtype) ->
     harness.assert_step_allocates_nothing(module, params, X, Y, smallest)
 
 
-def _compiled_kernels(module) -> list[str]:
-    """The names of module's numba functions that have compiled (or loaded) code."""
-    return sorted(
+def compiled_kernels(module, dtype: str = "", kinds: bool = False) -> list[str]:
+    """The names of module's numba functions that have compiled (or loaded) code (for
+    arrays of dtype, where given); with kinds, a window kernel of one size
+    (_scatter_kernel_3x3_1x1, _scatter_kernel_any) by its window kernel's name."""
+    names = {
         name
         for name, f in vars(module).items()
-        if hasattr(f, "stats") and getattr(f, "signatures", None)
+        if hasattr(f, "stats")
+        and any(dtype in str(sig) for sig in getattr(f, "signatures", ()))
+    }
+    if kinds:
+        names = {re.sub(r"_(any|\d+x\d+_\d+x\d+)$", "", name) for name in names}
+    return sorted(names)
+
+
+def step_in_another_process(path, name: str, n_in: int) -> tuple[float, int, int, list]:
+    """One step of the numba module at path, imported under name in a new process,
+    params init_params(0), X (4, n_in) from -1 to 1, Y one-hot of 3 classes: the
+    loss, numba's cache hits and misses over the kernels it called, their names."""
+    script = textwrap.dedent("""
+        import importlib.util, sys
+        import numpy as np
+        spec = importlib.util.spec_from_file_location(sys.argv[2], sys.argv[1])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[sys.argv[2]] = module
+        spec.loader.exec_module(module)
+        params = module.init_params(0)
+        X = np.linspace(-1, 1, 4 * int(sys.argv[3])).reshape(4, -1)
+        Y = np.eye(3)[[0, 1, 2, 0]]
+        value = module.step(params, module.init_state(params), X, Y)
+        used = [k for k, f in vars(module).items() if getattr(f, "signatures", None)]
+        stats = [getattr(module, k).stats for k in used]
+        hits = sum(sum(s.cache_hits.values()) for s in stats)
+        misses = sum(sum(s.cache_misses.values()) for s in stats)
+        print(repr(value), hits, misses, ",".join(sorted(used)))
+        """)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path), name, str(n_in)],
+        capture_output=True,
+        text=True,
     )
+    assert done.returncode == 0, done.stderr
+    value, hits, misses, used = done.stdout.split()
+    return float(value), int(hits), int(misses), used.split(",")
 
 
 def test_the_window_kernels_load_from_the_cache_under_another_name(
@@ -615,37 +630,14 @@ def test_the_window_kernels_load_from_the_cache_under_another_name(
     X = np.linspace(-1, 1, 4 * 189).reshape(4, 189)
     Y = np.eye(3)[[0, 1, 2, 0]]
     value = module.step(params, module.init_state(params), X, Y)
-    kernels = _compiled_kernels(module)
-    sized = {re.sub(r"_(any|\d+x\d+_\d+x\d+)$", "", k) for k in kernels}
-    assert {"_window_copy_kernel", "_scatter_kernel"} <= sized  # the sizes' kernels
-    script = textwrap.dedent("""
-        import importlib.util, sys
-        import numpy as np
-        spec = importlib.util.spec_from_file_location(sys.argv[2], sys.argv[1])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[sys.argv[2]] = module
-        spec.loader.exec_module(module)
-        params = module.init_params(0)
-        X = np.linspace(-1, 1, 4 * 189).reshape(4, 189)
-        Y = np.eye(3)[[0, 1, 2, 0]]
-        value = module.step(params, module.init_state(params), X, Y)
-        used = [k for k, f in vars(module).items() if getattr(f, "signatures", None)]
-        stats = [getattr(module, k).stats for k in used]
-        hits = sum(sum(s.cache_hits.values()) for s in stats)
-        misses = sum(sum(s.cache_misses.values()) for s in stats)
-        print(repr(value), hits, misses, ",".join(sorted(used)))
-        """)
-    done = subprocess.run(
-        [sys.executable, "-c", script, module.__file__, "another_name"],
-        capture_output=True,
-        text=True,
+    assert {"_window_copy_kernel", "_scatter_kernel"} <= set(
+        compiled_kernels(module, kinds=True)
     )
-    assert done.returncode == 0, done.stderr
-    other, hits, misses, used = done.stdout.split()
+    other, hits, misses, used = step_in_another_process(module.__file__, "other", 189)
     # each kernel the step called loaded from the cache this process wrote
-    assert set(used.split(",")) <= set(kernels)
-    assert int(misses) == 0 and int(hits) >= len(used.split(","))
-    assert float(other) == value
+    assert set(used) <= set(compiled_kernels(module))
+    assert misses == 0 and hits >= len(used)
+    assert other == value
 
 
 # the update: one kernel per parameter (fused.py's Fuser.update) for every optimizer,
