@@ -111,12 +111,20 @@ def _pad(x, ph, pw, out=None):
     if out is None:
         out = np.zeros((m, c, h + 2 * ph, w + 2 * pw), x.dtype)
     else:
-        out[:, :, :ph] = 0
-        out[:, :, ph + h :] = 0
-        out[:, :, :, :pw] = 0
-        out[:, :, :, pw + w :] = 0
+        _zero_border(out, ph, pw)
     out[:, :, ph : ph + h, pw : pw + w] = x
     return out
+
+
+def _zero_border(out, ph, pw):
+    # zeros in the ph rows and pw columns on each side of out (m, C, H, W); what
+    # they surround, as a view
+    h, w = out.shape[2] - 2 * ph, out.shape[3] - 2 * pw
+    out[:, :, :ph] = 0
+    out[:, :, ph + h :] = 0
+    out[:, :, :, :pw] = 0
+    out[:, :, :, pw + w :] = 0
+    return out[:, :, ph : ph + h, pw : pw + w]
 
 
 def _scatter_windows(cols, h, w, kh, kw, sh, sw, out=None):

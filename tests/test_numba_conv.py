@@ -93,6 +93,11 @@ def test_each_convolution_takes_its_path(module) -> None:
         mod.step(params, mod.init_state(params), X, np.eye(3)[[0, 1, 2, 0]])
     step = inspect.getsource(direct._step)
     assert step.count("_conv_scatter(") == 2
+    # the third's padding: its gradient is the scatter's crop, computed in the call
+    assert re.findall(r"crop=\(\d+, \d+\)", step) == ["crop=(1, 1)"]
+    # and its input, the pooling's maxima, written inside its padded array
+    assert re.findall(r"pad=\(\d+, \d+\)", step) == ["pad=(1, 1)"]
+    assert step.count("_pad(") == 1  # the first's input
     scatters = re.findall(r"_scatter_windows\((.*)\)", step)
     assert [c for c in scatters if "by=" not in c] == []  # the pooling's alone
     assert {
@@ -110,7 +115,8 @@ def test_each_convolution_takes_its_path(module) -> None:
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_the_transposed_convolution_is_torchs(module, dtype) -> None:
-    # _conv_scatter alone, the letters in other orders, odd and even counts
+    # _conv_scatter alone, the letters in other orders, odd and even counts, and
+    # cropped
     mod = module("direct")
     rng = np.random.default_rng(3)
     for m, f, c, ho, wo in ((2, 3, 5, 4, 6), (3, 4, 2, 7, 3), (1, 1, 1, 1, 1)):
@@ -135,6 +141,28 @@ def test_the_transposed_convolution_is_torchs(module, dtype) -> None:
             1,
         )
         np.testing.assert_array_equal(swapped, out)
+        # with a crop (a padding's gradient): only the entries kept, as torch's
+        # transposed convolution with that padding
+        for ph, pw in ((1, 1), (1, 0), (0, 1)):
+            ref = torch.nn.functional.conv_transpose2d(
+                torch.tensor(d), torch.tensor(w), padding=(ph, pw)
+            )
+            out = np.full(ref.shape, np.nan, dtype)
+            mod._conv_scatter(
+                "nfij,fcpq->ncijpq",
+                d.astype(dtype),
+                w.astype(dtype),
+                h,
+                wd,
+                3,
+                3,
+                1,
+                1,
+                out=out,
+                work={},
+                crop=(ph, pw),
+            )
+            assert harness.rel_err(out, ref.numpy()) <= tol
 
 
 def test_nan_and_inf_propagate_as_in_numpy(module, generate, monkeypatch) -> None:

@@ -466,27 +466,41 @@ class Emitter(Printer):
         rest = ", ".join(str(int(v)) for v in e.args[1:])
         self._line(f"{helper}({x}, {rest}, out={dest})", dest)
 
-    def joined(self, first: sp.Expr, second: sp.Expr, dest: str, out: str) -> list[str]:
-        """One line for two statements (numpy_module._joined_pairs), first into dest
-        and second into out: a scatter of an elementwise product (an einsum that sums
-        nothing) as the numba module's _scatter_windows, which multiplies its two
-        window-shaped arguments (each broadcast) as it scatters, dest not written; a
+    def joined(self, exprs: list[sp.Expr], dests: list[str]) -> list[str]:
+        """One line for two or three statements (numpy_module._joined), exprs into
+        dests: a scatter of an elementwise product (an einsum that sums nothing) as
+        the numba module's _scatter_windows, which multiplies its two window-shaped
+        arguments (each broadcast) as it scatters, the product not written; a
         convolution's input gradient at each window entry and its scatter as its
-        _conv_scatter, one transposed convolution, dest not written; a window max
-        and the mask of its first maximum as its _window_max, which writes both."""
+        _conv_scatter, one transposed convolution, the window-shaped gradient not
+        written, and with a crop of the scattered image (Cropped) only the entries
+        the crop keeps, into the crop's array; a window max and the mask of its
+        first maximum as its _window_max, which writes both, and with a padding of
+        the maxima (Padded) the maxima straight into the padded array's inside."""
         self.lines, self.owner = [], None
+        first, second, *then = exprs
+        out = dests[-1]
         if isinstance(first, WindowMax):
             self.printer.helpers.add("_window_max")
             (win,) = self._atoms(first.args)
-            self._line(f"_window_max({win}, out={dest}, first={out})", out)
+            if then:  # Padded(maxima, ph, pw): the rows and columns of zeros
+                self.printer.helpers.add("_zero_border")
+                pad = ", pad=({}, {})".format(*(int(v) for v in then[0].args[1:3]))
+                self._line(f"_window_max({win}, out={out}, first={dests[1]}{pad})", out)
+            else:
+                self._line(f"_window_max({win}, out={dests[0]}, first={out})", out)
             return self.lines
         rest = ", ".join(str(int(v)) for v in second.args[1:])
         if not self.is_product(first):  # a transposed convolution and its scatter
             self.printer.helpers.add("_conv_scatter")
             a, b = self._atoms(first.args[1:])
             subscripts = first.args[0].name
+            kept = ""
+            if then:  # Cropped(image, ph, pw, h, w): the rows and columns kept
+                kept = ", crop=({}, {})".format(*(int(v) for v in then[0].args[1:3]))
             self._line(
-                f'_conv_scatter("{subscripts}", {a}, {b}, {rest}, out={out}, work=work)',
+                f'_conv_scatter("{subscripts}", {a}, {b}, {rest}, out={out}, work=work'
+                f"{kept})",
                 out,
             )
             return self.lines

@@ -36,7 +36,7 @@ from ..plan import (
     arr,
     resolve,
 )
-from ..sym.arrays import FirstMax, ScatterWindows, WindowMax
+from ..sym.arrays import Cropped, FirstMax, Padded, ScatterWindows, WindowMax
 from ..sym.code import DTYPE, NumPyCode, number_text
 from ..sym.functions import numeric
 from .blocks import INDENT, Lines, Walker, equation_comment, note_comment
@@ -258,10 +258,11 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
         if fused
         else None
     )
-    joined = _joined_pairs(stmts, em) if fused else set()
+    joined = _joined(stmts, em) if fused else {}
+    printed = -1  # the last statement printed with those before it (_joined)
     for k, s in enumerate(stmts):
-        if k - 1 in joined:
-            continue  # printed with the statement before it
+        if k <= printed:
+            continue
         if fuser is not None and (s.target == LOSS or not isinstance(s, Assign)):
             body.add(*fuser.close())
         if s.target == LOSS:
@@ -288,15 +289,17 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
                 if s.target.name in (p.name, nm.grad(p.name))
             )
         layer_now[0], shape_now[0] = layer, shape
-        if k in joined and fuser is not None:  # one call: see _joined_pairs
-            t = stmts[k + 1]
-            second = home[t.target].name
-            em.forget(second)
+        if k in joined and fuser is not None:  # one call: see _joined
+            rest = stmts[k + 1 : k + joined[k]]
+            for t in rest:
+                em.forget(home[t.target].name)
             body.add(*fuser.close())
-            body.comment(equation_comment(s))
-            body.comment(equation_comment(t))
-            pair = expr, t.expr.xreplace(step).xreplace(home)
-            body.add(*em.joined(*pair, dest.name, second))
+            for t in (s, *rest):
+                body.comment(equation_comment(t))
+            exprs = [expr] + [t.expr.xreplace(step).xreplace(home) for t in rest]
+            dests = [dest.name] + [home[t.target].name for t in rest]
+            body.add(*em.joined(exprs, dests))
+            printed = k + joined[k] - 1
             continue
         if fuser is not None and isinstance(s, Assign):
             taken = fuser.take(dest.name, numeric(expr))
@@ -508,9 +511,9 @@ def _loss_lines(
     body.add(f"{nm.LOSS} += 0.5 * {nm.L2} * float({squares})")
 
 
-def _joined_pairs(stmts: tuple, em: Emitter) -> set[int]:
-    """The numba target's pairs of statements printed as one call (Emitter.joined):
-    statement k and k + 1 are
+def _joined(stmts: tuple, em: Emitter) -> dict[int, int]:
+    """The numba target's runs of statements printed as one call (Emitter.joined):
+    the first statement's index, and how many. Statements k and k + 1 are
 
     - an elementwise product of two window-shaped arrays (an einsum that sums
       nothing: the pooling gradient through the first-maximum mask), read by nothing
@@ -522,18 +525,25 @@ def _joined_pairs(stmts: tuple, em: Emitter) -> set[int]:
       scatter, for the window the numba module's direct kernels take (3×3, stride
       1): one _conv_scatter, a transposed convolution computed from the gradient,
       the window-shaped array neither written nor made (nor the contraction's work
-      arrays);
+      arrays); where statement k + 2 crops the scattered image (the gradient of a
+      padding) and nothing else reads it, that crop too: the kernel computes only
+      the entries kept, into the cropped array, and the padded image is not made;
     - the max of each window (WindowMax) and the mask of its first maximum
-      (FirstMax) of the same windows: one _window_max that writes both, one pass.
+      (FirstMax) of the same windows: one _window_max that writes both, one pass;
+      where statement k + 2 pads the maxima (the next convolution's input) and
+      nothing else reads them, that padding too: the maxima are written inside the
+      padded array, and the array of the maxima alone is not made.
     """
     reads: dict[sp.Symbol, int] = {}
     for s in stmts:
         for x in s.expr.free_symbols:
             reads[x] = reads.get(x, 0) + 1
-    found: set[int] = set()
+    found: dict[int, int] = {}
     for k, (s, t) in enumerate(zip(stmts[:-1], stmts[1:], strict=True)):
-        if not (isinstance(s, Assign) and isinstance(t, Assign)) or k - 1 in found:
+        if not (isinstance(s, Assign) and isinstance(t, Assign)):
             continue
+        if any(j + n > k for j, n in found.items()):
+            continue  # s is printed with statements before it
         scatter = (
             em.is_product(s.expr)
             and isinstance(t.expr, ScatterWindows)
@@ -553,8 +563,25 @@ def _joined_pairs(stmts: tuple, em: Emitter) -> set[int]:
             and isinstance(t.expr, FirstMax)
             and t.expr.args == (s.expr.args[0], s.target)
         )
-        if scatter or conv or maxima:
-            found.add(k)
+        u = stmts[k + 2] if k + 2 < len(stmts) else None
+        if scatter:
+            found[k] = 2
+        elif conv:
+            cropped = (
+                isinstance(u, Assign)
+                and isinstance(u.expr, Cropped)
+                and u.expr.args[0] == t.target
+                and reads.get(t.target) == 1
+            )
+            found[k] = 3 if cropped else 2
+        elif maxima:
+            padded = (
+                isinstance(u, Assign)
+                and isinstance(u.expr, Padded)
+                and u.expr.args[0] == s.target
+                and reads.get(s.target) == 2  # the mask's statement and the padding
+            )
+            found[k] = 3 if padded else 2
     return found
 
 
