@@ -9,7 +9,8 @@ network) and torch.optim, float64 to 1e-9 and float32 to 2e-5: multi-channel inp
 odd filter and channel counts (the kernels' pairs), no padding, a stride-2 and a 5×5
 convolution beside the direct ones; the transposed convolution alone against
 `F.conv_transpose2d`; which path each convolution takes; NaN and inf as in the NumPy
-module; no allocation after the first step.
+module; no allocation after the first step; a batch cut in two halves (a large
+kernel: one on a worker thread) against torch, the same numbers on one core and two.
 """
 
 from __future__ import annotations
@@ -73,6 +74,39 @@ def module(tmp_path_factory):
 def test_steps_match_torch(module, name: str, dtype) -> None:
     spec = {"name": name, **SPECS[name]}
     assert_steps_match_torch(module(name), spec, dtype, (5, 2, 5, 3), seed=7)
+
+
+@pytest.mark.parametrize("cores", [2, 1])
+def test_halves_of_the_batch_match_torch(module, monkeypatch, cores: int) -> None:
+    # every direct kernel cut in two halves of the batch (_cut; a LeNet's are past
+    # _SPLIT_AT, these small ones are not unless it is 0): odd and even batches, the
+    # second half on the worker thread (2 cores) or after the first (1)
+    mod = module("direct")
+    monkeypatch.setattr(mod, "_SPLIT_AT", 0)
+    monkeypatch.setattr(mod, "_CORES", cores)
+    monkeypatch.setattr(mod, "_WORKERS", {})
+    spec = {"name": "direct", **SPECS["direct"]}
+    assert_steps_match_torch(mod, spec, np.float64, (5, 2, 1, 4), seed=11)
+    assert bool(mod._WORKERS) == (cores == 2)  # the worker thread ran the halves
+
+
+def test_the_halves_give_the_same_numbers_on_one_core_and_two(module, monkeypatch):
+    # ∂L/∂W adds its halves' sums in one order however many cores run them, so a
+    # step's numbers are the same bytes on every machine
+    mod = module("direct")
+    monkeypatch.setattr(mod, "_SPLIT_AT", 0)
+    X = np.linspace(-2, 2, 7 * 3 * 8 * 7).reshape(7, 3, 8, 7)
+    Y = np.eye(3)[[0, 1, 2, 0, 1, 2, 0]]
+    results = []
+    for cores in (2, 1):
+        monkeypatch.setattr(mod, "_CORES", cores)
+        params = mod.init_params(0)
+        state = mod.init_state(params)
+        losses = [mod.step(params, state, X, Y) for _ in range(3)]
+        results.append((losses, params))
+    assert results[0][0] == results[1][0]
+    for k, v in results[0][1].items():
+        np.testing.assert_array_equal(v, results[1][1][k])
 
 
 def _compiled(mod) -> set[str]:

@@ -76,8 +76,13 @@ TRANSCENDENTAL = frozenset(
 )
 HELPER = '''# numba's options for every kernel and inlined function of the module: fastmath
 # allows reassociation (vectorized sums), contraction and reciprocals, not the
-# no-NaN/no-inf assumptions: NaN and inf propagate as in NumPy
-_NUMBA_OPTIONS = {"error_model": "numpy", "fastmath": {"reassoc", "contract", "arcp"}}
+# no-NaN/no-inf assumptions: NaN and inf propagate as in NumPy; nogil: a kernel
+# releases the GIL (two halves of a convolution at once, steps in other threads)
+_NUMBA_OPTIONS = {
+    "nogil": True,
+    "error_model": "numpy",
+    "fastmath": {"reassoc", "contract", "arcp"},
+}
 
 
 def _kernel(f):
