@@ -76,17 +76,20 @@ def test_steps_match_torch(module, name: str, dtype) -> None:
     assert_steps_match_torch(module(name), spec, dtype, (5, 2, 5, 3), seed=7)
 
 
-@pytest.mark.parametrize("cores", [2, 1])
-def test_halves_of_the_batch_match_torch(module, monkeypatch, cores: int) -> None:
+@pytest.mark.parametrize(
+    ("cores", "dtype"), [(2, np.float64), (1, np.float64), (2, np.float32)]
+)
+def test_halves_of_the_batch_match_torch(module, monkeypatch, cores, dtype) -> None:
     # every direct kernel cut in two halves of the batch (_cut; a LeNet's are past
     # _SPLIT_AT, these small ones are not unless it is 0): odd and even batches, the
-    # second half on the worker thread (2 cores) or after the first (1)
+    # second half on the worker thread (2 cores) or after the first (1); float32's
+    # input gradient only (its forward pass and ∂L/∂W are BLAS products)
     mod = module("direct")
     monkeypatch.setattr(mod, "_SPLIT_AT", 0)
     monkeypatch.setattr(mod, "_CORES", cores)
     monkeypatch.setattr(mod, "_WORKERS", {})
     spec = {"name": "direct", **SPECS["direct"]}
-    assert_steps_match_torch(mod, spec, np.float64, (5, 2, 1, 4), seed=11)
+    assert_steps_match_torch(mod, spec, dtype, (5, 2, 1, 4), seed=11)
     assert bool(mod._WORKERS) == (cores == 2)  # the worker thread ran the halves
 
 
