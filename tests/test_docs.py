@@ -105,3 +105,32 @@ def test_an_excerpt_must_match_in_order() -> None:
     assert not matches(printed, "...\nc\n...\nb 1.0\n...\n")  # out of order
     assert not matches(printed, "a\n...\nc\n")  # d was left out without a `...`
     assert not matches(printed, "...\nb 2.0\n...\n")  # a number changed
+
+
+def _table_rows(text: str, header: str) -> list[list[str]]:
+    """The cells of each row of the markdown table whose header row starts so."""
+    start = text.index(header)
+    rows = []
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_the_readmes_step_times_are_the_performance_pages() -> None:
+    # the README's short table is rows of docs/performance.md's latest step table
+    # (what benchmarks/run.py printed on the development machine), not numbers of
+    # its own
+    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "performance.md").read_text()
+    latest = page[page.index("## The steps on the development machine") :]
+    shown = _table_rows(readme, "| config, batch | dtype | symgrad |")
+    full = _table_rows(latest, "| config | dtype | generated |")
+    assert len(shown) == 6
+    by_row = {(r[0], r[1]): r for r in full}
+    columns = (2, 4, 6, 7)  # generated, numba, PyTorch eager, JAX jit
+    for row in shown:
+        config = row[0].split(":")[0]
+        want = [by_row[(config, row[1])][k].split(" (")[0] for k in columns]
+        assert row[2:] == want, row
