@@ -183,6 +183,9 @@ class Emitter(Printer):
         # (work array, its pool, the array viewed); `_copied` the current into()'s
         self.copies: dict[str, tuple[str, Scratch, str]] = {}
         self.contracted: set[str] = set()  # the arrays a _contract writes
+        # the step's dict of work arrays, passed to the numba module's _contract and
+        # _conv_scatter for their kernels' scratch (None: the NumPy module's takes none)
+        self.work_dict: str | None = None
         self._copied: dict[str, tuple[str, Scratch, str]] = {}
 
     # -------------------------------------------------------------- entry points
@@ -414,6 +417,8 @@ class Emitter(Printer):
         self.printer.helpers.add("_contract")
         self.contracted.add(dest)
         extra = f', kept="{kept}"' if kept else ""
+        if self.work_dict is not None:
+            extra += f", work={self.work_dict}"
         self._line(
             f'_contract("{subscripts}", {", ".join(operands)}, {dest},'
             f" {', '.join(work)}{extra})",
@@ -499,8 +504,8 @@ class Emitter(Printer):
             if then:  # Cropped(image, ph, pw, h, w): the rows and columns kept
                 kept = ", crop=({}, {})".format(*(int(v) for v in then[0].args[1:3]))
             self._line(
-                f'_conv_scatter("{subscripts}", {a}, {b}, {rest}, out={out}, work=work'
-                f"{kept})",
+                f'_conv_scatter("{subscripts}", {a}, {b}, {rest}, out={out}, '
+                f"work={self.work_dict}{kept})",
                 out,
             )
             return self.lines

@@ -223,6 +223,7 @@ def in_place(plan: Plan, fused: bool = False) -> StepCode:
         [SCALE, BATCH],
         {sp.S.Zero: "zero", sp.S.One: "one", EXP_MAX: "exp_max", SCALE: "scale"},
     )
+    em.work_dict = "work" if fused else None
     em.shapes = {name: shape for name, shape in storage.arrays.items()}
     em.shapes.update({s.name: shape for s, shape in plan.shapes.items()})
     home = {v: arr(name) for v, name in storage.home.items()}
