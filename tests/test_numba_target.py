@@ -561,17 +561,26 @@ def test_image_max_pooling_ties_go_to_the_first_maximum(image_module) -> None:
         assert harness.rel_err(grads[k], ref[k]) <= RTOL, k
 
 
+def assert_a_big_batch_allocates_nothing(module, spec: dict, dtype, smallest) -> None:
+    """harness.assert_step_allocates_nothing for a CNN's module on a random batch of
+    512, smallest the shape of its smallest image array after the batch axis (at
+    that batch larger than the allowance)."""
+    params = module.init_params(0, dtype=dtype)
+    rng = np.random.default_rng(0)
+    m = 512
+    X = rng.standard_normal((m, *spec["input"])).astype(dtype)
+    n_out = spec["layers"][-1]["units"]
+    Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, m)]
+    size = m * int(np.prod(smallest)) * np.dtype(dtype).itemsize
+    harness.assert_step_allocates_nothing(module, params, X, Y, size)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_an_image_step_allocates_nothing_after_the_first(image_module, dtype) -> None:
     spec = IMAGE_SPECS["lenet_small"]
-    module = image_module("lenet_small")
-    params = module.init_params(0, dtype=dtype)
-    rng = np.random.default_rng(0)
-    m = 512  # the smallest image array (m, 5, 3, 2) is then larger than the allowance
-    X = rng.standard_normal((m, *spec["input"])).astype(dtype)
-    Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, m)]
-    smallest = m * 5 * 3 * 2 * np.dtype(dtype).itemsize
-    harness.assert_step_allocates_nothing(module, params, X, Y, smallest)
+    assert_a_big_batch_allocates_nothing(
+        image_module("lenet_small"), spec, dtype, (5, 3, 2)
+    )
 
 
 def compiled_kernels(module, dtype: str = "", kinds: bool = False) -> list[str]:

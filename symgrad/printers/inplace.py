@@ -99,6 +99,12 @@ class Scratch:
         self.free.append(name)
 
 
+def _margins(keyword: str, e: sp.Expr) -> str:
+    """`, keyword=(ph, pw)`: the rows and columns around an image that a Padded or
+    Cropped node e adds or takes away (its second and third arguments)."""
+    return f", {keyword}=({int(e.args[1])}, {int(e.args[2])})"
+
+
 def _spread(subscripts: str, operands: list[str]) -> list[str] | None:
     """The operands of an einsum that sums nothing, each indexed with None for the
     result's letters it lacks ("ncij,ncijpq->ncijpq": a[:, :, :, :, None, None], b):
@@ -490,7 +496,7 @@ class Emitter(Printer):
             (win,) = self._atoms(first.args)
             if then:  # Padded(maxima, ph, pw): the rows and columns of zeros
                 self.printer.helpers.add("_zero_border")
-                pad = ", pad=({}, {})".format(*(int(v) for v in then[0].args[1:3]))
+                pad = _margins("pad", then[0])
                 self._line(f"_window_max({win}, out={out}, first={dests[1]}{pad})", out)
             else:
                 self._line(f"_window_max({win}, out={dests[0]}, first={out})", out)
@@ -500,9 +506,8 @@ class Emitter(Printer):
             self.printer.helpers.add("_conv_scatter")
             a, b = self._atoms(first.args[1:])
             subscripts = first.args[0].name
-            kept = ""
-            if then:  # Cropped(image, ph, pw, h, w): the rows and columns kept
-                kept = ", crop=({}, {})".format(*(int(v) for v in then[0].args[1:3]))
+            # Cropped(image, ph, pw, h, w): the rows and columns kept
+            kept = _margins("crop", then[0]) if then else ""
             self._line(
                 f'_conv_scatter("{subscripts}", {a}, {b}, {rest}, out={out}, '
                 f"work={self.work_dict}{kept})",

@@ -539,50 +539,42 @@ def _joined(stmts: tuple, em: Emitter) -> dict[int, int]:
     for s in stmts:
         for x in s.expr.free_symbols:
             reads[x] = reads.get(x, 0) + 1
-    found: dict[int, int] = {}
-    for k, (s, t) in enumerate(zip(stmts[:-1], stmts[1:], strict=True)):
-        if not (isinstance(s, Assign) and isinstance(t, Assign)):
-            continue
-        if any(j + n > k for j, n in found.items()):
-            continue  # s is printed with statements before it
-        scatter = (
-            em.is_product(s.expr)
-            and isinstance(t.expr, ScatterWindows)
-            and t.expr.args[0] == s.target
-            and reads.get(s.target) == 1
+
+    def then(at: int, kind: type, source: sp.Symbol, readers: int) -> bool:
+        """Whether statement `at` is a `kind` of source, which only `readers`
+        statements read."""
+        u = stmts[at] if at < len(stmts) else None
+        return (
+            isinstance(u, Assign)
+            and isinstance(u.expr, kind)
+            and u.expr.args[0] == source
+            and reads.get(source) == readers
         )
+
+    found: dict[int, int] = {}
+    joined_until = 0  # the statements before it are printed where found says
+    for k, (s, t) in enumerate(zip(stmts[:-1], stmts[1:], strict=True)):
+        if k < joined_until or not (isinstance(s, Assign) and isinstance(t, Assign)):
+            continue
+        scattered = then(k + 1, ScatterWindows, s.target, 1)
+        scatter = scattered and em.is_product(s.expr)
         # the input gradient of a 3×3 stride-1 convolution at each window entry and
         # its scatter: one transposed convolution
-        conv = (
-            isinstance(t.expr, ScatterWindows)
-            and t.expr.args[0] == s.target
-            and reads.get(s.target) == 1
-            and em.is_transposed_conv(s.expr, t.expr)
-        )
+        conv = scattered and em.is_transposed_conv(s.expr, t.expr)
         maxima = (
             isinstance(s.expr, WindowMax)
             and isinstance(t.expr, FirstMax)
             and t.expr.args == (s.expr.args[0], s.target)
         )
-        u = stmts[k + 2] if k + 2 < len(stmts) else None
         if scatter:
             found[k] = 2
         elif conv:
-            cropped = (
-                isinstance(u, Assign)
-                and isinstance(u.expr, Cropped)
-                and u.expr.args[0] == t.target
-                and reads.get(t.target) == 1
-            )
-            found[k] = 3 if cropped else 2
-        elif maxima:
-            padded = (
-                isinstance(u, Assign)
-                and isinstance(u.expr, Padded)
-                and u.expr.args[0] == s.target
-                and reads.get(s.target) == 2  # the mask's statement and the padding
-            )
-            found[k] = 3 if padded else 2
+            found[k] = 3 if then(k + 2, Cropped, t.target, 1) else 2
+        elif maxima:  # the maxima read by the mask's statement and the padding
+            found[k] = 3 if then(k + 2, Padded, s.target, 2) else 2
+        else:
+            continue
+        joined_until = k + found[k]
     return found
 
 
